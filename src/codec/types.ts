@@ -1,0 +1,19 @@
+/**
+ * The Codec port: turns values into bytes and back, chosen per message by content type.
+ *
+ * @module
+ */
+
+/**
+ * A codec. `decode` must be safe for untrusted bytes: it throws `BadPayloadError` (code
+ * `bad_payload`) for anything it cannot decode, never loops forever, never builds cyclic or
+ * prototype-polluting values, and bounds nesting depth.
+ */
+export interface Codec {
+  /** The content type it handles, e.g. `application/msgpack`. */
+  readonly contentType: string;
+  /** Encodes a value; throws `BadPayloadError` for a value it cannot carry. */
+  encode(value: unknown): Uint8Array;
+  /** Decodes bytes; throws `BadPayloadError` for bad input. */
+  decode(bytes: Uint8Array): unknown;
+}

@@ -1,0 +1,222 @@
+/**
+ * Errors that callers of Troupe see. Every error has a stable snake_case `code` so callers can
+ * `switch (err.code)`; only {@link ActorError}s cross the wire unmasked.
+ *
+ * @module
+ */
+
+/** The stable error codes used by Troupe itself. Handlers may use any other code of their own. */
+export type ErrorCode =
+  | "timeout"
+  | "unknown_handler"
+  | "unknown_actor_type"
+  | "bad_payload"
+  | "unauthorized"
+  | "overloaded"
+  | "unavailable"
+  | "deadlock"
+  | "conflict"
+  | "closed"
+  | "internal";
+
+/** Options of {@link ActorError}. */
+export interface ActorErrorOptions {
+  /** A stable snake_case code. @default {"error"} */
+  code?: string;
+  /** The underlying error. */
+  cause?: unknown;
+  /** Extra data that travels with the error across the wire (must be encodable). */
+  data?: unknown;
+}
+
+/**
+ * An error a caller sees. Thrown by handlers to reject a message with a code the caller can
+ * rely on; its code, message and data travel across the wire unchanged.
+ *
+ * @example
+ * ```ts
+ * import { ActorError } from "@troupe/troupe";
+ * throw new ActorError("insufficient funds", { code: "insufficient" });
+ * ```
+ */
+export class ActorError extends Error {
+  /** A stable code: one of {@link ErrorCode} or a handler's own. */
+  readonly code: string;
+  /** Extra data sent with the error. */
+  readonly data?: unknown;
+
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The code, cause and data.
+   */
+  constructor(message: string, options: ActorErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = options.code ?? "error";
+    if (options.data !== undefined) this.data = options.data;
+  }
+}
+
+function codeClass<C extends ErrorCode>(code: C) {
+  /** An {@link ActorError} with a fixed code. */
+  return class extends ActorError {
+    declare readonly code: C;
+    constructor(message: string, options: Omit<ActorErrorOptions, "code"> = {}) {
+      super(message, { ...options, code });
+    }
+  };
+}
+
+/**
+ * The deadline of a request passed before its reply came.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "@troupe/troupe";
+ * const err = new TimeoutError("ask account/alice.deposit timed out after 100 ms");
+ * console.log(err.code); // "timeout"
+ * ```
+ */
+export class TimeoutError extends codeClass("timeout") {}
+/**
+ * The actor type has no handler of that name.
+ *
+ * @example
+ * ```ts
+ * import { UnknownHandlerError } from "@troupe/troupe";
+ * new UnknownHandlerError('Actor type "account" has no handler "nope"');
+ * ```
+ */
+export class UnknownHandlerError extends codeClass("unknown_handler") {}
+/**
+ * No node of the cluster knows that actor type.
+ *
+ * @example
+ * ```ts
+ * import { UnknownActorTypeError } from "@troupe/troupe";
+ * new UnknownActorTypeError('Unknown actor type "nope"');
+ * ```
+ */
+export class UnknownActorTypeError extends codeClass("unknown_actor_type") {}
+/**
+ * A payload could not be decoded, or is larger than the limit.
+ *
+ * @example
+ * ```ts
+ * import { BadPayloadError } from "@troupe/troupe";
+ * new BadPayloadError("Payload of 2000000 bytes exceeds the limit of 1048576 bytes");
+ * ```
+ */
+export class BadPayloadError extends codeClass("bad_payload") {}
+/**
+ * The caller is not allowed to send that message.
+ *
+ * @example
+ * ```ts
+ * import { UnauthorizedError } from "@troupe/troupe";
+ * new UnauthorizedError("Token expired");
+ * ```
+ */
+export class UnauthorizedError extends codeClass("unauthorized") {}
+/**
+ * The actor's mailbox is full.
+ *
+ * @example
+ * ```ts
+ * import { OverloadedError } from "@troupe/troupe";
+ * new OverloadedError("Mailbox of account/alice is full (1000 messages)");
+ * ```
+ */
+export class OverloadedError extends codeClass("overloaded") {}
+/**
+ * No node can host the actor now, or the node that hosted it went away.
+ *
+ * @example
+ * ```ts
+ * import { UnavailableError } from "@troupe/troupe";
+ * new UnavailableError('No live node hosts actor type "account"');
+ * ```
+ */
+export class UnavailableError extends codeClass("unavailable") {}
+/**
+ * A call chain came back to an actor that is busy waiting on that same chain (A → B → A).
+ *
+ * @example
+ * ```ts
+ * import { DeadlockError } from "@troupe/troupe";
+ * new DeadlockError("account/alice is already handling a message of this call chain");
+ * ```
+ */
+export class DeadlockError extends codeClass("deadlock") {}
+/**
+ * A write was refused because another activation or writer came first (fencing).
+ *
+ * @example
+ * ```ts
+ * import { ConflictError } from "@troupe/troupe";
+ * new ConflictError("Epoch 3 of account/alice is stale (current 4)");
+ * ```
+ */
+export class ConflictError extends codeClass("conflict") {}
+/**
+ * The system, or the resource, was closed.
+ *
+ * @example
+ * ```ts
+ * import { ClosedError } from "@troupe/troupe";
+ * new ClosedError("The system is closed");
+ * ```
+ */
+export class ClosedError extends codeClass("closed") {}
+/**
+ * An unexpected error inside a handler or the runtime; details are logged, not sent.
+ *
+ * @example
+ * ```ts
+ * import { InternalError } from "@troupe/troupe";
+ * new InternalError("Internal error");
+ * ```
+ */
+export class InternalError extends codeClass("internal") {}
+
+const byCode: Record<string, new (message: string, options?: Omit<ActorErrorOptions, "code">) => ActorError> = {
+  timeout: TimeoutError,
+  unknown_handler: UnknownHandlerError,
+  unknown_actor_type: UnknownActorTypeError,
+  bad_payload: BadPayloadError,
+  unauthorized: UnauthorizedError,
+  overloaded: OverloadedError,
+  unavailable: UnavailableError,
+  deadlock: DeadlockError,
+  conflict: ConflictError,
+  closed: ClosedError,
+  internal: InternalError,
+};
+
+/** The plain shape of an error on the wire. */
+export interface WireError {
+  code: string;
+  message: string;
+  data?: unknown;
+}
+
+/**
+ * Turns any thrown value into what may cross the wire: an {@link ActorError} keeps its code,
+ * message and data; anything else becomes `internal` (and `onMasked` is told, to log it).
+ */
+export function toWireError(err: unknown, onMasked?: (err: unknown) => void): WireError {
+  if (err instanceof ActorError) {
+    const w: WireError = { code: err.code, message: err.message };
+    if (err.data !== undefined) w.data = err.data;
+    return w;
+  }
+  onMasked?.(err);
+  return { code: "internal", message: "Internal error" };
+}
+
+/** Rebuilds an error from the wire, with the subclass of its code where Troupe has one. */
+export function fromWireError(w: WireError): ActorError {
+  const C = byCode[w.code];
+  const opts = w.data === undefined ? {} : { data: w.data };
+  return C ? new C(w.message, opts) : new ActorError(w.message, { ...opts, code: w.code });
+}

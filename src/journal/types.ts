@@ -1,0 +1,130 @@
+/**
+ * The Journal port: per-actor event logs with snapshots, epoch fencing, idempotency records
+ * and durable reminders. Implementations: {@link memoryJournal} (in `memory.ts`) and
+ * `libsqlJournal` (in `adapters/libsql`). Both pass the conformance suite in
+ * `src/journal/conformance.ts`.
+ *
+ * Actors are named by their key `"<type>/<id>"`. Payloads are opaque bytes: the core encodes
+ * them (MessagePack) before they reach the journal.
+ *
+ * @module
+ */
+
+/** An event as stored. */
+export interface StoredEvent {
+  /** Position in the actor's log: 1, 2, 3, … without gaps. */
+  readonly seq: number;
+  /** Event type (the key in the definition's `events`). */
+  readonly type: string;
+  /** The version of the event's schema it was written with. */
+  readonly version: number;
+  /** Encoded payload. */
+  readonly data: Uint8Array;
+  /** Wall-clock time of the append, in ms since the epoch. */
+  readonly at: number;
+}
+
+/** An event to append. */
+export interface NewEvent {
+  /** Event type. */
+  readonly type: string;
+  /** Schema version of the payload. */
+  readonly version: number;
+  /** Encoded payload. */
+  readonly data: Uint8Array;
+  /** Wall-clock time, ms since the epoch. */
+  readonly at: number;
+}
+
+/** A snapshot of an actor's state after event `seq`. */
+export interface Snapshot {
+  /** The seq of the last event folded into `state`. */
+  readonly seq: number;
+  /** Format version of the encoded state (the definition's `snapshotVersion`). */
+  readonly version: number;
+  /** Encoded state. */
+  readonly state: Uint8Array;
+}
+
+/** A durable reminder: `handler(payload)` is sent to `actor` at or after `due`. */
+export interface Reminder {
+  /** Unique id (also the idempotency key used when it fires). */
+  readonly id: string;
+  /** Target actor key `"<type>/<id>"`. */
+  readonly actor: string;
+  /** Handler name. */
+  readonly handler: string;
+  /** Encoded payload. */
+  readonly data: Uint8Array;
+  /** Wall-clock due time, ms since the epoch. */
+  readonly due: number;
+}
+
+/** What an activation starts from. */
+export interface Recovered {
+  /** This activation's epoch: strictly greater than every earlier activation's. */
+  readonly epoch: number;
+  /** The latest snapshot, if any. */
+  readonly snapshot?: Snapshot;
+  /** Events after the snapshot (or all), in order. */
+  readonly events: readonly StoredEvent[];
+  /** Seq of the last event in the log (0 for an empty log). */
+  readonly seq: number;
+}
+
+/** One atomic write of an activation: events, and what must be stored with them. */
+export interface Append {
+  /** Actor key. */
+  readonly actor: string;
+  /** The epoch of the writing activation; must still be the current one. */
+  readonly epoch: number;
+  /** Seq of the last event the writer has seen; the new events get `expectedSeq + 1`, … */
+  readonly expectedSeq: number;
+  /** Events to append (may be empty when only a reply or reminders are stored). */
+  readonly events: readonly NewEvent[];
+  /** A snapshot to store (its `seq` ≤ the last appended seq). */
+  readonly snapshot?: Snapshot;
+  /** The idempotency key of the message and its encoded reply. */
+  readonly idempotency?: { readonly key: string; readonly reply: Uint8Array };
+  /** Reminders scheduled by the handler. */
+  readonly reminders?: readonly Reminder[];
+}
+
+/**
+ * Where an actor's events live. Every method may be called concurrently; implementations
+ * serialize what must be serialized.
+ */
+export interface Journal {
+  /**
+   * Starts a new activation of `actor`: bumps its epoch and reads the latest snapshot and the
+   * events after it, in one transaction.
+   */
+  activate(actor: string): Promise<Recovered>;
+  /**
+   * Appends atomically. Rejects with `ConflictError` (code `conflict`) when `epoch` is no
+   * longer current or `expectedSeq` is not the last seq; nothing is written then. Resolves
+   * only once the write is durable. Concurrent appends may share one transaction (group
+   * commit) but each succeeds or fails on its own.
+   */
+  append(append: Append): Promise<void>;
+  /** Events of `actor` with `seq >= from`, in order, at most `limit` of them. */
+  read(actor: string, from: number, limit: number): Promise<StoredEvent[]>;
+  /** The stored reply of an earlier message with this idempotency key, if remembered. */
+  reply(actor: string, key: string): Promise<Uint8Array | undefined>;
+  /** Reminders due at or before `now`, oldest first, at most `limit`. */
+  dueReminders(now: number, limit: number): Promise<Reminder[]>;
+  /** The earliest due time of any reminder, or undefined when there is none. */
+  nextReminder(): Promise<number | undefined>;
+  /** Removes a reminder (after it fired). Idempotent. */
+  deleteReminder(id: string): Promise<void>;
+  /** Waits for pending writes, then releases the database. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** How long and how many idempotency records a journal keeps per actor. */
+export const IDEMPOTENCY_RETENTION = {
+  /** Records younger than this are always kept. */
+  maxAgeMs: 24 * 60 * 60 * 1000,
+  /** At most this many per actor (oldest dropped first). */
+  maxPerActor: 1000,
+} as const;

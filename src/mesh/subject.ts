@@ -1,0 +1,64 @@
+/**
+ * Subject helpers shared by every mesh: token encoding and wildcard matching.
+ *
+ * @module
+ */
+
+const SAFE = /^[A-Za-z0-9_-]+$/;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/**
+ * Encodes any string into one subject/KV-key token: plain `[A-Za-z0-9_-]+` stays as it is,
+ * anything else becomes `=` + base64url of its UTF-8 bytes. Round-trips with
+ * {@link decodeToken}.
+ */
+export function encodeToken(value: string): string {
+  if (SAFE.test(value)) return value;
+  const bytes = enc.encode(value);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return "=" + btoa(bin).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** Inverse of {@link encodeToken}. */
+export function decodeToken(token: string): string {
+  if (!token.startsWith("=")) return token;
+  const b64 = token.slice(1).replaceAll("-", "+").replaceAll("_", "/");
+  const bin = atob(b64 + "===".slice((b64.length + 3) % 4));
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return dec.decode(bytes);
+}
+
+/**
+ * Whether `subject` matches `pattern` (NATS rules: `*` one token, `>` as the last token one or
+ * more tokens).
+ */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  if (pattern === subject) return true;
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    const t = p[i];
+    if (t === ">") return i === p.length - 1 && s.length > i;
+    if (i >= s.length) return false;
+    if (t !== "*" && t !== s[i]) return false;
+  }
+  return p.length === s.length;
+}
+
+/** Whether `subject` is a valid subject (no empty tokens, no whitespace). */
+export function isValidSubject(subject: string, allowWildcards = false): boolean {
+  if (subject.length === 0 || /\s/.test(subject)) return false;
+  const tokens = subject.split(".");
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (t.length === 0) return false;
+    if (t.includes("*") || t.includes(">")) {
+      if (!allowWildcards) return false;
+      if (t !== "*" && !(t === ">" && i === tokens.length - 1)) return false;
+    }
+  }
+  return true;
+}

@@ -1,0 +1,193 @@
+/**
+ * The Mesh port: what Troupe needs from a message fabric. It is deliberately NATS-shaped
+ * (subjects, request/reply, queue groups, a key-value store with compare-and-set and watches)
+ * so that the NATS adapter is thin, while the in-process mesh implements the same semantics
+ * in memory. Routing, placement, membership, ownership and leases are written once in the
+ * core on top of this port.
+ *
+ * Subjects are dot-separated tokens. Subscriptions may use wildcards: `*` matches exactly one
+ * token, `>` (last token only) matches one or more tokens.
+ *
+ * @module
+ */
+
+/** Message headers: a flat string map. Header names are case-sensitive. */
+export type MeshHeaders = Record<string, string>;
+
+/** A message delivered to a subscription. */
+export interface MeshMessage {
+  /** The subject it was published to. */
+  readonly subject: string;
+  /** The headers (empty object when none). */
+  readonly headers: MeshHeaders;
+  /** The body. */
+  readonly data: Uint8Array;
+  /** The reply subject, when the sender expects a reply. */
+  readonly reply?: string;
+}
+
+/** Options of {@link MeshConnection.publish}. */
+export interface PublishOptions {
+  /** Headers to send. */
+  headers?: MeshHeaders;
+  /** Reply subject. */
+  reply?: string;
+}
+
+/** Options of {@link MeshConnection.request}. */
+export interface RequestOptions {
+  /** Headers to send. */
+  headers?: MeshHeaders;
+  /** Milliseconds to wait for the first reply. */
+  timeout: number;
+  /** Aborts the wait. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link MeshConnection.subscribe}. */
+export interface SubscribeOptions {
+  /** Queue group: each message goes to one member of the group. */
+  queue?: string;
+}
+
+/** A live subscription. */
+export interface MeshSubscription {
+  /** The subject (possibly with wildcards) subscribed to. */
+  readonly subject: string;
+  /** Stops delivery. Idempotent. */
+  unsubscribe(): void;
+}
+
+/** Why a mesh call failed. */
+export type MeshErrorCode = "no_responders" | "timeout" | "closed" | "kv_conflict" | "max_payload";
+
+/** An error of the mesh port. */
+export class MeshError extends Error {
+  /** What went wrong. */
+  readonly code: MeshErrorCode;
+  /**
+   * @param code What went wrong.
+   * @param message Details.
+   * @param cause The underlying error.
+   */
+  constructor(code: MeshErrorCode, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "MeshError";
+    this.code = code;
+  }
+}
+
+/** Connection status changes, for logs and for fencing decisions. */
+export type MeshStatus =
+  | { type: "disconnect"; server?: string }
+  | { type: "reconnect"; server?: string }
+  | { type: "error"; error: unknown };
+
+/**
+ * A connection of one node to the mesh.
+ *
+ * Semantics every implementation keeps (checked by the conformance suite in
+ * `src/mesh/conformance.ts`):
+ * - messages from one publisher to one subscription arrive in publish order;
+ * - `request` resolves with the first reply, rejects with `MeshError("no_responders")`
+ *   at once when no subscription matches, `MeshError("timeout")` after `timeout` ms;
+ * - a queue group delivers each message to exactly one of its members; plain subscriptions
+ *   each get their own copy;
+ * - handlers are called asynchronously (never inside `publish`), one message at a time per
+ *   subscription.
+ */
+export interface MeshConnection {
+  /** Largest message body the mesh carries, in bytes. */
+  readonly maxPayload: number;
+  /** Sends a message. Fire and forget; throws `MeshError("closed")` after close. */
+  publish(subject: string, data: Uint8Array, options?: PublishOptions): void;
+  /** Sends a request and waits for the first reply. */
+  request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage>;
+  /** Subscribes `handler` to `subject` (wildcards allowed). */
+  subscribe(
+    subject: string,
+    handler: (msg: MeshMessage) => void,
+    options?: SubscribeOptions,
+  ): MeshSubscription;
+  /** A fresh unique subject to receive replies or stream frames on. */
+  inbox(): string;
+  /** Resolves once everything published so far has reached the server. */
+  flush(): Promise<void>;
+  /** Opens (creating when missing) a key-value bucket. */
+  kv(bucket: string, options?: KvOptions): Promise<KvBucket>;
+  /** Registers a status listener; returns a function that removes it. */
+  onStatus(listener: (status: MeshStatus) => void): () => void;
+  /** Closes the connection: drains subscriptions, then disconnects. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * A mesh: what `createSystem({ mesh })` takes. `connect` is called once per system (node).
+ */
+export interface Mesh {
+  /** A short name for logs: "in-process", "nats". */
+  readonly kind: string;
+  /** Default lease time-to-live for membership and ownership, in ms. */
+  readonly leaseTtl: number;
+  /** First token of every Troupe subject and of bucket names. @default {"troupe"} */
+  readonly prefix: string;
+  /** Connects one node. */
+  connect(options: { node: string; signal?: AbortSignal }): Promise<MeshConnection>;
+}
+
+/** Options of a key-value bucket. */
+export interface KvOptions {
+  /** How many revisions per key to keep. @default {1} */
+  history?: number;
+  /** Replicas (NATS cluster size permitting). @default {1} */
+  replicas?: number;
+}
+
+/** One revision of a key. */
+export interface KvEntry {
+  /** The key. */
+  readonly key: string;
+  /** The value (empty for deletes). */
+  readonly value: Uint8Array;
+  /** Revision: strictly increasing across the whole bucket. */
+  readonly revision: number;
+  /** What happened to the key. */
+  readonly operation: "PUT" | "DEL" | "PURGE";
+}
+
+/** A watch: an async iterable of changes; `stop()` ends it. */
+export interface KvWatch extends AsyncIterable<KvEntry> {
+  /** Ends the iteration. Idempotent. */
+  stop(): void;
+}
+
+/**
+ * A key-value bucket with compare-and-set. Keys are dot-separated tokens of
+ * `[A-Za-z0-9_=-]`; `keys` and `watch` take NATS wildcards.
+ */
+export interface KvBucket {
+  /** The bucket's name. */
+  readonly name: string;
+  /**
+   * An id of this incarnation of the bucket: revisions restart when a bucket is recreated,
+   * so fencing tokens combine the two.
+   */
+  readonly incarnation: string;
+  /** The current entry (authoritative: not from a possibly stale replica), or null. */
+  get(key: string): Promise<KvEntry | null>;
+  /** Writes a value unconditionally; returns its revision. */
+  put(key: string, value: Uint8Array): Promise<number>;
+  /** Writes only if the key does not exist (or was deleted); else `MeshError("kv_conflict")`. */
+  create(key: string, value: Uint8Array): Promise<number>;
+  /** Writes only if the key's latest revision is `revision`; else `MeshError("kv_conflict")`. */
+  update(key: string, value: Uint8Array, revision: number): Promise<number>;
+  /** Deletes a key; with `revision`, only if that is still its latest revision. */
+  delete(key: string, options?: { revision?: number }): Promise<void>;
+  /** The keys that exist now (deleted ones excluded), matching `filter` (default `>`). */
+  keys(filter?: string): Promise<string[]>;
+  /**
+   * Watches changes of keys matching `key` (default `>`). With `initial: true` (the default)
+   * it first yields the latest entry of every existing matching key, then live changes.
+   */
+  watch(options?: { key?: string; initial?: boolean }): KvWatch;
+}
