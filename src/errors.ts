@@ -179,7 +179,10 @@ export class ClosedError extends codeClass("closed") {}
  */
 export class InternalError extends codeClass("internal") {}
 
-const byCode: Record<string, new (message: string, options?: Omit<ActorErrorOptions, "code">) => ActorError> = {
+const byCode: Record<
+  string,
+  new (message: string, options?: Omit<ActorErrorOptions, "code">) => ActorError
+> = {
   timeout: TimeoutError,
   unknown_handler: UnknownHandlerError,
   unknown_actor_type: UnknownActorTypeError,

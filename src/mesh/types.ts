@@ -40,7 +40,7 @@ export interface RequestOptions {
   headers?: MeshHeaders;
   /** Milliseconds to wait for the first reply. */
   timeout: number;
-  /** Aborts the wait. */
+  /** Aborts the wait: the request then rejects with `signal.reason`. */
   signal?: AbortSignal;
 }
 
@@ -54,7 +54,7 @@ export interface SubscribeOptions {
 export interface MeshSubscription {
   /** The subject (possibly with wildcards) subscribed to. */
   readonly subject: string;
-  /** Stops delivery. Idempotent. */
+  /** Stops delivery (messages received but not yet handled are dropped). Idempotent. */
   unsubscribe(): void;
 }
 
@@ -66,6 +66,8 @@ export class MeshError extends Error {
   /** What went wrong. */
   readonly code: MeshErrorCode;
   /**
+   * Makes a mesh error.
+   *
    * @param code What went wrong.
    * @param message Details.
    * @param cause The underlying error.
@@ -94,10 +96,14 @@ export type MeshStatus =
  * - a queue group delivers each message to exactly one of its members; plain subscriptions
  *   each get their own copy;
  * - handlers are called asynchronously (never inside `publish`), one message at a time per
- *   subscription.
+ *   subscription;
+ * - a subscription is known to the whole mesh once a later `flush()` resolves (before that,
+ *   messages from other connections may miss it);
+ * - after `close()` resolves, every call except `close()` throws (or rejects with)
+ *   `MeshError("closed")`, and the node's own requests still in flight reject with it.
  */
 export interface MeshConnection {
-  /** Largest message body the mesh carries, in bytes. */
+  /** Largest message the mesh carries, in bytes (body plus encoded headers, as on NATS). */
   readonly maxPayload: number;
   /** Sends a message. Fire and forget; throws `MeshError("closed")` after close. */
   publish(subject: string, data: Uint8Array, options?: PublishOptions): void;
@@ -155,10 +161,19 @@ export interface KvEntry {
   readonly operation: "PUT" | "DEL" | "PURGE";
 }
 
-/** A watch: an async iterable of changes; `stop()` ends it. */
+/**
+ * A watch: an async iterable of changes; `stop()` ends it, and so does closing the
+ * connection it was made on.
+ */
 export interface KvWatch extends AsyncIterable<KvEntry> {
-  /** Ends the iteration. Idempotent. */
+  /** Ends the iteration (a pending `next()` resolves as done). Idempotent. */
   stop(): void;
+  /**
+   * Resolves once the watch is established on the server: every change written after that
+   * is seen. Matters with `initial: false`. Optional for compatibility; awaiting
+   * `undefined` is fine.
+   */
+  readonly ready?: Promise<void>;
 }
 
 /**
@@ -173,7 +188,10 @@ export interface KvBucket {
    * so fencing tokens combine the two.
    */
   readonly incarnation: string;
-  /** The current entry (authoritative: not from a possibly stale replica), or null. */
+  /**
+   * The current entry (authoritative: not from a possibly stale replica), or null when the
+   * key is missing or its latest operation is a delete/purge.
+   */
   get(key: string): Promise<KvEntry | null>;
   /** Writes a value unconditionally; returns its revision. */
   put(key: string, value: Uint8Array): Promise<number>;
@@ -187,7 +205,8 @@ export interface KvBucket {
   keys(filter?: string): Promise<string[]>;
   /**
    * Watches changes of keys matching `key` (default `>`). With `initial: true` (the default)
-   * it first yields the latest entry of every existing matching key, then live changes.
+   * it first yields the latest entry of every existing matching key (nothing for keys whose
+   * latest operation is a delete), then live changes (deletes included), in revision order.
    */
   watch(options?: { key?: string; initial?: boolean }): KvWatch;
 }

@@ -1,0 +1,753 @@
+/**
+ * The libSQL {@link Journal}: one SQLite/libSQL database (a local `file:` in WAL mode,
+ * `:memory:`, or a remote sqld/Turso server) holding every actor's log, with epoch fencing
+ * and group commit.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import {
+  type Client,
+  createClient,
+  type InStatement,
+  type InValue,
+  LibsqlError,
+  type Row,
+} from "@libsql/client/node";
+import {
+  ActorError,
+  ClosedError,
+  ConflictError,
+  InternalError,
+  UnavailableError,
+} from "../../src/errors.ts";
+import { staleEpoch, unexpectedSeq, validateAppend } from "../../src/journal/memory.ts";
+import {
+  type Append,
+  IDEMPOTENCY_RETENTION,
+  type Journal,
+  type Recovered,
+  type Reminder,
+  type Snapshot,
+  type StoredEvent,
+} from "../../src/journal/types.ts";
+
+/**
+ * The version of the journal's schema this code writes, recorded in the `troupe_meta` table
+ * (`key = 'schema_version'`).
+ *
+ * @example
+ * ```ts
+ * import { SCHEMA_VERSION } from "@troupe/troupe/libsql";
+ * console.log(SCHEMA_VERSION); // 1
+ * ```
+ */
+export const SCHEMA_VERSION = 1;
+
+/**
+ * Options of {@link libsqlJournal}.
+ *
+ * @example
+ * ```ts
+ * import type { LibsqlJournalOptions } from "@troupe/troupe/libsql";
+ * const options: LibsqlJournalOptions = { url: "file:./data/troupe.db", busyTimeoutMs: 2_000 };
+ * ```
+ */
+export interface LibsqlJournalOptions {
+  /**
+   * The database: `file:path` (a local SQLite file, switched to WAL mode), `:memory:` (gone on
+   * close), or a remote server `libsql://…`, `http(s)://…`, `ws(s)://…` (sqld, Turso).
+   */
+  readonly url: string;
+  /** Token for a remote server. */
+  readonly authToken?: string;
+  /**
+   * Local files only: how long a write waits for a lock held by another connection or
+   * process before it fails with `unavailable`. Note that the wait blocks the thread.
+   * @default {5000}
+   */
+  readonly busyTimeoutMs?: number;
+  /**
+   * Local files only: SQLite's `synchronous` setting in WAL mode. `"full"` fsyncs the WAL on
+   * every commit: an acknowledged append survives a process crash and a power loss or OS
+   * crash. `"normal"` fsyncs only at checkpoints: an acknowledged append survives a process
+   * crash (`kill -9`), but the last commits before a power loss or OS crash may be lost
+   * (the database stays consistent).
+   * @default {"full"}
+   */
+  readonly synchronous?: "full" | "normal";
+  /**
+   * At most this many appends share one transaction (group commit).
+   * @default {2000}
+   */
+  readonly maxBatch?: number;
+  /**
+   * How long opening (switching to WAL, creating or migrating the schema) keeps retrying
+   * while the database is busy, e.g. when several processes start at once.
+   * @default {30000}
+   */
+  readonly openTimeoutMs?: number;
+  /**
+   * How many idempotency records are kept per actor, and for how long.
+   * @default {IDEMPOTENCY_RETENTION}
+   */
+  readonly retention?: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  /**
+   * How often idempotency records are pruned (after a commit, at most once per interval).
+   * @default {60000}
+   */
+  readonly pruneIntervalMs?: number;
+}
+
+/**
+ * A {@link Journal} on libSQL, with a few extras.
+ *
+ * @example
+ * ```ts
+ * import { libsqlJournal } from "@troupe/troupe/libsql";
+ * await using journal = libsqlJournal({ url: ":memory:" });
+ * await journal.pruneIdempotency();
+ * ```
+ */
+export interface LibsqlJournal extends Journal {
+  /** The URL it was opened with, without its query string. */
+  readonly url: string;
+  /**
+   * Prunes idempotency records now: drops those older than `retention.maxAgeMs` (before
+   * `now`), and keeps at most `retention.maxPerActor` for each actor that stored one since
+   * the last prune. Runs by itself every `pruneIntervalMs`.
+   */
+  pruneIdempotency(now?: number): Promise<void>;
+  /** Same as {@link Journal.close}. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Opens a journal on a libSQL database. The database is opened, switched to WAL mode and
+ * given its schema on first use (retrying while it is busy); the schema version is recorded
+ * in `troupe_meta`.
+ *
+ * Schema: `events(actor, seq, type, version, data, at)` keyed by `(actor, seq)`,
+ * `snapshots(actor, seq, version, state)`, `activations(actor, epoch, seq)` (the epoch and
+ * head of each actor: fencing checks read one row), `idempotency(actor, key, reply, at)`,
+ * `reminders(id, actor, handler, data, due)`, `troupe_meta(key, value)`.
+ *
+ * Appends are group-committed: the appends that arrive while a commit runs share the next
+ * transaction (`BEGIN IMMEDIATE`, at most `maxBatch` appends, one per actor; a second append
+ * of the same actor waits for the next one). Each append is checked in SQL against its
+ * actor's epoch and head, and written only if it passes; each caller is settled on its own
+ * after the commit. A failed check rejects with `ConflictError` (code `conflict`).
+ *
+ * Idempotency records are kept at most `retention.maxPerActor` per actor and are dropped
+ * after `retention.maxAgeMs`; pruning runs at most every `pruneIntervalMs`, so a record may
+ * outlive its age (and an actor may briefly exceed the cap) until then.
+ *
+ * Errors: a locked database (busy timeout passed) and a read-only database reject with
+ * `UnavailableError` (code `unavailable`, the libSQL error as `cause`), saying what was
+ * attempted on which database; the journal stays usable. Unexpected database errors reject
+ * with `InternalError` (code `internal`); calls after `close()` with `ClosedError`.
+ *
+ * @example
+ * ```ts
+ * import { libsqlJournal } from "@troupe/troupe/libsql";
+ * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
+ * const { epoch, seq } = await journal.activate("account/alice");
+ * await journal.append({
+ *   actor: "account/alice",
+ *   epoch,
+ *   expectedSeq: seq,
+ *   events: [{ type: "deposited", version: 1, data: new Uint8Array([1]), at: Date.now() }],
+ * });
+ * await journal.close();
+ * ```
+ */
+export function libsqlJournal(options: LibsqlJournalOptions): LibsqlJournal {
+  return new LibsqlJournalImpl(options);
+}
+
+const DDL: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS troupe_meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS events (actor TEXT NOT NULL, seq INTEGER NOT NULL,
+    type TEXT NOT NULL, version INTEGER NOT NULL, data BLOB NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (actor, seq)) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS snapshots (actor TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+    version INTEGER NOT NULL, state BLOB NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS activations (actor TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS idempotency (actor TEXT NOT NULL, key TEXT NOT NULL,
+    reply BLOB NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (actor, key)) WITHOUT ROWID`,
+  `CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)`,
+  `CREATE TABLE IF NOT EXISTS reminders (id TEXT PRIMARY KEY, actor TEXT NOT NULL,
+    handler TEXT NOT NULL, data BLOB NOT NULL, due INTEGER NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS reminders_due ON reminders (due, id)`,
+];
+
+/** Rows per `(VALUES …)` sub-select: SQLite refuses 1000 or more there. */
+const VALUES_ROWS = 500;
+
+interface Pending {
+  readonly append: Append;
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+class LibsqlJournalImpl implements LibsqlJournal {
+  readonly url: string;
+  readonly #options: LibsqlJournalOptions;
+  readonly #local: boolean;
+  readonly #memory: boolean;
+  readonly #busyTimeoutMs: number;
+  readonly #maxBatch: number;
+  readonly #retention: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  readonly #pruneIntervalMs: number;
+  #client: Client | undefined;
+  #opening: Promise<Client> | undefined;
+  #needPragmas = false;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #queue: Pending[] = [];
+  #flushing = false;
+  #idle: (() => void)[] = [];
+  #touched = new Set<string>();
+  #lastPrune = Date.now();
+
+  constructor(options: LibsqlJournalOptions) {
+    if (typeof options?.url !== "string" || options.url === "") {
+      throw new TypeError('libsqlJournal() needs a url, e.g. "file:./data/troupe.db"');
+    }
+    this.#options = options;
+    this.url = options.url.replace(/\?.*$/, "");
+    const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(options.url)?.[1]?.toLowerCase();
+    this.#local = options.url === ":memory:" || scheme === "file";
+    this.#memory = options.url === ":memory:" || /^file::memory:/.test(options.url);
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.#maxBatch = Math.max(1, options.maxBatch ?? 2000);
+    this.#retention = options.retention ?? IDEMPOTENCY_RETENTION;
+    this.#pruneIntervalMs = options.pruneIntervalMs ?? 60_000;
+  }
+
+  // ---- opening -------------------------------------------------------------------------
+
+  async #ready(what: string, draining = false): Promise<Client> {
+    if (this.#closed && !draining) {
+      throw new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`);
+    }
+    if (this.#client) {
+      if (this.#needPragmas) await this.#pragmas(this.#client);
+      return this.#client;
+    }
+    this.#opening ??= this.#open().then(
+      (client) => {
+        this.#client = client;
+        return client;
+      },
+      (err) => {
+        this.#opening = undefined; // the next call tries again
+        throw err;
+      },
+    );
+    return await this.#opening;
+  }
+
+  async #open(): Promise<Client> {
+    const deadline = Date.now() + (this.#options.openTimeoutMs ?? 30_000);
+    for (let attempt = 0;; attempt++) {
+      let client: Client | undefined;
+      try {
+        client = createClient({
+          url: this.#options.url,
+          intMode: "number",
+          ...(this.#options.authToken === undefined ? {} : { authToken: this.#options.authToken }),
+          // One connection: the pragmas below are per connection, and commits are serial.
+          ...(this.#local ? { concurrency: 1 } : {}),
+        });
+        await this.#pragmas(client, true);
+        await migrate(client);
+        return client;
+      } catch (err) {
+        client?.close();
+        if (!isBusy(err) || Date.now() >= deadline) {
+          throw this.#error(err, "open the journal database", "open");
+        }
+        const backoff = Math.min(1000, 10 * 2 ** attempt) * (0.5 + Math.random());
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+      }
+    }
+  }
+
+  async #pragmas(client: Client, first = false): Promise<void> {
+    this.#needPragmas = false;
+    if (!this.#local) return;
+    await client.execute(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+    if (this.#memory) return;
+    if (first) {
+      const rs = await client.execute("PRAGMA journal_mode = WAL");
+      const mode = String(rs.rows[0]?.[0] ?? "");
+      if (mode.toLowerCase() !== "wal") {
+        throw new UnavailableError(
+          `Cannot open the journal database ${this.url}: it cannot use WAL mode (mode is "${mode}")`,
+        );
+      }
+    }
+    await client.execute(`PRAGMA synchronous = ${this.#options.synchronous ?? "full"}`);
+  }
+
+  // ---- errors --------------------------------------------------------------------------
+
+  /** Maps a database error to a typed error that says what was attempted, on which database. */
+  #error(err: unknown, what: string, op: "open" | "other" = "other"): ActorError {
+    if (err instanceof ActorError) return err;
+    this.#needPragmas = true; // the pool may have replaced a broken connection
+    const where = `in ${this.url}`;
+    if (err instanceof LibsqlError) {
+      const code = err.extendedCode ?? err.code;
+      if (err.code === "CLIENT_CLOSED") {
+        return new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`, { cause: err });
+      }
+      if (isBusy(err)) {
+        return new UnavailableError(
+          `Cannot ${what} ${where}: the database is locked by another connection or process` +
+            (op === "open" ? "" : ` (waited ${this.#busyTimeoutMs} ms)`),
+          { cause: err },
+        );
+      }
+      if (code.startsWith("SQLITE_READONLY") || err.code.startsWith("SQLITE_READONLY")) {
+        return new UnavailableError(`Cannot ${what} ${where}: the database is read-only`, {
+          cause: err,
+        });
+      }
+      if (code.startsWith("SQLITE_CANTOPEN") || err.code.startsWith("SQLITE_CANTOPEN")) {
+        return new UnavailableError(`Cannot ${what} ${where}: the database file cannot be opened`, {
+          cause: err,
+        });
+      }
+      if (err.code.startsWith("SQLITE_CONSTRAINT")) {
+        return new ConflictError(`Cannot ${what} ${where}: ${err.message}`, { cause: err });
+      }
+      return new InternalError(`Cannot ${what} ${where}: ${err.message}`, { cause: err });
+    }
+    return new InternalError(`Cannot ${what} ${where}: ${String(err)}`, { cause: err });
+  }
+
+  async #run<T>(what: string, fn: (client: Client) => Promise<T>): Promise<T> {
+    const client = await this.#ready(what, true);
+    try {
+      return await fn(client);
+    } catch (err) {
+      throw this.#error(err, what);
+    }
+  }
+
+  // ---- reads and small writes ----------------------------------------------------------
+
+  activate(actor: string): Promise<Recovered> {
+    return this.#run(`activate "${actor}"`, async (client) => {
+      const [head, snap, events] = await client.batch([
+        {
+          sql: `INSERT INTO activations (actor, epoch, seq)
+                VALUES (?, 1, (SELECT coalesce(max(seq), 0) FROM events WHERE actor = ?))
+                ON CONFLICT (actor) DO UPDATE SET epoch = epoch + 1
+                RETURNING epoch, seq`,
+          args: [actor, actor],
+        },
+        { sql: "SELECT seq, version, state FROM snapshots WHERE actor = ?", args: [actor] },
+        {
+          sql: `SELECT seq, type, version, data, at FROM events
+                WHERE actor = ? AND seq > coalesce((SELECT seq FROM snapshots WHERE actor = ?), 0)
+                ORDER BY seq`,
+          args: [actor, actor],
+        },
+      ], "write");
+      const h = head!.rows[0]!;
+      const s = snap!.rows[0];
+      const snapshot: Snapshot | undefined = s
+        ? { seq: Number(s.seq), version: Number(s.version), state: bytes(s.state) }
+        : undefined;
+      return {
+        epoch: Number(h.epoch),
+        seq: Number(h.seq),
+        events: events!.rows.map(toEvent),
+        ...(snapshot ? { snapshot } : {}),
+      };
+    });
+  }
+
+  read(actor: string, from: number, limit: number): Promise<StoredEvent[]> {
+    return this.#run(`read "${actor}"`, async (client) => {
+      const rs = await client.execute({
+        sql: `SELECT seq, type, version, data, at FROM events
+              WHERE actor = ? AND seq >= ? ORDER BY seq LIMIT ?`,
+        args: [actor, from, Math.max(0, limit)],
+      });
+      return rs.rows.map(toEvent);
+    });
+  }
+
+  reply(actor: string, key: string): Promise<Uint8Array | undefined> {
+    return this.#run(`read a reply of "${actor}"`, async (client) => {
+      const rs = await client.execute({
+        sql: "SELECT reply FROM idempotency WHERE actor = ? AND key = ?",
+        args: [actor, key],
+      });
+      const row = rs.rows[0];
+      return row ? bytes(row.reply) : undefined;
+    });
+  }
+
+  dueReminders(now: number, limit: number): Promise<Reminder[]> {
+    return this.#run("read due reminders", async (client) => {
+      const rs = await client.execute({
+        sql: `SELECT id, actor, handler, data, due FROM reminders
+              WHERE due <= ? ORDER BY due, id LIMIT ?`,
+        args: [now, Math.max(0, limit)],
+      });
+      return rs.rows.map((r) => ({
+        id: String(r.id),
+        actor: String(r.actor),
+        handler: String(r.handler),
+        data: bytes(r.data),
+        due: Number(r.due),
+      }));
+    });
+  }
+
+  nextReminder(): Promise<number | undefined> {
+    return this.#run("read the next reminder", async (client) => {
+      const rs = await client.execute("SELECT min(due) AS due FROM reminders");
+      const due = rs.rows[0]?.due;
+      return due === null || due === undefined ? undefined : Number(due);
+    });
+  }
+
+  deleteReminder(id: string): Promise<void> {
+    return this.#run(`delete reminder "${id}"`, async (client) => {
+      await client.execute({ sql: "DELETE FROM reminders WHERE id = ?", args: [id] });
+    });
+  }
+
+  pruneIdempotency(now = Date.now()): Promise<void> {
+    return this.#run("prune idempotency records", (client) => this.#prune(client, now));
+  }
+
+  async #prune(client: Client, now: number): Promise<void> {
+    const touched = [...this.#touched];
+    this.#touched.clear();
+    this.#lastPrune = Date.now();
+    const stmts: InStatement[] = [{
+      sql: "DELETE FROM idempotency WHERE at < ?",
+      args: [now - this.#retention.maxAgeMs],
+    }];
+    for (let i = 0; i < touched.length; i += 1000) {
+      stmts.push({
+        sql: `DELETE FROM idempotency WHERE (actor, key) IN (
+                SELECT actor, key FROM (
+                  SELECT actor, key,
+                    row_number() OVER (PARTITION BY actor ORDER BY at DESC, key DESC) AS n
+                  FROM idempotency WHERE actor IN (SELECT value FROM json_each(?))
+                ) WHERE n > ?)`,
+        args: [JSON.stringify(touched.slice(i, i + 1000)), this.#retention.maxPerActor],
+      });
+    }
+    await client.batch(stmts, "write");
+  }
+
+  // ---- appends (group commit) ----------------------------------------------------------
+
+  append(append: Append): Promise<void> {
+    try {
+      validateAppend(append);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#closed) {
+      return Promise.reject(
+        new ClosedError(`Cannot append to "${append.actor}": the journal ${this.url} is closed`),
+      );
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ append, resolve, reject });
+      if (!this.#flushing) {
+        this.#flushing = true;
+        // Let every append of this turn of the event loop join the first commit.
+        setImmediate(() => void this.#flush());
+      }
+    });
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        await this.#commit(this.#take());
+        if (
+          this.#client && !this.#closed && (this.#touched.size >= 10_000 ||
+            Date.now() - this.#lastPrune >= this.#pruneIntervalMs)
+        ) {
+          await this.#prune(this.#client, Date.now()).catch(() => {
+            this.#needPragmas = true; // pruning is best effort: next interval tries again
+          });
+        }
+        // The callers just settled append again in their continuations (microtasks): wait
+        // for them so they join the next commit together.
+        if (this.#queue.length > 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.#flushing = false;
+      for (const wake of this.#idle.splice(0)) wake();
+    }
+  }
+
+  /** The next batch: queue order, at most one append per actor, at most `maxBatch`. */
+  #take(): Pending[] {
+    const queue = this.#queue;
+    if (queue.length === 1) {
+      this.#queue = [];
+      return queue;
+    }
+    const batch: Pending[] = [];
+    const rest: Pending[] = [];
+    const actors = new Set<string>();
+    for (const p of queue) {
+      if (batch.length < this.#maxBatch && !actors.has(p.append.actor)) {
+        actors.add(p.append.actor);
+        batch.push(p);
+      } else rest.push(p);
+    }
+    this.#queue = rest;
+    return batch;
+  }
+
+  /** Commits one batch and settles each of its callers; never throws. */
+  async #commit(batch: Pending[]): Promise<void> {
+    const what = batch.length === 1
+      ? `append to "${batch[0]!.append.actor}"`
+      : `append to ${batch.length} actors`;
+    let client: Client;
+    try {
+      client = await this.#ready(what, true);
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    const now = Date.now();
+    let results;
+    try {
+      results = await client.batch(appendStatements(batch.map((p) => p.append), now), "write");
+    } catch (err) {
+      const mapped = this.#error(err, what);
+      if (mapped instanceof ConflictError && batch.length > 1) {
+        // A constraint failed (a row that the checks did not foresee): find it by committing
+        // each append on its own, so that only the culprit fails.
+        for (const p of batch) await this.#commit([p]);
+        return;
+      }
+      for (const p of batch) {
+        p.reject(batch.length === 1 ? mapped : this.#error(err, `append to "${p.append.actor}"`));
+      }
+      return;
+    }
+    // The last statement: the UPDATE … RETURNING of the appends that passed their checks
+    // (and were written).
+    const written = new Set<string>();
+    for (const r of results[results.length - 1]!.rows) written.add(String(r.actor));
+    const failed: Pending[] = [];
+    for (const p of batch) {
+      if (written.has(p.append.actor)) {
+        if (p.append.idempotency) this.#touched.add(p.append.actor);
+        p.resolve();
+      } else failed.push(p);
+    }
+    if (failed.length > 0) await this.#rejectFailed(client, failed);
+  }
+
+  /** Rejects appends that failed their checks, saying why (stale epoch or unexpected seq). */
+  async #rejectFailed(client: Client, failed: Pending[]): Promise<void> {
+    const heads = new Map<string, { epoch: number; seq: number }>();
+    try {
+      const rs = await client.execute({
+        sql: `SELECT actor, epoch, seq FROM activations
+              WHERE actor IN (SELECT value FROM json_each(?))`,
+        args: [JSON.stringify(failed.map((p) => p.append.actor))],
+      });
+      for (const r of rs.rows) {
+        heads.set(String(r.actor), { epoch: Number(r.epoch), seq: Number(r.seq) });
+      }
+    } catch {
+      // the messages get less precise, the outcome is the same
+    }
+    for (const p of failed) {
+      const a = p.append;
+      const head = heads.get(a.actor);
+      p.reject(
+        !head || head.epoch !== a.epoch
+          ? staleEpoch(a, head?.epoch ?? 0)
+          : head.seq === a.expectedSeq
+          // Read after the commit: another writer may have moved on since.
+          ? new ConflictError(
+            `Cannot append to "${a.actor}" at epoch ${a.epoch}: expected seq ${a.expectedSeq} was not the head of the log`,
+          )
+          : unexpectedSeq(a, head.seq),
+      );
+    }
+  }
+
+  // ---- closing -------------------------------------------------------------------------
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      if (this.#flushing) await new Promise<void>((resolve) => this.#idle.push(resolve));
+      const client = this.#client ?? await this.#opening?.catch(() => undefined);
+      this.#client = undefined;
+      client?.close();
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * The statements of one group commit (one per actor). Every write is conditioned, in SQL, on
+ * the actor's `activations` row still having the append's epoch and expected seq; the head
+ * updates come last so that all conditions see the heads as they were before the batch.
+ */
+function appendStatements(appends: readonly Append[], now: number): InStatement[] {
+  const stmts: InStatement[] = [{
+    sql:
+      "SELECT actor, epoch, seq FROM activations WHERE actor IN (SELECT value FROM json_each(?))",
+    args: [JSON.stringify(appends.map((a) => a.actor))],
+  }];
+  const events: InValue[][] = [];
+  const snapshots: InValue[][] = [];
+  const replies: InValue[][] = [];
+  const reminders: InValue[][] = [];
+  const heads: (string | number)[][] = [];
+  for (const a of appends) {
+    let seq = a.expectedSeq;
+    for (const e of a.events) {
+      events.push([a.actor, ++seq, e.type, e.version, e.data, e.at, a.epoch, a.expectedSeq]);
+    }
+    if (a.snapshot) {
+      const s = a.snapshot;
+      snapshots.push([a.actor, s.seq, s.version, s.state, a.epoch, a.expectedSeq]);
+    }
+    if (a.idempotency) {
+      const i = a.idempotency;
+      replies.push([a.actor, i.key, i.reply, now, a.epoch, a.expectedSeq]);
+    }
+    for (const r of a.reminders ?? []) {
+      reminders.push([r.id, r.actor, r.handler, r.data, r.due, a.actor, a.epoch, a.expectedSeq]);
+    }
+    heads.push([a.actor, a.epoch, a.expectedSeq, seq]);
+  }
+  // v.column(n-1), v.column(n): the append's epoch and expected seq; v.column(n-2) for
+  // reminders: the appending actor.
+  const guarded = (insert: string, cols: number, rows: InValue[][], actorCol = 1) => {
+    const n = cols + 2 + (actorCol === 1 ? 0 : 1);
+    const select = Array.from({ length: cols }, (_, i) => `v.column${i + 1}`).join(", ");
+    for (let i = 0; i < rows.length; i += VALUES_ROWS) {
+      const chunk = rows.slice(i, i + VALUES_ROWS);
+      stmts.push({
+        sql: `${
+          insert.replace(
+            "$SELECT",
+            `SELECT ${select} FROM (VALUES ${tuples(chunk.length, n)}) AS v
+          CROSS JOIN activations AS a ON a.actor = v.column${actorCol}
+          AND a.epoch = v.column${n - 1} AND a.seq = v.column${n} WHERE true`,
+          )
+        }`,
+        args: chunk.flat(),
+      });
+    }
+  };
+  guarded("INSERT INTO events (actor, seq, type, version, data, at) $SELECT", 6, events);
+  guarded(
+    `INSERT INTO snapshots (actor, seq, version, state) $SELECT ON CONFLICT (actor)
+     DO UPDATE SET seq = excluded.seq, version = excluded.version, state = excluded.state`,
+    4,
+    snapshots,
+  );
+  guarded("INSERT OR REPLACE INTO idempotency (actor, key, reply, at) $SELECT", 4, replies);
+  guarded(
+    "INSERT OR REPLACE INTO reminders (id, actor, handler, data, due) $SELECT",
+    5,
+    reminders,
+    6,
+  );
+  // One JSON parameter is cheaper to bind than four per row.
+  stmts.push({
+    sql: `UPDATE activations SET seq = j.value ->> 3 FROM json_each(?) AS j
+          WHERE activations.actor = j.value ->> 0 AND activations.epoch = j.value ->> 1
+          AND activations.seq = j.value ->> 2 RETURNING activations.actor AS actor`,
+    args: [JSON.stringify(heads)],
+  });
+  return stmts;
+}
+
+const tupleCache = new Map<string, string>();
+
+function tuples(rows: number, cols: number): string {
+  const k = `${rows}x${cols}`;
+  let s = tupleCache.get(k);
+  if (s === undefined) {
+    const one = `(${Array.from({ length: cols }, () => "?").join(",")})`;
+    s = Array.from({ length: rows }, () => one).join(",");
+    if (tupleCache.size < 4096) tupleCache.set(k, s);
+  }
+  return s;
+}
+
+/** Creates or migrates the schema (idempotent; safe when several processes do it at once). */
+async function migrate(client: Client): Promise<void> {
+  const found = await client.execute(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'troupe_meta'",
+  );
+  let version = 0;
+  if (found.rows.length > 0) {
+    const rs = await client.execute(
+      "SELECT value FROM troupe_meta WHERE key = 'schema_version'",
+    );
+    version = Number(rs.rows[0]?.value ?? 0);
+  }
+  if (version === SCHEMA_VERSION) return;
+  if (version > SCHEMA_VERSION) {
+    throw new UnavailableError(
+      `The journal database has schema version ${version}, newer than this code supports (${SCHEMA_VERSION})`,
+    );
+  }
+  await client.batch([
+    ...DDL,
+    {
+      sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value < excluded.value`,
+      args: [SCHEMA_VERSION],
+    },
+  ], "write");
+}
+
+function isBusy(err: unknown): boolean {
+  if (!(err instanceof LibsqlError)) return false;
+  const code = err.extendedCode ?? err.code;
+  return code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED") ||
+    err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_LOCKED");
+}
+
+function bytes(v: unknown): Uint8Array {
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength).slice();
+  if (v === null || v === undefined) return new Uint8Array(0);
+  throw new InternalError(`Expected a blob from the journal database, got ${typeof v}`);
+}
+
+function toEvent(r: Row): StoredEvent {
+  return {
+    seq: Number(r.seq),
+    type: String(r.type),
+    version: Number(r.version),
+    data: bytes(r.data),
+    at: Number(r.at),
+  };
+}

@@ -1,0 +1,22 @@
+/**
+ * Troupe on NATS: {@link natsMesh} connects the nodes of a Troupe cluster through a NATS
+ * server or cluster (core NATS for routing and pub/sub, JetStream KV for membership,
+ * ownership and leases). `nats://` / `host:port` URLs use TCP, `ws://` / `wss://` use
+ * WebSocket (for edge runtimes without raw TCP).
+ *
+ * @example
+ * ```ts
+ * import { createSystem } from "@troupe/troupe";
+ * import { natsMesh } from "@troupe/troupe/nats";
+ *
+ * const system = await createSystem({
+ *   actors: [],
+ *   mesh: natsMesh({ servers: ["nats://127.0.0.1:4222"] }),
+ * });
+ * await system.close();
+ * ```
+ *
+ * @module
+ */
+
+export { natsMesh, type NatsMeshOptions } from "./mesh.ts";

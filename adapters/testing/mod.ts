@@ -1,0 +1,15 @@
+/**
+ * Test helpers: a throw-away NATS cluster (1 or 3 real `nats-server` processes on free
+ * loopback ports, with JetStream and WebSocket) and helpers to run several nodes.
+ *
+ * @example
+ * ```ts
+ * import { startNatsCluster } from "@troupe/troupe/testing";
+ * await using cluster = await startNatsCluster({ servers: 3 });
+ * console.log(cluster.urls, cluster.wsUrls);
+ * ```
+ *
+ * @module
+ */
+export { findNatsServer, startNatsCluster } from "./nats_server.ts";
+export type { NatsCluster, NatsClusterOptions, ServerHandle } from "./nats_server.ts";

@@ -1,0 +1,259 @@
+/**
+ * `defineActor`: an actor type as a plain, validated value whose types are inferred from one
+ * object literal (state → events → handlers).
+ *
+ * @module
+ */
+
+import type { Context } from "./context.ts";
+
+/** The types of an actor definition, carried as one record type parameter. */
+export interface ActorTypes {
+  /** The state. */
+  state: unknown;
+  /** Event payloads by event type. */
+  events: object;
+  /** Handler payloads by handler name (`unknown` where the handler takes none). */
+  payloads: object;
+  /** Handler results by handler name (an `AsyncIterable` for streaming handlers). */
+  results: object;
+}
+
+/** Any actor's types (used where the exact types do not matter). */
+export interface AnyActorTypes extends ActorTypes {
+  // deno-lint-ignore no-explicit-any
+  state: any;
+  // deno-lint-ignore no-explicit-any
+  events: Record<string, any>;
+  // deno-lint-ignore no-explicit-any
+  payloads: Record<string, any>;
+  // deno-lint-ignore no-explicit-any
+  results: Record<string, any>;
+}
+
+// deno-lint-ignore no-explicit-any
+type AnyFn = (...args: any[]) => any;
+
+/**
+ * Upcasters of one event type: `upcasters[v]` turns a payload written with version `v` into
+ * version `v + 1`. The event's current version is one more than the highest key.
+ */
+export type Upcasters = Record<number, (payload: unknown) => unknown>;
+
+/** A hook run inside the actor's turn (it may emit events). */
+export type Hook<S, E> = (ctx: Context<S, E>) => void | Promise<void>;
+
+/** The options shared by every definition. */
+export interface DefinitionOptions<S, E> {
+  /** Actor type name: `/^[a-z][a-z0-9_-]*$/`. */
+  name: string;
+  /** Events between snapshots. @default {100} */
+  snapshotEvery?: number;
+  /** Version of the snapshot format; snapshots of another version are ignored. @default {1} */
+  snapshotVersion?: number;
+  /** Milliseconds without messages before the activation is passivated. @default {60000} */
+  idleAfter?: number;
+  /** Mailbox capacity; a full mailbox rejects with `overloaded`. @default {1000} */
+  mailboxSize?: number;
+  /**
+   * Upcasters per event type for events stored with an older version (see {@link Upcasters}).
+   *
+   * @example
+   * ```ts
+   * // v1 stored { cents }, v2 (current) is { amount }
+   * const upcasters = { deposited: { 1: (p: any) => ({ amount: p.cents / 100 }) } };
+   * ```
+   */
+  upcasters?: Record<string, Upcasters>;
+  /** Runs after the state was recovered, before the first message. */
+  onActivate?: Hook<S, E>;
+  /** Runs before the activation is dropped (idle, or system close). */
+  onPassivate?: Hook<S, E>;
+  /** `true` for a stateless worker type: no state or events, many instances. @default {false} */
+  stateless?: boolean;
+  /** Most concurrent messages per node for a stateless worker type. @default {64} */
+  concurrency?: number;
+}
+
+/** The object literal given to {@link defineActor}. */
+export type ActorSpec<S, E, P, R> =
+  & DefinitionOptions<S, E>
+  & {
+    /** The state of a fresh actor. */
+    initialState?: () => S;
+    /** Pure reducers, one per event type: `(state, payload) => newState`. */
+    events?: { [K in keyof E]: (state: S, payload: E[K]) => S };
+    /** Message handlers, one message at a time per actor. */
+    handlers:
+      & { [K in keyof P]: (ctx: Context<S, E>, payload: P[K]) => unknown }
+      & { [K in keyof R]: (ctx: never, payload: never) => R[K] };
+  };
+
+/**
+ * An actor type: the value returned by {@link defineActor}. Pass it to `createSystem({ actors })`
+ * to host it, and to `system.ref()` to address its actors.
+ */
+export interface ActorDefinition<T extends ActorTypes = AnyActorTypes> {
+  /** The actor type name. */
+  readonly name: string;
+  /** Whether it is a stateless worker type. */
+  readonly stateless: boolean;
+  /** Whether it is event-sourced (has `events`). */
+  readonly eventSourced: boolean;
+  /** Events between snapshots. */
+  readonly snapshotEvery: number;
+  /** Snapshot format version. */
+  readonly snapshotVersion: number;
+  /** Idle time before passivation, ms. */
+  readonly idleAfter: number;
+  /** Mailbox capacity. */
+  readonly mailboxSize: number;
+  /** Most concurrent messages per node for stateless workers. */
+  readonly concurrency: number;
+  /** Current version per event type. */
+  readonly eventVersions: Readonly<Record<string, number>>;
+  /** Upcasters per event type. */
+  readonly upcasters: Readonly<Record<string, Upcasters>>;
+  /** The initial state. */
+  readonly initialState: () => T["state"];
+  /** The reducers. */
+  readonly events: Readonly<Record<string, (state: T["state"], payload: unknown) => T["state"]>>;
+  /** The handlers. */
+  readonly handlers: Readonly<Record<string, AnyFn>>;
+  /** Handlers that are async generator functions (streaming). */
+  readonly streaming: ReadonlySet<string>;
+  /** Activation hook. */
+  readonly onActivate?: Hook<T["state"], T["events"]>;
+  /** Passivation hook. */
+  readonly onPassivate?: Hook<T["state"], T["events"]>;
+  /** Phantom field carrying the types; never set at run time. */
+  readonly __types?: T;
+}
+
+/** The state type of a definition. */
+export type StateOf<D> = D extends ActorDefinition<infer T> ? T["state"] : never;
+/** The event payload types of a definition. */
+export type EventsOf<D> = D extends ActorDefinition<infer T> ? T["events"] : never;
+
+const NAME = /^[a-z][a-z0-9_-]*$/;
+const AsyncGeneratorFunction = Object.getPrototypeOf(async function* () {}).constructor;
+const GeneratorFunction = Object.getPrototypeOf(function* () {}).constructor;
+
+function positiveInt(value: number | undefined, fallback: number, what: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`Option "${what}" must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Defines an actor type. Types flow from the literal: `ref.ask("deposit", 5)` is checked
+ * against the handler's payload type and resolves to its return type.
+ *
+ * @example
+ * ```ts
+ * import { ActorError, defineActor } from "@troupe/troupe";
+ *
+ * export const Account = defineActor({
+ *   name: "account",
+ *   initialState: () => ({ balance: 0 }),
+ *   events: {
+ *     deposited: (s, e: { amount: number }) => ({ balance: s.balance + e.amount }),
+ *     withdrawn: (s, e: { amount: number }) => ({ balance: s.balance - e.amount }),
+ *   },
+ *   handlers: {
+ *     deposit(ctx, amount: number) {
+ *       ctx.emit("deposited", { amount });
+ *       return ctx.state.balance;
+ *     },
+ *     withdraw(ctx, amount: number) {
+ *       if (amount > ctx.state.balance) {
+ *         throw new ActorError("insufficient funds", { code: "insufficient" });
+ *       }
+ *       ctx.emit("withdrawn", { amount });
+ *       return ctx.state.balance;
+ *     },
+ *     balance: (ctx) => ctx.state.balance,
+ *   },
+ * });
+ * ```
+ */
+export function defineActor<
+  S = undefined,
+  E extends object = Record<never, never>,
+  P extends object = Record<never, never>,
+  R extends object = Record<never, never>,
+>(
+  spec: ActorSpec<S, E, P, R>,
+): ActorDefinition<{ state: S; events: E; payloads: P; results: R }> {
+  if (typeof spec !== "object" || spec === null) {
+    throw new TypeError("defineActor() expects an object");
+  }
+  if (typeof spec.name !== "string" || !NAME.test(spec.name)) {
+    throw new TypeError(`Actor type name must match /^[a-z][a-z0-9_-]*$/, got "${spec.name}"`);
+  }
+  const handlers = spec.handlers as Record<string, unknown>;
+  if (typeof handlers !== "object" || handlers === null) {
+    throw new TypeError(`Actor type "${spec.name}" needs a "handlers" object`);
+  }
+  const streaming = new Set<string>();
+  for (const [key, fn] of Object.entries(handlers)) {
+    if (typeof fn !== "function") {
+      throw new TypeError(`Handler "${key}" of actor type "${spec.name}" is not a function`);
+    }
+    if (fn instanceof AsyncGeneratorFunction || fn instanceof GeneratorFunction) {
+      streaming.add(key);
+    }
+  }
+  const events = (spec.events ?? {}) as Record<string, (s: S, p: unknown) => S>;
+  for (const [key, fn] of Object.entries(events)) {
+    if (typeof fn !== "function") {
+      throw new TypeError(`Event "${key}" of actor type "${spec.name}" is not a reducer function`);
+    }
+  }
+  const stateless = spec.stateless === true;
+  if (stateless && spec.events) {
+    throw new TypeError(`Stateless actor type "${spec.name}" cannot have events`);
+  }
+  const upcasters: Record<string, Upcasters> = {};
+  const eventVersions: Record<string, number> = {};
+  for (const key of Object.keys(events)) eventVersions[key] = 1;
+  for (const [key, chain] of Object.entries(spec.upcasters ?? {})) {
+    if (!(key in events)) {
+      throw new TypeError(`Upcasters of actor type "${spec.name}" name unknown event "${key}"`);
+    }
+    const versions = Object.keys(chain).map(Number).sort((a, b) => a - b);
+    versions.forEach((v, i) => {
+      if (v !== i + 1 || typeof chain[v] !== "function") {
+        throw new TypeError(
+          `Upcasters of event "${key}" of "${spec.name}" must be functions keyed 1, 2, … without gaps`,
+        );
+      }
+    });
+    upcasters[key] = chain;
+    eventVersions[key] = versions.length + 1;
+  }
+  const initialState = spec.initialState ?? (() => undefined as S);
+  const def = {
+    name: spec.name,
+    stateless,
+    eventSourced: spec.events !== undefined,
+    snapshotEvery: positiveInt(spec.snapshotEvery, 100, "snapshotEvery"),
+    snapshotVersion: positiveInt(spec.snapshotVersion, 1, "snapshotVersion"),
+    idleAfter: positiveInt(spec.idleAfter, 60_000, "idleAfter"),
+    mailboxSize: positiveInt(spec.mailboxSize, 1000, "mailboxSize"),
+    concurrency: positiveInt(spec.concurrency, 64, "concurrency"),
+    eventVersions,
+    upcasters,
+    initialState,
+    events,
+    handlers: handlers as Record<string, AnyFn>,
+    streaming,
+    ...(spec.onActivate ? { onActivate: spec.onActivate } : {}),
+    ...(spec.onPassivate ? { onPassivate: spec.onPassivate } : {}),
+  };
+  return Object.freeze(def) as unknown as ActorDefinition<
+    { state: S; events: E; payloads: P; results: R }
+  >;
+}

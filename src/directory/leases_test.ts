@@ -1,0 +1,288 @@
+import assert from "node:assert/strict";
+import { inProcessMesh } from "../mesh/in_process.ts";
+import type { Mesh, MeshConnection } from "../mesh/types.ts";
+import { encodeToken } from "../mesh/subject.ts";
+import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
+import { defaultMargin, type Membership, startMembership } from "./membership.ts";
+import { createLeases, type HeldLease, type Leases } from "./leases.ts";
+
+const TTL = 300;
+const MARGIN = defaultMargin(TTL); // what waiters add to the holder's ttl
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function waitFor(pred: () => boolean, timeout: number, what: string): Promise<void> {
+  const end = performance.now() + timeout;
+  while (!pred()) {
+    if (performance.now() > end) throw new Error(`Timed out after ${timeout} ms: ${what}`);
+    await delay(5);
+  }
+}
+
+interface TestNode {
+  id: string;
+  conn: MeshConnection;
+  m: Membership;
+  l: Leases;
+}
+
+async function join(mesh: Mesh, id: string): Promise<TestNode> {
+  const conn = await mesh.connect({ node: id });
+  const m = await startMembership(conn, {
+    prefix: "t",
+    node: { id, types: [], since: Date.now() },
+    ttl: 5_000,
+    onWarning: () => {},
+  });
+  const l = await createLeases(conn, m, { prefix: "t", ttl: TTL, onWarning: () => {} });
+  return { id, conn, m, l };
+}
+
+async function leave(...nodes: TestNode[]): Promise<void> {
+  for (const n of nodes) {
+    await n.l.close();
+    await n.m.close();
+    await n.conn.close();
+  }
+}
+
+/** Simulates a crash: the connection goes away without releasing anything. */
+async function crash(n: TestNode): Promise<void> {
+  await n.conn.close();
+}
+
+Deno.test("lease() is exclusive; its token is the acquiring revision", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const lease = await a.l.lease("job");
+  assert.equal(lease.name, "job");
+  assert.equal(lease.holder, "a");
+  assert.ok(lease.token > 0);
+  const kv = await a.conn.kv("t_leases");
+  assert.equal(lease.fence, `${kv.incarnation}:${lease.token}`);
+  await assert.rejects(b.l.lease("job", { timeout: TTL }), TimeoutError);
+  await assert.rejects(a.l.lease("job", { timeout: 50 }), TimeoutError); // even on its node
+  const ac = new AbortController();
+  const waiting = b.l.lease("job", { signal: ac.signal });
+  ac.abort(new Error("gave up"));
+  await assert.rejects(waiting, /gave up/);
+  assert.equal(lease.signal.aborted, false, "renewed past its ttl");
+  await lease.release();
+  assert.ok(lease.signal.aborted);
+  assert.ok(lease.signal.reason instanceof ClosedError);
+  await lease.release(); // idempotent
+  assert.equal(await kv.get(encodeToken("job")), null);
+  await leave(a, b);
+});
+
+Deno.test("tokens strictly increase across holders", async () => {
+  const mesh = inProcessMesh();
+  const nodes = [await join(mesh, "a"), await join(mesh, "b"), await join(mesh, "c")];
+  let last = 0;
+  for (let i = 0; i < 9; i++) {
+    const lease = await nodes[i % 3]!.l.lease("seq", { timeout: 1_000 });
+    assert.ok(lease.token > last, `token ${lease.token} after ${last}`);
+    last = lease.token;
+    await delay(TTL / 3 + 10); // let it renew: renewals must not change the token
+    assert.equal(lease.token, last);
+    await lease.release();
+  }
+  await leave(...nodes);
+});
+
+Deno.test("release() wakes a waiter at once", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const held = await a.l.lease("job", { ttl: 600 });
+  let acquiredAt = 0;
+  const waiting = b.l.lease("job", { timeout: 5_000 }).then((l) => {
+    acquiredAt = performance.now();
+    return l;
+  });
+  await delay(50);
+  const releasedAt = performance.now();
+  await held.release();
+  const next = await waiting;
+  const took = acquiredAt - releasedAt;
+  assert.ok(took < 50, `the waiter took ${took} ms`);
+  assert.ok(next.token > held.token);
+  await next.release();
+  await leave(a, b);
+});
+
+Deno.test("a waiter takes over a dead holder's lease after ttl + margin, and not before", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const held = await a.l.lease("job");
+  // The test watches the key to know when the holder's last write was seen.
+  const kv = await b.conn.kv("t_leases");
+  const watch = kv.watch({ key: encodeToken("job") });
+  let lastWrite = performance.now();
+  const loop = (async () => {
+    for await (const e of watch) {
+      const holder = e.operation === "PUT" && JSON.parse(new TextDecoder().decode(e.value)).holder;
+      if (holder === "a") lastWrite = performance.now();
+    }
+  })();
+  const waiting = b.l.lease("job", { timeout: 5_000 });
+  await delay(TTL / 2);
+  await crash(a);
+  const next = await waiting;
+  const acquiredAt = performance.now();
+  watch.stop();
+  await loop;
+  const silentFor = acquiredAt - lastWrite;
+  assert.ok(silentFor >= TTL + MARGIN, `taken over after only ${silentFor} ms of silence`);
+  assert.ok(silentFor < TTL + MARGIN + 100, `taken over late: ${silentFor} ms`);
+  // The old holder knew it had lost the lease before the new one got it.
+  assert.ok(held.signal.aborted);
+  assert.ok(held.signal.reason instanceof TimeoutError);
+  assert.ok(next.token > held.token);
+  await next.release();
+  await leave(a, b);
+});
+
+Deno.test("signal aborts on time when the holder cannot renew", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const sentBefore = performance.now();
+  const lease = await a.l.lease("job");
+  let abortedAt = 0;
+  lease.signal.addEventListener("abort", () => abortedAt = performance.now());
+  await delay(10);
+  await crash(a); // every renewal fails from now on
+  await waitFor(() => lease.signal.aborted, 2 * TTL, "lost");
+  // Renewals after the acquisition may have succeeded before the crash: deadline ≥ ttl.
+  assert.ok(abortedAt - sentBefore >= TTL - 1);
+  assert.ok(abortedAt <= lease.validUntil() || lease.validUntil() === -Infinity);
+  assert.ok(abortedAt - sentBefore < TTL + 60, `aborted ${abortedAt - sentBefore} ms after`);
+  await leave(a);
+});
+
+Deno.test("signal aborts when another writer takes the lease over", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const lease = await a.l.lease("job");
+  const kv = await a.conn.kv("t_leases");
+  const e = await kv.get(encodeToken("job"));
+  await kv.update(encodeToken("job"), new TextEncoder().encode("{}"), e!.revision);
+  await waitFor(() => lease.signal.aborted, TTL, "lost");
+  assert.ok(lease.signal.reason instanceof ConflictError);
+  await lease.release(); // not ours any more: leaves the other writer's record alone
+  assert.notEqual(await kv.get(encodeToken("job")), null);
+  await leave(a);
+});
+
+Deno.test("lock() runs exclusively and releases even when fn throws", async () => {
+  const mesh = inProcessMesh();
+  const nodes = [await join(mesh, "a"), await join(mesh, "b"), await join(mesh, "c")];
+  let inside = 0;
+  let maxInside = 0;
+  let runs = 0;
+  const tokens: number[] = [];
+  await Promise.all(
+    nodes.flatMap((n) =>
+      [0, 1, 2].map(() =>
+        n.l.lock("critical", async (lease: HeldLease) => {
+          inside++;
+          maxInside = Math.max(maxInside, inside);
+          tokens.push(lease.token);
+          await delay(5);
+          assert.equal(lease.signal.aborted, false);
+          inside--;
+          runs++;
+        }, { timeout: 5_000 })
+      )
+    ),
+  );
+  assert.equal(runs, 9);
+  assert.equal(maxInside, 1);
+  assert.deepEqual(tokens, [...tokens].sort((x, y) => x - y));
+  await assert.rejects(
+    nodes[0]!.l.lock("critical", () => {
+      throw new Error("boom");
+    }),
+    /boom/,
+  );
+  const again = await nodes[1]!.l.lease("critical", { timeout: 100 });
+  await again.release();
+  await leave(...nodes);
+});
+
+Deno.test("elect() hands leadership over on resign", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const log: string[] = [];
+  const la = a.l.elect("leader", {
+    onElected: () => void log.push("a elected"),
+    onRevoked: () => void log.push("a revoked"),
+  });
+  await la.elected;
+  assert.equal(la.isLeader, true);
+  const lb = b.l.elect("leader", {
+    onElected: () => void log.push("b elected"),
+    onRevoked: () => void log.push("b revoked"),
+  });
+  await delay(50);
+  assert.equal(lb.isLeader, false);
+  const t0 = performance.now();
+  await la.resign();
+  assert.equal(la.isLeader, false);
+  const lease = await lb.elected;
+  assert.ok(performance.now() - t0 < 50, "elected at once");
+  assert.equal(lb.isLeader, true);
+  assert.ok(lease.token > 0);
+  await lb.resign();
+  assert.deepEqual(log, ["a elected", "a revoked", "b elected", "b revoked"]);
+  await leave(a, b);
+});
+
+Deno.test("elect() elects another node when the leader dies", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const revoked: string[] = [];
+  const la = a.l.elect("leader", { onRevoked: () => void revoked.push("a") });
+  await la.elected;
+  const lb = b.l.elect("leader", { ttl: TTL });
+  await crash(a);
+  const t0 = performance.now();
+  await lb.elected;
+  const took = performance.now() - t0;
+  assert.ok(took >= TTL + MARGIN - TTL / 3 - 10 && took < TTL + MARGIN + 200, `took ${took}`);
+  assert.deepEqual(revoked, ["a"]);
+  assert.equal(la.isLeader, false);
+  assert.equal(lb.isLeader, true);
+  await leave(a, b);
+});
+
+Deno.test("close() releases every lease and stops waiters and candidates", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const held = await a.l.lease("one");
+  const leader = a.l.elect("two");
+  await leader.elected;
+  const waiter = a.l.lease("three-held-by-b", { timeout: 5_000 });
+  const other = b.l.lease("three-held-by-b");
+  const bWaiting = b.l.lease("one", { timeout: 5_000 });
+  const t0 = performance.now();
+  await a.l.close();
+  await assert.rejects(waiter, ClosedError);
+  assert.ok(held.signal.aborted);
+  assert.equal(leader.isLeader, false);
+  const got = await bWaiting;
+  assert.ok(performance.now() - t0 < 50, "released at once");
+  await assert.rejects(a.l.lease("four"), ClosedError);
+  const late = a.l.elect("five");
+  await assert.rejects(late.elected, ClosedError);
+  await got.release();
+  await (await other).release();
+  await leave(a, b);
+});

@@ -1,0 +1,715 @@
+/**
+ * Cluster membership on the Mesh key-value port: heartbeats, a live view of the nodes, and
+ * self-fencing.
+ *
+ * Protocol (bucket `<prefix>_nodes`, key = `encodeToken(node id)`, value = JSON heartbeat):
+ * - every node `put`s its heartbeat every `ttl / 3`; the first put is acknowledged before
+ *   {@link startMembership} resolves, so a node is visible once it has started;
+ * - every node watches the bucket. A node is alive from the first put this observer sees
+ *   until `ttl + margin` passed without another one, timed on the observer's own monotonic
+ *   clock (`performance.now()`): expiry of keys tells watchers nothing on nats-server 2.9,
+ *   and wall clocks of different machines are never compared. A `DEL` of the key (graceful
+ *   close) removes the node at once;
+ * - a node's own lease holds until the time it *sent* its last acknowledged heartbeat + `ttl`
+ *   ({@link Membership.validUntil}). Every observer that saw that heartbeat saw it later, so
+ *   it declares the node dead at least `margin` after the node stopped itself. The margin
+ *   absorbs timer lag and in-flight turns on the fenced node; the journal's epoch fence is
+ *   the final authority on writes.
+ *
+ * @module
+ */
+
+import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.ts";
+import { decodeToken, encodeToken } from "../mesh/subject.ts";
+import type { DirectoryEvent, NodeInfo } from "./types.ts";
+
+/** A change of membership, or of this node's own fencing state. */
+export type MembershipEvent =
+  | { readonly type: "node_joined"; readonly node: NodeInfo }
+  | {
+    readonly type: "node_left";
+    readonly node: NodeInfo;
+    /** `"left"`: its key was deleted (graceful close); `"expired"`: heartbeats stopped. */
+    readonly reason: "left" | "expired";
+  }
+  | {
+    readonly type: "fenced";
+    /** Why: a heartbeat failed, or the lease deadline passed without an acknowledged one. */
+    readonly reason: "heartbeat_failed" | "expired";
+    /** The error of the failed heartbeat, if any. */
+    readonly error?: unknown;
+  }
+  | { readonly type: "unfenced" };
+
+/** Liveness of a node as seen by this observer. */
+export type NodeStatus =
+  /** A heartbeat was seen less than `ttl + margin` ago. */
+  | "alive"
+  /** Seen and gone (expired or left), or never seen although observed for `ttl + margin`. */
+  | "dead"
+  /** Never seen, and this node has not been observing long enough to call it dead. */
+  | "unknown";
+
+/** Options of {@link startMembership}. */
+export interface MembershipOptions {
+  /** First part of the bucket name: the bucket is `<prefix>_nodes`. */
+  prefix: string;
+  /** This node. */
+  node: NodeInfo;
+  /** Heartbeat time to live in ms; heartbeats are sent every `ttl / 3`. */
+  ttl: number;
+  /**
+   * Whether this node announces itself (heartbeats). `false`: observe only; the node is not
+   * listed, and is never fenced (`validUntil()` is `Infinity`). @default {true}
+   */
+  hosts?: boolean;
+  /**
+   * Extra time, in ms, an observer waits after `ttl` before it declares a silent node dead.
+   * @default {Math.max(Math.min(1000, ttl), ttl / 5)}
+   */
+  margin?: number;
+  /** Replicas of the bucket. @default {1} */
+  replicas?: number;
+  /** Receives warnings (duplicate node id, own key deleted). @default {console.warn} */
+  onWarning?: (message: string) => void;
+}
+
+/** A stream of directory events: an async iterable with `stop()`. */
+export interface DirectoryWatch extends AsyncIterable<DirectoryEvent> {
+  /** Ends the iteration. Idempotent. */
+  stop(): void;
+}
+
+/**
+ * This node's membership of the cluster.
+ *
+ * @example
+ * ```ts
+ * import { startMembership } from "./membership.ts";
+ * import { inProcessMesh } from "../mesh/in_process.ts";
+ * const conn = await inProcessMesh().connect({ node: "n1" });
+ * const m = await startMembership(conn, {
+ *   prefix: "troupe",
+ *   node: { id: "n1", types: ["account"], since: Date.now() },
+ *   ttl: 5_000,
+ * });
+ * m.on((e) => console.log(e.type));
+ * console.log(m.nodes().map((n) => n.id)); // ["n1"]
+ * await m.close();
+ * await conn.close();
+ * ```
+ */
+export interface Membership {
+  /** This node. */
+  readonly self: NodeInfo;
+  /** Heartbeat time to live, ms. */
+  readonly ttl: number;
+  /** Margin added to `ttl` before a silent node is declared dead, ms. */
+  readonly margin: number;
+  /** Live nodes (including this one, while it heartbeats), sorted by id. */
+  nodes(): NodeInfo[];
+  /** Whether node `id` is alive now, as far as this node knows. */
+  isAlive(id: string): boolean;
+  /** Liveness of node `id`, distinguishing "never heard of yet" from "dead". */
+  status(id: string): NodeStatus;
+  /**
+   * Double-checks a death before acting on it (a take-over): `true` only if {@link status} is
+   * `"dead"` and an authoritative read of the node's key shows no heartbeat newer than the
+   * last one this node saw (so a lagging watch never kills a live node).
+   */
+  confirmDead(id: string): Promise<boolean>;
+  /**
+   * Monotonic time (`performance.now()`) from which this node has observed the bucket for
+   * `ttl + margin`: after it, a node it never saw can be taken as dead.
+   */
+  settledAt(): number;
+  /** Ids of the live nodes that host actor type `type`, sorted. */
+  hostsOf(type: string): string[];
+  /**
+   * Monotonic time (`performance.now()` base) until which this node's own lease holds: the
+   * time it sent its last acknowledged heartbeat + `ttl`. Check it before every turn.
+   */
+  validUntil(): number;
+  /** Whether this node is past its lease (or its last heartbeat failed). */
+  isFenced(): boolean;
+  /** Registers a listener; returns a function that removes it. */
+  on(listener: (event: MembershipEvent) => void): () => void;
+  /** The live nodes as `node_joined` events, then every join and leave. */
+  watch(): DirectoryWatch;
+  /** Stops heartbeats and the watch, and deletes this node's key so others see it leave. */
+  close(): Promise<void>;
+  /** Same as `close()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
+  /**
+   * Testing only: stops sending heartbeats without deleting the key, as a crash or a long
+   * pause would. The node still fences itself when its deadline passes.
+   * @internal
+   */
+  _pauseHeartbeats(): void;
+  /** Testing only: resumes heartbeats after {@link Membership._pauseHeartbeats}. @internal */
+  _resumeHeartbeats(): void;
+}
+
+/**
+ * The default margin for a time to live: `max(min(1000, ttl), ttl / 5)`.
+ *
+ * @example
+ * ```ts
+ * import { defaultMargin } from "./membership.ts";
+ * defaultMargin(5_000); // 1000
+ * ```
+ */
+export function defaultMargin(ttl: number): number {
+  return Math.max(Math.min(1000, ttl), ttl / 5);
+}
+
+interface Heartbeat {
+  id: string;
+  types: string[];
+  since: number;
+  /** Random id of this membership instance, to tell duplicate node ids apart. */
+  session: string;
+  ttl: number;
+}
+
+interface Peer {
+  info: NodeInfo;
+  session: string;
+  /** `performance.now()` when this observer last saw a heartbeat put. */
+  lastSeen: number;
+  ttl: number;
+  alive: boolean;
+  /** KV revision of the last heartbeat seen (0: unknown). */
+  revision: number;
+  /** Sessions seen for this id, to detect two live nodes sharing it. */
+  sessions: Set<string>;
+  warned: boolean;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function parseHeartbeat(entry: KvEntry): Heartbeat | undefined {
+  try {
+    const v = JSON.parse(dec.decode(entry.value)) as Partial<Heartbeat>;
+    if (typeof v.id !== "string" || typeof v.session !== "string") return undefined;
+    return {
+      id: v.id,
+      types: Array.isArray(v.types) ? v.types.filter((t) => typeof t === "string") : [],
+      since: typeof v.since === "number" ? v.since : 0,
+      session: v.session,
+      ttl: typeof v.ttl === "number" && v.ttl > 0 ? v.ttl : 0,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Starts this node's membership: opens the `<prefix>_nodes` bucket, watches it, and sends the
+ * first heartbeat (resolves once it is acknowledged).
+ *
+ * Fencing: the node is fenced when a heartbeat fails or when `validUntil()` passes without
+ * an acknowledged heartbeat; listeners get `fenced` and the runtime drops every activation.
+ * When a heartbeat sent after the fence is acknowledged again, the node is `unfenced`: it
+ * may take new activations (each claims its ownership record and a new journal epoch again),
+ * but it never resumes the ones it dropped.
+ *
+ * @example
+ * ```ts
+ * import { startMembership } from "./membership.ts";
+ * import { inProcessMesh } from "../mesh/in_process.ts";
+ * const conn = await inProcessMesh().connect({ node: "n1" });
+ * const m = await startMembership(conn, {
+ *   prefix: "troupe",
+ *   node: { id: "n1", types: [], since: Date.now() },
+ *   ttl: 5_000,
+ * });
+ * if (performance.now() > m.validUntil()) throw new Error("fenced");
+ * await m.close();
+ * await conn.close();
+ * ```
+ */
+export async function startMembership(
+  conn: MeshConnection,
+  options: MembershipOptions,
+): Promise<Membership> {
+  const { ttl } = options;
+  if (!(ttl > 0) || !Number.isFinite(ttl)) {
+    throw new RangeError(`Cannot start membership: ttl must be a positive number, got ${ttl}`);
+  }
+  const bucket = await conn.kv(
+    `${options.prefix}_nodes`,
+    options.replicas === undefined ? { history: 1 } : { history: 1, replicas: options.replicas },
+  );
+  const m = new MembershipImpl(bucket, options);
+  try {
+    await m.start();
+  } catch (err) {
+    await m.close().catch(() => {});
+    throw err;
+  }
+  return m;
+}
+
+class MembershipImpl implements Membership {
+  readonly self: NodeInfo;
+  readonly ttl: number;
+  readonly margin: number;
+  readonly #bucket: KvBucket;
+  readonly #key: string;
+  readonly #hosts: boolean;
+  readonly #session = crypto.randomUUID();
+  readonly #warn: (message: string) => void;
+  readonly #peers = new Map<string, Peer>();
+  readonly #listeners = new Set<(event: MembershipEvent) => void>();
+  readonly #stopOnClose = new Set<EventQueue<DirectoryEvent>>();
+  readonly #pending = new Set<Promise<unknown>>();
+  #watch: KvWatch | undefined;
+  #watchLoop: Promise<void> | undefined;
+  #startedAt = performance.now();
+  #validUntil = -Infinity;
+  #fenced = false;
+  #fencedAt = 0;
+  #closed = false;
+  #paused = false;
+  #inFlight: Promise<void> | undefined;
+  #heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
+  #fenceTimer: ReturnType<typeof setTimeout> | undefined;
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  #foreignSessions = new Set<string>();
+
+  constructor(bucket: KvBucket, options: MembershipOptions) {
+    this.#bucket = bucket;
+    this.self = {
+      id: options.node.id,
+      types: [...options.node.types],
+      since: options.node.since,
+    };
+    this.ttl = options.ttl;
+    this.margin = options.margin ?? defaultMargin(options.ttl);
+    this.#key = encodeToken(options.node.id);
+    this.#hosts = options.hosts ?? true;
+    this.#warn = options.onWarning ?? ((message) => console.warn(message));
+    if (!this.#hosts) this.#validUntil = Infinity;
+  }
+
+  async start(): Promise<void> {
+    this.#startedAt = performance.now();
+    this.#watch = this.#bucket.watch({ key: ">" });
+    const watch = this.#watch;
+    this.#watchLoop = (async () => {
+      try {
+        for await (const entry of watch) {
+          if (this.#closed) break;
+          this.#onEntry(entry);
+        }
+      } catch (err) {
+        if (!this.#closed) this.#warn(`Membership watch of "${this.#bucket.name}" failed: ${err}`);
+      }
+    })();
+    if (this.#hosts) {
+      const sentAt = performance.now();
+      await this.#bucket.put(this.#key, this.#heartbeatValue());
+      this.#acknowledged(sentAt);
+      this.#scheduleHeartbeat(this.ttl / 3);
+    }
+  }
+
+  // ---- views ---------------------------------------------------------------------------
+
+  nodes(): NodeInfo[] {
+    this.#sweep();
+    return [...this.#peers.values()]
+      .filter((p) => p.alive)
+      .map((p) => p.info)
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  isAlive(id: string): boolean {
+    return this.status(id) === "alive";
+  }
+
+  status(id: string): NodeStatus {
+    this.#sweep();
+    const p = this.#peers.get(id);
+    if (p) return p.alive ? "alive" : "dead";
+    return performance.now() >= this.settledAt() ? "dead" : "unknown";
+  }
+
+  async confirmDead(id: string): Promise<boolean> {
+    if (this.status(id) !== "dead") return false;
+    const entry = await this.#bucket.get(encodeToken(id));
+    if (!entry || entry.operation !== "PUT") return true;
+    const p = this.#peers.get(id);
+    // A key we never saw, or a heartbeat newer than the last we saw: our watch lags.
+    return p !== undefined && !p.alive && entry.revision <= p.revision;
+  }
+
+  settledAt(): number {
+    return this.#startedAt + this.ttl + this.margin;
+  }
+
+  hostsOf(type: string): string[] {
+    return this.nodes().filter((n) => n.types.includes(type)).map((n) => n.id);
+  }
+
+  validUntil(): number {
+    return this.#validUntil;
+  }
+
+  isFenced(): boolean {
+    if (!this.#hosts) return false;
+    return this.#fenced || performance.now() > this.#validUntil;
+  }
+
+  on(listener: (event: MembershipEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  watch(): DirectoryWatch {
+    const queue = createEventQueue<DirectoryEvent>();
+    for (const node of this.nodes()) queue.push({ type: "node_joined", node });
+    const off = this.on((e) => {
+      if (e.type === "node_joined") queue.push({ type: "node_joined", node: e.node });
+      else if (e.type === "node_left") queue.push({ type: "node_left", node: e.node });
+    });
+    queue.onStop(off);
+    if (this.#closed) queue.stop();
+    else {
+      this.#stopOnClose.add(queue);
+      queue.onStop(() => this.#stopOnClose.delete(queue));
+    }
+    return queue;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#heartbeatTimer);
+    clearTimeout(this.#fenceTimer);
+    clearTimeout(this.#expiryTimer);
+    this.#watch?.stop();
+    for (const q of [...this.#stopOnClose]) q.stop();
+    this.#stopOnClose.clear();
+    await this.#inFlight;
+    if (this.#hosts) {
+      try {
+        await this.#bucket.delete(this.#key);
+      } catch (err) {
+        this.#warn(`Could not delete the membership key of node "${this.self.id}": ${err}`);
+      }
+    }
+    await this.#watchLoop;
+    await Promise.all([...this.#pending]);
+    this.#listeners.clear();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  _pauseHeartbeats(): void {
+    this.#paused = true;
+    clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = undefined;
+  }
+
+  _resumeHeartbeats(): void {
+    if (!this.#paused || this.#closed) return;
+    this.#paused = false;
+    this.#scheduleHeartbeat(0);
+  }
+
+  // ---- heartbeats and fencing -----------------------------------------------------------
+
+  #heartbeatValue(): Uint8Array {
+    const hb: Heartbeat = {
+      id: this.self.id,
+      types: [...this.self.types],
+      since: this.self.since,
+      session: this.#session,
+      ttl: this.ttl,
+    };
+    return enc.encode(JSON.stringify(hb));
+  }
+
+  #scheduleHeartbeat(delay: number): void {
+    if (this.#closed || this.#paused || !this.#hosts) return;
+    clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = setTimeout(() => {
+      this.#heartbeatTimer = undefined;
+      this.#heartbeat();
+    }, delay);
+  }
+
+  #heartbeat(): void {
+    if (this.#closed || this.#paused || this.#inFlight) return;
+    const sentAt = performance.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // A put that hangs for a whole ttl counts as failed: it cannot extend the lease anyway.
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`Heartbeat not acknowledged within ${this.ttl} ms`)),
+        this.ttl,
+      );
+    });
+    const put = this.#bucket.put(this.#key, this.#heartbeatValue());
+    put.catch(() => {});
+    this.#inFlight = Promise.race([put, timeout]).then(
+      () => {
+        if (this.#closed) return;
+        this.#acknowledged(sentAt);
+        this.#scheduleHeartbeat(this.ttl / 3);
+      },
+      (err) => {
+        if (this.#closed) return;
+        this.#fence("heartbeat_failed", err);
+        this.#scheduleHeartbeat(this.ttl / 6);
+      },
+    ).finally(() => {
+      clearTimeout(timer);
+      this.#inFlight = undefined;
+    });
+  }
+
+  #acknowledged(sentAt: number): void {
+    this.#validUntil = Math.max(this.#validUntil, sentAt + this.ttl);
+    // Our own heartbeat is a heartbeat we have seen, even before the watch echoes it.
+    this.#seen(
+      {
+        id: this.self.id,
+        types: [...this.self.types],
+        since: this.self.since,
+        session: this.#session,
+        ttl: this.ttl,
+      },
+      performance.now(),
+      0,
+    );
+    if (this.#fenced && sentAt > this.#fencedAt && performance.now() <= this.#validUntil) {
+      this.#fenced = false;
+      this.#emit({ type: "unfenced" });
+    }
+    this.#armFenceTimer();
+  }
+
+  #armFenceTimer(): void {
+    clearTimeout(this.#fenceTimer);
+    if (this.#closed || this.#fenced) return;
+    const delay = Math.max(0, this.#validUntil - performance.now());
+    this.#fenceTimer = setTimeout(() => {
+      this.#fenceTimer = undefined;
+      if (performance.now() > this.#validUntil) this.#fence("expired");
+      else this.#armFenceTimer();
+    }, delay + 1);
+  }
+
+  #fence(reason: "heartbeat_failed" | "expired", error?: unknown): void {
+    if (this.#fenced || this.#closed) return;
+    this.#fenced = true;
+    this.#fencedAt = performance.now();
+    clearTimeout(this.#fenceTimer);
+    this.#fenceTimer = undefined;
+    this.#emit(
+      error === undefined ? { type: "fenced", reason } : { type: "fenced", reason, error },
+    );
+  }
+
+  // ---- the view -------------------------------------------------------------------------
+
+  #onEntry(entry: KvEntry): void {
+    let id: string;
+    try {
+      id = decodeToken(entry.key);
+    } catch {
+      return;
+    }
+    if (entry.operation !== "PUT") {
+      if (id === this.self.id && this.#hosts && !this.#closed) {
+        this.#warn(
+          `The membership key of node "${id}" was deleted by another node; sending a heartbeat`,
+        );
+        if (!this.#paused && !this.#fenced) this.#scheduleHeartbeat(0);
+        return; // still here while it heartbeats: its own view keeps it
+      }
+      const p = this.#peers.get(id);
+      if (p?.alive) {
+        p.alive = false;
+        this.#emit({ type: "node_left", node: p.info, reason: "left" });
+      }
+      this.#armExpiry();
+      return;
+    }
+    const hb = parseHeartbeat(entry);
+    if (!hb || hb.id !== id) return;
+    if (id === this.self.id && hb.session !== this.#session) {
+      if (!this.#foreignSessions.has(hb.session)) {
+        this.#foreignSessions.add(hb.session);
+        this.#warn(
+          `Another node uses the id "${id}" (session ${hb.session}): node ids must be unique`,
+        );
+      }
+    }
+    this.#seen(hb, performance.now(), entry.revision);
+  }
+
+  #seen(hb: Heartbeat, now: number, revision: number): void {
+    const info: NodeInfo = { id: hb.id, types: hb.types, since: hb.since };
+    const ttl = Math.max(this.ttl, hb.ttl);
+    let p = this.#peers.get(hb.id);
+    if (!p) {
+      p = {
+        info,
+        session: hb.session,
+        lastSeen: now,
+        ttl,
+        alive: true,
+        revision,
+        sessions: new Set([hb.session]),
+        warned: false,
+      };
+      this.#peers.set(hb.id, p);
+      this.#emit({ type: "node_joined", node: info });
+    } else {
+      if (
+        p.session !== hb.session && p.sessions.has(hb.session) && !p.warned &&
+        hb.id !== this.self.id
+      ) {
+        // Sessions alternate: two live processes put under one id.
+        p.warned = true;
+        this.#warn(`Two live nodes share the id "${hb.id}": node ids must be unique`);
+      }
+      p.sessions.add(hb.session);
+      if (p.sessions.size > 8) p.sessions.delete(p.sessions.values().next().value!);
+      p.session = hb.session;
+      p.lastSeen = Math.max(p.lastSeen, now);
+      if (revision > 0) p.revision = revision;
+      p.ttl = ttl;
+      const changed = !sameInfo(p.info, info);
+      p.info = info;
+      if (!p.alive) {
+        p.alive = true;
+        this.#emit({ type: "node_joined", node: info });
+      } else if (changed) {
+        this.#emit({ type: "node_joined", node: info });
+      }
+    }
+    this.#armExpiry();
+  }
+
+  /**
+   * Marks as dead every peer silent for ttl + margin and emits `node_left`. The dead node's
+   * key is deleted, checked against the revision last seen (so a newer heartbeat is never
+   * deleted), so that nodes starting later do not see it alive for another ttl + margin.
+   */
+  #sweep(): void {
+    const now = performance.now();
+    for (const p of this.#peers.values()) {
+      if (p.alive && now > p.lastSeen + p.ttl + this.margin) {
+        p.alive = false;
+        if (p.revision > 0 && p.info.id !== this.self.id && !this.#closed) {
+          const gc = this.#bucket.delete(encodeToken(p.info.id), { revision: p.revision })
+            .catch(() => {})
+            .finally(() => this.#pending.delete(gc));
+          this.#pending.add(gc);
+        }
+        this.#emit({ type: "node_left", node: p.info, reason: "expired" });
+      }
+    }
+  }
+
+  #armExpiry(): void {
+    clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    if (this.#closed) return;
+    let next = Infinity;
+    for (const p of this.#peers.values()) {
+      if (p.alive) next = Math.min(next, p.lastSeen + p.ttl + this.margin);
+    }
+    if (next === Infinity) return;
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = undefined;
+      this.#sweep();
+      this.#armExpiry();
+    }, Math.max(0, next - performance.now()) + 1);
+  }
+
+  #emit(event: MembershipEvent): void {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.#warn(`A membership listener threw: ${err}`);
+      }
+    }
+  }
+}
+
+function sameInfo(a: NodeInfo, b: NodeInfo): boolean {
+  return a.since === b.since && a.types.length === b.types.length &&
+    a.types.every((t, i) => t === b.types[i]);
+}
+
+/** An unbounded push queue read as an async iterable; `stop()` ends it. @internal */
+export interface EventQueue<T> extends AsyncIterable<T> {
+  /** Adds a value (ignored once stopped). */
+  push(value: T): void;
+  /** Ends the iteration; pending `next()` calls resolve as done. Idempotent. */
+  stop(): void;
+  /** Registers a callback run once on stop. */
+  onStop(fn: () => void): void;
+}
+
+/**
+ * Creates an {@link EventQueue}. Internal helper shared by the directory modules.
+ *
+ * @example
+ * ```ts
+ * import { createEventQueue } from "./membership.ts";
+ * const q = createEventQueue<number>();
+ * q.push(1);
+ * q.stop();
+ * for await (const n of q) console.log(n); // 1
+ * ```
+ * @internal
+ */
+export function createEventQueue<T>(): EventQueue<T> {
+  const buffer: T[] = [];
+  const waiters: ((r: IteratorResult<T>) => void)[] = [];
+  const stopFns: (() => void)[] = [];
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    for (const fn of stopFns.splice(0)) fn();
+    for (const w of waiters.splice(0)) w({ done: true, value: undefined });
+  };
+  return {
+    push(value) {
+      if (stopped) return;
+      const w = waiters.shift();
+      if (w) w({ done: false, value });
+      else buffer.push(value);
+    },
+    stop,
+    onStop(fn) {
+      if (stopped) fn();
+      else stopFns.push(fn);
+    },
+    [Symbol.asyncIterator](): AsyncIterator<T> {
+      return {
+        next() {
+          if (buffer.length > 0) return Promise.resolve({ done: false, value: buffer.shift()! });
+          if (stopped) return Promise.resolve({ done: true, value: undefined });
+          return new Promise((resolve) => waiters.push(resolve));
+        },
+        return() {
+          stop();
+          return Promise.resolve({ done: true, value: undefined });
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,387 @@
+/**
+ * The conformance suite of the {@link Journal} port: every implementation registers it in its
+ * own test file and must pass all of it.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { ActorError } from "../errors.ts";
+import type { Append, Journal, NewEvent, Reminder } from "./types.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function ev(text: string, at = 1_700_000_000_000): NewEvent {
+  return { type: "noted", version: 1, data: enc.encode(text), at };
+}
+
+function texts(events: readonly { data: Uint8Array }[]): string[] {
+  return events.map((e) => dec.decode(e.data));
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string, match?: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof ActorError, `expected an ActorError, got ${String(err)}`);
+    assert.equal(err.code, code, `unexpected code of: ${err.message}`);
+    if (match) assert.match(err.message, match);
+    return true;
+  });
+}
+
+/**
+ * Registers the Journal conformance tests with `Deno.test`, each on a fresh journal from
+ * `open` (closed at the end of the test).
+ *
+ * @param name Shown in front of each test name, e.g. `"memory"` or `"libsql file:"`.
+ * @param open Opens a fresh, empty journal.
+ *
+ * @example
+ * ```ts
+ * import { journalConformance } from "./conformance.ts";
+ * import { memoryJournal } from "./memory.ts";
+ * journalConformance("memory", () => Promise.resolve(memoryJournal()));
+ * ```
+ */
+export function journalConformance(name: string, open: () => Promise<Journal>): void {
+  function test(title: string, fn: (j: Journal) => Promise<void>): void {
+    Deno.test(`journal conformance (${name}): ${title}`, async () => {
+      const j = await open();
+      try {
+        await fn(j);
+      } finally {
+        await j.close();
+      }
+    });
+  }
+
+  test("activate() of a new actor gives epoch 1 and an empty log", async (j) => {
+    const rec = await j.activate("t/new");
+    assert.equal(rec.epoch, 1);
+    assert.equal(rec.seq, 0);
+    assert.deepEqual(rec.events, []);
+    assert.equal(rec.snapshot, undefined);
+    assert.deepEqual(await j.read("t/new", 1, 100), []);
+    assert.deepEqual(await j.read("t/never", 1, 100), []);
+  });
+
+  test("activate() bumps the epoch each time", async (j) => {
+    const a = await j.activate("t/a");
+    const b = await j.activate("t/a");
+    const c = await j.activate("t/a");
+    assert.ok(a.epoch < b.epoch && b.epoch < c.epoch);
+    assert.equal((await j.activate("t/other")).epoch, 1);
+  });
+
+  test("append() then read() returns the events with seq 1, 2, … and their fields", async (j) => {
+    const { epoch } = await j.activate("t/a");
+    await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("one", 5), ev("two", 6)] });
+    await j.append({
+      actor: "t/a",
+      epoch,
+      expectedSeq: 2,
+      events: [{ type: "other", version: 3, data: new Uint8Array([0, 255, 7]), at: 7 }],
+    });
+    const events = await j.read("t/a", 1, 100);
+    assert.deepEqual(events.map((e) => e.seq), [1, 2, 3]);
+    assert.deepEqual(events.map((e) => [e.type, e.version, e.at]), [
+      ["noted", 1, 5],
+      ["noted", 1, 6],
+      ["other", 3, 7],
+    ]);
+    assert.ok(events[0]!.data instanceof Uint8Array);
+    assert.deepEqual([...events[2]!.data], [0, 255, 7]);
+    const rec = await j.activate("t/a");
+    assert.equal(rec.seq, 3);
+    assert.deepEqual(texts(rec.events.slice(0, 2)), ["one", "two"]);
+  });
+
+  test("stored data does not alias the caller's buffers", async (j) => {
+    const { epoch } = await j.activate("t/a");
+    const data = enc.encode("abc");
+    await j.append({
+      actor: "t/a",
+      epoch,
+      expectedSeq: 0,
+      events: [{ type: "x", version: 1, data, at: 1 }],
+    });
+    data[0] = 0;
+    const [e] = await j.read("t/a", 1, 1);
+    assert.equal(dec.decode(e!.data), "abc");
+  });
+
+  test("read() pages with from and limit", async (j) => {
+    const { epoch } = await j.activate("t/p");
+    for (let i = 0; i < 25; i++) {
+      await j.append({ actor: "t/p", epoch, expectedSeq: i, events: [ev(`e${i + 1}`)] });
+    }
+    const seen: number[] = [];
+    for (let from = 1;;) {
+      const page = await j.read("t/p", from, 10);
+      if (page.length === 0) break;
+      assert.ok(page.length <= 10);
+      seen.push(...page.map((e) => e.seq));
+      from = page[page.length - 1]!.seq + 1;
+    }
+    assert.deepEqual(seen, Array.from({ length: 25 }, (_, i) => i + 1));
+    assert.deepEqual((await j.read("t/p", 24, 10)).map((e) => e.seq), [24, 25]);
+    assert.deepEqual(await j.read("t/p", 26, 10), []);
+    assert.deepEqual(texts(await j.read("t/p", 7, 2)), ["e7", "e8"]);
+  });
+
+  test("activate() returns the latest snapshot and only the events after it", async (j) => {
+    const { epoch } = await j.activate("t/s");
+    await j.append({ actor: "t/s", epoch, expectedSeq: 0, events: [ev("1"), ev("2"), ev("3")] });
+    await j.append({
+      actor: "t/s",
+      epoch,
+      expectedSeq: 3,
+      events: [ev("4")],
+      snapshot: { seq: 4, version: 2, state: enc.encode("state@4") },
+    });
+    await j.append({ actor: "t/s", epoch, expectedSeq: 4, events: [ev("5"), ev("6")] });
+    const rec = await j.activate("t/s");
+    assert.equal(rec.seq, 6);
+    assert.equal(rec.snapshot?.seq, 4);
+    assert.equal(rec.snapshot?.version, 2);
+    assert.equal(dec.decode(rec.snapshot!.state), "state@4");
+    assert.deepEqual(rec.events.map((e) => e.seq), [5, 6]);
+    assert.deepEqual(texts(rec.events), ["5", "6"]);
+    // A snapshot at the head: no events to replay.
+    await j.append({
+      actor: "t/s",
+      epoch: rec.epoch,
+      expectedSeq: 6,
+      events: [],
+      snapshot: { seq: 6, version: 2, state: enc.encode("state@6") },
+    });
+    const again = await j.activate("t/s");
+    assert.equal(again.seq, 6);
+    assert.equal(again.snapshot?.seq, 6);
+    assert.deepEqual(again.events, []);
+    // The full log is still there.
+    assert.equal((await j.read("t/s", 1, 100)).length, 6);
+  });
+
+  test("append() with a wrong expectedSeq rejects with conflict and writes nothing", async (j) => {
+    const { epoch } = await j.activate("t/c");
+    await j.append({ actor: "t/c", epoch, expectedSeq: 0, events: [ev("1")] });
+    const bad: Append = {
+      actor: "t/c",
+      epoch,
+      expectedSeq: 0,
+      events: [ev("x")],
+      snapshot: { seq: 1, version: 1, state: enc.encode("s") },
+      idempotency: { key: "k1", reply: enc.encode("r") },
+      reminders: [{ id: "rem-c", actor: "t/c", handler: "h", data: enc.encode("d"), due: 10 }],
+    };
+    await rejectsWith(j.append(bad), "conflict", /seq/);
+    await rejectsWith(j.append({ ...bad, expectedSeq: 5 }), "conflict", /seq/);
+    assert.deepEqual(texts(await j.read("t/c", 1, 100)), ["1"]);
+    assert.equal(await j.reply("t/c", "k1"), undefined);
+    assert.equal(await j.nextReminder(), undefined);
+    const rec = await j.activate("t/c");
+    assert.equal(rec.snapshot, undefined);
+    assert.equal(rec.seq, 1);
+  });
+
+  test("a stale epoch is fenced: the older activation's append fails, no fork, no gap", async (j) => {
+    const old = await j.activate("t/f");
+    await j.append({ actor: "t/f", epoch: old.epoch, expectedSeq: 0, events: [ev("old-1")] });
+    const cur = await j.activate("t/f");
+    assert.equal(cur.seq, 1);
+    await rejectsWith(
+      j.append({ actor: "t/f", epoch: old.epoch, expectedSeq: 1, events: [ev("old-2")] }),
+      "conflict",
+      /epoch/,
+    );
+    await j.append({ actor: "t/f", epoch: cur.epoch, expectedSeq: 1, events: [ev("new-2")] });
+    // Even with the right seq, the old epoch stays fenced.
+    await rejectsWith(
+      j.append({ actor: "t/f", epoch: old.epoch, expectedSeq: 2, events: [ev("old-3")] }),
+      "conflict",
+      /epoch/,
+    );
+    const events = await j.read("t/f", 1, 100);
+    assert.deepEqual(events.map((e) => e.seq), [1, 2]);
+    assert.deepEqual(texts(events), ["old-1", "new-2"]);
+  });
+
+  test("append() to an actor that was never activated is a conflict", async (j) => {
+    await rejectsWith(
+      j.append({ actor: "t/none", epoch: 0, expectedSeq: 0, events: [ev("x")] }),
+      "conflict",
+    );
+    await rejectsWith(
+      j.append({ actor: "t/none", epoch: 1, expectedSeq: 0, events: [ev("x")] }),
+      "conflict",
+    );
+    assert.deepEqual(await j.read("t/none", 1, 10), []);
+  });
+
+  test("events, snapshot, idempotency record and reminders are written together", async (j) => {
+    const { epoch } = await j.activate("t/at");
+    const reminders: Reminder[] = [
+      { id: "r1", actor: "t/at", handler: "tick", data: enc.encode("p1"), due: 200 },
+      { id: "r2", actor: "t/at", handler: "tock", data: enc.encode("p2"), due: 100 },
+    ];
+    await j.append({
+      actor: "t/at",
+      epoch,
+      expectedSeq: 0,
+      events: [ev("1"), ev("2")],
+      snapshot: { seq: 2, version: 1, state: enc.encode("S2") },
+      idempotency: { key: "msg-1", reply: enc.encode("reply-1") },
+      reminders,
+    });
+    assert.equal(dec.decode((await j.reply("t/at", "msg-1"))!), "reply-1");
+    const due = await j.dueReminders(1000, 10);
+    assert.deepEqual(due.map((r) => [r.id, r.actor, r.handler, dec.decode(r.data), r.due]), [
+      ["r2", "t/at", "tock", "p2", 100],
+      ["r1", "t/at", "tick", "p1", 200],
+    ]);
+    const rec = await j.activate("t/at");
+    assert.equal(dec.decode(rec.snapshot!.state), "S2");
+    assert.equal(rec.seq, 2);
+    // A fenced append with all parts leaves no part behind.
+    await rejectsWith(
+      j.append({
+        actor: "t/at",
+        epoch,
+        expectedSeq: 2,
+        events: [ev("3")],
+        snapshot: { seq: 3, version: 1, state: enc.encode("S3") },
+        idempotency: { key: "msg-2", reply: enc.encode("reply-2") },
+        reminders: [{ id: "r3", actor: "t/at", handler: "h", data: enc.encode(""), due: 1 }],
+      }),
+      "conflict",
+    );
+    assert.equal(await j.reply("t/at", "msg-2"), undefined);
+    assert.deepEqual((await j.dueReminders(1000, 10)).map((r) => r.id), ["r2", "r1"]);
+    const after = await j.activate("t/at");
+    assert.equal(after.seq, 2);
+    assert.equal(dec.decode(after.snapshot!.state), "S2");
+  });
+
+  test("reply() finds a stored reply by actor and key; an append may carry only a reply", async (j) => {
+    const { epoch } = await j.activate("t/i");
+    await j.append({
+      actor: "t/i",
+      epoch,
+      expectedSeq: 0,
+      events: [],
+      idempotency: { key: "k", reply: new Uint8Array([1, 2, 3]) },
+    });
+    assert.deepEqual([...(await j.reply("t/i", "k"))!], [1, 2, 3]);
+    assert.equal(await j.reply("t/i", "other"), undefined);
+    assert.equal(await j.reply("t/other", "k"), undefined);
+    assert.equal((await j.activate("t/i")).seq, 0);
+  });
+
+  test("concurrent appends of many actors all succeed, each acknowledged on its own", async (j) => {
+    const actors = Array.from({ length: 200 }, (_, i) => `t/many-${i}`);
+    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    const rounds = 5;
+    await Promise.all(actors.map(async (actor, i) => {
+      for (let r = 0; r < rounds; r++) {
+        await j.append({ actor, epoch: epochs[i]!, expectedSeq: r, events: [ev(`${actor}:${r}`)] });
+      }
+    }));
+    for (const actor of actors) {
+      const events = await j.read(actor, 1, 100);
+      assert.deepEqual(texts(events), Array.from({ length: rounds }, (_, r) => `${actor}:${r}`));
+    }
+  });
+
+  test("one conflicting append in a concurrent burst fails alone", async (j) => {
+    const actors = Array.from({ length: 100 }, (_, i) => `t/burst-${i}`);
+    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    const results = await Promise.allSettled(actors.map((actor, i) =>
+      j.append({
+        actor,
+        epoch: epochs[i]!,
+        expectedSeq: i === 42 ? 7 : 0,
+        events: [ev(actor)],
+        idempotency: { key: "k", reply: enc.encode(actor) },
+      })
+    ));
+    results.forEach((r, i) => {
+      if (i === 42) {
+        assert.equal(r.status, "rejected");
+        assert.equal((r as PromiseRejectedResult).reason.code, "conflict");
+      } else assert.equal(r.status, "fulfilled", `append ${i} failed`);
+    });
+    for (const [i, actor] of actors.entries()) {
+      assert.deepEqual(texts(await j.read(actor, 1, 10)), i === 42 ? [] : [actor]);
+      assert.equal(await j.reply(actor, "k") !== undefined, i !== 42);
+    }
+  });
+
+  test("two concurrent appends of one actor chain when the second expects the first", async (j) => {
+    const { epoch } = await j.activate("t/chain");
+    const [a, b, c] = await Promise.allSettled([
+      j.append({ actor: "t/chain", epoch, expectedSeq: 0, events: [ev("1"), ev("2")] }),
+      j.append({ actor: "t/chain", epoch, expectedSeq: 2, events: [ev("3")] }),
+      j.append({ actor: "t/chain", epoch, expectedSeq: 2, events: [ev("dup")] }),
+    ]);
+    assert.equal(a.status, "fulfilled");
+    assert.equal(b.status, "fulfilled");
+    assert.equal(c.status, "rejected");
+    assert.deepEqual(texts(await j.read("t/chain", 1, 10)), ["1", "2", "3"]);
+  });
+
+  test("reminders: due in order with a limit, next, upsert by id, delete is idempotent", async (j) => {
+    assert.equal(await j.nextReminder(), undefined);
+    assert.deepEqual(await j.dueReminders(Number.MAX_SAFE_INTEGER, 10), []);
+    const { epoch } = await j.activate("t/r");
+    const r = (id: string, due: number): Reminder => ({
+      id,
+      actor: "t/r",
+      handler: "h",
+      data: enc.encode(id),
+      due,
+    });
+    await j.append({
+      actor: "t/r",
+      epoch,
+      expectedSeq: 0,
+      events: [],
+      reminders: [r("c", 300), r("a", 100), r("b", 200)],
+    });
+    assert.equal(await j.nextReminder(), 100);
+    assert.deepEqual((await j.dueReminders(99, 10)).map((x) => x.id), []);
+    assert.deepEqual((await j.dueReminders(200, 10)).map((x) => x.id), ["a", "b"]);
+    assert.deepEqual((await j.dueReminders(1000, 2)).map((x) => x.id), ["a", "b"]);
+    await j.append({ actor: "t/r", epoch, expectedSeq: 0, events: [], reminders: [r("a", 400)] });
+    assert.equal(await j.nextReminder(), 200);
+    await j.deleteReminder("b");
+    await j.deleteReminder("b");
+    await j.deleteReminder("unknown");
+    assert.deepEqual((await j.dueReminders(1000, 10)).map((x) => [x.id, x.due]), [
+      ["c", 300],
+      ["a", 400],
+    ]);
+    await j.deleteReminder("c");
+    await j.deleteReminder("a");
+    assert.equal(await j.nextReminder(), undefined);
+  });
+
+  Deno.test(`journal conformance (${name}): every call after close() rejects with closed`, async () => {
+    const j = await open();
+    const { epoch } = await j.activate("t/x");
+    const pending = j.append({ actor: "t/x", epoch, expectedSeq: 0, events: [ev("1")] });
+    await j.close();
+    await pending; // accepted before close(): close() waits for it
+    await j.close(); // idempotent
+    const calls: Promise<unknown>[] = [
+      j.activate("t/x"),
+      j.append({ actor: "t/x", epoch, expectedSeq: 1, events: [ev("2")] }),
+      j.read("t/x", 1, 10),
+      j.reply("t/x", "k"),
+      j.dueReminders(0, 10),
+      j.nextReminder(),
+      j.deleteReminder("r"),
+    ];
+    for (const p of calls) await rejectsWith(p, "closed");
+  });
+}

@@ -1,0 +1,237 @@
+/**
+ * An in-memory {@link Journal}: the same semantics as the libSQL journal (epoch fencing,
+ * expected-seq checks, atomic appends, idempotency retention, reminders), kept in maps.
+ * Nothing survives the process; use it for tests and single-process demos.
+ *
+ * @module
+ */
+
+import { ClosedError, ConflictError } from "../errors.ts";
+import {
+  type Append,
+  IDEMPOTENCY_RETENTION,
+  type Journal,
+  type Recovered,
+  type Reminder,
+  type Snapshot,
+  type StoredEvent,
+} from "./types.ts";
+
+/** Options of {@link memoryJournal}. */
+export interface MemoryJournalOptions {
+  /**
+   * How many idempotency records are kept per actor, and for how long.
+   * @default {IDEMPOTENCY_RETENTION}
+   */
+  readonly retention?: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  /**
+   * The wall clock used to timestamp idempotency records (ms since the epoch).
+   * @default {Date.now}
+   */
+  readonly now?: () => number;
+}
+
+interface ActorLog {
+  epoch: number;
+  events: StoredEvent[];
+  snapshot?: Snapshot;
+  /** key → record; Map order is insertion order, i.e. oldest first. */
+  replies: Map<string, { reply: Uint8Array; at: number }>;
+}
+
+/**
+ * Makes an in-memory journal. Every call settles asynchronously, like a real database.
+ *
+ * Idempotency records: at most `retention.maxPerActor` per actor (oldest dropped first);
+ * records older than `retention.maxAgeMs` are dropped when the actor next stores one.
+ *
+ * @example
+ * ```ts
+ * import { memoryJournal } from "./memory.ts";
+ * const journal = memoryJournal();
+ * const { epoch, seq } = await journal.activate("account/alice");
+ * const data = new TextEncoder().encode("{}");
+ * await journal.append({
+ *   actor: "account/alice",
+ *   epoch,
+ *   expectedSeq: seq,
+ *   events: [{ type: "deposited", version: 1, data, at: Date.now() }],
+ * });
+ * await journal.close();
+ * ```
+ */
+export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
+  const retention = options.retention ?? IDEMPOTENCY_RETENTION;
+  const now = options.now ?? Date.now;
+  const logs = new Map<string, ActorLog>();
+  const reminders = new Map<string, Reminder>();
+  let closed = false;
+
+  function check(what: string): void {
+    if (closed) throw new ClosedError(`Cannot ${what}: the memory journal is closed`);
+  }
+
+  function log(actor: string): ActorLog {
+    let l = logs.get(actor);
+    if (!l) {
+      l = { epoch: 0, events: [], replies: new Map() };
+      logs.set(actor, l);
+    }
+    return l;
+  }
+
+  function head(l: ActorLog): number {
+    return l.events.length === 0 ? 0 : l.events[l.events.length - 1]!.seq;
+  }
+
+  return {
+    async activate(actor: string): Promise<Recovered> {
+      await Promise.resolve();
+      check(`activate ${JSON.stringify(actor)}`);
+      const l = log(actor);
+      l.epoch++;
+      const from = l.snapshot?.seq ?? 0;
+      const rec: Recovered = {
+        epoch: l.epoch,
+        events: l.events.filter((e) => e.seq > from).map(copyEvent),
+        seq: head(l),
+        ...(l.snapshot ? { snapshot: copySnapshot(l.snapshot) } : {}),
+      };
+      return rec;
+    },
+
+    async append(a: Append): Promise<void> {
+      validateAppend(a);
+      check(`append to ${JSON.stringify(a.actor)}`);
+      await Promise.resolve();
+      const l = logs.get(a.actor);
+      const epoch = l?.epoch ?? 0;
+      const seq = l ? head(l) : 0;
+      if (!l || a.epoch !== epoch) throw staleEpoch(a, epoch);
+      if (a.expectedSeq !== seq) throw unexpectedSeq(a, seq);
+      // Everything below cannot fail: the write is atomic.
+      let s = seq;
+      for (const e of a.events) {
+        l.events.push({
+          seq: ++s,
+          type: e.type,
+          version: e.version,
+          data: e.data.slice(),
+          at: e.at,
+        });
+      }
+      if (a.snapshot) l.snapshot = copySnapshot(a.snapshot);
+      if (a.idempotency) {
+        const t = now();
+        l.replies.delete(a.idempotency.key);
+        l.replies.set(a.idempotency.key, { reply: a.idempotency.reply.slice(), at: t });
+        for (const [k, r] of l.replies) {
+          if (l.replies.size > retention.maxPerActor || r.at < t - retention.maxAgeMs) {
+            l.replies.delete(k);
+          } else break;
+        }
+      }
+      for (const r of a.reminders ?? []) reminders.set(r.id, copyReminder(r));
+    },
+
+    async read(actor: string, from: number, limit: number): Promise<StoredEvent[]> {
+      await Promise.resolve();
+      check(`read ${JSON.stringify(actor)}`);
+      const events = logs.get(actor)?.events ?? [];
+      // seq n is at index n - 1 (no gaps).
+      const start = Math.max(0, from - 1);
+      return events.slice(start, start + Math.max(0, limit)).map(copyEvent);
+    },
+
+    async reply(actor: string, key: string): Promise<Uint8Array | undefined> {
+      await Promise.resolve();
+      check(`read a reply of ${JSON.stringify(actor)}`);
+      return logs.get(actor)?.replies.get(key)?.reply.slice();
+    },
+
+    async dueReminders(at: number, limit: number): Promise<Reminder[]> {
+      await Promise.resolve();
+      check("read due reminders");
+      return [...reminders.values()]
+        .filter((r) => r.due <= at)
+        .sort(byDue)
+        .slice(0, Math.max(0, limit))
+        .map(copyReminder);
+    },
+
+    async nextReminder(): Promise<number | undefined> {
+      await Promise.resolve();
+      check("read the next reminder");
+      let next: number | undefined;
+      for (const r of reminders.values()) if (next === undefined || r.due < next) next = r.due;
+      return next;
+    },
+
+    async deleteReminder(id: string): Promise<void> {
+      await Promise.resolve();
+      check(`delete reminder ${JSON.stringify(id)}`);
+      reminders.delete(id);
+    },
+
+    close(): Promise<void> {
+      closed = true;
+      return Promise.resolve();
+    },
+  };
+}
+
+/**
+ * Checks the shape of an append that does not depend on stored state. Throws `TypeError`
+ * or `RangeError` (programming errors, not conflicts).
+ */
+export function validateAppend(a: Append): void {
+  if (typeof a.actor !== "string" || a.actor === "") {
+    throw new TypeError(`Cannot append: actor must be a non-empty string, got ${String(a.actor)}`);
+  }
+  if (!Number.isSafeInteger(a.epoch) || a.epoch < 0) {
+    throw new RangeError(`Cannot append to "${a.actor}": epoch ${a.epoch} is not a valid epoch`);
+  }
+  if (!Number.isSafeInteger(a.expectedSeq) || a.expectedSeq < 0) {
+    throw new RangeError(
+      `Cannot append to "${a.actor}": expectedSeq ${a.expectedSeq} is not a valid seq`,
+    );
+  }
+  const last = a.expectedSeq + a.events.length;
+  if (a.snapshot && (a.snapshot.seq > last || a.snapshot.seq < 0)) {
+    throw new RangeError(
+      `Cannot append to "${a.actor}": snapshot seq ${a.snapshot.seq} is after the last appended seq ${last}`,
+    );
+  }
+}
+
+/** The conflict of an append whose epoch is not the current one. */
+export function staleEpoch(a: Append, current: number): ConflictError {
+  return new ConflictError(
+    current === 0
+      ? `Cannot append to "${a.actor}": epoch ${a.epoch} is stale (the actor was never activated)`
+      : `Cannot append to "${a.actor}": epoch ${a.epoch} is stale (current epoch is ${current})`,
+  );
+}
+
+/** The conflict of an append whose expected seq is not the head. */
+export function unexpectedSeq(a: Append, head: number): ConflictError {
+  return new ConflictError(
+    `Cannot append to "${a.actor}" at epoch ${a.epoch}: expected seq ${a.expectedSeq} but the log ends at ${head}`,
+  );
+}
+
+function byDue(a: Reminder, b: Reminder): number {
+  return a.due - b.due || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+function copyEvent(e: StoredEvent): StoredEvent {
+  return { seq: e.seq, type: e.type, version: e.version, data: e.data.slice(), at: e.at };
+}
+
+function copySnapshot(s: Snapshot): Snapshot {
+  return { seq: s.seq, version: s.version, state: s.state.slice() };
+}
+
+function copyReminder(r: Reminder): Reminder {
+  return { id: r.id, actor: r.actor, handler: r.handler, data: r.data.slice(), due: r.due };
+}

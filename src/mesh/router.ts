@@ -1,0 +1,496 @@
+/**
+ * Routing across the mesh. An active actor's host subscribes to the actor's subject, so mesh
+ * interest is the routing table; a request that finds no responder triggers placement
+ * (rendezvous hashing over the live hosts of the type) and is forwarded to the chosen node's
+ * inbox, which activates the actor and handles it. Stateless workers share a queue group per
+ * type. Pub/sub topics map to subjects.
+ *
+ * @module
+ */
+
+import type { Activation } from "../actor/activation.ts";
+import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
+import type { Envelope, Logger } from "../actor/envelope.ts";
+import type { StreamChannel } from "../actor/stream.ts";
+import { checkPayloadSize, codecFor } from "../codec/mod.ts";
+import type { Codec } from "../codec/types.ts";
+import type { Membership } from "../directory/membership.ts";
+import { rendezvous } from "../directory/placement.ts";
+import {
+  ActorError,
+  BadPayloadError,
+  ClosedError,
+  TimeoutError,
+  UnavailableError,
+  UnknownActorTypeError,
+} from "../errors.ts";
+import { encodeToken, isValidSubject } from "./subject.ts";
+import {
+  type MeshConnection,
+  MeshError,
+  type MeshMessage,
+  type MeshSubscription,
+} from "./types.ts";
+import { decodeReply, errorReply, H, okReply, parseRequest, requestHeaders } from "./wire.ts";
+
+/** What the router needs from its system. */
+export interface RouterHost {
+  readonly node: string;
+  readonly prefix: string;
+  readonly conn: MeshConnection;
+  readonly membership: Membership;
+  readonly log: Logger;
+  readonly wireCodec: Codec;
+  readonly maxPayload: number;
+  readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
+  deliverHere(type: string, id: string, m: Envelope): void;
+}
+
+const MAX_HOPS = 4;
+
+/** Routes messages of one node. */
+export class Router {
+  readonly #host: RouterHost;
+  readonly #subs: MeshSubscription[] = [];
+  readonly #actorSubs = new Map<string, MeshSubscription>();
+  #accepting = true;
+  #inflight = 0;
+
+  constructor(host: RouterHost) {
+    this.#host = host;
+  }
+
+  #actorSubject(type: string, id: string): string {
+    return `${this.#host.prefix}.a.${encodeToken(type)}.${encodeToken(id)}`;
+  }
+
+  #nodeSubject(node: string): string {
+    return `${this.#host.prefix}.n.${encodeToken(node)}`;
+  }
+
+  #workerSubject(type: string): string {
+    return `${this.#host.prefix}.w.${encodeToken(type)}`;
+  }
+
+  /** Subscribes the node inbox and the worker queues. */
+  start(): Promise<void> {
+    const h = this.#host;
+    this.#subs.push(h.conn.subscribe(this.#nodeSubject(h.node), (msg) => this.#serve(msg)));
+    for (const def of h.defs.values()) {
+      if (!def.stateless) continue;
+      const subject = this.#workerSubject(def.name);
+      this.#subs.push(
+        h.conn.subscribe(subject, (msg) => this.#serve(msg), {
+          queue: `w-${encodeToken(def.name)}`,
+        }),
+      );
+    }
+    return h.conn.flush();
+  }
+
+  /** An activation became active here: route its subject to this node until it stops. */
+  activated(act: Activation): void {
+    if (act.status !== "active") return;
+    const subject = this.#actorSubject(act.def.name, act.id);
+    const sub = this.#host.conn.subscribe(subject, (msg) => this.#serve(msg));
+    this.#actorSubs.set(act.key, sub);
+    act.stoppedPromise.then(() => {
+      if (this.#actorSubs.get(act.key) === sub) this.#actorSubs.delete(act.key);
+      sub.unsubscribe();
+    });
+  }
+
+  /** The node that should host `type/id` (this node when it is the only host). */
+  placeActor(type: string, id: string): string | undefined {
+    const hosts = this.#host.membership.hostsOf(type);
+    if (hosts.length === 0) return undefined;
+    if (hosts.length === 1) return hosts[0];
+    return rendezvous(hosts, `${type}/${id}`);
+  }
+
+  /** Whether a stateless message should run on this node. */
+  pickWorker(type: string, id: string): boolean {
+    const hosts = this.#host.membership.hostsOf(type);
+    if (hosts.length <= 1) return true;
+    if (id !== "") return rendezvous(hosts, `${type}/${id}`) === this.#host.node;
+    return false;
+  }
+
+  /** Sends a message to whichever node hosts `type/id`. */
+  send(type: string, id: string, m: Envelope): void {
+    void this.#send(type, id, m, undefined);
+  }
+
+  /** Sends a message to a given node's inbox (it owns the actor). */
+  forward(node: string, type: string, id: string, m: Envelope): void {
+    void this.#send(type, id, m, node);
+  }
+
+  async #send(type: string, id: string, m: Envelope, node: string | undefined): Promise<void> {
+    const h = this.#host;
+    let data: Uint8Array;
+    try {
+      data = h.wireCodec.encode(m.payload);
+      checkPayloadSize(data.byteLength, h.maxPayload, `Payload of ${type}.${m.handler}`);
+    } catch (err) {
+      return m.reject(err);
+    }
+    const def = h.defs.get(type);
+    let subject = node !== undefined
+      ? this.#nodeSubject(node)
+      : def?.stateless || (id === "" && !def)
+      ? this.#workerSubject(type)
+      : this.#actorSubject(type, id);
+    let channel: StreamChannel | undefined;
+    for (let hop = 0; hop < MAX_HOPS; hop++) {
+      const left = m.deadline - performance.now();
+      if (left <= 0) return m.reject(new TimeoutError(`Message to ${type}/${id} timed out`));
+      let streamTo: string | undefined;
+      if (m.kind === "stream") {
+        channel?.cancel();
+        streamTo = h.conn.inbox();
+        channel = undefined;
+      }
+      const headers = requestHeaders({
+        kind: m.kind,
+        type,
+        id,
+        handler: m.handler,
+        timeout: left,
+        contentType: h.wireCodec.contentType,
+        chain: [...m.chain],
+        ...(m.idempotencyKey !== undefined ? { idempotencyKey: m.idempotencyKey } : {}),
+        ...(m.token !== undefined ? { token: m.token } : {}),
+        ...(streamTo !== undefined ? { streamTo } : {}),
+      });
+      try {
+        if (m.kind === "stream") {
+          await this.#openStream(subject, data, headers, left, streamTo!, m);
+          return;
+        }
+        const reply = await h.conn.request(subject, data, { headers, timeout: left });
+        const value = decodeReply(reply, codecFor);
+        if (m.kind === "tell") (m as { accepted?: () => void }).accepted?.();
+        else m.resolve(value);
+        return;
+      } catch (err) {
+        if (err instanceof MeshError && err.code === "no_responders") {
+          const owner = this.placeActor(type, id);
+          if (owner === undefined) {
+            const known = h.membership.nodes().length > 0;
+            return m.reject(
+              known
+                ? new UnknownActorTypeError(`No live node hosts actor type "${type}"`)
+                : new UnavailableError(`No node is reachable for actor type "${type}"`),
+            );
+          }
+          if (owner === h.node) return h.deliverHere(type, id, m);
+          subject = this.#nodeSubject(owner);
+          continue;
+        }
+        if (err instanceof MeshError && err.code === "timeout") {
+          return m.reject(new TimeoutError(`Message to ${type}/${id}.${m.handler} timed out`));
+        }
+        if (err instanceof MeshError) {
+          return m.reject(
+            new UnavailableError(`Mesh failed for ${type}/${id}: ${err.message}`, { cause: err }),
+          );
+        }
+        return m.reject(err);
+      }
+    }
+    m.reject(new UnavailableError(`Could not route ${type}/${id} after ${MAX_HOPS} attempts`));
+  }
+
+  /**
+   * Opens a remote stream: the producer sends items as `{ seq, item }` frames to our inbox and
+   * waits for credit; we grant credit as the consumer reads.
+   */
+  async #openStream(
+    subject: string,
+    data: Uint8Array,
+    headers: Record<string, string>,
+    timeout: number,
+    inbox: string,
+    m: Envelope,
+  ): Promise<void> {
+    const h = this.#host;
+    const sink = m.sink as StreamChannel;
+    let creditTo: string | undefined;
+    const sub = h.conn.subscribe(inbox, (msg) => {
+      try {
+        const f = h.wireCodec.decode(msg.data) as { t: string; v?: unknown; c?: string };
+        if (f.t === "item") {
+          void sink.push(f.v).then(() => {
+            if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: 1 }));
+          }, () => {});
+        } else if (f.t === "end") {
+          sink.end();
+          sub.unsubscribe();
+        } else if (f.t === "error") {
+          sink.error(decodeReply({ ...msg, headers: { [H.status]: "error" } }, () => h.wireCodec));
+          sub.unsubscribe();
+        }
+      } catch (err) {
+        sink.error(new BadPayloadError("Bad stream frame", { cause: err }));
+        sub.unsubscribe();
+      }
+    });
+    sink.signal.addEventListener("abort", () => {
+      if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
+      sub.unsubscribe();
+    }, { once: true });
+    try {
+      const reply = await h.conn.request(subject, data, { headers, timeout });
+      const value = decodeReply(reply, codecFor) as { credit: string; window: number };
+      creditTo = value.credit;
+      h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: 16 }));
+    } catch (err) {
+      sub.unsubscribe();
+      throw err;
+    }
+  }
+
+  /** Serves an inbound request. */
+  #serve(msg: MeshMessage): void {
+    const h = this.#host;
+    if (h.membership.isFenced()) return; // a stale owner stays silent
+    const respond = (r: { data: Uint8Array; headers: Record<string, string> }) => {
+      if (!msg.reply) return;
+      try {
+        h.conn.publish(msg.reply, r.data, { headers: r.headers });
+      } catch (err) {
+        h.log.debug("Reply failed", { error: String(err) });
+      }
+    };
+    let codec: Codec;
+    let req;
+    let payload: unknown;
+    try {
+      req = parseRequest(msg.headers);
+      const c = codecFor(req.contentType);
+      if (!c) throw new BadPayloadError(`Unknown content type "${req.contentType}"`);
+      codec = c;
+      checkPayloadSize(msg.data.byteLength, h.maxPayload, "Payload");
+      payload = codec.decode(msg.data);
+    } catch (err) {
+      h.log.warn("Dropped a malformed message", { subject: msg.subject, error: String(err) });
+      return respond(
+        errorReply(h.wireCodec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
+      );
+    }
+    if (!this.#accepting) {
+      return respond(errorReply(codec, new UnavailableError(`Node "${h.node}" is closing`)));
+    }
+    this.#inflight++;
+    let finished = false;
+    const finish = () => {
+      if (!finished) {
+        finished = true;
+        this.#inflight--;
+      }
+    };
+    const onMasked = (e: unknown) => h.log.error("Internal error", { error: String(e) });
+    const m: Envelope & { accepted?: () => void } = {
+      kind: req.kind,
+      handler: req.handler,
+      payload,
+      deadline: performance.now() + req.timeout,
+      chain: req.chain,
+      ...(req.token !== undefined ? { token: req.token } : {}),
+      ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
+      resolve: (value) => {
+        finish();
+        if (req.kind !== "ask") return;
+        try {
+          const r = okReply(codec, value);
+          checkPayloadSize(r.data.byteLength, h.maxPayload, "Reply");
+          respond(r);
+        } catch (err) {
+          respond(errorReply(codec, err, onMasked));
+        }
+      },
+      reject: (err) => {
+        finish();
+        if (req.kind === "stream" && sink) return sink.fail(err);
+        respond(errorReply(codec, err, onMasked));
+      },
+    };
+    if (req.kind === "tell") m.accepted = () => respond(okReply(codec, null));
+    let sink: RemoteSink | undefined;
+    if (req.kind === "stream") {
+      if (!req.streamTo || !isValidSubject(req.streamTo)) {
+        finish();
+        return respond(
+          errorReply(codec, new BadPayloadError("Stream request without a valid inbox")),
+        );
+      }
+      sink = new RemoteSink(h.conn, codec, req.streamTo);
+      (m as { sink?: unknown }).sink = sink;
+      respond(okReply(codec, { credit: sink.creditSubject, window: 16 }));
+    }
+    h.deliverHere(req.type, req.id, m);
+  }
+
+  /** Publishes to a topic. */
+  publish(topic: string, payload: unknown): Promise<void> {
+    const h = this.#host;
+    if (!isValidSubject(topic)) {
+      return Promise.reject(new TypeError(`Topic "${topic}" is not valid (dot-separated tokens)`));
+    }
+    try {
+      const data = h.wireCodec.encode(payload);
+      checkPayloadSize(data.byteLength, h.maxPayload, `Publish to "${topic}"`);
+      h.conn.publish(`${h.prefix}.t.${topic}`, data, {
+        headers: { [H.contentType]: h.wireCodec.contentType },
+      });
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err instanceof MeshError ? new ClosedError(err.message) : err);
+    }
+  }
+
+  /** Subscribes a handler to a topic pattern. */
+  subscribe(
+    topic: string,
+    handler: (payload: unknown, topic: string) => void | Promise<void>,
+    group: string | undefined,
+  ): { topic: string; unsubscribe(): void; [Symbol.dispose](): void } {
+    const h = this.#host;
+    if (!isValidSubject(topic, true)) {
+      throw new TypeError(`Topic pattern "${topic}" is not valid`);
+    }
+    const strip = h.prefix.length + 3;
+    const sub = h.conn.subscribe(`${h.prefix}.t.${topic}`, (msg) => {
+      let payload: unknown;
+      try {
+        const codec = codecFor(msg.headers[H.contentType] ?? h.wireCodec.contentType);
+        if (!codec) throw new BadPayloadError("Unknown content type");
+        checkPayloadSize(msg.data.byteLength, h.maxPayload, "Published message");
+        payload = codec.decode(msg.data);
+      } catch (err) {
+        return h.log.warn("Dropped a malformed published message", {
+          subject: msg.subject,
+          error: String(err),
+        });
+      }
+      const name = msg.subject.slice(strip);
+      try {
+        const r = handler(payload, name);
+        if (r && typeof (r as Promise<void>).then === "function") {
+          (r as Promise<void>).catch((err) =>
+            h.log.error(`Subscriber of "${topic}" failed`, { error: String(err) })
+          );
+        }
+      } catch (err) {
+        h.log.error(`Subscriber of "${topic}" failed`, { error: String(err) });
+      }
+    }, group !== undefined ? { queue: group } : {});
+    return {
+      topic,
+      unsubscribe: () => sub.unsubscribe(),
+      [Symbol.dispose]: () => sub.unsubscribe(),
+    };
+  }
+
+  /** Stops taking remote requests (they get `unavailable`), waiting for accepted ones. */
+  async stopAccepting(): Promise<void> {
+    this.#accepting = false;
+    for (const sub of this.#actorSubs.values()) sub.unsubscribe();
+    this.#actorSubs.clear();
+    for (const sub of this.#subs) sub.unsubscribe();
+    this.#subs.length = 0;
+    const until = performance.now() + 30_000;
+    while (this.#inflight > 0 && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  /** Unsubscribes everything. */
+  async close(): Promise<void> {
+    await this.stopAccepting();
+  }
+}
+
+/** The producer side of a remote stream: sends frames, waits for credit. */
+class RemoteSink {
+  readonly creditSubject: string;
+  readonly #conn: MeshConnection;
+  readonly #codec: Codec;
+  readonly #to: string;
+  readonly #controller = new AbortController();
+  readonly #sub: MeshSubscription;
+  #credit = 0;
+  #waiter: (() => void) | undefined;
+  #ended = false;
+
+  constructor(conn: MeshConnection, codec: Codec, to: string) {
+    this.#conn = conn;
+    this.#codec = codec;
+    this.#to = to;
+    this.creditSubject = conn.inbox();
+    this.#sub = conn.subscribe(this.creditSubject, (msg) => {
+      try {
+        const f = codec.decode(msg.data) as { t: string; n?: number };
+        if (f.t === "credit" && typeof f.n === "number") {
+          this.#credit += f.n;
+          this.#wake();
+        } else if (f.t === "cancel") {
+          this.#controller.abort(new ClosedError("The stream was cancelled by its consumer"));
+          this.#wake();
+          this.#close();
+        }
+      } catch {
+        // ignore malformed credit frames
+      }
+    });
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
+  }
+
+  async push(item: unknown): Promise<void> {
+    while (this.#credit <= 0) {
+      if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
+      await new Promise<void>((r) => this.#waiter = r);
+    }
+    if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
+    this.#credit--;
+    this.#conn.publish(this.#to, this.#codec.encode({ t: "item", v: item }));
+  }
+
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    try {
+      this.#conn.publish(this.#to, this.#codec.encode({ t: "end" }));
+    } catch { /* closed */ }
+    this.#close();
+  }
+
+  error(err: unknown): void {
+    this.fail(err);
+  }
+
+  fail(err: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    try {
+      const r = errorReply(this.#codec, err);
+      const w = this.#codec.decode(r.data) as object;
+      this.#conn.publish(this.#to, this.#codec.encode({ t: "error", ...w }));
+    } catch { /* closed */ }
+    this.#close();
+  }
+
+  #close(): void {
+    this.#sub.unsubscribe();
+  }
+}

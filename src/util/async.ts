@@ -1,0 +1,178 @@
+/**
+ * Small async helpers that `@std/async` would give (JSR is unreachable here): delays,
+ * deferreds, and a coarse timer wheel for the many short deadlines of RPC.
+ *
+ * @module
+ */
+
+/** A promise with its resolve/reject exposed. */
+export interface Deferred<T> {
+  /** The promise. */
+  readonly promise: Promise<T>;
+  /** Resolves it. */
+  resolve(value: T | PromiseLike<T>): void;
+  /** Rejects it. */
+  reject(reason?: unknown): void;
+}
+
+/** Makes a {@link Deferred}. */
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T | PromiseLike<T>) => void;
+  let reject!: (reason?: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts. */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** A scheduled callback of a {@link TimerWheel}. */
+export interface WheelEntry {
+  /** Monotonic deadline (`performance.now()` clock). */
+  readonly at: number;
+}
+
+interface Slot extends WheelEntry {
+  fn: (() => void) | undefined;
+  bucket: number;
+}
+
+/**
+ * A coarse timer wheel: many deadlines share one timer, with a precision of `tick` ms.
+ * Cheaper than a `setTimeout` per request when thousands are in flight; the timer runs only
+ * while entries are pending, so nothing is left behind when it is empty.
+ */
+export class TimerWheel {
+  readonly #tick: number;
+  readonly #buckets = new Map<number, Set<Slot>>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #size = 0;
+  #closed = false;
+
+  /** @param tick Precision in ms. */
+  constructor(tick = 5) {
+    this.#tick = tick;
+  }
+
+  /** Calls `fn` once `performance.now() >= at` (up to `tick` ms late). */
+  add(at: number, fn: () => void): WheelEntry {
+    const bucket = Math.ceil(at / this.#tick);
+    const slot: Slot = { at, fn, bucket };
+    let set = this.#buckets.get(bucket);
+    if (!set) this.#buckets.set(bucket, set = new Set());
+    set.add(slot);
+    this.#size++;
+    if (this.#timer === undefined && !this.#closed) {
+      this.#timer = setInterval(() => this.#run(), this.#tick);
+    }
+    return slot;
+  }
+
+  /** Cancels an entry. Idempotent. */
+  remove(entry: WheelEntry): void {
+    const slot = entry as Slot;
+    if (!slot.fn) return;
+    slot.fn = undefined;
+    const set = this.#buckets.get(slot.bucket);
+    if (set?.delete(slot)) {
+      this.#size--;
+      if (set.size === 0) this.#buckets.delete(slot.bucket);
+    }
+    if (this.#size === 0) this.#stop();
+  }
+
+  /** Pending entries. */
+  get size(): number {
+    return this.#size;
+  }
+
+  #run(): void {
+    const now = performance.now();
+    const due: Slot[] = [];
+    for (const [bucket, set] of this.#buckets) {
+      for (const slot of set) {
+        if (slot.at <= now) {
+          due.push(slot);
+          set.delete(slot);
+          this.#size--;
+        }
+      }
+      if (set.size === 0) this.#buckets.delete(bucket);
+    }
+    if (this.#size === 0) this.#stop();
+    for (const slot of due) {
+      const fn = slot.fn;
+      slot.fn = undefined;
+      fn?.();
+    }
+  }
+
+  #stop(): void {
+    if (this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  /** Fires every pending entry now and stops the timer. */
+  close(): void {
+    this.#closed = true;
+    const all = [...this.#buckets.values()].flatMap((s) => [...s]);
+    this.#buckets.clear();
+    this.#size = 0;
+    this.#stop();
+    for (const slot of all) {
+      const fn = slot.fn;
+      slot.fn = undefined;
+      fn?.();
+    }
+  }
+}
+
+/** Whether a value is a thenable. */
+export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === "object" || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function";
+}
+
+/** Retries `fn` with exponential backoff until it succeeds, `retryIf` says no, or time runs out. */
+export async function retry<T>(
+  fn: () => Promise<T>,
+  options: {
+    retryIf?: (err: unknown) => boolean;
+    maxMs?: number;
+    minDelay?: number;
+    maxDelay?: number;
+    signal?: AbortSignal;
+  } = {},
+): Promise<T> {
+  const start = performance.now();
+  const maxMs = options.maxMs ?? 10_000;
+  let wait = options.minDelay ?? 10;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (options.retryIf && !options.retryIf(err)) throw err;
+      if (performance.now() - start + wait > maxMs) throw err;
+      await delay(wait * (0.5 + Math.random()), options.signal);
+      wait = Math.min(wait * 2, options.maxDelay ?? 500);
+    }
+  }
+}

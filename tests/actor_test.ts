@@ -1,0 +1,399 @@
+import assert from "node:assert/strict";
+import { ActorError, createSystem, defineActor, memoryJournal, type System } from "../mod.ts";
+import { Account, Counter, Resize } from "./fixtures.ts";
+
+async function withSystem(
+  fn: (system: System) => Promise<void>,
+  options: Parameters<typeof createSystem>[0] = {},
+): Promise<void> {
+  const system = await createSystem({ actors: [Account, Counter, Resize], ...options });
+  try {
+    await fn(system);
+  } finally {
+    await system.close();
+  }
+}
+
+Deno.test("ref.ask() applies events and replies with the handler's result", async () => {
+  await withSystem(async (system) => {
+    const alice = system.ref(Account, "alice");
+    assert.equal(await alice.ask("deposit", 100), 100);
+    assert.equal(await alice.ask("withdraw", 30), 70);
+    assert.equal(await alice.ask("balance"), 70);
+    assert.equal(await alice.ask("seq"), 2);
+  });
+});
+
+Deno.test("a handler's ActorError reaches the caller with its code and message", async () => {
+  await withSystem(async (system) => {
+    const bob = system.ref(Account, "bob");
+    await assert.rejects(bob.ask("withdraw", 5), (err: unknown) => {
+      assert.ok(err instanceof ActorError);
+      assert.equal(err.code, "insufficient");
+      assert.equal(err.message, "insufficient funds");
+      return true;
+    });
+  });
+});
+
+Deno.test("a handler that throws rolls back its staged events", async () => {
+  await withSystem(async (system) => {
+    const c = system.ref(Account, "carol");
+    await c.ask("deposit", 10);
+    await assert.rejects(c.ask("depositThenFail", 5), { code: "internal" });
+    assert.equal(await c.ask("balance"), 10);
+    const events = [];
+    for await (const e of system.history(Account, "carol")) events.push(e);
+    assert.equal(events.length, 1);
+  });
+});
+
+Deno.test("thrown non-Error values are masked as internal errors", async () => {
+  await withSystem(async (system) => {
+    const c = system.ref(Counter, "x");
+    await assert.rejects(c.ask("throwString"), { code: "internal", message: "Internal error" });
+    await assert.rejects(c.ask("throwUndefined"), { code: "internal" });
+    assert.equal(await c.ask("inc", 1), 1, "the actor keeps working");
+  }, { logger: "silent" });
+});
+
+Deno.test("unknown handler is rejected with unknown_handler", async () => {
+  await withSystem(async (system) => {
+    const c = system.ref(Counter, "x");
+    // deno-lint-ignore no-explicit-any
+    await assert.rejects((c as any).ask("nope"), { code: "unknown_handler" });
+    // a streaming handler called with ask
+    // deno-lint-ignore no-explicit-any
+    await assert.rejects((system.ref(Account, "a") as any).ask("statement"), {
+      code: "unknown_handler",
+    });
+  });
+});
+
+Deno.test("unknown actor type is rejected with unknown_actor_type", async () => {
+  const Ghost = defineActor({ name: "ghost", handlers: { boo: () => 1 } });
+  await withSystem(async (system) => {
+    await assert.rejects(system.ref(Ghost, "g").ask("boo"), { code: "unknown_actor_type" });
+  });
+});
+
+Deno.test("ref.ask() rejects with timeout when the deadline passes", async () => {
+  await withSystem(async (system) => {
+    const c = system.ref(Counter, "slow");
+    const t0 = performance.now();
+    await assert.rejects(c.ask("slow", 300, { timeout: 50 }), { code: "timeout" });
+    assert.ok(performance.now() - t0 < 250);
+  });
+});
+
+Deno.test("a full mailbox rejects with overloaded", async () => {
+  const Tiny = defineActor({
+    name: "tiny",
+    mailboxSize: 2,
+    handlers: { wait: (_ctx, ms: number) => new Promise((r) => setTimeout(r, ms)) },
+  });
+  const system = await createSystem({ actors: [Tiny] });
+  try {
+    const t = system.ref(Tiny, "t");
+    const first = t.ask("wait", 50);
+    await new Promise((r) => setTimeout(r, 5)); // first is running now
+    const queued = [t.ask("wait", 1), t.ask("wait", 1)];
+    await assert.rejects(t.ask("wait", 1), { code: "overloaded" });
+    await Promise.all([first, ...queued]);
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("messages from one sender are handled in order, one at a time", async () => {
+  const Log = defineActor({
+    name: "log",
+    initialState: () => ({ items: [] as number[], running: 0, maxRunning: 0 }),
+    handlers: {
+      async add(ctx, n: number) {
+        ctx.state.running++;
+        ctx.state.maxRunning = Math.max(ctx.state.maxRunning, ctx.state.running);
+        await new Promise((r) => setTimeout(r, Math.random() * 3));
+        ctx.state.items.push(n);
+        ctx.state.running--;
+      },
+      get: (ctx) => ctx.state,
+    },
+  });
+  const system = await createSystem({ actors: [Log] });
+  try {
+    const l = system.ref(Log, "l");
+    await Promise.all(Array.from({ length: 50 }, (_, i) => l.tell("add", i)));
+    const s = await l.ask("get");
+    assert.deepEqual(s.items, Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(s.maxRunning, 1);
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("state is recovered from the journal after a restart (snapshot + events)", async () => {
+  const journal = memoryJournal();
+  let system = await createSystem({ actors: [Account], journal });
+  for (let i = 0; i < 25; i++) await system.ref(Account, "dave").ask("deposit", 1);
+  await system.close();
+  system = await createSystem({ actors: [Account], journal });
+  assert.equal(await system.ref(Account, "dave").ask("balance"), 25);
+  assert.equal(await system.ref(Account, "dave").ask("seq"), 25);
+  await system.close();
+  await journal.close();
+});
+
+Deno.test("an idempotency key applies a message once and returns the first reply", async () => {
+  const journal = memoryJournal();
+  let system = await createSystem({ actors: [Account], journal });
+  const e = system.ref(Account, "erin");
+  assert.equal(await e.ask("deposit", 10, { idempotencyKey: "tx-1" }), 10);
+  assert.equal(await e.ask("deposit", 10, { idempotencyKey: "tx-1" }), 10);
+  assert.equal(await e.ask("deposit", 5, { idempotencyKey: "tx-2" }), 15);
+  await system.close();
+  system = await createSystem({ actors: [Account], journal });
+  assert.equal(
+    await system.ref(Account, "erin").ask("deposit", 10, { idempotencyKey: "tx-1" }),
+    10,
+    "remembered across restarts",
+  );
+  assert.equal(await system.ref(Account, "erin").ask("balance"), 15);
+  await system.close();
+  await journal.close();
+});
+
+Deno.test("ref.stream() yields a streaming handler's items", async () => {
+  await withSystem(async (system) => {
+    const a = system.ref(Account, "s");
+    await a.ask("deposit", 7);
+    const items = [];
+    for await (const item of a.stream("statement", 4)) items.push(item);
+    assert.deepEqual(items.map((i) => i.line), [0, 1, 2, 3]);
+    assert.equal(items[0]!.balance, 7);
+  });
+});
+
+Deno.test("a slow stream consumer slows the producer (bounded buffer)", async () => {
+  let produced = 0;
+  const Gen = defineActor({
+    name: "gen",
+    handlers: {
+      async *numbers(_ctx, n: number) {
+        for (let i = 0; i < n; i++) {
+          produced++;
+          yield i;
+        }
+      },
+    },
+  });
+  const system = await createSystem({ actors: [Gen] });
+  try {
+    const stream = system.ref(Gen, "g").stream("numbers", 1000, { window: 4 });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next();
+    await new Promise((r) => setTimeout(r, 30));
+    assert.ok(produced <= 6, `producer ran ahead by ${produced}`);
+    await it.return!();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.ok(produced <= 7);
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("stateless workers run concurrently and need no id", async () => {
+  await withSystem(async (system) => {
+    const r = system.ref(Resize);
+    const t0 = performance.now();
+    const out = await Promise.all([1, 2, 3, 4].map((n) => r.ask("thumbnail", n)));
+    assert.deepEqual(out, ["thumb-1", "thumb-2", "thumb-3", "thumb-4"]);
+    assert.ok(performance.now() - t0 < 18, "four run at once");
+  });
+});
+
+Deno.test("publish/subscribe with wildcards and groups", async () => {
+  await withSystem(async (system) => {
+    const got: string[] = [];
+    const grouped: string[] = [];
+    const a = system.subscribe("orders.*", (_m, topic) => void got.push(topic));
+    const g1 = system.subscribe("orders.>", () => void grouped.push("g1"), { group: "billing" });
+    const g2 = system.subscribe("orders.>", () => void grouped.push("g2"), { group: "billing" });
+    await system.publish("orders.created", { id: 1 });
+    await system.publish("orders.paid.card", { id: 1 });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got, ["orders.created"]);
+    assert.equal(grouped.length, 2, "each message to one member of the group");
+    a.unsubscribe();
+    g1.unsubscribe();
+    g2.unsubscribe();
+  });
+});
+
+Deno.test("A → B → A call chains fail fast with deadlock", async () => {
+  const Ping = defineActor({
+    name: "ping",
+    handlers: {
+      async ping(ctx, depth: number): Promise<number> {
+        if (depth === 0) return 0;
+        return await ctx.ref(Pong, ctx.id).ask("pong", depth - 1);
+      },
+    },
+  });
+  const Pong = defineActor({
+    name: "pong",
+    handlers: {
+      async pong(ctx, depth: number): Promise<number> {
+        return await ctx.ref(Ping, ctx.id).ask("ping", depth);
+      },
+    },
+  });
+  const system = await createSystem({ actors: [Ping, Pong] });
+  try {
+    const t0 = performance.now();
+    await assert.rejects(system.ref(Ping, "p").ask("ping", 2, { timeout: 5_000 }), {
+      code: "deadlock",
+    });
+    assert.ok(performance.now() - t0 < 1000);
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("nested asks inherit the caller's remaining deadline", async () => {
+  const Outer = defineActor({
+    name: "outer",
+    handlers: {
+      async call(ctx) {
+        const t0 = performance.now();
+        try {
+          await ctx.ref(Counter, "slow").ask("slow", 1000, { timeout: 10_000 });
+        } catch (err) {
+          return { code: (err as ActorError).code, ms: performance.now() - t0 };
+        }
+        return { code: "none", ms: 0 };
+      },
+    },
+  });
+  const system = await createSystem({ actors: [Outer, Counter] });
+  try {
+    await assert.rejects(system.ref(Outer, "o").ask("call", undefined, { timeout: 100 }), {
+      code: "timeout",
+    });
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("idle actors are passivated and reactivated from the journal", async () => {
+  let activations = 0;
+  let passivations = 0;
+  const Idle = defineActor({
+    name: "idle",
+    initialState: () => 0,
+    events: { added: (s, n: number) => s + n },
+    handlers: {
+      add(ctx, n: number) {
+        ctx.emit("added", n);
+        return ctx.state;
+      },
+    },
+    idleAfter: 30,
+    onActivate: () => void activations++,
+    onPassivate: () => void passivations++,
+  });
+  const system = await createSystem({ actors: [Idle] });
+  try {
+    const r = system.ref(Idle, "i");
+    assert.equal(await r.ask("add", 2), 2);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(passivations, 1);
+    assert.equal(await system.directory.locate(Idle, "i"), undefined);
+    assert.equal(await r.ask("add", 3), 5);
+    assert.equal(activations, 2);
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("ctx.schedule() fires a durable reminder, also after a restart", async () => {
+  const fired: string[] = [];
+  const Remind = defineActor({
+    name: "remind",
+    initialState: () => 0,
+    events: { set: (s) => s + 1 },
+    handlers: {
+      set(ctx, ms: number) {
+        ctx.emit("set", undefined);
+        ctx.schedule(ms, "ring", `after ${ms}`);
+      },
+      ring(_ctx, what: string) {
+        fired.push(what);
+      },
+    },
+  });
+  const journal = memoryJournal();
+  let system = await createSystem({ actors: [Remind], journal });
+  await system.ref(Remind, "r").ask("set", 20);
+  await system.ref(Remind, "r").ask("set", 300);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.deepEqual(fired, ["after 20"]);
+  await system.close(); // down while the second is due
+  await new Promise((r) => setTimeout(r, 300));
+  system = await createSystem({ actors: [Remind], journal });
+  const until = performance.now() + 3000;
+  while (fired.length < 2 && performance.now() < until) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(fired, ["after 20", "after 300"], "fires once after the restart");
+  await system.close();
+  await journal.close();
+});
+
+Deno.test("close() drains messages in flight and rejects later ones", async () => {
+  const system = await createSystem({ actors: [Counter] });
+  const c = system.ref(Counter, "c");
+  const inflight = [c.ask("slow", 30), c.ask("inc", 1), c.ask("inc", 1)];
+  const closing = system.close();
+  assert.deepEqual(await Promise.all(inflight), [0, 1, 2]);
+  await closing;
+  await assert.rejects(c.ask("inc", 1), { code: "closed" });
+});
+
+Deno.test("event versions: older events are upcast on replay and in history()", async () => {
+  const journal = memoryJournal();
+  const V1 = defineActor({
+    name: "wallet",
+    initialState: () => 0,
+    events: { credited: (s, e: { cents: number }) => s + e.cents / 100 },
+    handlers: {
+      credit(ctx, cents: number) {
+        ctx.emit("credited", { cents });
+        return ctx.state;
+      },
+    },
+  });
+  let system = await createSystem({ actors: [V1], journal });
+  await system.ref(V1, "w").ask("credit", 250);
+  await system.close();
+  const V2 = defineActor({
+    name: "wallet",
+    initialState: () => 0,
+    events: { credited: (s, e: { amount: number }) => s + e.amount },
+    upcasters: { credited: { 1: (p) => ({ amount: (p as { cents: number }).cents / 100 }) } },
+    handlers: {
+      credit(ctx, amount: number) {
+        ctx.emit("credited", { amount });
+        return ctx.state;
+      },
+    },
+  });
+  system = await createSystem({ actors: [V2], journal });
+  assert.equal(await system.ref(V2, "w").ask("credit", 1), 3.5);
+  const events = [];
+  for await (const e of system.history(V2, "w")) events.push(e.payload);
+  assert.deepEqual(events, [{ amount: 2.5 }, { amount: 1 }]);
+  await system.close();
+  await journal.close();
+});
