@@ -36,8 +36,6 @@ export interface Result {
   readonly rawPerSec: number;
   /** journalPerSec / rawPerSec. */
   readonly ratio: number;
-  /** Mean appends per group commit. */
-  readonly meanBatch: number;
 }
 
 /** Result of {@link benchActivation}. */
@@ -70,7 +68,7 @@ async function measureJournal(
   seconds: number,
   data: Uint8Array,
   options: Omit<LibsqlJournalOptions, "url">,
-): Promise<{ perSec: number; commits: number; appends: number }> {
+): Promise<{ perSec: number }> {
   return await withDir(async (dir) => {
     const journal = libsqlJournal({ url: `file:${dir}/j.db`, ...options });
     try {
@@ -92,7 +90,7 @@ async function measureJournal(
         }
       }));
       const elapsed = (performance.now() - start) / 1000;
-      return { perSec: count / elapsed, commits: 0, appends: count };
+      return { perSec: count / elapsed };
     } finally {
       await journal.close();
     }
@@ -165,7 +163,6 @@ export async function benchJournal(options: BenchJournalOptions = {}): Promise<R
       journalPerSec: Math.round(j.perSec),
       rawPerSec: Math.round(raw),
       ratio: Math.round((j.perSec / raw) * 100) / 100,
-      meanBatch: actors,
     });
   }
   return results;
@@ -223,7 +220,8 @@ export async function benchActivation(
         if (rec.events.length !== 100 || !rec.snapshot) throw new Error("bad activation");
       }
       times.sort((a, b) => a - b);
-      const q = (p: number) => Math.round(times[Math.min(times.length - 1, Math.floor(p * times.length))]! * 1000) / 1000;
+      const q = (p: number) =>
+        Math.round(times[Math.min(times.length - 1, Math.floor(p * times.length))]! * 1000) / 1000;
       return { samples, p50Ms: q(0.5), p99Ms: q(0.99) };
     } finally {
       await journal.close();
@@ -235,7 +233,9 @@ if (import.meta.main) {
   const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 2);
   const synchronous = (Deno.env.get("BENCH_SYNC") ?? "full") as "full" | "normal";
   const results = await benchJournal({ seconds, synchronous });
-  console.log(`libSQL journal appends (synchronous=${synchronous}, 100-byte events, ${seconds} s each)`);
+  console.log(
+    `libSQL journal appends (synchronous=${synchronous}, 100-byte events, ${seconds} s each)`,
+  );
   console.table(results.map((r) => ({
     actors: r.actors,
     "journal appends/s": r.journalPerSec,

@@ -57,15 +57,8 @@ export class ActorError extends Error {
   }
 }
 
-function codeClass<C extends ErrorCode>(code: C) {
-  /** An {@link ActorError} with a fixed code. */
-  return class extends ActorError {
-    declare readonly code: C;
-    constructor(message: string, options: Omit<ActorErrorOptions, "code"> = {}) {
-      super(message, { ...options, code });
-    }
-  };
-}
+/** Options of the fixed-code error classes. */
+export type CodedErrorOptions = Omit<ActorErrorOptions, "code">;
 
 /**
  * The deadline of a request passed before its reply came.
@@ -77,7 +70,15 @@ function codeClass<C extends ErrorCode>(code: C) {
  * console.log(err.code); // "timeout"
  * ```
  */
-export class TimeoutError extends codeClass("timeout") {}
+export class TimeoutError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "timeout" });
+  }
+}
 /**
  * The actor type has no handler of that name.
  *
@@ -87,7 +88,15 @@ export class TimeoutError extends codeClass("timeout") {}
  * new UnknownHandlerError('Actor type "account" has no handler "nope"');
  * ```
  */
-export class UnknownHandlerError extends codeClass("unknown_handler") {}
+export class UnknownHandlerError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "unknown_handler" });
+  }
+}
 /**
  * No node of the cluster knows that actor type.
  *
@@ -97,7 +106,15 @@ export class UnknownHandlerError extends codeClass("unknown_handler") {}
  * new UnknownActorTypeError('Unknown actor type "nope"');
  * ```
  */
-export class UnknownActorTypeError extends codeClass("unknown_actor_type") {}
+export class UnknownActorTypeError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "unknown_actor_type" });
+  }
+}
 /**
  * A payload could not be decoded, or is larger than the limit.
  *
@@ -107,7 +124,15 @@ export class UnknownActorTypeError extends codeClass("unknown_actor_type") {}
  * new BadPayloadError("Payload of 2000000 bytes exceeds the limit of 1048576 bytes");
  * ```
  */
-export class BadPayloadError extends codeClass("bad_payload") {}
+export class BadPayloadError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "bad_payload" });
+  }
+}
 /**
  * The caller is not allowed to send that message.
  *
@@ -117,7 +142,15 @@ export class BadPayloadError extends codeClass("bad_payload") {}
  * new UnauthorizedError("Token expired");
  * ```
  */
-export class UnauthorizedError extends codeClass("unauthorized") {}
+export class UnauthorizedError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "unauthorized" });
+  }
+}
 /**
  * The actor's mailbox is full.
  *
@@ -127,7 +160,15 @@ export class UnauthorizedError extends codeClass("unauthorized") {}
  * new OverloadedError("Mailbox of account/alice is full (1000 messages)");
  * ```
  */
-export class OverloadedError extends codeClass("overloaded") {}
+export class OverloadedError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "overloaded" });
+  }
+}
 /**
  * No node can host the actor now, or the node that hosted it went away.
  *
@@ -137,7 +178,15 @@ export class OverloadedError extends codeClass("overloaded") {}
  * new UnavailableError('No live node hosts actor type "account"');
  * ```
  */
-export class UnavailableError extends codeClass("unavailable") {}
+export class UnavailableError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "unavailable" });
+  }
+}
 /**
  * A call chain came back to an actor that is busy waiting on that same chain (A → B → A).
  *
@@ -147,7 +196,15 @@ export class UnavailableError extends codeClass("unavailable") {}
  * new DeadlockError("account/alice is already handling a message of this call chain");
  * ```
  */
-export class DeadlockError extends codeClass("deadlock") {}
+export class DeadlockError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "deadlock" });
+  }
+}
 /**
  * A write was refused because another activation or writer came first (fencing).
  *
@@ -157,7 +214,15 @@ export class DeadlockError extends codeClass("deadlock") {}
  * new ConflictError("Epoch 3 of account/alice is stale (current 4)");
  * ```
  */
-export class ConflictError extends codeClass("conflict") {}
+export class ConflictError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "conflict" });
+  }
+}
 /**
  * The system, or the resource, was closed.
  *
@@ -167,7 +232,15 @@ export class ConflictError extends codeClass("conflict") {}
  * new ClosedError("The system is closed");
  * ```
  */
-export class ClosedError extends codeClass("closed") {}
+export class ClosedError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "closed" });
+  }
+}
 /**
  * An unexpected error inside a handler or the runtime; details are logged, not sent.
  *
@@ -177,7 +250,15 @@ export class ClosedError extends codeClass("closed") {}
  * new InternalError("Internal error");
  * ```
  */
-export class InternalError extends codeClass("internal") {}
+export class InternalError extends ActorError {
+  /**
+   * @param message A sentence that says what failed.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "internal" });
+  }
+}
 
 const byCode: Record<
   string,

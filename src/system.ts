@@ -23,7 +23,7 @@ import { WorkerPool } from "./actor/worker.ts";
 import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
 import type { Codec } from "./codec/types.ts";
 import { createLeases, type Leases } from "./directory/leases.ts";
-import { type Membership, startMembership } from "./directory/membership.ts";
+import { createEventQueue, type Membership, startMembership } from "./directory/membership.ts";
 import { createOwnership, type Ownership } from "./directory/ownership.ts";
 import type {
   DirectoryEvent,
@@ -562,37 +562,18 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     return this.leases.elect(name, options);
   }
 
-  async *#watch(): AsyncIterable<DirectoryEvent> {
-    const a = this.membership.watch();
-    const b = this.ownership.watch();
-    const queue: DirectoryEvent[] = [];
-    let wake: (() => void) | undefined;
+  #watch(): AsyncIterable<DirectoryEvent> {
+    const queue = createEventQueue<DirectoryEvent>();
+    const sources = [this.membership.watch(), this.ownership.watch()];
     let ended = 0;
-    const pump = async (it: AsyncIterable<DirectoryEvent>) => {
-      try {
-        for await (const e of it) {
-          queue.push(e);
-          wake?.();
-        }
-      } finally {
-        ended++;
-        wake?.();
-      }
-    };
-    const pa = pump(a);
-    const pb = pump(b);
-    try {
-      for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
-        if (ended === 2 || this.#closed) return;
-        await new Promise<void>((r) => wake = r);
-        wake = undefined;
-      }
-    } finally {
-      a.stop();
-      b.stop();
-      await Promise.allSettled([pa, pb]);
+    for (const source of sources) {
+      void (async () => {
+        for await (const e of source) queue.push(e);
+        if (++ended === sources.length) queue.stop();
+      })();
     }
+    queue.onStop(() => sources.forEach((w) => w.stop()));
+    return queue;
   }
 
   close(): Promise<void> {

@@ -204,6 +204,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   #client: Client | undefined;
   #opening: Promise<Client> | undefined;
   #needPragmas = false;
+  #reconnect = false;
   #closed = false;
   #closing: Promise<void> | undefined;
   #queue: Pending[] = [];
@@ -234,6 +235,13 @@ class LibsqlJournalImpl implements LibsqlJournal {
       throw new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`);
     }
     if (this.#client) {
+      if (this.#reconnect) {
+        // A statement that failed with SQLITE_BUSY can stay active on its connection and
+        // make every later COMMIT fail ("SQL statements in progress"): start afresh.
+        this.#reconnect = false;
+        await this.#client.reconnect();
+        this.#needPragmas = true;
+      }
       if (this.#needPragmas) await this.#pragmas(this.#client);
       return this.#client;
     }
@@ -306,6 +314,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
         return new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`, { cause: err });
       }
       if (isBusy(err)) {
+        if (this.#local && !this.#memory) this.#reconnect = true;
         return new UnavailableError(
           `Cannot ${what} ${where}: the database is locked by another connection or process` +
             (op === "open" ? "" : ` (waited ${this.#busyTimeoutMs} ms)`),

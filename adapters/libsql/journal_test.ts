@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { journalConformance } from "../../src/journal/conformance.ts";
-import { libsqlJournal } from "./journal.ts";
+import { createClient } from "@libsql/client/node";
+import { type ActorError, UnavailableError } from "../../src/errors.ts";
+import { libsqlJournal, SCHEMA_VERSION } from "./journal.ts";
 
 const tmp = await Deno.makeTempDir({ prefix: "troupe-journal-test-" });
 let n = 0;
@@ -10,3 +12,264 @@ journalConformance(
   () => Promise.resolve(libsqlJournal({ url: `file:${tmp}/c${n++}.db` })),
 );
 journalConformance("libsql :memory:", () => Promise.resolve(libsqlJournal({ url: ":memory:" })));
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const ev = (text: string) => ({ type: "noted", version: 1, data: enc.encode(text), at: 1 });
+
+Deno.test("libsqlJournal() keeps data across close and reopen, with the schema version recorded", async () => {
+  const url = `file:${tmp}/reopen.db`;
+  const a = libsqlJournal({ url });
+  const { epoch } = await a.activate("t/a");
+  await a.append({
+    actor: "t/a",
+    epoch,
+    expectedSeq: 0,
+    events: [ev("1"), ev("2")],
+    snapshot: { seq: 1, version: 1, state: enc.encode("S1") },
+    idempotency: { key: "k", reply: enc.encode("r") },
+    reminders: [{ id: "r1", actor: "t/a", handler: "h", data: enc.encode(""), due: 5 }],
+  });
+  await a.close();
+  const b = libsqlJournal({ url });
+  try {
+    const rec = await b.activate("t/a");
+    assert.equal(rec.epoch, epoch + 1);
+    assert.equal(rec.seq, 2);
+    assert.equal(dec.decode(rec.snapshot!.state), "S1");
+    assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), ["2"]);
+    assert.equal(dec.decode((await b.reply("t/a", "k"))!), "r");
+    assert.equal(await b.nextReminder(), 5);
+  } finally {
+    await b.close();
+  }
+  const client = createClient({ url });
+  try {
+    const rs = await client.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
+    assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
+    assert.equal(String((await client.execute("PRAGMA journal_mode")).rows[0]?.[0]), "wal");
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("libsqlJournal() refuses a database with a newer schema version", async () => {
+  const url = `file:${tmp}/newer.db`;
+  await libsqlJournal({ url }).read("x", 1, 1).then(() => {});
+  const client = createClient({ url });
+  await client.execute("UPDATE troupe_meta SET value = 99 WHERE key = 'schema_version'");
+  client.close();
+  const j = libsqlJournal({ url });
+  await assert.rejects(j.activate("t/a"), (err: ActorError) => {
+    assert.equal(err.code, "unavailable");
+    assert.match(err.message, /schema version 99/);
+    return true;
+  });
+  await j.close();
+});
+
+Deno.test("two libsqlJournal instances on one file: fencing holds, no event lost or duplicated", async () => {
+  const url = `file:${tmp}/two.db`;
+  const [a, b] = [libsqlJournal({ url }), libsqlJournal({ url })];
+  try {
+    // Many actors, each written by one of the instances, concurrently.
+    const work = (j: typeof a, prefix: string) =>
+      Promise.all(Array.from({ length: 50 }, async (_, i) => {
+        const actor = `${prefix}/${i}`;
+        const { epoch } = await j.activate(actor);
+        for (let s = 0; s < 20; s++) {
+          await j.append({ actor, epoch, expectedSeq: s, events: [ev(`${actor}:${s}`)] });
+        }
+      }));
+    await Promise.all([work(a, "a"), work(b, "b")]);
+    for (const prefix of ["a", "b"]) {
+      for (let i = 0; i < 50; i++) {
+        const events = await a.read(`${prefix}/${i}`, 1, 100);
+        assert.deepEqual(
+          events.map((e) => dec.decode(e.data)),
+          Array.from({ length: 20 }, (_, s) => `${prefix}/${i}:${s}`),
+        );
+      }
+    }
+    // One actor, activated by a then by b: a is fenced.
+    const ra = await a.activate("shared/1");
+    await a.append({ actor: "shared/1", epoch: ra.epoch, expectedSeq: 0, events: [ev("a1")] });
+    const rb = await b.activate("shared/1");
+    assert.equal(rb.seq, 1);
+    await assert.rejects(
+      a.append({ actor: "shared/1", epoch: ra.epoch, expectedSeq: 1, events: [ev("a2")] }),
+      (err: ActorError) => err.code === "conflict" && /stale/.test(err.message),
+    );
+    await b.append({ actor: "shared/1", epoch: rb.epoch, expectedSeq: 1, events: [ev("b2")] });
+    assert.deepEqual((await a.read("shared/1", 1, 10)).map((e) => [e.seq, dec.decode(e.data)]), [[
+      1,
+      "a1",
+    ], [2, "b2"]]);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+const WORKER = `
+import { libsqlJournal } from ${JSON.stringify(new URL("./journal.ts", import.meta.url).href)};
+const [url, prefix, rounds] = Deno.args;
+const j = libsqlJournal({ url, busyTimeoutMs: 20000 });
+const enc = new TextEncoder();
+const ev = (t) => ({ type: "noted", version: 1, data: enc.encode(t), at: 1 });
+const mine = [];
+// Own actors, concurrently.
+const own = Promise.all(Array.from({ length: 20 }, async (_, i) => {
+  const actor = prefix + "/" + i;
+  const { epoch } = await j.activate(actor);
+  for (let s = 0; s < 30; s++) await j.append({ actor, epoch, expectedSeq: s, events: [ev(actor + ":" + s)] });
+}));
+// One contended actor: activate, then append at the head; fenced appends fail.
+let ok = 0, conflicts = 0;
+for (let r = 0; r < Number(rounds); r++) {
+  const rec = await j.activate("contended/1");
+  await new Promise((res) => setTimeout(res, Math.random() * 3));
+  try {
+    await j.append({ actor: "contended/1", epoch: rec.epoch, expectedSeq: rec.seq, events: [ev(prefix + ":" + r)] });
+    ok++; mine.push(prefix + ":" + r);
+  } catch (err) {
+    if (err.code !== "conflict") throw err;
+    conflicts++;
+  }
+}
+await own;
+await j.close();
+console.log(JSON.stringify({ ok, conflicts, mine }));
+`;
+
+Deno.test("a second process appends to the same file concurrently: no loss, no duplicate, fencing holds", async () => {
+  const url = `file:${tmp}/procs.db`;
+  const script = `${tmp}/worker.js`;
+  await Deno.writeTextFile(script, WORKER);
+  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const run = (prefix: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", config, script, url, prefix, "60"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const outs = await Promise.all([run("p1"), run("p2")]);
+  const results = outs.map((o) => {
+    assert.equal(o.code, 0, dec.decode(o.stderr));
+    return JSON.parse(dec.decode(o.stdout).trim().split("\n").pop()!) as {
+      ok: number;
+      conflicts: number;
+      mine: string[];
+    };
+  });
+  const j = libsqlJournal({ url });
+  try {
+    for (const prefix of ["p1", "p2"]) {
+      for (let i = 0; i < 20; i++) {
+        const events = await j.read(`${prefix}/${i}`, 1, 100);
+        assert.deepEqual(
+          events.map((e) => dec.decode(e.data)),
+          Array.from({ length: 30 }, (_, s) => `${prefix}/${i}:${s}`),
+        );
+      }
+    }
+    const log = await j.read("contended/1", 1, 1000);
+    // Exactly the acknowledged appends, each once, seq 1..n without gaps.
+    assert.deepEqual(log.map((e) => e.seq), Array.from({ length: log.length }, (_, i) => i + 1));
+    assert.deepEqual(
+      log.map((e) => dec.decode(e.data)).sort(),
+      results.flatMap((r) => r.mine).sort(),
+    );
+    assert.equal(log.length, results[0]!.ok + results[1]!.ok);
+  } finally {
+    await j.close();
+  }
+});
+
+Deno.test("a read-only database file gives a clear unavailable error", async () => {
+  // Tests run as root, where chmod 0444 does not stop writes: the file is made immutable
+  // (chattr +i, which binds root too), so SQLite can only open it read-only.
+  const dir = `${tmp}/ro`;
+  await Deno.mkdir(dir);
+  const url = `file:${dir}/ro.db`;
+  const setup = libsqlJournal({ url });
+  await setup.activate("t/a");
+  await setup.close();
+  const chattr = (flag: string) =>
+    new Deno.Command("chattr", { args: [flag, `${dir}/ro.db`], stderr: "null" }).output();
+  if ((await chattr("+i")).code !== 0) {
+    console.warn("chattr +i is not available here: read-only test skipped");
+    return;
+  }
+  try {
+    const j = libsqlJournal({ url, openTimeoutMs: 200 });
+    const err = await j.activate("t/a").then(() => undefined, (e: ActorError) => e);
+    assert.ok(err instanceof UnavailableError, `expected unavailable, got ${err}`);
+    assert.match(err.message, /read-only|cannot be opened/);
+    assert.match(err.message, /ro\.db/);
+    await j.close();
+  } finally {
+    await chattr("-i");
+  }
+});
+
+Deno.test("a lock held by another connection fails appends with unavailable after the busy timeout, then the journal recovers", async () => {
+  const url = `file:${tmp}/locked.db`;
+  const j = libsqlJournal({ url, busyTimeoutMs: 200 });
+  const other = createClient({ url });
+  try {
+    const { epoch } = await j.activate("t/a");
+    await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("1")] });
+    // The other client holds the write lock (BEGIN IMMEDIATE plus a write; in WAL mode this
+    // is what BEGIN EXCLUSIVE holds against writers) until it rolls back.
+    const tx = await other.transaction("write");
+    await tx.execute("INSERT INTO troupe_meta (key, value) VALUES ('lock-test', 1)");
+    const t0 = performance.now();
+    await assert.rejects(
+      j.append({ actor: "t/a", epoch, expectedSeq: 1, events: [ev("2")] }),
+      (err: ActorError) => {
+        assert.ok(err instanceof UnavailableError);
+        assert.match(err.message, /locked/);
+        assert.match(err.message, /locked\.db/);
+        return true;
+      },
+    );
+    assert.ok(performance.now() - t0 >= 150, "it waited for the busy timeout");
+    await tx.rollback();
+    tx.close();
+    await j.append({ actor: "t/a", epoch, expectedSeq: 1, events: [ev("2")] });
+    assert.deepEqual((await j.read("t/a", 1, 10)).map((e) => dec.decode(e.data)), ["1", "2"]);
+  } finally {
+    other.close();
+    await j.close();
+  }
+});
+
+Deno.test("idempotency records are pruned to maxPerActor and maxAgeMs", async () => {
+  const j = libsqlJournal({ url: ":memory:", retention: { maxAgeMs: 60_000, maxPerActor: 3 } });
+  try {
+    const { epoch } = await j.activate("t/a");
+    for (let i = 1; i <= 5; i++) {
+      await j.append({
+        actor: "t/a",
+        epoch,
+        expectedSeq: 0,
+        events: [],
+        idempotency: { key: `k${i}`, reply: enc.encode(`r${i}`) },
+      });
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await j.pruneIdempotency();
+    assert.equal(await j.reply("t/a", "k2"), undefined);
+    assert.equal(dec.decode((await j.reply("t/a", "k3"))!), "r3");
+    assert.equal(dec.decode((await j.reply("t/a", "k5"))!), "r5");
+    await j.pruneIdempotency(Date.now() + 120_000);
+    assert.equal(await j.reply("t/a", "k5"), undefined);
+  } finally {
+    await j.close();
+  }
+});
+
+Deno.test("cleanup: remove the temp dir", async () => {
+  await Deno.remove(tmp, { recursive: true });
+});

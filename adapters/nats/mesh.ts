@@ -60,8 +60,24 @@ import {
   type RequestOptions,
   type SubscribeOptions,
 } from "../../src/mesh/types.ts";
+import { isValidSubject } from "../../src/mesh/subject.ts";
 
-/** Options of {@link natsMesh}. */
+/**
+ * Options of {@link natsMesh}.
+ *
+ * @example
+ * ```ts
+ * import { natsMesh, type NatsMeshOptions } from "@troupe/troupe/nats";
+ *
+ * const options: NatsMeshOptions = {
+ *   servers: ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"],
+ *   user: "troupe",
+ *   pass: "s3cret",
+ *   leaseTtl: 5_000,
+ * };
+ * const mesh = natsMesh(options);
+ * ```
+ */
 export interface NatsMeshOptions {
   /**
    * Server URLs: `nats://host:port`, `tls://host:port` or `host:port` use TCP;
@@ -250,6 +266,14 @@ const WRONG_LAST_SEQ = new Set([10071, 10164]);
  * Whether compare-and-set (create, update) is serialized on a replicated stream of this
  * server version: before 2.9.21 (nats-server #4320) two concurrent writes expecting the same
  * revision can both succeed on an R3 bucket, so buckets default to R1 there.
+ *
+ * @example
+ * ```ts
+ * import { replicatedCasIsSafe } from "@troupe/troupe/nats";
+ *
+ * replicatedCasIsSafe("2.9.10"); // false
+ * replicatedCasIsSafe("2.10.4"); // true
+ * ```
  */
 export function replicatedCasIsSafe(version: string | undefined): boolean {
   const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(version ?? "");
@@ -309,6 +333,12 @@ function toMeshError(err: unknown, what: string): unknown {
     err instanceof natsErrors.InvalidArgumentError
   ) return new TypeError(`${what}: ${msg}`, { cause: err });
   return err;
+}
+
+function checkSubject(subject: string, what: string, wildcards = false): void {
+  if (typeof subject !== "string" || !isValidSubject(subject, wildcards)) {
+    throw new TypeError(`Cannot ${what} subject "${subject}": invalid subject`);
+  }
 }
 
 function toNatsHeaders(h: MeshHeaders | undefined): MsgHdrs | undefined {
@@ -421,12 +451,16 @@ class NatsMeshConnection implements MeshConnection {
 
   #check(): void {
     if (this.#closing) {
-      throw new MeshError("closed", `Cannot use the NATS connection of node "${this.node}": closed`);
+      throw new MeshError(
+        "closed",
+        `Cannot use the NATS connection of node "${this.node}": closed`,
+      );
     }
   }
 
   publish(subject: string, data: Uint8Array, options?: PublishOptions): void {
     this.#check();
+    checkSubject(subject, "publish to");
     try {
       const opts: { headers?: MsgHdrs; reply?: string } = {};
       const h = toNatsHeaders(options?.headers);
@@ -442,6 +476,7 @@ class NatsMeshConnection implements MeshConnection {
     this.#check();
     const { signal } = options;
     signal?.throwIfAborted();
+    checkSubject(subject, "request");
     const what = `Request to "${subject}"`;
     let p: Promise<Msg>;
     try {
@@ -488,6 +523,7 @@ class NatsMeshConnection implements MeshConnection {
     options?: SubscribeOptions,
   ): MeshSubscription {
     this.#check();
+    checkSubject(subject, "subscribe to", true);
     const report = (error: unknown) => this.emit({ type: "error", error });
     let sub: Subscription;
     try {
@@ -553,13 +589,18 @@ class NatsMeshConnection implements MeshConnection {
     );
     const jsm = await this.jsm();
     // wait until the stream has a leader, so that the first writes do not fail
-    const info = await retry(async () => {
-      const si = await jsm.streams.info(`KV_${bucket}`);
-      if (si.config.num_replicas > 1 && !si.cluster?.leader) {
-        throw new natsErrors.TimeoutError();
-      }
-      return si;
-    }, isTemporaryJs, deadline, what);
+    const info = await retry(
+      async () => {
+        const si = await jsm.streams.info(`KV_${bucket}`);
+        if (si.config.num_replicas > 1 && !si.cluster?.leader) {
+          throw new natsErrors.TimeoutError();
+        }
+        return si;
+      },
+      isTemporaryJs,
+      deadline,
+      what,
+    );
     return new NatsKvBucket(this, kv, bucket, String(info.created));
   }
 

@@ -19,4 +19,6 @@
  * @module
  */
 
-export { natsMesh, type NatsMeshOptions } from "./mesh.ts";
+export { natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
+export type { Mesh } from "../../src/mesh/types.ts";
+export type { TlsOptions } from "@nats-io/nats-core";

@@ -381,7 +381,12 @@ export async function startNatsCluster(options: NatsClusterOptions = {}): Promis
     for (let attempt = 0; attempt < 5; attempt++) {
       const allPorts: Ports[] = [];
       for (let i = 0; i < count; i++) {
-        allPorts.push({ client: freePort(), http: freePort(), cluster: freePort(), ws: freePort() });
+        allPorts.push({
+          client: freePort(),
+          http: freePort(),
+          cluster: freePort(),
+          ws: freePort(),
+        });
       }
       const servers: ServerProcess[] = [];
       for (let i = 0; i < count; i++) {
