@@ -22,6 +22,7 @@ import { StreamChannel } from "./actor/stream.ts";
 import { WorkerPool } from "./actor/worker.ts";
 import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
 import type { Codec } from "./codec/types.ts";
+import { sizeLowerBound } from "./codec/size.ts";
 import { createLeases, type Leases } from "./directory/leases.ts";
 import { createEventQueue, type Membership, startMembership } from "./directory/membership.ts";
 import { createOwnership, type Ownership } from "./directory/ownership.ts";
@@ -33,7 +34,13 @@ import type {
   LeaseOptions,
   NodeInfo,
 } from "./directory/types.ts";
-import { ClosedError, TimeoutError, UnknownActorTypeError, UnknownHandlerError } from "./errors.ts";
+import {
+  BadPayloadError,
+  ClosedError,
+  TimeoutError,
+  UnknownActorTypeError,
+  UnknownHandlerError,
+} from "./errors.ts";
 import type { Journal } from "./journal/types.ts";
 import { memoryJournal } from "./journal/memory.ts";
 import { inProcessMesh } from "./mesh/in_process.ts";
@@ -422,6 +429,13 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
   /** Routes a message: to a local activation or worker pool, or across the mesh. */
   deliver(type: string, id: string, m: Envelope): void {
     if (this.#closed) return m.reject(new ClosedError("The system is closed"));
+    if (sizeLowerBound(m.payload, this.maxPayload) > this.maxPayload) {
+      return m.reject(
+        new BadPayloadError(
+          `Payload of ${type}.${m.handler} exceeds the limit of ${this.maxPayload} bytes`,
+        ),
+      );
+    }
     const def = this.defs.get(type);
     if (!def) return this.router.send(type, id, m);
     const err = this.#checkHandler(def, m);

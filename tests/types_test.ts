@@ -1,0 +1,93 @@
+/**
+ * Type tests: `deno check` (and `deno test`, which type-checks first) fails when a
+ * `@ts-expect-error` line stops being an error or a typed line stops compiling. The test body
+ * also runs, so the same calls are checked at run time.
+ */
+import assert from "node:assert/strict";
+import { type ActorRef, createSystem, defineActor, type StateOf } from "../mod.ts";
+
+const Account = defineActor({
+  name: "account",
+  initialState: () => ({ balance: 0 }),
+  events: {
+    deposited: (s, e: { amount: number }) => ({ balance: s.balance + e.amount }),
+  },
+  handlers: {
+    deposit(ctx, amount: number) {
+      ctx.emit("deposited", { amount });
+      // @ts-expect-error unknown event type
+      if (amount < 0) ctx.emit("stolen", { amount });
+      // @ts-expect-error wrong event payload
+      if (amount < 0) ctx.emit("deposited", { amount: "5" });
+      return ctx.state.balance;
+    },
+    async label(ctx, p: { prefix: string }) {
+      await Promise.resolve();
+      return `${p.prefix}${ctx.id}`;
+    },
+    balance: (ctx) => ctx.state.balance,
+    async *statement(ctx) {
+      yield* [ctx.state.balance];
+    },
+  },
+});
+
+const Counter = defineActor({
+  name: "counter",
+  initialState: () => 0,
+  handlers: { inc: (ctx, n: number) => (ctx.state += n) },
+});
+
+const Resize = defineActor({
+  name: "resize",
+  stateless: true,
+  handlers: { thumb: (_ctx, size: number) => ({ size }) },
+});
+
+type AccountState = StateOf<typeof Account>;
+const _state: AccountState = { balance: 1 };
+
+async function typed(a: ActorRef<NonNullable<typeof Account["__types"]>>) {
+  const n: number = await a.ask("deposit", 5);
+  const s: string = await a.ask("label", { prefix: "x" });
+  const b: number = await a.ask("balance");
+  const items: number[] = [];
+  for await (const x of a.stream("statement")) items.push(x);
+  return { n, s, b, items };
+}
+
+// Type-checked, never run: each line must be a compile error.
+export async function _compileErrors(a: ActorRef<NonNullable<typeof Account["__types"]>>) {
+  // @ts-expect-error wrong payload type
+  await a.ask("deposit", "5").catch(() => {});
+  // @ts-expect-error missing payload
+  await a.ask("deposit").catch(() => {});
+  // @ts-expect-error unknown handler
+  await a.ask("nope", 5).catch(() => {});
+  // @ts-expect-error a streaming handler is not asked
+  await a.ask("statement").catch(() => {});
+  // @ts-expect-error a plain handler is not streamed
+  a.stream("deposit", 5);
+  // @ts-expect-error the reply type is the handler's return type
+  const wrong: string = await a.ask("deposit", 5);
+  // @ts-expect-error tell checks payloads too
+  await a.tell("deposit", { amount: 5 }).catch(() => {});
+  return wrong;
+}
+
+Deno.test("typed refs: inferred payloads and replies work at run time", async () => {
+  const system = await createSystem({ actors: [Account, Counter, Resize] });
+  try {
+    const r = await typed(system.ref(Account, "t"));
+    assert.equal(r.n, 5);
+    assert.equal(r.s, "xt");
+    assert.equal(r.b, 5);
+    assert.deepEqual(r.items, [5]);
+    const c: number = await system.ref(Counter, "c").ask("inc", 2);
+    assert.equal(c, 2);
+    const t: { size: number } = await system.ref(Resize).ask("thumb", 64);
+    assert.deepEqual(t, { size: 64 });
+  } finally {
+    await system.close();
+  }
+});
