@@ -41,6 +41,7 @@ export type {
   ActorSpec,
   ActorTypes,
   AnyActorTypes,
+  AnyFn,
   DefinitionOptions,
   EventsOf,
   Hook,
@@ -55,6 +56,7 @@ export type {
   AskKeys,
   AskOptions,
   Caller,
+  HandlerKeys,
   ItemOf,
   PayloadOf,
   ReplyOf,
@@ -89,6 +91,7 @@ export {
 } from "./src/errors.ts";
 export type { ActorErrorOptions, ErrorCode } from "./src/errors.ts";
 export { memoryJournal } from "./src/journal/memory.ts";
+export type { MemoryJournalOptions } from "./src/journal/memory.ts";
 export type {
   Append,
   Journal,
@@ -107,10 +110,14 @@ export type {
   KvWatch,
   Mesh,
   MeshConnection,
+  MeshErrorCode,
   MeshHeaders,
   MeshMessage,
   MeshStatus,
   MeshSubscription,
+  PublishOptions,
+  RequestOptions,
+  SubscribeOptions,
 } from "./src/mesh/types.ts";
 export { MeshError } from "./src/mesh/types.ts";
 export { json, msgpack } from "./src/codec/mod.ts";

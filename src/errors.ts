@@ -46,6 +46,8 @@ export class ActorError extends Error {
   readonly data?: unknown;
 
   /**
+   * Makes an error with a code.
+   *
    * @param message A sentence that says what failed.
    * @param options The code, cause and data.
    */
@@ -72,6 +74,8 @@ export type CodedErrorOptions = Omit<ActorErrorOptions, "code">;
  */
 export class TimeoutError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -90,6 +94,8 @@ export class TimeoutError extends ActorError {
  */
 export class UnknownHandlerError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -108,6 +114,8 @@ export class UnknownHandlerError extends ActorError {
  */
 export class UnknownActorTypeError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -126,6 +134,8 @@ export class UnknownActorTypeError extends ActorError {
  */
 export class BadPayloadError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -144,6 +154,8 @@ export class BadPayloadError extends ActorError {
  */
 export class UnauthorizedError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -162,6 +174,8 @@ export class UnauthorizedError extends ActorError {
  */
 export class OverloadedError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -180,6 +194,8 @@ export class OverloadedError extends ActorError {
  */
 export class UnavailableError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -198,6 +214,8 @@ export class UnavailableError extends ActorError {
  */
 export class DeadlockError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -216,6 +234,8 @@ export class DeadlockError extends ActorError {
  */
 export class ConflictError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -234,6 +254,8 @@ export class ConflictError extends ActorError {
  */
 export class ClosedError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */
@@ -252,6 +274,8 @@ export class ClosedError extends ActorError {
  */
 export class InternalError extends ActorError {
   /**
+   * Makes the error.
+   *
    * @param message A sentence that says what failed.
    * @param options The cause and data.
    */

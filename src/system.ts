@@ -598,15 +598,16 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     this.#accepting = false;
     clearInterval(this.#idleTimer);
     await this.reminders?.stop();
-    await this.router.stopAccepting();
-    // Drain: let queued messages finish, then passivate everything.
+    this.router.stopAccepting();
+    // Drain: queued messages finish (each bounded by its deadline), then passivate.
     await Promise.allSettled([...this.activations.values()].map((a) => a.passivate(true)));
     this.#closed = true;
     this.#unfence?.();
     await this.leases.close().catch((err) => this.log.warn("Lease release failed", { err }));
     await this.ownership.close().catch(() => {});
-    await this.router.close();
+    // Leave the membership before unsubscribing, so callers re-place at once.
     await this.membership.close().catch(() => {});
+    await this.router.close();
     this.wheel.close();
     await this.conn.close().catch(() => {});
     if (this.#ownsJournal) await this.journal.close();

@@ -526,8 +526,17 @@ class LibsqlJournalImpl implements LibsqlJournal {
     return batch;
   }
 
-  /** Commits one batch and settles each of its callers; never throws. */
-  async #commit(batch: Pending[]): Promise<void> {
+  /**
+   * Commits one batch and settles each of its callers; never throws.
+   *
+   * The common case takes the fast path: plain multi-row inserts and one head update that
+   * makes the whole transaction fail if any append's epoch or expected seq does not match
+   * (see {@link fastStatements}). Only when that fails with a constraint error does the batch
+   * run again on the checked path, which writes each append only if it passes its checks and
+   * tells which ones did; a constraint failure there (a row the checks did not foresee, such
+   * as an existing event) is isolated by committing each append on its own.
+   */
+  async #commit(batch: Pending[], checked = false): Promise<void> {
     const what = batch.length === 1
       ? `append to "${batch[0]!.append.actor}"`
       : `append to ${batch.length} actors`;
@@ -538,20 +547,34 @@ class LibsqlJournalImpl implements LibsqlJournal {
       for (const p of batch) p.reject(err);
       return;
     }
+    const appends = batch.map((p) => p.append);
     const now = Date.now();
     let results;
     try {
-      results = await client.batch(appendStatements(batch.map((p) => p.append), now), "write");
+      results = await client.batch(
+        checked ? checkedStatements(appends, now) : fastStatements(appends, now),
+        "write",
+      );
     } catch (err) {
       const mapped = this.#error(err, what);
-      if (mapped instanceof ConflictError && batch.length > 1) {
-        // A constraint failed (a row that the checks did not foresee): find it by committing
-        // each append on its own, so that only the culprit fails.
-        for (const p of batch) await this.#commit([p]);
-        return;
+      if (mapped instanceof ConflictError) {
+        // Some append failed its check, or a constraint: nothing was written. Find out which.
+        if (!checked) return await this.#commit(batch, true);
+        if (batch.length > 1) {
+          for (const p of batch) await this.#commit([p], true);
+          return;
+        }
       }
       for (const p of batch) {
         p.reject(batch.length === 1 ? mapped : this.#error(err, `append to "${p.append.actor}"`));
+      }
+      return;
+    }
+    if (!checked) {
+      // The transaction committed, so every append passed its checks.
+      for (const p of batch) {
+        if (p.append.idempotency) this.#touched.add(p.append.actor);
+        p.resolve();
       }
       return;
     }
@@ -618,17 +641,99 @@ class LibsqlJournalImpl implements LibsqlJournal {
   }
 }
 
+/** Most rows of one multi-row `INSERT … VALUES`: SQLite binds at most 32766 parameters. */
+const MAX_PARAMS = 32766;
+
 /**
- * The statements of one group commit (one per actor). Every write is conditioned, in SQL, on
- * the actor's `activations` row still having the append's epoch and expected seq; the head
- * updates come last so that all conditions see the heads as they were before the batch.
+ * The statements of one group commit on the fast path: plain multi-row inserts of every
+ * append's rows (as many rows per statement as SQLite's parameter limit allows), then one
+ * head update per batch that sets the new head of each actor whose epoch and head match the
+ * append, and a NULL (refused: `seq` is NOT NULL) for any other, failing the whole
+ * transaction. A last statement fails it too (NOT NULL again) when fewer heads were updated
+ * than there are appends, i.e. an actor was never activated. So the transaction commits only
+ * if every append passes its checks, and then each was written exactly as the checked path
+ * would have written it.
  */
-function appendStatements(appends: readonly Append[], now: number): InStatement[] {
-  const stmts: InStatement[] = [{
-    sql:
-      "SELECT actor, epoch, seq FROM activations WHERE actor IN (SELECT value FROM json_each(?))",
-    args: [JSON.stringify(appends.map((a) => a.actor))],
-  }];
+function fastStatements(appends: readonly Append[], now: number): InStatement[] {
+  const stmts: InStatement[] = [];
+  const inserts = (prefix: string, cols: number, suffix = "") => {
+    const max = Math.floor(MAX_PARAMS / cols);
+    let args: InValue[] = [];
+    const flush = () => {
+      if (args.length === 0) return;
+      const row = `(?${",?".repeat(cols - 1)})`;
+      const rows = args.length / cols;
+      stmts.push({ sql: `${prefix} VALUES ${`${row},`.repeat(rows - 1)}${row}${suffix}`, args });
+      args = [];
+    };
+    return {
+      add(...values: InValue[]) {
+        for (const v of values) args.push(v);
+        if (args.length >= max * cols) flush();
+      },
+      flush,
+    };
+  };
+  const events = inserts("INSERT INTO events (actor, seq, type, version, data, at)", 6);
+  const heads: (string | number)[][] = [];
+  let snapshots = false, replies = false, reminders = false;
+  for (const a of appends) {
+    let seq = a.expectedSeq;
+    for (const e of a.events) events.add(a.actor, ++seq, e.type, e.version, e.data, e.at);
+    if (a.snapshot) snapshots = true;
+    if (a.idempotency) replies = true;
+    if (a.reminders?.length) reminders = true;
+    heads.push([a.actor, a.epoch, a.expectedSeq, seq]);
+  }
+  events.flush();
+  if (snapshots) {
+    const s = inserts(
+      "INSERT INTO snapshots (actor, seq, version, state)",
+      4,
+      ` ON CONFLICT (actor) DO UPDATE SET seq = excluded.seq, version = excluded.version,
+        state = excluded.state`,
+    );
+    for (const a of appends) {
+      if (a.snapshot) s.add(a.actor, a.snapshot.seq, a.snapshot.version, a.snapshot.state);
+    }
+    s.flush();
+  }
+  if (replies) {
+    const r = inserts("INSERT OR REPLACE INTO idempotency (actor, key, reply, at)", 4);
+    for (const a of appends) {
+      if (a.idempotency) r.add(a.actor, a.idempotency.key, a.idempotency.reply, now);
+    }
+    r.flush();
+  }
+  if (reminders) {
+    const r = inserts("INSERT OR REPLACE INTO reminders (id, actor, handler, data, due)", 5);
+    for (const a of appends) {
+      for (const m of a.reminders ?? []) r.add(m.id, m.actor, m.handler, m.data, m.due);
+    }
+    r.flush();
+  }
+  stmts.push({
+    sql: `UPDATE activations SET seq = CASE WHEN activations.epoch = j.value ->> 1
+            AND activations.seq = j.value ->> 2 THEN j.value ->> 3 END
+          FROM json_each(?) AS j WHERE activations.actor = j.value ->> 0`,
+    args: [JSON.stringify(heads)],
+  });
+  // changes(): the rows the head update just changed.
+  stmts.push({
+    sql: "INSERT INTO activations (actor, epoch, seq) SELECT NULL, 0, 0 WHERE changes() <> ?",
+    args: [appends.length],
+  });
+  return stmts;
+}
+
+/**
+ * The statements of one group commit on the checked path. Every write is conditioned, in
+ * SQL, on the actor's `activations` row still having the append's epoch and expected seq;
+ * the head updates come last so that all conditions see the heads as they were before the
+ * batch, and return the actors whose appends passed (and were written).
+ */
+function checkedStatements(appends: readonly Append[], now: number): InStatement[] {
+  const stmts: InStatement[] = [];
   const events: InValue[][] = [];
   const snapshots: InValue[][] = [];
   const replies: InValue[][] = [];
@@ -657,13 +762,14 @@ function appendStatements(appends: readonly Append[], now: number): InStatement[
   const guarded = (insert: string, cols: number, rows: InValue[][], actorCol = 1) => {
     const n = cols + 2 + (actorCol === 1 ? 0 : 1);
     const select = Array.from({ length: cols }, (_, i) => `v.column${i + 1}`).join(", ");
+    const row = `(?${",?".repeat(n - 1)})`;
     for (let i = 0; i < rows.length; i += VALUES_ROWS) {
       const chunk = rows.slice(i, i + VALUES_ROWS);
       stmts.push({
         sql: `${
           insert.replace(
             "$SELECT",
-            `SELECT ${select} FROM (VALUES ${tuples(chunk.length, n)}) AS v
+            `SELECT ${select} FROM (VALUES ${`${row},`.repeat(chunk.length - 1)}${row}) AS v
           CROSS JOIN activations AS a ON a.actor = v.column${actorCol}
           AND a.epoch = v.column${n - 1} AND a.seq = v.column${n} WHERE true`,
           )
@@ -694,19 +800,6 @@ function appendStatements(appends: readonly Append[], now: number): InStatement[
     args: [JSON.stringify(heads)],
   });
   return stmts;
-}
-
-const tupleCache = new Map<string, string>();
-
-function tuples(rows: number, cols: number): string {
-  const k = `${rows}x${cols}`;
-  let s = tupleCache.get(k);
-  if (s === undefined) {
-    const one = `(${Array.from({ length: cols }, () => "?").join(",")})`;
-    s = Array.from({ length: rows }, () => one).join(",");
-    if (tupleCache.size < 4096) tupleCache.set(k, s);
-  }
-  return s;
 }
 
 /** Creates or migrates the schema (idempotent; safe when several processes do it at once). */

@@ -874,7 +874,6 @@ class NatsKvWatch implements KvWatch {
 
   /** Recreates the consumer from the last delivered revision. */
   restart(_why: string): void {
-    if (Deno.env.get("TRACE_WATCH")) console.log("restart", _why, this.#stopped, this.#starting, this.#lastSeq);
     if (this.#stopped || this.#starting) return;
     this.#start().catch(() => {});
   }
@@ -912,7 +911,6 @@ class NatsKvWatch implements KvWatch {
             mem_storage: true,
             num_replicas: 1,
           });
-          if (Deno.env.get("TRACE_WATCH")) console.log("added", ci.name, ci.cluster, policy, this.#lastSeq, ci.delivered);
           if (gen !== this.#gen || this.#stopped) return;
           if (policy === DeliverPolicy.New) {
             this.#lastSeq = Math.max(this.#lastSeq, ci.delivered.stream_seq);
@@ -924,8 +922,7 @@ class NatsKvWatch implements KvWatch {
           this.#lastActive = performance.now();
           for (const m of held) this.#onMessage(gen, null, m);
           return;
-        } catch (e) {
-          if (Deno.env.get("TRACE_WATCH")) console.log("add failed", String(e));
+        } catch {
           if (this.#conn.nc.isClosed()) return this.stop();
           try {
             await sleep(backoff(attempt + 3), this.#stopSleep.signal);

@@ -21,18 +21,23 @@ export interface ActorTypes {
 
 /** Any actor's types (used where the exact types do not matter). */
 export interface AnyActorTypes extends ActorTypes {
+  /** Any state. */
   // deno-lint-ignore no-explicit-any
   state: any;
+  /** Any events. */
   // deno-lint-ignore no-explicit-any
   events: Record<string, any>;
+  /** Any payloads. */
   // deno-lint-ignore no-explicit-any
   payloads: Record<string, any>;
+  /** Any results. */
   // deno-lint-ignore no-explicit-any
   results: Record<string, any>;
 }
 
+/** A handler function of any shape. */
 // deno-lint-ignore no-explicit-any
-type AnyFn = (...args: any[]) => any;
+export type AnyFn = (...args: any[]) => any;
 
 /**
  * Upcasters of one event type: `upcasters[v]` turns a payload written with version `v` into

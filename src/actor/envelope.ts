@@ -56,10 +56,10 @@ export interface Logger {
   error(msg: string, data?: Record<string, unknown>): void;
 }
 
-const LEVELS = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
-
 /** The level names of {@link consoleLogger}. */
-export type LogLevel = keyof typeof LEVELS;
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
 /**
  * A logger writing one line per entry to the console, at or above `level`.

@@ -44,21 +44,22 @@ export interface ActorStream<T> extends AsyncIterable<T> {
   cancel(): Promise<void>;
 }
 
-type Keys<T extends ActorTypes> = keyof T["payloads"] & keyof T["results"] & string;
+/** Handler names of `T`. */
+export type HandlerKeys<T extends ActorTypes> = keyof T["payloads"] & keyof T["results"] & string;
 
 /** Handler names of `T` callable with `ask`/`tell` (not streaming). */
 export type AskKeys<T extends ActorTypes> = {
-  [K in Keys<T>]: [T["results"][K]] extends [never] ? K
+  [K in HandlerKeys<T>]: [T["results"][K]] extends [never] ? K
     : T["results"][K] extends AsyncIterable<unknown> | Iterator<unknown> ? never
     : K;
-}[Keys<T>];
+}[HandlerKeys<T>];
 
 /** Handler names of `T` callable with `stream`. */
 export type StreamKeys<T extends ActorTypes> = {
-  [K in Keys<T>]: [T["results"][K]] extends [never] ? never
+  [K in HandlerKeys<T>]: [T["results"][K]] extends [never] ? never
     : T["results"][K] extends AsyncIterable<unknown> | Iterator<unknown> ? K
     : never;
-}[Keys<T>];
+}[HandlerKeys<T>];
 
 /** The payload argument (optional where the handler takes none) and the options. */
 export type Args<P, O> = unknown extends P ? [payload?: P, options?: O] : [payload: P, options?: O];

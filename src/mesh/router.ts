@@ -25,6 +25,7 @@ import {
   UnknownActorTypeError,
 } from "../errors.ts";
 import { encodeToken, isValidSubject } from "./subject.ts";
+import { delay } from "../util/async.ts";
 import {
   type MeshConnection,
   MeshError,
@@ -46,7 +47,12 @@ export interface RouterHost {
   deliverHere(type: string, id: string, m: Envelope): void;
 }
 
-const MAX_HOPS = 4;
+const MAX_ATTEMPTS = 100;
+
+function isNotProcessed(err: unknown): boolean {
+  return err instanceof ActorError && err.code === "unavailable" &&
+    (err.data as { retry?: unknown } | undefined)?.retry === true;
+}
 
 /** Routes messages of one node. */
 export class Router {
@@ -136,21 +142,16 @@ export class Router {
       return m.reject(err);
     }
     const def = h.defs.get(type);
-    let subject = node !== undefined
-      ? this.#nodeSubject(node)
-      : def?.stateless || (id === "" && !def)
+    const home = def?.stateless || (id === "" && !def)
       ? this.#workerSubject(type)
       : this.#actorSubject(type, id);
-    let channel: StreamChannel | undefined;
-    for (let hop = 0; hop < MAX_HOPS; hop++) {
+    const nodePrefix = `${h.prefix}.n.`;
+    let subject = node !== undefined ? this.#nodeSubject(node) : home;
+    let backoff = 10;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const left = m.deadline - performance.now();
       if (left <= 0) return m.reject(new TimeoutError(`Message to ${type}/${id} timed out`));
-      let streamTo: string | undefined;
-      if (m.kind === "stream") {
-        channel?.cancel();
-        streamTo = h.conn.inbox();
-        channel = undefined;
-      }
+      const streamTo = m.kind === "stream" ? h.conn.inbox() : undefined;
       const headers = requestHeaders({
         kind: m.kind,
         type,
@@ -174,7 +175,15 @@ export class Router {
         else m.resolve(value);
         return;
       } catch (err) {
+        // "No responders" means nobody received it: always safe to send again.
         if (err instanceof MeshError && err.code === "no_responders") {
+          if (subject.startsWith(nodePrefix)) {
+            // That node is gone or leaving but may still look alive: wait, then re-resolve.
+            await delay(Math.min(backoff, Math.max(0, m.deadline - performance.now())));
+            backoff = Math.min(backoff * 2, 500);
+            subject = home;
+            continue;
+          }
           const owner = this.placeActor(type, id);
           if (owner === undefined) {
             const known = h.membership.nodes().length > 0;
@@ -188,6 +197,13 @@ export class Router {
           subject = this.#nodeSubject(owner);
           continue;
         }
+        // A closing node answers before handling anything: also safe to send again.
+        if (isNotProcessed(err)) {
+          await delay(Math.min(backoff, Math.max(0, m.deadline - performance.now())));
+          backoff = Math.min(backoff * 2, 500);
+          subject = home;
+          continue;
+        }
         if (err instanceof MeshError && err.code === "timeout") {
           return m.reject(new TimeoutError(`Message to ${type}/${id}.${m.handler} timed out`));
         }
@@ -199,7 +215,7 @@ export class Router {
         return m.reject(err);
       }
     }
-    m.reject(new UnavailableError(`Could not route ${type}/${id} after ${MAX_HOPS} attempts`));
+    m.reject(new UnavailableError(`Could not route ${type}/${id} after ${MAX_ATTEMPTS} attempts`));
   }
 
   /**
@@ -280,7 +296,12 @@ export class Router {
       );
     }
     if (!this.#accepting) {
-      return respond(errorReply(codec, new UnavailableError(`Node "${h.node}" is closing`)));
+      return respond(
+        errorReply(
+          codec,
+          new UnavailableError(`Node "${h.node}" is closing`, { data: { retry: true } }),
+        ),
+      );
     }
     this.#inflight++;
     let finished = false;
@@ -394,21 +415,25 @@ export class Router {
   }
 
   /** Stops taking remote requests (they get `unavailable`), waiting for accepted ones. */
-  async stopAccepting(): Promise<void> {
+  /**
+   * Stops taking remote requests: from now on they are answered `unavailable` with
+   * `retry: true` (nothing was handled), so callers send them again elsewhere.
+   */
+  stopAccepting(): void {
     this.#accepting = false;
+  }
+
+  /** Unsubscribes everything, waiting (bounded) for accepted requests to be answered. */
+  async close(): Promise<void> {
+    this.#accepting = false;
+    const until = performance.now() + 10_000;
+    while (this.#inflight > 0 && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
     for (const sub of this.#actorSubs.values()) sub.unsubscribe();
     this.#actorSubs.clear();
     for (const sub of this.#subs) sub.unsubscribe();
     this.#subs.length = 0;
-    const until = performance.now() + 30_000;
-    while (this.#inflight > 0 && performance.now() < until) {
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  }
-
-  /** Unsubscribes everything. */
-  async close(): Promise<void> {
-    await this.stopAccepting();
   }
 }
 
