@@ -81,9 +81,11 @@ export async function waitFor(cond: () => boolean, ms: number, what: string): Pr
   }
 }
 
-/** Registers the cluster behaviour tests for one mesh. */
+type Case = [title: string, fn: (f: ClusterFixture) => Promise<void>];
+
+/** Registers the cluster behaviour tests for one mesh, one `Deno.test` each. */
 export function clusterSuite(name: string, setup: () => Promise<ClusterFixture>): void {
-  const test = (title: string, fn: (f: ClusterFixture) => Promise<void>) =>
+  for (const [title, fn] of clusterCases()) {
     Deno.test(`${name}: ${title}`, async () => {
       const f = await setup();
       try {
@@ -92,6 +94,30 @@ export function clusterSuite(name: string, setup: () => Promise<ClusterFixture>)
         await f.cleanup();
       }
     });
+  }
+}
+
+/** Runs the cluster behaviour tests as steps of one test (sharing e.g. one NATS cluster). */
+export async function clusterSteps(
+  t: Deno.TestContext,
+  setup: () => Promise<ClusterFixture>,
+): Promise<void> {
+  for (const [title, fn] of clusterCases()) {
+    await t.step(title, async () => {
+      const f = await setup();
+      try {
+        await fn(f);
+      } finally {
+        await f.cleanup();
+      }
+    });
+  }
+}
+
+function clusterCases(): Case[] {
+  const cases: Case[] = [];
+  const test = (title: string, fn: (f: ClusterFixture) => Promise<void>) =>
+    void cases.push([title, fn]);
 
   test("a client reaches actors hosted on other nodes, each active on one node", async (f) => {
     const c = await cluster(f);
@@ -266,4 +292,5 @@ export function clusterSuite(name: string, setup: () => Promise<ClusterFixture>)
       await stop(c);
     }
   });
+  return cases;
 }
