@@ -551,12 +551,10 @@ class LibsqlJournalImpl implements LibsqlJournal {
     const now = Date.now();
     let results;
     try {
-      const t0 = performance.now();
-      const st = checked ? checkedStatements(appends, now) : fastStatements(appends, now);
-      const t1 = performance.now();
-      results = await client.batch(st, "write");
-      const t2 = performance.now();
-      PROF.build += t1 - t0; PROF.batch += t2 - t1; PROF.n++; PROF.size += batch.length;
+      results = await client.batch(
+        checked ? checkedStatements(appends, now) : fastStatements(appends, now),
+        "write",
+      );
     } catch (err) {
       const mapped = this.#error(err, what);
       if (mapped instanceof ConflictError) {
@@ -645,8 +643,6 @@ class LibsqlJournalImpl implements LibsqlJournal {
 
 /** Most rows of one multi-row `INSERT … VALUES`: SQLite binds at most 32766 parameters. */
 const MAX_PARAMS = 32766;
-const PROF = { build: 0, batch: 0, n: 0, size: 0 };
-(globalThis as any).__jprof = () => console.log(PROF);
 
 /**
  * The statements of one group commit on the fast path: plain multi-row inserts of every

@@ -270,6 +270,99 @@ Deno.test("idempotency records are pruned to maxPerActor and maxAgeMs", async ()
   }
 });
 
+Deno.test("a group commit with stale, unexpected, unactivated and key-conflicting appends rejects only those, writing nothing of theirs", async () => {
+  const url = `file:${tmp}/mixed.db`;
+  const j = libsqlJournal({ url });
+  try {
+    const actors = Array.from({ length: 60 }, (_, i) => `t/m${i}`);
+    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    // t/m1: activated again, so epochs[1] is stale. t/m3: an event already stored past the
+    // head (written behind the journal's back), so its append hits the primary key.
+    await j.activate("t/m1");
+    const other = createClient({ url });
+    await other.execute({
+      sql:
+        "INSERT INTO events (actor, seq, type, version, data, at) VALUES ('t/m3', 1, 'x', 1, x'00', 1)",
+      args: [],
+    });
+    other.close();
+    const bad = new Set(["t/m1", "t/m2", "t/m3", "t/never"]);
+    const all = [...actors, "t/never"];
+    const results = await Promise.allSettled(all.map((actor, i) =>
+      j.append({
+        actor,
+        epoch: epochs[i] ?? 1,
+        expectedSeq: actor === "t/m2" ? 5 : 0,
+        events: [ev(`${actor}#1`), ev(`${actor}#2`)],
+        snapshot: { seq: 1, version: 1, state: enc.encode(actor) },
+        idempotency: { key: "k", reply: enc.encode(actor) },
+        reminders: [{ id: `r-${actor}`, actor, handler: "h", data: enc.encode(""), due: 1 }],
+      })
+    ));
+    results.forEach((r, i) => {
+      if (bad.has(all[i]!)) {
+        assert.equal(r.status, "rejected", `append to ${all[i]} should fail`);
+        assert.equal((r as PromiseRejectedResult).reason.code, "conflict");
+      } else assert.equal(r.status, "fulfilled", `append to ${all[i]} failed`);
+    });
+    const due = new Set((await j.dueReminders(10, 1000)).map((r) => r.id));
+    for (const actor of all) {
+      const texts = (await j.read(actor, 1, 10)).map((e) => dec.decode(e.data));
+      if (actor === "t/m3") assert.deepEqual(texts, ["\0"]);
+      else assert.deepEqual(texts, bad.has(actor) ? [] : [`${actor}#1`, `${actor}#2`]);
+      assert.equal(await j.reply(actor, "k") !== undefined, !bad.has(actor));
+      assert.equal(due.has(`r-${actor}`), !bad.has(actor));
+    }
+    // The good ones chain on in the next commits; the stale one stays fenced.
+    const next = await Promise.allSettled(actors.map((actor, i) =>
+      j.append({
+        actor,
+        epoch: epochs[i]!,
+        expectedSeq: bad.has(actor) ? 0 : 2,
+        events: [ev(`${actor}#3`)],
+      })
+    ));
+    next.forEach((r, i) => {
+      const actor = actors[i]!;
+      if (actor === "t/m1" || actor === "t/m3") assert.equal(r.status, "rejected", actor);
+      else assert.equal(r.status, "fulfilled", actor);
+    });
+    const rec = await j.activate("t/m0");
+    assert.equal(rec.seq, 3);
+    assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), ["t/m0#2", "t/m0#3"]);
+  } finally {
+    await j.close();
+  }
+});
+
+Deno.test("a group commit larger than one INSERT's parameter limit writes every event", async () => {
+  const j = libsqlJournal({ url: ":memory:" });
+  try {
+    const actors = Array.from({ length: 1500 }, (_, i) => `t/big${i}`);
+    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    // 1500 appends × 4 events = 6000 rows: more than 32766 parameters at 6 per row.
+    await Promise.all(actors.map((actor, i) =>
+      j.append({
+        actor,
+        epoch: epochs[i]!,
+        expectedSeq: 0,
+        events: [ev("a"), ev("b"), ev("c"), ev("d")],
+      })
+    ));
+    for (const actor of [actors[0]!, actors[777]!, actors[1499]!]) {
+      assert.deepEqual((await j.read(actor, 1, 10)).map((e) => dec.decode(e.data)), [
+        "a",
+        "b",
+        "c",
+        "d",
+      ]);
+    }
+    assert.equal((await j.activate(actors[1499]!)).seq, 4);
+  } finally {
+    await j.close();
+  }
+});
+
 Deno.test("cleanup: remove the temp dir", async () => {
   await Deno.remove(tmp, { recursive: true });
 });

@@ -100,9 +100,11 @@ export interface NatsMeshOptions {
   name?: string;
   /**
    * KV replicas. When set, it overrides what the core asks for; otherwise the core's
-   * request is used, else 3 when the client knows of 3 or more servers in the cluster and
-   * the server serializes compare-and-set on replicated streams (2.9.21 and later, see
-   * {@link replicatedCasIsSafe}), else 1. Always clamped to the known cluster size (and 5).
+   * request is used, else 3 when the client knows of 3 or more servers in the cluster (so the
+   * directory survives the loss of a server), else 1. Always clamped to the known cluster
+   * size (and 5). Before nats-server 2.9.21 (see {@link replicatedCasIsSafe}) replicated
+   * compare-and-set can let two writers win: Troupe's correctness then rests on the
+   * journal's epoch fence, never on the KV alone (see docs/architecture.md).
    */
   replicas?: number;
   /** Client ping interval in ms; two missed pings mark the connection dead. @default {2000} */
@@ -608,7 +610,7 @@ class NatsMeshConnection implements MeshConnection {
     const info = this.nc.info;
     const size = Math.max(new Set(info?.connect_urls ?? []).size, this.#knownServers());
     const wanted = this.#options.replicas ?? requested ??
-      (size >= 3 && replicatedCasIsSafe(info?.version) ? 3 : 1);
+      (size >= 3 ? 3 : 1);
     return Math.max(1, Math.min(wanted, size, 5));
   }
 

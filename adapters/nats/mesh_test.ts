@@ -122,9 +122,9 @@ Deno.test("replicatedCasIsSafe() knows the 2.9.21 fix", () => {
   assert.equal(replicatedCasIsSafe(undefined), false);
 });
 
-Deno.test("default replicas on a 2.9.10 cluster is 1; an explicit replicas option wins", async () => {
+Deno.test("buckets are R3 by default on a 3-server cluster; an explicit replicas option wins", async () => {
   const a = await natsMesh({ servers: triple.urls }).connect({ node: "r-a" });
-  const b = await natsMesh({ servers: triple.urls, replicas: 3 }).connect({ node: "r-b" });
+  const b = await natsMesh({ servers: triple.urls, replicas: 1 }).connect({ node: "r-b" });
   try {
     const id = crypto.randomUUID().slice(0, 8);
     await a.kv(`rep_default_${id}`);
@@ -132,9 +132,9 @@ Deno.test("default replicas on a 2.9.10 cluster is 1; an explicit replicas optio
     const nc = await connect({ servers: triple.urls });
     try {
       const jsm = await jetstreamManager(nc);
-      assert.equal((await jsm.streams.info(`KV_rep_default_${id}`)).config.num_replicas, 1);
+      assert.equal((await jsm.streams.info(`KV_rep_default_${id}`)).config.num_replicas, 3);
       const si = await jsm.streams.info(`KV_rep_three_${id}`);
-      assert.equal(si.config.num_replicas, 3);
+      assert.equal(si.config.num_replicas, 1);
       assert.equal(si.config.allow_direct, false);
     } finally {
       await nc.close();

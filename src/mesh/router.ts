@@ -20,6 +20,7 @@ import {
   ActorError,
   BadPayloadError,
   ClosedError,
+  ConflictError,
   TimeoutError,
   UnavailableError,
   UnknownActorTypeError,
@@ -48,6 +49,8 @@ export interface RouterHost {
 }
 
 const MAX_ATTEMPTS = 100;
+/** How long a stale activation waits before it answers with its error. */
+const STALE_REPLY_DELAY = 250;
 
 function isNotProcessed(err: unknown): boolean {
   return err instanceof ActorError && err.code === "unavailable" &&
@@ -61,6 +64,15 @@ export class Router {
   readonly #actorSubs = new Map<string, MeshSubscription>();
   #accepting = true;
   #inflight = 0;
+  readonly #timers = new Map<ReturnType<typeof setTimeout>, () => void>();
+
+  #later(fn: () => void): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      fn();
+    }, STALE_REPLY_DELAY);
+    this.#timers.set(timer, fn);
+  }
 
   constructor(host: RouterHost) {
     this.#host = host;
@@ -334,7 +346,13 @@ export class Router {
       reject: (err) => {
         finish();
         if (req.kind === "stream" && sink) return sink.fail(err);
-        respond(errorReply(codec, err, onMasked));
+        const reply = errorReply(codec, err, onMasked);
+        if (err instanceof ActorError && err.cause instanceof ConflictError) {
+          // A stale activation (another node took the actor over) must not win the race
+          // against the live owner's reply to the same request: answer late.
+          return this.#later(() => respond(reply));
+        }
+        respond(reply);
       },
     };
     if (req.kind === "tell") m.accepted = () => respond(okReply(codec, null));
@@ -430,6 +448,11 @@ export class Router {
     while (this.#inflight > 0 && performance.now() < until) {
       await new Promise((r) => setTimeout(r, 2));
     }
+    for (const [timer, fn] of this.#timers) {
+      clearTimeout(timer);
+      fn();
+    }
+    this.#timers.clear();
     for (const sub of this.#actorSubs.values()) sub.unsubscribe();
     this.#actorSubs.clear();
     for (const sub of this.#subs) sub.unsubscribe();
