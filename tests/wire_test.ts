@@ -3,14 +3,10 @@ import { createSystem, inProcessMesh, msgpack } from "../mod.ts";
 import { Account, Counter } from "./fixtures.ts";
 import { H } from "../src/mesh/wire.ts";
 
-const validHeaders = (handler: string) => ({
-  [H.kind]: "ask",
-  [H.type]: "account",
-  [H.id]: "alice",
-  [H.handler]: handler,
-  [H.contentType]: "application/msgpack",
-  [H.timeout]: "1000",
+const envelope = (handler: string, o: { type?: string; timeout?: string; ct?: string } = {}) => ({
+  [H.envelope]: `ask;${o.type ?? "account"};alice;${handler};${o.timeout ?? "1000"};${o.ct ?? ""}`,
 });
+const validHeaders = (handler: string) => envelope(handler);
 
 Deno.test("malformed messages on Troupe subjects get a clear error and the node keeps running", async () => {
   const mesh = inProcessMesh();
@@ -41,21 +37,18 @@ Deno.test("malformed messages on Troupe subjects get a clear error and the node 
     assert.equal(await codeOf(msgpack.encode(1), {}), "bad_payload");
     // bad timeout
     assert.equal(
-      await codeOf(msgpack.encode(1), { ...validHeaders("deposit"), [H.timeout]: "x" }),
+      await codeOf(msgpack.encode(1), envelope("deposit", { timeout: "x" })),
       "bad_payload",
     );
     // unknown content type
     assert.equal(
-      await codeOf(msgpack.encode(1), {
-        ...validHeaders("deposit"),
-        [H.contentType]: "text/x-nope",
-      }),
+      await codeOf(msgpack.encode(1), envelope("deposit", { ct: "text%2Fx-nope" })),
       "bad_payload",
     );
     // unknown handler and type
     assert.equal(await codeOf(msgpack.encode(1), validHeaders("nope")), "unknown_handler");
     assert.equal(
-      await codeOf(msgpack.encode(1), { ...validHeaders("deposit"), [H.type]: "ghost" }),
+      await codeOf(msgpack.encode(1), envelope("deposit", { type: "ghost" })),
       "unknown_actor_type",
     );
     // prototype pollution attempt

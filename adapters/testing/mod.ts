@@ -13,3 +13,5 @@
  */
 export { findNatsServer, startNatsCluster } from "./nats_server.ts";
 export type { NatsCluster, NatsClusterOptions, ServerHandle } from "./nats_server.ts";
+export { startNodeProcess } from "./node_process.ts";
+export type { NodeProcess, NodeProcessOptions } from "./node_process.ts";

@@ -182,7 +182,7 @@ export class Router {
           return;
         }
         const reply = await h.conn.request(subject, data, { headers, timeout: left });
-        const value = decodeReply(reply, codecFor);
+        const value = decodeReply(reply, codecFor, h.wireCodec.contentType);
         if (m.kind === "tell") (m as { accepted?: () => void }).accepted?.();
         else m.resolve(value);
         return;
@@ -270,7 +270,10 @@ export class Router {
     }, { once: true });
     try {
       const reply = await h.conn.request(subject, data, { headers, timeout });
-      const value = decodeReply(reply, codecFor) as { credit: string; window: number };
+      const value = decodeReply(reply, codecFor, h.wireCodec.contentType) as {
+        credit: string;
+        window: number;
+      };
       creditTo = value.credit;
       h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: 16 }));
     } catch (err) {
@@ -283,10 +286,10 @@ export class Router {
   #serve(msg: MeshMessage): void {
     const h = this.#host;
     if (h.membership.isFenced()) return; // a stale owner stays silent
-    const respond = (r: { data: Uint8Array; headers: Record<string, string> }) => {
+    const respond = (r: { data: Uint8Array; headers?: Record<string, string> }) => {
       if (!msg.reply) return;
       try {
-        h.conn.publish(msg.reply, r.data, { headers: r.headers });
+        h.conn.publish(msg.reply, r.data, r.headers ? { headers: r.headers } : undefined);
       } catch (err) {
         h.log.debug("Reply failed", { error: String(err) });
       }

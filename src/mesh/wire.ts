@@ -10,19 +10,17 @@ import type { Codec } from "../codec/types.ts";
 import type { MeshHeaders, MeshMessage } from "./types.ts";
 import type { MessageKind } from "../actor/ref.ts";
 
-/** Header names. */
+/**
+ * Header names. A request carries its whole envelope in one header, `tr`: fields joined by
+ * `;` (`kind;type;id;handler;timeout;content-type;idempotency-key;chain;token;stream`), each
+ * percent-encoded, the chain's turn ids joined by `,`. One header instead of ten keeps the
+ * per-message cost of NATS headers low. Replies carry no header when they succeed (the body is
+ * in the request's content type) and `tr-status: error` when they fail.
+ */
 export const H = {
-  kind: "tr-kind",
-  type: "tr-type",
-  id: "tr-id",
-  handler: "tr-handler",
-  contentType: "tr-ct",
-  timeout: "tr-timeout",
-  idempotencyKey: "tr-idem",
-  chain: "tr-chain",
-  token: "tr-token",
+  envelope: "tr",
   status: "tr-status",
-  stream: "tr-stream",
+  contentType: "tr-ct",
 } as const;
 
 /** A decoded inbound request. */
@@ -49,66 +47,70 @@ export interface WireRequest {
   streamTo?: string;
 }
 
+const SAFE_FIELD = /^[A-Za-z0-9_.:/@+=#-]*$/;
+const enc = (v: string) => SAFE_FIELD.test(v) ? v : encodeURIComponent(v);
+
 /** Builds request headers. */
 export function requestHeaders(r: WireRequest): MeshHeaders {
-  const h: MeshHeaders = {
-    [H.kind]: r.kind,
-    [H.type]: r.type,
-    [H.id]: encodeURIComponent(r.id),
-    [H.handler]: encodeURIComponent(r.handler),
-    [H.contentType]: r.contentType,
-    [H.timeout]: String(Math.max(1, Math.round(r.timeout))),
-  };
-  if (r.idempotencyKey !== undefined) h[H.idempotencyKey] = encodeURIComponent(r.idempotencyKey);
-  if (r.chain.length > 0) h[H.chain] = r.chain.map(encodeURIComponent).join(",");
-  if (r.token !== undefined) h[H.token] = r.token;
-  if (r.streamTo !== undefined) h[H.stream] = r.streamTo;
-  return h;
+  const fields = [
+    r.kind,
+    enc(r.type),
+    enc(r.id),
+    enc(r.handler),
+    String(Math.max(1, Math.round(r.timeout))),
+    r.contentType === DEFAULT_CT ? "" : enc(r.contentType),
+    r.idempotencyKey === undefined ? "" : "=" + enc(r.idempotencyKey),
+    r.chain.map(enc).join(","),
+    r.token === undefined ? "" : enc(r.token),
+    r.streamTo === undefined ? "" : enc(r.streamTo),
+  ];
+  let n = fields.length;
+  while (n > 5 && fields[n - 1] === "") n--;
+  return { [H.envelope]: fields.slice(0, n).join(";") };
 }
 
+const DEFAULT_CT = "application/msgpack";
 const KINDS = new Set(["ask", "tell", "stream"]);
 
 /** Parses request headers; throws `BadPayloadError` for malformed ones. */
 export function parseRequest(headers: MeshHeaders): WireRequest {
-  const kind = headers[H.kind];
-  const type = headers[H.type];
-  const id = headers[H.id];
-  const handler = headers[H.handler];
-  const timeout = Number(headers[H.timeout]);
+  const raw = headers[H.envelope];
+  if (raw === undefined || raw.length > 16_384) {
+    throw new BadPayloadError("Message envelope header is missing or too long");
+  }
+  const f = raw.split(";");
+  const [kind, type, id, handler, timeoutText] = f;
+  const timeout = Number(timeoutText);
   if (!kind || !KINDS.has(kind) || !type || id === undefined || handler === undefined) {
-    throw new BadPayloadError("Message headers are missing or malformed");
+    throw new BadPayloadError("Message envelope header is malformed");
   }
   if (!Number.isFinite(timeout) || timeout <= 0) {
-    throw new BadPayloadError(`Message timeout header "${headers[H.timeout]}" is not valid`);
+    throw new BadPayloadError(`Message timeout "${timeoutText}" is not valid`);
   }
   try {
     const r: WireRequest = {
       kind: kind as MessageKind,
-      type,
+      type: decodeURIComponent(type),
       id: decodeURIComponent(id),
       handler: decodeURIComponent(handler),
       timeout: Math.min(timeout, 24 * 3600_000),
-      contentType: headers[H.contentType] ?? "application/msgpack",
-      chain: headers[H.chain] ? headers[H.chain]!.split(",").map(decodeURIComponent) : [],
+      contentType: f[5] ? decodeURIComponent(f[5]) : DEFAULT_CT,
+      chain: f[7] ? f[7].split(",").map(decodeURIComponent) : [],
     };
-    const idem = headers[H.idempotencyKey];
-    if (idem !== undefined) r.idempotencyKey = decodeURIComponent(idem);
-    const token = headers[H.token];
-    if (token !== undefined) r.token = token;
-    const stream = headers[H.stream];
-    if (stream !== undefined) r.streamTo = stream;
+    if (f[6]) r.idempotencyKey = decodeURIComponent(f[6].slice(1));
+    if (f[8]) r.token = decodeURIComponent(f[8]);
+    if (f[9]) r.streamTo = decodeURIComponent(f[9]);
     return r;
   } catch (err) {
-    throw new BadPayloadError("Message headers are not valid URI-encoded text", { cause: err });
+    throw new BadPayloadError("Message envelope header is not valid percent-encoded text", {
+      cause: err,
+    });
   }
 }
 
-/** Encodes a successful reply. */
-export function okReply(codec: Codec, value: unknown): { data: Uint8Array; headers: MeshHeaders } {
-  return {
-    data: codec.encode(value),
-    headers: { [H.status]: "ok", [H.contentType]: codec.contentType },
-  };
+/** Encodes a successful reply (in the request's content type, so without headers). */
+export function okReply(codec: Codec, value: unknown): { data: Uint8Array; headers?: MeshHeaders } {
+  return { data: codec.encode(value) };
 }
 
 /** Encodes an error reply. */
@@ -131,8 +133,9 @@ export function errorReply(
 export function decodeReply(
   msg: MeshMessage,
   codecFor: (ct: string) => Codec | undefined,
+  requestContentType: string = DEFAULT_CT,
 ): unknown {
-  const ct = msg.headers[H.contentType] ?? "application/msgpack";
+  const ct = msg.headers[H.contentType] ?? requestContentType;
   const codec = codecFor(ct);
   if (!codec) throw new BadPayloadError(`Reply has unknown content type "${ct}"`);
   const value = codec.decode(msg.data);

@@ -1,0 +1,510 @@
+/**
+ * Failover across processes: bank nodes (tests/nodes/bank_node.ts) run as child processes on
+ * a 3-server NATS cluster and share one libSQL file (WAL mode: the stand-in for a shared
+ * remote database); the test process is a client. The nodes are crashed (`SIGKILL`), paused
+ * past their lease (`SIGSTOP`), stopped gracefully (`SIGTERM`), and a NATS server is killed.
+ * Measured figures are printed with console.log.
+ */
+import assert from "node:assert/strict";
+import { ActorError, createSystem, type System } from "../../mod.ts";
+import { natsMesh } from "./mod.ts";
+import {
+  type NatsCluster,
+  type NodeProcess,
+  startNatsCluster,
+  startNodeProcess,
+} from "../testing/mod.ts";
+import { Account } from "../../examples/bank/actors.ts";
+
+const BANK = new URL("../../tests/nodes/bank_node.ts", import.meta.url);
+const TTL = 1500;
+/** The membership margin for TTL (see `defaultMargin`). */
+const MARGIN = Math.max(Math.min(1000, TTL), TTL / 5);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what: string) {
+  const until = performance.now() + ms;
+  while (!(await cond())) {
+    if (performance.now() > until) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+function code(err: unknown): string {
+  return err instanceof ActorError ? err.code : `non-ActorError: ${String(err)}`;
+}
+
+/** One scenario: its own prefix, journal file, node processes and client systems. */
+class Scene {
+  readonly prefix = `f${crypto.randomUUID().slice(0, 8)}`;
+  readonly dir = Deno.makeTempDirSync({ prefix: "troupe-failover-" });
+  readonly journal = `file:${this.dir}/bank.db`;
+  readonly procs = new Map<string, NodeProcess>();
+  readonly systems: System[] = [];
+  constructor(readonly cluster: NatsCluster) {}
+
+  async node(
+    id: string,
+    server: number,
+    env: Record<string, string> = {},
+  ): Promise<NodeProcess> {
+    const p = await startNodeProcess({
+      script: BANK,
+      env: {
+        TROUPE_SERVERS: this.cluster.urls[server]!,
+        TROUPE_JOURNAL: this.journal,
+        TROUPE_NODE: id,
+        TROUPE_PREFIX: this.prefix,
+        TROUPE_LEASE_TTL: String(TTL),
+        ...env,
+      },
+      readyTimeout: 60_000,
+    });
+    this.procs.set(id, p);
+    return p;
+  }
+
+  async client(servers: string | string[], node = `client-${crypto.randomUUID().slice(0, 6)}`) {
+    const s = await createSystem({
+      actors: [],
+      journal: this.journal,
+      mesh: natsMesh({ servers, prefix: this.prefix, leaseTtl: TTL }),
+      node,
+      logger: "error",
+    });
+    this.systems.push(s);
+    return s;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.systems.map((s) => s.close()));
+    await Promise.allSettled([...this.procs.values()].map((p) => p.stop()));
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Ids of the bank nodes (not clients) `s` sees. */
+function bankNodes(s: System): string[] {
+  return s.directory.nodes().filter((n) => n.types.includes("account")).map((n) => n.id);
+}
+
+/** Deposits with one idempotency key, retrying that key until acknowledged or `until`. */
+async function depositOnce(
+  s: System,
+  account: string,
+  amount: number,
+  key: string,
+  until: number,
+  errors: string[],
+  timeout = 2000,
+): Promise<void> {
+  for (;;) {
+    try {
+      await s.ref(Account, account).ask("deposit", { amount, ref: key }, {
+        idempotencyKey: key,
+        timeout,
+      });
+      return;
+    } catch (err) {
+      errors.push(code(err));
+      if (performance.now() > until) {
+        throw new Error(`Deposit ${key} to ${account} never acknowledged: ${String(err)}`);
+      }
+      await sleep(20);
+    }
+  }
+}
+
+interface Log {
+  seqs: number[];
+  refs: string[];
+  sum: number;
+}
+
+async function readLog(s: System, account: string): Promise<Log> {
+  const log: Log = { seqs: [], refs: [], sum: 0 };
+  for await (const e of s.history(Account, account)) {
+    const p = e.payload as { amount: number; ref?: string };
+    log.seqs.push(e.seq);
+    log.refs.push(p.ref ?? "");
+    log.sum += p.amount;
+  }
+  return log;
+}
+
+/** Checks a log against the acknowledged deposits: contiguous, each key exactly once. */
+function checkLog(account: string, log: Log, acked: Map<string, number>): void {
+  assert.deepEqual(log.seqs, log.seqs.map((_, i) => i + 1), `${account}: seqs are 1..n`);
+  assert.equal(new Set(log.refs).size, log.refs.length, `${account}: no key applied twice`);
+  assert.deepEqual(
+    [...log.refs].sort(),
+    [...acked.keys()].sort(),
+    `${account}: exactly the acknowledged deposits`,
+  );
+  const sum = [...acked.values()].reduce((a, b) => a + b, 0);
+  assert.equal(log.sum, sum, `${account}: sum of deposits = sum of acknowledged`);
+}
+
+/** Parses the `APPEND {json}` trace lines of a node. */
+function appends(p: NodeProcess, actor: string) {
+  return p.lines()
+    .filter((l) => l.startsWith("APPEND "))
+    .map((l) =>
+      JSON.parse(l.slice(7)) as {
+        node: string;
+        actor: string;
+        epoch: number;
+        first: number;
+        n: number;
+      }
+    )
+    .filter((a) => a.actor === actor);
+}
+
+Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
+  const started = performance.now();
+  await using cluster = await startNatsCluster({ servers: 3 });
+
+  await t.step("a. kill -9 of a node under load: no acknowledged event lost", async () => {
+    const sc = new Scene(cluster);
+    try {
+      const client = await sc.client(cluster.urls[0]!);
+      await Promise.all([0, 1, 2].map((i) => sc.node(`a${i}`, i)));
+      await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+      const accounts = Array.from({ length: 20 }, (_, i) => `acct-${i}`);
+      const acked = new Map(accounts.map((a) => [a, new Map<string, number>()]));
+      const errors: string[] = [];
+      // Activate every account first.
+      await Promise.all(accounts.map(async (a) => {
+        await depositOnce(client, a, 1, `${a}-open`, performance.now() + 10_000, errors);
+        acked.get(a)!.set(`${a}-open`, 1);
+      }));
+      const victim = "acct-7";
+      const host = await client.directory.locate(Account, victim);
+      assert.ok(host && sc.procs.has(host), `host of ${victim}: ${host}`);
+      const hostProc = sc.procs.get(host)!;
+
+      let stop = false;
+      const windowErrors: string[] = [];
+      const tasks = Array.from({ length: 6 }, (_, w) =>
+        (async () => {
+          for (let i = 0; !stop; i++) {
+            const account = accounts[(w * 7 + i) % accounts.length]!;
+            const key = `w${w}-${i}`;
+            const amount = 1 + ((w * 31 + i * 17) % 100);
+            await depositOnce(
+              client,
+              account,
+              amount,
+              key,
+              performance.now() + 20_000,
+              windowErrors,
+            );
+            acked.get(account)!.set(key, amount);
+          }
+        })());
+      await sleep(1000);
+      const before = [...acked.values()].reduce((n, m) => n + m.size, 0);
+      const killedAt = performance.now();
+      hostProc.kill("SIGKILL");
+      await hostProc.exited;
+      // Probe the victim until another node serves it.
+      let servedAt = 0;
+      while (performance.now() - killedAt < TTL + 10_000) {
+        try {
+          await client.ref(Account, victim).ask("balance", undefined, { timeout: 1000 });
+          servedAt = performance.now();
+          break;
+        } catch (err) {
+          windowErrors.push(code(err));
+        }
+      }
+      const recovery = servedAt - killedAt;
+      const newHost = await client.directory.locate(Account, victim);
+      await sleep(1500);
+      stop = true;
+      await Promise.all(tasks);
+      const total = [...acked.values()].reduce((n, m) => n + m.size, 0);
+      console.log(
+        `[a] kill -9 of ${host} (hosting ${victim}): served again by ${newHost} after ${
+          recovery.toFixed(0)
+        } ms (leaseTtl ${TTL}, margin ${MARGIN}); ${total} deposits acknowledged (${before} before the kill); errors seen: ${
+          JSON.stringify(count(windowErrors))
+        }`,
+      );
+      assert.ok(servedAt > 0, `${victim} was not served again`);
+      assert.notEqual(newHost, host);
+      assert.ok(recovery < TTL + 2000, `recovery took ${recovery.toFixed(0)} ms`);
+      for (const e of [...errors, ...windowErrors]) {
+        assert.ok(e === "unavailable" || e === "timeout", `unexpected error ${e}`);
+      }
+      for (const a of accounts) checkLog(a, await readLog(client, a), acked.get(a)!);
+    } finally {
+      await sc.close();
+    }
+  });
+
+  await t.step("b. SIGSTOP past the lease: the journal fence holds", async () => {
+    const sc = new Scene(cluster);
+    try {
+      const client = await sc.client(cluster.urls[0]!);
+      const trace = { TROUPE_TRACE: "1" };
+      await Promise.all([0, 1, 2].map((i) => sc.node(`b${i}`, i, trace)));
+      await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+      const x = "paused-x";
+      const acked = new Map<string, number>();
+      const errors: string[] = [];
+      const deposit = async (key: string, amount: number, until: number) => {
+        await depositOnce(client, x, amount, key, until, errors);
+        acked.set(key, amount);
+      };
+      for (let i = 0; i < 5; i++) await deposit(`pre-${i}`, 10, performance.now() + 10_000);
+      const host = (await client.directory.locate(Account, x))!;
+      const h = sc.procs.get(host)!;
+      assert.ok(h, `host ${host}`);
+      h.kill("SIGSTOP");
+      const stoppedAt = performance.now();
+      await sleep(TTL + MARGIN + 500);
+      const t0 = performance.now();
+      let takeover: number | undefined;
+      let takeoverError: unknown;
+      try {
+        await deposit("during", 100, performance.now() + 10_000);
+        takeover = performance.now() - t0;
+      } catch (err) {
+        takeoverError = err;
+      }
+      const takenBy = await client.directory.locate(Account, x);
+      console.log(
+        `[b] ${host} SIGSTOPped; deposit sent ${(t0 - stoppedAt).toFixed(0)} ms later ${
+          takeover !== undefined
+            ? `acknowledged after ${takeover.toFixed(0)} ms`
+            : `NOT acknowledged (${String(takeoverError)})`
+        }; ${x} now on ${takenBy}; errors: ${JSON.stringify(count(errors))}`,
+      );
+      h.kill("SIGCONT");
+      const contAt = performance.now();
+      const linesAtCont = h.lines().length;
+      // Right after the resume, more deposits (some may reach H's stale subscription).
+      const postErrors: string[] = [];
+      await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+        await depositOnce(client, x, 1, `post-${i}`, performance.now() + 15_000, postErrors);
+        acked.set(`post-${i}`, 1);
+      }));
+      const postTime = performance.now() - contAt;
+      await sleep(1000);
+      const hAfter = h.lines().slice(linesAtCont);
+      const hAppends = hAfter.filter((l) => l.startsWith("APPEND ") && l.includes(x));
+      const hRefused = hAfter.filter((l) => l.startsWith("APPEND_FAILED") && l.includes(x));
+      console.log(
+        `[b] after SIGCONT: 10 deposits acknowledged in ${postTime.toFixed(0)} ms (errors: ${
+          JSON.stringify(count(postErrors))
+        }); ${host} wrote ${hAppends.length} and was refused ${hRefused.length} appends to ${x}; alive: ${!h
+          .hasExited}`,
+      );
+      const log = await readLog(client, x);
+      checkLog(x, log, acked);
+      // Along the log, the writers' epochs never go back (no stale writer wrote in between),
+      // and the successful appends of all nodes tile 1..n exactly.
+      const all = [...sc.procs.values()].flatMap((p) => appends(p, `account/${x}`))
+        .sort((a, b) => a.first - b.first);
+      let next = 1;
+      let epoch = 0;
+      for (const a of all) {
+        assert.equal(a.first, next, `appends tile the log: ${JSON.stringify(all)}`);
+        assert.ok(a.epoch >= epoch, `epochs never go back: ${JSON.stringify(all)}`);
+        next = a.first + a.n;
+        epoch = a.epoch;
+      }
+      assert.equal(next - 1, log.seqs.length);
+      console.log(
+        `[b] writers along the log: ${
+          all.map((a) => `${a.node}@e${a.epoch}:${a.first}+${a.n}`).join(" ")
+        }`,
+      );
+      // H is still alive and serves again.
+      assert.equal(h.hasExited, false, `${host} exited`);
+      await waitFor(() => bankNodes(client).includes(host), TTL * 3, `${host} to re-join`);
+      const other = "after-resume";
+      let servedByH = false;
+      for (let i = 0; i < 40 && !servedByH; i++) {
+        const id = `${other}-${i}`;
+        await client.ref(Account, id).ask("deposit", { amount: 1 }, { timeout: 5000 });
+        servedByH = (await client.directory.locate(Account, id)) === host;
+      }
+      console.log(`[b] ${host} re-joined the directory; hosts new actors again: ${servedByH}`);
+      assert.ok(servedByH, `${host} never hosted a new actor after resuming`);
+      // Another node took the actor over while H was paused, and H wrote nothing after it
+      // was resumed.
+      assert.equal(takeover !== undefined, true, `take-over failed: ${String(takeoverError)}`);
+      assert.deepEqual(hAppends, [], `${host} wrote after it was resumed`);
+    } finally {
+      await sc.close();
+    }
+  });
+
+  await t.step("d. lease taken over after its holder is killed", async () => {
+    const sc = new Scene(cluster);
+    try {
+      const client = await sc.client(cluster.urls[1]!);
+      const holder = await sc.node("d0", 0, { TROUPE_LEASE: "L" });
+      const line = await holder.waitForLine(/^LEASE /, 10_000, { past: true });
+      const first = JSON.parse(line.slice(6)).token as number;
+      holder.kill("SIGKILL");
+      const killedAt = performance.now();
+      await holder.exited;
+      const lease = await client.lease("L", { ttl: TTL, timeout: TTL + MARGIN + 5000 });
+      const took = performance.now() - killedAt;
+      console.log(
+        `[d] lease "L" (ttl ${TTL}) taken over ${
+          took.toFixed(0)
+        } ms after kill -9 of its holder; token ${first} → ${lease.token}`,
+      );
+      try {
+        assert.ok(lease.token > first, `token ${lease.token} > ${first}`);
+        assert.ok(took < TTL + MARGIN + 1000, `took ${took.toFixed(0)} ms`);
+      } finally {
+        await lease.release();
+      }
+    } finally {
+      await sc.close();
+    }
+  });
+
+  await t.step("e. a WebSocket client with TCP nodes", async () => {
+    const sc = new Scene(cluster);
+    try {
+      await Promise.all([0, 1].map((i) => sc.node(`e${i}`, i)));
+      const ws = await sc.client(cluster.wsUrls[2]!);
+      const tcp = await sc.client(cluster.urls[0]!);
+      await waitFor(() => bankNodes(ws).length === 2, 5000, "2 nodes over WebSocket");
+      const t0 = performance.now();
+      for (let i = 0; i < 10; i++) {
+        assert.equal(await ws.ref(Account, `ws-${i}`).ask("deposit", { amount: 5 }), 5);
+      }
+      const askMs = (performance.now() - t0) / 10;
+      assert.equal(await ws.ref(Account, "ws-0").ask("balance"), 5);
+      const got: unknown[] = [];
+      const sub = ws.subscribe("news.*", (p, topic) => void got.push([topic, p]));
+      const got2: unknown[] = [];
+      const sub2 = tcp.subscribe("news.>", (p) => void got2.push(p));
+      await sleep(200);
+      await tcp.publish("news.tcp", { from: "tcp" });
+      await ws.publish("news.ws", { from: "ws" });
+      await waitFor(() => got.length === 2 && got2.length === 2, 3000, "published messages");
+      sub.unsubscribe();
+      sub2.unsubscribe();
+      assert.deepEqual(got.sort(), [["news.tcp", { from: "tcp" }], ["news.ws", { from: "ws" }]]);
+      console.log(`[e] WebSocket client: ask ${askMs.toFixed(1)} ms each (with activation)`);
+    } finally {
+      await sc.close();
+    }
+  });
+
+  await t.step("f. directory lag: join, graceful leave, crash", async () => {
+    const sc = new Scene(cluster);
+    try {
+      const client = await sc.client(cluster.urls[0]!);
+      await Promise.all([0, 1, 2].map((i) => sc.node(`f${i}`, i)));
+      await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+      const joining = sc.node("f3", 1);
+      // READY is printed after createSystem resolved; measure from the moment we see it.
+      const p = await joining;
+      const ready = performance.now();
+      await waitFor(() => bankNodes(client).includes("f3"), 1000, "f3 to join");
+      const joinLag = performance.now() - ready;
+      const stopAt = performance.now();
+      await p.stop();
+      const exitMs = performance.now() - stopAt;
+      assert.equal((await p.exited).code, 0, "graceful exit code");
+      await waitFor(() => !bankNodes(client).includes("f3"), 1000, "f3 to leave");
+      const leaveLag = performance.now() - stopAt;
+      const victim = sc.procs.get("f2")!;
+      victim.kill("SIGKILL");
+      const killedAt = performance.now();
+      await victim.exited;
+      await waitFor(
+        () => !bankNodes(client).includes("f2"),
+        TTL + MARGIN + 500,
+        "f2 to be seen dead",
+      );
+      const deathLag = performance.now() - killedAt;
+      console.log(
+        `[f] directory lag: join seen ${joinLag.toFixed(0)} ms after READY; graceful leave seen ${
+          leaveLag.toFixed(0)
+        } ms after SIGTERM (process exited after ${exitMs.toFixed(0)} ms); kill -9 seen after ${
+          deathLag.toFixed(0)
+        } ms (ttl ${TTL} + margin ${MARGIN})`,
+      );
+    } finally {
+      await sc.close();
+    }
+  });
+
+  await t.step("c. the client's NATS server is killed", async () => {
+    const sc = new Scene(cluster);
+    try {
+      await Promise.all([0, 1, 2].map((i) => sc.node(`c${i}`, [1, 2, 1][i]!)));
+      const client = await sc.client(cluster.urls[0]!);
+      await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+      for (let i = 0; i < 6; i++) {
+        await client.ref(Account, `c-${i}`).ask("deposit", { amount: 1, ref: `c-${i}-0` });
+      }
+      await cluster.servers[0]!.kill("SIGKILL");
+      const killedAt = performance.now();
+      const errors: string[] = [];
+      let firstOk = 0;
+      let okCount = 0;
+      let maxGap = 0;
+      let lastOk = killedAt;
+      while (performance.now() - killedAt < 8000) {
+        const i = okCount % 6;
+        try {
+          await depositOnce(
+            client,
+            `c-${i}`,
+            1,
+            `c-${i}-k${okCount}`,
+            performance.now() + 15_000,
+            errors,
+            1000,
+          );
+          const now = performance.now();
+          if (!firstOk) firstOk = now - killedAt;
+          maxGap = Math.max(maxGap, now - lastOk);
+          lastOk = now;
+          okCount++;
+        } catch (err) {
+          errors.push(code(err));
+        }
+      }
+      const nodes = bankNodes(client).sort();
+      const lockT0 = performance.now();
+      const locked = await client.lock("c-lock", (l) => l.token, { ttl: TTL, timeout: 10_000 });
+      const lockMs = performance.now() - lockT0;
+      console.log(
+        `[c] client's server killed: first ask ok after ${firstOk.toFixed(0)} ms, longest gap ${
+          maxGap.toFixed(0)
+        } ms, ${okCount} asks in 8 s; errors: ${
+          JSON.stringify(count(errors))
+        }; nodes seen: ${nodes}; lock took ${lockMs.toFixed(0)} ms (token ${locked})`,
+      );
+      assert.ok(firstOk > 0 && firstOk < 5000, `first ask ok after ${firstOk} ms`);
+      assert.deepEqual(nodes, ["c0", "c1", "c2"]);
+      assert.ok(locked > 0);
+      for (const e of errors) assert.ok(e === "unavailable" || e === "timeout", e);
+    } finally {
+      await sc.close();
+      await cluster.servers[0]!.restart();
+    }
+  });
+
+  console.log(`[failover] total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+});
+
+function count(xs: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of xs) out[x] = (out[x] ?? 0) + 1;
+  return out;
+}

@@ -1,0 +1,15 @@
+/** Actor types used by the benchmarks. */
+import { defineActor } from "../mod.ts";
+
+/** Replies with its payload; no events. */
+export const BenchEcho = defineActor({
+  name: "bench-echo",
+  initialState: () => ({ n: 0 }),
+  handlers: {
+    ping(ctx, payload: Uint8Array) {
+      ctx.state.n++;
+      return payload;
+    },
+  },
+  idleAfter: 600_000,
+});

@@ -1,0 +1,260 @@
+/**
+ * Cluster benchmarks on real nats-server processes, each against a raw baseline measured in
+ * the same run:
+ * (a) ask across processes vs a raw NATS request/reply with the same payload and client
+ *     library (throughput with 64 in flight, p50 latency one at a time);
+ * (b) the same asks over WebSocket vs TCP;
+ * (c) cold activation on a remote node (p50, p99) vs a warm ask;
+ * (d) directory join/leave lag and kill -9 failover time (p50 over several runs).
+ *
+ * @module
+ */
+import { createSystem, type System } from "../mod.ts";
+import { natsMesh } from "../adapters/nats/mod.ts";
+import { startNatsCluster } from "../adapters/testing/mod.ts";
+import { connect } from "@nats-io/transport-node";
+import { wsconnect } from "@nats-io/nats-core";
+import { BenchEcho } from "./actors.ts";
+
+const PAYLOAD = new Uint8Array(64).fill(7);
+
+interface Child {
+  proc: Deno.ChildProcess;
+  ready: Promise<number>;
+  kill(signal?: Deno.Signal): void;
+  stop(): Promise<void>;
+}
+
+function spawnNode(env: Record<string, string>): Child {
+  const started = performance.now();
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./nats_node.ts", import.meta.url).pathname],
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const ready = (async () => {
+    const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("Node exited before it was ready");
+      buf += value;
+      if (buf.includes("READY")) {
+        void (async () => {
+          while (!(await reader.read()).done) { /* drain */ }
+        })();
+        return performance.now() - started;
+      }
+    }
+  })();
+  let stopped = false;
+  return {
+    proc,
+    ready,
+    kill: (signal = "SIGKILL") => {
+      try {
+        proc.kill(signal);
+      } catch { /* gone */ }
+    },
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      try {
+        proc.kill("SIGTERM");
+      } catch { /* gone */ }
+      const t = setTimeout(() => {
+        try {
+          proc.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 5000);
+      await proc.status;
+      clearTimeout(t);
+    },
+  };
+}
+
+async function throughput(
+  fn: () => Promise<unknown>,
+  seconds: number,
+  inflight = 64,
+): Promise<number> {
+  let count = 0;
+  const until = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: inflight }, async () => {
+    while (performance.now() < until) {
+      await fn();
+      count++;
+    }
+  }));
+  return count / ((performance.now() - t0) / 1000);
+}
+
+async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
+};
+
+async function waitFor(cond: () => boolean, ms: number): Promise<number> {
+  const t0 = performance.now();
+  while (!cond()) {
+    if (performance.now() - t0 > ms) throw new Error("Timed out");
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return performance.now() - t0;
+}
+
+/** Runs all cluster benchmarks and prints the figures. */
+export async function benchNats(
+  options: { seconds?: number; runs?: number; leaseTtl?: number } = {},
+): Promise<Record<string, number>> {
+  const seconds = options.seconds ?? 3;
+  const runs = options.runs ?? 10;
+  const leaseTtl = options.leaseTtl ?? 2000;
+  const results: Record<string, number> = {};
+  await using cluster = await startNatsCluster({ servers: 1 });
+  const prefix = "bench";
+  const env = {
+    TROUPE_SERVERS: cluster.urls[0]!,
+    TROUPE_RAW_SERVERS: `${cluster.urls[0]},${cluster.wsUrls[0]}`,
+    TROUPE_PREFIX: prefix,
+    TROUPE_NODE: "bench-host",
+    TROUPE_LEASE_TTL: String(leaseTtl),
+  };
+  const host = spawnNode(env);
+  await host.ready;
+  const clients: System[] = [];
+  try {
+    // (a) TCP: our ask vs raw request/reply, same payload, same client library
+    const tcp = await createSystem({ mesh: natsMesh({ servers: cluster.urls[0]!, prefix }) });
+    clients.push(tcp);
+    const nc = await connect({ servers: cluster.urls[0]! });
+    const raw = () => nc.request("bench.raw", PAYLOAD, { timeout: 5000 });
+    const ref = tcp.ref(BenchEcho, "warm");
+    const ask = () => ref.ask("ping", PAYLOAD, { timeout: 5000 });
+    await ask();
+    for (let i = 0; i < 200; i++) await Promise.all([raw(), ask()]); // warm up both
+    results.rawTcpPerSec = await throughput(raw, seconds);
+    results.askTcpPerSec = await throughput(ask, seconds);
+    results.throughputRatio = results.askTcpPerSec / results.rawTcpPerSec;
+    const rawLat = await latencies(raw, 2000);
+    const askLat = await latencies(ask, 2000);
+    results.rawP50Ms = pct(rawLat, 0.5);
+    results.askP50Ms = pct(askLat, 0.5);
+    results.latencyRatio = results.askP50Ms / results.rawP50Ms;
+    await nc.close();
+
+    // (b) WebSocket vs TCP, same asks
+    const ws = await createSystem({ mesh: natsMesh({ servers: cluster.wsUrls[0]!, prefix }) });
+    clients.push(ws);
+    const wsRef = ws.ref(BenchEcho, "warm");
+    const wsAsk = () => wsRef.ask("ping", PAYLOAD, { timeout: 5000 });
+    for (let i = 0; i < 200; i++) await wsAsk();
+    results.askWsPerSec = await throughput(wsAsk, seconds);
+    results.wsTcpRatio = results.askWsPerSec / results.askTcpPerSec;
+    const wnc = await wsconnect({ servers: cluster.wsUrls[0]! });
+    results.rawWsPerSec = await throughput(
+      () => wnc.request("bench.raw", PAYLOAD, { timeout: 5000 }),
+      seconds,
+    );
+    await wnc.close();
+
+    // (c) cold activation on the remote node vs a warm ask
+    const cold: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const r = tcp.ref(BenchEcho, `cold-${i}-${crypto.randomUUID()}`);
+      const t0 = performance.now();
+      await r.ask("ping", PAYLOAD);
+      cold.push(performance.now() - t0);
+    }
+    results.coldP50Ms = pct(cold, 0.5);
+    results.coldP99Ms = pct(cold, 0.99);
+    results.warmP50Ms = results.askP50Ms;
+
+    // (d) join/leave lag and kill -9 failover
+    const joins: number[] = [];
+    const leaves: number[] = [];
+    const failovers: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      if (Deno.env.get("BENCH_SKIP_D")) break;
+      const name = `victim-${run}`;
+      const victim = spawnNode({ ...env, TROUPE_NODE: name });
+      await victim.ready;
+      joins.push(await waitFor(() => tcp.directory.nodes().some((n) => n.id === name), 5000));
+      // an actor placed on the victim
+      let id = "";
+      for (let k = 0; k < 200 && !id; k++) {
+        const candidate = `f-${run}-${k}`;
+        await tcp.ref(BenchEcho, candidate).ask("ping", PAYLOAD);
+        if (await tcp.directory.locate(BenchEcho, candidate) === name) id = candidate;
+      }
+      if (run % 2 === 0) {
+        victim.kill("SIGKILL");
+        const t0 = performance.now();
+        await victim.stop();
+        await tcp.ref(BenchEcho, id).ask("ping", PAYLOAD, { timeout: leaseTtl * 5 });
+        failovers.push(performance.now() - t0);
+      } else {
+        const t0 = performance.now();
+        const stopping = victim.stop();
+        await waitFor(() => !tcp.directory.nodes().some((n) => n.id === name), 10_000);
+        leaves.push(performance.now() - t0);
+        await stopping;
+      }
+    }
+    results.joinLagP50Ms = pct(joins, 0.5);
+    results.joinLagP99Ms = pct(joins, 0.99);
+    results.leaveLagP50Ms = pct(leaves, 0.5);
+    results.failoverP50Ms = pct(failovers, 0.5);
+    results.failoverMaxMs = Math.max(...failovers);
+    results.leaseTtlMs = leaseTtl;
+  } finally {
+    for (const c of clients) await c.close();
+    await host.stop();
+  }
+  return results;
+}
+
+if (import.meta.main) {
+  const r = await benchNats();
+  const f = (n: number) => n >= 100 ? Math.round(n).toString() : n.toFixed(2);
+  console.log("NATS cluster benchmarks (1 nats-server, node in another process, 64-byte payload)");
+  console.log(
+    `(a) ask vs raw request/reply, 64 in flight: ${f(r.askTcpPerSec!)}/s vs ${
+      f(r.rawTcpPerSec!)
+    }/s → ratio ${f(r.throughputRatio!)} (goal ≥ 0.8)`,
+  );
+  console.log(
+    `    p50 latency one at a time: ${f(r.askP50Ms!)} ms vs ${f(r.rawP50Ms!)} ms → ratio ${
+      f(r.latencyRatio!)
+    } (goal ≤ 1.25)`,
+  );
+  console.log(
+    `(b) ask over WebSocket: ${f(r.askWsPerSec!)}/s vs TCP ${f(r.askTcpPerSec!)}/s → ratio ${
+      f(r.wsTcpRatio!)
+    } (goal ≥ 0.7); raw WebSocket request/reply ${f(r.rawWsPerSec!)}/s`,
+  );
+  console.log(
+    `(c) cold activation on a remote node: p50 ${f(r.coldP50Ms!)} ms, p99 ${
+      f(r.coldP99Ms!)
+    } ms; warm ask p50 ${f(r.warmP50Ms!)} ms`,
+  );
+  console.log(
+    `(d) join lag p50 ${f(r.joinLagP50Ms!)} ms (p99 ${f(r.joinLagP99Ms!)}), graceful leave p50 ${
+      f(r.leaveLagP50Ms!)
+    } ms, kill -9 failover p50 ${f(r.failoverP50Ms!)} ms (max ${
+      f(r.failoverMaxMs!)
+    }) with leaseTtl ${r.leaseTtlMs} ms`,
+  );
+}

@@ -1,0 +1,36 @@
+/**
+ * The remote side of the NATS benchmarks: a node hosting the bench actors, plus a raw NATS
+ * responder on the same kind of connection for the baseline. Prints `READY` when both listen.
+ *
+ * @module
+ */
+import { createSystem } from "../mod.ts";
+import { natsMesh } from "../adapters/nats/mod.ts";
+import { connect } from "@nats-io/transport-node";
+import { wsconnect } from "@nats-io/nats-core";
+import { BenchEcho } from "./actors.ts";
+
+const servers = Deno.env.get("TROUPE_SERVERS")!.split(",");
+const rawServers = Deno.env.get("TROUPE_RAW_SERVERS")?.split(",") ?? servers;
+const prefix = Deno.env.get("TROUPE_PREFIX") ?? "troupe";
+const node = Deno.env.get("TROUPE_NODE") ?? "bench-node";
+const system = await createSystem({
+  actors: [BenchEcho],
+  mesh: natsMesh({ servers, prefix }),
+  node,
+});
+const raws = [];
+for (const url of new Set([...servers, ...rawServers])) {
+  const nc = url.startsWith("ws")
+    ? await wsconnect({ servers: url })
+    : await connect({ servers: url });
+  nc.subscribe("bench.raw", { callback: (_err, msg) => msg.respond(msg.data) });
+  await nc.flush();
+  raws.push(nc);
+}
+console.log(`READY ${JSON.stringify({ node })}`);
+Deno.addSignalListener("SIGTERM", async () => {
+  for (const nc of raws) await nc.close();
+  await system.close();
+  Deno.exit(0);
+});
