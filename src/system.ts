@@ -441,7 +441,7 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     const err = this.#checkHandler(def, m);
     if (err) return m.reject(err);
     if (def.stateless) {
-      const local = this.router.pickWorker(type, id);
+      const local = this.router.workerIsLocalOnly(type);
       if (local) return this.#accept(m, () => this.workers.get(type)!.enqueue(m));
       return this.router.send(type, id, m);
     }

@@ -15,6 +15,7 @@ export interface ClusterFixture {
 }
 
 const activations = new Map<string, number>();
+const produced = new Map<string, number>();
 
 const Account = defineActor({
   name: "account",
@@ -32,6 +33,12 @@ const Account = defineActor({
     async *count(_ctx, n: number) {
       for (let i = 0; i < n; i++) yield i;
     },
+    async *counted(ctx, n: number) {
+      for (let i = 0; i < n; i++) {
+        produced.set(ctx.id, (produced.get(ctx.id) ?? 0) + 1);
+        yield i;
+      }
+    },
   },
   onActivate: (ctx) => {
     const key = `${ctx.type}/${ctx.id}`;
@@ -42,7 +49,7 @@ const Account = defineActor({
 const Worker = defineActor({
   name: "worker",
   stateless: true,
-  handlers: { who: (ctx) => ctx.type, echo: (_ctx, v: unknown) => v },
+  handlers: { who: (ctx) => ctx.node, echo: (_ctx, v: unknown) => v },
 });
 
 type Nodes = { nodes: System[]; client: System; journal: Journal };
@@ -213,12 +220,39 @@ function clusterCases(): Case[] {
     }
   });
 
+  test("a slow consumer on another node slows the producer (credit flow control)", async (f) => {
+    const c = await cluster(f);
+    try {
+      const id = `bp-${crypto.randomUUID()}`;
+      const stream = c.client.ref(Account, id).stream("counted", 10_000, { window: 4 });
+      const it = stream[Symbol.asyncIterator]();
+      assert.equal((await it.next()).value, 0);
+      await new Promise((r) => setTimeout(r, 300));
+      const ahead = produced.get(id) ?? 0;
+      assert.ok(ahead <= 12, `producer ran ahead by ${ahead} items with a window of 4`);
+      await it.return!();
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok((produced.get(id) ?? 0) <= 13, "cancel stops the producer");
+      assert.equal(await c.client.ref(Account, id).ask("balance"), 0, "the actor is free again");
+    } finally {
+      await stop(c);
+    }
+  });
+
   test("stateless workers are spread over the hosting nodes", async (f) => {
     const c = await cluster(f);
     try {
       const w = c.client.ref(Worker);
       const out = await Promise.all(Array.from({ length: 60 }, (_, i) => w.ask("echo", i)));
       assert.deepEqual(out, Array.from({ length: 60 }, (_, i) => i));
+      const who = await Promise.all(Array.from({ length: 60 }, () => w.ask("who")));
+      assert.equal(new Set(who).size, 3, "every hosting node took some");
+      assert.ok(!who.includes(c.client.node), "a client node never runs workers");
+      // an id is a routing hint: the same id goes to the same node
+      const hinted = await Promise.all(
+        Array.from({ length: 10 }, () => c.client.ref(Worker, "k").ask("who")),
+      );
+      assert.equal(new Set(hinted).size, 1);
     } finally {
       await stop(c);
     }

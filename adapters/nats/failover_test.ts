@@ -31,8 +31,13 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what:
   }
 }
 
+/** One message per error code seen, for the report. */
+const samples = new Map<string, string>();
+
 function code(err: unknown): string {
-  return err instanceof ActorError ? err.code : `non-ActorError: ${String(err)}`;
+  const c = err instanceof ActorError ? err.code : `non-ActorError: ${String(err)}`;
+  if (!samples.has(c)) samples.set(c, err instanceof Error ? err.message : String(err));
+  return c;
 }
 
 /** One scenario: its own prefix, journal file, node processes and client systems. */
@@ -444,6 +449,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
 
   await t.step("c. the client's NATS server is killed", async () => {
     const sc = new Scene(cluster);
+    samples.clear();
     try {
       await Promise.all([0, 1, 2].map((i) => sc.node(`c${i}`, [1, 2, 1][i]!)));
       const client = await sc.client(cluster.urls[0]!);
@@ -480,6 +486,11 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
         }
       }
       const nodes = bankNodes(client).sort();
+      const fenced = [...sc.procs.values()].flatMap((p) =>
+        p.stderr().filter((l) => /lost its lease|fail/i.test(l)).map((l) => l.slice(0, 200))
+      );
+      console.log(`[c] error samples: ${JSON.stringify(Object.fromEntries(samples))}`);
+      console.log(`[c] node warnings: ${JSON.stringify(fenced.slice(0, 10))}`);
       const lockT0 = performance.now();
       const locked = await client.lock("c-lock", (l) => l.token, { ttl: TTL, timeout: 10_000 });
       const lockMs = performance.now() - lockT0;
@@ -491,6 +502,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
         }; nodes seen: ${nodes}; lock took ${lockMs.toFixed(0)} ms (token ${locked})`,
       );
       assert.ok(firstOk > 0 && firstOk < 5000, `first ask ok after ${firstOk} ms`);
+      assert.ok(maxGap < 5000, `asks stopped succeeding for ${maxGap.toFixed(0)} ms`);
       assert.deepEqual(nodes, ["c0", "c1", "c2"]);
       assert.ok(locked > 0);
       for (const e of errors) assert.ok(e === "unavailable" || e === "timeout", e);

@@ -24,6 +24,8 @@ import { type ActorRef, type Caller, type CallOrigin, type Dispatcher, makeRef }
 
 /** What an activation needs from its node. */
 export interface ActivationHost {
+  /** This node's id. */
+  readonly node: string;
   /** The journal. */
   readonly journal: Journal;
   /** Codec for stored events, snapshots and replies. */
@@ -587,6 +589,9 @@ class Ctx implements Context<unknown, Record<string, unknown>> {
   }
   get type(): string {
     return this.#act.def.name;
+  }
+  get node(): string {
+    return this.#host.node;
   }
   get state(): unknown {
     return this.#act.state;

@@ -33,6 +33,8 @@ export interface Context<S, E> {
   readonly id: string;
   /** The actor type. */
   readonly type: string;
+  /** The id of the node running this turn. */
+  readonly node: string;
   /** The current state (assignable for actors without events). */
   state: S;
   /** Sequence number of the last applied event. */

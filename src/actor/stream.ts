@@ -32,6 +32,11 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
     this.#onCancel = onCancel;
   }
 
+  /** Items the producer may run ahead of the consumer. */
+  get window(): number {
+    return this.#window;
+  }
+
   /** Aborted when the consumer cancels. */
   get signal(): AbortSignal {
     return this.#controller.signal;

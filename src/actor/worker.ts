@@ -108,6 +108,9 @@ class WorkerCtx implements Context<undefined, Record<never, never>> {
   get type(): string {
     return this.#def.name;
   }
+  get node(): string {
+    return this.#host.node;
+  }
   state = undefined;
   readonly seq = 0;
   get caller(): Caller | undefined {

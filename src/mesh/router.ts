@@ -49,6 +49,8 @@ export interface RouterHost {
 }
 
 const MAX_ATTEMPTS = 100;
+/** Longest silence of either side of a remote stream before it is ended (ms). */
+const STREAM_IDLE_MS = 30_000;
 /** How long a stale activation waits before it answers with its error. */
 const STALE_REPLY_DELAY = 250;
 
@@ -74,8 +76,17 @@ export class Router {
     this.#timers.set(timer, fn);
   }
 
+  readonly #watching = new Map<string, Set<AbortController>>();
+  readonly #offMembership: () => void;
+
   constructor(host: RouterHost) {
     this.#host = host;
+    this.#offMembership = host.membership.on((e) => {
+      if (e.type !== "node_left") return;
+      for (const c of this.#watching.get(e.node.id) ?? []) {
+        c.abort(new UnavailableError(`Node "${e.node.id}" left the cluster`));
+      }
+    });
   }
 
   #actorSubject(type: string, id: string): string {
@@ -126,12 +137,10 @@ export class Router {
     return rendezvous(hosts, `${type}/${id}`);
   }
 
-  /** Whether a stateless message should run on this node. */
-  pickWorker(type: string, id: string): boolean {
+  /** Whether a stateless message should run on this node without asking the router. */
+  workerIsLocalOnly(type: string): boolean {
     const hosts = this.#host.membership.hostsOf(type);
-    if (hosts.length <= 1) return true;
-    if (id !== "") return rendezvous(hosts, `${type}/${id}`) === this.#host.node;
-    return false;
+    return hosts.length === 0 || (hosts.length === 1 && hosts[0] === this.#host.node);
   }
 
   /** Sends a message to whichever node hosts `type/id`. */
@@ -144,25 +153,48 @@ export class Router {
     void this.#send(type, id, m, node);
   }
 
+  /** A live host of worker type `type` (by the id hint, else at random), avoiding `failed`. */
+  #pickWorkerNode(type: string, id: string, failed: ReadonlySet<string>): string | undefined {
+    const hosts = this.#host.membership.hostsOf(type).filter((n) => !failed.has(n));
+    if (hosts.length === 0) return undefined;
+    if (id !== "") return rendezvous(hosts, `${type}/${id}`);
+    return hosts[Math.floor(Math.random() * hosts.length)];
+  }
+
   async #send(type: string, id: string, m: Envelope, node: string | undefined): Promise<void> {
     const h = this.#host;
     let data: Uint8Array;
     try {
       data = h.wireCodec.encode(m.payload);
-      checkPayloadSize(data.byteLength, h.maxPayload, `Payload of ${type}.${m.handler}`);
+      checkPayloadSize(data.byteLength, h.maxPayload, `Message to ${type}.${m.handler}`);
     } catch (err) {
       return m.reject(err);
     }
     const def = h.defs.get(type);
-    const home = def?.stateless || (id === "" && !def)
-      ? this.#workerSubject(type)
-      : this.#actorSubject(type, id);
-    const nodePrefix = `${h.prefix}.n.`;
-    let subject = node !== undefined ? this.#nodeSubject(node) : home;
+    const worker = def?.stateless === true || (id === "" && !def);
+    const home = worker ? this.#workerSubject(type) : this.#actorSubject(type, id);
+    // Safe to send again after a node died with it: nothing can be applied twice.
+    const resendable = m.kind === "tell" || m.idempotencyKey !== undefined;
+    const failed = new Set<string>();
     let backoff = 10;
+    const pause = async () => {
+      await delay(Math.min(backoff, Math.max(0, m.deadline - performance.now())));
+      backoff = Math.min(backoff * 2, 500);
+    };
+    let target = node;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const left = m.deadline - performance.now();
       if (left <= 0) return m.reject(new TimeoutError(`Message to ${type}/${id} timed out`));
+      if (worker && target === undefined) {
+        target = this.#pickWorkerNode(type, id, failed);
+        if (target === undefined && failed.size > 0) {
+          failed.clear();
+          await pause();
+          continue;
+        }
+        if (target === h.node) return h.deliverHere(type, id, m);
+      }
+      const subject = target !== undefined ? this.#nodeSubject(target) : home;
       const streamTo = m.kind === "stream" ? h.conn.inbox() : undefined;
       const headers = requestHeaders({
         kind: m.kind,
@@ -176,24 +208,44 @@ export class Router {
         ...(m.token !== undefined ? { token: m.token } : {}),
         ...(streamTo !== undefined ? { streamTo } : {}),
       });
+      const sentTo = target;
+      const watch = sentTo !== undefined ? this.#watchNode(sentTo) : undefined;
       try {
         if (m.kind === "stream") {
           await this.#openStream(subject, data, headers, left, streamTo!, m);
           return;
         }
-        const reply = await h.conn.request(subject, data, { headers, timeout: left });
+        const reply = await h.conn.request(subject, data, {
+          headers,
+          timeout: left,
+          ...(watch ? { signal: watch.signal } : {}),
+        });
         const value = decodeReply(reply, codecFor, h.wireCodec.contentType);
         if (m.kind === "tell") (m as { accepted?: () => void }).accepted?.();
         else m.resolve(value);
         return;
       } catch (err) {
+        if (watch?.signal.aborted && err === watch.signal.reason) {
+          // The node died with the message: it may or may not have been handled.
+          if (!resendable) {
+            return m.reject(
+              new UnavailableError(
+                `Node "${sentTo}" failed while handling ${type}/${id}.${m.handler}`,
+                { cause: err },
+              ),
+            );
+          }
+          failed.add(sentTo!);
+          target = undefined;
+          continue;
+        }
         // "No responders" means nobody received it: always safe to send again.
         if (err instanceof MeshError && err.code === "no_responders") {
-          if (subject.startsWith(nodePrefix)) {
+          if (target !== undefined) {
             // That node is gone or leaving but may still look alive: wait, then re-resolve.
-            await delay(Math.min(backoff, Math.max(0, m.deadline - performance.now())));
-            backoff = Math.min(backoff * 2, 500);
-            subject = home;
+            failed.add(target);
+            target = undefined;
+            await pause();
             continue;
           }
           const owner = this.placeActor(type, id);
@@ -206,14 +258,14 @@ export class Router {
             );
           }
           if (owner === h.node) return h.deliverHere(type, id, m);
-          subject = this.#nodeSubject(owner);
+          target = owner;
           continue;
         }
         // A closing node answers before handling anything: also safe to send again.
         if (isNotProcessed(err)) {
-          await delay(Math.min(backoff, Math.max(0, m.deadline - performance.now())));
-          backoff = Math.min(backoff * 2, 500);
-          subject = home;
+          if (target !== undefined) failed.add(target);
+          target = undefined;
+          await pause();
           continue;
         }
         if (err instanceof MeshError && err.code === "timeout") {
@@ -225,9 +277,26 @@ export class Router {
           );
         }
         return m.reject(err);
+      } finally {
+        watch?.done();
       }
     }
     m.reject(new UnavailableError(`Could not route ${type}/${id} after ${MAX_ATTEMPTS} attempts`));
+  }
+
+  /** An abort signal that fires when `node` leaves the cluster (dies or closes). */
+  #watchNode(node: string): { signal: AbortSignal; done(): void } {
+    const controller = new AbortController();
+    let set = this.#watching.get(node);
+    if (!set) this.#watching.set(node, set = new Set());
+    set.add(controller);
+    return {
+      signal: controller.signal,
+      done: () => {
+        set.delete(controller);
+        if (set.size === 0) this.#watching.delete(node);
+      },
+    };
   }
 
   /**
@@ -245,7 +314,19 @@ export class Router {
     const h = this.#host;
     const sink = m.sink as StreamChannel;
     let creditTo: string | undefined;
+    // A producer that goes silent (its node died) must not leave the consumer waiting forever.
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const stopIdle = () => clearTimeout(idle);
+    const armIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        sink.error(new TimeoutError(`Stream ${m.handler} sent nothing for ${STREAM_IDLE_MS} ms`));
+        if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
+        sub.unsubscribe();
+      }, STREAM_IDLE_MS);
+    };
     const sub = h.conn.subscribe(inbox, (msg) => {
+      armIdle();
       try {
         const f = h.wireCodec.decode(msg.data) as { t: string; v?: unknown; c?: string };
         if (f.t === "item") {
@@ -253,18 +334,22 @@ export class Router {
             if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: 1 }));
           }, () => {});
         } else if (f.t === "end") {
+          stopIdle();
           sink.end();
           sub.unsubscribe();
         } else if (f.t === "error") {
+          stopIdle();
           sink.error(decodeReply({ ...msg, headers: { [H.status]: "error" } }, () => h.wireCodec));
           sub.unsubscribe();
         }
       } catch (err) {
+        stopIdle();
         sink.error(new BadPayloadError("Bad stream frame", { cause: err }));
         sub.unsubscribe();
       }
     });
     sink.signal.addEventListener("abort", () => {
+      stopIdle();
       if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
       sub.unsubscribe();
     }, { once: true });
@@ -275,8 +360,14 @@ export class Router {
         window: number;
       };
       creditTo = value.credit;
-      h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: 16 }));
+      if (sink.signal.aborted) {
+        h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
+        return;
+      }
+      armIdle();
+      h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: sink.window }));
     } catch (err) {
+      stopIdle();
       sub.unsubscribe();
       throw err;
     }
@@ -447,6 +538,7 @@ export class Router {
   /** Unsubscribes everything, waiting (bounded) for accepted requests to be answered. */
   async close(): Promise<void> {
     this.#accepting = false;
+    this.#offMembership();
     const until = performance.now() + 10_000;
     while (this.#inflight > 0 && performance.now() < until) {
       await new Promise((r) => setTimeout(r, 2));
@@ -510,7 +602,19 @@ class RemoteSink {
   async push(item: unknown): Promise<void> {
     while (this.#credit <= 0) {
       if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
-      await new Promise<void>((r) => this.#waiter = r);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((r) => {
+        this.#waiter = r;
+        timer = setTimeout(() => {
+          // The consumer went silent (its node died, or it stopped reading for too long).
+          this.#controller.abort(
+            new TimeoutError(`Stream consumer granted no credit for ${STREAM_IDLE_MS} ms`),
+          );
+          this.#close();
+          r();
+        }, STREAM_IDLE_MS);
+      });
+      clearTimeout(timer);
     }
     if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
     this.#credit--;
