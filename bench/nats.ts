@@ -137,7 +137,9 @@ export async function benchNats(
   const clients: System[] = [];
   try {
     // (a) TCP: our ask vs raw request/reply, same payload, same client library
-    const tcp = await createSystem({ mesh: natsMesh({ servers: cluster.urls[0]!, prefix }) });
+    const tcp = await createSystem({
+      mesh: natsMesh({ servers: cluster.urls[0]!, prefix, leaseTtl }),
+    });
     clients.push(tcp);
     const nc = await connect({ servers: cluster.urls[0]! });
     const raw = () => nc.request("bench.raw", PAYLOAD, { timeout: 5000 });

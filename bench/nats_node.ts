@@ -7,7 +7,7 @@
 import { createSystem } from "../mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { connect } from "@nats-io/transport-node";
-import { wsconnect } from "@nats-io/nats-core";
+import { type NatsConnection, wsconnect } from "@nats-io/nats-core";
 import { BenchEcho } from "./actors.ts";
 
 const servers = Deno.env.get("TROUPE_SERVERS")!.split(",");
@@ -16,15 +16,17 @@ const prefix = Deno.env.get("TROUPE_PREFIX") ?? "troupe";
 const node = Deno.env.get("TROUPE_NODE") ?? "bench-node";
 const system = await createSystem({
   actors: [BenchEcho],
-  mesh: natsMesh({ servers, prefix }),
+  mesh: natsMesh({ servers, prefix, leaseTtl: Number(Deno.env.get("TROUPE_LEASE_TTL") ?? 5000) }),
   node,
 });
-const raws = [];
+const raws: NatsConnection[] = [];
 for (const url of new Set([...servers, ...rawServers])) {
   const nc = url.startsWith("ws")
     ? await wsconnect({ servers: url })
     : await connect({ servers: url });
-  nc.subscribe("bench.raw", { callback: (_err, msg) => msg.respond(msg.data) });
+  nc.subscribe("bench.raw", {
+    callback: (_err, msg) => void msg.respond(msg.data),
+  });
   await nc.flush();
   raws.push(nc);
 }

@@ -451,13 +451,32 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
     const sc = new Scene(cluster);
     samples.clear();
     try {
-      await Promise.all([0, 1, 2].map((i) => sc.node(`c${i}`, [1, 2, 1][i]!)));
-      const client = await sc.client(cluster.urls[0]!);
+      // The worst case: the client is bound to the server that leads the membership bucket
+      // (its R3 stream elects a new leader when that server dies). The nodes are bound to
+      // the two other servers.
+      const probe = await startNodeProcess({
+        script: BANK,
+        env: {
+          TROUPE_SERVERS: cluster.urls[1]!,
+          TROUPE_JOURNAL: sc.journal,
+          TROUPE_NODE: "c-probe",
+          TROUPE_PREFIX: sc.prefix,
+          TROUPE_LEASE_TTL: String(TTL),
+        },
+        readyTimeout: 60_000,
+      });
+      await probe.stop();
+      const leaderName = await streamLeader(cluster, `KV_${sc.prefix}_nodes`);
+      const bound = cluster.servers.findIndex((s) => s.name === leaderName);
+      assert.ok(bound >= 0, `leader of the nodes bucket: ${leaderName}`);
+      const others = [0, 1, 2].filter((i) => i !== bound);
+      await Promise.all([0, 1, 2].map((i) => sc.node(`c${i}`, others[i % 2]!)));
+      const client = await sc.client(cluster.urls[bound]!);
       await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
       for (let i = 0; i < 6; i++) {
         await client.ref(Account, `c-${i}`).ask("deposit", { amount: 1, ref: `c-${i}-0` });
       }
-      await cluster.servers[0]!.kill("SIGKILL");
+      await cluster.servers[bound]!.kill("SIGKILL");
       const killedAt = performance.now();
       const errors: string[] = [];
       let firstOk = 0;
@@ -508,12 +527,28 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
       for (const e of errors) assert.ok(e === "unavailable" || e === "timeout", e);
     } finally {
       await sc.close();
-      await cluster.servers[0]!.restart();
+      for (const server of cluster.servers) if (!server.running) await server.restart();
     }
   });
 
   console.log(`[failover] total ${((performance.now() - started) / 1000).toFixed(1)} s`);
 });
+
+/** The server name of the leader of JetStream stream `name`, from the monitoring port. */
+async function streamLeader(cluster: NatsCluster, name: string): Promise<string | undefined> {
+  for (const server of cluster.servers) {
+    const res = await fetch(`${server.monitorUrl}/jsz?streams=true`);
+    const body = await res.json() as {
+      account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
+    };
+    for (const account of body.account_details ?? []) {
+      for (const st of account.stream_detail ?? []) {
+        if (st.name === name && st.cluster?.leader) return st.cluster.leader;
+      }
+    }
+  }
+  return undefined;
+}
 
 function count(xs: string[]): Record<string, number> {
   const out: Record<string, number> = {};

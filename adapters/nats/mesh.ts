@@ -527,29 +527,29 @@ class NatsMeshConnection implements MeshConnection {
     // Once closing, a failure of the client's request is ignored: close() rejects what is
     // still in flight with "closed" when it is done (not earlier, so that the rejection
     // reaches a caller that awaits close() first).
-    const guarded = p.catch((err) => {
-      if (this.#closing) return new Promise<never>(() => {});
-      throw err;
+    return new Promise<MeshMessage>((resolve, reject) => {
+      let settled = false;
+      const cancel = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        this.#inflight.delete(cancel);
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
+        reject(err);
+      };
+      const onAbort = signal ? () => cancel(signal.reason) : undefined;
+      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+      this.#inflight.add(cancel);
+      p.then((msg) => {
+        if (settled) return;
+        settled = true;
+        this.#inflight.delete(cancel);
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
+        resolve(toMeshMessage(msg));
+      }, (err) => {
+        if (this.#closing || settled) return;
+        cancel(toMeshError(err, what));
+      });
     });
-    let onAbort: (() => void) | undefined;
-    let cancel: ((err: unknown) => void) | undefined;
-    const stopped = new Promise<never>((_, reject) => {
-      cancel = reject;
-      if (signal) {
-        onAbort = () => reject(signal.reason);
-        signal.addEventListener("abort", onAbort, { once: true });
-      }
-    });
-    this.#inflight.add(cancel!);
-    try {
-      return toMeshMessage(await Promise.race([guarded, stopped]));
-    } catch (err) {
-      if (signal?.aborted && err === signal.reason) throw err;
-      throw toMeshError(err, what);
-    } finally {
-      this.#inflight.delete(cancel!);
-      if (onAbort) signal!.removeEventListener("abort", onAbort);
-    }
   }
 
   subscribe(

@@ -10,19 +10,20 @@
  * unit, bytes their length, other scalars one byte). Stops early once `limit` is passed and
  * after `maxNodes` values, so it costs little for small payloads and is bounded for big ones.
  */
-export function sizeLowerBound(value: unknown, limit: number, maxNodes = 100_000): number {
+export function sizeLowerBound(value: unknown, limit: number, maxNodes = 20_000): number {
+  if (typeof value !== "object" || value === null) {
+    return typeof value === "string" ? value.length : 1;
+  }
   let total = 0;
   let nodes = 0;
   const stack: unknown[] = [value];
-  const seen = new Set<object>();
   while (stack.length > 0) {
     const v = stack.pop();
+    // Cyclic values (allowed locally, passed by reference) end at maxNodes.
     if (++nodes > maxNodes || total > limit) break;
     if (typeof v === "string") total += v.length;
     else if (v instanceof Uint8Array) total += v.byteLength;
     else if (typeof v === "object" && v !== null) {
-      if (seen.has(v)) continue;
-      seen.add(v);
       if (Array.isArray(v)) {
         total += 1;
         for (const x of v) stack.push(x);

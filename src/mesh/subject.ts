@@ -48,9 +48,12 @@ export function subjectMatches(pattern: string, subject: string): boolean {
   return p.length === s.length;
 }
 
+const LITERAL_SUBJECT = /^[^\s.*>]+(?:\.[^\s.*>]+)*$/;
+
 /** Whether `subject` is a valid subject (no empty tokens, no whitespace). */
 export function isValidSubject(subject: string, allowWildcards = false): boolean {
-  if (subject.length === 0 || /\s/.test(subject)) return false;
+  if (LITERAL_SUBJECT.test(subject)) return true;
+  if (!allowWildcards || subject.length === 0 || /\s/.test(subject)) return false;
   const tokens = subject.split(".");
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i]!;

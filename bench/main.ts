@@ -1,0 +1,73 @@
+/**
+ * All benchmarks, each against its baseline measured in the same run. `deno task bench`.
+ * Set BENCH_SKIP_NATS=1 to skip the cluster part (it starts nats-server processes).
+ *
+ * @module
+ */
+import { benchAsk, benchColdActivation } from "./runtime.ts";
+import { benchActivation, benchJournal } from "./journal.ts";
+import { benchNats } from "./nats.ts";
+
+const f = (n: number) => n >= 100 ? Math.round(n).toLocaleString("en") : n.toFixed(2);
+console.log(
+  `Troupe benchmarks — ${new Date().toISOString()} — ${Deno.build.os} ${Deno.build.arch}, ` +
+    `${navigator.hardwareConcurrency} cores, Deno ${Deno.version.deno}\n`,
+);
+
+console.log("1. libSQL journal appends (1 event/append, ~100 B) vs raw batched inserts, same db");
+for (const r of await benchJournal()) {
+  console.log(
+    `   ${String(r.actors).padStart(4)} actors: ${f(r.journalPerSec)}/s vs raw ${
+      f(r.rawPerSec)
+    }/s → ratio ${r.ratio.toFixed(2)}`,
+  );
+}
+const act = await benchActivation();
+console.log(
+  `   journal activate() (snapshot + 100 events): p50 ${f(act.p50Ms)} ms, p99 ${f(act.p99Ms)} ms`,
+);
+
+console.log("\n2. in-process ask round trips, 100 actors without events (goal ≥ 200k/s)");
+const ask = await benchAsk();
+console.log(`   ${f(ask.perSecond)}/s (raw promise call ${f(ask.rawPerSecond)}/s)`);
+
+console.log(
+  "\n3. cold activation through the system (snapshot + 100 events, libSQL file; goal p50 ≤ 5 ms)",
+);
+const cold = await benchColdActivation();
+console.log(
+  `   p50 ${f(cold.p50)} ms, p99 ${f(cold.p99)} ms; warm ask p50 ${cold.warmP50.toFixed(3)} ms`,
+);
+
+if (!Deno.env.get("BENCH_SKIP_NATS")) {
+  console.log("\n4. cluster on nats-server (node in another process, 64-byte payload)");
+  const r = await benchNats();
+  console.log(
+    `   (a) ask vs raw NATS request/reply, 64 in flight: ${f(r.askTcpPerSec!)}/s vs ${
+      f(r.rawTcpPerSec!)
+    }/s → ${f(r.throughputRatio!)} (goal ≥ 0.8)`,
+  );
+  console.log(
+    `       p50 one at a time: ${f(r.askP50Ms!)} ms vs ${f(r.rawP50Ms!)} ms → ${
+      f(r.latencyRatio!)
+    } (goal ≤ 1.25)`,
+  );
+  console.log(
+    `   (b) ask over WebSocket vs TCP: ${f(r.askWsPerSec!)}/s vs ${f(r.askTcpPerSec!)}/s → ${
+      f(r.wsTcpRatio!)
+    } (goal ≥ 0.7)`,
+  );
+  console.log(`       (raw request/reply on the runtime's own WebSocket: ${f(r.rawWsPerSec!)}/s)`);
+  console.log(
+    `   (c) cold activation on a remote node: p50 ${f(r.coldP50Ms!)} ms, p99 ${
+      f(r.coldP99Ms!)
+    } ms; warm ask p50 ${f(r.warmP50Ms!)} ms`,
+  );
+  console.log(
+    `   (d) join lag p50 ${f(r.joinLagP50Ms!)} ms (p99 ${f(r.joinLagP99Ms!)}), graceful leave p50 ${
+      f(r.leaveLagP50Ms!)
+    } ms, kill -9 failover p50 ${f(r.failoverP50Ms!)} ms (max ${
+      f(r.failoverMaxMs!)
+    }), leaseTtl ${r.leaseTtlMs} ms`,
+  );
+}
