@@ -465,8 +465,13 @@ class MembershipImpl implements Membership {
       },
       (err) => {
         if (this.#closed) return;
-        this.#fence("heartbeat_failed", err);
-        this.#scheduleHeartbeat(this.ttl / 6);
+        // A failed put does not shorten the lease that earlier acknowledged heartbeats hold
+        // (others time it the same way): keep trying, faster, and fence only once it lapsed
+        // (the fence timer does it on time). A KV leader election of a few seconds then
+        // costs nothing when it is shorter than the lease.
+        this.#lastHeartbeatError = err;
+        if (performance.now() > this.#validUntil) this.#fence("heartbeat_failed", err);
+        this.#scheduleHeartbeat(this.ttl / 10);
       },
     ).finally(() => {
       clearTimeout(timer);
@@ -475,6 +480,7 @@ class MembershipImpl implements Membership {
   }
 
   #acknowledged(sentAt: number): void {
+    this.#lastHeartbeatError = undefined;
     this.#validUntil = Math.max(this.#validUntil, sentAt + this.ttl);
     // Our own heartbeat is a heartbeat we have seen, even before the watch echoes it.
     this.#seen(
@@ -501,10 +507,15 @@ class MembershipImpl implements Membership {
     const delay = Math.max(0, this.#validUntil - performance.now());
     this.#fenceTimer = setTimeout(() => {
       this.#fenceTimer = undefined;
-      if (performance.now() > this.#validUntil) this.#fence("expired");
-      else this.#armFenceTimer();
+      if (performance.now() > this.#validUntil) {
+        if (this.#lastHeartbeatError !== undefined) {
+          this.#fence("heartbeat_failed", this.#lastHeartbeatError);
+        } else this.#fence("expired");
+      } else this.#armFenceTimer();
     }, delay + 1);
   }
+
+  #lastHeartbeatError: unknown = undefined;
 
   #fence(reason: "heartbeat_failed" | "expired", error?: unknown): void {
     if (this.#fenced || this.#closed) return;

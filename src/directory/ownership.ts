@@ -85,6 +85,8 @@ export interface Ownership {
   release(type: string, id: string): Promise<void>;
   /** The node hosting `(type, id)` now, if that node is alive. */
   locate(type: string, id: string): Promise<string | undefined>;
+  /** The node named by the record of `(type, id)`, alive or not (undefined: no record). */
+  owner(type: string, id: string): Promise<string | undefined>;
   /** Releases every record this node claimed. */
   releaseAll(): Promise<void>;
   /** Current activations as `activated` events, then every change. */
@@ -294,6 +296,12 @@ class OwnershipImpl implements Ownership {
     } catch (err) {
       if (!isConflict(err)) throw err; // taken over meanwhile: not ours to delete
     }
+  }
+
+  async owner(type: string, id: string): Promise<string | undefined> {
+    const entry = await this.#bucket.get(actorKey(type, id));
+    if (!entry || entry.operation !== "PUT") return undefined;
+    return parseRecord(entry)?.node;
   }
 
   async locate(type: string, id: string): Promise<string | undefined> {

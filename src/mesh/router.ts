@@ -15,6 +15,7 @@ import type { StreamChannel } from "../actor/stream.ts";
 import { checkPayloadSize, codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
+import type { Ownership } from "../directory/ownership.ts";
 import { rendezvous } from "../directory/placement.ts";
 import {
   ActorError,
@@ -45,10 +46,16 @@ export interface RouterHost {
   readonly wireCodec: Codec;
   readonly maxPayload: number;
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
+  readonly ownership: Ownership;
   deliverHere(type: string, id: string, m: Envelope): void;
 }
 
 const MAX_ATTEMPTS = 100;
+/**
+ * How long after a node was declared dead its subscriptions may still take requests: a paused
+ * client looks connected to nats-server until its pings go unanswered (2 × 2 min by default).
+ */
+const STALE_SUBSCRIPTION_MS = 5 * 60_000;
 /** Longest silence of either side of a remote stream before it is ended (ms). */
 const STREAM_IDLE_MS = 30_000;
 /** How long a stale activation waits before it answers with its error. */
@@ -77,14 +84,46 @@ export class Router {
   }
 
   readonly #watching = new Map<string, Set<AbortController>>();
+  /** Nodes declared dead (monotonic time), whose stale subscriptions may still take requests. */
+  readonly #expired = new Map<string, number>();
+  /** Requests waiting on an actor subject (to move when the owner is declared dead). */
+  readonly #actorWaits = new Set<{ type: string; id: string; controller: AbortController }>();
+  /** Actor types some node hosted since this node started. */
+  readonly #hostedTypes = new Set<string>();
+
+  /** Whether `node` was declared dead recently (its subscriptions may be stale). */
+  #isExpired(node: string): boolean {
+    const at = this.#expired.get(node);
+    if (at === undefined) return false;
+    if (performance.now() - at > STALE_SUBSCRIPTION_MS) {
+      this.#expired.delete(node);
+      return false;
+    }
+    return true;
+  }
   readonly #offMembership: () => void;
 
   constructor(host: RouterHost) {
     this.#host = host;
+    for (const n of host.membership.nodes()) for (const t of n.types) this.#hostedTypes.add(t);
     this.#offMembership = host.membership.on((e) => {
+      if (e.type === "node_joined") {
+        this.#expired.delete(e.node.id);
+        for (const t of e.node.types) this.#hostedTypes.add(t);
+        return;
+      }
       if (e.type !== "node_left") return;
-      for (const c of this.#watching.get(e.node.id) ?? []) {
-        c.abort(new UnavailableError(`Node "${e.node.id}" left the cluster`));
+      const gone = new UnavailableError(`Node "${e.node.id}" left the cluster`);
+      for (const c of this.#watching.get(e.node.id) ?? []) c.abort(gone);
+      if (e.reason !== "expired") return;
+      // Its NATS subscriptions may outlive it (a paused process looks connected until the
+      // server's pings give up): requests to its actors would hang there. Remember it, and
+      // move requests already waiting on one of its actors.
+      this.#expired.set(e.node.id, performance.now());
+      for (const w of this.#actorWaits) {
+        host.ownership.owner(w.type, w.id).then((owner) => {
+          if (owner === e.node.id) w.controller.abort(gone);
+        }, () => {});
       }
     });
   }
@@ -181,18 +220,43 @@ export class Router {
       await delay(Math.min(backoff, Math.max(0, m.deadline - performance.now())));
       backoff = Math.min(backoff * 2, 500);
     };
+    const noHost = (): ActorError | undefined => {
+      // A type no node hosted since this node started (its first view of the membership is
+      // the whole bucket) is unknown; else its hosts are away for now and may come back.
+      if (!this.#hostedTypes.has(type)) {
+        return new UnknownActorTypeError(`No live node hosts actor type "${type}"`);
+      }
+      return undefined;
+    };
     let target = node;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const left = m.deadline - performance.now();
-      if (left <= 0) return m.reject(new TimeoutError(`Message to ${type}/${id} timed out`));
+      if (left <= 0) {
+        return m.reject(
+          attempt > 0 && target === undefined && h.membership.hostsOf(type).length === 0
+            ? new UnavailableError(`No live node hosts actor type "${type}" now`)
+            : new TimeoutError(`Message to ${type}/${id} timed out`),
+        );
+      }
       if (worker && target === undefined) {
         target = this.#pickWorkerNode(type, id, failed);
-        if (target === undefined && failed.size > 0) {
+        if (target === undefined) {
+          const unknown = failed.size === 0 ? noHost() : undefined;
+          if (unknown) return m.reject(unknown);
           failed.clear();
           await pause();
           continue;
         }
         if (target === h.node) return h.deliverHere(type, id, m);
+      } else if (target === undefined && this.#expired.size > 0) {
+        // After a node was declared dead: do not send to an actor it still "owns" (its stale
+        // subscription would swallow the request); place it on a live node instead.
+        const owner = await h.ownership.owner(type, id).catch(() => undefined);
+        if (owner !== undefined && this.#isExpired(owner)) {
+          const next = this.placeActor(type, id);
+          if (next === h.node) return h.deliverHere(type, id, m);
+          if (next !== undefined) target = next;
+        }
       }
       const subject = target !== undefined ? this.#nodeSubject(target) : home;
       const streamTo = m.kind === "stream" ? h.conn.inbox() : undefined;
@@ -209,7 +273,7 @@ export class Router {
         ...(streamTo !== undefined ? { streamTo } : {}),
       });
       const sentTo = target;
-      const watch = sentTo !== undefined ? this.#watchNode(sentTo) : undefined;
+      const watch = sentTo !== undefined ? this.#watchNode(sentTo) : this.#watchActor(type, id);
       try {
         if (m.kind === "stream") {
           await this.#openStream(subject, data, headers, left, streamTo!, m);
@@ -218,24 +282,24 @@ export class Router {
         const reply = await h.conn.request(subject, data, {
           headers,
           timeout: left,
-          ...(watch ? { signal: watch.signal } : {}),
+          signal: watch.signal,
         });
         const value = decodeReply(reply, codecFor, h.wireCodec.contentType);
         if (m.kind === "tell") (m as { accepted?: () => void }).accepted?.();
         else m.resolve(value);
         return;
       } catch (err) {
-        if (watch?.signal.aborted && err === watch.signal.reason) {
+        if (watch.signal.aborted && err === watch.signal.reason) {
           // The node died with the message: it may or may not have been handled.
           if (!resendable) {
             return m.reject(
               new UnavailableError(
-                `Node "${sentTo}" failed while handling ${type}/${id}.${m.handler}`,
+                `The node handling ${type}/${id}.${m.handler} failed (${(err as Error).message})`,
                 { cause: err },
               ),
             );
           }
-          failed.add(sentTo!);
+          if (sentTo !== undefined) failed.add(sentTo);
           target = undefined;
           continue;
         }
@@ -250,12 +314,10 @@ export class Router {
           }
           const owner = this.placeActor(type, id);
           if (owner === undefined) {
-            const known = h.membership.nodes().length > 0;
-            return m.reject(
-              known
-                ? new UnknownActorTypeError(`No live node hosts actor type "${type}"`)
-                : new UnavailableError(`No node is reachable for actor type "${type}"`),
-            );
+            const unknown = noHost();
+            if (unknown) return m.reject(unknown);
+            await pause();
+            continue;
           }
           if (owner === h.node) return h.deliverHere(type, id, m);
           target = owner;
@@ -278,10 +340,17 @@ export class Router {
         }
         return m.reject(err);
       } finally {
-        watch?.done();
+        watch.done();
       }
     }
     m.reject(new UnavailableError(`Could not route ${type}/${id} after ${MAX_ATTEMPTS} attempts`));
+  }
+
+  /** An abort signal that fires when the node owning `type/id` is declared dead. */
+  #watchActor(type: string, id: string): { signal: AbortSignal; done(): void } {
+    const w = { type, id, controller: new AbortController() };
+    this.#actorWaits.add(w);
+    return { signal: w.controller.signal, done: () => this.#actorWaits.delete(w) };
   }
 
   /** An abort signal that fires when `node` leaves the cluster (dies or closes). */
