@@ -4,6 +4,7 @@
 #  - nats-server, from Debian's packages (needs root), used by the NATS tests.
 # Ends with a line "N passed, N failed".
 set -uo pipefail
+export NO_COLOR=1
 cd "$(dirname "$0")/.."
 
 if [ ! -x node_modules/.bin/deno ]; then

@@ -31,7 +31,6 @@ import {
   nanos,
   type NatsConnection,
   type Subscription,
-  type TlsOptions,
   wsconnect,
   type WsSocketFactory,
 } from "@nats-io/nats-core";
@@ -158,6 +157,24 @@ function classify(servers: string[]): Transport {
     kind = k;
   }
   return kind!;
+}
+
+/** TLS settings of TCP connections (the same fields as the NATS client's `TlsOptions`). */
+export interface TlsOptions {
+  /** Start TLS before the server's INFO (the server needs `handshake_first: true`). */
+  handshakeFirst?: boolean;
+  /** Path of the client certificate (PEM). */
+  certFile?: string;
+  /** The client certificate (PEM). */
+  cert?: string;
+  /** Path of the CA certificate(s) to trust (PEM). */
+  caFile?: string;
+  /** The CA certificate(s) to trust (PEM). */
+  ca?: string;
+  /** Path of the client key (PEM). */
+  keyFile?: string;
+  /** The client key (PEM). */
+  key?: string;
 }
 
 /**
@@ -507,6 +524,7 @@ class NatsMeshConnection implements MeshConnection {
     }
   }
 
+  // deno-lint-ignore require-await
   async request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage> {
     this.#check();
     const { signal } = options;

@@ -21,4 +21,4 @@
 
 export { natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
 export type { Mesh } from "../../src/mesh/types.ts";
-export type { TlsOptions } from "@nats-io/nats-core";
+export type { TlsOptions } from "./mesh.ts";
