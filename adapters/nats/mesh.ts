@@ -61,6 +61,7 @@ import {
   type SubscribeOptions,
 } from "../../src/mesh/types.ts";
 import { isValidSubject } from "../../src/mesh/subject.ts";
+import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
 
 /**
  * Options of {@link natsMesh}.
@@ -524,6 +525,13 @@ class NatsMeshConnection implements MeshConnection {
     }
   }
 
+  /**
+   * Request/reply through one reply subscription per connection (`<inbox>.*`), like the
+   * client's own mux but without its per-request costs (it builds an `Error`, with a stack
+   * trace, for every request it completes): a token per request, a map of pending requests, and
+   * one coarse timer for all their deadlines. "No responders" is the server's 503 status on
+   * the reply subject.
+   */
   // deno-lint-ignore require-await
   async request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage> {
     this.#check();
@@ -531,43 +539,64 @@ class NatsMeshConnection implements MeshConnection {
     signal?.throwIfAborted();
     checkSubject(subject, "request");
     const what = `Request to "${subject}"`;
-    let p: Promise<Msg>;
-    try {
-      const opts: { timeout: number; headers?: MsgHdrs } = {
-        timeout: Math.max(1, Math.ceil(options.timeout)),
-      };
-      const h = toNatsHeaders(options.headers);
-      if (h) opts.headers = h;
-      p = this.nc.request(subject, data, opts);
-    } catch (err) {
-      throw toMeshError(err, what);
-    }
-    // Once closing, a failure of the client's request is ignored: close() rejects what is
-    // still in flight with "closed" when it is done (not earlier, so that the rejection
-    // reaches a caller that awaits close() first).
+    const prefix = this.#muxPrefix ??= this.#startMux();
+    const token = (++this.#muxSeq).toString(36);
     return new Promise<MeshMessage>((resolve, reject) => {
-      let settled = false;
-      const cancel = (err: unknown) => {
-        if (settled) return;
-        settled = true;
+      const finish = (): boolean => {
+        const p = this.#pending.get(token);
+        if (!p) return false;
+        this.#pending.delete(token);
         this.#inflight.delete(cancel);
+        this.#deadlines.remove(p.entry);
         if (onAbort) signal!.removeEventListener("abort", onAbort);
-        reject(err);
+        return true;
+      };
+      const cancel = (err: unknown) => {
+        if (finish()) reject(err);
       };
       const onAbort = signal ? () => cancel(signal.reason) : undefined;
-      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
-      this.#inflight.add(cancel);
-      p.then((msg) => {
-        if (settled) return;
-        settled = true;
-        this.#inflight.delete(cancel);
-        if (onAbort) signal!.removeEventListener("abort", onAbort);
-        resolve(toMeshMessage(msg));
-      }, (err) => {
-        if (this.#closing || settled) return;
-        cancel(toMeshError(err, what));
+      const timeout = Math.max(1, Math.ceil(options.timeout));
+      const entry = this.#deadlines.add(
+        performance.now() + timeout,
+        () => cancel(new MeshError("timeout", `${what} timed out after ${timeout} ms`)),
+      );
+      this.#pending.set(token, {
+        entry,
+        settle: (msg) => {
+          if (!finish()) return;
+          if (msg.data.length === 0 && msg.headers?.code === 503) {
+            reject(new MeshError("no_responders", `${what}: no responders`));
+          } else resolve(toMeshMessage(msg));
+        },
       });
+      this.#inflight.add(cancel);
+      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+      try {
+        const opts: { reply: string; headers?: MsgHdrs } = { reply: `${prefix}.${token}` };
+        const h = toNatsHeaders(options.headers);
+        if (h) opts.headers = h;
+        this.nc.publish(subject, data, opts);
+      } catch (err) {
+        cancel(toMeshError(err, what));
+      }
     });
+  }
+
+  #muxPrefix: string | undefined;
+  #muxSeq = 0;
+  readonly #pending = new Map<string, { entry: WheelEntry; settle: (msg: Msg) => void }>();
+  readonly #deadlines = new TimerWheel(5);
+
+  #startMux(): string {
+    const prefix = createInbox();
+    const strip = prefix.length + 1;
+    this.nc.subscribe(`${prefix}.*`, {
+      callback: (err, msg) => {
+        if (err) return;
+        this.#pending.get(msg.subject.slice(strip))?.settle(msg);
+      },
+    });
+    return prefix;
   }
 
   subscribe(
@@ -698,6 +727,7 @@ class NatsMeshConnection implements MeshConnection {
     for (const cancel of [...this.#inflight]) {
       cancel(new MeshError("closed", `Request of node "${this.node}" failed: connection closed`));
     }
+    this.#deadlines.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
