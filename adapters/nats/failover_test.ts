@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { ActorError, createSystem, type System } from "../../mod.ts";
 import { natsMesh } from "./mod.ts";
+import { defaultMargin } from "../../src/directory/membership.ts";
 import {
   type NatsCluster,
   type NodeProcess,
@@ -18,10 +19,10 @@ import { Account } from "../../examples/bank/actors.ts";
 
 const BANK = new URL("../../tests/nodes/bank_node.ts", import.meta.url);
 const TTL = 1500;
-/** The lease of the NATS-server-killed scenario: the default 5000 ms. */
-const C_TTL = 5000;
+/** The lease of the NATS-server-killed scenario: natsMesh's default. */
+const C_TTL = 10_000;
 /** The membership margin for TTL (see `defaultMargin`). */
-const MARGIN = Math.max(Math.min(1000, TTL), TTL / 5);
+const MARGIN = defaultMargin(TTL);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

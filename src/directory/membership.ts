@@ -65,7 +65,8 @@ export interface MembershipOptions {
   hosts?: boolean;
   /**
    * Extra time, in ms, an observer waits after `ttl` before it declares a silent node dead.
-   * @default {Math.max(Math.min(1000, ttl), ttl / 5)}
+   * Capped at 1 s, so a dead node is seen within `ttl + 1 s`.
+   * @default {Math.min(1000, Math.max(250, ttl / 5))}
    */
   margin?: number;
   /** Replicas of the bucket. @default {1} */
@@ -151,7 +152,7 @@ export interface Membership {
 }
 
 /**
- * The default margin for a time to live: `max(min(1000, ttl), ttl / 5)`.
+ * The default margin for a time to live: `min(1000, max(250, ttl / 5))`.
  *
  * @example
  * ```ts
@@ -160,7 +161,7 @@ export interface Membership {
  * ```
  */
 export function defaultMargin(ttl: number): number {
-  return Math.max(Math.min(1000, ttl), ttl / 5);
+  return Math.min(1000, Math.max(250, ttl / 5));
 }
 
 interface Heartbeat {
@@ -448,11 +449,14 @@ class MembershipImpl implements Membership {
     if (this.#closed || this.#paused || this.#inFlight) return;
     const sentAt = performance.now();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    // A put that hangs for a whole ttl counts as failed: it cannot extend the lease anyway.
+    // Stop waiting for a put after ttl / 3 and send another (a put that lands late is
+    // harmless: only acknowledged puts extend the lease), so that heartbeats go through as
+    // soon as the KV answers again, e.g. after a leader election.
+    const wait = Math.max(250, this.ttl / 3);
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error(`Heartbeat not acknowledged within ${this.ttl} ms`)),
-        this.ttl,
+        () => reject(new Error(`Heartbeat not acknowledged within ${wait} ms`)),
+        wait,
       );
     });
     const put = this.#bucket.put(this.#key, this.#heartbeatValue());
