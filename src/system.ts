@@ -149,6 +149,18 @@ export interface SystemInternals {
 
 const TYPE_NAME = /^[a-z][a-z0-9_-]*$/;
 
+/** The envelope fields a message inherits from the turn that sends it. */
+function fromOrigin(
+  origin: CallOrigin | undefined,
+): Pick<Envelope, "chain" | "caller" | "token"> {
+  if (!origin) return { chain: [] };
+  return {
+    chain: origin.chain,
+    ...(origin.caller ? { caller: origin.caller } : {}),
+    ...(origin.token !== undefined ? { token: origin.token } : {}),
+  };
+}
+
 /**
  * Starts a node. See `createSystem` in `mod.ts` for the public entry (it adds libSQL URLs).
  */
@@ -375,9 +387,7 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
         handler,
         payload,
         deadline,
-        chain: origin?.chain ?? [],
-        ...(origin?.caller ? { caller: origin.caller } : {}),
-        ...(origin?.token !== undefined ? { token: origin.token } : {}),
+        ...fromOrigin(origin),
         ...(options?.idempotencyKey !== undefined
           ? { idempotencyKey: options.idempotencyKey }
           : {}),
@@ -415,9 +425,7 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
       handler,
       payload,
       deadline,
-      chain: origin?.chain ?? [],
-      ...(origin?.caller ? { caller: origin.caller } : {}),
-      ...(origin?.token !== undefined ? { token: origin.token } : {}),
+      ...fromOrigin(origin),
       resolve: () => {},
       reject: (e) => channel.error(e),
       sink: channel,

@@ -57,13 +57,18 @@ export const Counter = defineActor({
   },
 });
 
+/** Concurrency seen by `Resize.thumbnail`. */
+export const resizeLoad = { now: 0, max: 0 };
+
 export const Resize = defineActor({
   name: "resize",
   stateless: true,
   concurrency: 4,
   handlers: {
     async thumbnail(_ctx, size: number) {
-      await new Promise((r) => setTimeout(r, 5));
+      resizeLoad.max = Math.max(resizeLoad.max, ++resizeLoad.now);
+      await new Promise((r) => setTimeout(r, 20));
+      resizeLoad.now--;
       return `thumb-${size}`;
     },
     where: (_ctx) => "here",

@@ -120,3 +120,18 @@ Deno.test("rich values (bigint, Date, Map, Set, bytes) cross the wire intact", a
     await host.close();
   }
 });
+
+Deno.test("a node sending JSON talks to a node sending MessagePack: codec per message", async () => {
+  const mesh = inProcessMesh();
+  const host = await createSystem({ actors: [Counter, Account], mesh });
+  const client = await createSystem({ actors: [], mesh, contentType: "application/json" });
+  try {
+    const v = { big: 12n, when: new Date(0), list: [1, "two", null], nested: { ok: true } };
+    assert.deepEqual(await client.ref(Counter, "j").ask("echo", v), v);
+    assert.equal(await client.ref(Account, "j").ask("deposit", 5), 5);
+    await assert.rejects(client.ref(Account, "j").ask("withdraw", 50), { code: "insufficient" });
+  } finally {
+    await client.close();
+    await host.close();
+  }
+});

@@ -61,7 +61,7 @@ import {
   type SubscribeOptions,
 } from "../../src/mesh/types.ts";
 import { isValidSubject } from "../../src/mesh/subject.ts";
-import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
+import { delay, TimerWheel, type WheelEntry } from "../../src/util/async.ts";
 
 /**
  * Options of {@link natsMesh}.
@@ -220,21 +220,6 @@ export function natsMesh(options: NatsMeshOptions): Mesh {
   };
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
 function backoff(attempt: number): number {
   const base = Math.min(1000, 50 * 2 ** attempt);
   return base / 2 + Math.random() * base / 2;
@@ -285,7 +270,7 @@ async function connectNode(
         );
       }
     }
-    await sleep(Math.min(backoff(attempt++), Math.max(0, deadline - performance.now())), signal);
+    await delay(Math.min(backoff(attempt++), Math.max(0, deadline - performance.now())), signal);
   }
   throw new MeshError(
     "timeout",
@@ -753,7 +738,7 @@ async function retry<T>(
     } catch (err) {
       const left = deadline - performance.now();
       if (!retryable(err) || left <= 0) throw toMeshError(err, what);
-      await sleep(Math.min(backoff(attempt), left));
+      await delay(Math.min(backoff(attempt), left));
     }
   }
 }
@@ -1014,7 +999,7 @@ class NatsKvWatch implements KvWatch {
         } catch {
           if (this.#conn.nc.isClosed()) return this.stop();
           try {
-            await sleep(backoff(attempt + 3), this.#stopSleep.signal);
+            await delay(backoff(attempt + 3), this.#stopSleep.signal);
           } catch {
             return;
           }

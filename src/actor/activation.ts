@@ -20,6 +20,7 @@ import { isPromiseLike, type TimerWheel } from "../util/async.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 import type { Context } from "./context.ts";
 import type { Envelope, Logger } from "./envelope.ts";
+import { pumpStream } from "./stream.ts";
 import { type ActorRef, type Caller, type CallOrigin, type Dispatcher, makeRef } from "./ref.ts";
 
 /** What an activation needs from its node. */
@@ -357,40 +358,23 @@ export class Activation {
     beforeSeq: number,
   ): Promise<void> {
     const sink = m.sink!;
-    const it = gen as AsyncIterator<unknown> | Iterator<unknown>;
     let base = beforeSeq;
     let snapshot = before;
     try {
-      for (;;) {
-        if (sink.signal.aborted) {
-          await it.return?.();
-          break;
-        }
-        const step = await it.next();
+      await pumpStream(gen as AsyncIterator<unknown> | Iterator<unknown>, sink, async () => {
+        // Events emitted by this step are durable before its item leaves.
         if (this.#dirty(undefined)) {
           await this.#commit(base, undefined, undefined);
           base = this.seq;
           snapshot = this.state;
         }
-        if (step.done) {
-          sink.end();
-          break;
-        }
-        try {
-          await sink.push(step.value);
-        } catch {
-          await it.return?.();
-          break;
-        }
-      }
+      });
     } catch (err) {
       this.#rollback(snapshot, base);
       sink.error(
-        err instanceof JournalFailure ? this.#commitError(err) : callerError(
-          err,
-          this.#host.log,
-          `${this.key}.${m.handler}`,
-        ),
+        err instanceof JournalFailure
+          ? this.#commitError(err)
+          : callerError(err, this.#host.log, `${this.key}.${m.handler}`),
       );
     }
     m.resolve(undefined);

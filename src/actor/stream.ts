@@ -131,3 +131,30 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
     };
   }
 }
+
+/**
+ * Drives a streaming handler's iterator into `sink` with backpressure: each item waits for
+ * room; a cancelled consumer closes the iterator. `afterStep` runs after every step (before
+ * its item is sent), e.g. to commit the events the step emitted. Errors propagate.
+ */
+export async function pumpStream(
+  it: AsyncIterator<unknown> | Iterator<unknown>,
+  sink: StreamSink,
+  afterStep?: () => Promise<void>,
+): Promise<void> {
+  for (;;) {
+    if (sink.signal.aborted) {
+      await it.return?.();
+      return;
+    }
+    const step = await it.next();
+    await afterStep?.();
+    if (step.done) return sink.end();
+    try {
+      await sink.push(step.value);
+    } catch {
+      await it.return?.();
+      return;
+    }
+  }
+}

@@ -8,6 +8,7 @@ import { OverloadedError, TimeoutError } from "../errors.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 import type { Context } from "./context.ts";
 import type { Envelope } from "./envelope.ts";
+import { pumpStream } from "./stream.ts";
 import { type ActivationHost, callerError } from "./activation.ts";
 import { type ActorRef, type Caller, type CallOrigin, makeRef } from "./ref.ts";
 
@@ -63,25 +64,7 @@ export class WorkerPool {
     try {
       const result = await this.def.handlers[m.handler]!(ctx, m.payload);
       if (m.kind !== "stream") return m.resolve(result);
-      const sink = m.sink!;
-      const it = result as AsyncIterator<unknown>;
-      for (;;) {
-        if (sink.signal.aborted) {
-          await it.return?.();
-          break;
-        }
-        const step = await it.next();
-        if (step.done) {
-          sink.end();
-          break;
-        }
-        try {
-          await sink.push(step.value);
-        } catch {
-          await it.return?.();
-          break;
-        }
-      }
+      await pumpStream(result as AsyncIterator<unknown>, m.sink!);
       m.resolve(undefined);
     } catch (err) {
       const e = callerError(err, this.#host.log, `${this.def.name}.${m.handler}`);

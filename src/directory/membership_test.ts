@@ -163,7 +163,7 @@ Deno.test("failing heartbeats fence the node when its lease lapses, not before",
   const fenced = a.events.find((e) => e.event.type === "fenced")!;
   assert.equal(fenced.event.type === "fenced" && fenced.event.reason, "heartbeat_failed");
   assert.ok(fenced.at >= deadline, "still serving while the lease held");
-  assert.ok(fenced.at < deadline + 50, "fenced on time when it lapsed");
+  assert.ok(fenced.at < deadline + 250, "fenced on time when it lapsed (timer lag allowed)");
   await a.m.close(); // cannot delete its key: warns, does not throw
   assert.ok(a.warnings.some((w) => w.includes("Could not delete")));
 });
