@@ -223,7 +223,6 @@ export class Activation {
       return;
     }
     this.#queue.push(m);
-    this.lastActive = performance.now();
     this.#kick();
   }
 

@@ -64,6 +64,7 @@ export class TimerWheel {
   #timer: ReturnType<typeof setInterval> | undefined;
   #size = 0;
   #closed = false;
+  #idleTicks = 0;
 
   /** @param tick Precision in ms. */
   constructor(tick = 5) {
@@ -94,7 +95,6 @@ export class TimerWheel {
       this.#size--;
       if (set.size === 0) this.#buckets.delete(slot.bucket);
     }
-    if (this.#size === 0) this.#stop();
   }
 
   /** Pending entries. */
@@ -103,6 +103,13 @@ export class TimerWheel {
   }
 
   #run(): void {
+    // The timer keeps running while entries come and go (starting and stopping it per request
+    // costs more than a tick); it stops after a second without any entry.
+    if (this.#size === 0) {
+      if (++this.#idleTicks * this.#tick >= 1000) this.#stop();
+      return;
+    }
+    this.#idleTicks = 0;
     const now = performance.now();
     const due: Slot[] = [];
     for (const [bucket, set] of this.#buckets) {
@@ -115,7 +122,6 @@ export class TimerWheel {
       }
       if (set.size === 0) this.#buckets.delete(bucket);
     }
-    if (this.#size === 0) this.#stop();
     for (const slot of due) {
       const fn = slot.fn;
       slot.fn = undefined;
@@ -124,6 +130,7 @@ export class TimerWheel {
   }
 
   #stop(): void {
+    this.#idleTicks = 0;
     if (this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
