@@ -68,6 +68,6 @@ if (!Deno.env.get("BENCH_SKIP_NATS")) {
       f(r.leaveLagP50Ms!)
     } ms, kill -9 failover p50 ${f(r.failoverP50Ms!)} ms (max ${
       f(r.failoverMaxMs!)
-    }), leaseTtl ${r.leaseTtlMs} ms`,
+    }, ${r.failoverRuns} runs), leaseTtl ${r.leaseTtlMs} ms`,
   );
 }

@@ -51,6 +51,15 @@ export interface RouterHost {
 }
 
 const MAX_ATTEMPTS = 100;
+/** How long a request on an expired owner's actor may still get its own answer. */
+const EXPIRY_GRACE_MS = 200;
+
+interface ActorWait {
+  type: string;
+  id: string;
+  controller: AbortController;
+  timer?: ReturnType<typeof setTimeout>;
+}
 /**
  * How long after a node was declared dead its subscriptions may still take requests: a paused
  * client looks connected to nats-server until its pings go unanswered (2 × 2 min by default).
@@ -87,7 +96,7 @@ export class Router {
   /** Nodes declared dead (monotonic time), whose stale subscriptions may still take requests. */
   readonly #expired = new Map<string, number>();
   /** Requests waiting on an actor subject (to move when the owner is declared dead). */
-  readonly #actorWaits = new Set<{ type: string; id: string; controller: AbortController }>();
+  readonly #actorWaits = new Set<ActorWait>();
   /** Actor types some node hosted since this node started. */
   readonly #hostedTypes = new Set<string>();
 
@@ -122,7 +131,12 @@ export class Router {
       this.#expired.set(e.node.id, performance.now());
       for (const w of this.#actorWaits) {
         host.ownership.owner(w.type, w.id).then((owner) => {
-          if (owner === e.node.id) w.controller.abort(gone);
+          // A request that merely crossed the expiry gets its own answer (often "no
+          // responders", which is safe to resend) within a moment; one sitting in a dead
+          // node's stale subscription does not.
+          if (owner === e.node.id && this.#actorWaits.has(w)) {
+            w.timer = setTimeout(() => w.controller.abort(gone), EXPIRY_GRACE_MS);
+          }
         }, () => {});
       }
     });
@@ -348,9 +362,15 @@ export class Router {
 
   /** An abort signal that fires when the node owning `type/id` is declared dead. */
   #watchActor(type: string, id: string): { signal: AbortSignal; done(): void } {
-    const w = { type, id, controller: new AbortController() };
+    const w: ActorWait = { type, id, controller: new AbortController() };
     this.#actorWaits.add(w);
-    return { signal: w.controller.signal, done: () => this.#actorWaits.delete(w) };
+    return {
+      signal: w.controller.signal,
+      done: () => {
+        this.#actorWaits.delete(w);
+        clearTimeout(w.timer);
+      },
+    };
   }
 
   /** An abort signal that fires when `node` leaves the cluster (dies or closes). */
