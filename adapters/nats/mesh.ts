@@ -674,7 +674,8 @@ class NatsMeshConnection implements MeshConnection {
       deadline,
       what,
     );
-    return new NatsKvBucket(this, kv, bucket, String(info.created));
+    const serialized = info.config.num_replicas <= 1 || replicatedCasIsSafe(this.nc.info?.version);
+    return new NatsKvBucket(this, kv, bucket, String(info.created), serialized);
   }
 
   #replicas(requested: number | undefined): number {
@@ -748,15 +749,23 @@ const EMPTY = new Uint8Array(0);
 class NatsKvBucket implements KvBucket {
   readonly name: string;
   readonly incarnation: string;
+  readonly serializedCas: boolean;
   readonly #conn: NatsMeshConnection;
   readonly #kv: KV;
   readonly #prefix: string;
 
-  constructor(conn: NatsMeshConnection, kv: KV, name: string, incarnation: string) {
+  constructor(
+    conn: NatsMeshConnection,
+    kv: KV,
+    name: string,
+    incarnation: string,
+    serializedCas: boolean,
+  ) {
     this.#conn = conn;
     this.#kv = kv;
     this.name = name;
     this.incarnation = incarnation;
+    this.serializedCas = serializedCas;
     this.#prefix = `$KV.${name}.`;
   }
 

@@ -31,6 +31,7 @@ import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import type { ElectOptions, Leader, Lease, LeaseOptions } from "./types.ts";
 import { defaultMargin, type Membership } from "./membership.ts";
+import { delay } from "../util/async.ts";
 
 /** A held lease, with the details of its fencing token. */
 export interface HeldLease extends Lease {
@@ -92,6 +93,8 @@ export interface Leases {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const DEFAULT_TTL = 5_000;
+/** How long a write on a bucket without serialized CAS waits for concurrent writes to land. */
+const CAS_SETTLE_MS = 30;
 
 function isConflict(err: unknown): boolean {
   return err instanceof MeshError && err.code === "kv_conflict";
@@ -191,6 +194,16 @@ class LeasesImpl implements Leases {
     }
   }
 
+  /**
+   * After a write that succeeded on a bucket without serialized compare-and-set: waits for
+   * concurrent writes to be applied, then checks that `revision` is still the key's latest.
+   */
+  async #stillLatest(key: string, revision: number): Promise<boolean> {
+    await delay(CAS_SETTLE_MS);
+    const latest = await this.bucket.get(key).catch(() => null);
+    return latest !== null && latest.revision === revision;
+  }
+
   async #acquire(name: string, ttl: number, stop: AbortSignal): Promise<HeldLease> {
     const key = encodeToken(name);
     const owner = crypto.randomUUID();
@@ -206,6 +219,11 @@ class LeasesImpl implements Leases {
       } catch (err) {
         if (isConflict(err)) return undefined;
         throw err;
+      }
+      if (!this.bucket.serializedCas && !(await this.#stillLatest(key, rev))) {
+        // Replicated compare-and-set on nats-server < 2.9.21 can let a concurrent writer win
+        // too: the later write stands, and every writer but its author sees a newer revision.
+        return undefined;
       }
       if (stop.aborted || performance.now() >= sentAt + ttl) {
         // Gave up, or the write took a whole ttl: do not keep it.

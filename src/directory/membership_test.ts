@@ -259,6 +259,7 @@ function laggy(conn: MeshConnection): { conn: MeshConnection; hold(on: boolean):
       const b: KvBucket = {
         name: bucket.name,
         incarnation: bucket.incarnation,
+        serializedCas: bucket.serializedCas,
         get: (k) => bucket.get(k),
         put: (k, v) => bucket.put(k, v),
         create: (k, v) => bucket.create(k, v),

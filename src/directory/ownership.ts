@@ -29,6 +29,7 @@ import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, UnavailableError } from "../errors.ts";
 import type { DirectoryEvent } from "./types.ts";
 import { createEventQueue, type DirectoryWatch, type Membership } from "./membership.ts";
+import { delay } from "../util/async.ts";
 
 /** Options of {@link createOwnership}. */
 export interface OwnershipOptions {
@@ -112,6 +113,9 @@ function parseRecord(entry: KvEntry): OwnerRecord | undefined {
     return undefined;
   }
 }
+
+/** How long a claim on a bucket without serialized CAS waits for concurrent claims to land. */
+const CAS_SETTLE_MS = 30;
 
 function isConflict(err: unknown): boolean {
   return err instanceof MeshError && err.code === "kv_conflict";
@@ -241,6 +245,19 @@ class OwnershipImpl implements Ownership {
       // Closed while claiming: do not leave a record behind.
       await this.#bucket.delete(key, { revision }).catch(() => {});
       throw new ClosedError("The ownership directory is closed");
+    }
+    if (!this.#bucket.serializedCas) {
+      // Replicated compare-and-set on nats-server < 2.9.21 can let a concurrent claim win too:
+      // the later write stands; its author keeps the actor and everyone else defers to it.
+      await delay(CAS_SETTLE_MS);
+      const latest = await this.#bucket.get(key).catch(() => null);
+      const rec = latest && latest.operation === "PUT" ? parseRecord(latest) : undefined;
+      if (
+        latest && latest.revision !== revision && rec && rec.incarnation !== incarnation &&
+        rec.node !== this.#membership.self.id
+      ) {
+        return { ok: false, owner: rec.node };
+      }
     }
     this.#claims.set(key, revision);
     return takenFrom === undefined

@@ -647,6 +647,8 @@ function conflict(bucket: string, key: string, what: string): MeshError {
 class BucketHandle implements KvBucket {
   readonly name: string;
   readonly incarnation: string;
+  /** Writes run one at a time on shared state: always serialized. */
+  readonly serializedCas = true;
   constructor(readonly conn: InProcessConnection, readonly state: BucketState) {
     this.name = state.name;
     this.incarnation = state.incarnation;

@@ -189,6 +189,12 @@ export interface KvBucket {
    */
   readonly incarnation: string;
   /**
+   * Whether compare-and-set (`create`, `update`) is serialized: two writers expecting the same
+   * revision can never both succeed. `false` on replicated buckets of nats-server before 2.9.21
+   * (nats-server #4320): callers that need exclusivity then check their write afterwards.
+   */
+  readonly serializedCas: boolean;
+  /**
    * The current entry (authoritative: not from a possibly stale replica), or null when the
    * key is missing or its latest operation is a delete/purge.
    */
