@@ -225,6 +225,32 @@ function backoff(attempt: number): number {
   return base / 2 + Math.random() * base / 2;
 }
 
+const SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
+let socketGuard = false;
+
+/**
+ * The NATS client for Node removes its sockets' `error` listeners for short windows (after it
+ * read the server's INFO, and when it discards a socket): a connection reset by a server that
+ * dies, or that refuses a login, in such a window surfaces as an uncaught exception that would end
+ * the process. Troupe installs one narrow guard: an uncaught error whose code is a socket error
+ * and that comes from the runtime's TCP layer is logged (the client sees the closed socket and
+ * reconnects) instead of ending the process. Anything else stays uncaught.
+ */
+export function installSocketGuard(): void {
+  if (socketGuard || typeof globalThis.addEventListener !== "function") return;
+  socketGuard = true;
+  globalThis.addEventListener("error", (event) => {
+    const err = (event as ErrorEvent).error as { code?: unknown; stack?: unknown } | undefined;
+    if (
+      err && typeof err.code === "string" && SOCKET_ERRORS.has(err.code) &&
+      typeof err.stack === "string" && /TCPWrap|stream_base_commons|net\./.test(err.stack)
+    ) {
+      event.preventDefault();
+      console.warn(`troupe nats mesh: ignored a late socket error (${err.code})`);
+    }
+  });
+}
+
 async function connectNode(
   servers: string[],
   transport: Transport,
@@ -249,6 +275,7 @@ async function connectNode(
   if (options.pass !== undefined) base.pass = options.pass;
   if (options.token !== undefined) base.token = options.token;
   if (options.tls !== undefined) base.tls = options.tls;
+  if (transport !== "ws") installSocketGuard();
   let attempt = 0;
   let last: unknown;
   while (true) {

@@ -96,7 +96,7 @@ Deno.test("natsMesh() rejects mixed transports and bad options", () => {
   const mesh = natsMesh({ servers: "127.0.0.1:4222" });
   assert.equal(mesh.kind, "nats");
   assert.equal(mesh.prefix, "troupe");
-  assert.equal(mesh.leaseTtl, 5000);
+  assert.equal(mesh.leaseTtl, 10_000);
 });
 
 Deno.test("natsMesh().connect() fails within connectTimeout, naming the servers", async () => {

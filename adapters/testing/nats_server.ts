@@ -14,6 +14,8 @@
  * @module
  */
 
+import { installSocketGuard } from "../nats/mesh.ts";
+
 /** Options of {@link startNatsCluster}. */
 export interface NatsClusterOptions {
   /** How many servers: one, or a three-server cluster. @default {1} */
@@ -369,6 +371,8 @@ function configFor(
  * ```
  */
 export async function startNatsCluster(options: NatsClusterOptions = {}): Promise<NatsCluster> {
+  // Tests kill servers under live NATS clients: keep late socket resets from ending the run.
+  installSocketGuard();
   const binary = options.binary ?? findNatsServer();
   const count = options.servers ?? 1;
   const jetstream = options.jetstream ?? true;
