@@ -6,7 +6,7 @@
  */
 import { benchAsk, benchColdActivation } from "./runtime.ts";
 import { benchActivation, benchJournal } from "./journal.ts";
-import { benchNats } from "./nats.ts";
+import { benchNats, natsReport } from "./nats.ts";
 
 const f = (n: number) => n >= 100 ? Math.round(n).toLocaleString("en") : n.toFixed(2);
 console.log(
@@ -41,33 +41,5 @@ console.log(
 
 if (!Deno.env.get("BENCH_SKIP_NATS")) {
   console.log("\n4. cluster on nats-server (node in another process, 64-byte payload)");
-  const r = await benchNats();
-  console.log(
-    `   (a) ask vs raw NATS request/reply, 64 in flight: ${f(r.askTcpPerSec!)}/s vs ${
-      f(r.rawTcpPerSec!)
-    }/s → ${f(r.throughputRatio!)} (goal ≥ 0.8)`,
-  );
-  console.log(
-    `       p50 one at a time: ${f(r.askP50Ms!)} ms vs ${f(r.rawP50Ms!)} ms → ${
-      f(r.latencyRatio!)
-    } (goal ≤ 1.25)`,
-  );
-  console.log(
-    `   (b) ask over WebSocket vs TCP: ${f(r.askWsPerSec!)}/s vs ${f(r.askTcpPerSec!)}/s → ${
-      f(r.wsTcpRatio!)
-    } (goal ≥ 0.7)`,
-  );
-  console.log(`       (raw request/reply on the runtime's own WebSocket: ${f(r.rawWsPerSec!)}/s)`);
-  console.log(
-    `   (c) cold activation on a remote node: p50 ${f(r.coldP50Ms!)} ms, p99 ${
-      f(r.coldP99Ms!)
-    } ms; warm ask p50 ${f(r.warmP50Ms!)} ms`,
-  );
-  console.log(
-    `   (d) join lag p50 ${f(r.joinLagP50Ms!)} ms (p99 ${f(r.joinLagP99Ms!)}), graceful leave p50 ${
-      f(r.leaveLagP50Ms!)
-    } ms, kill -9 failover p50 ${f(r.failoverP50Ms!)} ms (max ${
-      f(r.failoverMaxMs!)
-    }, ${r.failoverRuns} runs), leaseTtl ${r.leaseTtlMs} ms`,
-  );
+  for (const line of natsReport(await benchNats(), "   ")) console.log(line);
 }

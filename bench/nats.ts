@@ -241,35 +241,32 @@ export async function benchNats(
   return results;
 }
 
-if (import.meta.main) {
-  const r = await benchNats();
-  const f = (n: number) => n >= 100 ? Math.round(n).toString() : n.toFixed(2);
-  console.log("NATS cluster benchmarks (1 nats-server, node in another process, 64-byte payload)");
-  console.log(
-    `(a) ask vs raw request/reply, 64 in flight: ${f(r.askTcpPerSec!)}/s vs ${
-      f(r.rawTcpPerSec!)
-    }/s → ratio ${f(r.throughputRatio!)} (goal ≥ 0.8)`,
-  );
-  console.log(
-    `    p50 latency one at a time: ${f(r.askP50Ms!)} ms vs ${f(r.rawP50Ms!)} ms → ratio ${
-      f(r.latencyRatio!)
+/** The lines that report {@link benchNats}'s results, each figure next to its baseline. */
+export function natsReport(r: Record<string, number>, indent = ""): string[] {
+  const f = (n: number | undefined) =>
+    n === undefined ? "-" : n >= 100 ? Math.round(n).toLocaleString("en") : n.toFixed(2);
+  return [
+    `(a) ask vs raw NATS request/reply, 64 in flight: ${f(r.askTcpPerSec)}/s vs ${
+      f(r.rawTcpPerSec)
+    }/s → ratio ${f(r.throughputRatio)} (goal ≥ 0.8)`,
+    `    p50 one at a time: ${f(r.askP50Ms)} ms vs ${f(r.rawP50Ms)} ms → ratio ${
+      f(r.latencyRatio)
     } (goal ≤ 1.25)`,
-  );
-  console.log(
-    `(b) ask over WebSocket: ${f(r.askWsPerSec!)}/s vs TCP ${f(r.askTcpPerSec!)}/s → ratio ${
-      f(r.wsTcpRatio!)
-    } (goal ≥ 0.7); raw WebSocket request/reply ${f(r.rawWsPerSec!)}/s`,
-  );
-  console.log(
-    `(c) cold activation on a remote node: p50 ${f(r.coldP50Ms!)} ms, p99 ${
-      f(r.coldP99Ms!)
-    } ms; warm ask p50 ${f(r.warmP50Ms!)} ms`,
-  );
-  console.log(
-    `(d) join lag p50 ${f(r.joinLagP50Ms!)} ms (p99 ${f(r.joinLagP99Ms!)}), graceful leave p50 ${
-      f(r.leaveLagP50Ms!)
-    } ms, kill -9 failover p50 ${f(r.failoverP50Ms!)} ms (max ${
-      f(r.failoverMaxMs!)
+    `(b) ask over WebSocket vs TCP: ${f(r.askWsPerSec)}/s vs ${f(r.askTcpPerSec)}/s → ratio ${
+      f(r.wsTcpRatio)
+    } (goal ≥ 0.7); raw request/reply on the runtime's own WebSocket ${f(r.rawWsPerSec)}/s`,
+    `(c) cold activation on a remote node: p50 ${f(r.coldP50Ms)} ms, p99 ${
+      f(r.coldP99Ms)
+    } ms; warm ask p50 ${f(r.warmP50Ms)} ms`,
+    `(d) join lag p50 ${f(r.joinLagP50Ms)} ms (p99 ${f(r.joinLagP99Ms)}), graceful leave p50 ${
+      f(r.leaveLagP50Ms)
+    } ms, kill -9 failover p50 ${f(r.failoverP50Ms)} ms (max ${
+      f(r.failoverMaxMs)
     }) over ${r.failoverRuns} runs with leaseTtl ${r.leaseTtlMs} ms`,
-  );
+  ].map((line) => indent + line);
+}
+
+if (import.meta.main) {
+  console.log("NATS cluster benchmarks (1 nats-server, node in another process, 64-byte payload)");
+  for (const line of natsReport(await benchNats())) console.log(line);
 }

@@ -3,6 +3,7 @@
  * (`cluster_test.ts`) and the NATS mesh (`adapters/nats/cluster_test.ts`).
  */
 import assert from "node:assert/strict";
+import { waitFor } from "./helpers.ts";
 import { ActorError, createSystem, defineActor, type Mesh, type System } from "../mod.ts";
 import { memoryJournal } from "../src/journal/memory.ts";
 import type { Journal } from "../src/journal/types.ts";
@@ -77,15 +78,6 @@ async function stop({ nodes, client, journal }: Nodes): Promise<void> {
   await client.close();
   await Promise.all(nodes.map((n) => n.close()));
   await journal.close();
-}
-
-/** Polls `cond` until true or the time is up. */
-export async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const until = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > until) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 type Case = [title: string, fn: (f: ClusterFixture) => Promise<void>];

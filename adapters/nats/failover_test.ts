@@ -6,6 +6,7 @@
  * Measured figures are printed with console.log.
  */
 import assert from "node:assert/strict";
+import { delay, waitFor } from "../../tests/helpers.ts";
 import { ActorError, createSystem, type System } from "../../mod.ts";
 import { natsMesh } from "./mod.ts";
 import { defaultMargin } from "../../src/directory/membership.ts";
@@ -23,16 +24,6 @@ const TTL = 1500;
 const C_TTL = 10_000;
 /** The membership margin for TTL (see `defaultMargin`). */
 const MARGIN = defaultMargin(TTL);
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what: string) {
-  const until = performance.now() + ms;
-  while (!(await cond())) {
-    if (performance.now() > until) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** One message per error code seen, for the report. */
 const samples = new Map<string, string>();
@@ -119,7 +110,7 @@ async function depositOnce(
       if (performance.now() > until) {
         throw new Error(`Deposit ${key} to ${account} never acknowledged: ${String(err)}`);
       }
-      await sleep(20);
+      await delay(20);
     }
   }
 }
@@ -212,7 +203,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
             acked.get(account)!.set(key, amount);
           }
         })());
-      await sleep(1000);
+      await delay(1000);
       const before = [...acked.values()].reduce((n, m) => n + m.size, 0);
       const killedAt = performance.now();
       hostProc.kill("SIGKILL");
@@ -230,7 +221,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
       }
       const recovery = servedAt - killedAt;
       const newHost = await client.directory.locate(Account, victim);
-      await sleep(1500);
+      await delay(1500);
       stop = true;
       await Promise.all(tasks);
       const total = [...acked.values()].reduce((n, m) => n + m.size, 0);
@@ -273,7 +264,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
       assert.ok(h, `host ${host}`);
       h.kill("SIGSTOP");
       const stoppedAt = performance.now();
-      await sleep(TTL + MARGIN + 500);
+      await delay(TTL + MARGIN + 500);
       const t0 = performance.now();
       let takeover: number | undefined;
       let takeoverError: unknown;
@@ -301,7 +292,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
         acked.set(`post-${i}`, 1);
       }));
       const postTime = performance.now() - contAt;
-      await sleep(1000);
+      await delay(1000);
       const hAfter = h.lines().slice(linesAtCont);
       const hAppends = hAfter.filter((l) => l.startsWith("APPEND ") && l.includes(x));
       const hRefused = hAfter.filter((l) => l.startsWith("APPEND_FAILED") && l.includes(x));
@@ -397,7 +388,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
       const sub = ws.subscribe("news.*", (p, topic) => void got.push([topic, p]));
       const got2: unknown[] = [];
       const sub2 = tcp.subscribe("news.>", (p) => void got2.push(p));
-      await sleep(200);
+      await delay(200);
       await tcp.publish("news.tcp", { from: "tcp" });
       await ws.publish("news.ws", { from: "ws" });
       await waitFor(() => got.length === 2 && got2.length === 2, 3000, "published messages");

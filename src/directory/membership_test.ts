@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { delay, waitFor } from "../../tests/helpers.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
 import type { KvBucket, Mesh, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
@@ -7,19 +8,6 @@ import { type Membership, type MembershipEvent, startMembership } from "./member
 
 const TTL = 300;
 const MARGIN = 200;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `pred` every 5 ms; fails after `timeout` ms. */
-async function waitFor(pred: () => boolean, timeout: number, what: string): Promise<void> {
-  const end = performance.now() + timeout;
-  while (!pred()) {
-    if (performance.now() > end) throw new Error(`Timed out after ${timeout} ms: ${what}`);
-    await delay(5);
-  }
-}
 
 interface TestNode {
   conn: MeshConnection;

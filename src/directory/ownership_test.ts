@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { delay, waitFor } from "../../tests/helpers.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
 import type { Mesh, MeshConnection } from "../mesh/types.ts";
 import { UnavailableError } from "../errors.ts";
@@ -8,18 +9,6 @@ import { actorKey, createOwnership, type Ownership } from "./ownership.ts";
 
 const TTL = 300;
 const MARGIN = 200;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function waitFor(pred: () => boolean, timeout: number, what: string): Promise<void> {
-  const end = performance.now() + timeout;
-  while (!pred()) {
-    if (performance.now() > end) throw new Error(`Timed out after ${timeout} ms: ${what}`);
-    await delay(5);
-  }
-}
 
 interface TestNode {
   id: string;
