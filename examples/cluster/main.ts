@@ -45,10 +45,9 @@ try {
   }
   const where = async () => {
     for (const id of ids) {
+      const balance = await client.ref(Account, id).ask("balance"); // activates it if needed
       const node = await client.directory.locate(Account, id);
-      console.log(
-        `  ${id.padEnd(14)} balance ${await client.ref(Account, id).ask("balance")}  on ${node}`,
-      );
+      console.log(`  ${id.padEnd(14)} balance ${String(balance).padStart(4)}  on ${node}`);
     }
   };
   console.log("accounts:");
