@@ -444,10 +444,7 @@ export class Router {
     }, { once: true });
     try {
       const reply = await h.conn.request(subject, data, { headers, timeout });
-      const value = decodeReply(reply, codecFor, h.wireCodec.contentType) as {
-        credit: string;
-        window: number;
-      };
+      const value = decodeReply(reply, codecFor, h.wireCodec.contentType) as { credit: string };
       creditTo = value.credit;
       if (sink.signal.aborted) {
         h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
@@ -549,7 +546,7 @@ export class Router {
       }
       sink = new RemoteSink(h.conn, codec, req.streamTo);
       (m as { sink?: unknown }).sink = sink;
-      respond(okReply(codec, { credit: sink.creditSubject, window: 16 }));
+      respond(okReply(codec, { credit: sink.creditSubject }));
     }
     h.deliverHere(req.type, req.id, m);
   }
