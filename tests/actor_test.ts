@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { ActorError, createSystem, defineActor, memoryJournal, type System } from "../mod.ts";
+import {
+  ActorError,
+  createSystem,
+  defineActor,
+  type Journal,
+  memoryJournal,
+  type System,
+} from "../mod.ts";
 import { Account, Counter, Resize, resizeLoad } from "./fixtures.ts";
 
 async function withSystem(
@@ -399,4 +406,79 @@ Deno.test("event versions: older events are upcast on replay and in history()", 
   assert.deepEqual(events, [{ amount: 2.5 }, { amount: 1 }]);
   await system.close();
   await journal.close();
+});
+
+/** A memory journal whose appends can be held back or made to fail. */
+function gatedJournal() {
+  const base = memoryJournal();
+  let gate: Promise<void> | undefined;
+  let failNext = false;
+  const journal: Journal = {
+    ...base,
+    activate: (a) => base.activate(a),
+    read: (a, f, l) => base.read(a, f, l),
+    reply: (a, k) => base.reply(a, k),
+    dueReminders: (n, l) => base.dueReminders(n, l),
+    nextReminder: () => base.nextReminder(),
+    deleteReminder: (id) => base.deleteReminder(id),
+    close: () => base.close(),
+    async append(a) {
+      if (gate) await gate;
+      if (failNext) {
+        failNext = false;
+        throw new Error("disk on fire");
+      }
+      return base.append(a);
+    },
+  };
+  return {
+    journal,
+    hold() {
+      let open!: () => void;
+      gate = new Promise((r) => open = r);
+      return () => {
+        gate = undefined;
+        open();
+      };
+    },
+    failNextAppend: () => void (failNext = true),
+  };
+}
+
+Deno.test("a reply leaves only after its events are durable", async () => {
+  const g = gatedJournal();
+  const system = await createSystem({ actors: [Account], journal: g.journal });
+  try {
+    const a = system.ref(Account, "durable");
+    await a.ask("deposit", 1);
+    const release = g.hold();
+    let replied = false;
+    const pending = a.ask("deposit", 2).then((v) => {
+      replied = true;
+      return v;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(replied, false, "no reply while the append is not committed");
+    release();
+    assert.equal(await pending, 3);
+  } finally {
+    await system.close();
+    await g.journal.close();
+  }
+});
+
+Deno.test("a journal failure ends the activation; the next message reactivates it from the log", async () => {
+  const g = gatedJournal();
+  const system = await createSystem({ actors: [Account], journal: g.journal, logger: "silent" });
+  try {
+    const a = system.ref(Account, "fragile");
+    assert.equal(await a.ask("deposit", 5), 5);
+    g.failNextAppend();
+    await assert.rejects(a.ask("deposit", 100), { code: "unavailable" });
+    assert.equal(await a.ask("balance"), 5, "the failed turn left nothing behind");
+    assert.equal(await a.ask("deposit", 1), 6);
+  } finally {
+    await system.close();
+    await g.journal.close();
+  }
 });

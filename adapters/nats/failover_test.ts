@@ -17,6 +17,7 @@ import {
   startNodeProcess,
 } from "../testing/mod.ts";
 import { Account } from "../../examples/bank/actors.ts";
+import { Slowpoke } from "../../tests/nodes/slowpoke.ts";
 
 const BANK = new URL("../../tests/nodes/bank_node.ts", import.meta.url);
 const TTL = 1500;
@@ -400,6 +401,61 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
       await sc.close();
     }
   });
+
+  await t.step(
+    "g. a stateless worker's message is resent to another node when its node dies",
+    async () => {
+      const sc = new Scene(cluster);
+      try {
+        const nodes = await Promise.all([0, 1, 2].map((i) => sc.node(`g${i}`, i)));
+        const client = await sc.client(cluster.urls[0]!);
+        await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+        const worker = client.ref(Slowpoke);
+        const busy = async () => {
+          const before = new Map(nodes.map((n) => [n, n.lines().length]));
+          return await new Promise<NodeProcess>((resolve, reject) => {
+            const t0 = performance.now();
+            const poll = setInterval(() => {
+              const n = nodes.find((p) =>
+                p.lines().slice(before.get(p)).some((l) => l.startsWith("WORK "))
+              );
+              if (n) {
+                clearInterval(poll);
+                resolve(n);
+              } else if (performance.now() - t0 > 5000) {
+                clearInterval(poll);
+                reject(new Error("no node started the work"));
+              }
+            }, 5);
+          });
+        };
+        // with an idempotency key: resent to another node, answered from there
+        const safe = worker.ask("work", 1500, { idempotencyKey: "g-safe", timeout: 15_000 });
+        const first = await busy();
+        const killedAt = performance.now();
+        first.kill("SIGKILL");
+        const doneOn = await safe;
+        const took = performance.now() - killedAt;
+        console.log(
+          `[g] worker resent from ${first.info.node} to ${doneOn} in ${took.toFixed(0)} ms`,
+        );
+        assert.notEqual(doneOn, first.info.node);
+        assert.ok(took < TTL + MARGIN + 1500 + 2000, `took ${took.toFixed(0)} ms`);
+        // without one: the caller is told, not retried behind its back
+        const live = nodes.filter((n) => n !== first);
+        const plain = worker.ask("work", 1500, { timeout: 15_000 }).then(
+          () => "ok",
+          (err) => code(err),
+        );
+        const second = await busy();
+        second.kill("SIGKILL");
+        assert.equal(await plain, "unavailable");
+        assert.ok(live.includes(second));
+      } finally {
+        await sc.close();
+      }
+    },
+  );
 
   await t.step("f. directory lag: join, graceful leave, crash", async () => {
     const sc = new Scene(cluster);

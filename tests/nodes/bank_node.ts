@@ -11,6 +11,8 @@
  * - `TROUPE_TRACE=1`: prints `APPEND {json}` after every successful journal append
  *   (`node`, `actor`, `epoch`, `first`, `n`) and `APPEND_FAILED {json}` after a refused one.
  *
+ * Also hosts the stateless `Slowpoke` worker (prints `WORK {"node"}` when a message starts).
+ *
  * Prints `READY {"node": id, "pid": n}` once started; closes gracefully on SIGTERM and
  * exits 0.
  */
@@ -18,6 +20,7 @@ import { createSystem, type Journal } from "../../mod.ts";
 import { natsMesh } from "../../adapters/nats/mod.ts";
 import { libsqlJournal } from "../../adapters/libsql/mod.ts";
 import { Account, Transfer } from "../../examples/bank/actors.ts";
+import { Slowpoke } from "./slowpoke.ts";
 
 const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
 const servers = (env("TROUPE_SERVERS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
@@ -60,7 +63,7 @@ const journal: Journal = !trace ? base : {
 };
 
 const system = await createSystem({
-  actors: [Account, Transfer],
+  actors: [Account, Transfer, Slowpoke],
   journal,
   mesh: natsMesh({ servers, prefix, leaseTtl }),
   node,
