@@ -35,6 +35,7 @@ import {
   type MeshSubscription,
 } from "./types.ts";
 import { decodeReply, errorReply, H, okReply, parseRequest, requestHeaders } from "./wire.ts";
+import { openRemoteStream, RemoteSink } from "./remote_stream.ts";
 
 /** What the router needs from its system. */
 export interface RouterHost {
@@ -65,8 +66,6 @@ interface ActorWait {
  * client looks connected to nats-server until its pings go unanswered (2 × 2 min by default).
  */
 const STALE_SUBSCRIPTION_MS = 5 * 60_000;
-/** Longest silence of either side of a remote stream before it is ended (ms). */
-const STREAM_IDLE_MS = 30_000;
 /** How long a stale activation waits before it answers with its error. */
 const STALE_REPLY_DELAY = 250;
 
@@ -290,7 +289,15 @@ export class Router {
       const watch = sentTo !== undefined ? this.#watchNode(sentTo) : this.#watchActor(type, id);
       try {
         if (m.kind === "stream") {
-          await this.#openStream(subject, data, headers, left, streamTo!, m);
+          await openRemoteStream(h.conn, h.wireCodec, {
+            subject,
+            data,
+            headers,
+            timeout: left,
+            inbox: streamTo!,
+            handler: m.handler,
+            sink: m.sink as StreamChannel,
+          });
           return;
         }
         const reply = await h.conn.request(subject, data, {
@@ -386,77 +393,6 @@ export class Router {
         if (set.size === 0) this.#watching.delete(node);
       },
     };
-  }
-
-  /**
-   * Opens a remote stream: the producer sends items as `{ seq, item }` frames to our inbox and
-   * waits for credit; we grant credit as the consumer reads.
-   */
-  async #openStream(
-    subject: string,
-    data: Uint8Array,
-    headers: Record<string, string>,
-    timeout: number,
-    inbox: string,
-    m: Envelope,
-  ): Promise<void> {
-    const h = this.#host;
-    const sink = m.sink as StreamChannel;
-    let creditTo: string | undefined;
-    // A producer that goes silent (its node died) must not leave the consumer waiting forever.
-    let idle: ReturnType<typeof setTimeout> | undefined;
-    const stopIdle = () => clearTimeout(idle);
-    const armIdle = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => {
-        sink.error(new TimeoutError(`Stream ${m.handler} sent nothing for ${STREAM_IDLE_MS} ms`));
-        if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
-        sub.unsubscribe();
-      }, STREAM_IDLE_MS);
-    };
-    const sub = h.conn.subscribe(inbox, (msg) => {
-      armIdle();
-      try {
-        const f = h.wireCodec.decode(msg.data) as { t: string; v?: unknown; c?: string };
-        if (f.t === "item") {
-          void sink.push(f.v).then(() => {
-            if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: 1 }));
-          }, () => {});
-        } else if (f.t === "end") {
-          stopIdle();
-          sink.end();
-          sub.unsubscribe();
-        } else if (f.t === "error") {
-          stopIdle();
-          sink.error(decodeReply({ ...msg, headers: { [H.status]: "error" } }, () => h.wireCodec));
-          sub.unsubscribe();
-        }
-      } catch (err) {
-        stopIdle();
-        sink.error(new BadPayloadError("Bad stream frame", { cause: err }));
-        sub.unsubscribe();
-      }
-    });
-    sink.signal.addEventListener("abort", () => {
-      stopIdle();
-      if (creditTo) h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
-      sub.unsubscribe();
-    }, { once: true });
-    try {
-      const reply = await h.conn.request(subject, data, { headers, timeout });
-      const value = decodeReply(reply, codecFor, h.wireCodec.contentType) as { credit: string };
-      creditTo = value.credit;
-      if (sink.signal.aborted) {
-        h.conn.publish(creditTo, h.wireCodec.encode({ t: "cancel" }));
-        return;
-      }
-      armIdle();
-      h.conn.publish(creditTo, h.wireCodec.encode({ t: "credit", n: sink.window }));
-    } catch (err) {
-      stopIdle();
-      sub.unsubscribe();
-      throw err;
-    }
   }
 
   /** Serves an inbound request. */
@@ -638,100 +574,5 @@ export class Router {
     this.#actorSubs.clear();
     for (const sub of this.#subs) sub.unsubscribe();
     this.#subs.length = 0;
-  }
-}
-
-/** The producer side of a remote stream: sends frames, waits for credit. */
-class RemoteSink {
-  readonly creditSubject: string;
-  readonly #conn: MeshConnection;
-  readonly #codec: Codec;
-  readonly #to: string;
-  readonly #controller = new AbortController();
-  readonly #sub: MeshSubscription;
-  #credit = 0;
-  #waiter: (() => void) | undefined;
-  #ended = false;
-
-  constructor(conn: MeshConnection, codec: Codec, to: string) {
-    this.#conn = conn;
-    this.#codec = codec;
-    this.#to = to;
-    this.creditSubject = conn.inbox();
-    this.#sub = conn.subscribe(this.creditSubject, (msg) => {
-      try {
-        const f = codec.decode(msg.data) as { t: string; n?: number };
-        if (f.t === "credit" && typeof f.n === "number") {
-          this.#credit += f.n;
-          this.#wake();
-        } else if (f.t === "cancel") {
-          this.#controller.abort(new ClosedError("The stream was cancelled by its consumer"));
-          this.#wake();
-          this.#close();
-        }
-      } catch {
-        // ignore malformed credit frames
-      }
-    });
-  }
-
-  get signal(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  #wake(): void {
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.();
-  }
-
-  async push(item: unknown): Promise<void> {
-    while (this.#credit <= 0) {
-      if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((r) => {
-        this.#waiter = r;
-        timer = setTimeout(() => {
-          // The consumer went silent (its node died, or it stopped reading for too long).
-          this.#controller.abort(
-            new TimeoutError(`Stream consumer granted no credit for ${STREAM_IDLE_MS} ms`),
-          );
-          this.#close();
-          r();
-        }, STREAM_IDLE_MS);
-      });
-      clearTimeout(timer);
-    }
-    if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
-    this.#credit--;
-    this.#conn.publish(this.#to, this.#codec.encode({ t: "item", v: item }));
-  }
-
-  end(): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    try {
-      this.#conn.publish(this.#to, this.#codec.encode({ t: "end" }));
-    } catch { /* closed */ }
-    this.#close();
-  }
-
-  error(err: unknown): void {
-    this.fail(err);
-  }
-
-  fail(err: unknown): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    try {
-      const r = errorReply(this.#codec, err);
-      const w = this.#codec.decode(r.data) as object;
-      this.#conn.publish(this.#to, this.#codec.encode({ t: "error", ...w }));
-    } catch { /* closed */ }
-    this.#close();
-  }
-
-  #close(): void {
-    this.#sub.unsubscribe();
   }
 }
