@@ -17,11 +17,12 @@ import {
 } from "../errors.ts";
 import type { Journal, NewEvent, Reminder, Snapshot, StoredEvent } from "../journal/types.ts";
 import { isPromiseLike, type TimerWheel } from "../util/async.ts";
-import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
+import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Context } from "./context.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
-import { type ActorRef, type Caller, type CallOrigin, type Dispatcher, makeRef } from "./ref.ts";
+import type { Dispatcher } from "./ref.ts";
+import { TurnContext } from "./turn_context.ts";
 
 /** What an activation needs from its node. */
 export interface ActivationHost {
@@ -307,7 +308,7 @@ export class Activation {
   #run(m: Envelope): Promise<void> | undefined {
     const before = this.state;
     const beforeSeq = this.seq;
-    const ctx = new Ctx(this, m, this.#host, this.#currentTurnId);
+    const ctx = new TurnContext(this, m, this.#host, this.#currentTurnId);
     let result: unknown;
     try {
       const fn = this.def.handlers[m.handler]!;
@@ -468,7 +469,7 @@ export class Activation {
     };
     const before = this.state;
     const beforeSeq = this.seq;
-    const ctx = new Ctx(this, m, this.#host, `${this.key}#hook`);
+    const ctx = new TurnContext(this, m, this.#host, `${this.key}#hook`);
     try {
       await hook(ctx as unknown as Context<unknown, Record<string, unknown>>);
       await this.#commit(beforeSeq, undefined, undefined);
@@ -550,96 +551,4 @@ export function upcast(
     p = up(p);
   }
   return p;
-}
-
-class Ctx implements Context<unknown, Record<string, unknown>> {
-  readonly #act: Activation;
-  readonly #m: Envelope;
-  readonly #host: ActivationHost;
-  readonly #turnId: string;
-  #controller: AbortController | undefined;
-  #origin: CallOrigin | undefined;
-
-  constructor(act: Activation, m: Envelope, host: ActivationHost, turnId: string) {
-    this.#act = act;
-    this.#m = m;
-    this.#host = host;
-    this.#turnId = turnId;
-  }
-
-  get id(): string {
-    return this.#act.id;
-  }
-  get type(): string {
-    return this.#act.def.name;
-  }
-  get node(): string {
-    return this.#host.node;
-  }
-  get state(): unknown {
-    return this.#act.state;
-  }
-  set state(value: unknown) {
-    if (this.#act.def.eventSourced) {
-      throw new TypeError(
-        `ctx.state of event-sourced actor type "${this.#act.def.name}" changes only through ctx.emit()`,
-      );
-    }
-    this.#act.state = value;
-  }
-  get seq(): number {
-    return this.#act.seq;
-  }
-  get caller(): Caller | undefined {
-    return this.#m.caller;
-  }
-  emit(type: string, payload: unknown): void {
-    this.#act.emit(type, payload);
-  }
-  get #callOrigin(): CallOrigin {
-    return this.#origin ??= {
-      deadline: this.#m.deadline,
-      chain: [...this.#m.chain, this.#turnId],
-      ...(this.#m.caller ? { caller: this.#m.caller } : {}),
-      ...(this.#m.token !== undefined ? { token: this.#m.token } : {}),
-    };
-  }
-  get self(): ActorRef<AnyActorTypes> {
-    return makeRef(this.#host.dispatcher, this.#act.def, this.#act.id, this.#callOrigin);
-  }
-  ref<T extends ActorTypes>(def: ActorDefinition<T>, id = ""): ActorRef<T> {
-    return makeRef(this.#host.dispatcher, def, id, this.#callOrigin);
-  }
-  publish(topic: string, payload: unknown): void {
-    this.#act.stagePublish(topic, payload);
-  }
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      const c = this.#controller = new AbortController();
-      const left = this.#m.deadline - performance.now();
-      if (left <= 0) c.abort(new TimeoutError("The caller's deadline passed"));
-      else {
-        this.#host.wheel.add(
-          this.#m.deadline,
-          () => c.abort(new TimeoutError("The caller's deadline passed")),
-        );
-      }
-    }
-    return this.#controller.signal;
-  }
-  schedule(delayMs: number, handler: string, payload?: unknown): void {
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      throw new RangeError(`ctx.schedule() needs a delay ≥ 0 ms, got ${delayMs}`);
-    }
-    if (!(handler in this.#act.def.handlers)) {
-      throw new TypeError(`ctx.schedule(): actor type "${this.type}" has no handler "${handler}"`);
-    }
-    this.#act.schedule({
-      id: crypto.randomUUID(),
-      actor: this.#act.key,
-      handler,
-      data: this.#host.storage.encode(payload),
-      due: Date.now() + delayMs,
-    });
-  }
 }
