@@ -1,0 +1,369 @@
+/**
+ * A node's connection to NATS: publish, request/reply through one multiplexed reply
+ * subscription, subscribe, flush, KV buckets, status and close. Internal: `natsMesh` returns
+ * it as a {@link MeshConnection}.
+ *
+ * @module
+ */
+
+import {
+  createInbox,
+  errors as natsErrors,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "@nats-io/nats-core";
+import {
+  jetstream,
+  type JetStreamClient,
+  type JetStreamManager,
+  jetstreamManager,
+} from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import {
+  type KvBucket,
+  type KvOptions,
+  type MeshConnection,
+  MeshError,
+  type MeshMessage,
+  type MeshStatus,
+  type MeshSubscription,
+  type PublishOptions,
+  type RequestOptions,
+  type SubscribeOptions,
+} from "../../src/mesh/types.ts";
+import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
+import {
+  checkSubject,
+  isTemporaryJs,
+  retry,
+  toMeshError,
+  toMeshMessage,
+  toNatsHeaders,
+} from "./_util.ts";
+import { NatsKvBucket, replicatedCasIsSafe } from "./kv.ts";
+import type { NatsKvWatch } from "./kv_watch.ts";
+import type { NatsMeshOptions } from "./mesh.ts";
+
+/**
+ * The {@link MeshConnection} of one node. Besides the port's methods it has members that
+ * only the NATS adapter's modules use (`kv.ts`, `kv_watch.ts`), marked internal.
+ */
+export class NatsMeshConnection implements MeshConnection {
+  /** The NATS client connection. Internal. */
+  readonly nc: NatsConnection;
+  readonly node: string;
+  /** The JetStream client (KV deletes publish through it). Internal. */
+  readonly js: JetStreamClient;
+  readonly #options: NatsMeshOptions;
+  readonly #listeners = new Set<(status: MeshStatus) => void>();
+  readonly #statusLoop: Promise<void>;
+  /** Watches, told about reconnects; their start-up promises gate our KV writes. Internal. */
+  readonly watches = new Set<NatsKvWatch>();
+  /** Whether the client is connected now (watches restart only when it is). Internal. */
+  connected = true;
+  readonly #inflight = new Set<(err: unknown) => void>();
+  #jsm: Promise<JetStreamManager> | undefined;
+  #closing: Promise<void> | undefined;
+
+  /** Wraps a connected client; called by `natsMesh().connect`. Internal. */
+  constructor(nc: NatsConnection, node: string, options: NatsMeshOptions) {
+    this.nc = nc;
+    this.node = node;
+    this.#options = options;
+    this.js = jetstream(nc, { timeout: options.kvTimeout ?? 5000 });
+    this.#statusLoop = this.#watchStatus();
+  }
+
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  /** The options of the mesh. Internal. */
+  get options(): NatsMeshOptions {
+    return this.#options;
+  }
+
+  /** The JetStream manager, created on first use. Internal. */
+  jsm(): Promise<JetStreamManager> {
+    return this.#jsm ??= jetstreamManager(this.nc, {
+      timeout: this.#options.kvTimeout ?? 5000,
+      checkAPI: false,
+    });
+  }
+
+  async #watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      let status: MeshStatus | undefined;
+      switch (s.type) {
+        case "disconnect":
+          this.connected = false;
+          status = { type: "disconnect", server: s.server };
+          break;
+        case "reconnect":
+          this.connected = true;
+          for (const w of this.watches) w.restart("reconnect");
+          status = { type: "reconnect", server: s.server };
+          break;
+        case "error":
+          status = { type: "error", error: s.error };
+          break;
+        case "slowConsumer":
+          status = {
+            type: "error",
+            error: new Error(`Slow consumer on "${s.sub.getSubject()}": ${s.pending} pending`),
+          };
+          break;
+      }
+      if (status) this.emit(status);
+    }
+  }
+
+  /** Tells the status listeners (logs errors when there are none). Internal. */
+  emit(status: MeshStatus): void {
+    if (status.type === "error" && this.#listeners.size === 0) {
+      console.error(`troupe nats mesh (node "${this.node}"):`, status.error);
+    }
+    for (const l of this.#listeners) {
+      try {
+        l(status);
+      } catch (err) {
+        console.error("troupe nats mesh: status listener threw", err);
+      }
+    }
+  }
+
+  #check(): void {
+    if (this.#closing) {
+      throw new MeshError(
+        "closed",
+        `Cannot use the NATS connection of node "${this.node}": closed`,
+      );
+    }
+  }
+
+  publish(subject: string, data: Uint8Array, options?: PublishOptions): void {
+    this.#check();
+    checkSubject(subject, "publish to");
+    try {
+      const opts: { headers?: MsgHdrs; reply?: string } = {};
+      const h = toNatsHeaders(options?.headers);
+      if (h) opts.headers = h;
+      if (options?.reply !== undefined) opts.reply = options.reply;
+      this.nc.publish(subject, data, opts);
+    } catch (err) {
+      throw toMeshError(err, `Cannot publish to "${subject}"`);
+    }
+  }
+
+  /**
+   * Request/reply through one reply subscription per connection (`<inbox>.*`), like the
+   * client's own mux but without its per-request costs (it builds an `Error`, with a stack
+   * trace, for every request it completes): a token per request, a map of pending requests, and
+   * one coarse timer for all their deadlines. "No responders" is the server's 503 status on
+   * the reply subject.
+   */
+  // deno-lint-ignore require-await
+  async request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage> {
+    this.#check();
+    const { signal } = options;
+    signal?.throwIfAborted();
+    checkSubject(subject, "request");
+    const what = `Request to "${subject}"`;
+    const prefix = this.#muxPrefix ??= this.#startMux();
+    const token = (++this.#muxSeq).toString(36);
+    return new Promise<MeshMessage>((resolve, reject) => {
+      const finish = (): boolean => {
+        const p = this.#pending.get(token);
+        if (!p) return false;
+        this.#pending.delete(token);
+        this.#inflight.delete(cancel);
+        this.#deadlines.remove(p.entry);
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
+        return true;
+      };
+      const cancel = (err: unknown) => {
+        if (finish()) reject(err);
+      };
+      const onAbort = signal ? () => cancel(signal.reason) : undefined;
+      const timeout = Math.max(1, Math.ceil(options.timeout));
+      const entry = this.#deadlines.add(
+        performance.now() + timeout,
+        () => cancel(new MeshError("timeout", `${what} timed out after ${timeout} ms`)),
+      );
+      this.#pending.set(token, {
+        entry,
+        settle: (msg) => {
+          if (!finish()) return;
+          if (msg.data.length === 0 && msg.headers?.code === 503) {
+            reject(new MeshError("no_responders", `${what}: no responders`));
+          } else resolve(toMeshMessage(msg));
+        },
+      });
+      this.#inflight.add(cancel);
+      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+      try {
+        const opts: { reply: string; headers?: MsgHdrs } = { reply: `${prefix}.${token}` };
+        const h = toNatsHeaders(options.headers);
+        if (h) opts.headers = h;
+        this.nc.publish(subject, data, opts);
+      } catch (err) {
+        cancel(toMeshError(err, what));
+      }
+    });
+  }
+
+  #muxPrefix: string | undefined;
+  #muxSeq = 0;
+  readonly #pending = new Map<string, { entry: WheelEntry; settle: (msg: Msg) => void }>();
+  readonly #deadlines = new TimerWheel(5);
+
+  #startMux(): string {
+    const prefix = createInbox();
+    const strip = prefix.length + 1;
+    this.nc.subscribe(`${prefix}.*`, {
+      callback: (err, msg) => {
+        if (err) return;
+        this.#pending.get(msg.subject.slice(strip))?.settle(msg);
+      },
+    });
+    return prefix;
+  }
+
+  subscribe(
+    subject: string,
+    handler: (msg: MeshMessage) => void,
+    options?: SubscribeOptions,
+  ): MeshSubscription {
+    this.#check();
+    checkSubject(subject, "subscribe to", true);
+    const report = (error: unknown) => this.emit({ type: "error", error });
+    let sub: Subscription;
+    try {
+      const opts: { queue?: string; callback: (err: Error | null, msg: Msg) => void } = {
+        callback: (err, msg) => {
+          if (err) return report(err);
+          try {
+            const r = handler(toMeshMessage(msg)) as unknown;
+            if (r instanceof Promise) r.catch(report);
+          } catch (error) {
+            report(error);
+          }
+        },
+      };
+      if (options?.queue !== undefined) opts.queue = options.queue;
+      sub = this.nc.subscribe(subject, opts);
+    } catch (err) {
+      throw toMeshError(err, `Cannot subscribe to "${subject}"`);
+    }
+    return {
+      subject,
+      unsubscribe() {
+        try {
+          sub.unsubscribe();
+        } catch {
+          // closed already
+        }
+      },
+    };
+  }
+
+  inbox(): string {
+    return createInbox();
+  }
+
+  async flush(): Promise<void> {
+    this.#check();
+    try {
+      await this.nc.flush();
+    } catch (err) {
+      throw toMeshError(err, "Cannot flush");
+    }
+  }
+
+  async kv(bucket: string, options?: KvOptions): Promise<KvBucket> {
+    this.#check();
+    if (!/^[A-Za-z0-9_-]+$/.test(bucket)) {
+      throw new TypeError(`Cannot open KV bucket "${bucket}": name must match [A-Za-z0-9_-]+`);
+    }
+    const history = options?.history ?? 1;
+    if (!(Number.isInteger(history) && history >= 1 && history <= 64)) {
+      throw new RangeError(`Cannot open KV bucket "${bucket}" with history ${history}: 1 to 64`);
+    }
+    const replicas = this.#replicas(options?.replicas);
+    const deadline = performance.now() + 3 * (this.#options.connectTimeout ?? 10_000);
+    const what = `Cannot open KV bucket "${bucket}"`;
+    const kvm = new Kvm(this.js);
+    const kv = await retry(
+      () => kvm.create(bucket, { history, replicas, allow_direct: false }),
+      isTemporaryJs,
+      deadline,
+      what,
+    );
+    const jsm = await this.jsm();
+    // wait until the stream has a leader, so that the first writes do not fail
+    const info = await retry(
+      async () => {
+        const si = await jsm.streams.info(`KV_${bucket}`);
+        if (si.config.num_replicas > 1 && !si.cluster?.leader) {
+          throw new natsErrors.TimeoutError();
+        }
+        return si;
+      },
+      isTemporaryJs,
+      deadline,
+      what,
+    );
+    const serialized = info.config.num_replicas <= 1 || replicatedCasIsSafe(this.nc.info?.version);
+    return new NatsKvBucket(this, kv, bucket, String(info.created), serialized);
+  }
+
+  #replicas(requested: number | undefined): number {
+    const info = this.nc.info;
+    const size = Math.max(new Set(info?.connect_urls ?? []).size, this.#knownServers());
+    const wanted = this.#options.replicas ?? requested ??
+      (size >= 3 ? 3 : 1);
+    return Math.max(1, Math.min(wanted, size, 5));
+  }
+
+  #knownServers(): number {
+    // deno-lint-ignore no-explicit-any
+    const servers = (this.nc as any).protocol?.servers?.getServers?.() as unknown[] | undefined;
+    return servers?.length ?? 1;
+  }
+
+  onStatus(listener: (status: MeshStatus) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  close(): Promise<void> {
+    return this.#closing ??= this.#close();
+  }
+
+  async #close(): Promise<void> {
+    for (const w of [...this.watches]) w.stop();
+    if (!this.nc.isClosed()) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const bounded = new Promise<void>((resolve) => timer = setTimeout(resolve, 2000));
+      try {
+        await Promise.race([this.nc.drain().catch(() => {}), bounded]);
+      } finally {
+        clearTimeout(timer);
+      }
+      await this.nc.close().catch(() => {});
+    }
+    await this.nc.closed();
+    await this.#statusLoop;
+    this.#listeners.clear();
+    for (const cancel of [...this.#inflight]) {
+      cancel(new MeshError("closed", `Request of node "${this.node}" failed: connection closed`));
+    }
+    this.#deadlines.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

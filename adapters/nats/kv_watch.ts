@@ -1,0 +1,236 @@
+/**
+ * KV watches of the NATS mesh: our own ordered push consumers with 1 s idle heartbeats,
+ * recreated from the last delivered revision when they go silent, miss a message or the
+ * connection reconnects. Internal: not exported from `mod.ts`.
+ *
+ * @module
+ */
+
+import { createInbox, type Msg, nanos, type Subscription } from "@nats-io/nats-core";
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
+import type { KvEntry, KvWatch } from "../../src/mesh/types.ts";
+import { delay } from "../../src/util/async.ts";
+import { backoff, EMPTY } from "./_util.ts";
+import type { NatsMeshConnection } from "./connection.ts";
+
+const HEARTBEAT_MS = 1000;
+
+/**
+ * Watches being set up in this process, by bucket: writes to that bucket from this process
+ * wait for them (bounded), so a watch sees every write issued after `watch()` returned.
+ * Internal (shared with `kv.ts`).
+ */
+export const startingWatches = new Map<string, Set<Promise<void>>>();
+
+/**
+ * A watch: an ephemeral push consumer (no acks, flow control, 1 s heartbeats) that is
+ * recreated from the last delivered revision when it goes silent, when a message is
+ * missing, or after a reconnect.
+ */
+export class NatsKvWatch implements KvWatch {
+  readonly #conn: NatsMeshConnection;
+  readonly #bucket: string;
+  readonly #filter: string;
+  readonly #initial: boolean;
+  readonly #prefix: string;
+  readonly #stream: string;
+  #buffer: KvEntry[] = [];
+  #waiter: ((r: IteratorResult<KvEntry>) => void) | undefined;
+  #stopped = false;
+  #gen = 0;
+  #sub: Subscription | undefined;
+  #lastSeq = 0;
+  #baseline = false;
+  #expected = 1;
+  #initialLeft = 0;
+  #held: Msg[] | undefined;
+  #lastActive = performance.now();
+  #timer: ReturnType<typeof setInterval>;
+  #starting = false;
+  #stopSleep: AbortController = new AbortController();
+  /** Settles once the first consumer exists (writes of this process wait for it). */
+  readonly ready: Promise<void>;
+
+  /** Starts watching `filter` in `bucket`; called by `NatsKvBucket.watch`. */
+  constructor(conn: NatsMeshConnection, bucket: string, filter: string, initial: boolean) {
+    this.#conn = conn;
+    this.#bucket = bucket;
+    this.#filter = filter;
+    this.#initial = initial;
+    this.#prefix = `$KV.${bucket}.`;
+    this.#stream = `KV_${bucket}`;
+    conn.watches.add(this);
+    this.#timer = setInterval(() => {
+      if (this.#conn.connected && !this.#starting) {
+        if (performance.now() - this.#lastActive > 3 * HEARTBEAT_MS) this.restart("silent");
+      }
+    }, HEARTBEAT_MS);
+    this.ready = this.#start();
+    let set = startingWatches.get(bucket);
+    if (!set) startingWatches.set(bucket, set = new Set());
+    const ready = this.ready;
+    set.add(ready);
+    ready.finally(() => {
+      set.delete(ready);
+      if (set.size === 0 && startingWatches.get(bucket) === set) startingWatches.delete(bucket);
+    }).catch(() => {});
+  }
+
+  /** Recreates the consumer from the last delivered revision. */
+  restart(_why: string): void {
+    if (this.#stopped || this.#starting) return;
+    this.#start().catch(() => {});
+  }
+
+  async #start(): Promise<void> {
+    this.#starting = true;
+    try {
+      for (let attempt = 0; !this.#stopped; attempt++) {
+        const gen = ++this.#gen;
+        this.#sub?.unsubscribe();
+        const inbox = createInbox();
+        this.#expected = 1;
+        this.#held = [];
+        this.#lastActive = performance.now();
+        this.#sub = this.#conn.nc.subscribe(inbox, {
+          callback: (err, msg) => this.#onMessage(gen, err, msg),
+        });
+        const resume = this.#baseline || this.#lastSeq > 0;
+        const policy = resume
+          ? DeliverPolicy.StartSequence
+          : this.#initial
+          ? DeliverPolicy.LastPerSubject
+          : DeliverPolicy.New;
+        try {
+          const jsm = await this.#conn.jsm();
+          const ci = await jsm.consumers.add(this.#stream, {
+            deliver_subject: inbox,
+            deliver_policy: policy,
+            ...(resume ? { opt_start_seq: this.#lastSeq + 1 } : {}),
+            ack_policy: AckPolicy.None,
+            filter_subject: this.#prefix + this.#filter,
+            flow_control: true,
+            idle_heartbeat: nanos(HEARTBEAT_MS),
+            inactive_threshold: nanos(5000),
+            mem_storage: true,
+            num_replicas: 1,
+          });
+          if (gen !== this.#gen || this.#stopped) return;
+          if (policy === DeliverPolicy.New) {
+            this.#lastSeq = Math.max(this.#lastSeq, ci.delivered.stream_seq);
+            this.#baseline = true;
+          }
+          this.#initialLeft = policy === DeliverPolicy.LastPerSubject ? ci.num_pending : 0;
+          const held = this.#held ?? [];
+          this.#held = undefined;
+          this.#lastActive = performance.now();
+          for (const m of held) this.#onMessage(gen, null, m);
+          return;
+        } catch {
+          if (this.#conn.nc.isClosed()) return this.stop();
+          try {
+            await delay(backoff(attempt + 3), this.#stopSleep.signal);
+          } catch {
+            return;
+          }
+        }
+      }
+    } finally {
+      this.#starting = false;
+    }
+  }
+
+  #onMessage(gen: number, err: Error | null, msg: Msg): void {
+    if (gen !== this.#gen || this.#stopped) return;
+    if (err) return this.restart("error");
+    if (this.#held) {
+      this.#held.push(msg);
+      return;
+    }
+    this.#lastActive = performance.now();
+    const reply = msg.reply ?? "";
+    if (!reply.startsWith("$JS.ACK.")) {
+      let code = 0;
+      try {
+        code = msg.headers?.code ?? 0;
+        if (code === 100) {
+          if (reply) msg.respond(); // flow control
+          const stalled = msg.headers?.get("Nats-Consumer-Stalled");
+          if (stalled) this.#conn.nc.publish(stalled);
+          return;
+        }
+      } catch {
+        // malformed: ignore
+      }
+      if (code >= 400) this.restart("consumer gone");
+      return;
+    }
+    // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or the v2 form
+    // with <domain>.<account hash> after ACK and a random token at the end
+    const t = reply.split(".");
+    const o = t.length >= 12 ? 4 : 2;
+    const sseq = Number(t[o + 3]);
+    const dseq = Number(t[o + 4]);
+    if (dseq !== this.#expected) return this.restart("gap");
+    this.#expected++;
+    if (sseq <= this.#lastSeq) return; // replayed after a restart
+    this.#lastSeq = sseq;
+    let operation: KvEntry["operation"] = "PUT";
+    try {
+      const op = msg.headers?.get("KV-Operation");
+      if (op === "DEL" || op === "PURGE") operation = op;
+    } catch {
+      // malformed headers: a put
+    }
+    const inInitial = this.#initialLeft > 0;
+    if (inInitial) this.#initialLeft--;
+    if (inInitial && operation !== "PUT") return; // deleted keys are not "existing"
+    const entry: KvEntry = {
+      key: msg.subject.slice(this.#prefix.length),
+      value: operation === "PUT" ? msg.data : EMPTY,
+      revision: sseq,
+      operation,
+    };
+    const waiter = this.#waiter;
+    if (waiter) {
+      this.#waiter = undefined;
+      waiter({ value: entry, done: false });
+    } else this.#buffer.push(entry);
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#gen++;
+    clearInterval(this.#timer);
+    this.#stopSleep.abort();
+    this.#conn.watches.delete(this);
+    try {
+      this.#sub?.unsubscribe();
+    } catch {
+      // closed already
+    }
+    this.#buffer = [];
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<KvEntry> {
+    return {
+      next: (): Promise<IteratorResult<KvEntry>> => {
+        const e = this.#buffer.shift();
+        if (e) return Promise.resolve({ value: e, done: false });
+        if (this.#stopped) return Promise.resolve({ value: undefined, done: true });
+        if (this.#waiter) {
+          return Promise.reject(new TypeError("Cannot call next() of a KV watch concurrently"));
+        }
+        return new Promise((resolve) => this.#waiter = resolve);
+      },
+      return: (): Promise<IteratorResult<KvEntry>> => {
+        this.stop();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+}
