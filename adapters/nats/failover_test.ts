@@ -166,6 +166,50 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
   const started = performance.now();
   await using cluster = await startNatsCluster({ servers: 3 });
 
+  await t.step("0. routing, spread and an activation race across processes", async () => {
+    const sc = new Scene(cluster);
+    try {
+      const procs = await Promise.all(
+        [0, 1, 2].map((i) => sc.node(`r${i}`, i, { TROUPE_TRACE: "1" })),
+      );
+      // three clients, each on its own server, race to activate the same fresh accounts
+      const clients = await Promise.all([0, 1, 2].map((i) => sc.client(cluster.urls[i]!)));
+      for (const c of clients) await waitFor(() => bankNodes(c).length === 3, 5000, "3 nodes");
+      const accounts = Array.from({ length: 24 }, (_, i) => `race-${i}`);
+      await Promise.all(
+        clients.flatMap((c, ci) =>
+          accounts.map((a) =>
+            c.ref(Account, a).ask("deposit", { amount: 1, ref: `c${ci}` }, { timeout: 10_000 })
+          )
+        ),
+      );
+      const hosts = new Map<string, number>();
+      for (const a of accounts) {
+        assert.equal(await clients[0]!.ref(Account, a).ask("balance"), 3, `${a} got every deposit`);
+        const host = await clients[1]!.directory.locate(Account, a);
+        assert.ok(host && sc.procs.has(host), `${a} is hosted by a node process (${host})`);
+        hosts.set(host, (hosts.get(host) ?? 0) + 1);
+      }
+      console.log(`[0] spread of 24 accounts: ${JSON.stringify(Object.fromEntries(hosts))}`);
+      assert.equal(hosts.size, 3, "every node hosts some accounts");
+      // one activation each: every write of an account was made in its first journal epoch
+      const epochs = new Map<string, Set<number>>();
+      for (const p of procs) {
+        for (const line of p.lines()) {
+          if (!line.startsWith("APPEND ")) continue;
+          const w = JSON.parse(line.slice(7)) as { actor: string; epoch: number };
+          if (!epochs.has(w.actor)) epochs.set(w.actor, new Set());
+          epochs.get(w.actor)!.add(w.epoch);
+        }
+      }
+      for (const a of accounts) {
+        assert.deepEqual([...(epochs.get(`account/${a}`) ?? [])], [1], `${a} activated once`);
+      }
+    } finally {
+      await sc.close();
+    }
+  });
+
   await t.step("a. kill -9 of a node under load: no acknowledged event lost", async () => {
     const sc = new Scene(cluster);
     try {
