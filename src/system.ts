@@ -339,7 +339,8 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
       }
     }
     for (const m of leftover) {
-      if (this.#closed) m.reject(new ClosedError("The system is closed"));
+      // While closing, nothing is re-activated here (remote callers were told to go elsewhere).
+      if (this.#closed || !this.#accepting) m.reject(new ClosedError("The system is closed"));
       else if (owner !== undefined) this.router.forward(owner, act.def.name, act.id, m);
       else this.deliver(act.def.name, act.id, m);
     }

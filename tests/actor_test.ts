@@ -482,3 +482,18 @@ Deno.test("a journal failure ends the activation; the next message reactivates i
     await g.journal.close();
   }
 });
+
+Deno.test("close() while an actor is still activating waits for it and completes", async () => {
+  const Sleepy = defineActor({
+    name: "sleepy",
+    initialState: () => 0,
+    events: { woke: (s) => s + 1 },
+    handlers: { ping: (ctx) => ctx.state },
+    onActivate: () => new Promise((r) => setTimeout(r, 100)),
+  });
+  const system = await createSystem({ actors: [Sleepy] });
+  const reply = system.ref(Sleepy, "s").ask("ping");
+  await new Promise((r) => setTimeout(r, 10)); // activation under way
+  await system.close();
+  assert.equal(await reply, 0, "the message queued during activation was handled");
+});

@@ -502,15 +502,21 @@ export class Activation {
    * Passivates: waits for the running turn, runs `onPassivate`, stops. With `graceful`
    * false (lease lost, journal failure) it stops at once without the hook.
    */
-  async passivate(graceful = true): Promise<void> {
+  async passivate(graceful = true, drainMs = 30_000): Promise<void> {
     if (this.status === "stopping" || this.status === "stopped") return this.stoppedPromise;
     if (!graceful) return this.#stop(false);
-    // Drain the mailbox first (each message is bounded by its deadline).
-    while (this.status === "active" && (this.#running || this.queued > 0)) {
+    if (this.status === "starting") await this.ready.catch(() => {}); // recovery is bounded
+    // Drain the mailbox first (each message is bounded by its deadline, and the whole drain by
+    // `drainMs`: actors that keep messaging each other cannot hold a shutdown forever).
+    const until = performance.now() + drainMs;
+    while (
+      this.status === "active" && (this.#running || this.queued > 0) && performance.now() < until
+    ) {
       await new Promise((r) => setTimeout(r, 2));
     }
     if (this.status !== "active") return this.stoppedPromise;
-    this.status = "stopping";
+    this.status = "stopping"; // the drain loop ends after its current turn
+    while (this.#running) await new Promise((r) => setTimeout(r, 2)); // bounded by its deadline
     try {
       if (this.def.onPassivate) await this.#hook(this.def.onPassivate);
     } catch (err) {
