@@ -65,6 +65,7 @@ export class NatsMeshConnection implements MeshConnection {
   connected = true;
   readonly #inflight = new Set<(err: unknown) => void>();
   #jsm: Promise<JetStreamManager> | undefined;
+  readonly #jsmByTimeout = new Map<number, Promise<JetStreamManager>>();
   #closing: Promise<void> | undefined;
 
   /** Wraps a connected client; called by `natsMesh().connect`. Internal. */
@@ -93,6 +94,24 @@ export class NatsMeshConnection implements MeshConnection {
     });
   }
 
+  /**
+   * A JetStream manager whose requests time out after `timeout` ms (at most the KV timeout),
+   * created on first use. Watches use it to recreate their consumers with a short timeout
+   * first: after a server dies, nats-server 2.9.10 answers no consumer create until a new
+   * meta leader is elected (~5 s when the dead server led), and then still places about one
+   * R1 consumer in three on the dead server (measured for 25 s after a kill -9), and such a
+   * create never answers. Internal.
+   */
+  jsmWithTimeout(timeout: number): Promise<JetStreamManager> {
+    const t = Math.min(this.#options.kvTimeout ?? 5000, timeout);
+    let jsm = this.#jsmByTimeout.get(t);
+    if (!jsm) {
+      jsm = jetstreamManager(this.nc, { timeout: t, checkAPI: false });
+      this.#jsmByTimeout.set(t, jsm);
+    }
+    return jsm;
+  }
+
   async #watchStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
       let status: MeshStatus | undefined;
@@ -103,7 +122,7 @@ export class NatsMeshConnection implements MeshConnection {
           break;
         case "reconnect":
           this.connected = true;
-          for (const w of this.watches) w.restart("reconnect");
+          for (const w of this.watches) w.reconnected();
           status = { type: "reconnect", server: s.server };
           break;
         case "error":

@@ -47,6 +47,8 @@ export class NatsKvWatch implements KvWatch {
   #lastActive = performance.now();
   #timer: ReturnType<typeof setInterval>;
   #starting = false;
+  /** Whether a consumer was created once (recreations use short timeouts). */
+  #created = false;
   #stopSleep: AbortController = new AbortController();
   /** Settles once the first consumer exists (writes of this process wait for it). */
   readonly ready: Promise<void>;
@@ -76,6 +78,16 @@ export class NatsKvWatch implements KvWatch {
     }).catch(() => {});
   }
 
+  /**
+   * Called after the client reconnected. The consumer may have survived (it lives on some
+   * server of the cluster, not necessarily the one this client was on), so it is not
+   * recreated blindly: a consumer that does not heartbeat within the silence bound, or
+   * whose heartbeat reports deliveries this watch missed, is.
+   */
+  reconnected(): void {
+    this.#lastActive = performance.now();
+  }
+
   /** Recreates the consumer from the last delivered revision. */
   restart(_why: string): void {
     if (this.#stopped || this.#starting) return;
@@ -102,7 +114,11 @@ export class NatsKvWatch implements KvWatch {
           ? DeliverPolicy.LastPerSubject
           : DeliverPolicy.New;
         try {
-          const jsm = await this.#conn.jsm();
+          // the first consumer gets the KV timeout; a recreated one 1 s, 2 s, … per attempt
+          // (see NatsMeshConnection.jsmWithTimeout)
+          const jsm = await (this.#created
+            ? this.#conn.jsmWithTimeout(1000 * (attempt + 1))
+            : this.#conn.jsm());
           const ci = await jsm.consumers.add(this.#stream, {
             deliver_subject: inbox,
             deliver_policy: policy,
@@ -115,7 +131,10 @@ export class NatsKvWatch implements KvWatch {
             mem_storage: true,
             num_replicas: 1,
           });
-          if (gen !== this.#gen || this.#stopped) return;
+          if (gen !== this.#gen || this.#stopped) {
+            return;
+          }
+          this.#created = true;
           if (policy === DeliverPolicy.New) {
             this.#lastSeq = Math.max(this.#lastSeq, ci.delivered.stream_seq);
             this.#baseline = true;
@@ -124,7 +143,9 @@ export class NatsKvWatch implements KvWatch {
           const held = this.#held ?? [];
           this.#held = undefined;
           this.#lastActive = performance.now();
-          for (const m of held) this.#onMessage(gen, null, m);
+          for (const m of held) {
+            this.#onMessage(gen, null, m);
+          }
           return;
         } catch {
           if (this.#conn.nc.isClosed()) return this.stop();
@@ -157,6 +178,9 @@ export class NatsKvWatch implements KvWatch {
           if (reply) msg.respond(); // flow control
           const stalled = msg.headers?.get("Nats-Consumer-Stalled");
           if (stalled) this.#conn.nc.publish(stalled);
+          // an idle heartbeat names the last delivery: one we did not see was lost
+          const last = Number(msg.headers?.get("Nats-Last-Consumer") || 0);
+          if (last >= this.#expected) this.restart("gap");
           return;
         }
       } catch {
