@@ -24,7 +24,8 @@ import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
 import type { Codec } from "./codec/types.ts";
 import { sizeLowerBound } from "./codec/size.ts";
 import { createLeases, type Leases } from "./directory/leases.ts";
-import { createEventQueue, type Membership, startMembership } from "./directory/membership.ts";
+import { type Membership, startMembership } from "./directory/membership.ts";
+import { createEventQueue } from "./util/queue.ts";
 import { createOwnership, type Ownership } from "./directory/ownership.ts";
 import type {
   DirectoryEvent,

@@ -10,6 +10,7 @@ import { createInbox, type Msg, nanos, type Subscription } from "@nats-io/nats-c
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import type { KvEntry, KvWatch } from "../../src/mesh/types.ts";
 import { delay } from "../../src/util/async.ts";
+import { createEventQueue } from "../../src/util/queue.ts";
 import { backoff, EMPTY } from "./_util.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 
@@ -34,8 +35,7 @@ export class NatsKvWatch implements KvWatch {
   readonly #initial: boolean;
   readonly #prefix: string;
   readonly #stream: string;
-  #buffer: KvEntry[] = [];
-  #waiter: ((r: IteratorResult<KvEntry>) => void) | undefined;
+  readonly #queue = createEventQueue<KvEntry>();
   #stopped = false;
   #gen = 0;
   #sub: Subscription | undefined;
@@ -62,6 +62,7 @@ export class NatsKvWatch implements KvWatch {
     this.#prefix = `$KV.${bucket}.`;
     this.#stream = `KV_${bucket}`;
     conn.watches.add(this);
+    this.#queue.onStop(() => this.stop()); // an iterator's return() stops the watch
     this.#timer = setInterval(() => {
       if (this.#conn.connected && !this.#starting) {
         if (performance.now() - this.#lastActive > 3 * HEARTBEAT_MS) this.restart("silent");
@@ -107,18 +108,25 @@ export class NatsKvWatch implements KvWatch {
         this.#sub = this.#conn.nc.subscribe(inbox, {
           callback: (err, msg) => this.#onMessage(gen, err, msg),
         });
-        const resume = this.#baseline || this.#lastSeq > 0;
-        const policy = resume
-          ? DeliverPolicy.StartSequence
-          : this.#initial
-          ? DeliverPolicy.LastPerSubject
-          : DeliverPolicy.New;
         try {
           // the first consumer gets the KV timeout; a recreated one 1 s, 2 s, … per attempt
           // (see NatsMeshConnection.jsmWithTimeout)
           const jsm = await (this.#created
             ? this.#conn.jsmWithTimeout(1000 * (attempt + 1))
             : this.#conn.jsm());
+          if (!this.#initial && !this.#baseline) {
+            // "only later changes": start after the stream's last message as its leader
+            // knows it. (A "deliver new" consumer placed on a lagging replica of an R3
+            // bucket would also deliver writes acknowledged before watch() was called.)
+            const si = await jsm.streams.info(this.#stream);
+            if (gen !== this.#gen || this.#stopped) {
+              return;
+            }
+            this.#lastSeq = Math.max(this.#lastSeq, si.state.last_seq);
+            this.#baseline = true;
+          }
+          const resume = this.#baseline || this.#lastSeq > 0;
+          const policy = resume ? DeliverPolicy.StartSequence : DeliverPolicy.LastPerSubject;
           const ci = await jsm.consumers.add(this.#stream, {
             deliver_subject: inbox,
             deliver_policy: policy,
@@ -135,10 +143,6 @@ export class NatsKvWatch implements KvWatch {
             return;
           }
           this.#created = true;
-          if (policy === DeliverPolicy.New) {
-            this.#lastSeq = Math.max(this.#lastSeq, ci.delivered.stream_seq);
-            this.#baseline = true;
-          }
           this.#initialLeft = policy === DeliverPolicy.LastPerSubject ? ci.num_pending : 0;
           const held = this.#held ?? [];
           this.#held = undefined;
@@ -215,11 +219,7 @@ export class NatsKvWatch implements KvWatch {
       revision: sseq,
       operation,
     };
-    const waiter = this.#waiter;
-    if (waiter) {
-      this.#waiter = undefined;
-      waiter({ value: entry, done: false });
-    } else this.#buffer.push(entry);
+    this.#queue.push(entry);
   }
 
   stop(): void {
@@ -234,27 +234,10 @@ export class NatsKvWatch implements KvWatch {
     } catch {
       // closed already
     }
-    this.#buffer = [];
-    const waiter = this.#waiter;
-    this.#waiter = undefined;
-    waiter?.({ value: undefined, done: true });
+    this.#queue.stop(true);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<KvEntry> {
-    return {
-      next: (): Promise<IteratorResult<KvEntry>> => {
-        const e = this.#buffer.shift();
-        if (e) return Promise.resolve({ value: e, done: false });
-        if (this.#stopped) return Promise.resolve({ value: undefined, done: true });
-        if (this.#waiter) {
-          return Promise.reject(new TypeError("Cannot call next() of a KV watch concurrently"));
-        }
-        return new Promise((resolve) => this.#waiter = resolve);
-      },
-      return: (): Promise<IteratorResult<KvEntry>> => {
-        this.stop();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-    };
+    return this.#queue[Symbol.asyncIterator]();
   }
 }

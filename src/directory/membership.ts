@@ -21,6 +21,7 @@
 
 import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.ts";
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
+import { createEventQueue, type EventQueue } from "../util/queue.ts";
 import type { DirectoryEvent, NodeInfo } from "./types.ts";
 
 /** A change of membership, or of this node's own fencing state. */
@@ -665,66 +666,4 @@ class MembershipImpl implements Membership {
 function sameInfo(a: NodeInfo, b: NodeInfo): boolean {
   return a.since === b.since && a.types.length === b.types.length &&
     a.types.every((t, i) => t === b.types[i]);
-}
-
-/** An unbounded push queue read as an async iterable; `stop()` ends it. @internal */
-export interface EventQueue<T> extends AsyncIterable<T> {
-  /** Adds a value (ignored once stopped). */
-  push(value: T): void;
-  /** Ends the iteration; pending `next()` calls resolve as done. Idempotent. */
-  stop(): void;
-  /** Registers a callback run once on stop. */
-  onStop(fn: () => void): void;
-}
-
-/**
- * Creates an {@link EventQueue}. Internal helper shared by the directory modules.
- *
- * @example
- * ```ts
- * import { createEventQueue } from "./membership.ts";
- * const q = createEventQueue<number>();
- * q.push(1);
- * q.stop();
- * for await (const n of q) console.log(n); // 1
- * ```
- * @internal
- */
-export function createEventQueue<T>(): EventQueue<T> {
-  const buffer: T[] = [];
-  const waiters: ((r: IteratorResult<T>) => void)[] = [];
-  const stopFns: (() => void)[] = [];
-  let stopped = false;
-  const stop = () => {
-    if (stopped) return;
-    stopped = true;
-    for (const fn of stopFns.splice(0)) fn();
-    for (const w of waiters.splice(0)) w({ done: true, value: undefined });
-  };
-  return {
-    push(value) {
-      if (stopped) return;
-      const w = waiters.shift();
-      if (w) w({ done: false, value });
-      else buffer.push(value);
-    },
-    stop,
-    onStop(fn) {
-      if (stopped) fn();
-      else stopFns.push(fn);
-    },
-    [Symbol.asyncIterator](): AsyncIterator<T> {
-      return {
-        next() {
-          if (buffer.length > 0) return Promise.resolve({ done: false, value: buffer.shift()! });
-          if (stopped) return Promise.resolve({ done: true, value: undefined });
-          return new Promise((resolve) => waiters.push(resolve));
-        },
-        return() {
-          stop();
-          return Promise.resolve({ done: true, value: undefined });
-        },
-      };
-    },
-  };
 }

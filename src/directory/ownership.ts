@@ -28,7 +28,8 @@ import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.t
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, UnavailableError } from "../errors.ts";
 import type { DirectoryEvent } from "./types.ts";
-import { createEventQueue, type DirectoryWatch, type Membership } from "./membership.ts";
+import type { DirectoryWatch, Membership } from "./membership.ts";
+import { createEventQueue } from "../util/queue.ts";
 import { delay } from "../util/async.ts";
 
 /** Options of {@link createOwnership}. */

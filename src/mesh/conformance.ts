@@ -591,11 +591,13 @@ export function meshConformance(
     const ka = await a.kv(bucket);
     const kb = await b.kv(bucket);
     await withWatch(kb.watch(), async (it) => {
+      // (a put deleted at once may be superseded before the watch reads it: see KvWatch)
       const r1 = await ka.put("k", bytes("1"));
-      await ka.delete("k");
-      const [put, del] = await take(it, 2);
+      const [put] = await take(it, 1);
       assert.equal(put!.operation, "PUT");
       assert.equal(put!.revision, r1);
+      await ka.delete("k");
+      const [del] = await take(it, 1);
       assert.equal(del!.key, "k");
       assert.equal(del!.operation, "DEL");
       assert.ok(del!.revision > r1);

@@ -34,6 +34,7 @@
  */
 
 import { isValidSubject, subjectMatches } from "./subject.ts";
+import { createEventQueue } from "../util/queue.ts";
 import {
   type KvBucket,
   type KvEntry,
@@ -742,51 +743,28 @@ class BucketHandle implements KvBucket {
 
 class WatchImpl implements KvWatch {
   readonly ready: Promise<void> = Promise.resolve();
-  #buffer: KvEntry[] = [];
-  #waiter: ((r: IteratorResult<KvEntry>) => void) | undefined;
-  #stopped = false;
+  readonly #queue = createEventQueue<KvEntry>();
 
   constructor(
     readonly conn: InProcessConnection,
     readonly state: BucketState,
     readonly filter: string,
-  ) {}
+  ) {
+    this.#queue.onStop(() => {
+      this.state.watchers.delete(this);
+      this.conn.track(this, false);
+    });
+  }
 
   offer(entry: KvEntry): void {
-    if (this.#stopped || !subjectMatches(this.filter, entry.key)) return;
-    const waiter = this.#waiter;
-    if (waiter) {
-      this.#waiter = undefined;
-      waiter({ value: copyEntry(entry), done: false });
-    } else this.#buffer.push(entry);
+    if (subjectMatches(this.filter, entry.key)) this.#queue.push(copyEntry(entry));
   }
 
   stop(): void {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    this.#buffer = [];
-    this.state.watchers.delete(this);
-    this.conn.track(this, false);
-    const waiter = this.#waiter;
-    this.#waiter = undefined;
-    waiter?.({ value: undefined, done: true });
+    this.#queue.stop(true);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<KvEntry> {
-    return {
-      next: (): Promise<IteratorResult<KvEntry>> => {
-        if (this.#stopped) return Promise.resolve({ value: undefined, done: true });
-        const e = this.#buffer.shift();
-        if (e) return Promise.resolve({ value: copyEntry(e), done: false });
-        if (this.#waiter) {
-          return Promise.reject(new TypeError("Cannot call next() of a KV watch concurrently"));
-        }
-        return new Promise((resolve) => this.#waiter = resolve);
-      },
-      return: (): Promise<IteratorResult<KvEntry>> => {
-        this.stop();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-    };
+    return this.#queue[Symbol.asyncIterator]();
   }
 }

@@ -164,6 +164,11 @@ export interface KvEntry {
 /**
  * A watch: an async iterable of changes; `stop()` ends it, and so does closing the
  * connection it was made on.
+ *
+ * Revisions arrive in increasing order and the latest revision of every key is always
+ * delivered. A bucket keeps `history` values per key (1 by default), so a revision that is
+ * superseded before a slow watcher reads it (say a put followed at once by a delete) may be
+ * skipped: watchers see the latest state, not necessarily every step.
  */
 export interface KvWatch extends AsyncIterable<KvEntry> {
   /** Ends the iteration (a pending `next()` resolves as done). Idempotent. */
