@@ -67,6 +67,17 @@ export function isTemporaryJs(err: unknown): boolean {
   return false;
 }
 
+/**
+ * {@link isTemporaryJs}, or "stream not found" (10059): what nats-server 2.9.10 may answer
+ * to a stream create, or to a stream info just after it, while several nodes of a cluster
+ * create the same bucket at once (seen when three node processes started together).
+ */
+export function isTemporaryBucketOpen(err: unknown): boolean {
+  return isTemporaryJs(err) ||
+    (err instanceof JetStreamApiError &&
+      (err.code === 10059 || /stream not found/i.test(err.message)));
+}
+
 /** Maps an error of the NATS client to the mesh's errors (other errors pass through). */
 export function toMeshError(err: unknown, what: string): unknown {
   if (err instanceof MeshError) return err;

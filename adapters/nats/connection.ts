@@ -36,7 +36,7 @@ import {
 import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
 import {
   checkSubject,
-  isTemporaryJs,
+  isTemporaryBucketOpen,
   retry,
   toMeshError,
   toMeshMessage,
@@ -316,7 +316,7 @@ export class NatsMeshConnection implements MeshConnection {
     const kvm = new Kvm(this.js);
     const kv = await retry(
       () => kvm.create(bucket, { history, replicas, allow_direct: false }),
-      isTemporaryJs,
+      isTemporaryBucketOpen,
       deadline,
       what,
     );
@@ -330,7 +330,7 @@ export class NatsMeshConnection implements MeshConnection {
         }
         return si;
       },
-      isTemporaryJs,
+      isTemporaryBucketOpen,
       deadline,
       what,
     );
