@@ -278,6 +278,9 @@ Deno.test({
         const first = await it.next();
         assert.equal(first.done ? 0 : first.value.revision, r0);
         await cluster.servers[0]!.kill("SIGKILL");
+        // written while `a` is disconnected: what its consumer pushed meanwhile is lost on
+        // the way, and the watch must notice the gap and fetch it again
+        const [rDuring] = await eventually(15_000, () => kb.put("during", enc.encode("d")));
         const [reply, tReq] = await eventually(
           15_000,
           () => a.request("troupe.echo.k", enc.encode("2"), { timeout: 500 }),
@@ -298,6 +301,7 @@ Deno.test({
           if (!n || n.done) break;
           seen.push(n.value.revision);
         }
+        assert.ok(seen.includes(rDuring), `the watch saw the write during the outage (${seen})`);
         assert.ok(seen.includes(r2), `the watch saw the update (${seen})`);
         assert.ok(seen.includes(r3), `the watch saw the later put (${seen})`);
         console.log(
