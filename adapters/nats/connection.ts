@@ -113,16 +113,18 @@ export class NatsMeshConnection implements MeshConnection {
   }
 
   async #watchStatus(): Promise<void> {
+    let disconnectedAt = performance.now();
     for await (const s of this.nc.status()) {
       let status: MeshStatus | undefined;
       switch (s.type) {
         case "disconnect":
           this.connected = false;
+          disconnectedAt = performance.now();
           status = { type: "disconnect", server: s.server };
           break;
         case "reconnect":
           this.connected = true;
-          for (const w of this.watches) w.reconnected();
+          for (const w of this.watches) w.reconnected(performance.now() - disconnectedAt);
           status = { type: "reconnect", server: s.server };
           break;
         case "error":

@@ -15,6 +15,8 @@ import { backoff, EMPTY } from "./_util.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 
 const HEARTBEAT_MS = 1000;
+/** A consumer without interest for this long is deleted by the server. */
+const INACTIVE_MS = 5000;
 
 /**
  * Watches being set up in this process, by bucket: writes to that bucket from this process
@@ -80,13 +82,15 @@ export class NatsKvWatch implements KvWatch {
   }
 
   /**
-   * Called after the client reconnected. The consumer may have survived (it lives on some
-   * server of the cluster, not necessarily the one this client was on), so it is not
-   * recreated blindly: a consumer that does not heartbeat within the silence bound, or
-   * whose heartbeat reports deliveries this watch missed, is.
+   * Called after the client reconnected, `away` ms after it lost its connection. A consumer
+   * is deleted by the server once it had no interest for `inactive_threshold` (5 s); after a
+   * shorter outage it may live on (on any server of the cluster), so it is not recreated
+   * blindly: one that does not heartbeat within the silence bound, or whose heartbeat
+   * reports deliveries this watch missed, is.
    */
-  reconnected(): void {
-    this.#lastActive = performance.now();
+  reconnected(away: number): void {
+    if (away >= INACTIVE_MS - HEARTBEAT_MS) this.restart("reconnect");
+    else this.#lastActive = performance.now();
   }
 
   /** Recreates the consumer from the last delivered revision. */
@@ -135,7 +139,7 @@ export class NatsKvWatch implements KvWatch {
             filter_subject: this.#prefix + this.#filter,
             flow_control: true,
             idle_heartbeat: nanos(HEARTBEAT_MS),
-            inactive_threshold: nanos(5000),
+            inactive_threshold: nanos(INACTIVE_MS),
             mem_storage: true,
             num_replicas: 1,
           });
