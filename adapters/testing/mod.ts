@@ -1,6 +1,7 @@
 /**
  * Test helpers: a throw-away NATS cluster (1 or 3 real `nats-server` processes on free
- * loopback ports, with JetStream and WebSocket) and helpers to run several nodes.
+ * loopback ports, with JetStream and WebSocket), several nodes and a client in one process
+ * ({@link startSystems}), and node processes to kill ({@link startNodeProcess}).
  *
  * @example
  * ```ts
@@ -14,4 +15,8 @@
 export { findNatsServer, startNatsCluster } from "./nats_server.ts";
 export type { NatsCluster, NatsClusterOptions, ServerHandle } from "./nats_server.ts";
 export { startNodeProcess } from "./node_process.ts";
+export { startSystems } from "./systems.ts";
+export type { StartSystemsOptions, TestSystems } from "./systems.ts";
+// the types the helpers above refer to (the whole public API of the main module)
+export type * from "../../mod.ts";
 export type { NodeProcess, NodeProcessOptions } from "./node_process.ts";
