@@ -270,6 +270,8 @@ class MembershipImpl implements Membership {
   #watch: KvWatch | undefined;
   #watchLoop: Promise<void> | undefined;
   #startedAt = performance.now();
+  /** When the watch last delivered one of this node's own heartbeats. */
+  #echoAt = performance.now();
   #validUntil = -Infinity;
   #fenced = false;
   #fencedAt = 0;
@@ -298,6 +300,7 @@ class MembershipImpl implements Membership {
 
   async start(): Promise<void> {
     this.#startedAt = performance.now();
+    this.#echoAt = this.#startedAt;
     this.#watch = this.#bucket.watch({ key: ">" });
     const watch = this.#watch;
     this.#watchLoop = (async () => {
@@ -560,6 +563,7 @@ class MembershipImpl implements Membership {
     }
     const hb = parseHeartbeat(entry);
     if (!hb || hb.id !== id) return;
+    if (id === this.self.id && hb.session === this.#session) this.#echoAt = performance.now();
     if (id === this.self.id && hb.session !== this.#session) {
       if (!this.#foreignSessions.has(hb.session)) {
         this.#foreignSessions.add(hb.session);
@@ -616,13 +620,27 @@ class MembershipImpl implements Membership {
   }
 
   /**
-   * Marks as dead every peer silent for ttl + margin and emits `node_left`. The dead node's
-   * key is deleted, checked against the revision last seen (so a newer heartbeat is never
-   * deleted), so that nodes starting later do not see it alive for another ttl + margin.
+   * Whether this node's watch is known to be current: a hosting node sees each of its own
+   * heartbeats come back through the watch, one every `ttl / 3`. When they stop coming (the
+   * watch lags or is being re-established, e.g. while JetStream elects a leader after a server
+   * died), silence of the others proves nothing, so nobody is declared dead until the watch
+   * delivers again. Nodes that do not heartbeat (observers) cannot tell and always trust it.
+   */
+  #watchCurrent(now: number): boolean {
+    return !this.#hosts || now - this.#echoAt <= this.ttl / 3 + 2 * this.margin;
+  }
+
+  /**
+   * Marks as dead every peer silent for ttl + margin and emits `node_left`, provided this
+   * node's watch is current ({@link #watchCurrent}). The dead node's key is deleted, checked
+   * against the revision last seen (so a newer heartbeat is never deleted), so that nodes
+   * starting later do not see it alive for another ttl + margin.
    */
   #sweep(): void {
     const now = performance.now();
+    const current = this.#watchCurrent(now);
     for (const p of this.#peers.values()) {
+      if (!current && p.info.id !== this.self.id) continue;
       if (p.alive && now > p.lastSeen + p.ttl + this.margin) {
         p.alive = false;
         if (p.revision > 0 && p.info.id !== this.self.id && !this.#closed) {
@@ -640,16 +658,22 @@ class MembershipImpl implements Membership {
     clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     if (this.#closed) return;
+    const now = performance.now();
+    const current = this.#watchCurrent(now);
     let next = Infinity;
     for (const p of this.#peers.values()) {
-      if (p.alive) next = Math.min(next, p.lastSeen + p.ttl + this.margin);
+      if (!p.alive) continue;
+      const due = p.lastSeen + p.ttl + this.margin;
+      // with a lagging watch an overdue peer waits for the next echo (which re-arms this)
+      if (!current && due <= now && p.info.id !== this.self.id) continue;
+      next = Math.min(next, due);
     }
     if (next === Infinity) return;
     this.#expiryTimer = setTimeout(() => {
       this.#expiryTimer = undefined;
       this.#sweep();
       this.#armExpiry();
-    }, Math.max(0, next - performance.now()) + 1);
+    }, Math.max(0, next - now) + 1);
   }
 
   #emit(event: MembershipEvent): void {

@@ -298,15 +298,49 @@ Deno.test("confirmDead() double-checks a death against the bucket", async () => 
   await leave(a, b);
 });
 
-Deno.test("a lagging watch never makes a live node confirmed dead", async () => {
+Deno.test("a hosting node whose watch lags declares nobody dead until it delivers again", async () => {
   const mesh = inProcessMesh({ leaseTtl: TTL });
   const raw = await mesh.connect({ node: "o" });
   const lag = laggy(raw);
   const o = await startMembership(lag.conn, {
     prefix: "t",
+    node: { id: "o", types: ["x"], since: Date.now() },
+    ttl: TTL,
+    margin: MARGIN,
+    onWarning: () => {},
+  });
+  const left: string[] = [];
+  o.on((e) => e.type === "node_left" && left.push(e.node.id));
+  const b = await join(mesh, "b");
+  await waitFor(() => o.isAlive("b"), 50, "b seen");
+  lag.hold(true); // o's watch stops delivering (its own heartbeats no longer come back)
+  await delay(2 * (TTL + MARGIN));
+  assert.equal(o.isAlive("b"), true, "b kept alive while o's watch lags");
+  assert.deepEqual(left, []);
+  assert.equal(o.isFenced(), false, "o itself still heartbeats");
+  lag.hold(false);
+  await delay(50);
+  assert.equal(o.isAlive("b"), true);
+  // b really dies: once o's watch is current again, o sees it
+  b.m._pauseHeartbeats();
+  await waitFor(() => !o.isAlive("b"), 3 * (TTL + MARGIN), "b dead in o's view");
+  assert.deepEqual(left, ["b"]);
+  await o.close();
+  await raw.close();
+  await leave(b);
+});
+
+Deno.test("a lagging watch never makes a live node confirmed dead", async () => {
+  const mesh = inProcessMesh({ leaseTtl: TTL });
+  const raw = await mesh.connect({ node: "o" });
+  const lag = laggy(raw);
+  // an observer (no heartbeats of its own): its view trusts the watch
+  const o = await startMembership(lag.conn, {
+    prefix: "t",
     node: { id: "o", types: [], since: Date.now() },
     ttl: TTL,
     margin: MARGIN,
+    hosts: false,
     onWarning: () => {},
   });
   const b = await join(mesh, "b");
