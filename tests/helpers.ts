@@ -1,5 +1,20 @@
 /** Small helpers shared by the tests (not part of the package). */
+import assert from "node:assert/strict";
+import { BadPayloadError } from "../src/errors.ts";
 export { delay } from "../src/util/async.ts";
+
+/** Asserts that `fn` throws a `BadPayloadError` (code `bad_payload`) matching `pattern`. */
+export function rejectsBadPayload(fn: () => unknown, pattern?: RegExp): BadPayloadError {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof BadPayloadError, `expected BadPayloadError, got ${err}`);
+    assert.equal(err.code, "bad_payload");
+    if (pattern) assert.match(err.message, pattern);
+    return err;
+  }
+  assert.fail("expected a BadPayloadError");
+}
 
 /** Polls `cond` every 5 ms until it holds; throws after `timeout` ms, naming `what`. */
 export async function waitFor(

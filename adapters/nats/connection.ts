@@ -64,7 +64,6 @@ export class NatsMeshConnection implements MeshConnection {
   /** Whether the client is connected now (watches restart only when it is). Internal. */
   connected = true;
   readonly #inflight = new Set<(err: unknown) => void>();
-  #jsm: Promise<JetStreamManager> | undefined;
   readonly #jsmByTimeout = new Map<number, Promise<JetStreamManager>>();
   #closing: Promise<void> | undefined;
 
@@ -86,12 +85,9 @@ export class NatsMeshConnection implements MeshConnection {
     return this.#options;
   }
 
-  /** The JetStream manager, created on first use. Internal. */
+  /** The JetStream manager (KV timeout), created on first use. Internal. */
   jsm(): Promise<JetStreamManager> {
-    return this.#jsm ??= jetstreamManager(this.nc, {
-      timeout: this.#options.kvTimeout ?? 5000,
-      checkAPI: false,
-    });
+    return this.jsmWithTimeout(Infinity);
   }
 
   /**

@@ -94,6 +94,7 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
   const ownJournal = options.journal === undefined ? memoryJournal() : undefined;
   const journal = options.journal ?? ownJournal!;
   const shared = options.nats ? undefined : inProcessMesh();
+  const ttl = options.leaseTtl === undefined ? {} : { leaseTtl: options.leaseTtl };
   const prefix = options.prefix ?? `t${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
   const meshFor = (i: number): Mesh => {
     const nats = options.nats;
@@ -101,7 +102,7 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
     return natsMesh({
       servers: nats.urls[i % nats.urls.length]!,
       prefix,
-      ...(options.leaseTtl !== undefined ? { leaseTtl: options.leaseTtl } : {}),
+      ...ttl,
     });
   };
   const common = { logger: "error" as const, ...options.system };
@@ -119,7 +120,7 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
           mesh: meshFor(i),
           journal,
           node: `node-${i}`,
-          ...(options.leaseTtl !== undefined ? { leaseTtl: options.leaseTtl } : {}),
+          ...ttl,
         }),
       );
     }
@@ -129,7 +130,7 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
       mesh: meshFor(0),
       journal,
       node: "client",
-      ...(options.leaseTtl !== undefined ? { leaseTtl: options.leaseTtl } : {}),
+      ...ttl,
     });
     started.push(client);
     const nodes = started.slice(0, count);

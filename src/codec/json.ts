@@ -30,7 +30,7 @@
 
 import { BadPayloadError } from "../errors.ts";
 import type { Codec } from "./types.ts";
-import { DEFAULT_MAX_DEPTH } from "./msgpack.ts";
+import { checkMaxDepth, DEFAULT_MAX_DEPTH } from "./msgpack.ts";
 
 /** The content type of {@link json}. */
 export const JSON_CONTENT_TYPE = "application/json";
@@ -272,13 +272,6 @@ function reviveTag(
   }
   if (depth >= maxDepth) throw tooDeep(maxDepth);
   throw decodeError(`the tag ${tag} has an invalid value`);
-}
-
-function checkMaxDepth(maxDepth: number): number {
-  if (!Number.isInteger(maxDepth) || maxDepth < 1 || maxDepth > 10_000) {
-    throw new RangeError(`maxDepth must be an integer from 1 to 10000, got ${maxDepth}`);
-  }
-  return maxDepth;
 }
 
 /**

@@ -1,23 +1,11 @@
 import assert from "node:assert/strict";
-import { BadPayloadError } from "../errors.ts";
+import { rejectsBadPayload as rejects } from "../../tests/helpers.ts";
 import { json, jsonCodec } from "./json.ts";
 
 const enc = new TextEncoder();
 const text = (value: unknown) => new TextDecoder().decode(json.encode(value));
 const parse = (s: string) => json.decode(enc.encode(s));
 const roundTrip = (value: unknown) => json.decode(json.encode(value));
-
-function rejects(fn: () => unknown, pattern?: RegExp): void {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof BadPayloadError, `expected BadPayloadError, got ${err}`);
-    assert.equal(err.code, "bad_payload");
-    if (pattern) assert.match(err.message, pattern);
-    return;
-  }
-  assert.fail("expected a BadPayloadError");
-}
 
 Deno.test("json.decode() reads plain JSON as plain values", () => {
   assert.deepEqual(parse('{"amount":5,"to":"bob","tags":["a",null,true],"n":-1.5e3}'), {

@@ -526,7 +526,8 @@ function decodeBytes(bytes: Uint8Array, maxDepth: number): unknown {
   }
 }
 
-function checkMaxDepth(maxDepth: number): number {
+/** Checks a codec's `maxDepth` option (shared by the JSON codec). @internal */
+export function checkMaxDepth(maxDepth: number): number {
   if (!Number.isInteger(maxDepth) || maxDepth < 1 || maxDepth > 10_000) {
     throw new RangeError(`maxDepth must be an integer from 1 to 10000, got ${maxDepth}`);
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BadPayloadError } from "../errors.ts";
+import { rejectsBadPayload as rejects } from "../../tests/helpers.ts";
 import { msgpack, msgpackCodec } from "./msgpack.ts";
 import {
   checkPayloadSize,
@@ -14,18 +14,6 @@ import type { Codec } from "./types.ts";
 
 function roundTrip(value: unknown): unknown {
   return msgpack.decode(msgpack.encode(value));
-}
-
-function rejects(fn: () => unknown, pattern?: RegExp): BadPayloadError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof BadPayloadError, `expected BadPayloadError, got ${err}`);
-    assert.equal(err.code, "bad_payload");
-    if (pattern) assert.match(err.message, pattern);
-    return err;
-  }
-  assert.fail("expected a BadPayloadError");
 }
 
 const bytes = (...b: number[]) => new Uint8Array(b);

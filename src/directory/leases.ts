@@ -30,7 +30,7 @@ import type { KvBucket, KvEntry, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import type { ElectOptions, Leader, Lease, LeaseOptions } from "./types.ts";
-import { defaultMargin, type Membership } from "./membership.ts";
+import { defaultMargin, type Membership, openDirectoryBucket } from "./membership.ts";
 import { delay } from "../util/async.ts";
 
 /** A held lease, with the details of its fencing token. */
@@ -134,10 +134,7 @@ export async function createLeases(
   membership: Membership,
   options: LeasesOptions,
 ): Promise<Leases> {
-  const bucket = await conn.kv(
-    `${options.prefix}_leases`,
-    options.replicas === undefined ? { history: 1 } : { history: 1, replicas: options.replicas },
-  );
+  const bucket = await openDirectoryBucket(conn, `${options.prefix}_leases`, options.replicas);
   return new LeasesImpl(bucket, options.node ?? membership.self.id, options);
 }
 

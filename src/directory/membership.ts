@@ -153,6 +153,18 @@ export interface Membership {
 }
 
 /**
+ * Opens a directory bucket (one value per key; `replicas` when given, else the mesh's choice).
+ * Shared by membership, ownership and leases. @internal
+ */
+export function openDirectoryBucket(
+  conn: MeshConnection,
+  name: string,
+  replicas: number | undefined,
+): Promise<KvBucket> {
+  return conn.kv(name, replicas === undefined ? { history: 1 } : { history: 1, replicas });
+}
+
+/**
  * The default margin for a time to live: `min(1000, max(250, ttl / 5))`.
  *
  * @example
@@ -240,10 +252,7 @@ export async function startMembership(
   if (!(ttl > 0) || !Number.isFinite(ttl)) {
     throw new RangeError(`Cannot start membership: ttl must be a positive number, got ${ttl}`);
   }
-  const bucket = await conn.kv(
-    `${options.prefix}_nodes`,
-    options.replicas === undefined ? { history: 1 } : { history: 1, replicas: options.replicas },
-  );
+  const bucket = await openDirectoryBucket(conn, `${options.prefix}_nodes`, options.replicas);
   const m = new MembershipImpl(bucket, options);
   try {
     await m.start();

@@ -28,7 +28,7 @@ import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.t
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, UnavailableError } from "../errors.ts";
 import type { DirectoryEvent } from "./types.ts";
-import type { DirectoryWatch, Membership } from "./membership.ts";
+import { type DirectoryWatch, type Membership, openDirectoryBucket } from "./membership.ts";
 import { createEventQueue } from "../util/queue.ts";
 import { delay } from "../util/async.ts";
 
@@ -161,10 +161,7 @@ export async function createOwnership(
   membership: Membership,
   options: OwnershipOptions,
 ): Promise<Ownership> {
-  const bucket = await conn.kv(
-    `${options.prefix}_acts`,
-    options.replicas === undefined ? { history: 1 } : { history: 1, replicas: options.replicas },
-  );
+  const bucket = await openDirectoryBucket(conn, `${options.prefix}_acts`, options.replicas);
   return new OwnershipImpl(bucket, membership, options.retries ?? 5);
 }
 
