@@ -5,27 +5,15 @@
  * @module
  */
 
-import { type Activation, type ActivationHost, Redirect, upcast } from "./actor/activation.ts";
-import { Activation as ActivationImpl } from "./actor/activation.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./actor/define.ts";
-import { consoleLogger, type Envelope, type Logger, type LogLevel } from "./actor/envelope.ts";
-import {
-  type ActorRef,
-  type ActorStream,
-  type AskOptions,
-  type CallOrigin,
-  type Dispatcher,
-  makeRef,
-  type StreamOptions,
-} from "./actor/ref.ts";
-import { StreamChannel } from "./actor/stream.ts";
-import { WorkerPool } from "./actor/worker.ts";
+import { consoleLogger, type Logger, type LogLevel } from "./actor/envelope.ts";
+import { type ActorRef, makeRef } from "./actor/ref.ts";
+import { upcast } from "./actor/activation.ts";
+import { Reminders } from "./actor/reminders.ts";
 import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
 import type { Codec } from "./codec/types.ts";
-import { sizeLowerBound } from "./codec/size.ts";
 import { createLeases, type Leases } from "./directory/leases.ts";
 import { type Membership, startMembership } from "./directory/membership.ts";
-import { createEventQueue } from "./util/queue.ts";
 import { createOwnership, type Ownership } from "./directory/ownership.ts";
 import type {
   DirectoryEvent,
@@ -35,20 +23,14 @@ import type {
   LeaseOptions,
   NodeInfo,
 } from "./directory/types.ts";
-import {
-  BadPayloadError,
-  ClosedError,
-  TimeoutError,
-  UnknownActorTypeError,
-  UnknownHandlerError,
-} from "./errors.ts";
+import { Dispatch } from "./dispatch/dispatch.ts";
+import { ClosedError } from "./errors.ts";
 import type { Journal } from "./journal/types.ts";
 import { memoryJournal } from "./journal/memory.ts";
 import { inProcessMesh } from "./mesh/in_process.ts";
 import type { Mesh, MeshConnection } from "./mesh/types.ts";
-import { Router } from "./mesh/router.ts";
-import { Reminders } from "./actor/reminders.ts";
 import { TimerWheel } from "./util/async.ts";
+import { createEventQueue } from "./util/queue.ts";
 
 /** Options of {@link createSystem}. */
 export interface SystemOptions {
@@ -76,6 +58,18 @@ export interface SystemOptions {
   leaseTtl?: number;
   /** Whether this node runs the durable reminder service (when elected). @default {true} */
   reminders?: boolean;
+  /**
+   * Most actors active on this node at once. Past it, the least recently used idle ones
+   * passivate to make room; when none is idle, new activations get `overloaded`.
+   * @default {100000}
+   */
+  maxActivations?: number;
+  /**
+   * Bound of a graceful `close()`, ms: mailboxes and worker pools drain for at most this long,
+   * then what is left is answered "send it elsewhere" and turns still running are abandoned.
+   * @default {10000}
+   */
+  drainTimeout?: number;
 }
 
 /** An event read back from an actor's log. */
@@ -150,18 +144,6 @@ export interface SystemInternals {
 
 const TYPE_NAME = /^[a-z][a-z0-9_-]*$/;
 
-/** The envelope fields a message inherits from the turn that sends it. */
-function fromOrigin(
-  origin: CallOrigin | undefined,
-): Pick<Envelope, "chain" | "caller" | "token"> {
-  if (!origin) return { chain: [] };
-  return {
-    chain: origin.chain,
-    ...(origin.caller ? { caller: origin.caller } : {}),
-    ...(origin.token !== undefined ? { token: origin.token } : {}),
-  };
-}
-
 /**
  * Starts a node. See `createSystem` in `mod.ts` for the public entry (it adds libSQL URLs).
  */
@@ -204,32 +186,25 @@ export async function createSystem(
   }
 }
 
-class SystemImpl implements System, Dispatcher, ActivationHost {
+/** A node: wiring (membership, ownership, leases, the message path, reminders) and lifecycle. */
+class SystemImpl implements System {
   readonly node: string;
-  readonly log: Logger;
-  readonly journal: Journal;
-  readonly storage: Codec = msgpack;
-  readonly dispatcher: Dispatcher = this;
-  readonly wheel = new TimerWheel(5);
   readonly directory: Directory;
-  readonly defs = new Map<string, ActorDefinition<AnyActorTypes>>();
-  readonly activations = new Map<string, Activation>();
-  readonly workers = new Map<string, WorkerPool>();
-  readonly wireCodec: Codec;
-  readonly maxPayload: number;
-  readonly askTimeout: number;
-  readonly conn: MeshConnection;
-  readonly prefix: string;
-  readonly ttl: number;
-  membership!: Membership;
-  ownership!: Ownership;
-  leases!: Leases;
-  router!: Router;
-  reminders: Reminders | undefined;
+  readonly #log: Logger;
+  readonly #journal: Journal;
+  readonly #storage: Codec = msgpack;
+  readonly #wheel = new TimerWheel(5);
+  readonly #defs = new Map<string, ActorDefinition<AnyActorTypes>>();
+  readonly #conn: MeshConnection;
+  readonly #prefix: string;
+  readonly #ttl: number;
   readonly #ownsJournal: boolean;
   readonly #options: SystemOptions;
-  #closed = false;
-  #accepting = true;
+  #membership!: Membership;
+  #ownership!: Ownership;
+  #leases!: Leases;
+  #dispatch!: Dispatch;
+  #reminders: Reminders | undefined;
   #closing: Promise<void> | undefined;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #unfence: (() => void) | undefined;
@@ -244,283 +219,94 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     conn: MeshConnection,
   ) {
     this.node = node;
-    this.log = log;
-    this.journal = journal;
+    this.#log = log;
+    this.#journal = journal;
     this.#ownsJournal = ownsJournal;
     this.#options = options;
-    this.conn = conn;
-    this.prefix = mesh.prefix;
-    this.ttl = options.leaseTtl ?? mesh.leaseTtl;
-    this.maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
-    this.askTimeout = options.askTimeout ?? 30_000;
-    const ct = options.contentType ?? msgpack.contentType;
-    const codec = codecFor(ct);
-    if (!codec) throw new TypeError(`No codec for content type "${ct}"`);
-    this.wireCodec = codec;
+    this.#conn = conn;
+    this.#prefix = mesh.prefix;
+    this.#ttl = options.leaseTtl ?? mesh.leaseTtl;
     for (const def of options.actors ?? []) {
       if (!def || typeof def.name !== "string" || !TYPE_NAME.test(def.name) || !def.handlers) {
         throw new TypeError("createSystem(): every entry of `actors` must come from defineActor()");
       }
-      if (this.defs.has(def.name)) {
+      if (this.#defs.has(def.name)) {
         throw new TypeError(`createSystem(): actor type "${def.name}" is listed twice`);
       }
-      this.defs.set(def.name, def);
-      if (def.stateless) this.workers.set(def.name, new WorkerPool(this, def));
+      this.#defs.set(def.name, def);
     }
     this.directory = {
-      nodes: () => this.membership.nodes(),
+      nodes: () => this.#membership.nodes(),
       locate: (def, id) => {
-        const local = this.activations.get(`${def.name}/${id}`);
-        if (local && local.status === "active") return Promise.resolve(this.node);
-        return this.ownership.locate(def.name, id);
+        if (this.#dispatch.local.isActive(def.name, id)) return Promise.resolve(this.node);
+        return this.#ownership.locate(def.name, id);
       },
       watch: (): AsyncIterable<DirectoryEvent> => this.#watch(),
     };
   }
 
   async start(): Promise<void> {
-    const info: NodeInfo = { id: this.node, types: [...this.defs.keys()], since: Date.now() };
-    this.membership = await startMembership(this.conn, {
-      prefix: this.prefix,
+    const options = this.#options;
+    const ct = options.contentType ?? msgpack.contentType;
+    const wireCodec = codecFor(ct);
+    if (!wireCodec) throw new TypeError(`No codec for content type "${ct}"`);
+    const maxActivations = options.maxActivations ?? 100_000;
+    if (!(maxActivations >= 1)) {
+      throw new RangeError(`maxActivations must be at least 1, got ${maxActivations}`);
+    }
+    const info: NodeInfo = { id: this.node, types: [...this.#defs.keys()], since: Date.now() };
+    this.#membership = await startMembership(this.#conn, {
+      prefix: this.#prefix,
       node: info,
-      ttl: this.ttl,
-      onWarning: (m) => this.log.warn(m),
+      ttl: this.#ttl,
+      onWarning: (m) => this.#log.warn(m),
     });
-    this.ownership = await createOwnership(this.conn, this.membership, { prefix: this.prefix });
-    this.leases = await createLeases(this.conn, this.membership, {
-      prefix: this.prefix,
+    this.#ownership = await createOwnership(this.#conn, this.#membership, {
+      prefix: this.#prefix,
+    });
+    this.#leases = await createLeases(this.#conn, this.#membership, {
+      prefix: this.#prefix,
       node: this.node,
     });
-    this.#unfence = this.membership.on((e) => {
+    this.#dispatch = new Dispatch({
+      node: this.node,
+      prefix: this.#prefix,
+      conn: this.#conn,
+      membership: this.#membership,
+      ownership: this.#ownership,
+      journal: this.#journal,
+      storage: this.#storage,
+      wireCodec,
+      log: this.#log,
+      wheel: this.#wheel,
+      maxPayload: maxPayloadOf(options.maxPayload, this.#conn),
+      askTimeout: options.askTimeout ?? 30_000,
+      maxActivations,
+      defs: this.#defs,
+      reminderScheduled: (due) => this.#reminders?.scheduled(due),
+    });
+    this.#unfence = this.#membership.on((e) => {
       if (e.type === "fenced") {
-        this.log.warn("Node lost its lease: dropping its activations", { reason: e.reason });
-        for (const act of [...this.activations.values()]) void act.passivate(false);
+        this.#log.warn("Node lost its lease: dropping its activations", { reason: e.reason });
+        this.#dispatch.local.dropAll();
       }
     });
-    this.router = new Router(this);
-    await this.router.start();
-    const idle = Math.min(...[...this.defs.values()].map((d) => d.idleAfter), 60_000);
+    await this.#dispatch.start();
+    const idle = Math.min(...[...this.#defs.values()].map((d) => d.idleAfter), 60_000);
     this.#idleTimer = setInterval(
-      () => this.#sweepIdle(),
+      () => this.#dispatch.local.sweepIdle(),
       Math.max(10, Math.min(1000, idle / 2)),
     );
-    if (this.#options.reminders !== false && this.defs.size > 0) {
-      this.reminders = new Reminders(this);
-      this.reminders.start();
-    }
-  }
-
-  // ---- ActivationHost ----
-
-  fenced(): boolean {
-    return this.membership.isFenced();
-  }
-
-  publish(topic: string, payload: unknown): Promise<void> {
-    if (this.#closed) return Promise.reject(new ClosedError("The system is closed"));
-    return this.router.publish(topic, payload);
-  }
-
-  reminderScheduled(due: number): void {
-    this.reminders?.scheduled(due);
-  }
-
-  async claim(act: Activation): Promise<void> {
-    const res = await this.ownership.claim(act.def.name, act.id);
-    if (!res.ok) throw new Redirect(res.owner);
-  }
-
-  stopped(act: Activation, leftover: Envelope[], owner?: string): void {
-    if (this.activations.get(act.key) === act) {
-      this.activations.delete(act.key);
-      if (owner === undefined) {
-        this.ownership.release(act.def.name, act.id).catch((err) =>
-          this.log.debug("Release of ownership failed", { actor: act.key, error: String(err) })
-        );
-      }
-    }
-    for (const m of leftover) {
-      // While closing, nothing is re-activated here (remote callers were told to go elsewhere).
-      if (this.#closed || !this.#accepting) m.reject(new ClosedError("The system is closed"));
-      else if (owner !== undefined) this.router.forward(owner, act.def.name, act.id, m);
-      else this.deliver(act.def.name, act.id, m);
-    }
-  }
-
-  // ---- Dispatcher ----
-
-  send(
-    type: string,
-    id: string,
-    kind: "ask" | "tell",
-    handler: string,
-    payload: unknown,
-    options: AskOptions | undefined,
-    origin: CallOrigin | undefined,
-  ): Promise<unknown> {
-    if (this.#closed || (!origin && !this.#accepting)) {
-      return Promise.reject(new ClosedError("The system is closed"));
-    }
-    const timeout = options?.timeout ?? this.askTimeout;
-    let deadline = performance.now() + timeout;
-    if (origin && origin.deadline < deadline) deadline = origin.deadline;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const entry = this.wheel.add(deadline, () => {
-        if (settled) return;
-        settled = true;
-        reject(
-          new TimeoutError(`${kind} ${type}/${id}.${handler} timed out after ${timeout} ms`),
-        );
+    if (options.reminders !== false && this.#defs.size > 0) {
+      this.#reminders = new Reminders({
+        journal: this.#journal,
+        storage: this.#storage,
+        dispatcher: this.#dispatch,
+        log: this.#log,
+        prefix: this.#prefix,
+        elect: (name, o) => this.#leases.elect(name, o),
       });
-      const done = (fn: () => void) => {
-        if (settled) return;
-        settled = true;
-        this.wheel.remove(entry);
-        fn();
-      };
-      const signal = options?.signal;
-      if (signal) {
-        if (signal.aborted) return done(() => reject(signal.reason));
-        signal.addEventListener("abort", () => done(() => reject(signal.reason)), { once: true });
-      }
-      const m: Envelope = {
-        kind,
-        handler,
-        payload,
-        deadline,
-        ...fromOrigin(origin),
-        ...(options?.idempotencyKey !== undefined
-          ? { idempotencyKey: options.idempotencyKey }
-          : {}),
-        resolve: kind === "ask" ? (v) => done(() => resolve(v)) : () => {},
-        reject: kind === "ask" ? (e) => done(() => reject(e)) : (e) => {
-          if (!settled) done(() => reject(e));
-          else this.log.debug(`tell ${type}/${id}.${handler} failed`, { error: String(e) });
-        },
-      };
-      if (kind === "tell") {
-        (m as { accepted?: () => void }).accepted = () => done(() => resolve(undefined));
-      }
-      this.deliver(type, id, m);
-    });
-  }
-
-  stream(
-    type: string,
-    id: string,
-    handler: string,
-    payload: unknown,
-    options: StreamOptions | undefined,
-    origin: CallOrigin | undefined,
-  ): ActorStream<unknown> {
-    const channel = new StreamChannel(options?.window ?? 16);
-    if (this.#closed || (!origin && !this.#accepting)) {
-      channel.error(new ClosedError("The system is closed"));
-      return channel;
-    }
-    const timeout = options?.timeout ?? this.askTimeout;
-    let deadline = performance.now() + timeout;
-    if (origin && origin.deadline < deadline) deadline = origin.deadline;
-    const m: Envelope = {
-      kind: "stream",
-      handler,
-      payload,
-      deadline,
-      ...fromOrigin(origin),
-      resolve: () => {},
-      reject: (e) => channel.error(e),
-      sink: channel,
-    };
-    this.deliver(type, id, m);
-    return channel;
-  }
-
-  /** Routes a message: to a local activation or worker pool, or across the mesh. */
-  deliver(type: string, id: string, m: Envelope): void {
-    if (this.#closed) return m.reject(new ClosedError("The system is closed"));
-    if (sizeLowerBound(m.payload, this.maxPayload) > this.maxPayload) {
-      return m.reject(
-        new BadPayloadError(
-          `Payload of ${type}.${m.handler} exceeds the limit of ${this.maxPayload} bytes`,
-        ),
-      );
-    }
-    const def = this.defs.get(type);
-    if (!def) return this.router.send(type, id, m);
-    const err = this.#checkHandler(def, m);
-    if (err) return m.reject(err);
-    if (def.stateless) {
-      const local = this.router.workerIsLocalOnly(type);
-      if (local) return this.#accept(m, () => this.workers.get(type)!.enqueue(m));
-      return this.router.send(type, id, m);
-    }
-    const key = `${type}/${id}`;
-    const act = this.activations.get(key);
-    if (act) return this.#accept(m, () => act.enqueue(m));
-    const owner = this.router.placeActor(type, id);
-    if (owner !== undefined && owner !== this.node) return this.router.send(type, id, m);
-    this.#accept(m, () => this.activate(def, id).enqueue(m));
-  }
-
-  /** Delivers a message that must be handled on this node (it was routed here). */
-  deliverHere(type: string, id: string, m: Envelope): void {
-    if (this.#closed) return m.reject(new ClosedError("The system is closed"));
-    const def = this.defs.get(type);
-    if (!def) {
-      return m.reject(new UnknownActorTypeError(`Node "${this.node}" does not host "${type}"`));
-    }
-    const err = this.#checkHandler(def, m);
-    if (err) return m.reject(err);
-    if (def.stateless) return this.#accept(m, () => this.workers.get(type)!.enqueue(m));
-    const key = `${type}/${id}`;
-    const act = this.activations.get(key) ?? this.activate(def, id);
-    this.#accept(m, () => act.enqueue(m));
-  }
-
-  #accept(m: Envelope, enqueue: () => void): void {
-    let rejected = false;
-    const reject = m.reject;
-    (m as { reject: (e: unknown) => void }).reject = (e) => {
-      rejected = true;
-      reject(e);
-    };
-    enqueue();
-    (m as { reject: (e: unknown) => void }).reject = reject;
-    if (!rejected) (m as { accepted?: () => void }).accepted?.();
-  }
-
-  #checkHandler(def: ActorDefinition<AnyActorTypes>, m: Envelope): Error | undefined {
-    if (!Object.hasOwn(def.handlers, m.handler)) {
-      return new UnknownHandlerError(`Actor type "${def.name}" has no handler "${m.handler}"`);
-    }
-    const streaming = def.streaming.has(m.handler);
-    if (streaming !== (m.kind === "stream")) {
-      return new UnknownHandlerError(
-        streaming
-          ? `Handler "${def.name}.${m.handler}" is a streaming handler: call it with ref.stream()`
-          : `Handler "${def.name}.${m.handler}" is not a streaming handler: call it with ask/tell`,
-      );
-    }
-    return undefined;
-  }
-
-  activate(def: ActorDefinition<AnyActorTypes>, id: string): Activation {
-    const act = new ActivationImpl(this, def, id);
-    this.activations.set(act.key, act);
-    act.ready.then(() => this.router.activated(act), () => {});
-    return act;
-  }
-
-  #sweepIdle(): void {
-    const now = performance.now();
-    for (const act of this.activations.values()) {
-      if (
-        act.status === "active" && !act.busy && act.queued === 0 &&
-        now - act.lastActive > act.def.idleAfter
-      ) {
-        void act.passivate(true);
-      }
+      this.#reminders.start();
     }
   }
 
@@ -535,7 +321,7 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
         `system.ref(${def.name}) needs an id (only stateless workers go without)`,
       );
     }
-    return makeRef(this, def, id);
+    return makeRef(this.#dispatch, def, id);
   }
 
   async *history<T extends ActorTypes>(
@@ -546,14 +332,14 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     const key = `${def.name}/${id}`;
     let next = Math.max(1, options.from ?? 1);
     for (;;) {
-      if (this.#closed) throw new ClosedError("The system is closed");
-      const page = await this.journal.read(key, next, 500);
+      if (this.#dispatch.phase === "closed") throw new ClosedError("The system is closed");
+      const page = await this.#journal.read(key, next, 500);
       for (const e of page) {
         const payload = upcast(
           def as unknown as ActorDefinition<AnyActorTypes>,
           e.type,
           e.version,
-          this.storage.decode(e.data),
+          this.#storage.decode(e.data),
         ) as T["events"][keyof T["events"]];
         yield { seq: e.seq, type: e.type, payload, at: new Date(e.at) };
       }
@@ -562,33 +348,36 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     }
   }
 
+  publish(topic: string, payload: unknown): Promise<void> {
+    return this.#dispatch.publish(topic, payload);
+  }
+
   subscribe(
     topic: string,
     handler: (payload: unknown, topic: string) => void | Promise<void>,
     options: { group?: string } = {},
   ): Subscription {
-    if (this.#closed) throw new ClosedError("The system is closed");
-    return this.router.subscribe(topic, handler, options.group);
+    return this.#dispatch.subscribe(topic, handler, options.group);
   }
 
   lease(name: string, options?: LeaseOptions): Promise<Lease> {
-    if (this.#closed) return Promise.reject(new ClosedError("The system is closed"));
-    return this.leases.lease(name, options);
+    if (this.#closing) return Promise.reject(new ClosedError("The system is closed"));
+    return this.#leases.lease(name, options);
   }
 
   lock<R>(name: string, fn: (lease: Lease) => R | Promise<R>, options?: LeaseOptions): Promise<R> {
-    if (this.#closed) return Promise.reject(new ClosedError("The system is closed"));
-    return this.leases.lock(name, fn, options);
+    if (this.#closing) return Promise.reject(new ClosedError("The system is closed"));
+    return this.#leases.lock(name, fn, options);
   }
 
   elect(name: string, options: ElectOptions = {}): Leader {
-    if (this.#closed) throw new ClosedError("The system is closed");
-    return this.leases.elect(name, options);
+    if (this.#closing) throw new ClosedError("The system is closed");
+    return this.#leases.elect(name, options);
   }
 
   #watch(): AsyncIterable<DirectoryEvent> {
     const queue = createEventQueue<DirectoryEvent>();
-    const sources = [this.membership.watch(), this.ownership.watch()];
+    const sources = [this.#membership.watch(), this.#ownership.watch()];
     let ended = 0;
     for (const source of sources) {
       void (async () => {
@@ -604,28 +393,39 @@ class SystemImpl implements System, Dispatcher, ActivationHost {
     return this.#closing ??= this.#close();
   }
 
+  /**
+   * Shutdown, in an order that loses nothing: stop firing reminders; drain (remote requests
+   * are answered "send it elsewhere", mailboxes and worker pools finish what they took, bounded
+   * by `drainTimeout`); then release leases and ownership and leave the membership, so callers
+   * re-place at once; then unsubscribe and disconnect.
+   */
   async #close(): Promise<void> {
-    this.#accepting = false;
+    const bound = this.#options.drainTimeout ?? 10_000;
     clearInterval(this.#idleTimer);
-    await this.reminders?.stop();
-    this.router.stopAccepting();
-    // Drain: queued messages finish (each bounded by its deadline), then passivate.
-    await Promise.allSettled([...this.activations.values()].map((a) => a.passivate(true)));
-    this.#closed = true;
+    await this.#reminders?.stop();
+    await this.#dispatch.drain(bound);
     this.#unfence?.();
-    await this.leases.close().catch((err) => this.log.warn("Lease release failed", { err }));
-    await this.ownership.close().catch(() => {});
-    // Leave the membership before unsubscribing, so callers re-place at once.
-    await this.membership.close().catch(() => {});
-    await this.router.close();
-    this.wheel.close();
-    await this.conn.close().catch(() => {});
-    if (this.#ownsJournal) await this.journal.close();
+    await this.#leases.close().catch((err) => this.#log.warn("Lease release failed", { err }));
+    await this.#ownership.close().catch(() => {});
+    await this.#membership.close().catch(() => {});
+    await this.#dispatch.close(bound);
+    this.#wheel.close();
+    await this.#conn.close().catch(() => {});
+    if (this.#ownsJournal) await this.#journal.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** The payload limit: the option, never above what the mesh connection can carry. */
+function maxPayloadOf(option: number | undefined, conn: MeshConnection): number {
+  const limit = option ?? DEFAULT_MAX_PAYLOAD;
+  if (!(limit > 0)) throw new RangeError(`maxPayload must be positive, got ${limit}`);
+  // Headers travel in the same message: leave them room.
+  const connLimit = (conn as { maxPayload?: number }).maxPayload;
+  return connLimit === undefined ? limit : Math.min(limit, connLimit - 8 * 1024);
 }
 
 export { json, msgpack };

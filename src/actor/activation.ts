@@ -16,7 +16,13 @@ import {
   UnavailableError,
 } from "../errors.ts";
 import type { Journal, NewEvent, Reminder, Snapshot, StoredEvent } from "../journal/types.ts";
-import { isPromiseLike, type TimerWheel } from "../util/async.ts";
+import {
+  type Deferred,
+  deferred,
+  isPromiseLike,
+  type TimerWheel,
+  withDeadline,
+} from "../util/async.ts";
 import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Context } from "./context.ts";
 import type { Envelope, Logger } from "./envelope.ts";
@@ -24,8 +30,8 @@ import { pumpStream } from "./stream.ts";
 import type { Dispatcher } from "./ref.ts";
 import { TurnContext } from "./turn_context.ts";
 
-/** What an activation needs from its node. */
-export interface ActivationHost {
+/** What an activation needs from its node; `M` is the node's message type. */
+export interface ActivationHost<M extends Envelope = Envelope> {
   /** This node's id. */
   readonly node: string;
   /** The journal. */
@@ -46,9 +52,9 @@ export interface ActivationHost {
    * Called once when the activation has stopped; `leftover` messages need a new home
    * (`owner`: the node that owns the actor, when the claim found one).
    */
-  stopped(activation: Activation, leftover: Envelope[], owner?: string): void;
+  stopped(activation: Activation<M>, leftover: M[], owner?: string): void;
   /** Claims ownership of the actor cluster-wide; throws {@link Redirect} when owned elsewhere. */
-  claim(activation: Activation): Promise<void>;
+  claim(activation: Activation<M>): Promise<void>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
 }
@@ -84,8 +90,11 @@ export function callerError(err: unknown, log: Logger, where: string): ActorErro
 
 const IDEMPOTENCY_CACHE = 256;
 
-/** One activation. */
-export class Activation {
+/** Thrown into a turn that tries to commit after its activation stopped or its node was fenced. */
+class Stopped extends UnavailableError {}
+
+/** One activation; `M` is the node's message type. */
+export class Activation<M extends Envelope = Envelope> {
   /** `type/id`. */
   readonly key: string;
   /** The definition. */
@@ -103,15 +112,17 @@ export class Activation {
   /** Resolves when started (rejects if recovery failed). */
   readonly ready: Promise<void>;
 
-  readonly #host: ActivationHost;
-  readonly #queue: Envelope[] = [];
+  readonly #host: ActivationHost<M>;
+  readonly #queue: M[] = [];
   #head = 0;
   #running = false;
   #epoch: number | undefined;
   #snapshotSeq = 0;
   #turn = 0;
   #currentTurnId = "";
-  #current: Envelope | undefined;
+  #current: M | undefined;
+  /** Resolved each time the turn loop ends (idle, stopping or stopped). */
+  #loopEnded: Deferred<void> | undefined;
   #staged: Staged[] = [];
   #reminders: Reminder[] = [];
   #publishes: [string, unknown][] = [];
@@ -120,7 +131,7 @@ export class Activation {
   /** Resolves when stopped. */
   readonly stoppedPromise: Promise<void>;
 
-  constructor(host: ActivationHost, def: ActorDefinition<AnyActorTypes>, id: string) {
+  constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>, id: string) {
     this.#host = host;
     this.def = def;
     this.id = id;
@@ -201,17 +212,29 @@ export class Activation {
     }
   }
 
-  /** Queues a message; rejects it with `overloaded` when the mailbox is full. */
-  enqueue(m: Envelope): void {
-    if (this.status === "stopped") {
+  /**
+   * Messages waiting behind the running one. `mailboxSize` bounds this count whatever the
+   * activation's state: while it is starting (nothing runs yet) the first queued message is
+   * the one that will run, so it does not count.
+   */
+  get waiting(): number {
+    return this.#running ? this.queued : Math.max(0, this.queued - 1);
+  }
+
+  /**
+   * Queues a message and returns true, or settles it (`overloaded`, deadlock, or handed on when
+   * this activation has stopped) and returns false.
+   */
+  enqueue(m: M): boolean {
+    if (this.status === "stopped" || this.status === "stopping") {
       this.#host.stopped(this, [m]);
-      return;
+      return false;
     }
-    if (this.queued >= this.def.mailboxSize) {
+    if (this.#running ? this.queued >= this.def.mailboxSize : this.queued > this.def.mailboxSize) {
       m.reject(
         new OverloadedError(`Mailbox of ${this.key} is full (${this.def.mailboxSize} messages)`),
       );
-      return;
+      return false;
     }
     if (m.chain.length > 0 && this.#running && m.chain.includes(this.#currentTurnId)) {
       m.reject(
@@ -221,10 +244,11 @@ export class Activation {
           })`,
         ),
       );
-      return;
+      return false;
     }
     this.#queue.push(m);
     this.#kick();
+    return true;
   }
 
   #kick(): void {
@@ -233,10 +257,10 @@ export class Activation {
     void this.#drain();
   }
 
-  #take(): Envelope | undefined {
+  #take(): M | undefined {
     if (this.#head >= this.#queue.length) return undefined;
     const m = this.#queue[this.#head]!;
-    this.#queue[this.#head++] = undefined as unknown as Envelope;
+    this.#queue[this.#head++] = undefined as unknown as M;
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue.splice(0, this.#head);
       this.#head = 0;
@@ -244,7 +268,7 @@ export class Activation {
     return m;
   }
 
-  #drainQueue(): Envelope[] {
+  #drainQueue(): M[] {
     const rest = this.#queue.slice(this.#head);
     this.#queue.length = 0;
     this.#head = 0;
@@ -253,15 +277,16 @@ export class Activation {
 
   async #drain(): Promise<void> {
     try {
-      let m: Envelope | undefined;
+      let m: M | undefined;
       while (this.status === "active" && (m = this.#take())) {
         if (performance.now() > m.deadline) {
           m.reject(new TimeoutError(`Message to ${this.key}.${m.handler} expired in the mailbox`));
           continue;
         }
         if (this.#host.fenced()) {
-          m.reject(new UnavailableError(`Node lost its lease; ${this.key} is not processed here`));
-          this.#stop(false);
+          // A node past its lease applies nothing more and answers nothing it did not apply.
+          m.drop(new UnavailableError(`Node lost its lease; ${this.key} is not processed here`));
+          this.#stop();
           break;
         }
         const r = this.#turnOf(m);
@@ -269,13 +294,29 @@ export class Activation {
       }
     } finally {
       this.#running = false;
+      this.#current = undefined;
       this.lastActive = performance.now();
+      const ended = this.#loopEnded;
+      this.#loopEnded = undefined;
+      ended?.resolve();
       if (this.status === "active" && this.queued > 0) this.#kick();
     }
   }
 
+  /** Resolves when the turn loop next ends, or at `until` (monotonic ms). */
+  #loopEnd(until: number): Promise<void> {
+    const d = this.#loopEnded ??= deferred();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, until - performance.now()));
+      d.promise.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   /** Runs one message; returns a promise only when it has to wait. */
-  #turnOf(m: Envelope): Promise<void> | undefined {
+  #turnOf(m: M): Promise<void> | undefined {
     this.#turn++;
     this.#currentTurnId = `${this.key}#${this.#turn}`;
     this.#current = m;
@@ -283,7 +324,7 @@ export class Activation {
     return this.#run(m);
   }
 
-  async #idempotentTurn(m: Envelope, key: string): Promise<void> {
+  async #idempotentTurn(m: M, key: string): Promise<void> {
     if (this.#replies.has(key)) return m.resolve(this.#replies.get(key));
     try {
       const stored = await this.#host.journal.reply(this.key, key);
@@ -305,7 +346,7 @@ export class Activation {
     }
   }
 
-  #run(m: Envelope): Promise<void> | undefined {
+  #run(m: M): Promise<void> | undefined {
     const before = this.state;
     const beforeSeq = this.seq;
     const ctx = new TurnContext(this, m, this.#host, this.#currentTurnId);
@@ -331,7 +372,7 @@ export class Activation {
       idempotencyKey !== undefined;
   }
 
-  async #finish(m: Envelope, pending: unknown, before: unknown, beforeSeq: number): Promise<void> {
+  async #finish(m: M, pending: unknown, before: unknown, beforeSeq: number): Promise<void> {
     let result: unknown;
     try {
       result = await pending;
@@ -344,7 +385,9 @@ export class Activation {
       await this.#commit(beforeSeq, m.idempotencyKey, result);
     } catch (err) {
       this.#rollback(before, beforeSeq);
-      m.reject(this.#commitError(err));
+      const error = this.#commitError(err);
+      if (error instanceof Stopped) m.drop(error);
+      else m.reject(error);
       return;
     }
     if (m.idempotencyKey !== undefined) this.#remember(m.idempotencyKey, result);
@@ -352,7 +395,7 @@ export class Activation {
   }
 
   async #streamTurn(
-    m: Envelope,
+    m: M,
     gen: unknown,
     before: unknown,
     beforeSeq: number,
@@ -361,14 +404,19 @@ export class Activation {
     let base = beforeSeq;
     let snapshot = before;
     try {
-      await pumpStream(gen as AsyncIterator<unknown> | Iterator<unknown>, sink, async () => {
-        // Events emitted by this step are durable before its item leaves.
-        if (this.#dirty(undefined)) {
-          await this.#commit(base, undefined, undefined);
-          base = this.seq;
-          snapshot = this.state;
-        }
-      });
+      await pumpStream(
+        gen as AsyncIterator<unknown> | Iterator<unknown>,
+        sink,
+        m.deadline,
+        async () => {
+          // Events emitted by this step are durable before its item leaves.
+          if (this.#dirty(undefined)) {
+            await this.#commit(base, undefined, undefined);
+            base = this.seq;
+            snapshot = this.state;
+          }
+        },
+      );
     } catch (err) {
       this.#rollback(snapshot, base);
       sink.error(
@@ -390,7 +438,8 @@ export class Activation {
 
   #commitError(err: unknown): ActorError {
     const original = err instanceof JournalFailure ? err.original : err;
-    this.#stop(false);
+    if (original instanceof Stopped) return original;
+    this.#stop();
     if (original instanceof ConflictError) {
       return new UnavailableError(
         `${this.key} was activated elsewhere; this activation stopped (${original.message})`,
@@ -413,6 +462,12 @@ export class Activation {
     this.#reminders = [];
     this.#publishes = [];
     const needsJournal = staged.length > 0 || reminders.length > 0 || idemKey !== undefined;
+    if (this.status === "stopped" || (needsJournal && this.#host.fenced())) {
+      // Stopped meanwhile (lease lost, forced stop at shutdown): this turn applies nothing.
+      throw new JournalFailure(
+        new Stopped(`${this.key} stopped on node "${this.#host.node}" before its turn committed`),
+      );
+    }
     if (needsJournal) {
       const storage = this.#host.storage;
       try {
@@ -457,21 +512,30 @@ export class Activation {
     }
   }
 
-  async #hook(hook: (ctx: Context<unknown, Record<string, unknown>>) => unknown): Promise<void> {
+  /** Runs `onActivate`/`onPassivate` as a turn of its own, bounded by `deadline`. */
+  async #hook(
+    hook: (ctx: Context<unknown, Record<string, unknown>>) => unknown,
+    deadline = performance.now() + 30_000,
+  ): Promise<void> {
     const m: Envelope = {
       kind: "tell",
       handler: "",
       payload: undefined,
-      deadline: performance.now() + 30_000,
+      deadline,
       chain: [],
       resolve() {},
       reject() {},
+      drop() {},
     };
     const before = this.state;
     const beforeSeq = this.seq;
     const ctx = new TurnContext(this, m, this.#host, `${this.key}#hook`);
     try {
-      await hook(ctx as unknown as Context<unknown, Record<string, unknown>>);
+      await withDeadline(
+        hook(ctx as unknown as Context<unknown, Record<string, unknown>>),
+        deadline,
+        () => new TimeoutError(`A lifecycle hook of ${this.key} did not end in time`),
+      );
       await this.#commit(beforeSeq, undefined, undefined);
     } catch (err) {
       this.#rollback(before, beforeSeq);
@@ -499,34 +563,43 @@ export class Activation {
   }
 
   /**
-   * Passivates: waits for the running turn, runs `onPassivate`, stops. With `graceful`
-   * false (lease lost, journal failure) it stops at once without the hook.
+   * Passivates: drains the mailbox, runs `onPassivate`, stops. With `graceful` false (lease
+   * lost) it stops at once without the hook. Bounded: after `drainMs` the rest of the mailbox
+   * is handed on, and a turn that still has not ended is abandoned (it can commit nothing).
    */
   async passivate(graceful = true, drainMs = 30_000): Promise<void> {
     if (this.status === "stopping" || this.status === "stopped") return this.stoppedPromise;
-    if (!graceful) return this.#stop(false);
+    if (!graceful) return this.#stop();
+    const until = performance.now() + drainMs;
     if (this.status === "starting") await this.ready.catch(() => {}); // recovery is bounded
     // Drain the mailbox first (each message is bounded by its deadline, and the whole drain by
     // `drainMs`: actors that keep messaging each other cannot hold a shutdown forever).
-    const until = performance.now() + drainMs;
     while (
       this.status === "active" && (this.#running || this.queued > 0) && performance.now() < until
     ) {
-      await new Promise((r) => setTimeout(r, 2));
+      await this.#loopEnd(until);
     }
     if (this.status !== "active") return this.stoppedPromise;
-    this.status = "stopping"; // the drain loop ends after its current turn
-    while (this.#running) await new Promise((r) => setTimeout(r, 2)); // bounded by its deadline
+    this.status = "stopping"; // the turn loop ends after its current turn
+    if (this.#running) await this.#loopEnd(until);
+    if (this.#running) {
+      this.#host.log.warn(`A turn of ${this.key} outlived the shutdown bound; abandoned`, {
+        handler: this.#current?.handler,
+      });
+      this.#current?.reject(
+        new UnavailableError(`${this.key} stopped while its turn was still running`),
+      );
+      return this.#stop();
+    }
     try {
-      if (this.def.onPassivate) await this.#hook(this.def.onPassivate);
+      if (this.def.onPassivate) await this.#hook(this.def.onPassivate, until);
     } catch (err) {
       this.#host.log.warn(`onPassivate of ${this.key} failed`, { error: String(err) });
     }
-    this.#stop(true);
-    return this.stoppedPromise;
+    return this.#stop();
   }
 
-  #stop(_graceful: boolean): Promise<void> {
+  #stop(): Promise<void> {
     if (this.status === "stopped") return this.stoppedPromise;
     this.status = "stopped";
     const leftover = this.#drainQueue();
@@ -536,7 +609,7 @@ export class Activation {
   }
 
   /** The message being handled now (for ctx). */
-  get current(): Envelope | undefined {
+  get current(): M | undefined {
     return this.#current;
   }
 }

@@ -128,7 +128,7 @@ export interface CallOrigin {
 }
 
 /** The kind of a message. */
-export type MessageKind = "ask" | "tell" | "stream";
+export type { MessageKind } from "../mesh/wire.ts";
 
 /** What the runtime needs to send a message; implemented by the system. */
 export interface Dispatcher {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ClosedError } from "../errors.ts";
+import { ClosedError, TimeoutError } from "../errors.ts";
 import type { StreamSink } from "./envelope.ts";
 import type { ActorStream } from "./ref.ts";
 import { type Deferred, deferred } from "../util/async.ts";
@@ -135,26 +135,45 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
 /**
  * Drives a streaming handler's iterator into `sink` with backpressure: each item waits for
  * room; a cancelled consumer closes the iterator. `afterStep` runs after every step (before
- * its item is sent), e.g. to commit the events the step emitted. Errors propagate.
+ * its item is sent), e.g. to commit the events the step emitted. The whole stream is bounded
+ * by `deadline` (`performance.now()` clock): past it the iterator is closed and the consumer
+ * gets `timeout`, however fast it reads. Errors of the iterator propagate.
  */
 export async function pumpStream(
   it: AsyncIterator<unknown> | Iterator<unknown>,
   sink: StreamSink,
+  deadline: number,
   afterStep?: () => Promise<void>,
 ): Promise<void> {
-  for (;;) {
-    if (sink.signal.aborted) {
-      await it.return?.();
-      return;
+  let timedOut = false;
+  let wake: (() => void) | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    wake?.();
+  }, Math.max(0, deadline - performance.now()));
+  const late = () => new TimeoutError("The stream passed its deadline");
+  try {
+    for (;;) {
+      if (sink.signal.aborted) return void await it.return?.();
+      if (timedOut) {
+        await it.return?.();
+        return sink.error(late());
+      }
+      const step = await it.next();
+      await afterStep?.();
+      if (step.done) return sink.end();
+      const ok = await new Promise<boolean | "late">((resolve) => {
+        wake = () => resolve("late");
+        sink.push(step.value).then(() => resolve(true), () => resolve(false));
+      });
+      wake = undefined;
+      if (ok === "late") {
+        await it.return?.();
+        return sink.error(late());
+      }
+      if (!ok) return void await it.return?.();
     }
-    const step = await it.next();
-    await afterStep?.();
-    if (step.done) return sink.end();
-    try {
-      await sink.push(step.value);
-    } catch {
-      await it.return?.();
-      return;
-    }
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -5,22 +5,43 @@
  */
 
 import { TimeoutError } from "../errors.ts";
+import type { Reminder } from "../journal/types.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 import type { Context } from "./context.ts";
 import type { Envelope } from "./envelope.ts";
-import type { Activation, ActivationHost } from "./activation.ts";
+import type { ActivationHost } from "./activation.ts";
 import { type ActorRef, type Caller, type CallOrigin, makeRef } from "./ref.ts";
 
-/** The `ctx` of one turn of an activation (see {@link Context}). */
+/** What one turn acts on: an activation, or one message of a stateless worker. */
+export interface TurnScope {
+  /** Actor id ("" for a worker). */
+  readonly id: string;
+  /** `type/id`. */
+  readonly key: string;
+  /** The definition. */
+  readonly def: ActorDefinition<AnyActorTypes>;
+  /** Current state. */
+  state: unknown;
+  /** Last applied seq. */
+  readonly seq: number;
+  /** Applies and stages an event. */
+  emit(type: string, payload: unknown): void;
+  /** Stages (or sends) a publish. */
+  stagePublish(topic: string, payload: unknown): void;
+  /** Stages a reminder. */
+  schedule(reminder: Reminder): void;
+}
+
+/** The `ctx` of one turn of an activation or worker (see {@link Context}). */
 export class TurnContext implements Context<unknown, Record<string, unknown>> {
-  readonly #act: Activation;
+  readonly #act: TurnScope;
   readonly #m: Envelope;
-  readonly #host: ActivationHost;
+  readonly #host: ActivationHost<Envelope>;
   readonly #turnId: string;
   #controller: AbortController | undefined;
   #origin: CallOrigin | undefined;
 
-  constructor(act: Activation, m: Envelope, host: ActivationHost, turnId: string) {
+  constructor(act: TurnScope, m: Envelope, host: ActivationHost<Envelope>, turnId: string) {
     this.#act = act;
     this.#m = m;
     this.#host = host;

@@ -5,22 +5,24 @@
  */
 
 import { OverloadedError, TimeoutError } from "../errors.ts";
-import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
-import type { Context } from "./context.ts";
+import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Envelope } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
 import { type ActivationHost, callerError } from "./activation.ts";
-import { type ActorRef, type Caller, type CallOrigin, makeRef } from "./ref.ts";
+import { TurnContext, type TurnScope } from "./turn_context.ts";
+import { type Deferred, deferred } from "../util/async.ts";
 
-/** The instances of one stateless worker type on this node. */
-export class WorkerPool {
+/** The instances of one stateless worker type on this node; `M` is the node's message type. */
+export class WorkerPool<M extends Envelope = Envelope> {
   /** The definition. */
   readonly def: ActorDefinition<AnyActorTypes>;
-  readonly #host: ActivationHost;
-  readonly #queue: Envelope[] = [];
+  readonly #host: ActivationHost<M>;
+  readonly #queue: M[] = [];
   #running = 0;
+  #turns = 0;
+  #idle: Deferred<void> | undefined;
 
-  constructor(host: ActivationHost, def: ActorDefinition<AnyActorTypes>) {
+  constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>) {
     this.#host = host;
     this.def = def;
   }
@@ -30,18 +32,25 @@ export class WorkerPool {
     return this.#running + this.#queue.length;
   }
 
-  /** Queues a message; `overloaded` when the queue is full. */
-  enqueue(m: Envelope): void {
+  /** Queues a message and returns true, or rejects it with `overloaded` and returns false. */
+  enqueue(m: M): boolean {
     if (this.#queue.length >= this.def.mailboxSize) {
       m.reject(
         new OverloadedError(
           `Queue of worker type "${this.def.name}" is full (${this.def.mailboxSize} messages)`,
         ),
       );
-      return;
+      return false;
     }
     this.#queue.push(m);
     this.#pump();
+    return true;
+  }
+
+  /** Resolves once nothing runs or waits (new messages may still arrive meanwhile). */
+  idle(): Promise<void> {
+    if (this.load === 0) return Promise.resolve();
+    return (this.#idle ??= deferred()).promise;
   }
 
   #pump(): void {
@@ -57,81 +66,46 @@ export class WorkerPool {
         this.#pump();
       });
     }
+    if (this.load === 0 && this.#idle) {
+      const idle = this.#idle;
+      this.#idle = undefined;
+      idle.resolve();
+    }
   }
 
-  async #run(m: Envelope): Promise<void> {
-    const ctx = new WorkerCtx(this.#host, this.def, m);
+  async #run(m: M): Promise<void> {
+    const host = this.#host;
+    const def = this.def;
+    const scope: TurnScope = {
+      id: "",
+      key: def.name,
+      def,
+      state: undefined,
+      seq: 0,
+      emit() {
+        throw new TypeError(`Stateless worker type "${def.name}" cannot emit events`);
+      },
+      stagePublish(topic, payload) {
+        host.publish(topic, payload).catch((err) =>
+          host.log.warn(`Publish to "${topic}" failed`, { error: String(err) })
+        );
+      },
+      schedule() {
+        throw new TypeError(`Stateless worker type "${def.name}" cannot schedule reminders`);
+      },
+    };
+    const ctx = new TurnContext(scope, m, host, `${def.name}#w${++this.#turns}`);
     try {
-      const result = await this.def.handlers[m.handler]!(ctx, m.payload);
+      const result = await def.handlers[m.handler]!(ctx, m.payload);
       if (m.kind !== "stream") return m.resolve(result);
-      await pumpStream(result as AsyncIterator<unknown>, m.sink!);
+      await pumpStream(result as AsyncIterator<unknown>, m.sink!, m.deadline);
       m.resolve(undefined);
     } catch (err) {
-      const e = callerError(err, this.#host.log, `${this.def.name}.${m.handler}`);
+      const e = callerError(err, host.log, `${def.name}.${m.handler}`);
       if (m.sink) {
         m.sink.error(e);
         m.resolve(undefined);
       } else m.reject(e);
     }
-  }
-}
-
-class WorkerCtx implements Context<undefined, Record<never, never>> {
-  readonly #host: ActivationHost;
-  readonly #def: ActorDefinition<AnyActorTypes>;
-  readonly #m: Envelope;
-  #controller: AbortController | undefined;
-
-  constructor(host: ActivationHost, def: ActorDefinition<AnyActorTypes>, m: Envelope) {
-    this.#host = host;
-    this.#def = def;
-    this.#m = m;
-  }
-  readonly id = "";
-  get type(): string {
-    return this.#def.name;
-  }
-  get node(): string {
-    return this.#host.node;
-  }
-  state = undefined;
-  readonly seq = 0;
-  get caller(): Caller | undefined {
-    return this.#m.caller;
-  }
-  emit(): void {
-    throw new TypeError(`Stateless worker type "${this.#def.name}" cannot emit events`);
-  }
-  get #origin(): CallOrigin {
-    return {
-      deadline: this.#m.deadline,
-      chain: this.#m.chain,
-      ...(this.#m.caller ? { caller: this.#m.caller } : {}),
-      ...(this.#m.token !== undefined ? { token: this.#m.token } : {}),
-    };
-  }
-  get self(): ActorRef<AnyActorTypes> {
-    return makeRef(this.#host.dispatcher, this.#def, "", this.#origin);
-  }
-  ref<T extends ActorTypes>(def: ActorDefinition<T>, id = ""): ActorRef<T> {
-    return makeRef(this.#host.dispatcher, def, id, this.#origin);
-  }
-  publish(topic: string, payload: unknown): void {
-    this.#host.publish(topic, payload).catch((err) =>
-      this.#host.log.warn(`Publish to "${topic}" failed`, { error: String(err) })
-    );
-  }
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      const c = this.#controller = new AbortController();
-      this.#host.wheel.add(
-        this.#m.deadline,
-        () => c.abort(new TimeoutError("The caller's deadline passed")),
-      );
-    }
-    return this.#controller.signal;
-  }
-  schedule(): void {
-    throw new TypeError(`Stateless worker type "${this.#def.name}" cannot schedule reminders`);
   }
 }

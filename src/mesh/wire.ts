@@ -8,14 +8,18 @@
 import { BadPayloadError, fromWireError, toWireError, type WireError } from "../errors.ts";
 import type { Codec } from "../codec/types.ts";
 import type { MeshHeaders, MeshMessage } from "./types.ts";
-import type { MessageKind } from "../actor/ref.ts";
+
+/** The kind of a message. */
+export type MessageKind = "ask" | "tell" | "stream";
 
 /**
  * Header names. A request carries its whole envelope in one header, `tr`: fields joined by
  * `;` (`kind;type;id;handler;timeout;content-type;idempotency-key;chain;token;stream`), each
  * percent-encoded, the chain's turn ids joined by `,`. One header instead of ten keeps the
  * per-message cost of NATS headers low. Replies carry no header when they succeed (the body is
- * in the request's content type) and `tr-status: error` when they fail.
+ * in the request's content type), `tr-status: error` when they fail, and `tr-status: retry`
+ * when the node refused the message before processing it (it is closing): the caller may send
+ * it again elsewhere. That signal is protocol, never part of a handler's error.
  */
 export const H = {
   envelope: "tr",
@@ -70,6 +74,8 @@ export function requestHeaders(r: WireRequest): MeshHeaders {
 }
 
 const DEFAULT_CT = "application/msgpack";
+/** Longest timeout a message may carry, ms (24 h); longer ones, `Infinity` included, are cut to it. */
+export const MAX_TIMEOUT_MS = 24 * 3600_000;
 const KINDS = new Set(["ask", "tell", "stream"]);
 
 /** Parses request headers; throws `BadPayloadError` for malformed ones. */
@@ -84,7 +90,7 @@ export function parseRequest(headers: MeshHeaders): WireRequest {
   if (!kind || !KINDS.has(kind) || !type || id === undefined || handler === undefined) {
     throw new BadPayloadError("Message envelope header is malformed");
   }
-  if (!Number.isFinite(timeout) || timeout <= 0) {
+  if (Number.isNaN(timeout) || timeout <= 0) {
     throw new BadPayloadError(`Message timeout "${timeoutText}" is not valid`);
   }
   try {
@@ -93,7 +99,7 @@ export function parseRequest(headers: MeshHeaders): WireRequest {
       type: decodeURIComponent(type),
       id: decodeURIComponent(id),
       handler: decodeURIComponent(handler),
-      timeout: Math.min(timeout, 24 * 3600_000),
+      timeout: Math.min(timeout, MAX_TIMEOUT_MS),
       contentType: f[5] ? decodeURIComponent(f[5]) : DEFAULT_CT,
       chain: f[7] ? f[7].split(",").map(decodeURIComponent) : [],
     };
@@ -111,6 +117,26 @@ export function parseRequest(headers: MeshHeaders): WireRequest {
 /** Encodes a successful reply (in the request's content type, so without headers). */
 export function okReply(codec: Codec, value: unknown): { data: Uint8Array; headers?: MeshHeaders } {
   return { data: codec.encode(value) };
+}
+
+/**
+ * Thrown by {@link decodeReply} for a `retry` reply: the node refused the message before
+ * processing it, so sending it again elsewhere is safe.
+ */
+export class NotProcessed extends Error {
+  /** Makes the signal; `message` says why the node refused. */
+  constructor(message: string) {
+    super(message);
+    this.name = "NotProcessed";
+  }
+}
+
+/** Encodes a "not processed, send it elsewhere" reply. */
+export function retryReply(codec: Codec, why: string): { data: Uint8Array; headers: MeshHeaders } {
+  return {
+    data: codec.encode({ code: "unavailable", message: why }),
+    headers: { [H.status]: "retry", [H.contentType]: codec.contentType },
+  };
 }
 
 /** Encodes an error reply. */
@@ -139,7 +165,12 @@ export function decodeReply(
   const codec = codecFor(ct);
   if (!codec) throw new BadPayloadError(`Reply has unknown content type "${ct}"`);
   const value = codec.decode(msg.data);
-  if (msg.headers[H.status] === "error") {
+  const status = msg.headers[H.status];
+  if (status === "retry") {
+    const w = value as { message?: unknown } | null;
+    throw new NotProcessed(typeof w?.message === "string" ? w.message : "Not processed");
+  }
+  if (status === "error") {
     const w = value as Partial<WireError> | null;
     throw fromWireError({
       code: typeof w?.code === "string" ? w.code : "internal",

@@ -183,3 +183,28 @@ export async function retry<T>(
     }
   }
 }
+
+/**
+ * Awaits `value` (a promise or a plain value) until `deadline` (`performance.now()` clock);
+ * past it, rejects with `onTimeout()`. The timer is cleared either way.
+ */
+export function withDeadline<T>(
+  value: T | PromiseLike<T>,
+  deadline: number,
+  onTimeout: () => Error,
+): Promise<T> {
+  if (!isPromiseLike(value)) return Promise.resolve(value);
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(onTimeout()),
+      Math.max(0, deadline - performance.now()),
+    );
+    value.then((v) => {
+      clearTimeout(timer);
+      resolve(v);
+    }, (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}

@@ -12,8 +12,8 @@ import type { StreamChannel } from "../actor/stream.ts";
 import { codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import { BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
-import type { MeshConnection, MeshHeaders, MeshSubscription } from "./types.ts";
-import { decodeReply, errorReply, H } from "./wire.ts";
+import type { MeshConnection, MeshHeaders, MeshSubscription } from "../mesh/types.ts";
+import { decodeReply, errorReply, H } from "../mesh/wire.ts";
 
 /** Longest silence of either side of a remote stream before it is ended (ms). */
 export const STREAM_IDLE_MS = 30_000;
@@ -190,6 +190,12 @@ export class RemoteSink {
       const w = this.#codec.decode(r.data) as object;
       this.#conn.publish(this.#to, this.#codec.encode({ t: "error", ...w }));
     } catch { /* closed */ }
+    this.#close();
+  }
+
+  /** Ends without a word to the consumer (a fenced node stays silent). */
+  abandon(): void {
+    this.#ended = true;
     this.#close();
   }
 

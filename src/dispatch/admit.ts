@@ -1,0 +1,73 @@
+/**
+ * The one check every message passes on the node that runs its handler, whether it came from
+ * a local ref or over the mesh: the target's name bounds, the handler exists and is called the
+ * right way, and the payload fits. (Access rules join here.)
+ *
+ * @module
+ */
+
+import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
+import { BadPayloadError, UnknownHandlerError } from "../errors.ts";
+import type { CallInit } from "./call.ts";
+
+/** Longest actor id, in UTF-8 bytes (ids become NATS subject tokens and KV keys). */
+export const MAX_ID_BYTES = 256;
+/** Longest actor type name, in characters. */
+export const MAX_TYPE_LENGTH = 64;
+/** Longest handler name, in characters. */
+export const MAX_HANDLER_LENGTH = 128;
+
+const utf8 = new TextEncoder();
+
+/**
+ * Why a target name cannot be used, or undefined: ids of at most {@link MAX_ID_BYTES} UTF-8
+ * bytes, type names of at most {@link MAX_TYPE_LENGTH} characters. Checked by the caller before
+ * anything is sent (a long subject makes nats-server close the connection) and again by the
+ * node that runs the handler.
+ */
+export function checkTarget(type: string, id: string): BadPayloadError | undefined {
+  if (type.length > MAX_TYPE_LENGTH) {
+    return new BadPayloadError(
+      `Actor type name of ${type.length} characters exceeds the limit of ${MAX_TYPE_LENGTH}`,
+    );
+  }
+  // A UTF-8 byte is at most one UTF-16 unit; only long strings need the exact count.
+  if (id.length * 3 > MAX_ID_BYTES && utf8.encode(id).byteLength > MAX_ID_BYTES) {
+    return new BadPayloadError(
+      `Actor id of ${utf8.encode(id).byteLength} bytes exceeds the limit of ${MAX_ID_BYTES} bytes`,
+    );
+  }
+  return undefined;
+}
+
+/**
+ * Admits a call to a hosted type, or says why not: the error the caller gets, with nothing
+ * activated and nothing written.
+ */
+export function admit(
+  def: ActorDefinition<AnyActorTypes>,
+  call: CallInit,
+  maxPayload: number,
+): Error | undefined {
+  const bad = checkTarget(call.type, call.id);
+  if (bad) return bad;
+  if (call.size > maxPayload) {
+    return new BadPayloadError(
+      `Payload of ${def.name}.${call.handler} (${call.size} bytes) exceeds the limit of ${maxPayload} bytes`,
+    );
+  }
+  if (call.handler.length > MAX_HANDLER_LENGTH || !Object.hasOwn(def.handlers, call.handler)) {
+    return new UnknownHandlerError(
+      `Actor type "${def.name}" has no handler "${call.handler.slice(0, MAX_HANDLER_LENGTH)}"`,
+    );
+  }
+  const streaming = def.streaming.has(call.handler);
+  if (streaming !== (call.kind === "stream")) {
+    return new UnknownHandlerError(
+      streaming
+        ? `Handler "${def.name}.${call.handler}" is a streaming handler: call it with ref.stream()`
+        : `Handler "${def.name}.${call.handler}" is not a streaming handler: call it with ask/tell`,
+    );
+  }
+  return undefined;
+}

@@ -1,0 +1,158 @@
+/**
+ * The call object: one message on its way from a caller to a handler, with the one place that
+ * decides how it ends. Whoever holds it (a mailbox, the remote router, the server side of a
+ * request) settles it through these methods, and only the first settlement counts.
+ *
+ * @module
+ */
+
+import type { Envelope, StreamSink } from "../actor/envelope.ts";
+import type { Caller, MessageKind } from "../actor/ref.ts";
+
+/** The data of a call. */
+export interface CallInit {
+  /** ask, tell or stream. */
+  readonly kind: MessageKind;
+  /** Actor type. */
+  readonly type: string;
+  /** Actor id ("" for a stateless worker without a routing hint). */
+  readonly id: string;
+  /** Handler name. */
+  readonly handler: string;
+  /** The decoded payload. */
+  readonly payload: unknown;
+  /** Encoded size of the payload in bytes (a lower bound for a local call). */
+  readonly size: number;
+  /** Deadline on the `performance.now()` clock. */
+  readonly deadline: number;
+  /** Turn ids of the call chain that sent it (deadlock detection). */
+  readonly chain: readonly string[];
+  /** Verified sender identity. */
+  readonly caller?: Caller;
+  /** Sender's raw token. */
+  readonly token?: string;
+  /** Idempotency key. */
+  readonly idempotencyKey?: string;
+  /** For streams: where the items go. */
+  readonly sink?: StreamSink;
+}
+
+/** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
+export interface Settlement {
+  /** The handler's result (an ask's reply; for a stream: the stream ended). */
+  resolve(value: unknown): void;
+  /** The error the caller sees. */
+  reject(err: unknown): void;
+  /** A mailbox took the message (a tell's answer). May be followed by resolve or reject. */
+  accepted?(): void;
+  /**
+   * Refused before any processing, and safe to send again elsewhere (a closing node). A
+   * remote caller is told so in the protocol; the default is `reject(err)`.
+   */
+  retry?(err: unknown): void;
+  /**
+   * Dropped unprocessed by a node that lost its lease: a stale owner stays silent toward a
+   * remote caller (the live owner may answer the same request). The default is `reject(err)`.
+   */
+  drop?(err: unknown): void;
+}
+
+/** Where a call stands. */
+export type CallState = "pending" | "accepted" | "settled";
+
+/**
+ * One message and its settle-once outcome.
+ *
+ * @example
+ * ```ts
+ * import { Call } from "./call.ts";
+ * const call = new Call(
+ *   { kind: "ask", type: "counter", id: "c1", handler: "inc", payload: 1, size: 1,
+ *     deadline: performance.now() + 1000, chain: [] },
+ *   { resolve: (v) => console.log("reply", v), reject: (e) => console.error(e) },
+ * );
+ * call.resolve(2); // logs "reply 2"
+ * call.reject(new Error("late")); // ignored: the call is settled
+ * ```
+ */
+export class Call implements Envelope, CallInit {
+  readonly kind: MessageKind;
+  readonly type: string;
+  readonly id: string;
+  readonly handler: string;
+  readonly payload: unknown;
+  readonly size: number;
+  readonly deadline: number;
+  readonly chain: readonly string[];
+  readonly caller?: Caller;
+  readonly token?: string;
+  readonly idempotencyKey?: string;
+  readonly sink?: StreamSink;
+  readonly #on: Settlement;
+  #state: CallState = "pending";
+
+  /** Makes a call from its data and how it settles. */
+  constructor(init: CallInit, on: Settlement) {
+    this.kind = init.kind;
+    this.type = init.type;
+    this.id = init.id;
+    this.handler = init.handler;
+    this.payload = init.payload;
+    this.size = init.size;
+    this.deadline = init.deadline;
+    this.chain = init.chain;
+    if (init.caller !== undefined) this.caller = init.caller;
+    if (init.token !== undefined) this.token = init.token;
+    if (init.idempotencyKey !== undefined) this.idempotencyKey = init.idempotencyKey;
+    if (init.sink !== undefined) this.sink = init.sink;
+    this.#on = on;
+  }
+
+  /** `type/id`, for messages. */
+  get target(): string {
+    return this.id === "" ? this.type : `${this.type}/${this.id}`;
+  }
+
+  /** Where the call stands. */
+  get state(): CallState {
+    return this.#state;
+  }
+
+  /** Whether the caller has its outcome. */
+  get settled(): boolean {
+    return this.#state === "settled";
+  }
+
+  /** A mailbox took it. Idempotent; ignored once settled. */
+  accept(): void {
+    if (this.#state !== "pending") return;
+    this.#state = "accepted";
+    this.#on.accepted?.();
+  }
+
+  /** Settles with the handler's result. */
+  resolve(value: unknown): void {
+    if (this.#settle()) this.#on.resolve(value);
+  }
+
+  /** Settles with an error. */
+  reject(err: unknown): void {
+    if (this.#settle()) this.#on.reject(err);
+  }
+
+  /** Settles as "not processed, send it elsewhere" (see {@link Settlement.retry}). */
+  retry(err: unknown): void {
+    if (this.#settle()) (this.#on.retry ?? this.#on.reject)(err);
+  }
+
+  /** Settles as "dropped by a fenced node" (see {@link Settlement.drop}). */
+  drop(err: unknown): void {
+    if (this.#settle()) (this.#on.drop ?? this.#on.reject)(err);
+  }
+
+  #settle(): boolean {
+    if (this.#state === "settled") return false;
+    this.#state = "settled";
+    return true;
+  }
+}

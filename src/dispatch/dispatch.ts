@@ -1,0 +1,332 @@
+/**
+ * The message path of one node, in the order a message takes it:
+ *
+ * 1. **Call** (`send`, `stream`): a ref's ask, tell or stream becomes a {@link Call}, a
+ *    settle-once object holding the message, its deadline and how it answers its caller. The
+ *    caller's side refuses what can never be sent (a closed node, an id too long for a
+ *    subject, a payload over the limit, a bad timeout).
+ * 2. **Route** (`route`): local delivery when this node hosts the actor (active here, or placed
+ *    here), else remote routing ({@link Remote}, route.ts).
+ * 3. **Local delivery** ({@link Local}, local.ts): the one check every message passes before
+ *    its handler runs (admit.ts), then the activation's mailbox or the worker pool.
+ * 4. **Serve** ({@link Server}, serve.ts): requests from other nodes become calls whose
+ *    settlement answers over the mesh, and go to step 3.
+ *
+ * @module
+ */
+
+import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
+import type { Logger } from "../actor/envelope.ts";
+import type {
+  ActorStream,
+  AskOptions,
+  CallOrigin,
+  Dispatcher,
+  StreamOptions,
+} from "../actor/ref.ts";
+import { StreamChannel } from "../actor/stream.ts";
+import { sizeLowerBound } from "../codec/size.ts";
+import type { Codec } from "../codec/types.ts";
+import type { Membership } from "../directory/membership.ts";
+import type { Ownership } from "../directory/ownership.ts";
+import { BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
+import type { Journal } from "../journal/types.ts";
+import type { MeshConnection } from "../mesh/types.ts";
+import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
+import type { TimerWheel } from "../util/async.ts";
+import { checkTarget } from "./admit.ts";
+import { Call, type CallInit } from "./call.ts";
+import { Local } from "./local.ts";
+import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
+import { Remote } from "./route.ts";
+import { Server } from "./serve.ts";
+import { type Subjects, subjects } from "./subjects.ts";
+
+/** What the message path needs from its node. */
+export interface DispatchDeps {
+  readonly node: string;
+  readonly prefix: string;
+  readonly conn: MeshConnection;
+  readonly membership: Membership;
+  readonly ownership: Ownership;
+  readonly journal: Journal;
+  /** Codec of stored events, snapshots and replies. */
+  readonly storage: Codec;
+  /** Codec of messages this node sends. */
+  readonly wireCodec: Codec;
+  readonly log: Logger;
+  readonly wheel: TimerWheel;
+  /** Largest payload sent or accepted, bytes. */
+  readonly maxPayload: number;
+  /** Default ask timeout, ms. */
+  readonly askTimeout: number;
+  /** Most activations on this node. */
+  readonly maxActivations: number;
+  /** Types this node hosts. */
+  readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
+  /** A reminder was committed. */
+  reminderScheduled(due: number): void;
+}
+
+/** Where the node is in its life (see {@link Dispatch.phase}). */
+export type Phase = "open" | "draining" | "closed";
+
+/** The message path of one node: see the module doc. */
+export class Dispatch implements Dispatcher {
+  readonly local: Local;
+  readonly remote: Remote;
+  readonly server: Server;
+  readonly #deps: DispatchDeps;
+  readonly #subjects: Subjects;
+  #phase: Phase = "open";
+
+  constructor(deps: DispatchDeps) {
+    this.#deps = deps;
+    this.#subjects = subjects(deps.prefix);
+    this.local = new Local({
+      ...pick(deps),
+      ownership: deps.ownership,
+      maxActivations: deps.maxActivations,
+      journal: deps.journal,
+      storage: deps.storage,
+      dispatcher: this,
+      wheel: deps.wheel,
+      publish: (topic, payload) => this.publish(topic, payload),
+      fenced: () => deps.membership.isFenced(),
+      phase: () => this.#phase,
+      reminderScheduled: (due) => deps.reminderScheduled(due),
+      activated: (act) => this.server.activated(act),
+      reroute: (call, owner) =>
+        owner !== undefined && owner !== deps.node
+          ? this.remote.send(call, owner)
+          : this.route(call),
+    }, deps.defs);
+    const mesh = { ...pick(deps), conn: deps.conn, subjects: this.#subjects };
+    this.remote = new Remote({
+      ...mesh,
+      membership: deps.membership,
+      ownership: deps.ownership,
+      wireCodec: deps.wireCodec,
+      defs: deps.defs,
+      deliverHere: (call) => this.local.deliver(call),
+    });
+    this.server = new Server({
+      ...mesh,
+      membership: deps.membership,
+      wireCodec: deps.wireCodec,
+      defs: deps.defs,
+      deliver: (call) => this.local.deliver(call),
+    });
+  }
+
+  /** `open`; `draining` (only running turns may still send); `closed`. */
+  get phase(): Phase {
+    return this.#phase;
+  }
+
+  /** Starts serving requests from other nodes. */
+  start(): Promise<void> {
+    return this.server.start();
+  }
+
+  // ---- 1. the call ----
+
+  /** Sends an ask or tell: the reply, or (tell) acceptance by the mailbox. */
+  send(
+    type: string,
+    id: string,
+    kind: "ask" | "tell",
+    handler: string,
+    payload: unknown,
+    options: AskOptions | undefined,
+    origin: CallOrigin | undefined,
+  ): Promise<unknown> {
+    let init: CallInit;
+    try {
+      init = this.#init(type, id, kind, handler, payload, options, origin);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { wheel, log } = this.#deps;
+    return new Promise((resolve, reject) => {
+      const signal = options?.signal;
+      let answered = false;
+      const answer = (fn: () => void): boolean => {
+        if (answered) return false;
+        answered = true;
+        wheel.remove(timer);
+        signal?.removeEventListener("abort", onAbort);
+        fn();
+        return true;
+      };
+      const call = new Call(init, {
+        ...(kind === "tell" ? { accepted: () => answer(() => resolve(undefined)) } : {}),
+        resolve: (value) => answer(() => resolve(kind === "ask" ? value : undefined)),
+        reject: (err) => {
+          if (!answer(() => reject(err))) {
+            log.debug(`${kind} ${call.target}.${handler} failed after it was accepted`, {
+              error: String(err),
+            });
+          }
+        },
+      });
+      const timer = wheel.add(
+        init.deadline,
+        () => call.reject(new TimeoutError(`${kind} ${call.target}.${handler} timed out`)),
+      );
+      const onAbort = () => call.reject(signal!.reason);
+      if (signal?.aborted) return call.reject(signal.reason);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.route(call);
+    });
+  }
+
+  /** Opens a stream from a streaming handler. */
+  stream(
+    type: string,
+    id: string,
+    handler: string,
+    payload: unknown,
+    options: StreamOptions | undefined,
+    origin: CallOrigin | undefined,
+  ): ActorStream<unknown> {
+    const channel = new StreamChannel(options?.window ?? 16);
+    let init: CallInit;
+    try {
+      init = this.#init(type, id, "stream", handler, payload, options, origin, channel);
+    } catch (err) {
+      channel.error(err);
+      return channel;
+    }
+    const signal = options?.signal;
+    if (signal?.aborted) {
+      channel.error(signal.reason);
+      return channel;
+    }
+    signal?.addEventListener("abort", () => void channel.cancel(), { once: true });
+    this.route(new Call(init, { resolve() {}, reject: (err) => channel.error(err) }));
+    return channel;
+  }
+
+  /** The caller-side checks, and the call's data. Throws what the caller gets. */
+  #init(
+    type: string,
+    id: string,
+    kind: CallInit["kind"],
+    handler: string,
+    payload: unknown,
+    options: AskOptions | undefined,
+    origin: CallOrigin | undefined,
+    sink?: StreamChannel,
+  ): CallInit {
+    // Once shutdown began, only the turns still running may send (their nested calls).
+    if (this.#phase === "closed" || (!origin && this.#phase !== "open")) {
+      throw new ClosedError("The system is closed");
+    }
+    const bad = checkTarget(type, id);
+    if (bad) throw bad;
+    const timeout = resolveTimeout(options?.timeout, this.#deps.askTimeout);
+    let deadline = performance.now() + timeout;
+    if (origin && origin.deadline < deadline) deadline = origin.deadline;
+    const max = this.#deps.maxPayload;
+    const size = sizeLowerBound(payload, max);
+    if (size > max) {
+      throw new BadPayloadError(
+        `Payload of ${type}.${handler} exceeds the limit of ${max} bytes`,
+      );
+    }
+    return {
+      kind,
+      type,
+      id,
+      handler,
+      payload,
+      size,
+      deadline,
+      chain: origin?.chain ?? [],
+      ...(origin?.caller ? { caller: origin.caller } : {}),
+      ...(origin?.token !== undefined ? { token: origin.token } : {}),
+      ...(options?.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
+      ...(sink ? { sink } : {}),
+    };
+  }
+
+  // ---- 2. the route ----
+
+  /** Local delivery when the actor runs (or is placed) here, else remote routing. */
+  route(call: Call): void {
+    if (this.#phase === "closed") return call.reject(new ClosedError("The system is closed"));
+    const def = this.#deps.defs.get(call.type);
+    if (!def) return this.remote.send(call);
+    if (def.stateless) {
+      return this.remote.workerIsLocalOnly(def.name)
+        ? this.local.deliver(call)
+        : this.remote.send(call);
+    }
+    if (this.local.has(call.type, call.id)) return this.local.deliver(call);
+    const owner = this.remote.placeActor(call.type, call.id);
+    if (owner !== undefined && owner !== this.#deps.node) return this.remote.send(call);
+    this.local.deliver(call);
+  }
+
+  // ---- pub/sub ----
+
+  /** Publishes to a topic. */
+  publish(topic: string, payload: unknown): Promise<void> {
+    if (this.#phase === "closed") return Promise.reject(new ClosedError("The system is closed"));
+    return publish(this.#pubsub(), topic, payload);
+  }
+
+  /** Subscribes to a topic pattern. */
+  subscribe(
+    topic: string,
+    handler: (payload: unknown, topic: string) => void | Promise<void>,
+    group: string | undefined,
+  ): TopicSubscription {
+    if (this.#phase === "closed") throw new ClosedError("The system is closed");
+    return subscribe(this.#pubsub(), topic, handler, group);
+  }
+
+  #pubsub() {
+    const d = this.#deps;
+    return { ...pick(d), conn: d.conn, subjects: this.#subjects, wireCodec: d.wireCodec };
+  }
+
+  // ---- lifecycle ----
+
+  /**
+   * Shutdown, first part: remote requests are answered `retry`, new local calls refused;
+   * mailboxes and worker pools drain (running turns may still call out), bounded by `boundMs`.
+   */
+  async drain(boundMs: number): Promise<void> {
+    if (this.#phase !== "open") return;
+    this.#phase = "draining";
+    this.server.stopAccepting();
+    await this.local.drain(boundMs);
+  }
+
+  /** Shutdown, last part: nothing more is sent or handled; subscriptions end. */
+  async close(boundMs: number): Promise<void> {
+    this.#phase = "closed";
+    this.remote.close();
+    await this.server.close(boundMs);
+  }
+}
+
+/** The fields every step shares. */
+function pick(d: DispatchDeps): { node: string; log: Logger; maxPayload: number } {
+  return { node: d.node, log: d.log, maxPayload: d.maxPayload };
+}
+
+/**
+ * One rule for timeouts, local or remote: a positive number of ms, at most
+ * {@link MAX_TIMEOUT_MS} (longer ones, `Infinity` included, are cut to it); anything else is a
+ * `RangeError`.
+ */
+export function resolveTimeout(timeout: number | undefined, fallback: number): number {
+  const t = timeout ?? fallback;
+  if (typeof t !== "number" || Number.isNaN(t) || t <= 0) {
+    throw new RangeError(`A timeout must be a positive number of milliseconds, got ${String(t)}`);
+  }
+  return Math.min(t, MAX_TIMEOUT_MS);
+}

@@ -1,0 +1,228 @@
+/**
+ * Local delivery: the step where a call meets this node's activations and worker pools. It is
+ * the single choke point every message passes before its handler runs, whether it came from a
+ * local ref or over the mesh ({@link admit}). It also bounds how many actors are active here
+ * (`maxActivations`: least recently used idle ones passivate first) and passivates idle ones.
+ *
+ * @module
+ */
+
+import { Activation, type ActivationHost, Redirect } from "../actor/activation.ts";
+import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
+import type { Logger } from "../actor/envelope.ts";
+import type { Dispatcher } from "../actor/ref.ts";
+import { WorkerPool } from "../actor/worker.ts";
+import type { Codec } from "../codec/types.ts";
+import type { Ownership } from "../directory/ownership.ts";
+import {
+  ClosedError,
+  OverloadedError,
+  UnavailableError,
+  UnknownActorTypeError,
+} from "../errors.ts";
+import type { Journal } from "../journal/types.ts";
+import type { TimerWheel } from "../util/async.ts";
+import { admit } from "./admit.ts";
+import type { Call } from "./call.ts";
+
+/** What local delivery needs from its node. */
+export interface LocalDeps {
+  readonly node: string;
+  readonly journal: Journal;
+  readonly storage: Codec;
+  readonly dispatcher: Dispatcher;
+  readonly log: Logger;
+  readonly wheel: TimerWheel;
+  readonly ownership: Ownership;
+  /** Largest payload accepted, bytes. */
+  readonly maxPayload: number;
+  /** Most activations on this node. */
+  readonly maxActivations: number;
+  publish(topic: string, payload: unknown): Promise<void>;
+  /** Whether this node's lease lapsed. */
+  fenced(): boolean;
+  /**
+   * Where the node is in its life: `draining` lets running turns finish (their nested calls
+   * may still activate actors here); `closed` activates nothing.
+   */
+  phase(): "open" | "draining" | "closed";
+  reminderScheduled(due: number): void;
+  /** An activation is active: route its subject here. */
+  activated(act: Activation<Call>): void;
+  /** A call this node cannot handle now goes back on the message path (to `owner` if known). */
+  reroute(call: Call, owner?: string): void;
+}
+
+/** The actors and workers of this node. */
+export class Local implements ActivationHost<Call> {
+  readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
+  /** Activations by `type/id`, least recently used first. */
+  readonly activations = new Map<string, Activation<Call>>();
+  readonly workers = new Map<string, WorkerPool<Call>>();
+  readonly #deps: LocalDeps;
+
+  constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
+    this.#deps = deps;
+    this.defs = defs;
+    for (const def of defs.values()) {
+      if (def.stateless) this.workers.set(def.name, new WorkerPool(this, def));
+    }
+  }
+
+  // ---- the delivery step ----
+
+  /** Delivers a call that is to run on this node: check, then mailbox. */
+  deliver(call: Call): void {
+    const def = this.defs.get(call.type);
+    if (!def) {
+      return call.reject(
+        new UnknownActorTypeError(`Node "${this.#deps.node}" does not host "${call.type}"`),
+      );
+    }
+    const refused = admit(def, call, this.#deps.maxPayload);
+    if (refused) return call.reject(refused);
+    if (def.stateless) {
+      if (this.workers.get(def.name)!.enqueue(call)) call.accept();
+      return;
+    }
+    const key = `${call.type}/${call.id}`;
+    let act = this.activations.get(key);
+    if (act) {
+      // Most recently used last: eviction scans from the front.
+      this.activations.delete(key);
+      this.activations.set(key, act);
+    } else {
+      if (this.#deps.phase() === "closed") {
+        return call.retry(new ClosedError("The system is closed"));
+      }
+      if (!this.#makeRoom()) {
+        return call.reject(
+          new OverloadedError(
+            `Node "${this.#deps.node}" has ${this.activations.size} active actors (maxActivations) and none is idle`,
+          ),
+        );
+      }
+      act = this.#activate(def, call.id);
+    }
+    if (act.enqueue(call)) call.accept();
+  }
+
+  /** The active (or starting) activation of `type/id` here. */
+  has(type: string, id: string): boolean {
+    return this.activations.has(`${type}/${id}`);
+  }
+
+  /** Whether `type/id` runs here now (for `directory.locate`). */
+  isActive(type: string, id: string): boolean {
+    return this.activations.get(`${type}/${id}`)?.status === "active";
+  }
+
+  /** Passivates least recently used idle activations until there is room for one more. */
+  #makeRoom(): boolean {
+    const max = this.#deps.maxActivations;
+    if (this.activations.size < max) return true;
+    for (const act of this.activations.values()) {
+      if (this.activations.size < max) break;
+      if (act.status === "active" && !act.busy && act.queued === 0) void act.passivate(true);
+    }
+    return this.activations.size < max;
+  }
+
+  #activate(def: ActorDefinition<AnyActorTypes>, id: string): Activation<Call> {
+    const act = new Activation<Call>(this, def, id);
+    this.activations.set(act.key, act);
+    act.ready.then(() => this.#deps.activated(act), () => {});
+    return act;
+  }
+
+  /** Passivates activations idle for longer than their type's `idleAfter`. */
+  sweepIdle(): void {
+    const now = performance.now();
+    for (const act of this.activations.values()) {
+      if (
+        act.status === "active" && !act.busy && act.queued === 0 &&
+        now - act.lastActive > act.def.idleAfter
+      ) {
+        void act.passivate(true);
+      }
+    }
+  }
+
+  /** Drops every activation at once (the lease lapsed). */
+  dropAll(): void {
+    for (const act of [...this.activations.values()]) void act.passivate(false);
+  }
+
+  /** Drains and passivates every activation, then waits for the worker pools (bounded). */
+  async drain(boundMs: number): Promise<void> {
+    const until = performance.now() + boundMs;
+    await Promise.allSettled([
+      ...[...this.activations.values()].map((a) => a.passivate(true, boundMs)),
+      ...[...this.workers.values()].map((w) =>
+        Promise.race([w.idle(), new Promise((r) => setTimeout(r, boundMs))])
+      ),
+    ]);
+    // Activations started by the drain itself (nested calls) get the rest of the bound.
+    const rest = [...this.activations.values()];
+    if (rest.length > 0) {
+      const left = Math.max(0, until - performance.now());
+      await Promise.allSettled(rest.map((a) => a.passivate(true, left)));
+    }
+  }
+
+  // ---- ActivationHost ----
+
+  get node(): string {
+    return this.#deps.node;
+  }
+  get journal(): Journal {
+    return this.#deps.journal;
+  }
+  get storage(): Codec {
+    return this.#deps.storage;
+  }
+  get dispatcher(): Dispatcher {
+    return this.#deps.dispatcher;
+  }
+  get log(): Logger {
+    return this.#deps.log;
+  }
+  get wheel(): TimerWheel {
+    return this.#deps.wheel;
+  }
+  publish(topic: string, payload: unknown): Promise<void> {
+    return this.#deps.publish(topic, payload);
+  }
+  fenced(): boolean {
+    return this.#deps.fenced();
+  }
+  reminderScheduled(due: number): void {
+    this.#deps.reminderScheduled(due);
+  }
+
+  async claim(act: Activation<Call>): Promise<void> {
+    const res = await this.#deps.ownership.claim(act.def.name, act.id);
+    if (!res.ok) throw new Redirect(res.owner);
+  }
+
+  stopped(act: Activation<Call>, leftover: Call[], owner?: string): void {
+    if (this.activations.get(act.key) === act) {
+      this.activations.delete(act.key);
+      if (owner === undefined) {
+        this.#deps.ownership.release(act.def.name, act.id).catch((err) =>
+          this.log.debug("Release of ownership failed", { actor: act.key, error: String(err) })
+        );
+      }
+    }
+    for (const call of leftover) {
+      if (this.#deps.fenced()) {
+        // Not processed, and never will be here: a remote caller hears nothing (it moves on
+        // when this node is declared dead); nothing is forwarded after the caller gave up.
+        call.drop(new UnavailableError(`Node "${this.node}" lost its lease; not processed`));
+      } else if (this.#deps.phase() !== "open") {
+        // Shutting down: what was not handled here is answered "send it elsewhere".
+        call.retry(new ClosedError("The system is closing"));
+      } else this.#deps.reroute(call, owner);
+    }
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * Serving: the receiving side of the mesh. A request arrives on this node's inbox, a worker
+ * queue or an active actor's subject; it is decoded into a {@link Call} whose settlement
+ * answers the request, and handed to local delivery, where the one check runs.
+ *
+ * Protocol rules kept here: a node whose lease lapsed answers nothing (the live owner may
+ * answer the same request); a closing node answers `retry` (nothing was processed); reply and
+ * stream subjects must be inboxes; replies are bounded like requests.
+ *
+ * @module
+ */
+
+import type { Activation } from "../actor/activation.ts";
+import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
+import type { Logger } from "../actor/envelope.ts";
+import { checkPayloadSize, codecFor } from "../codec/mod.ts";
+import type { Codec } from "../codec/types.ts";
+import type { Membership } from "../directory/membership.ts";
+import { ActorError, BadPayloadError, ConflictError } from "../errors.ts";
+import { isValidSubject } from "../mesh/subject.ts";
+import type { MeshConnection, MeshMessage, MeshSubscription } from "../mesh/types.ts";
+import { errorReply, okReply, parseRequest, retryReply, type WireRequest } from "../mesh/wire.ts";
+import { type Deferred, deferred } from "../util/async.ts";
+import { Call } from "./call.ts";
+import { RemoteSink } from "./remote_stream.ts";
+import type { Subjects } from "./subjects.ts";
+
+/** What serving needs from its node. */
+export interface ServeDeps {
+  readonly node: string;
+  readonly conn: MeshConnection;
+  readonly subjects: Subjects;
+  readonly membership: Membership;
+  readonly log: Logger;
+  readonly wireCodec: Codec;
+  readonly maxPayload: number;
+  /** Types hosted by this node. */
+  readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
+  /** Local delivery (the one check, then the mailbox). */
+  deliver(call: Call): void;
+}
+
+/** How long a stale activation waits before it answers with its error. */
+const STALE_REPLY_DELAY = 250;
+
+type Reply = { data: Uint8Array; headers?: Record<string, string> };
+
+/** Serves the requests that reach this node. */
+export class Server {
+  readonly #deps: ServeDeps;
+  readonly #subs: MeshSubscription[] = [];
+  readonly #actorSubs = new Map<string, MeshSubscription>();
+  readonly #late = new Map<ReturnType<typeof setTimeout>, () => void>();
+  #accepting = true;
+  #inflight = 0;
+  #drained: Deferred<void> | undefined;
+
+  constructor(deps: ServeDeps) {
+    this.#deps = deps;
+  }
+
+  /** Subscribes the node inbox and the worker queues. */
+  start(): Promise<void> {
+    const d = this.#deps;
+    this.#subs.push(d.conn.subscribe(d.subjects.node(d.node), (msg) => this.#serve(msg)));
+    for (const def of d.defs.values()) {
+      if (!def.stateless) continue;
+      this.#subs.push(
+        d.conn.subscribe(d.subjects.worker(def.name), (msg) => this.#serve(msg), {
+          queue: d.subjects.workerGroup(def.name),
+        }),
+      );
+    }
+    return d.conn.flush();
+  }
+
+  /** An activation became active here: its subject routes to this node until it stops. */
+  activated(act: Activation<Call>): void {
+    if (act.status !== "active") return;
+    const sub = this.#deps.conn.subscribe(
+      this.#deps.subjects.actor(act.def.name, act.id),
+      (msg) => this.#serve(msg),
+    );
+    this.#actorSubs.set(act.key, sub);
+    act.stoppedPromise.then(() => {
+      if (this.#actorSubs.get(act.key) === sub) this.#actorSubs.delete(act.key);
+      sub.unsubscribe();
+    });
+  }
+
+  #serve(msg: MeshMessage): void {
+    const d = this.#deps;
+    if (d.membership.isFenced()) return; // a stale owner stays silent
+    const respond = (r: Reply) => {
+      if (!msg.reply) return;
+      try {
+        d.conn.publish(msg.reply, r.data, r.headers ? { headers: r.headers } : undefined);
+      } catch (err) {
+        d.log.debug("Reply failed", { error: String(err) });
+      }
+    };
+    let req: WireRequest;
+    let codec: Codec;
+    let payload: unknown;
+    try {
+      if (msg.reply !== undefined && !isValidSubject(msg.reply)) {
+        throw new BadPayloadError("Reply subject is not valid");
+      }
+      req = parseRequest(msg.headers);
+      const c = codecFor(req.contentType);
+      if (!c) throw new BadPayloadError(`Unknown content type "${req.contentType}"`);
+      codec = c;
+      payload = codec.decode(msg.data);
+    } catch (err) {
+      d.log.warn("Dropped a malformed message", { subject: msg.subject, error: String(err) });
+      return respond(
+        errorReply(d.wireCodec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
+      );
+    }
+    if (!this.#accepting) return respond(retryReply(codec, `Node "${d.node}" is closing`));
+    let sink: RemoteSink | undefined;
+    if (req.kind === "stream") {
+      if (!req.streamTo || !isValidSubject(req.streamTo)) {
+        return respond(
+          errorReply(codec, new BadPayloadError("Stream request without a valid inbox")),
+        );
+      }
+      sink = new RemoteSink(d.conn, codec, req.streamTo);
+      respond(okReply(codec, { credit: sink.creditSubject }));
+    }
+    this.#inflight++;
+    const done = () => {
+      if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
+    };
+    const onMasked = (e: unknown) => d.log.error("Internal error", { error: String(e) });
+    const kind = req.kind;
+    const call = new Call({
+      kind,
+      type: req.type,
+      id: req.id,
+      handler: req.handler,
+      payload,
+      size: msg.data.byteLength,
+      deadline: performance.now() + req.timeout,
+      chain: req.chain,
+      ...(req.token !== undefined ? { token: req.token } : {}),
+      ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
+      ...(sink ? { sink } : {}),
+    }, {
+      accepted: () => {
+        if (kind === "tell") respond(okReply(codec, null));
+      },
+      resolve: (value) => {
+        done();
+        if (kind !== "ask") return;
+        try {
+          const r = okReply(codec, value);
+          checkPayloadSize(r.data.byteLength, d.maxPayload, "Reply");
+          respond(r);
+        } catch (err) {
+          respond(errorReply(codec, err, onMasked));
+        }
+      },
+      reject: (err) => {
+        done();
+        if (sink) return sink.fail(err);
+        const reply = errorReply(codec, err, onMasked);
+        if (err instanceof ActorError && err.cause instanceof ConflictError) {
+          // A stale activation (another node took the actor over) must not win the race
+          // against the live owner's reply to the same request: answer late.
+          return this.#later(() => respond(reply));
+        }
+        respond(reply);
+      },
+      retry: (err) => {
+        done();
+        if (sink) return sink.fail(err);
+        respond(retryReply(codec, err instanceof Error ? err.message : String(err)));
+      },
+      drop: () => {
+        done();
+        sink?.abandon();
+      },
+    });
+    d.deliver(call);
+  }
+
+  #later(fn: () => void): void {
+    const timer = setTimeout(() => {
+      this.#late.delete(timer);
+      fn();
+    }, STALE_REPLY_DELAY);
+    this.#late.set(timer, fn);
+  }
+
+  /**
+   * Stops taking requests: from now on they are answered `retry` (nothing was handled), so
+   * callers send them again elsewhere.
+   */
+  stopAccepting(): void {
+    this.#accepting = false;
+  }
+
+  /** Waits (at most `boundMs`) for accepted requests to be answered, then unsubscribes all. */
+  async close(boundMs: number): Promise<void> {
+    this.#accepting = false;
+    if (this.#inflight > 0) {
+      const drained = this.#drained ??= deferred();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([drained.promise, new Promise((r) => timer = setTimeout(r, boundMs))]);
+      clearTimeout(timer);
+    }
+    for (const [timer, fn] of this.#late) {
+      clearTimeout(timer);
+      fn();
+    }
+    this.#late.clear();
+    for (const sub of this.#actorSubs.values()) sub.unsubscribe();
+    this.#actorSubs.clear();
+    for (const sub of this.#subs) sub.unsubscribe();
+    this.#subs.length = 0;
+  }
+}
