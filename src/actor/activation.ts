@@ -565,7 +565,8 @@ export class Activation<M extends Envelope = Envelope> {
   /**
    * Passivates: drains the mailbox, runs `onPassivate`, stops. With `graceful` false (lease
    * lost) it stops at once without the hook. Bounded: after `drainMs` the rest of the mailbox
-   * is handed on, and a turn that still has not ended is abandoned (it can commit nothing).
+   * is handed on; the running turn gets `drainMs` more, then it is abandoned (its caller gets
+   * `unavailable`, and it can commit nothing).
    */
   async passivate(graceful = true, drainMs = 30_000): Promise<void> {
     if (this.status === "stopping" || this.status === "stopped") return this.stoppedPromise;
@@ -581,7 +582,8 @@ export class Activation<M extends Envelope = Envelope> {
     }
     if (this.status !== "active") return this.stoppedPromise;
     this.status = "stopping"; // the turn loop ends after its current turn
-    if (this.#running) await this.#loopEnd(until);
+    // The running turn gets one more bound of its own before it is abandoned.
+    if (this.#running) await this.#loopEnd(Math.max(until, performance.now()) + drainMs);
     if (this.#running) {
       this.#host.log.warn(`A turn of ${this.key} outlived the shutdown bound; abandoned`, {
         handler: this.#current?.handler,

@@ -60,6 +60,8 @@ export class Local implements ActivationHost<Call> {
   readonly activations = new Map<string, Activation<Call>>();
   readonly workers = new Map<string, WorkerPool<Call>>();
   readonly #deps: LocalDeps;
+  /** Activations passivating to make room. */
+  readonly #evicting = new Set<Activation<Call>>();
 
   constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
     this.#deps = deps;
@@ -117,15 +119,22 @@ export class Local implements ActivationHost<Call> {
     return this.activations.get(`${type}/${id}`)?.status === "active";
   }
 
-  /** Passivates least recently used idle activations until there is room for one more. */
+  /**
+   * Passivates least recently used idle activations until there is room for one more. One
+   * whose `onPassivate` hook still runs no longer counts: it takes no messages and ends soon.
+   */
   #makeRoom(): boolean {
     const max = this.#deps.maxActivations;
-    if (this.activations.size < max) return true;
+    const counted = () => this.activations.size - this.#evicting.size;
+    if (counted() < max) return true;
     for (const act of this.activations.values()) {
-      if (this.activations.size < max) break;
-      if (act.status === "active" && !act.busy && act.queued === 0) void act.passivate(true);
+      if (counted() < max) break;
+      if (act.status === "active" && !act.busy && act.queued === 0) {
+        this.#evicting.add(act);
+        void act.passivate(true).finally(() => this.#evicting.delete(act));
+      }
     }
-    return this.activations.size < max;
+    return counted() < max;
   }
 
   #activate(def: ActorDefinition<AnyActorTypes>, id: string): Activation<Call> {
