@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what it needs when missing:
-#  - Deno, from npm (the pinned devDependency), with `npm install`;
+#  - Deno, from npm (the pinned devDependency), with `npm ci` (exactly what package-lock.json
+#    says; `npm install` when there is no lockfile);
 #  - nats-server, from Debian's packages (needs root), used by the NATS tests.
 # Ends with a line "N passed, N failed".
 set -uo pipefail
@@ -8,8 +9,10 @@ export NO_COLOR=1
 cd "$(dirname "$0")/.."
 
 if [ ! -x node_modules/.bin/deno ]; then
-  echo "== installing npm dependencies (Deno is one of them)"
-  npm install --no-audit --no-fund || { echo "npm install failed" >&2; exit 1; }
+  install=install
+  [ -f package-lock.json ] && install=ci
+  echo "== installing npm dependencies with npm $install (Deno is one of them)"
+  npm "$install" --no-audit --no-fund || { echo "npm $install failed" >&2; exit 1; }
 fi
 DENO=node_modules/.bin/deno
 

@@ -42,8 +42,8 @@ export interface ActorErrorOptions {
 export class ActorError extends Error {
   /** A stable code: one of {@link ErrorCode} or a handler's own. */
   readonly code: string;
-  /** Extra data sent with the error. */
-  readonly data?: unknown;
+  /** Extra data sent with the error; absent (not even an own `undefined`) when there is none. */
+  declare readonly data?: unknown;
 
   /**
    * Makes an error with a code.
@@ -284,27 +284,31 @@ export class InternalError extends ActorError {
   }
 }
 
-const byCode: Record<
-  string,
-  new (message: string, options?: Omit<ActorErrorOptions, "code">) => ActorError
-> = {
-  timeout: TimeoutError,
-  unknown_handler: UnknownHandlerError,
-  unknown_actor_type: UnknownActorTypeError,
-  bad_payload: BadPayloadError,
-  unauthorized: UnauthorizedError,
-  overloaded: OverloadedError,
-  unavailable: UnavailableError,
-  deadlock: DeadlockError,
-  conflict: ConflictError,
-  closed: ClosedError,
-  internal: InternalError,
-};
+type CodedErrorClass = new (message: string, options?: CodedErrorOptions) => ActorError;
+
+// A Map, not an object literal: a code from the wire such as "constructor" or "__proto__" must
+// not find a property of Object.prototype.
+const byCode: ReadonlyMap<string, CodedErrorClass> = new Map<string, CodedErrorClass>([
+  ["timeout", TimeoutError],
+  ["unknown_handler", UnknownHandlerError],
+  ["unknown_actor_type", UnknownActorTypeError],
+  ["bad_payload", BadPayloadError],
+  ["unauthorized", UnauthorizedError],
+  ["overloaded", OverloadedError],
+  ["unavailable", UnavailableError],
+  ["deadlock", DeadlockError],
+  ["conflict", ConflictError],
+  ["closed", ClosedError],
+  ["internal", InternalError],
+]);
 
 /** The plain shape of an error on the wire. */
 export interface WireError {
+  /** The error's {@link ActorError.code}. */
   code: string;
+  /** The error's message. */
   message: string;
+  /** The error's {@link ActorError.data}, when it has some. */
   data?: unknown;
 }
 
@@ -322,9 +326,13 @@ export function toWireError(err: unknown, onMasked?: (err: unknown) => void): Wi
   return { code: "internal", message: "Internal error" };
 }
 
-/** Rebuilds an error from the wire, with the subclass of its code where Troupe has one. */
+/**
+ * Rebuilds an error from the wire, with the subclass of its code where Troupe has one. Any
+ * other code (a handler's own, or one that names an `Object.prototype` property such as
+ * `constructor`) gives a plain {@link ActorError} with that code.
+ */
 export function fromWireError(w: WireError): ActorError {
-  const C = byCode[w.code];
+  const C = byCode.get(w.code);
   const opts = w.data === undefined ? {} : { data: w.data };
   return C ? new C(w.message, opts) : new ActorError(w.message, { ...opts, code: w.code });
 }

@@ -28,12 +28,20 @@
  * @module
  */
 
-import { BadPayloadError } from "../errors.ts";
 import type { Codec } from "./types.ts";
-import { checkMaxDepth, DEFAULT_MAX_DEPTH } from "./msgpack.ts";
+import {
+  asBadPayload,
+  checkMaxDepth,
+  decodeError as decodeErrorOf,
+  DEFAULT_MAX_DEPTH,
+  describe,
+  encodeError as encodeErrorOf,
+  isOpaque,
+  nestingError,
+} from "./_common.ts";
 
 /** The content type of {@link json}. */
-export const JSON_CONTENT_TYPE = "application/json";
+const JSON_CONTENT_TYPE = "application/json";
 
 /** Options of {@link jsonCodec}. */
 export interface JsonCodecOptions {
@@ -66,24 +74,10 @@ const NUMBERS: Record<string, number> = {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-function encodeError(what: string): BadPayloadError {
-  return new BadPayloadError(`Cannot encode ${what} as JSON`);
-}
-
-function decodeError(reason: string): BadPayloadError {
-  return new BadPayloadError(`Cannot decode a JSON payload: ${reason}`);
-}
-
-function tooDeep(maxDepth: number): BadPayloadError {
-  return decodeError(`the value is nested deeper than ${maxDepth} levels`);
-}
-
-function isOpaque(value: object): boolean {
-  return value instanceof Error || value instanceof RegExp || value instanceof Promise ||
-    value instanceof WeakMap || value instanceof WeakSet || value instanceof ArrayBuffer ||
-    ArrayBuffer.isView(value) ||
-    (typeof SharedArrayBuffer === "function" && value instanceof SharedArrayBuffer);
-}
+const encodeError = (what: string) => encodeErrorOf("JSON", what);
+const decodeError = (reason: string, cause?: unknown) => decodeErrorOf("JSON", reason, cause);
+const tooDeep = (maxDepth: number) =>
+  decodeError(`the value is nested deeper than ${maxDepth} levels`);
 
 function toBase64(bytes: Uint8Array): string {
   const native = (bytes as { toBase64?: () => string }).toBase64;
@@ -131,11 +125,7 @@ function objectToTree(value: object, depth: number, path: object[], maxDepth: nu
     return { $date: Number.isNaN(value.getTime()) ? null : value.toISOString() };
   }
   if (value instanceof Uint8Array) return { $bytes: toBase64(value) };
-  if (depth >= maxDepth) {
-    throw path.includes(value)
-      ? encodeError("a cyclic value")
-      : encodeError(`a value nested deeper than ${maxDepth} levels`);
-  }
+  if (depth >= maxDepth) throw nestingError("JSON", value, path, maxDepth);
   const next = depth + 1;
   path.push(value);
   let out: unknown;
@@ -162,10 +152,7 @@ function objectToTree(value: object, depth: number, path: object[], maxDepth: nu
       path.pop();
       return toTree((value as { toJSON(): unknown }).toJSON(), depth, path, maxDepth);
     }
-    if (isOpaque(value)) {
-      const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
-      throw encodeError(`a ${name}`);
-    }
+    if (isOpaque(value)) throw encodeError(describe(value));
     const fields: Record<string, unknown> = {};
     const keys = Object.keys(value);
     for (const key of keys) {
@@ -235,9 +222,7 @@ function reviveTag(
         try {
           return fromBase64(data);
         } catch (cause) {
-          throw new BadPayloadError("Cannot decode a JSON payload: $bytes is not valid base64", {
-            cause,
-          });
+          throw decodeError("$bytes is not valid base64", cause);
         }
       }
       break;
@@ -299,7 +284,11 @@ export function jsonCodec(options: JsonCodecOptions = {}): Codec {
   return {
     contentType: JSON_CONTENT_TYPE,
     encode(value: unknown): Uint8Array {
-      return encoder.encode(JSON.stringify(toTree(value, 0, [], maxDepth)));
+      try {
+        return encoder.encode(JSON.stringify(toTree(value, 0, [], maxDepth)));
+      } catch (cause) {
+        throw asBadPayload("JSON", "encode", cause); // e.g. from a throwing toJSON()
+      }
     },
     decode(bytes: Uint8Array): unknown {
       if (!(bytes instanceof Uint8Array)) throw decodeError("it is not a Uint8Array");
@@ -308,13 +297,12 @@ export function jsonCodec(options: JsonCodecOptions = {}): Codec {
         parsed = JSON.parse(decoder.decode(bytes));
       } catch (cause) {
         const reason = cause instanceof TypeError ? "it is not valid UTF-8" : String(cause);
-        throw new BadPayloadError(`Cannot decode a JSON payload: ${reason}`, { cause });
+        throw decodeError(reason, cause);
       }
       try {
         return revive(parsed, 0, maxDepth);
       } catch (cause) {
-        if (cause instanceof BadPayloadError) throw cause;
-        throw new BadPayloadError(`Cannot decode a JSON payload: ${String(cause)}`, { cause });
+        throw asBadPayload("JSON", "decode", cause);
       }
     },
   };

@@ -33,14 +33,20 @@
  */
 
 import { addExtension, Packr, RESET_BUFFER_MODE } from "msgpackr/pack";
-import { BadPayloadError } from "../errors.ts";
 import type { Codec } from "./types.ts";
+import {
+  asBadPayload,
+  checkMaxDepth,
+  decodeError,
+  DEFAULT_MAX_DEPTH,
+  describe,
+  encodeError as encodeErrorOf,
+  isOpaque,
+  nestingError,
+} from "./_common.ts";
 
 /** The content type of {@link msgpack}. */
-export const MSGPACK_CONTENT_TYPE = "application/msgpack";
-
-/** The default bound on nesting depth of both codecs. */
-export const DEFAULT_MAX_DEPTH = 64;
+const MSGPACK_CONTENT_TYPE = "application/msgpack";
 
 /** Options of {@link msgpackCodec}. */
 export interface MsgpackCodecOptions {
@@ -91,21 +97,7 @@ addExtension(
   } as unknown as Parameters<typeof addExtension>[0],
 );
 
-function encodeError(what: string): BadPayloadError {
-  return new BadPayloadError(`Cannot encode ${what} as MessagePack`);
-}
-
-function describe(value: object): string {
-  const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
-  return typeof name === "string" && name !== "" ? `a ${name}` : "this object";
-}
-
-function isOpaque(value: object): boolean {
-  return value instanceof Error || value instanceof RegExp || value instanceof Promise ||
-    value instanceof WeakMap || value instanceof WeakSet || value instanceof ArrayBuffer ||
-    ArrayBuffer.isView(value) ||
-    (typeof SharedArrayBuffer === "function" && value instanceof SharedArrayBuffer);
-}
+const encodeError = (what: string) => encodeErrorOf("MessagePack", what);
 
 /**
  * Rewrites a value for the Packr: Maps, Sets and `-0` become {@link Tagged}, class instances
@@ -130,11 +122,7 @@ function prepare(value: unknown, depth: number, path: object[], maxDepth: number
 
 function prepareObject(value: object, depth: number, path: object[], maxDepth: number): unknown {
   if (value instanceof Uint8Array || value instanceof Date) return value;
-  if (depth >= maxDepth) {
-    throw path.includes(value)
-      ? encodeError("a cyclic value")
-      : encodeError(`a value nested deeper than ${maxDepth} levels`);
-  }
+  if (depth >= maxDepth) throw nestingError("MessagePack", value, path, maxDepth);
   path.push(value);
   let out: unknown;
   const next = depth + 1;
@@ -214,7 +202,7 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
 function fail(reason: string): never {
-  throw new BadPayloadError(`Cannot decode a MessagePack payload: ${reason} (at byte ${pos})`);
+  throw decodeError("MessagePack", `${reason} (at byte ${pos})`);
 }
 
 function truncated(): never {
@@ -398,10 +386,7 @@ function readString(length: number): string {
   try {
     text = utf8.decode(src.subarray(start, end));
   } catch (cause) {
-    throw new BadPayloadError(
-      `Cannot decode a MessagePack payload: a string is not valid UTF-8 (at byte ${start})`,
-      { cause },
-    );
+    throw decodeError("MessagePack", `a string is not valid UTF-8 (at byte ${start})`, cause);
   }
   pos = end;
   return text;
@@ -507,7 +492,7 @@ function readTaggedMap(depth: number): Map<unknown, unknown> {
 
 function decodeBytes(bytes: Uint8Array, maxDepth: number): unknown {
   if (!(bytes instanceof Uint8Array)) {
-    throw new BadPayloadError("Cannot decode a MessagePack payload: it is not a Uint8Array");
+    throw decodeError("MessagePack", "it is not a Uint8Array");
   }
   src = bytes;
   pos = 0;
@@ -518,20 +503,11 @@ function decodeBytes(bytes: Uint8Array, maxDepth: number): unknown {
     if (pos !== src.length) fail(`${src.length - pos} bytes follow the value`);
     return value;
   } catch (cause) {
-    if (cause instanceof BadPayloadError) throw cause;
-    throw new BadPayloadError(`Cannot decode a MessagePack payload: ${String(cause)}`, { cause });
+    throw asBadPayload("MessagePack", "decode", cause);
   } finally {
     src = EMPTY;
     dv = undefined;
   }
-}
-
-/** Checks a codec's `maxDepth` option (shared by the JSON codec). @internal */
-export function checkMaxDepth(maxDepth: number): number {
-  if (!Number.isInteger(maxDepth) || maxDepth < 1 || maxDepth > 10_000) {
-    throw new RangeError(`maxDepth must be an integer from 1 to 10000, got ${maxDepth}`);
-  }
-  return maxDepth;
 }
 
 /**
@@ -570,16 +546,13 @@ export function msgpackCodec(options: MsgpackCodecOptions = {}): Codec {
   return {
     contentType: MSGPACK_CONTENT_TYPE,
     encode(value: unknown): Uint8Array {
-      const prepared = prepare(value, 0, [], maxDepth);
       let packed: Uint8Array;
       try {
+        const prepared = prepare(value, 0, [], maxDepth);
         // RESET_BUFFER_MODE: the next pack reuses the same bytes, so copy before returning.
         packed = packr.pack(prepared, RESET_BUFFER_MODE);
       } catch (cause) {
-        if (cause instanceof BadPayloadError) throw cause;
-        throw new BadPayloadError(`Cannot encode a value as MessagePack: ${String(cause)}`, {
-          cause,
-        });
+        throw asBadPayload("MessagePack", "encode", cause); // e.g. from a throwing toJSON()
       }
       return new Uint8Array(packed);
     },

@@ -1,16 +1,6 @@
 import assert from "node:assert/strict";
 import { rejectsBadPayload as rejects } from "../../tests/helpers.ts";
 import { msgpack, msgpackCodec } from "./msgpack.ts";
-import {
-  checkPayloadSize,
-  codecFor,
-  Codecs,
-  DEFAULT_CONTENT_TYPE,
-  DEFAULT_MAX_PAYLOAD,
-  json,
-  normalizeContentType,
-} from "./mod.ts";
-import type { Codec } from "./types.ts";
 
 function roundTrip(value: unknown): unknown {
   return msgpack.decode(msgpack.encode(value));
@@ -319,46 +309,4 @@ Deno.test("msgpack.decode() reads what other MessagePack producers write", () =>
     -1000,
   );
   assert.deepEqual(msgpack.decode(bytes(0xc4, 2, 9, 8)), bytes(9, 8));
-});
-
-Deno.test("codecFor() finds the built-in codecs, ignoring parameters and case", () => {
-  assert.equal(codecFor("application/msgpack"), msgpack);
-  assert.equal(codecFor("application/x-msgpack"), msgpack);
-  assert.equal(codecFor(DEFAULT_CONTENT_TYPE), msgpack);
-  assert.equal(codecFor("application/json; charset=utf-8"), json);
-  assert.equal(codecFor(" Application/JSON "), json);
-  assert.equal(codecFor("text/plain"), undefined);
-  assert.equal(normalizeContentType("a/b ; q=1"), "a/b");
-});
-
-Deno.test("Codecs registers extra codecs by content type without touching codecFor()", () => {
-  const text: Codec = {
-    contentType: "text/plain",
-    encode: (v) => new TextEncoder().encode(String(v)),
-    decode: (b) => new TextDecoder().decode(b),
-  };
-  const codecs = new Codecs().register(text, { aliases: ["text/x-plain"] });
-  assert.equal(codecs.get("text/plain; charset=utf-8"), text);
-  assert.equal(codecs.get("text/x-plain"), text);
-  assert.equal(codecs.get("application/msgpack"), msgpack);
-  assert.ok(codecs.has("application/json"));
-  assert.equal(codecFor("text/plain"), undefined);
-  assert.deepEqual([...codecs].map((c) => c.contentType), [
-    "application/msgpack",
-    "application/json",
-    "text/plain",
-  ]);
-  rejects(() => codecs.require("image/png"), /image\/png/);
-  assert.throws(() => codecs.register({ ...text, contentType: "nonsense" }), TypeError);
-  assert.deepEqual([...new Codecs([json])].length, 1);
-});
-
-Deno.test("checkPayloadSize() rejects payloads over the limit with a message giving both sizes", () => {
-  checkPayloadSize(DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PAYLOAD);
-  assert.equal(DEFAULT_MAX_PAYLOAD, 1_048_576);
-  rejects(
-    () => checkPayloadSize(2_000_000, DEFAULT_MAX_PAYLOAD),
-    /^Payload of 2000000 bytes exceeds the limit of 1048576 bytes$/,
-  );
-  rejects(() => checkPayloadSize(11, 10, "Reply to account/alice.deposit"), /^Reply to account/);
 });

@@ -158,32 +158,6 @@ export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
     typeof (value as { then?: unknown }).then === "function";
 }
 
-/** Retries `fn` with exponential backoff until it succeeds, `retryIf` says no, or time runs out. */
-export async function retry<T>(
-  fn: () => Promise<T>,
-  options: {
-    retryIf?: (err: unknown) => boolean;
-    maxMs?: number;
-    minDelay?: number;
-    maxDelay?: number;
-    signal?: AbortSignal;
-  } = {},
-): Promise<T> {
-  const start = performance.now();
-  const maxMs = options.maxMs ?? 10_000;
-  let wait = options.minDelay ?? 10;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (options.retryIf && !options.retryIf(err)) throw err;
-      if (performance.now() - start + wait > maxMs) throw err;
-      await delay(wait * (0.5 + Math.random()), options.signal);
-      wait = Math.min(wait * 2, options.maxDelay ?? 500);
-    }
-  }
-}
-
 /**
  * Awaits `value` (a promise or a plain value) until `deadline` (`performance.now()` clock);
  * past it, rejects with `onTimeout()`. The timer is cleared either way.
