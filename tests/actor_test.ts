@@ -6,8 +6,10 @@ import {
   type Journal,
   memoryJournal,
   type System,
+  TimeoutError,
 } from "../mod.ts";
 import { Account, Counter, Resize, resizeLoad } from "./fixtures.ts";
+import { within } from "./helpers.ts";
 
 async function withSystem(
   fn: (system: System) => Promise<void>,
@@ -271,26 +273,42 @@ Deno.test("A → B → A call chains fail fast with deadlock", async () => {
 });
 
 Deno.test("nested asks inherit the caller's remaining deadline", async () => {
+  // The inner ask asks for 10 s but runs inside a turn whose caller gave it 150 ms: it must
+  // reject with `timeout` at the outer deadline. The outer caller times out at that same
+  // moment, so what the inner ask observed is reported through `inner`.
+  const inner = Promise.withResolvers<{ err: unknown; ms: number }>();
+  const release = Promise.withResolvers<void>();
+  const Held = defineActor({ name: "held", handlers: { hold: () => release.promise } });
   const Outer = defineActor({
     name: "outer",
     handlers: {
       async call(ctx) {
         const t0 = performance.now();
         try {
-          await ctx.ref(Counter, "slow").ask("slow", 1000, { timeout: 10_000 });
+          await ctx.ref(Held, "h").ask("hold", undefined, { timeout: 10_000 });
+          inner.resolve({ err: undefined, ms: performance.now() - t0 });
         } catch (err) {
-          return { code: (err as ActorError).code, ms: performance.now() - t0 };
+          inner.resolve({ err, ms: performance.now() - t0 });
         }
-        return { code: "none", ms: 0 };
       },
     },
   });
-  const system = await createSystem({ actors: [Outer, Counter] });
+  const system = await createSystem({ actors: [Outer, Held] });
   try {
-    await assert.rejects(system.ref(Outer, "o").ask("call", undefined, { timeout: 100 }), {
+    await assert.rejects(system.ref(Outer, "o").ask("call", undefined, { timeout: 150 }), {
       code: "timeout",
     });
+    const seen = await within(
+      inner.promise,
+      3_000,
+      "the inner ask to settle (it should at the outer deadline, after ~150 ms)",
+    );
+    assert.ok(seen.err instanceof TimeoutError, `inner ask rejected with ${seen.err}`);
+    assert.equal(seen.err.code, "timeout");
+    assert.ok(seen.ms >= 100, `inner ask gave up after ${seen.ms} ms, before the outer deadline`);
+    assert.ok(seen.ms < 1_000, `inner ask gave up after ${seen.ms} ms, not at the outer deadline`);
   } finally {
+    release.resolve();
     await system.close();
   }
 });
