@@ -515,3 +515,93 @@ Deno.test("close() while an actor is still activating waits for it and completes
   await system.close();
   assert.equal(await reply, 0, "the message queued during activation was handled");
 });
+
+/** An actor whose `hold` handler runs until the test opens `gate` (one turn at a time). */
+function heldActor(name: string) {
+  const state = {
+    started: Promise.withResolvers<void>(),
+    gate: Promise.withResolvers<void>(),
+    handled: 0,
+  };
+  const def = defineActor({
+    name,
+    handlers: {
+      async hold() {
+        state.started.resolve();
+        await state.gate.promise;
+        return ++state.handled;
+      },
+      count: () => state.handled,
+    },
+  });
+  return { def, state };
+}
+
+Deno.test("AskOptions.signal: aborting it rejects the ask with the signal's reason", async () => {
+  const { def: Held, state } = heldActor("held-abort");
+  const system = await createSystem({ actors: [Held] });
+  try {
+    const h = system.ref(Held, "h");
+    const ac = new AbortController();
+    const asked = h.ask("hold", undefined, { signal: ac.signal, timeout: 10_000 });
+    await within(state.started.promise, 2_000, "the handler to start");
+    const reason = new Error("the user gave up");
+    ac.abort(reason);
+    // The handler is still held: only the abort can settle the ask.
+    await within(
+      assert.rejects(asked, (err: unknown) => err === reason),
+      1_000,
+      "the aborted ask to reject",
+    );
+    // Without a reason the caller gets the signal's default one (an AbortError).
+    const ac2 = new AbortController();
+    const asked2 = h.ask("count", undefined, { signal: ac2.signal });
+    ac2.abort();
+    await within(
+      assert.rejects(asked2, (err: unknown) => err === ac2.signal.reason),
+      1_000,
+      "the second aborted ask to reject",
+    );
+    assert.equal((ac2.signal.reason as Error).name, "AbortError");
+    state.gate.resolve();
+    // A signal that never aborts changes nothing.
+    assert.equal(await h.ask("count", undefined, { signal: new AbortController().signal }), 1);
+  } finally {
+    state.gate.resolve();
+    await system.close();
+  }
+});
+
+Deno.test("AskOptions.signal: an already aborted signal rejects at once", async () => {
+  const { def: Held, state } = heldActor("held-pre");
+  const system = await createSystem({ actors: [Held] });
+  try {
+    const h = system.ref(Held, "h");
+    const busy = h.ask("hold");
+    await within(state.started.promise, 2_000, "the handler to start");
+    // The actor is busy until the gate opens, so a reply cannot be what settles these.
+    const reason = new Error("cancelled before sending");
+    await within(
+      assert.rejects(
+        h.ask("count", undefined, { signal: AbortSignal.abort(reason) }),
+        (err: unknown) => err === reason,
+      ),
+      1_000,
+      "the ask with an aborted signal to reject",
+    );
+    await within(
+      assert.rejects(
+        h.tell("count", undefined, { signal: AbortSignal.abort(reason) }),
+        (err: unknown) => err === reason,
+      ),
+      1_000,
+      "the tell with an aborted signal to reject",
+    );
+    state.gate.resolve();
+    assert.equal(await busy, 1);
+    assert.equal(await h.ask("count"), 1, "the actor keeps serving");
+  } finally {
+    state.gate.resolve();
+    await system.close();
+  }
+});
