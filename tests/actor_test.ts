@@ -605,3 +605,110 @@ Deno.test("AskOptions.signal: an already aborted signal rejects at once", async 
     await system.close();
   }
 });
+
+Deno.test("a snapshot of another version is ignored: the state is replayed from the log", async () => {
+  const base = memoryJournal();
+  const snapshots: { seq: number; version: number }[] = [];
+  const journal: Journal = {
+    activate: (a) => base.activate(a),
+    read: (a, f, l) => base.read(a, f, l),
+    reply: (a, k) => base.reply(a, k),
+    dueReminders: (n, l) => base.dueReminders(n, l),
+    nextReminder: () => base.nextReminder(),
+    deleteReminder: (id) => base.deleteReminder(id),
+    close: () => base.close(),
+    async append(a) {
+      await base.append(a);
+      if (a.snapshot) snapshots.push({ seq: a.snapshot.seq, version: a.snapshot.version });
+    },
+  };
+  let reduced = 0; // reducer calls: during an activation, the events replayed
+  const V1 = defineActor({
+    name: "tally",
+    snapshotEvery: 5,
+    snapshotVersion: 1,
+    initialState: () => ({ sum: 0 }),
+    events: { added: (s, e: { by: number }) => (reduced++, { sum: s.sum + e.by }) },
+    handlers: {
+      add(ctx, by: number) {
+        ctx.emit("added", { by });
+      },
+      get: (ctx) => ctx.state,
+    },
+  });
+  // v2 keeps a count too: a v1 snapshot ({ sum }) would leave it undefined.
+  const V2 = defineActor({
+    name: "tally",
+    snapshotEvery: 5,
+    snapshotVersion: 2,
+    initialState: () => ({ sum: 0, count: 0 }),
+    events: {
+      added: (s, e: { by: number }) => (reduced++, { sum: s.sum + e.by, count: s.count + 1 }),
+    },
+    handlers: {
+      add(ctx, by: number) {
+        ctx.emit("added", { by });
+      },
+      get: (ctx) => ctx.state,
+    },
+  });
+  const restart = async (def: typeof V1 | typeof V2) => {
+    const system = await createSystem({ actors: [def], journal });
+    reduced = 0;
+    const state: unknown = await system.ref(def as typeof V2, "t").ask("get");
+    return { system, state, replayed: reduced };
+  };
+  try {
+    let system = await createSystem({ actors: [V1], journal });
+    for (let i = 1; i <= 12; i++) await system.ref(V1, "t").ask("add", i);
+    await system.close();
+    assert.ok(snapshots.length > 0, "v1 wrote snapshots");
+    assert.ok(snapshots.every((s) => s.version === 1), JSON.stringify(snapshots));
+
+    // Same version: the snapshot is used, only the events after it are replayed.
+    let r = await restart(V1);
+    await r.system.close();
+    assert.deepEqual(r.state, { sum: 78 });
+    assert.ok(r.replayed < 12, `v1 replayed ${r.replayed} of 12 events despite its snapshot`);
+
+    // Another version: the v1 snapshot is ignored, all 12 events are replayed.
+    r = await restart(V2);
+    system = r.system;
+    assert.deepEqual(r.state, { sum: 78, count: 12 });
+    assert.equal(r.replayed, 12, "every event is replayed");
+    for (let i = 13; i <= 18; i++) await system.ref(V2, "t").ask("add", i);
+    await system.close();
+    assert.ok(snapshots.some((s) => s.version === 2), "v2 writes its own snapshots");
+
+    r = await restart(V2);
+    await r.system.close();
+    assert.deepEqual(r.state, { sum: 171, count: 18 });
+    assert.ok(r.replayed < 18, `v2 replayed ${r.replayed} of 18 events despite its snapshot`);
+  } finally {
+    await journal.close();
+  }
+});
+
+// BUG (ignored): a local ask does not check the size of the reply. The mesh path rejects a
+// reply larger than `maxPayload` with `bad_payload` (router: "Reply of N bytes exceeds the
+// limit"), but when the actor runs on the caller's node the handler's result is handed over
+// as is, so the same ask succeeds or fails depending on where the actor happens to live.
+Deno.test({
+  name: "a reply larger than maxPayload rejects with bad_payload locally too",
+  ignore: true,
+  fn: async () => {
+    const Big = defineActor({
+      name: "big",
+      handlers: { reply: (_ctx, n: number) => "x".repeat(n) },
+    });
+    const system = await createSystem({ actors: [Big], maxPayload: 4096 });
+    try {
+      const b = system.ref(Big, "b");
+      assert.equal((await b.ask("reply", 1000)).length, 1000);
+      await assert.rejects(b.ask("reply", 10_000), { code: "bad_payload" });
+      assert.equal((await b.ask("reply", 1000)).length, 1000, "the actor keeps serving");
+    } finally {
+      await system.close();
+    }
+  },
+});
