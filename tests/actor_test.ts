@@ -6,8 +6,10 @@ import {
   type Journal,
   memoryJournal,
   type System,
+  TimeoutError,
 } from "../mod.ts";
 import { Account, Counter, Resize, resizeLoad } from "./fixtures.ts";
+import { within } from "./helpers.ts";
 
 async function withSystem(
   fn: (system: System) => Promise<void>,
@@ -271,26 +273,42 @@ Deno.test("A → B → A call chains fail fast with deadlock", async () => {
 });
 
 Deno.test("nested asks inherit the caller's remaining deadline", async () => {
+  // The inner ask asks for 10 s but runs inside a turn whose caller gave it 150 ms: it must
+  // reject with `timeout` at the outer deadline. The outer caller times out at that same
+  // moment, so what the inner ask observed is reported through `inner`.
+  const inner = Promise.withResolvers<{ err: unknown; ms: number }>();
+  const release = Promise.withResolvers<void>();
+  const Held = defineActor({ name: "held", handlers: { hold: () => release.promise } });
   const Outer = defineActor({
     name: "outer",
     handlers: {
       async call(ctx) {
         const t0 = performance.now();
         try {
-          await ctx.ref(Counter, "slow").ask("slow", 1000, { timeout: 10_000 });
+          await ctx.ref(Held, "h").ask("hold", undefined, { timeout: 10_000 });
+          inner.resolve({ err: undefined, ms: performance.now() - t0 });
         } catch (err) {
-          return { code: (err as ActorError).code, ms: performance.now() - t0 };
+          inner.resolve({ err, ms: performance.now() - t0 });
         }
-        return { code: "none", ms: 0 };
       },
     },
   });
-  const system = await createSystem({ actors: [Outer, Counter] });
+  const system = await createSystem({ actors: [Outer, Held] });
   try {
-    await assert.rejects(system.ref(Outer, "o").ask("call", undefined, { timeout: 100 }), {
+    await assert.rejects(system.ref(Outer, "o").ask("call", undefined, { timeout: 150 }), {
       code: "timeout",
     });
+    const seen = await within(
+      inner.promise,
+      3_000,
+      "the inner ask to settle (it should at the outer deadline, after ~150 ms)",
+    );
+    assert.ok(seen.err instanceof TimeoutError, `inner ask rejected with ${seen.err}`);
+    assert.equal(seen.err.code, "timeout");
+    assert.ok(seen.ms >= 100, `inner ask gave up after ${seen.ms} ms, before the outer deadline`);
+    assert.ok(seen.ms < 1_000, `inner ask gave up after ${seen.ms} ms, not at the outer deadline`);
   } finally {
+    release.resolve();
     await system.close();
   }
 });
@@ -496,4 +514,296 @@ Deno.test("close() while an actor is still activating waits for it and completes
   await new Promise((r) => setTimeout(r, 10)); // activation under way
   await system.close();
   assert.equal(await reply, 0, "the message queued during activation was handled");
+});
+
+/** An actor whose `hold` handler runs until the test opens `gate` (one turn at a time). */
+function heldActor(name: string) {
+  const state = {
+    started: Promise.withResolvers<void>(),
+    gate: Promise.withResolvers<void>(),
+    handled: 0,
+  };
+  const def = defineActor({
+    name,
+    handlers: {
+      async hold() {
+        state.started.resolve();
+        await state.gate.promise;
+        return ++state.handled;
+      },
+      count: () => state.handled,
+    },
+  });
+  return { def, state };
+}
+
+Deno.test("AskOptions.signal: aborting it rejects the ask with the signal's reason", async () => {
+  const { def: Held, state } = heldActor("held-abort");
+  const system = await createSystem({ actors: [Held] });
+  try {
+    const h = system.ref(Held, "h");
+    const ac = new AbortController();
+    const asked = h.ask("hold", undefined, { signal: ac.signal, timeout: 10_000 });
+    await within(state.started.promise, 2_000, "the handler to start");
+    const reason = new Error("the user gave up");
+    ac.abort(reason);
+    // The handler is still held: only the abort can settle the ask.
+    await within(
+      assert.rejects(asked, (err: unknown) => err === reason),
+      1_000,
+      "the aborted ask to reject",
+    );
+    // Without a reason the caller gets the signal's default one (an AbortError).
+    const ac2 = new AbortController();
+    const asked2 = h.ask("count", undefined, { signal: ac2.signal });
+    ac2.abort();
+    await within(
+      assert.rejects(asked2, (err: unknown) => err === ac2.signal.reason),
+      1_000,
+      "the second aborted ask to reject",
+    );
+    assert.equal((ac2.signal.reason as Error).name, "AbortError");
+    state.gate.resolve();
+    // A signal that never aborts changes nothing.
+    assert.equal(await h.ask("count", undefined, { signal: new AbortController().signal }), 1);
+  } finally {
+    state.gate.resolve();
+    await system.close();
+  }
+});
+
+Deno.test("AskOptions.signal: an already aborted signal rejects at once", async () => {
+  const { def: Held, state } = heldActor("held-pre");
+  const system = await createSystem({ actors: [Held] });
+  try {
+    const h = system.ref(Held, "h");
+    const busy = h.ask("hold");
+    await within(state.started.promise, 2_000, "the handler to start");
+    // The actor is busy until the gate opens, so a reply cannot be what settles these.
+    const reason = new Error("cancelled before sending");
+    await within(
+      assert.rejects(
+        h.ask("count", undefined, { signal: AbortSignal.abort(reason) }),
+        (err: unknown) => err === reason,
+      ),
+      1_000,
+      "the ask with an aborted signal to reject",
+    );
+    await within(
+      assert.rejects(
+        h.tell("count", undefined, { signal: AbortSignal.abort(reason) }),
+        (err: unknown) => err === reason,
+      ),
+      1_000,
+      "the tell with an aborted signal to reject",
+    );
+    state.gate.resolve();
+    assert.equal(await busy, 1);
+    assert.equal(await h.ask("count"), 1, "the actor keeps serving");
+  } finally {
+    state.gate.resolve();
+    await system.close();
+  }
+});
+
+Deno.test("a snapshot of another version is ignored: the state is replayed from the log", async () => {
+  const base = memoryJournal();
+  const snapshots: { seq: number; version: number }[] = [];
+  const journal: Journal = {
+    activate: (a) => base.activate(a),
+    read: (a, f, l) => base.read(a, f, l),
+    reply: (a, k) => base.reply(a, k),
+    dueReminders: (n, l) => base.dueReminders(n, l),
+    nextReminder: () => base.nextReminder(),
+    deleteReminder: (id) => base.deleteReminder(id),
+    close: () => base.close(),
+    async append(a) {
+      await base.append(a);
+      if (a.snapshot) snapshots.push({ seq: a.snapshot.seq, version: a.snapshot.version });
+    },
+  };
+  let reduced = 0; // reducer calls: during an activation, the events replayed
+  const V1 = defineActor({
+    name: "tally",
+    snapshotEvery: 5,
+    snapshotVersion: 1,
+    initialState: () => ({ sum: 0 }),
+    events: { added: (s, e: { by: number }) => (reduced++, { sum: s.sum + e.by }) },
+    handlers: {
+      add(ctx, by: number) {
+        ctx.emit("added", { by });
+      },
+      get: (ctx) => ctx.state,
+    },
+  });
+  // v2 keeps a count too: a v1 snapshot ({ sum }) would leave it undefined.
+  const V2 = defineActor({
+    name: "tally",
+    snapshotEvery: 5,
+    snapshotVersion: 2,
+    initialState: () => ({ sum: 0, count: 0 }),
+    events: {
+      added: (s, e: { by: number }) => (reduced++, { sum: s.sum + e.by, count: s.count + 1 }),
+    },
+    handlers: {
+      add(ctx, by: number) {
+        ctx.emit("added", { by });
+      },
+      get: (ctx) => ctx.state,
+    },
+  });
+  const restart = async (def: typeof V1 | typeof V2) => {
+    const system = await createSystem({ actors: [def], journal });
+    reduced = 0;
+    const state: unknown = await system.ref(def as typeof V2, "t").ask("get");
+    return { system, state, replayed: reduced };
+  };
+  try {
+    let system = await createSystem({ actors: [V1], journal });
+    for (let i = 1; i <= 12; i++) await system.ref(V1, "t").ask("add", i);
+    await system.close();
+    assert.ok(snapshots.length > 0, "v1 wrote snapshots");
+    assert.ok(snapshots.every((s) => s.version === 1), JSON.stringify(snapshots));
+
+    // Same version: the snapshot is used, only the events after it are replayed.
+    let r = await restart(V1);
+    await r.system.close();
+    assert.deepEqual(r.state, { sum: 78 });
+    assert.ok(r.replayed < 12, `v1 replayed ${r.replayed} of 12 events despite its snapshot`);
+
+    // Another version: the v1 snapshot is ignored, all 12 events are replayed.
+    r = await restart(V2);
+    system = r.system;
+    assert.deepEqual(r.state, { sum: 78, count: 12 });
+    assert.equal(r.replayed, 12, "every event is replayed");
+    for (let i = 13; i <= 18; i++) await system.ref(V2, "t").ask("add", i);
+    await system.close();
+    assert.ok(snapshots.some((s) => s.version === 2), "v2 writes its own snapshots");
+
+    r = await restart(V2);
+    await r.system.close();
+    assert.deepEqual(r.state, { sum: 171, count: 18 });
+    assert.ok(r.replayed < 18, `v2 replayed ${r.replayed} of 18 events despite its snapshot`);
+  } finally {
+    await journal.close();
+  }
+});
+
+// BUG (ignored): a local ask does not check the size of the reply. The mesh path rejects a
+// reply larger than `maxPayload` with `bad_payload` (router: "Reply of N bytes exceeds the
+// limit"), but when the actor runs on the caller's node the handler's result is handed over
+// as is, so the same ask succeeds or fails depending on where the actor happens to live.
+Deno.test({
+  name: "a reply larger than maxPayload rejects with bad_payload locally too",
+  ignore: true,
+  fn: async () => {
+    const Big = defineActor({
+      name: "big",
+      handlers: { reply: (_ctx, n: number) => "x".repeat(n) },
+    });
+    const system = await createSystem({ actors: [Big], maxPayload: 4096 });
+    try {
+      const b = system.ref(Big, "b");
+      assert.equal((await b.ask("reply", 1000)).length, 1000);
+      await assert.rejects(b.ask("reply", 10_000), { code: "bad_payload" });
+      assert.equal((await b.ask("reply", 1000)).length, 1000, "the actor keeps serving");
+    } finally {
+      await system.close();
+    }
+  },
+});
+
+Deno.test("a stream whose handler throws gives the items, then the handler's error", async () => {
+  const Feed = defineActor({
+    name: "feed",
+    handlers: {
+      async *items(_ctx, n: number) {
+        for (let i = 0; i < n; i++) yield i;
+        throw new ActorError("feed broke", { code: "feed_broken", data: { after: n } });
+      },
+    },
+  });
+  await withSystem(async (system) => {
+    const got: number[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const i of system.ref(Feed, "f").stream("items", 5, { window: 2 })) {
+          got.push(i);
+        }
+      })(),
+      (err: unknown) => {
+        assert.ok(err instanceof ActorError, `the stream ended with ${err}`);
+        assert.equal(err.code, "feed_broken");
+        assert.equal(err.message, "feed broke");
+        assert.deepEqual(err.data, { after: 5 });
+        return true;
+      },
+    );
+    assert.deepEqual(got, [0, 1, 2, 3, 4], "every item before the error");
+  }, { actors: [Feed] });
+});
+
+// BUG (ignored): a tell to an idle actor whose handler throws synchronously rejects with the
+// handler's error. The handler then runs inside the mailbox's enqueue, and the system's
+// #accept() takes any reject() during enqueue for a refusal of the message, so `accepted` is
+// never called. The same tell resolves when the actor is busy or still activating, or when the
+// handler fails after an await. (Same bug across nodes: see the cluster suite.)
+Deno.test({
+  name: "a tell resolves once accepted, even when its handler then throws",
+  ignore: true,
+  fn: async () => {
+    const Teller = defineActor({
+      name: "teller",
+      handlers: {
+        ok: () => 1,
+        fail() {
+          throw new ActorError("no", { code: "refused" });
+        },
+      },
+    });
+    await withSystem(async (system) => {
+      const t = system.ref(Teller, "t");
+      assert.equal(await t.ask("ok"), 1); // active and idle: the next message runs at once
+      await t.tell("fail");
+      assert.equal(await t.ask("ok"), 1, "the actor keeps serving");
+    }, { actors: [Teller] });
+  },
+});
+
+// BUG (ignored): `StreamOptions` extends `AskOptions`, so `ref.stream(h, p, { signal })` is
+// accepted, but the system's stream() never reads `options.signal`: an aborted signal neither
+// stops the stream nor rejects it (an already aborted one still yields every item).
+Deno.test({
+  name: "StreamOptions.signal: aborting it ends the stream with the signal's reason",
+  ignore: true,
+  fn: async () => {
+    await withSystem(async (system) => {
+      const reason = new Error("stop");
+      const got: unknown[] = [];
+      await assert.rejects(
+        (async () => {
+          const stream = system.ref(Account, "s").stream("statement", 3, {
+            signal: AbortSignal.abort(reason),
+          });
+          for await (const item of stream) got.push(item);
+        })(),
+        (err: unknown) => err === reason,
+      );
+      assert.deepEqual(got, []);
+      const ac = new AbortController();
+      const opts = { signal: ac.signal, window: 1 };
+      const it = system.ref(Account, "s").stream("statement", 1000, opts)[Symbol.asyncIterator]();
+      await it.next();
+      ac.abort(reason);
+      await within(
+        (async () => {
+          for (;;) if ((await it.next()).done) return;
+        })().then(() => assert.fail("the stream ended without the reason"), (err) => {
+          assert.equal(err, reason);
+        }),
+        2_000,
+        "the aborted stream to end",
+      );
+    });
+  },
 });

@@ -3,10 +3,18 @@
  * (`cluster_test.ts`) and the NATS mesh (`adapters/nats/cluster_test.ts`).
  */
 import assert from "node:assert/strict";
-import { waitFor } from "./helpers.ts";
-import { ActorError, createSystem, defineActor, type Mesh, type System } from "../mod.ts";
-import { memoryJournal } from "../src/journal/memory.ts";
-import type { Journal } from "../src/journal/types.ts";
+import { waitFor, within } from "./helpers.ts";
+import {
+  ActorError,
+  createSystem,
+  DeadlockError,
+  defineActor,
+  type Journal,
+  memoryJournal,
+  type Mesh,
+  type System,
+  type SystemOptions,
+} from "../mod.ts";
 
 /** A fresh cluster for one test: `mesh()` gives each node its mesh. */
 export interface ClusterFixture {
@@ -56,22 +64,48 @@ const Worker = defineActor({
 type Nodes = { nodes: System[]; client: System; journal: Journal };
 
 async function cluster(f: ClusterFixture, n = 3): Promise<Nodes> {
+  return await clusterOf(f, Array.from({ length: n }, () => [Account, Worker]));
+}
+
+/**
+ * Starts one node per entry of `hosts` (hosting those types) and a client, all with the
+ * `system` options, and waits until every one of them sees every other.
+ */
+async function clusterOf(
+  f: ClusterFixture,
+  hosts: NonNullable<SystemOptions["actors"]>[],
+  system: Omit<SystemOptions, "actors" | "journal" | "mesh" | "node"> = {},
+): Promise<Nodes> {
   const journal = memoryJournal();
   const nodes: System[] = [];
-  for (let i = 0; i < n; i++) {
-    nodes.push(
-      await createSystem({
-        actors: [Account, Worker],
-        journal,
-        mesh: f.mesh(),
-        node: `n${i}-${crypto.randomUUID().slice(0, 4)}`,
-        logger: "error",
-      }),
+  const options = { logger: "error" as const, ...system };
+  let client: System | undefined;
+  try {
+    for (const [i, actors] of hosts.entries()) {
+      nodes.push(
+        await createSystem({
+          ...options,
+          actors,
+          journal,
+          mesh: f.mesh(),
+          node: `n${i}-${crypto.randomUUID().slice(0, 4)}`,
+        }),
+      );
+    }
+    client = await createSystem({ ...options, actors: [], journal, mesh: f.mesh() });
+    const all = [...nodes, client];
+    await waitFor(
+      () => all.every((s) => s.directory.nodes().length >= all.length),
+      5000,
+      "nodes to see each other",
     );
+    return { nodes, client, journal };
+  } catch (err) {
+    await client?.close();
+    await Promise.allSettled(nodes.map((n) => n.close()));
+    await journal.close();
+    throw err;
   }
-  const client = await createSystem({ actors: [], journal, mesh: f.mesh(), logger: "error" });
-  await waitFor(() => client.directory.nodes().length >= n + 1, 5000, "nodes to see each other");
-  return { nodes, client, journal };
 }
 
 async function stop({ nodes, client, journal }: Nodes): Promise<void> {
@@ -80,18 +114,23 @@ async function stop({ nodes, client, journal }: Nodes): Promise<void> {
   await journal.close();
 }
 
-type Case = [title: string, fn: (f: ClusterFixture) => Promise<void>];
+/** A case; `ignore` keeps one that shows a known bug registered but not run. */
+type Case = [title: string, fn: (f: ClusterFixture) => Promise<void>, ignore: boolean];
 
 /** Registers the cluster behaviour tests for one mesh, one `Deno.test` each. */
 export function clusterSuite(name: string, setup: () => Promise<ClusterFixture>): void {
-  for (const [title, fn] of clusterCases()) {
-    Deno.test(`${name}: ${title}`, async () => {
-      const f = await setup();
-      try {
-        await fn(f);
-      } finally {
-        await f.cleanup();
-      }
+  for (const [title, fn, ignore] of clusterCases()) {
+    Deno.test({
+      name: `${name}: ${title}`,
+      ignore,
+      fn: async () => {
+        const f = await setup();
+        try {
+          await fn(f);
+        } finally {
+          await f.cleanup();
+        }
+      },
     });
   }
 }
@@ -101,22 +140,29 @@ export async function clusterSteps(
   t: Deno.TestContext,
   setup: () => Promise<ClusterFixture>,
 ): Promise<void> {
-  for (const [title, fn] of clusterCases()) {
-    await t.step(title, async () => {
-      const f = await setup();
-      try {
-        await fn(f);
-      } finally {
-        await f.cleanup();
-      }
+  for (const [title, fn, ignore] of clusterCases()) {
+    await t.step({
+      name: title,
+      ignore,
+      fn: async () => {
+        const f = await setup();
+        try {
+          await fn(f);
+        } finally {
+          await f.cleanup();
+        }
+      },
     });
   }
 }
 
 function clusterCases(): Case[] {
   const cases: Case[] = [];
-  const test = (title: string, fn: (f: ClusterFixture) => Promise<void>) =>
-    void cases.push([title, fn]);
+  const test = (
+    title: string,
+    fn: (f: ClusterFixture) => Promise<void>,
+    options: { ignore?: boolean } = {},
+  ) => void cases.push([title, fn, options.ignore ?? false]);
 
   test("a client reaches actors hosted on other nodes, each active on one node", async (f) => {
     const c = await cluster(f);
@@ -315,6 +361,243 @@ function clusterCases(): Case[] {
       await it.return!();
       await reader;
     } finally {
+      await stop(c);
+    }
+  });
+  test("tell reaches an actor on another node, resolving once accepted, in order", async (f) => {
+    const gate = Promise.withResolvers<void>();
+    const started = Promise.withResolvers<void>();
+    const Inbox = defineActor({
+      name: "inbox",
+      initialState: () => ({ items: [] as string[] }),
+      handlers: {
+        async put(ctx, item: string) {
+          if (item === "wait") {
+            started.resolve();
+            await gate.promise;
+          }
+          ctx.state.items.push(item);
+        },
+        items: (ctx) => ctx.state.items,
+      },
+    });
+    const c = await clusterOf(f, [[Inbox], [Inbox]]);
+    try {
+      const box = c.client.ref(Inbox, `box-${crypto.randomUUID()}`);
+      await within(box.tell("put", "a"), 5_000, "the first tell to be accepted");
+      assert.deepEqual(await box.ask("items"), ["a"], "handled before a later ask");
+      const host = await c.client.directory.locate(Inbox, box.id);
+      assert.ok(host && c.nodes.some((n) => n.node === host), `hosted on a node: ${host}`);
+
+      // Accepted is not handled: the tell resolves while its handler is still held.
+      await within(box.tell("put", "wait"), 2_000, "the tell to be accepted");
+      await within(started.promise, 2_000, "the handler to start");
+      gate.resolve();
+
+      // Many tells in flight from one sender are handled in the order sent.
+      const sent = Array.from({ length: 20 }, (_, i) => `t${i}`);
+      await Promise.all(sent.map((item) => box.tell("put", item)));
+      assert.deepEqual(await box.ask("items"), ["a", "wait", ...sent]);
+
+      // A message the actor cannot take is refused to the teller.
+      // deno-lint-ignore no-explicit-any
+      await assert.rejects((box as any).tell("missing"), { code: "unknown_handler" });
+    } finally {
+      gate.resolve();
+      await stop(c);
+    }
+  });
+
+  // BUG (ignored): a tell to an idle actor whose handler throws synchronously rejects with the
+  // handler's error, on the teller's node as on the host. The handler then runs inside the
+  // mailbox's enqueue, and the system's #accept() takes any reject() during enqueue for a
+  // refusal of the message, so `accepted` is never called and the error is sent back (as the
+  // remote tell's reply). The same tell resolves when the actor is busy, activating, or the
+  // handler fails after an await: whether a tell rejects depends on timing.
+  test("a tell resolves once accepted, even when its handler then throws", async (f) => {
+    const Teller = defineActor({
+      name: "teller",
+      handlers: {
+        ok: () => 1,
+        fail() {
+          throw new ActorError("no", { code: "refused" });
+        },
+      },
+    });
+    const c = await clusterOf(f, [[Teller], [Teller]]);
+    try {
+      const t = c.client.ref(Teller, `t-${crypto.randomUUID()}`);
+      assert.equal(await t.ask("ok"), 1); // active and idle: the next message runs at once
+      await t.tell("fail");
+      assert.equal(await t.ask("ok"), 1, "the actor keeps serving");
+    } finally {
+      await stop(c);
+    }
+  }, { ignore: true });
+
+  // BUG (ignored): the consumer of a remote stream never gets the handler's error. The
+  // producer sends the `{t:"error",code,message,data}` frame, but openRemoteStream
+  // (src/mesh/remote_stream.ts) passes it to decodeReply(), which *throws* the error it
+  // decodes; the frame handler's catch then ends the stream with
+  // BadPayloadError("Bad stream frame") instead, so every remote stream error (an
+  // ActorError's code, message and data, or `internal` for other throws) arrives as
+  // `bad_payload`. A local stream gets the right error.
+  test("a stream whose handler throws gives the items, then the handler's error", async (f) => {
+    const Feed = defineActor({
+      name: "feed",
+      handlers: {
+        async *items(_ctx, n: number) {
+          for (let i = 0; i < n; i++) yield i;
+          throw new ActorError("feed broke", { code: "feed_broken", data: { after: n } });
+        },
+        async *crash() {
+          yield "one";
+          throw new Error("secret detail");
+        },
+      },
+    });
+    const c = await clusterOf(f, [[Feed], [Feed]], { logger: "silent" });
+    try {
+      const feed = c.client.ref(Feed, `feed-${crypto.randomUUID()}`);
+      const got: number[] = [];
+      let caught: unknown;
+      try {
+        for await (const i of feed.stream("items", 5, { window: 2 })) got.push(i);
+      } catch (err) {
+        caught = err;
+      }
+      assert.deepEqual(got, [0, 1, 2, 3, 4], "every item before the error");
+      assert.ok(caught instanceof ActorError, `the stream ended with ${caught}`);
+      assert.equal(caught.code, "feed_broken");
+      assert.equal(caught.message, "feed broke");
+      assert.deepEqual(caught.data, { after: 5 });
+
+      const words: string[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const w of feed.stream("crash")) words.push(w);
+        })(),
+        { code: "internal", message: "Internal error" },
+      );
+      assert.deepEqual(words, ["one"]);
+    } finally {
+      await stop(c);
+    }
+  }, { ignore: true });
+
+  test("a call chain that comes back across nodes (A → B → A) fails fast with deadlock", async (f) => {
+    const Ping = defineActor({
+      name: "ping",
+      handlers: {
+        async ping(ctx, depth: number): Promise<number> {
+          if (depth === 0) return ctx.node.length;
+          return await ctx.ref(Pong, ctx.id).ask("pong", depth - 1);
+        },
+      },
+    });
+    const Pong = defineActor({
+      name: "pong",
+      handlers: {
+        async pong(ctx, depth: number): Promise<number> {
+          return await ctx.ref(Ping, ctx.id).ask("ping", depth);
+        },
+      },
+    });
+    // Ping lives only on the first node, Pong only on the second: every hop crosses the mesh.
+    const c = await clusterOf(f, [[Ping], [Pong]]);
+    try {
+      const p = c.client.ref(Ping, `p-${crypto.randomUUID()}`);
+      const t0 = performance.now();
+      await assert.rejects(p.ask("ping", 1, { timeout: 5_000 }), (err: unknown) => {
+        assert.ok(err instanceof DeadlockError, `rejected with ${err}`);
+        assert.equal(err.code, "deadlock");
+        return true;
+      });
+      const ms = performance.now() - t0;
+      assert.ok(ms < 2_000, `deadlock reported after ${ms} ms, not at once`);
+      assert.equal(await c.client.directory.locate(Ping, p.id), c.nodes[0]!.node);
+      assert.equal(await c.client.directory.locate(Pong, p.id), c.nodes[1]!.node);
+      assert.equal(await p.ask("ping", 0), c.nodes[0]!.node.length, "both keep serving");
+    } finally {
+      await stop(c);
+    }
+  });
+
+  test("a reply larger than maxPayload rejects with bad_payload; the node keeps serving", async (f) => {
+    const Big = defineActor({
+      name: "big",
+      handlers: { reply: (_ctx, n: number) => "x".repeat(n) },
+    });
+    const c = await clusterOf(f, [[Big], [Big]], { maxPayload: 16 * 1024 });
+    try {
+      const b = c.client.ref(Big, `big-${crypto.randomUUID()}`);
+      assert.equal((await b.ask("reply", 8 * 1024)).length, 8 * 1024);
+      await assert.rejects(b.ask("reply", 32 * 1024), (err: unknown) => {
+        assert.ok(err instanceof ActorError, `rejected with ${err}`);
+        assert.equal(err.code, "bad_payload");
+        return true;
+      });
+      assert.equal((await b.ask("reply", 8 * 1024)).length, 8 * 1024, "the actor still serves");
+      const other = c.client.ref(Big, `big-${crypto.randomUUID()}`);
+      assert.equal(await other.ask("reply", 3), "xxx", "the nodes still serve");
+    } finally {
+      await stop(c);
+    }
+  });
+
+  test("deadlines and abort signals cross nodes", async (f) => {
+    const seen = Promise.withResolvers<{ reason: unknown; ms: number }>();
+    const started = Promise.withResolvers<void>();
+    const gate = Promise.withResolvers<void>();
+    const Remote = defineActor({
+      name: "remote",
+      handlers: {
+        async wait(ctx) {
+          const t0 = performance.now();
+          const reason = await new Promise((resolve) => {
+            const backstop = setTimeout(() => resolve("never aborted"), 3_000);
+            ctx.signal.addEventListener("abort", () => {
+              clearTimeout(backstop);
+              resolve(ctx.signal.reason);
+            }, { once: true });
+          });
+          seen.resolve({ reason, ms: performance.now() - t0 });
+          // As `await delay(ms, ctx.signal)` would: fail with the reason rather than reply
+          // just before the caller's own timer fires.
+          if (reason instanceof Error) throw reason;
+          if (reason instanceof Error) throw reason;
+        },
+        async hold() {
+          started.resolve();
+          await gate.promise;
+          return "done";
+        },
+      },
+    });
+    const c = await clusterOf(f, [[Remote], [Remote]]);
+    try {
+      const r = c.client.ref(Remote, `r-${crypto.randomUUID()}`);
+      // The handler on the other node sees the caller's deadline through ctx.signal.
+      await assert.rejects(r.ask("wait", undefined, { timeout: 300 }), { code: "timeout" });
+      const s = await within(seen.promise, 5_000, "the remote handler to observe the abort");
+      assert.ok(s.reason instanceof ActorError && s.reason.code === "timeout", String(s.reason));
+      assert.ok(s.ms < 1_500, `aborted after ${s.ms} ms, deadline 300 ms`);
+
+      // The caller's own signal abandons a remote ask at once, with the signal's reason.
+      const ac = new AbortController();
+      const held = r.ask("hold", undefined, { signal: ac.signal, timeout: 10_000 });
+      await within(started.promise, 2_000, "the remote handler to start");
+      const reason = new Error("gave up");
+      ac.abort(reason);
+      await within(
+        assert.rejects(held, (err: unknown) => err === reason),
+        1_000,
+        "the aborted ask to reject",
+      );
+      gate.resolve();
+      assert.equal(await r.ask("hold"), "done", "the actor keeps serving");
+    } finally {
+      gate.resolve();
       await stop(c);
     }
   });

@@ -30,3 +30,22 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, 5));
   }
 }
+
+/**
+ * Resolves as `promise` does, or rejects after `timeout` ms naming `what` (the timer is
+ * cleared either way, so no timer outlives the test).
+ */
+export async function within<T>(promise: Promise<T>, timeout: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Timed out after ${timeout} ms waiting for ${what}`)),
+      timeout,
+    );
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
