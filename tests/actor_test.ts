@@ -689,13 +689,9 @@ Deno.test("a snapshot of another version is ignored: the state is replayed from 
   }
 });
 
-// BUG (ignored): a local ask does not check the size of the reply. The mesh path rejects a
-// reply larger than `maxPayload` with `bad_payload` (router: "Reply of N bytes exceeds the
-// limit"), but when the actor runs on the caller's node the handler's result is handed over
-// as is, so the same ask succeeds or fails depending on where the actor happens to live.
 Deno.test({
   name: "a reply larger than maxPayload rejects with bad_payload locally too",
-  ignore: true,
+
   fn: async () => {
     const Big = defineActor({
       name: "big",
@@ -743,14 +739,9 @@ Deno.test("a stream whose handler throws gives the items, then the handler's err
   }, { actors: [Feed] });
 });
 
-// BUG (ignored): a tell to an idle actor whose handler throws synchronously rejects with the
-// handler's error. The handler then runs inside the mailbox's enqueue, and the system's
-// #accept() takes any reject() during enqueue for a refusal of the message, so `accepted` is
-// never called. The same tell resolves when the actor is busy or still activating, or when the
-// handler fails after an await. (Same bug across nodes: see the cluster suite.)
 Deno.test({
   name: "a tell resolves once accepted, even when its handler then throws",
-  ignore: true,
+
   fn: async () => {
     const Teller = defineActor({
       name: "teller",
@@ -770,12 +761,9 @@ Deno.test({
   },
 });
 
-// BUG (ignored): `StreamOptions` extends `AskOptions`, so `ref.stream(h, p, { signal })` is
-// accepted, but the system's stream() never reads `options.signal`: an aborted signal neither
-// stops the stream nor rejects it (an already aborted one still yields every item).
 Deno.test({
   name: "StreamOptions.signal: aborting it ends the stream with the signal's reason",
-  ignore: true,
+
   fn: async () => {
     await withSystem(async (system) => {
       const reason = new Error("stop");

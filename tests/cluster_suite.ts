@@ -408,12 +408,6 @@ function clusterCases(): Case[] {
     }
   });
 
-  // BUG (ignored): a tell to an idle actor whose handler throws synchronously rejects with the
-  // handler's error, on the teller's node as on the host. The handler then runs inside the
-  // mailbox's enqueue, and the system's #accept() takes any reject() during enqueue for a
-  // refusal of the message, so `accepted` is never called and the error is sent back (as the
-  // remote tell's reply). The same tell resolves when the actor is busy, activating, or the
-  // handler fails after an await: whether a tell rejects depends on timing.
   test("a tell resolves once accepted, even when its handler then throws", async (f) => {
     const Teller = defineActor({
       name: "teller",
@@ -433,15 +427,8 @@ function clusterCases(): Case[] {
     } finally {
       await stop(c);
     }
-  }, { ignore: true });
+  });
 
-  // BUG (ignored): the consumer of a remote stream never gets the handler's error. The
-  // producer sends the `{t:"error",code,message,data}` frame, but openRemoteStream
-  // (src/mesh/remote_stream.ts) passes it to decodeReply(), which *throws* the error it
-  // decodes; the frame handler's catch then ends the stream with
-  // BadPayloadError("Bad stream frame") instead, so every remote stream error (an
-  // ActorError's code, message and data, or `internal` for other throws) arrives as
-  // `bad_payload`. A local stream gets the right error.
   test("a stream whose handler throws gives the items, then the handler's error", async (f) => {
     const Feed = defineActor({
       name: "feed",
@@ -483,7 +470,7 @@ function clusterCases(): Case[] {
     } finally {
       await stop(c);
     }
-  }, { ignore: true });
+  });
 
   test("a call chain that comes back across nodes (A → B → A) fails fast with deadlock", async (f) => {
     const Ping = defineActor({

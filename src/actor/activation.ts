@@ -247,6 +247,7 @@ export class Activation<M extends Envelope = Envelope> {
       return false;
     }
     this.#queue.push(m);
+    m.accept(); // before the handler can run: a tell is answered by its acceptance alone
     this.#kick();
     return true;
   }
@@ -525,6 +526,7 @@ export class Activation<M extends Envelope = Envelope> {
       chain: [],
       resolve() {},
       reject() {},
+      accept() {},
       drop() {},
     };
     const before = this.state;

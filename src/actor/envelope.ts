@@ -40,6 +40,8 @@ export interface Envelope {
   resolve(value: unknown): void;
   /** Called with the error the caller should see. */
   reject(err: unknown): void;
+  /** Called once the mailbox took it, before its handler runs (a tell's answer). */
+  accept(): void;
   /**
    * Called instead of `reject` when a node that lost its lease drops the message unprocessed:
    * a remote caller hears nothing from the stale node (the live owner may answer it).

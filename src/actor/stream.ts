@@ -96,6 +96,14 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
     return Promise.resolve();
   }
 
+  /** Consumer: gives up with `reason`: the producer is cancelled, the reader gets `reason`. */
+  abort(reason: unknown): void {
+    void this.cancel();
+    this.#failed = true;
+    this.#error = reason;
+    this.#wakeReader();
+  }
+
   /** Consumer: the next item, or done. */
   async next(): Promise<IteratorResult<T>> {
     for (;;) {

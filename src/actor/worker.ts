@@ -43,6 +43,7 @@ export class WorkerPool<M extends Envelope = Envelope> {
       return false;
     }
     this.#queue.push(m);
+    m.accept(); // before the handler can run: a tell is answered by its acceptance alone
     this.#pump();
     return true;
   }

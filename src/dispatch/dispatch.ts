@@ -147,7 +147,7 @@ export class Dispatch implements Dispatcher {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { wheel, log } = this.#deps;
+    const { wheel, log, maxPayload: max } = this.#deps;
     return new Promise((resolve, reject) => {
       const signal = options?.signal;
       let answered = false;
@@ -161,7 +161,16 @@ export class Dispatch implements Dispatcher {
       };
       const call = new Call(init, {
         ...(kind === "tell" ? { accepted: () => answer(() => resolve(undefined)) } : {}),
-        resolve: (value) => answer(() => resolve(kind === "ask" ? value : undefined)),
+        resolve: (value) => {
+          // A local reply is bounded like one that crossed the mesh.
+          if (kind === "ask" && sizeLowerBound(value, max) > max) {
+            const err = new BadPayloadError(
+              `Reply of ${call.target}.${handler} exceeds the limit of ${max} bytes`,
+            );
+            return void answer(() => reject(err));
+          }
+          answer(() => resolve(kind === "ask" ? value : undefined));
+        },
         reject: (err) => {
           if (!answer(() => reject(err))) {
             log.debug(`${kind} ${call.target}.${handler} failed after it was accepted`, {
@@ -203,7 +212,7 @@ export class Dispatch implements Dispatcher {
       channel.error(signal.reason);
       return channel;
     }
-    signal?.addEventListener("abort", () => void channel.cancel(), { once: true });
+    signal?.addEventListener("abort", () => channel.abort(signal.reason), { once: true });
     this.route(new Call(init, { resolve() {}, reject: (err) => channel.error(err) }));
     return channel;
   }

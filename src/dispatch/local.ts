@@ -84,7 +84,7 @@ export class Local implements ActivationHost<Call> {
     const refused = admit(def, call, this.#deps.maxPayload);
     if (refused) return call.reject(refused);
     if (def.stateless) {
-      if (this.workers.get(def.name)!.enqueue(call)) call.accept();
+      this.workers.get(def.name)!.enqueue(call);
       return;
     }
     const key = `${call.type}/${call.id}`;
@@ -106,7 +106,7 @@ export class Local implements ActivationHost<Call> {
       }
       act = this.#activate(def, call.id);
     }
-    if (act.enqueue(call)) call.accept();
+    act.enqueue(call);
   }
 
   /** The active (or starting) activation of `type/id` here. */

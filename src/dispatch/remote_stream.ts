@@ -69,8 +69,15 @@ export async function openRemoteStream(
         sub.unsubscribe();
       } else if (f.t === "error") {
         stopIdle();
-        sink.error(decodeReply({ ...msg, headers: { [H.status]: "error" } }, () => codec));
         sub.unsubscribe();
+        let error: unknown;
+        try {
+          decodeReply({ ...msg, headers: { [H.status]: "error" } }, () => codec);
+          error = new BadPayloadError("Stream error frame without an error");
+        } catch (err) {
+          error = err; // the producer's error, as an ActorError
+        }
+        sink.error(error);
       }
     } catch (err) {
       stopIdle();

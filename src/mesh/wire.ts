@@ -175,7 +175,7 @@ export function decodeReply(
     throw fromWireError({
       code: typeof w?.code === "string" ? w.code : "internal",
       message: typeof w?.message === "string" ? w.message : "Remote error",
-      ...(w && "data" in w ? { data: w.data } : {}),
+      ...(w !== null && typeof w === "object" && "data" in w ? { data: w.data } : {}),
     });
   }
   return value;
