@@ -302,6 +302,137 @@ Deno.test("a lock held by another connection fails appends with unavailable afte
   }
 });
 
+/**
+ * A child process that takes the write lock of each database in `urls` (BEGIN IMMEDIATE plus
+ * a write, after switching it to WAL mode), says "locked" on stdout and holds them until it
+ * is killed. Killed (SIGKILL) and awaited on dispose.
+ */
+async function lockHolder(
+  dir: string,
+  urls: readonly string[],
+): Promise<{ readonly child: Deno.ChildProcess } & AsyncDisposable> {
+  const script = `${dir}/locker.js`;
+  await Deno.writeTextFile(script, LOCKER);
+  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", config, script, ...urls],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const dispose = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await reader.cancel().catch(() => {});
+    await child.status;
+  };
+  try {
+    // Bounded: the child says "locked" once it holds the locks, or exits.
+    const timeout = AbortSignal.timeout(30_000);
+    const timedOut = new Promise<never>((_, reject) =>
+      timeout.addEventListener("abort", () => reject(timeout.reason), { once: true })
+    );
+    let out = "";
+    while (!out.includes("locked")) {
+      const chunk = await Promise.race([reader.read(), timedOut]);
+      if (chunk.done) throw new Error(`the lock holder exited early: ${out}`);
+      out += dec.decode(chunk.value);
+    }
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+  return { child, [Symbol.asyncDispose]: dispose };
+}
+
+const LOCKER = `
+import { createClient } from "@libsql/client/node";
+for (const url of Deno.args) {
+  const c = createClient({ url });
+  await c.execute("PRAGMA journal_mode = WAL");
+  await c.execute("CREATE TABLE IF NOT EXISTS locker (x)");
+  const tx = await c.transaction("write");
+  await tx.execute("INSERT INTO locker VALUES (1)");
+}
+console.log("locked");
+setInterval(() => {}, 60_000); // hold until killed
+`;
+
+/** Measures the longest gap between ticks of a 10 ms interval while `fn` runs. */
+async function maxStall<T>(fn: () => Promise<T>): Promise<{ result: T; stallMs: number }> {
+  let last = performance.now();
+  let stallMs = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    stallMs = Math.max(stallMs, now - last);
+    last = now;
+  }, 10);
+  try {
+    const result = await fn();
+    stallMs = Math.max(stallMs, performance.now() - last);
+    return { result, stallMs };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+Deno.test("a write lock held by a paused process stalls neither the event loop nor opening, and takeover goes on once it dies", async () => {
+  await using tmp = await tempDir();
+  const url = `file:${tmp.path}/paused.db`;
+  // A database the paused process locked before any journal gave it its schema.
+  const fresh = `file:${tmp.path}/fresh.db`;
+  const j = libsqlJournal({ url, busyTimeoutMs: 800 });
+  const k = libsqlJournal({ url: fresh, openTimeoutMs: 800 });
+  try {
+    const { epoch } = await j.activate("t/a");
+    await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("1")] });
+    await using holder = await lockHolder(tmp.path, [url, fresh]);
+    holder.child.kill("SIGSTOP"); // paused while it holds both write locks
+    // Past their bounds, an append and an open (schema creation) fail with a typed error;
+    // the event loop kept running meanwhile.
+    const t0 = performance.now();
+    const failed = await maxStall(() =>
+      Promise.all([
+        j.append({ actor: "t/a", epoch, expectedSeq: 1, events: [ev("2")] }).then(
+          () => undefined,
+          (err: unknown) => err,
+        ),
+        k.activate("t/b").then(() => undefined, (err: unknown) => err),
+      ])
+    );
+    const waited = performance.now() - t0;
+    const [append, open] = failed.result;
+    assert.ok(append instanceof UnavailableError, `expected unavailable: ${append}`);
+    assert.match(append.message, /locked/);
+    assert.ok(open instanceof UnavailableError, `expected unavailable: ${open}`);
+    assert.match(open.message, /locked/);
+    assert.ok(waited >= 700, `they waited for their bounds (${waited.toFixed(0)} ms)`);
+    assert.ok(failed.stallMs < 250, `the event loop stalled ${failed.stallMs.toFixed(0)} ms`);
+    // Calls waiting when the paused process dies go through, without stalling either.
+    const kill = setTimeout(() => holder.child.kill("SIGKILL"), 400);
+    try {
+      const ok = await maxStall(() =>
+        Promise.all([
+          j.append({ actor: "t/a", epoch, expectedSeq: 1, events: [ev("2")] }),
+          k.activate("t/b"),
+        ])
+      );
+      assert.ok(ok.stallMs < 250, `the event loop stalled ${ok.stallMs.toFixed(0)} ms`);
+      assert.equal(ok.result[1].epoch, 1);
+    } finally {
+      clearTimeout(kill);
+    }
+    assert.deepEqual((await j.read("t/a", 1, 10)).map((e) => dec.decode(e.data)), ["1", "2"]);
+  } finally {
+    await j.close();
+    await k.close();
+  }
+});
+
 Deno.test("idempotency records are pruned to maxPerActor and maxAgeMs", async () => {
   const j = libsqlJournal({ url: ":memory:", retention: { maxAgeMs: 60_000, maxPerActor: 3 } });
   try {
