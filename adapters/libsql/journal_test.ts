@@ -330,21 +330,26 @@ async function lockHolder(
     await reader.cancel().catch(() => {});
     await child.status;
   };
+  // Bounded: the child says "locked" once it holds the locks, or exits, or is killed.
+  const slow = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, 30_000);
   try {
-    // Bounded: the child says "locked" once it holds the locks, or exits.
-    const timeout = AbortSignal.timeout(30_000);
-    const timedOut = new Promise<never>((_, reject) =>
-      timeout.addEventListener("abort", () => reject(timeout.reason), { once: true })
-    );
     let out = "";
     while (!out.includes("locked")) {
-      const chunk = await Promise.race([reader.read(), timedOut]);
-      if (chunk.done) throw new Error(`the lock holder exited early: ${out}`);
+      const chunk = await reader.read();
+      if (chunk.done) throw new Error(`the lock holder exited before taking the locks: ${out}`);
       out += dec.decode(chunk.value);
     }
   } catch (err) {
     await dispose();
     throw err;
+  } finally {
+    clearTimeout(slow);
   }
   return { child, [Symbol.asyncDispose]: dispose };
 }
