@@ -1,6 +1,7 @@
 /**
  * Journal benchmark: group-committed appends of the libSQL journal against raw batched
- * inserts of the same rows, and cold activation time.
+ * inserts of the same rows, cold activation time, and how long the event loop stalls while
+ * another process holds the database's write lock.
  *
  * Run: `deno run -A bench/journal.ts` (prints a table).
  *
@@ -229,6 +230,102 @@ export async function benchActivation(
   });
 }
 
+/** Result of {@link benchLockStall}. */
+export interface LockStallResult {
+  /** How long the append waited for the lock, ms. */
+  readonly waitedMs: number;
+  /** The longest gap between two ticks of a 10 ms interval meanwhile, ms. */
+  readonly maxStallMs: number;
+  /** How the append ended: `"ok"` or the error's code. */
+  readonly outcome: string;
+}
+
+const LOCKER = `
+import { createClient } from "@libsql/client/node";
+const c = createClient({ url: Deno.args[0] });
+const tx = await c.transaction("write");
+await tx.execute("INSERT INTO troupe_meta (key, value) VALUES ('locker', 1)");
+console.log("locked");
+setInterval(() => {}, 60_000);
+`;
+
+/**
+ * One append while another process holds the write lock and is paused (SIGSTOP): it waits
+ * for `busyTimeoutMs` and fails with `unavailable`; a 10 ms interval measures how long the
+ * event loop stalled meanwhile (it must stay far below a lease TTL).
+ *
+ * @example
+ * ```ts
+ * import { benchLockStall } from "./journal.ts";
+ * const { maxStallMs } = await benchLockStall({ busyTimeoutMs: 1000 });
+ * ```
+ */
+export async function benchLockStall(
+  options: { busyTimeoutMs?: number } = {},
+): Promise<LockStallResult> {
+  return await withDir(async (dir) => {
+    const url = `file:${dir}/l.db`;
+    const journal = libsqlJournal({
+      url,
+      ...(options.busyTimeoutMs === undefined ? {} : { busyTimeoutMs: options.busyTimeoutMs }),
+    });
+    const script = `${dir}/locker.js`;
+    await Deno.writeTextFile(script, LOCKER);
+    let child: Deno.ChildProcess | undefined;
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    try {
+      const { epoch } = await journal.activate("bench/locked");
+      child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--config",
+          new URL("../deno.json", import.meta.url).pathname,
+          script,
+          url,
+        ],
+        stdin: "null",
+        stdout: "piped",
+      }).spawn();
+      reader = child.stdout.getReader();
+      let wait: ReturnType<typeof setTimeout> | undefined;
+      const first = await Promise.race([
+        reader.read(),
+        new Promise<undefined>((resolve) => wait = setTimeout(() => resolve(undefined), 30_000)),
+      ]).finally(() => clearTimeout(wait));
+      if (!first || first.done) throw new Error("the lock holder did not take the lock");
+      child.kill("SIGSTOP");
+      let last = performance.now();
+      let maxStallMs = 0;
+      const timer = setInterval(() => {
+        const now = performance.now();
+        maxStallMs = Math.max(maxStallMs, now - last);
+        last = now;
+      }, 10);
+      const start = performance.now();
+      const outcome = await journal.append({
+        actor: "bench/locked",
+        epoch,
+        expectedSeq: 0,
+        events: [{ type: "bench", version: 1, data: payload(100), at: Date.now() }],
+      }).then(() => "ok", (err) => String(err?.code ?? err));
+      const waitedMs = performance.now() - start;
+      clearInterval(timer);
+      maxStallMs = Math.max(maxStallMs, performance.now() - last);
+      return { waitedMs: Math.round(waitedMs), maxStallMs: Math.round(maxStallMs), outcome };
+    } finally {
+      try {
+        child?.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await reader?.cancel().catch(() => {});
+      await child?.status;
+      await journal.close();
+    }
+  });
+}
+
 if (import.meta.main) {
   const seconds = Number(Deno.env.get("BENCH_SECONDS") ?? 2);
   const synchronous = (Deno.env.get("BENCH_SYNC") ?? "full") as "full" | "normal";
@@ -245,5 +342,9 @@ if (import.meta.main) {
   const act = await benchActivation({ synchronous });
   console.log(
     `cold activate() (snapshot + 100 events): p50 ${act.p50Ms} ms, p99 ${act.p99Ms} ms over ${act.samples}`,
+  );
+  const stall = await benchLockStall();
+  console.log(
+    `append while a paused process holds the write lock: ${stall.outcome} after ${stall.waitedMs} ms; event loop stalled at most ${stall.maxStallMs} ms`,
   );
 }

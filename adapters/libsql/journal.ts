@@ -7,6 +7,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { delay } from "../../src/util/async.ts";
 import {
   type Client,
   createClient,
@@ -46,6 +47,17 @@ import {
 export const SCHEMA_VERSION = 1;
 
 /**
+ * The longest a local database call waits for a lock synchronously (SQLite's busy timeout),
+ * in ms. The libSQL client runs statements on the calling thread, so SQLite's wait for a
+ * lock blocks the event loop: the journal keeps each wait this short and retries
+ * asynchronously, with backoff, until the call's `busyTimeoutMs` has passed.
+ */
+const BUSY_SLICE_MS = 20;
+
+/** The longest pause between two tries of a call on a locked database, in ms. */
+const BUSY_PAUSE_MAX_MS = 50;
+
+/**
  * Options of {@link libsqlJournal}.
  *
  * @example
@@ -63,8 +75,12 @@ export interface LibsqlJournalOptions {
   /** Token for a remote server. */
   readonly authToken?: string;
   /**
-   * Local files only: how long a write waits for a lock held by another connection or
-   * process before it fails with `unavailable`. Note that the wait blocks the thread.
+   * How long a call keeps trying while the database is locked by another connection or
+   * process (or a server says it is busy) before it fails with `unavailable`; an append
+   * counts from when it was called. The wait blocks the thread at most 20 ms at a time
+   * (SQLite's own busy wait); in between, the journal pauses asynchronously and tries again,
+   * so timers (lease heartbeats) keep running while another process holds the lock, even a
+   * paused one.
    * @default {5000}
    */
   readonly busyTimeoutMs?: number;
@@ -143,7 +159,11 @@ export interface LibsqlJournal extends Journal {
  * after `retention.maxAgeMs`; pruning runs at most every `pruneIntervalMs`, so a record may
  * outlive its age (and an actor may briefly exceed the cap) until then.
  *
- * Errors: a locked database (busy timeout passed) and a read-only database reject with
+ * A locked database (another connection or process holds the write lock) is waited for
+ * without blocking the event loop for long: SQLite waits at most 20 ms at a time, and the
+ * call is tried again after short asynchronous pauses, until `busyTimeoutMs` has passed.
+ *
+ * Errors: a locked database (`busyTimeoutMs` passed) and a read-only database reject with
  * `UnavailableError` (code `unavailable`, the libSQL error as `cause`), saying what was
  * attempted on which database; the journal stays usable. Unexpected database errors reject
  * with `InternalError` (code `internal`); calls after `close()` with `ClosedError`.
@@ -188,6 +208,8 @@ const VALUES_ROWS = 500;
 
 interface Pending {
   readonly append: Append;
+  /** When it stops waiting for a locked database (`performance.now()` clock). */
+  readonly deadline: number;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
@@ -198,6 +220,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   readonly #local: boolean;
   readonly #memory: boolean;
   readonly #busyTimeoutMs: number;
+  readonly #busySliceMs: number;
   readonly #maxBatch: number;
   readonly #retention: { readonly maxAgeMs: number; readonly maxPerActor: number };
   readonly #pruneIntervalMs: number;
@@ -206,6 +229,8 @@ class LibsqlJournalImpl implements LibsqlJournal {
   #needPragmas = false;
   #reconnect = false;
   #closed = false;
+  /** Set once close() has released the database: nothing may open it again. */
+  #released = false;
   #closing: Promise<void> | undefined;
   #queue: Pending[] = [];
   #flushing = false;
@@ -222,7 +247,8 @@ class LibsqlJournalImpl implements LibsqlJournal {
     const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(options.url)?.[1]?.toLowerCase();
     this.#local = options.url === ":memory:" || scheme === "file";
     this.#memory = options.url === ":memory:" || /^file::memory:/.test(options.url);
-    this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.#busyTimeoutMs = Math.max(0, options.busyTimeoutMs ?? 5000);
+    this.#busySliceMs = Math.floor(Math.min(BUSY_SLICE_MS, this.#busyTimeoutMs));
     this.#maxBatch = Math.max(1, options.maxBatch ?? 2000);
     this.#retention = options.retention ?? IDEMPOTENCY_RETENTION;
     this.#pruneIntervalMs = options.pruneIntervalMs ?? 60_000;
@@ -231,7 +257,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   // ---- opening -------------------------------------------------------------------------
 
   async #ready(what: string, draining = false): Promise<Client> {
-    if (this.#closed && !draining) {
+    if (this.#released || (this.#closed && !draining)) {
       throw new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`);
     }
     if (this.#client) {
@@ -268,7 +294,8 @@ class LibsqlJournalImpl implements LibsqlJournal {
           intMode: "number",
           ...(this.#options.authToken === undefined ? {} : { authToken: this.#options.authToken }),
           // One connection: the pragmas below are per connection, and commits are serial.
-          ...(this.#local ? { concurrency: 1 } : {}),
+          // SQLite's busy timeout, for every connection the client opens: see BUSY_SLICE_MS.
+          ...(this.#local ? { concurrency: 1, timeout: this.#busySliceMs } : {}),
         });
         await this.#pragmas(client, true);
         await migrate(client);
@@ -279,7 +306,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
           throw this.#error(err, "open the journal database", "open");
         }
         const backoff = Math.min(1000, 10 * 2 ** attempt) * (0.5 + Math.random());
-        await new Promise((resolve) => setTimeout(resolve, backoff));
+        await delay(Math.min(backoff, Math.max(0, deadline - Date.now())));
       }
     }
   }
@@ -287,7 +314,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   async #pragmas(client: Client, first = false): Promise<void> {
     this.#needPragmas = false;
     if (!this.#local) return;
-    await client.execute(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(this.#busyTimeoutMs))}`);
+    await client.execute(`PRAGMA busy_timeout = ${this.#busySliceMs}`);
     if (this.#memory) return;
     if (first) {
       const rs = await client.execute("PRAGMA journal_mode = WAL");
@@ -306,7 +333,6 @@ class LibsqlJournalImpl implements LibsqlJournal {
   /** Maps a database error to a typed error that says what was attempted, on which database. */
   #error(err: unknown, what: string, op: "open" | "other" = "other"): ActorError {
     if (err instanceof ActorError) return err;
-    this.#needPragmas = true; // the pool may have replaced a broken connection
     const where = `in ${this.url}`;
     if (err instanceof LibsqlError) {
       const code = err.extendedCode ?? err.code;
@@ -314,7 +340,6 @@ class LibsqlJournalImpl implements LibsqlJournal {
         return new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`, { cause: err });
       }
       if (isBusy(err)) {
-        if (this.#local && !this.#memory) this.#reconnect = true;
         return new UnavailableError(
           `Cannot ${what} ${where}: the database is locked by another connection or process` +
             (op === "open" ? "" : ` (waited ${this.#busyTimeoutMs} ms)`),
@@ -339,10 +364,51 @@ class LibsqlJournalImpl implements LibsqlJournal {
     return new InternalError(`Cannot ${what} ${where}: ${String(err)}`, { cause: err });
   }
 
+  /** Notes what a failed database call leaves behind, for the next call to set right. */
+  #failed(err: unknown): void {
+    if (!(err instanceof LibsqlError)) return;
+    this.#needPragmas = true; // the pool may have replaced a broken connection
+    // A statement that failed with SQLITE_BUSY stays active on its connection: it keeps a
+    // read snapshot (so SQLite gives up on the next lock at once, without its busy wait) and
+    // makes every later COMMIT fail ("SQL statements in progress"). Start afresh.
+    if (isBusy(err) && this.#local && !this.#memory) this.#reconnect = true;
+  }
+
+  /** Whether a failed call may simply be tried again: nothing of it was done. */
+  #retryable(err: unknown): boolean {
+    // Busy: the client rolled back whatever the statement or batch had begun. Closed before
+    // close() released the database: a reconnect closed the connection before the call
+    // used it.
+    return isBusy(err) ||
+      (err instanceof LibsqlError && err.code === "CLIENT_CLOSED" && !this.#released);
+  }
+
+  /**
+   * Runs `fn` on the client; while the database is locked (or the connection was being
+   * replaced), runs it again after a short pause, until `deadline`, then throws the last
+   * error. SQLite waits for a lock at most {@link BUSY_SLICE_MS} at a time, blocking the
+   * thread; the pauses in between let the event loop run (timers, heartbeats, I/O).
+   */
+  async #attempt<T>(
+    what: string,
+    deadline: number,
+    fn: (client: Client) => Promise<T>,
+  ): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn(await this.#ready(what, true));
+      } catch (err) {
+        this.#failed(err);
+        if (!this.#retryable(err) || performance.now() >= deadline) throw err;
+      }
+      const pause = Math.min(BUSY_PAUSE_MAX_MS, 2 ** attempt) * (0.5 + Math.random());
+      await delay(Math.min(pause, Math.max(0, deadline - performance.now())));
+    }
+  }
+
   async #run<T>(what: string, fn: (client: Client) => Promise<T>): Promise<T> {
-    const client = await this.#ready(what, true);
     try {
-      return await fn(client);
+      return await this.#attempt(what, performance.now() + this.#busyTimeoutMs, fn);
     } catch (err) {
       throw this.#error(err, what);
     }
@@ -475,7 +541,12 @@ class LibsqlJournalImpl implements LibsqlJournal {
       );
     }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ append, resolve, reject });
+      this.#queue.push({
+        append,
+        deadline: performance.now() + this.#busyTimeoutMs,
+        resolve,
+        reject,
+      });
       if (!this.#flushing) {
         this.#flushing = true;
         // Let every append of this turn of the event loop join the first commit.
@@ -492,8 +563,8 @@ class LibsqlJournalImpl implements LibsqlJournal {
           this.#client && !this.#closed && (this.#touched.size >= 10_000 ||
             Date.now() - this.#lastPrune >= this.#pruneIntervalMs)
         ) {
-          await this.#prune(this.#client, Date.now()).catch(() => {
-            this.#needPragmas = true; // pruning is best effort: next interval tries again
+          await this.#prune(this.#client, Date.now()).catch((err) => {
+            this.#failed(err); // pruning is best effort: the next interval tries again
           });
         }
         // The callers just settled append again in their continuations (microtasks): wait
@@ -540,21 +611,22 @@ class LibsqlJournalImpl implements LibsqlJournal {
     const what = batch.length === 1
       ? `append to "${batch[0]!.append.actor}"`
       : `append to ${batch.length} actors`;
-    let client: Client;
-    try {
-      client = await this.#ready(what, true);
-    } catch (err) {
-      for (const p of batch) p.reject(err);
-      return;
-    }
     const appends = batch.map((p) => p.append);
-    const now = Date.now();
+    // Each append waits for a locked database until its own deadline: the batch until the
+    // earliest (it is tried at least once).
+    let deadline = Infinity;
+    for (const p of batch) deadline = Math.min(deadline, p.deadline);
+    let client: Client | undefined;
     let results;
     try {
-      results = await client.batch(
-        checked ? checkedStatements(appends, now) : fastStatements(appends, now),
-        "write",
-      );
+      results = await this.#attempt(what, deadline, (c) => {
+        client = c;
+        const now = Date.now();
+        return c.batch(
+          checked ? checkedStatements(appends, now) : fastStatements(appends, now),
+          "write",
+        );
+      });
     } catch (err) {
       const mapped = this.#error(err, what);
       if (mapped instanceof ConflictError) {
@@ -589,7 +661,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
         p.resolve();
       } else failed.push(p);
     }
-    if (failed.length > 0) await this.#rejectFailed(client, failed);
+    if (failed.length > 0) await this.#rejectFailed(client!, failed);
   }
 
   /** Rejects appends that failed their checks, saying why (stale epoch or unexpected seq). */
@@ -631,6 +703,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       if (this.#flushing) await new Promise<void>((resolve) => this.#idle.push(resolve));
       const client = this.#client ?? await this.#opening?.catch(() => undefined);
       this.#client = undefined;
+      this.#released = true;
       client?.close();
     })();
     return this.#closing;
