@@ -93,7 +93,8 @@ Deno.test("malformed messages on Troupe subjects get a clear error and the node 
     assert.deepEqual(oversize, {
       status: "error",
       code: "bad_payload",
-      message: `Payload of ${big.byteLength} bytes exceeds the limit of 1048576 bytes`,
+      message:
+        `Payload of account.deposit (${big.byteLength} bytes) exceeds the limit of 1048576 bytes`,
     });
     // a message without reply subject is dropped quietly
     raw.publish(subject, new Uint8Array([1, 2, 3]), { headers: validHeaders("deposit") });
@@ -137,7 +138,7 @@ Deno.test("an oversize payload is refused before it is sent, and by the node it 
     assert.deepEqual(await rawError(raw, subject, data, headers), {
       status: "error",
       code: "bad_payload",
-      message: `Payload of ${data.byteLength} bytes exceeds the limit of 1024 bytes`,
+      message: `Payload of counter.echo (${data.byteLength} bytes) exceeds the limit of 1024 bytes`,
     });
     // The host stays up: the same request, small, is answered, raw and through a ref.
     const ok = await raw.request(subject, msgpack.encode("small"), { headers, timeout: 1000 });

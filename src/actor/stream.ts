@@ -21,15 +21,10 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
   #failed = false;
   #reader: Deferred<void> | undefined;
   #writer: Deferred<void> | undefined;
-  #onCancel: (() => void) | undefined;
 
-  /**
-   * @param window Items the producer may run ahead of the consumer.
-   * @param onCancel Called once when the consumer cancels.
-   */
-  constructor(window = 16, onCancel?: () => void) {
+  /** @param window Items the producer may run ahead of the consumer. */
+  constructor(window = 16) {
     this.#window = Math.max(1, window);
-    this.#onCancel = onCancel;
   }
 
   /** Items the producer may run ahead of the consumer. */
@@ -40,11 +35,6 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
   /** Aborted when the consumer cancels. */
   get signal(): AbortSignal {
     return this.#controller.signal;
-  }
-
-  /** Items waiting to be read. */
-  get buffered(): number {
-    return this.#buffer.length;
   }
 
   /** Producer: adds an item; resolves when there is room for the next. */
@@ -91,7 +81,6 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
       this.#writer = undefined;
       w?.reject(this.#controller.signal.reason);
       this.#wakeReader();
-      this.#onCancel?.();
     }
     return Promise.resolve();
   }
