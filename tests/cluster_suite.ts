@@ -588,5 +588,35 @@ function clusterCases(): Case[] {
       await stop(c);
     }
   });
+
+  test("ids over 256 bytes get bad_payload from caller and host, and no connection drops", async (f) => {
+    const c = await cluster(f, 2);
+    const mesh = f.mesh();
+    const raw = await mesh.connect({ node: `raw-${crypto.randomUUID().slice(0, 4)}` });
+    try {
+      const long = "x".repeat(4100);
+      // the caller refuses before anything reaches the mesh
+      await assert.rejects(c.client.ref(Account, long).ask("balance"), { code: "bad_payload" });
+      await assert.rejects(c.nodes[0]!.ref(Account, long).tell("deposit", 1), {
+        code: "bad_payload",
+      });
+      // a foreign client puts the long id in the envelope header, to a node's inbox: the host
+      // answers bad_payload without claiming anything (a KV key or subject would be too long)
+      const host = c.nodes[1]!;
+      const reply = await raw.request(`${mesh.prefix}.n.${host.node}`, new Uint8Array([0xc0]), {
+        headers: { tr: `ask;account;${long};balance;5000` },
+        timeout: 5_000,
+      });
+      assert.equal(reply.headers["tr-status"], "error");
+      assert.match(new TextDecoder().decode(reply.data), /bad_payload/);
+      // everyone is still connected and serving
+      for (const s of [c.client, ...c.nodes]) {
+        assert.equal(await s.ref(Account, `ok-${crypto.randomUUID()}`).ask("deposit", 3), 3);
+      }
+    } finally {
+      await raw.close();
+      await stop(c);
+    }
+  });
   return cases;
 }
