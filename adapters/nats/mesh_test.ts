@@ -3,6 +3,8 @@ import { meshConformance } from "../../src/mesh/conformance.ts";
 import { type MeshConnection, MeshError } from "../../src/mesh/types.ts";
 import { type NatsCluster, startNatsCluster } from "../testing/nats_server.ts";
 import { natsMesh, replicatedCasIsSafe } from "./mod.ts";
+import { startMembership } from "../../src/directory/membership.ts";
+import { createLeases } from "../../src/directory/leases.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 
@@ -345,6 +347,40 @@ Deno.test("a node never gives up reconnecting (server down for longer than 10 at
     assert.ok(await kv.put("k", enc.encode("v")) > 0);
   } finally {
     await a.close();
+  }
+});
+
+Deno.test("lease tokens keep increasing when an operator deletes and recreates the leases bucket", async () => {
+  const prefix = `lt${crypto.randomUUID().slice(0, 8)}`;
+  const conn = await natsMesh({ servers: single.urls, prefix }).connect({ node: "lt-a" });
+  const m = await startMembership(conn, {
+    prefix,
+    node: { id: "lt-a", types: [], since: Date.now() },
+    ttl: 5000,
+    onWarning: () => {},
+  });
+  const leases = await createLeases(conn, m, { prefix, ttl: 600, onWarning: () => {} });
+  try {
+    const tokens: number[] = [];
+    for (let i = 0; i < 3; i++) await leases.lock("job", (l) => void tokens.push(l.token));
+    const held = await leases.lease("other");
+    // The operator's tools: the JetStream API, not the mesh.
+    const nc = await connect({ servers: single.urls });
+    try {
+      await (await jetstreamManager(nc)).streams.delete(`KV_${prefix}_leases`);
+    } finally {
+      await nc.close();
+    }
+    await conn.kv(`${prefix}_leases`); // created again: revisions restart at 1
+    await eventually(10_000, () => Promise.resolve(assert.ok(held.signal.aborted, "held lost")));
+    await leases.lock("job", (l) => void tokens.push(l.token));
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok(tokens[i]! > tokens[i - 1]!, `tokens ${tokens.join(", ")} strictly increase`);
+    }
+  } finally {
+    await leases.close();
+    await m.close();
+    await conn.close();
   }
 });
 

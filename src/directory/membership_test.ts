@@ -312,6 +312,7 @@ function laggy(conn: MeshConnection): { conn: MeshConnection; hold(on: boolean):
         name: bucket.name,
         incarnation: bucket.incarnation,
         serializedCas: bucket.serializedCas,
+        incarnationNow: () => bucket.incarnationNow(),
         get: (k) => bucket.get(k),
         put: (k, v) => bucket.put(k, v),
         create: (k, v) => bucket.create(k, v),

@@ -469,6 +469,38 @@ export function meshConformance(
     assert.notEqual(ka.incarnation, other.incarnation);
   });
 
+  test("kv incarnationNow() reports the bucket's incarnation and its creation time", async ({ a, b, bucket }) => {
+    const ka = await a.kv(bucket);
+    const kb = await b.kv(bucket);
+    const now = await ka.incarnationNow();
+    assert.equal(now.id, ka.incarnation);
+    assert.deepEqual(await kb.incarnationNow(), now);
+    assert.ok(Number.isSafeInteger(now.createdAt), `createdAt ${now.createdAt}`);
+    // a server clock may differ from ours, but not by a day
+    assert.ok(Math.abs(now.createdAt - Date.now()) < 86_400_000, `createdAt ${now.createdAt}`);
+  });
+
+  test("kv deleteKv(): a bucket created again is a later incarnation, which old handles use", async ({ a, b, bucket }) => {
+    if (!a.deleteKv) return; // optional: nothing to check on a mesh that does not offer it
+    const ka = await a.kv(bucket);
+    const kb = await b.kv(bucket);
+    await ka.put("k", bytes("old"));
+    const oldRev = await ka.put("k", bytes("old2"));
+    const old = await ka.incarnationNow();
+    await a.deleteKv(bucket);
+    await assertMeshError(kb.incarnationNow(), "no_responders");
+    await a.deleteKv(bucket); // idempotent
+    const kc = await b.kv(bucket); // created again
+    assert.notEqual(kc.incarnation, old.id);
+    const now = await kb.incarnationNow(); // through a handle opened before
+    assert.equal(now.id, kc.incarnation);
+    assert.ok(now.createdAt > old.createdAt, `${now.createdAt} > ${old.createdAt}`);
+    assert.equal(await ka.get("k"), null, "the keys went with the bucket");
+    const rev = await ka.put("k", bytes("new"));
+    assert.ok(rev < oldRev, "revisions start again: tokens need the incarnation");
+    assert.equal(text((await kc.get("k"))!.value), "new");
+  });
+
   test("kv create fails with kv_conflict when the key exists", async ({ a, b, bucket }) => {
     const ka = await a.kv(bucket);
     const kb = await b.kv(bucket);
