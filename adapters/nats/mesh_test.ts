@@ -28,38 +28,25 @@ meshConformance("nats mesh (1 server, WebSocket)", () =>
     cleanup: noCleanup,
   }));
 
-// On nats-server 2.9.10 an R3 bucket checks compare-and-set on the leader before proposing
-// (nats-server #4320, fixed in 2.9.21): two concurrent writes expecting the same revision can
-// both succeed. That holds for create (expects "no message") as much as for update, and the
-// suite's option covers only update, so the create race is ignored here as well.
-ignoring(["kv create: concurrent creates"], () =>
-  meshConformance(
-    "nats mesh (3 servers, R3 buckets)",
-    () =>
-      Promise.resolve({
-        // Both nodes on one server: subscription interest reaches the other servers over
-        // the routes a moment after flush() returns, which the pub/sub tests of the suite do
-        // not wait for (cross-server delivery has its own test below). The buckets are R3.
-        mesh: natsMesh({ servers: triple.urls[0]!, replicas: 3 }),
-        cleanup: noCleanup,
-      }),
-    { concurrentUpdate: false, waitMs: 5000 },
-  ));
-
-/** Registers the tests of `register` with those whose name contains one of `parts` ignored. */
-function ignoring(parts: string[], register: () => void): void {
-  const original = Deno.test;
-  const wrapped = (def: Deno.TestDefinition) =>
-    original({ ...def, ignore: def.ignore || parts.some((p) => def.name.includes(p)) });
-  // deno-lint-ignore no-explicit-any
-  (Deno as any).test = wrapped;
-  try {
-    register();
-  } finally {
-    // deno-lint-ignore no-explicit-any
-    (Deno as any).test = original;
-  }
-}
+meshConformance(
+  "nats mesh (3 servers, R3 buckets)",
+  () =>
+    Promise.resolve({
+      // Both nodes on one server: subscription interest reaches the other servers over the
+      // routes a moment after flush() returns, which the pub/sub tests of the suite do not
+      // wait for (cross-server delivery has its own test below). The buckets are R3.
+      mesh: natsMesh({ servers: triple.urls[0]!, replicas: 3 }),
+      cleanup: noCleanup,
+    }),
+  {
+    // On nats-server 2.9.10 an R3 bucket checks compare-and-set on the leader before
+    // proposing (nats-server #4320, fixed in 2.9.21): two concurrent writes expecting the
+    // same revision can both succeed, for update and for create (which expects "no message").
+    concurrentUpdate: false,
+    ignore: ["kv create: concurrent creates"],
+    waitMs: 5000,
+  },
+);
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
