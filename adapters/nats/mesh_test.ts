@@ -11,7 +11,12 @@ import { jetstreamManager } from "@nats-io/jetstream";
 // Servers shared by the conformance runs: started when this module loads (outside any test,
 // so that the sanitizers of each test do not see them) and stopped by the last test below.
 // The harness also kills them when the process exits, should that test be filtered out.
-const single: NatsCluster = await startNatsCluster({ servers: 1 });
+// The single server carries twice the default max_payload: the mesh must report the server's.
+const SINGLE_MAX_PAYLOAD = 2 * 1024 * 1024;
+const single: NatsCluster = await startNatsCluster({
+  servers: 1,
+  maxPayload: SINGLE_MAX_PAYLOAD,
+});
 const triple: NatsCluster = await startNatsCluster({ servers: 3, websocket: false });
 
 const noCleanup = () => Promise.resolve();
@@ -20,13 +25,13 @@ meshConformance("nats mesh (1 server, TCP)", () =>
   Promise.resolve({
     mesh: natsMesh({ servers: single.urls }),
     cleanup: noCleanup,
-  }));
+  }), { maxPayload: SINGLE_MAX_PAYLOAD });
 
 meshConformance("nats mesh (1 server, WebSocket)", () =>
   Promise.resolve({
     mesh: natsMesh({ servers: single.wsUrls }),
     cleanup: noCleanup,
-  }));
+  }), { maxPayload: SINGLE_MAX_PAYLOAD });
 
 meshConformance(
   "nats mesh (3 servers, R3 buckets)",
@@ -45,6 +50,7 @@ meshConformance(
     concurrentUpdate: false,
     ignore: ["kv create: concurrent creates"],
     waitMs: 5000,
+    maxPayload: 1024 * 1024, // the default max_payload
   },
 );
 

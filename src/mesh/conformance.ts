@@ -76,6 +76,11 @@ export interface MeshConformanceOptions {
    * @default {[]}
    */
   ignore?: readonly string[];
+  /**
+   * The `maxPayload` every connection must report, when known (a NATS server's
+   * `max_payload`). @default {not checked: any positive value}
+   */
+  maxPayload?: number;
 }
 
 /**
@@ -415,6 +420,21 @@ export function meshConformance(
     await c.until(1);
     assert.equal(c.msgs[0]!.data.byteLength, ok.byteLength);
     assert.equal(c.msgs[0]!.data[ok.byteLength - 1], 7);
+  });
+
+  test("maxPayload is the limit: a message of exactly that size is carried", async ({ a, b, base }) => {
+    if (options.maxPayload !== undefined) assert.equal(a.maxPayload, options.maxPayload);
+    assert.equal(b.maxPayload, a.maxPayload, "one limit for the whole mesh");
+    assert.ok(a.maxPayload > 0);
+    if (!Number.isFinite(a.maxPayload)) return; // no limit: nothing to send at it
+    const c = collector();
+    b.subscribe(`${base}.exact`, c.handler);
+    await b.flush();
+    const exact = new Uint8Array(a.maxPayload).fill(3);
+    a.publish(`${base}.exact`, exact);
+    await c.until(1);
+    assert.equal(c.msgs[0]!.data.byteLength, a.maxPayload);
+    assert.equal(c.msgs[0]!.data[a.maxPayload - 1], 3);
   });
 
   // ----------------------------------------------------------------------------- close
