@@ -33,13 +33,12 @@
  * @module
  */
 
-import { MeshError } from "../mesh/types.ts";
 import type { KvBucket, KvEntry, KvIncarnation, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import type { ElectOptions, Leader, Lease, LeaseOptions } from "./types.ts";
-import { defaultMargin, type Membership, openDirectoryBucket } from "./membership.ts";
-import { delay } from "../util/async.ts";
+import { defaultMargin, type Membership } from "./membership.ts";
+import { isConflict, latestAfterSettle, openDirectoryBucket } from "./_kv.ts";
 
 /** A held lease, with the details of its fencing token. */
 export interface HeldLease extends Lease {
@@ -101,16 +100,10 @@ export interface Leases {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const DEFAULT_TTL = 5_000;
-/** How long a write on a bucket without serialized CAS waits for concurrent writes to land. */
-const CAS_SETTLE_MS = 30;
 /** Revisions per millisecond of bucket age that tokens leave room for (see the module doc). */
 const TOKEN_SCALE = 1000;
 /** How many times an acquisition is retried when the bucket was recreated around it. */
 const INCARNATION_RETRIES = 3;
-
-function isConflict(err: unknown): boolean {
-  return err instanceof MeshError && err.code === "kv_conflict";
-}
 
 /**
  * The fencing token of a lease acquired with a write at `revision` into the bucket
@@ -228,8 +221,7 @@ class LeasesImpl implements Leases {
    * concurrent writes to be applied, then checks that `revision` is still the key's latest.
    */
   async #stillLatest(key: string, revision: number): Promise<boolean> {
-    await delay(CAS_SETTLE_MS);
-    const latest = await this.bucket.get(key).catch(() => null);
+    const latest = await latestAfterSettle(this.bucket, key);
     return latest !== null && latest.revision === revision;
   }
 

@@ -29,6 +29,7 @@
 import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.ts";
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { createEventQueue, type EventQueue } from "../util/queue.ts";
+import { openDirectoryBucket } from "./_kv.ts";
 import type { DirectoryEvent, NodeInfo } from "./types.ts";
 
 /** A change of membership, or of this node's own fencing state. */
@@ -161,18 +162,6 @@ export interface Membership {
   _pauseHeartbeats(): void;
   /** Testing only: resumes heartbeats after {@link Membership._pauseHeartbeats}. @internal */
   _resumeHeartbeats(): void;
-}
-
-/**
- * Opens a directory bucket (one value per key; `replicas` when given, else the mesh's choice).
- * Shared by membership, ownership and leases. @internal
- */
-export function openDirectoryBucket(
-  conn: MeshConnection,
-  name: string,
-  replicas: number | undefined,
-): Promise<KvBucket> {
-  return conn.kv(name, replicas === undefined ? { history: 1 } : { history: 1, replicas });
 }
 
 /**
