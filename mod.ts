@@ -106,6 +106,7 @@ export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";
 export type {
   KvBucket,
   KvEntry,
+  KvIncarnation,
   KvOptions,
   KvWatch,
   Mesh,

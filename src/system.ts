@@ -423,9 +423,7 @@ class SystemImpl implements System {
 function maxPayloadOf(option: number | undefined, conn: MeshConnection): number {
   const limit = option ?? DEFAULT_MAX_PAYLOAD;
   if (!(limit > 0)) throw new RangeError(`maxPayload must be positive, got ${limit}`);
-  // Headers travel in the same message: leave them room.
-  const connLimit = (conn as { maxPayload?: number }).maxPayload;
-  return connLimit === undefined ? limit : Math.min(limit, connLimit - 8 * 1024);
+  return Math.min(limit, conn.maxPayload);
 }
 
 export { json, msgpack };

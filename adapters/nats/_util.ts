@@ -73,9 +73,13 @@ export function isTemporaryJs(err: unknown): boolean {
  * create the same bucket at once (seen when three node processes started together).
  */
 export function isTemporaryBucketOpen(err: unknown): boolean {
-  return isTemporaryJs(err) ||
-    (err instanceof JetStreamApiError &&
-      (err.code === 10059 || /stream not found/i.test(err.message)));
+  return isTemporaryJs(err) || isStreamNotFound(err);
+}
+
+/** Whether a JetStream call failed because the stream does not exist (10059). */
+export function isStreamNotFound(err: unknown): boolean {
+  return err instanceof JetStreamApiError &&
+    (err.code === 10059 || /stream not found/i.test(err.message));
 }
 
 /** Maps an error of the NATS client to the mesh's errors (other errors pass through). */

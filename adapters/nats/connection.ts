@@ -36,7 +36,9 @@ import {
 import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
 import {
   checkSubject,
+  isStreamNotFound,
   isTemporaryBucketOpen,
+  isTemporaryJs,
   retry,
   toMeshError,
   toMeshMessage,
@@ -334,6 +336,25 @@ export class NatsMeshConnection implements MeshConnection {
     );
     const serialized = info.config.num_replicas <= 1 || replicatedCasIsSafe(this.nc.info?.version);
     return new NatsKvBucket(this, kv, bucket, String(info.created), serialized);
+  }
+
+  async deleteKv(bucket: string): Promise<void> {
+    this.#check();
+    if (!/^[A-Za-z0-9_-]+$/.test(bucket)) {
+      throw new TypeError(`Cannot delete KV bucket "${bucket}": name must match [A-Za-z0-9_-]+`);
+    }
+    const what = `Cannot delete KV bucket "${bucket}"`;
+    const jsm = await this.jsm();
+    try {
+      await retry(
+        () => jsm.streams.delete(`KV_${bucket}`),
+        isTemporaryJs,
+        performance.now() + (this.#options.kvRetry ?? 5000),
+        what,
+      );
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+    }
   }
 
   #replicas(requested: number | undefined): number {

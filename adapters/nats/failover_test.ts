@@ -65,11 +65,15 @@ class Scene {
     return p;
   }
 
-  async client(servers: string | string[], node = `client-${crypto.randomUUID().slice(0, 6)}`) {
+  async client(
+    servers: string | string[],
+    node = `client-${crypto.randomUUID().slice(0, 6)}`,
+    ttl = this.ttl,
+  ) {
     const s = await createSystem({
       actors: [],
       journal: this.journal,
-      mesh: natsMesh({ servers, prefix: this.prefix, leaseTtl: this.ttl }),
+      mesh: natsMesh({ servers, prefix: this.prefix, leaseTtl: ttl }),
       node,
       logger: "error",
     });
@@ -628,6 +632,83 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
   });
 
   console.log(`[failover] total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+});
+
+Deno.test("a paused owner's actors are served by another node within ttl + 2 s", async (t) => {
+  // Defect 1 of "The message path as one module": a death seen through another node's
+  // clean-up delete of the membership key was reported as a graceful leave, and the router
+  // kept sending to the paused process's stale subscription (no answer for minutes).
+  await using cluster = await startNatsCluster({ servers: 3 });
+  const scenario = async (label: string, clientTtl: number) => {
+    const sc = new Scene(cluster);
+    try {
+      const client = await sc.client(cluster.urls[0]!, undefined, clientTtl);
+      await Promise.all([0, 1, 2].map((i) => sc.node(`${label}${i}`, i)));
+      await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+      const x = `paused-owner-${label}`;
+      const acked = new Map<string, number>();
+      const errors: string[] = [];
+      await depositOnce(client, x, 1, "open", performance.now() + 10_000, errors);
+      acked.set("open", 1);
+      const host = (await client.directory.locate(Account, x))!;
+      const h = sc.procs.get(host);
+      assert.ok(h, `host of ${x}: ${host}`);
+      h.kill("SIGSTOP");
+      const pausedAt = performance.now();
+      // One deposit after another, each with its own idempotency key and a 3 s timeout.
+      const sent: { key: string; at: number; took: number; ok: boolean; error?: string }[] = [];
+      for (let i = 0; performance.now() - pausedAt < TTL + 2000 + 8000; i++) {
+        const key = `d-${i}`;
+        const at = performance.now() - pausedAt;
+        try {
+          await client.ref(Account, x).ask("deposit", { amount: 1, ref: key }, {
+            idempotencyKey: key,
+            timeout: 3000,
+          });
+          acked.set(key, 1);
+          sent.push({ key, at, took: performance.now() - pausedAt - at, ok: true });
+        } catch (err) {
+          sent.push({
+            key,
+            at,
+            took: performance.now() - pausedAt - at,
+            ok: false,
+            error: code(err),
+          });
+          await delay(50);
+        }
+      }
+      const firstOk = sent.find((s) => s.ok);
+      const late = sent.filter((s) => s.at >= TTL + 2000);
+      console.log(
+        `[paused ${label}] ${host} SIGSTOPped (client leaseTtl ${clientTtl}); ${sent.length} deposits, first answered one sent at ${
+          firstOk?.at.toFixed(0)
+        } ms and answered after ${firstOk?.took.toFixed(0)} ms; failures: ${
+          JSON.stringify(sent.filter((s) => !s.ok).map((s) => `${s.at.toFixed(0)}:${s.error}`))
+        }`,
+      );
+      h.kill("SIGCONT");
+      assert.deepEqual(
+        late.filter((s) => !s.ok).map((s) => `${s.key} sent at ${s.at.toFixed(0)} ms: ${s.error}`),
+        [],
+        "every deposit sent ttl + 2 s after the pause is answered",
+      );
+      assert.ok(late.length >= 3, `only ${late.length} deposits sent after ttl + 2 s`);
+      assert.notEqual(await client.directory.locate(Account, x), host);
+      // The failed ones again, with their keys: each applied exactly once in the end.
+      for (const s of sent.filter((s) => !s.ok)) {
+        await depositOnce(client, x, 1, s.key, performance.now() + 15_000, errors);
+        acked.set(s.key, 1);
+      }
+      checkLog(x, await readLog(client, x), acked);
+    } finally {
+      await sc.close();
+    }
+  };
+  await t.step("client with the nodes' leaseTtl (1.5 s)", () => scenario("p", TTL));
+  // The client's own timer calls the death later than the nodes do, so it always learns it
+  // through a node's clean-up delete of the key first.
+  await t.step("client with a longer leaseTtl (3 s)", () => scenario("q", 2 * TTL));
 });
 
 /** The server name of the leader of JetStream stream `name`, from the monitoring port. */

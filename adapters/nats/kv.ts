@@ -8,8 +8,14 @@
 
 import { errors as natsErrors, headers as natsHeaders } from "@nats-io/nats-core";
 import type { KV } from "@nats-io/kv";
-import { type KvBucket, type KvEntry, type KvWatch, MeshError } from "../../src/mesh/types.ts";
-import { EMPTY, isNoResponders, retry } from "./_util.ts";
+import {
+  type KvBucket,
+  type KvEntry,
+  type KvIncarnation,
+  type KvWatch,
+  MeshError,
+} from "../../src/mesh/types.ts";
+import { EMPTY, isNoResponders, isStreamNotFound, retry } from "./_util.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 import { NatsKvWatch, startingWatches } from "./kv_watch.ts";
 
@@ -33,6 +39,18 @@ export function replicatedCasIsSafe(version: string | undefined): boolean {
   if (major !== 2) return major > 2;
   if (minor !== 9) return minor > 9;
   return patch >= 21;
+}
+
+/**
+ * The incarnation of a bucket from its stream's `created` time (an RFC 3339 string with up to
+ * nanoseconds): the id is that string, `createdAt` its milliseconds. Internal.
+ */
+export function incarnationOf(created: string): KvIncarnation {
+  const createdAt = Date.parse(created);
+  if (!Number.isFinite(createdAt)) {
+    throw new TypeError(`Cannot read the creation time "${created}" of a stream`);
+  }
+  return { id: String(created), createdAt };
 }
 
 /**
@@ -102,6 +120,22 @@ export class NatsKvBucket implements KvBucket {
       new Promise((r) => timer = setTimeout(r, this.#conn.options.kvRetry ?? 5000)),
     ]);
     clearTimeout(timer);
+  }
+
+  async incarnationNow(): Promise<KvIncarnation> {
+    const what = `Cannot read the incarnation of bucket "${this.name}"`;
+    try {
+      const info = await this.#run(what, async () => {
+        const jsm = await this.#conn.jsm();
+        return await jsm.streams.info(`KV_${this.name}`);
+      }, true);
+      return incarnationOf(info.created);
+    } catch (err) {
+      if (isStreamNotFound(err)) {
+        throw new MeshError("no_responders", `${what}: it does not exist`, err);
+      }
+      throw err;
+    }
   }
 
   async get(key: string): Promise<KvEntry | null> {

@@ -3,13 +3,20 @@ import { meshConformance } from "../../src/mesh/conformance.ts";
 import { type MeshConnection, MeshError } from "../../src/mesh/types.ts";
 import { type NatsCluster, startNatsCluster } from "../testing/nats_server.ts";
 import { natsMesh, replicatedCasIsSafe } from "./mod.ts";
+import { startMembership } from "../../src/directory/membership.ts";
+import { createLeases } from "../../src/directory/leases.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 
 // Servers shared by the conformance runs: started when this module loads (outside any test,
 // so that the sanitizers of each test do not see them) and stopped by the last test below.
 // The harness also kills them when the process exits, should that test be filtered out.
-const single: NatsCluster = await startNatsCluster({ servers: 1 });
+// The single server carries twice the default max_payload: the mesh must report the server's.
+const SINGLE_MAX_PAYLOAD = 2 * 1024 * 1024;
+const single: NatsCluster = await startNatsCluster({
+  servers: 1,
+  maxPayload: SINGLE_MAX_PAYLOAD,
+});
 const triple: NatsCluster = await startNatsCluster({ servers: 3, websocket: false });
 
 const noCleanup = () => Promise.resolve();
@@ -18,46 +25,34 @@ meshConformance("nats mesh (1 server, TCP)", () =>
   Promise.resolve({
     mesh: natsMesh({ servers: single.urls }),
     cleanup: noCleanup,
-  }));
+  }), { maxPayload: SINGLE_MAX_PAYLOAD });
 
 meshConformance("nats mesh (1 server, WebSocket)", () =>
   Promise.resolve({
     mesh: natsMesh({ servers: single.wsUrls }),
     cleanup: noCleanup,
-  }));
+  }), { maxPayload: SINGLE_MAX_PAYLOAD });
 
-// On nats-server 2.9.10 an R3 bucket checks compare-and-set on the leader before proposing
-// (nats-server #4320, fixed in 2.9.21): two concurrent writes expecting the same revision can
-// both succeed. That holds for create (expects "no message") as much as for update, and the
-// suite's option covers only update, so the create race is ignored here as well.
-ignoring(["kv create: concurrent creates"], () =>
-  meshConformance(
-    "nats mesh (3 servers, R3 buckets)",
-    () =>
-      Promise.resolve({
-        // Both nodes on one server: subscription interest reaches the other servers over
-        // the routes a moment after flush() returns, which the pub/sub tests of the suite do
-        // not wait for (cross-server delivery has its own test below). The buckets are R3.
-        mesh: natsMesh({ servers: triple.urls[0]!, replicas: 3 }),
-        cleanup: noCleanup,
-      }),
-    { concurrentUpdate: false, waitMs: 5000 },
-  ));
-
-/** Registers the tests of `register` with those whose name contains one of `parts` ignored. */
-function ignoring(parts: string[], register: () => void): void {
-  const original = Deno.test;
-  const wrapped = (def: Deno.TestDefinition) =>
-    original({ ...def, ignore: def.ignore || parts.some((p) => def.name.includes(p)) });
-  // deno-lint-ignore no-explicit-any
-  (Deno as any).test = wrapped;
-  try {
-    register();
-  } finally {
-    // deno-lint-ignore no-explicit-any
-    (Deno as any).test = original;
-  }
-}
+meshConformance(
+  "nats mesh (3 servers, R3 buckets)",
+  () =>
+    Promise.resolve({
+      // Both nodes on one server: subscription interest reaches the other servers over the
+      // routes a moment after flush() returns, which the pub/sub tests of the suite do not
+      // wait for (cross-server delivery has its own test below). The buckets are R3.
+      mesh: natsMesh({ servers: triple.urls[0]!, replicas: 3 }),
+      cleanup: noCleanup,
+    }),
+  {
+    // On nats-server 2.9.10 an R3 bucket checks compare-and-set on the leader before
+    // proposing (nats-server #4320, fixed in 2.9.21): two concurrent writes expecting the
+    // same revision can both succeed, for update and for create (which expects "no message").
+    concurrentUpdate: false,
+    ignore: ["kv create: concurrent creates"],
+    waitMs: 5000,
+    maxPayload: 1024 * 1024, // the default max_payload
+  },
+);
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -345,6 +340,40 @@ Deno.test("a node never gives up reconnecting (server down for longer than 10 at
     assert.ok(await kv.put("k", enc.encode("v")) > 0);
   } finally {
     await a.close();
+  }
+});
+
+Deno.test("lease tokens keep increasing when an operator deletes and recreates the leases bucket", async () => {
+  const prefix = `lt${crypto.randomUUID().slice(0, 8)}`;
+  const conn = await natsMesh({ servers: single.urls, prefix }).connect({ node: "lt-a" });
+  const m = await startMembership(conn, {
+    prefix,
+    node: { id: "lt-a", types: [], since: Date.now() },
+    ttl: 5000,
+    onWarning: () => {},
+  });
+  const leases = await createLeases(conn, m, { prefix, ttl: 600, onWarning: () => {} });
+  try {
+    const tokens: number[] = [];
+    for (let i = 0; i < 3; i++) await leases.lock("job", (l) => void tokens.push(l.token));
+    const held = await leases.lease("other");
+    // The operator's tools: the JetStream API, not the mesh.
+    const nc = await connect({ servers: single.urls });
+    try {
+      await (await jetstreamManager(nc)).streams.delete(`KV_${prefix}_leases`);
+    } finally {
+      await nc.close();
+    }
+    await conn.kv(`${prefix}_leases`); // created again: revisions restart at 1
+    await eventually(10_000, () => Promise.resolve(assert.ok(held.signal.aborted, "held lost")));
+    await leases.lock("job", (l) => void tokens.push(l.token));
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok(tokens[i]! > tokens[i - 1]!, `tokens ${tokens.join(", ")} strictly increase`);
+    }
+  } finally {
+    await leases.close();
+    await m.close();
+    await conn.close();
   }
 });
 

@@ -30,6 +30,11 @@ export interface StartSystemsOptions {
    */
   nats?: NatsCluster;
   /**
+   * The in-process mesh to run on, when you want a connection of your own to it (to read its
+   * buckets, say). Not with `nats`. @default {a fresh inProcessMesh()}
+   */
+  mesh?: Mesh;
+  /**
    * The journal every node writes to: a libSQL URL (each node opens its own connection) or
    * a journal object (shared; closed by `close()` only when this helper created it).
    * @default {a fresh memoryJournal()}
@@ -93,7 +98,10 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
   }
   const ownJournal = options.journal === undefined ? memoryJournal() : undefined;
   const journal = options.journal ?? ownJournal!;
-  const shared = options.nats ? undefined : inProcessMesh();
+  if (options.nats && options.mesh) {
+    throw new TypeError("Cannot start systems on both a NATS cluster and a given mesh");
+  }
+  const shared = options.nats ? undefined : options.mesh ?? inProcessMesh();
   const ttl = options.leaseTtl === undefined ? {} : { leaseTtl: options.leaseTtl };
   const prefix = options.prefix ?? `t${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
   const meshFor = (i: number): Mesh => {

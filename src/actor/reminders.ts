@@ -2,13 +2,21 @@
  * The durable reminder service. Reminders are stored by the journal with the events of the
  * turn that scheduled them. One node of the cluster (elected through a lease) fires due
  * reminders as asks with the idempotency key `reminder:<id>`, so a reminder fired twice
- * (leader change, retry) is applied once; it is deleted once its handler ran.
+ * (leader change, retry) is applied once.
+ *
+ * A reminder is deleted only once its ask succeeded. Any failure keeps it and retries it with
+ * exponential backoff (from {@link RETRY_FIRST_MS} up to {@link RETRY_MAX_MS}, jittered):
+ * failures are often transient in ways the error code cannot tell, such as
+ * `unknown_actor_type` on a cluster that is starting (the elected node has not seen a host of
+ * the type yet), or a handler's plain `Error` (code `internal`) while something it depends on
+ * is down. A handler that wants to give up returns instead of throwing. The backoff is kept
+ * in memory by the elected node: a new leader starts retrying at once.
  *
  * @module
  */
 
 import { ActorError } from "../errors.ts";
-import type { Journal } from "../journal/types.ts";
+import type { Journal, Reminder } from "../journal/types.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Leader } from "../directory/types.ts";
 import type { Dispatcher } from "./ref.ts";
@@ -26,11 +34,36 @@ export interface ReminderHost {
 }
 
 const POLL_MS = 1000;
-const RETRYABLE = new Set(["unavailable", "timeout", "closed", "overloaded"]);
+/** Due reminders fired per poll. */
+const BATCH = 100;
+/** Delay before the first retry of a failed reminder, ms. */
+export const RETRY_FIRST_MS = 250;
+/** Longest delay between two retries of a failed reminder, ms. */
+export const RETRY_MAX_MS = 60_000;
+/** Failures that say nothing about the reminder itself: not warned about at once. */
+const TRANSIENT = new Set(["unavailable", "timeout", "closed", "overloaded"]);
+
+/**
+ * Delay before retry number `attempt` (from 1) of a failed reminder: exponential from
+ * {@link RETRY_FIRST_MS}, capped at {@link RETRY_MAX_MS}, jittered down by up to a half.
+ */
+export function reminderRetryDelay(attempt: number, random = Math.random()): number {
+  const base = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.max(0, attempt - 1));
+  return base / 2 + random * base / 2;
+}
+
+interface Backoff {
+  /** Failed attempts so far. */
+  attempts: number;
+  /** Wall-clock time (like `due`) before which it is not fired again. */
+  retryAt: number;
+}
 
 /** Fires due reminders while this node is the elected reminder leader. */
 export class Reminders {
   readonly #host: ReminderHost;
+  /** Reminders that failed, by id. */
+  readonly #backoff = new Map<string, Backoff>();
   #leader: Leader | undefined;
   #active = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -51,6 +84,7 @@ export class Reminders {
       onRevoked: () => {
         this.#active = false;
         clearTimeout(this.#timer);
+        this.#backoff.clear();
       },
     });
   }
@@ -76,12 +110,24 @@ export class Reminders {
     const h = this.#host;
     let next = POLL_MS;
     try {
-      const due = await h.journal.dueReminders(Date.now(), 100);
-      await Promise.all(due.map((r) => this.#fire(r.id, r.actor, r.handler, r.data)));
-      if (due.length === 100) next = 0;
+      const now = Date.now();
+      // Those backing off are due too: read past them.
+      const limit = BATCH + this.#backoff.size;
+      const due = await h.journal.dueReminders(now, limit);
+      if (due.length < limit) {
+        // Every due reminder was read: forget the backoff of those gone (fired elsewhere).
+        const ids = new Set(due.map((r) => r.id));
+        for (const id of this.#backoff.keys()) if (!ids.has(id)) this.#backoff.delete(id);
+      }
+      const ready = due.filter((r) => (this.#backoff.get(r.id)?.retryAt ?? 0) <= now);
+      await Promise.all(ready.slice(0, BATCH).map((r) => this.#fire(r)));
+      if (ready.length > BATCH || due.length === limit) next = 0;
       else {
         const at = await h.journal.nextReminder();
-        if (at !== undefined) next = Math.max(0, Math.min(POLL_MS, at - Date.now()));
+        const later = Date.now();
+        if (at !== undefined && at > later) next = Math.min(next, at - later);
+        for (const b of this.#backoff.values()) next = Math.min(next, b.retryAt - later);
+        next = Math.max(0, next);
       }
     } catch (err) {
       h.log.warn("Reminder service: journal read failed", { error: String(err) });
@@ -89,27 +135,48 @@ export class Reminders {
     if (this.#active) this.#wake(next);
   }
 
-  async #fire(id: string, actor: string, handler: string, data: Uint8Array): Promise<void> {
+  async #fire(r: Reminder): Promise<void> {
     const h = this.#host;
-    const slash = actor.indexOf("/");
-    const type = actor.slice(0, slash);
-    const actorId = actor.slice(slash + 1);
+    const slash = r.actor.indexOf("/");
+    const type = r.actor.slice(0, slash);
+    const actorId = r.actor.slice(slash + 1);
     try {
-      const payload = h.storage.decode(data);
-      await h.dispatcher.send(type, actorId, "ask", handler, payload, {
-        idempotencyKey: `reminder:${id}`,
+      const payload = h.storage.decode(r.data);
+      await h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
+        idempotencyKey: `reminder:${r.id}`,
         timeout: 30_000,
       }, undefined);
     } catch (err) {
-      if (err instanceof ActorError && RETRYABLE.has(err.code)) {
-        h.log.debug("Reminder will be retried", { id, actor, error: err.message });
-        return;
-      }
-      h.log.warn(`Reminder ${id} for ${actor}.${handler} failed; it is dropped`, {
+      const b = this.#backoff.get(r.id) ?? { attempts: 0, retryAt: 0 };
+      b.attempts++;
+      const wait = reminderRetryDelay(b.attempts);
+      b.retryAt = Date.now() + wait;
+      this.#backoff.set(r.id, b);
+      const code = err instanceof ActorError ? err.code : "internal";
+      const data = {
+        id: r.id,
+        actor: r.actor,
+        handler: r.handler,
+        attempts: b.attempts,
+        retryInMs: Math.round(wait),
         error: String(err),
-      });
+      };
+      // Warned at its first failure (unless transient), then about once a minute.
+      const quiet = b.attempts > 1 || TRANSIENT.has(code);
+      if (quiet && wait < RETRY_MAX_MS / 2) {
+        h.log.debug(`Reminder ${r.id} for ${r.actor}.${r.handler} failed; will retry`, data);
+      } else {
+        h.log.warn(`Reminder ${r.id} for ${r.actor}.${r.handler} failed; will retry`, data);
+      }
+      return;
     }
-    await h.journal.deleteReminder(id);
+    this.#backoff.delete(r.id);
+    try {
+      await h.journal.deleteReminder(r.id);
+    } catch (err) {
+      // It fires again later; its idempotency key answers without applying it twice.
+      h.log.warn(`Reminder ${r.id} ran but could not be deleted`, { error: String(err) });
+    }
   }
 
   /** Stops firing and resigns. */

@@ -3,10 +3,18 @@
  *
  * Protocol (bucket `<prefix>_leases`, key `encodeToken(name)`, value JSON
  * `{ holder, owner, ttl }` where `owner` is a random id of one lease instance):
- * - acquire = `create`; the fencing token is the KV revision of the acquiring write (the
- *   create, or the take-over update). Revisions grow across the whole bucket, so tokens grow
- *   strictly per name; `fence` adds the bucket incarnation, since revisions restart when a
- *   bucket is recreated;
+ * - acquire = `create`; the fencing token is
+ *   `createdAt × 1000 + revision`: the KV revision of the acquiring write (the create, or the
+ *   take-over update) above the creation time (ms, server clock) of the bucket incarnation
+ *   that took the write. Revisions grow across the whole bucket, so tokens grow strictly per
+ *   name; when the bucket is deleted and created again (by an operator, say), revisions
+ *   restart at 1 but `createdAt` moved on by at least the old bucket's lifetime, and that
+ *   lifetime × 1000 exceeds its last revision unless it took more than a million writes per
+ *   second (or a server clock stepped back by more than that lifetime). The incarnation is
+ *   read from the server after the write and compared with the one seen before it: when they
+ *   differ, the bucket was recreated around the write, which is undone and tried again. So a
+ *   token is never computed from a stale incarnation. `fence` is
+ *   `"<incarnation id>:<revision>"`;
  * - the holder renews every `ttl / 3` with a compare-and-set `update` on its last revision.
  *   The lease holds until the time the last successful write was *sent* + `ttl`, on the
  *   holder's monotonic clock. A renewal that conflicts (someone took it over), or no
@@ -25,13 +33,12 @@
  * @module
  */
 
-import { MeshError } from "../mesh/types.ts";
-import type { KvBucket, KvEntry, MeshConnection } from "../mesh/types.ts";
+import type { KvBucket, KvEntry, KvIncarnation, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import type { ElectOptions, Leader, Lease, LeaseOptions } from "./types.ts";
-import { defaultMargin, type Membership, openDirectoryBucket } from "./membership.ts";
-import { delay } from "../util/async.ts";
+import { defaultMargin, type Membership } from "./membership.ts";
+import { isConflict, latestAfterSettle, openDirectoryBucket } from "./_kv.ts";
 
 /** A held lease, with the details of its fencing token. */
 export interface HeldLease extends Lease {
@@ -93,11 +100,27 @@ export interface Leases {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const DEFAULT_TTL = 5_000;
-/** How long a write on a bucket without serialized CAS waits for concurrent writes to land. */
-const CAS_SETTLE_MS = 30;
+/** Revisions per millisecond of bucket age that tokens leave room for (see the module doc). */
+const TOKEN_SCALE = 1000;
+/** How many times an acquisition is retried when the bucket was recreated around it. */
+const INCARNATION_RETRIES = 3;
 
-function isConflict(err: unknown): boolean {
-  return err instanceof MeshError && err.code === "kv_conflict";
+/**
+ * The fencing token of a lease acquired with a write at `revision` into the bucket
+ * incarnation created at `createdAt` (ms): `createdAt × 1000 + revision`.
+ *
+ * @example
+ * ```ts
+ * import { leaseToken } from "./leases.ts";
+ * leaseToken({ id: "x", createdAt: 1_700_000_000_000 }, 7); // 1_700_000_000_000_007
+ * ```
+ */
+export function leaseToken(incarnation: KvIncarnation, revision: number): number {
+  const token = incarnation.createdAt * TOKEN_SCALE + revision;
+  if (!Number.isSafeInteger(token)) {
+    throw new RangeError(`Cannot make a lease token of revision ${revision}: too large`);
+  }
+  return token;
 }
 
 function recordTtl(entry: KvEntry, fallback: number): number {
@@ -147,6 +170,8 @@ class LeasesImpl implements Leases {
   readonly leaders = new Set<LeaderImpl>();
   readonly pending = new Set<Promise<unknown>>();
   readonly closing = new AbortController();
+  /** The bucket's incarnation as last read from the server. */
+  #incarnation: KvIncarnation | undefined;
 
   constructor(bucket: KvBucket, holder: string, options: LeasesOptions) {
     this.bucket = bucket;
@@ -196,8 +221,7 @@ class LeasesImpl implements Leases {
    * concurrent writes to be applied, then checks that `revision` is still the key's latest.
    */
   async #stillLatest(key: string, revision: number): Promise<boolean> {
-    await delay(CAS_SETTLE_MS);
-    const latest = await this.bucket.get(key).catch(() => null);
+    const latest = await latestAfterSettle(this.bucket, key);
     return latest !== null && latest.revision === revision;
   }
 
@@ -206,29 +230,47 @@ class LeasesImpl implements Leases {
     const owner = crypto.randomUUID();
     const value = enc.encode(JSON.stringify({ holder: this.holder, owner, ttl }));
     stop.throwIfAborted();
-    const attempt = async (revision?: number): Promise<HeldLease | undefined> => {
-      const sentAt = performance.now();
-      let rev: number;
-      try {
-        rev = revision === undefined
-          ? await this.bucket.create(key, value)
-          : await this.bucket.update(key, value, revision);
-      } catch (err) {
-        if (isConflict(err)) return undefined;
-        throw err;
+    const attempt = async (expected?: number): Promise<HeldLease | undefined> => {
+      for (let tries = 0;; tries++) {
+        const before = this.#incarnation ??= await this.bucket.incarnationNow();
+        const sentAt = performance.now();
+        let rev: number;
+        try {
+          rev = expected === undefined
+            ? await this.bucket.create(key, value)
+            : await this.bucket.update(key, value, expected);
+        } catch (err) {
+          if (isConflict(err)) return undefined;
+          throw err;
+        }
+        let after: KvIncarnation;
+        try {
+          after = this.#incarnation = await this.bucket.incarnationNow();
+        } catch (err) {
+          this.track(this.bucket.delete(key, { revision: rev }));
+          throw err;
+        }
+        if (after.id !== before.id) {
+          // The bucket was recreated since we last looked: the write may have landed in
+          // either incarnation, so its token is unknown. Undo it and write again.
+          await this.bucket.delete(key, { revision: rev }).catch(() => {});
+          if (tries + 1 >= INCARNATION_RETRIES || expected !== undefined) return undefined;
+          continue;
+        }
+        if (!this.bucket.serializedCas && !(await this.#stillLatest(key, rev))) {
+          // Replicated compare-and-set on nats-server < 2.9.21 can let a concurrent writer
+          // win too: the later write stands, and every writer but its author sees a newer
+          // revision.
+          return undefined;
+        }
+        if (stop.aborted || performance.now() >= sentAt + ttl) {
+          // Gave up, or the write took a whole ttl: do not keep it.
+          this.track(this.bucket.delete(key, { revision: rev }));
+          stop.throwIfAborted();
+          return undefined;
+        }
+        return new LeaseImpl(this, name, key, value, ttl, rev, after, sentAt);
       }
-      if (!this.bucket.serializedCas && !(await this.#stillLatest(key, rev))) {
-        // Replicated compare-and-set on nats-server < 2.9.21 can let a concurrent writer win
-        // too: the later write stands, and every writer but its author sees a newer revision.
-        return undefined;
-      }
-      if (stop.aborted || performance.now() >= sentAt + ttl) {
-        // Gave up, or the write took a whole ttl: do not keep it.
-        this.track(this.bucket.delete(key, { revision: rev }));
-        stop.throwIfAborted();
-        return undefined;
-      }
-      return new LeaseImpl(this, name, key, value, ttl, rev, sentAt);
     };
 
     const first = await attempt();
@@ -339,6 +381,7 @@ class LeaseImpl implements HeldLease {
     value: Uint8Array,
     ttl: number,
     revision: number,
+    incarnation: KvIncarnation,
     sentAt: number,
   ) {
     this.#leases = leases;
@@ -346,8 +389,8 @@ class LeaseImpl implements HeldLease {
     this.#key = key;
     this.#value = value;
     this.#ttl = ttl;
-    this.token = revision;
-    this.fence = `${leases.bucket.incarnation}:${revision}`;
+    this.token = leaseToken(incarnation, revision);
+    this.fence = `${incarnation.id}:${revision}`;
     this.holder = leases.holder;
     this.#revision = revision;
     this.#deadline = sentAt + ttl;

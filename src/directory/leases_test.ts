@@ -5,7 +5,7 @@ import type { Mesh, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import { defaultMargin, type Membership, startMembership } from "./membership.ts";
-import { createLeases, type HeldLease, type Leases } from "./leases.ts";
+import { createLeases, type HeldLease, type Leases, leaseToken } from "./leases.ts";
 
 const TTL = 300;
 const MARGIN = defaultMargin(TTL); // what waiters add to the holder's ttl
@@ -42,16 +42,19 @@ async function crash(n: TestNode): Promise<void> {
   await n.conn.close();
 }
 
-Deno.test("lease() is exclusive; its token is the acquiring revision", async () => {
+Deno.test("lease() is exclusive; its token is the bucket's creation time and the acquiring revision", async () => {
   const mesh = inProcessMesh();
   const a = await join(mesh, "a");
   const b = await join(mesh, "b");
   const lease = await a.l.lease("job");
   assert.equal(lease.name, "job");
   assert.equal(lease.holder, "a");
-  assert.ok(lease.token > 0);
   const kv = await a.conn.kv("t_leases");
-  assert.equal(lease.fence, `${kv.incarnation}:${lease.token}`);
+  const revision = (await kv.get(encodeToken("job")))!.revision;
+  assert.equal(lease.fence, `${kv.incarnation}:${revision}`);
+  const incarnation = await kv.incarnationNow();
+  assert.equal(lease.token, incarnation.createdAt * 1000 + revision);
+  assert.equal(lease.token, leaseToken(incarnation, revision));
   await assert.rejects(b.l.lease("job", { timeout: TTL }), TimeoutError);
   await assert.rejects(a.l.lease("job", { timeout: 50 }), TimeoutError); // even on its node
   const ac = new AbortController();
@@ -273,5 +276,29 @@ Deno.test("close() releases every lease and stops waiters and candidates", async
   await assert.rejects(late.elected, ClosedError);
   await got.release();
   await (await other).release();
+  await leave(a, b);
+});
+
+Deno.test("tokens keep increasing when the leases bucket is deleted and created again", async () => {
+  const mesh = inProcessMesh();
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  const tokens: number[] = [];
+  for (let i = 0; i < 3; i++) await a.l.lock("job", (l) => void tokens.push(l.token));
+  const held = await b.l.lease("other");
+  const admin = await mesh.connect({ node: "admin" });
+  await admin.deleteKv!("t_leases");
+  await admin.kv("t_leases"); // created again, as an operator would: revisions restart
+  // b's renewal finds no record of its lease in the new bucket
+  await waitFor(() => held.signal.aborted, 2 * TTL, "the held lease to be lost");
+  // a's handle was opened before the deletion
+  await a.l.lock("job", (l) => void tokens.push(l.token));
+  await b.l.lock("job", (l) => void tokens.push(l.token));
+  for (let i = 1; i < tokens.length; i++) {
+    assert.ok(tokens[i]! > tokens[i - 1]!, `tokens ${tokens.join(", ")} strictly increase`);
+  }
+  const kv = await admin.kv("t_leases");
+  assert.ok((await kv.get(encodeToken("job"))) === null, "released");
+  await admin.close();
   await leave(a, b);
 });

@@ -8,8 +8,15 @@
  * - every node watches the bucket. A node is alive from the first put this observer sees
  *   until `ttl + margin` passed without another one, timed on the observer's own monotonic
  *   clock (`performance.now()`): expiry of keys tells watchers nothing on nats-server 2.9,
- *   and wall clocks of different machines are never compared. A `DEL` of the key (graceful
- *   close) removes the node at once;
+ *   and wall clocks of different machines are never compared;
+ * - a graceful close puts a last heartbeat marked `leaving`, then deletes the key. Observers
+ *   report the node `left` only when they saw that mark: any other disappearance (a `DEL`
+ *   not preceded by the mark, which is how another node cleans up after a dead one) is
+ *   reported `expired`. Why a mark and not "delete vs purge": the mark is positive proof
+ *   written by the leaver itself, so everything else (a clean-up by any node, an operator's
+ *   delete, an older node's clean-up during a rolling upgrade, a slow watcher that skipped
+ *   the mark because the delete superseded it) falls on the safe side: `expired` makes the
+ *   router route around the node's possibly stale subscriptions, `left` does not;
  * - a node's own lease holds until the time it *sent* its last acknowledged heartbeat + `ttl`
  *   ({@link Membership.validUntil}). Every observer that saw that heartbeat saw it later, so
  *   it declares the node dead at least `margin` after the node stopped itself. The margin
@@ -22,6 +29,7 @@
 import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.ts";
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { createEventQueue, type EventQueue } from "../util/queue.ts";
+import { openDirectoryBucket } from "./_kv.ts";
 import type { DirectoryEvent, NodeInfo } from "./types.ts";
 
 /** A change of membership, or of this node's own fencing state. */
@@ -30,7 +38,11 @@ export type MembershipEvent =
   | {
     readonly type: "node_left";
     readonly node: NodeInfo;
-    /** `"left"`: its key was deleted (graceful close); `"expired"`: heartbeats stopped. */
+    /**
+     * `"left"`: it announced a graceful close (only the node itself can); `"expired"`: it
+     * died, seen first-hand (heartbeats stopped) or through its key being deleted by another
+     * node's clean-up. Its NATS subscriptions may outlive an expired node.
+     */
     readonly reason: "left" | "expired";
   }
   | {
@@ -153,18 +165,6 @@ export interface Membership {
 }
 
 /**
- * Opens a directory bucket (one value per key; `replicas` when given, else the mesh's choice).
- * Shared by membership, ownership and leases. @internal
- */
-export function openDirectoryBucket(
-  conn: MeshConnection,
-  name: string,
-  replicas: number | undefined,
-): Promise<KvBucket> {
-  return conn.kv(name, replicas === undefined ? { history: 1 } : { history: 1, replicas });
-}
-
-/**
  * The default margin for a time to live: `min(1000, max(250, ttl / 5))`.
  *
  * @example
@@ -184,6 +184,8 @@ interface Heartbeat {
   /** Random id of this membership instance, to tell duplicate node ids apart. */
   session: string;
   ttl: number;
+  /** Set on the last heartbeat of a graceful close, just before the key is deleted. */
+  leaving?: true;
 }
 
 interface Peer {
@@ -207,13 +209,15 @@ function parseHeartbeat(entry: KvEntry): Heartbeat | undefined {
   try {
     const v = JSON.parse(dec.decode(entry.value)) as Partial<Heartbeat>;
     if (typeof v.id !== "string" || typeof v.session !== "string") return undefined;
-    return {
+    const hb: Heartbeat = {
       id: v.id,
       types: Array.isArray(v.types) ? v.types.filter((t) => typeof t === "string") : [],
       since: typeof v.since === "number" ? v.since : 0,
       session: v.session,
       ttl: typeof v.ttl === "number" && v.ttl > 0 ? v.ttl : 0,
     };
+    if (v.leaving === true) hb.leaving = true;
+    return hb;
   } catch {
     return undefined;
   }
@@ -333,9 +337,10 @@ class MembershipImpl implements Membership {
   // ---- views ---------------------------------------------------------------------------
 
   nodes(): NodeInfo[] {
-    this.#sweep();
+    const now = performance.now();
+    const current = this.#watchCurrent(now);
     return [...this.#peers.values()]
-      .filter((p) => p.alive)
+      .filter((p) => this.#live(p, now, current))
       .map((p) => p.info)
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
@@ -345,19 +350,22 @@ class MembershipImpl implements Membership {
   }
 
   status(id: string): NodeStatus {
-    this.#sweep();
+    const now = performance.now();
     const p = this.#peers.get(id);
-    if (p) return p.alive ? "alive" : "dead";
-    return performance.now() >= this.settledAt() ? "dead" : "unknown";
+    if (p) return this.#live(p, now, this.#watchCurrent(now)) ? "alive" : "dead";
+    return now >= this.settledAt() ? "dead" : "unknown";
   }
 
   async confirmDead(id: string): Promise<boolean> {
     if (this.status(id) !== "dead") return false;
     const entry = await this.#bucket.get(encodeToken(id));
     if (!entry || entry.operation !== "PUT") return true;
+    if (parseHeartbeat(entry)?.leaving) return true;
     const p = this.#peers.get(id);
+    const now = performance.now();
     // A key we never saw, or a heartbeat newer than the last we saw: our watch lags.
-    return p !== undefined && !p.alive && entry.revision <= p.revision;
+    return p !== undefined && !this.#live(p, now, this.#watchCurrent(now)) &&
+      entry.revision <= p.revision;
   }
 
   settledAt(): number {
@@ -410,6 +418,12 @@ class MembershipImpl implements Membership {
     await this.#inFlight;
     if (this.#hosts) {
       try {
+        // The mark that tells observers this is a graceful leave (see the module doc).
+        await this.#bucket.put(this.#key, this.#heartbeatValue(true));
+      } catch (err) {
+        this.#warn(`Could not announce the leave of node "${this.self.id}": ${err}`);
+      }
+      try {
         await this.#bucket.delete(this.#key);
       } catch (err) {
         this.#warn(`Could not delete the membership key of node "${this.self.id}": ${err}`);
@@ -438,7 +452,7 @@ class MembershipImpl implements Membership {
 
   // ---- heartbeats and fencing -----------------------------------------------------------
 
-  #heartbeatValue(): Uint8Array {
+  #heartbeatValue(leaving = false): Uint8Array {
     const hb: Heartbeat = {
       id: this.self.id,
       types: [...this.self.types],
@@ -446,6 +460,7 @@ class MembershipImpl implements Membership {
       session: this.#session,
       ttl: this.ttl,
     };
+    if (leaving) hb.leaving = true;
     return enc.encode(JSON.stringify(hb));
   }
 
@@ -562,16 +577,22 @@ class MembershipImpl implements Membership {
         if (!this.#paused && !this.#fenced) this.#scheduleHeartbeat(0);
         return; // still here while it heartbeats: its own view keeps it
       }
+      // Not announced by the node (else its `leaving` mark was seen first): a clean-up
+      // after a death by another node, or a leave whose mark this watch skipped.
       const p = this.#peers.get(id);
       if (p?.alive) {
         p.alive = false;
-        this.#emit({ type: "node_left", node: p.info, reason: "left" });
+        this.#emit({ type: "node_left", node: p.info, reason: "expired" });
       }
       this.#armExpiry();
       return;
     }
     const hb = parseHeartbeat(entry);
     if (!hb || hb.id !== id) return;
+    if (hb.leaving) {
+      if (id !== this.self.id) this.#left(hb, entry.revision);
+      return;
+    }
     if (id === this.self.id && hb.session === this.#session) this.#echoAt = performance.now();
     if (id === this.self.id && hb.session !== this.#session) {
       if (!this.#foreignSessions.has(hb.session)) {
@@ -582,6 +603,31 @@ class MembershipImpl implements Membership {
       }
     }
     this.#seen(hb, performance.now(), entry.revision);
+  }
+
+  /** Node `hb.id` announced its graceful leave (a put marked `leaving`). */
+  #left(hb: Heartbeat, revision: number): void {
+    const p = this.#peers.get(hb.id);
+    if (!p) {
+      // Seen only as leaving (e.g. in the initial listing): known, and dead.
+      this.#peers.set(hb.id, {
+        info: { id: hb.id, types: hb.types, since: hb.since },
+        session: hb.session,
+        lastSeen: performance.now(),
+        ttl: Math.max(this.ttl, hb.ttl),
+        alive: false,
+        revision,
+        sessions: new Set([hb.session]),
+        warned: false,
+      });
+      return;
+    }
+    p.revision = revision;
+    if (p.alive) {
+      p.alive = false;
+      this.#emit({ type: "node_left", node: p.info, reason: "left" });
+    }
+    this.#armExpiry();
   }
 
   #seen(hb: Heartbeat, now: number, revision: number): void {
@@ -640,8 +686,19 @@ class MembershipImpl implements Membership {
   }
 
   /**
-   * Marks as dead every peer silent for ttl + margin and emits `node_left`, provided this
-   * node's watch is current ({@link #watchCurrent}). The dead node's key is deleted, checked
+   * Whether peer `p` is alive at `now`: seen, not gone, and heard from within ttl + margin
+   * (unless this node's watch is not current: then silence proves nothing). A pure read, so
+   * that the views are exact between two runs of the expiry timer; {@link #sweep} acts on it.
+   */
+  #live(p: Peer, now: number, current: boolean): boolean {
+    if (!p.alive) return false;
+    if (!current && p.info.id !== this.self.id) return true;
+    return now <= p.lastSeen + p.ttl + this.margin;
+  }
+
+  /**
+   * Run by the expiry timer only (views never write): marks as dead every peer that is no
+   * longer {@link #live} and emits `node_left`. The dead node's key is deleted, checked
    * against the revision last seen (so a newer heartbeat is never deleted), so that nodes
    * starting later do not see it alive for another ttl + margin.
    */
@@ -649,8 +706,7 @@ class MembershipImpl implements Membership {
     const now = performance.now();
     const current = this.#watchCurrent(now);
     for (const p of this.#peers.values()) {
-      if (!current && p.info.id !== this.self.id) continue;
-      if (p.alive && now > p.lastSeen + p.ttl + this.margin) {
+      if (p.alive && !this.#live(p, now, current)) {
         p.alive = false;
         if (p.revision > 0 && p.info.id !== this.self.id && !this.#closed) {
           const gc = this.#bucket.delete(encodeToken(p.info.id), { revision: p.revision })

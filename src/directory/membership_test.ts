@@ -97,8 +97,13 @@ Deno.test("a node that stops heartbeating is dead after ttl + margin, not before
   await waitFor(() => performance.now() >= lastPut + TTL + MARGIN - 60, 2_000, "near deadline");
   assert.equal(a.m.isAlive("b"), true);
   await waitFor(() => !a.m.isAlive("b"), 2_000, "b declared dead");
-  const left = a.events.find((e) => e.event.type === "node_left" && e.event.node.id === "b");
-  assert.ok(left);
+  const deadAt = performance.now();
+  // The view is a pure read; the expiry timer emits the event (right after).
+  const isLeft = (e: TestNode["events"][number]) =>
+    e.event.type === "node_left" && e.event.node.id === "b";
+  await waitFor(() => a.events.some(isLeft), 50, "node_left of b");
+  const left = a.events.find(isLeft)!;
+  assert.ok(deadAt - lastPut >= TTL + MARGIN, "not dead in the view before ttl + margin");
   assert.equal(left.event.type === "node_left" && left.event.reason, "expired");
   const after = left.at - lastPut;
   assert.ok(after >= TTL + MARGIN, `declared dead ${after} ms after its last heartbeat`);
@@ -155,6 +160,64 @@ Deno.test("failing heartbeats fence the node when its lease lapses, not before",
   assert.ok(fenced.at < deadline + 250, "fenced on time when it lapsed (timer lag allowed)");
   await a.m.close(); // cannot delete its key: warns, does not throw
   assert.ok(a.warnings.some((w) => w.includes("Could not delete")));
+});
+
+Deno.test("a death learned from another node's clean-up delete is reported expired", async () => {
+  const mesh = inProcessMesh({ leaseTtl: TTL });
+  const a = await join(mesh, "a"); // declares b dead first, and deletes its key
+  const b = await join(mesh, "b");
+  // c calls deaths much later on its own clock: it learns b's death from a's delete.
+  const conn = await mesh.connect({ node: "c" });
+  const events: { at: number; event: MembershipEvent }[] = [];
+  const c = await startMembership(conn, {
+    prefix: "t",
+    node: { id: "c", types: [], since: Date.now() },
+    ttl: TTL,
+    margin: 2_000,
+    onWarning: () => {},
+  });
+  c.on((event) => events.push({ at: performance.now(), event }));
+  await waitFor(() => c.isAlive("b") && a.m.isAlive("b"), 50, "b seen");
+  const paused = performance.now();
+  b.m._pauseHeartbeats();
+  await waitFor(() => events.some((e) => e.event.type === "node_left"), 2_000, "c: b gone");
+  const left = events.find((e) => e.event.type === "node_left")!;
+  assert.ok(left.at - paused < TTL + 2_000, "through the delete, before c's own deadline");
+  assert.equal(left.event.type === "node_left" && left.event.node.id, "b");
+  assert.equal(left.event.type === "node_left" && left.event.reason, "expired");
+  assert.equal(c.status("b"), "dead");
+  assert.equal(await c.confirmDead("b"), true);
+  await c.close();
+  await conn.close();
+  await leave(a, b);
+});
+
+Deno.test("a graceful close puts a leave mark before its delete and is reported left", async () => {
+  const mesh = inProcessMesh({ leaseTtl: TTL });
+  const a = await join(mesh, "a");
+  const b = await join(mesh, "b");
+  await waitFor(() => a.m.isAlive("b"), 50, "b seen");
+  // b's last heartbeat carries the leave mark: a crash between it and the delete is still
+  // a graceful leave (b released everything before).
+  const kv = await b.conn.kv("t_nodes");
+  const marks: boolean[] = [];
+  const watch = kv.watch({ key: encodeToken("b"), initial: false });
+  const loop = (async () => {
+    for await (const e of watch) {
+      if (e.operation === "PUT") {
+        marks.push(JSON.parse(new TextDecoder().decode(e.value)).leaving === true);
+      }
+    }
+  })();
+  await watch.ready;
+  await leave(b);
+  await waitFor(() => marks.includes(true), 100, "the leave mark");
+  watch.stop();
+  await loop;
+  const left = a.events.find((e) => e.event.type === "node_left");
+  assert.equal(left?.event.type === "node_left" && left.event.reason, "left");
+  assert.equal(a.m.status("b"), "dead");
+  await leave(a);
 });
 
 Deno.test("a node warns when its key is deleted by someone else, and heartbeats again", async () => {
@@ -249,6 +312,7 @@ function laggy(conn: MeshConnection): { conn: MeshConnection; hold(on: boolean):
         name: bucket.name,
         incarnation: bucket.incarnation,
         serializedCas: bucket.serializedCas,
+        incarnationNow: () => bucket.incarnationNow(),
         get: (k) => bucket.get(k),
         put: (k, v) => bucket.put(k, v),
         create: (k, v) => bucket.create(k, v),
@@ -324,6 +388,7 @@ Deno.test("a hosting node whose watch lags declares nobody dead until it deliver
   // b really dies: once o's watch is current again, o sees it
   b.m._pauseHeartbeats();
   await waitFor(() => !o.isAlive("b"), 3 * (TTL + MARGIN), "b dead in o's view");
+  await waitFor(() => left.length > 0, 50, "node_left of b");
   assert.deepEqual(left, ["b"]);
   await o.close();
   await raw.close();

@@ -23,14 +23,13 @@
  * @module
  */
 
-import { MeshError } from "../mesh/types.ts";
 import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.ts";
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, UnavailableError } from "../errors.ts";
 import type { DirectoryEvent } from "./types.ts";
-import { type DirectoryWatch, type Membership, openDirectoryBucket } from "./membership.ts";
+import type { DirectoryWatch, Membership } from "./membership.ts";
+import { isConflict, latestAfterSettle, openDirectoryBucket } from "./_kv.ts";
 import { createEventQueue } from "../util/queue.ts";
-import { delay } from "../util/async.ts";
 
 /** Options of {@link createOwnership}. */
 export interface OwnershipOptions {
@@ -113,13 +112,6 @@ function parseRecord(entry: KvEntry): OwnerRecord | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** How long a claim on a bucket without serialized CAS waits for concurrent claims to land. */
-const CAS_SETTLE_MS = 30;
-
-function isConflict(err: unknown): boolean {
-  return err instanceof MeshError && err.code === "kv_conflict";
 }
 
 /** The KV key of actor `(type, id)`. */
@@ -247,8 +239,7 @@ class OwnershipImpl implements Ownership {
     if (!this.#bucket.serializedCas) {
       // Replicated compare-and-set on nats-server < 2.9.21 can let a concurrent claim win too:
       // the later write stands; its author keeps the actor and everyone else defers to it.
-      await delay(CAS_SETTLE_MS);
-      const latest = await this.#bucket.get(key).catch(() => null);
+      const latest = await latestAfterSettle(this.#bucket, key);
       const rec = latest && latest.operation === "PUT" ? parseRecord(latest) : undefined;
       if (
         latest && latest.revision !== revision && rec && rec.incarnation !== incarnation &&

@@ -34,8 +34,10 @@ export interface Lease {
   /** The lease name. */
   readonly name: string;
   /**
-   * Fencing token: strictly increasing per lease name, cluster-wide (while the lease bucket
-   * lives). Pass it to whatever the lease protects and refuse writes with an older token.
+   * Fencing token: strictly increasing per lease name, cluster-wide, also when the lease
+   * bucket is deleted and created again (a safe integer: the bucket's creation time in ms ×
+   * 1000 + the KV revision of the acquiring write). Pass it to whatever the lease protects
+   * and refuse writes with an older token.
    */
   readonly token: number;
   /** Aborted when the lease is lost (expired without renewal, or released). */

@@ -28,6 +28,7 @@ import type { Ownership } from "../directory/ownership.ts";
 import { rendezvous } from "../directory/placement.ts";
 import {
   type ActorError,
+  BadPayloadError,
   TimeoutError,
   UnavailableError,
   UnknownActorTypeError,
@@ -317,6 +318,14 @@ export class Remote {
           target = undefined;
           await pause();
           continue;
+        }
+        if (err instanceof MeshError && err.code === "max_payload") {
+          return call.reject(
+            new BadPayloadError(
+              `Message to ${call.target}.${call.handler} is too large for the mesh`,
+              { cause: err },
+            ),
+          );
         }
         if (err instanceof MeshError && err.code === "timeout") {
           return call.reject(

@@ -18,7 +18,12 @@ import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import { ActorError, BadPayloadError, ConflictError } from "../errors.ts";
 import { isValidSubject } from "../mesh/subject.ts";
-import type { MeshConnection, MeshMessage, MeshSubscription } from "../mesh/types.ts";
+import {
+  type MeshConnection,
+  MeshError,
+  type MeshMessage,
+  type MeshSubscription,
+} from "../mesh/types.ts";
 import { errorReply, okReply, parseRequest, retryReply, type WireRequest } from "../mesh/wire.ts";
 import { type Deferred, deferred } from "../util/async.ts";
 import { Call } from "./call.ts";
@@ -96,6 +101,12 @@ export class Server {
       try {
         d.conn.publish(msg.reply, r.data, r.headers ? { headers: r.headers } : undefined);
       } catch (err) {
+        if (err instanceof MeshError && err.code === "max_payload") {
+          // Within maxPayload, but not with its headers: say so rather than leave the caller
+          // waiting for its timeout.
+          const tooBig = new BadPayloadError("Reply is too large for the mesh");
+          return respond(errorReply(d.wireCodec, tooBig));
+        }
         d.log.debug("Reply failed", { error: String(err) });
       }
     };

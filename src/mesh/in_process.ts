@@ -14,6 +14,8 @@
  *   `{ type: "error" }` when a subscription handler throws (without a listener, the error is
  *   logged with `console.error`);
  * - KV `history` is accepted but only the latest revision of a key is kept;
+ * - a bucket's `createdAt` is `Date.now()` at creation, made strictly larger than that of
+ *   an earlier incarnation of the same name;
  * - `maxPayload` counts the body plus the headers as NATS encodes them (string lengths).
  *
  * @example
@@ -38,6 +40,7 @@ import { createEventQueue } from "../util/queue.ts";
 import {
   type KvBucket,
   type KvEntry,
+  type KvIncarnation,
   type KvOptions,
   type KvWatch,
   type Mesh,
@@ -159,6 +162,8 @@ class Cluster {
   readonly root: TrieNode = trieNode();
   readonly cache = new Map<string, MatchResult>();
   readonly buckets = new Map<string, BucketState>();
+  /** The `createdAt` of the latest incarnation of each bucket name. */
+  readonly #created = new Map<string, number>();
   constructor(readonly maxPayload: number) {}
 
   add(sub: Sub): void {
@@ -244,8 +249,20 @@ class Cluster {
 
   bucket(name: string): BucketState {
     let b = this.buckets.get(name);
-    if (!b) this.buckets.set(name, b = new BucketState(name));
+    if (!b) {
+      const createdAt = Math.max(Date.now(), (this.#created.get(name) ?? 0) + 1);
+      this.#created.set(name, createdAt);
+      this.buckets.set(name, b = new BucketState(name, createdAt));
+    }
     return b;
+  }
+
+  /** Deletes bucket `name`: its watches end; handles see a later bucket of that name. */
+  deleteBucket(name: string): void {
+    const b = this.buckets.get(name);
+    if (!b) return;
+    this.buckets.delete(name);
+    for (const w of [...b.watchers]) w.stop();
   }
 }
 
@@ -551,6 +568,19 @@ class InProcessConnection implements MeshConnection {
     }
   }
 
+  deleteKv(bucket: string): Promise<void> {
+    try {
+      this.#openForNew();
+      if (!/^[A-Za-z0-9_-]+$/.test(bucket)) {
+        throw new TypeError(`Cannot delete bucket "${bucket}": name must match [A-Za-z0-9_-]+`);
+      }
+      this.cluster.deleteBucket(bucket);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   /** Throws `MeshError("closed")` once closed; used by bucket handles. */
   check(): void {
     this.#openForNew();
@@ -622,7 +652,7 @@ class BucketState {
   readonly entries = new Map<string, KvEntry>();
   readonly watchers = new Set<WatchImpl>();
   revision = 0;
-  constructor(readonly name: string) {}
+  constructor(readonly name: string, readonly createdAt: number) {}
 
   write(key: string, value: Uint8Array, operation: KvEntry["operation"]): number {
     const entry: KvEntry = {
@@ -645,14 +675,28 @@ function conflict(bucket: string, key: string, what: string): MeshError {
   return new MeshError("kv_conflict", `Cannot write "${key}" in bucket "${bucket}": ${what}`);
 }
 
+/**
+ * A bucket opened by a connection. Like a NATS KV handle it names the bucket, not one
+ * incarnation of it: after the bucket is deleted its calls fail, and once a bucket of that
+ * name is created again they use it.
+ */
 class BucketHandle implements KvBucket {
   readonly name: string;
   readonly incarnation: string;
   /** Writes run one at a time on shared state: always serialized. */
   readonly serializedCas = true;
-  constructor(readonly conn: InProcessConnection, readonly state: BucketState) {
+  constructor(readonly conn: InProcessConnection, state: BucketState) {
     this.name = state.name;
     this.incarnation = state.incarnation;
+  }
+
+  /** The bucket's current state (throws `MeshError("no_responders")` once deleted). */
+  get state(): BucketState {
+    const state = this.conn.cluster.buckets.get(this.name);
+    if (!state) {
+      throw new MeshError("no_responders", `Bucket "${this.name}" does not exist (deleted)`);
+    }
+    return state;
   }
 
   #run<T>(fn: () => T): Promise<T> {
@@ -662,6 +706,13 @@ class BucketHandle implements KvBucket {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  incarnationNow(): Promise<KvIncarnation> {
+    return this.#run(() => {
+      const state = this.state;
+      return { id: state.incarnation, createdAt: state.createdAt };
+    });
   }
 
   get(key: string): Promise<KvEntry | null> {
@@ -728,14 +779,15 @@ class BucketHandle implements KvBucket {
     this.conn.check();
     const filter = options?.key ?? ">";
     checkFilter(filter);
-    const w = new WatchImpl(this.conn, this.state, filter);
+    const state = this.state;
+    const w = new WatchImpl(this.conn, state, filter);
     if (options?.initial ?? true) {
-      const initial = [...this.state.entries.values()]
+      const initial = [...state.entries.values()]
         .filter((e) => e.operation === "PUT" && subjectMatches(filter, e.key))
         .sort((x, y) => x.revision - y.revision);
       for (const e of initial) w.offer(e);
     }
-    this.state.watchers.add(w);
+    state.watchers.add(w);
     this.conn.track(w, true);
     return w;
   }

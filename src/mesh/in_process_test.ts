@@ -11,6 +11,7 @@ function test(name: string, fn: () => Promise<void>): void {
 meshConformance(
   "in-process mesh",
   () => Promise.resolve({ mesh: inProcessMesh(), cleanup: () => Promise.resolve() }),
+  { maxPayload: 1024 * 1024 },
 );
 
 test("inProcessMesh() has the documented defaults and options", async () => {

@@ -121,6 +121,13 @@ export interface MeshConnection {
   flush(): Promise<void>;
   /** Opens (creating when missing) a key-value bucket. */
   kv(bucket: string, options?: KvOptions): Promise<KvBucket>;
+  /**
+   * Deletes a key-value bucket with all its keys (for operators' tools and tests: Troupe
+   * itself never deletes a bucket). Handles opened before keep working on a bucket of the same
+   * name created later, as on NATS; until then their calls fail. Optional: a mesh may not
+   * offer it.
+   */
+  deleteKv?(bucket: string): Promise<void>;
   /** Registers a status listener; returns a function that removes it. */
   onStatus(listener: (status: MeshStatus) => void): () => void;
   /** Closes the connection: drains subscriptions, then disconnects. Idempotent. */
@@ -147,6 +154,18 @@ export interface KvOptions {
   history?: number;
   /** Replicas (NATS cluster size permitting). @default {1} */
   replicas?: number;
+}
+
+/** One incarnation of a bucket: see {@link KvBucket.incarnationNow}. */
+export interface KvIncarnation {
+  /** The incarnation id, in the format of {@link KvBucket.incarnation}. */
+  readonly id: string;
+  /**
+   * When this incarnation was created: ms since the Unix epoch on the server's clock (NATS:
+   * the stream's `created`). A bucket created again later has a larger value, as long as the
+   * server clocks do not step back by more than the lifetime of the older incarnation.
+   */
+  readonly createdAt: number;
 }
 
 /** One revision of a key. */
@@ -193,6 +212,13 @@ export interface KvBucket {
    * so fencing tokens combine the two.
    */
   readonly incarnation: string;
+  /**
+   * Reads the bucket's current incarnation from the server. It differs from
+   * {@link KvBucket.incarnation} once the bucket was deleted and created again (this handle
+   * then reads and writes the new one). Rejects with `MeshError("no_responders")` while the
+   * bucket does not exist.
+   */
+  incarnationNow(): Promise<KvIncarnation>;
   /**
    * Whether compare-and-set (`create`, `update`) is serialized: two writers expecting the same
    * revision can never both succeed. `false` on replicated buckets of nats-server before 2.9.21

@@ -1,0 +1,131 @@
+/**
+ * Durable reminders: failed firings are retried with backoff (never dropped), and the
+ * reminder service moves to another node when its elected node closes.
+ */
+import assert from "node:assert/strict";
+import { waitFor } from "./helpers.ts";
+import { createSystem, defineActor, inProcessMesh, memoryJournal } from "../mod.ts";
+import { startSystems } from "../adapters/testing/mod.ts";
+import { encodeToken } from "../src/mesh/subject.ts";
+import { reminderRetryDelay, RETRY_FIRST_MS, RETRY_MAX_MS } from "../src/actor/reminders.ts";
+
+/** Handler calls by actor id: `ring` throws a plain `Error` while `failures[id]` > 0. */
+const calls = new Map<string, number>();
+const failures = new Map<string, number>();
+
+const Alarm = defineActor({
+  name: "alarm",
+  initialState: () => ({ rang: 0 }),
+  events: { set: (s) => s, rang: (s) => ({ rang: s.rang + 1 }) },
+  handlers: {
+    set(ctx, ms: number) {
+      ctx.emit("set", undefined);
+      ctx.schedule(ms, "ring", ms);
+    },
+    ring(ctx) {
+      calls.set(ctx.id, (calls.get(ctx.id) ?? 0) + 1);
+      const left = failures.get(ctx.id) ?? 0;
+      if (left > 0) {
+        failures.set(ctx.id, left - 1);
+        throw new Error("the bell is stuck"); // the caller sees code "internal"
+      }
+      ctx.emit("rang", undefined);
+    },
+    rang: (ctx) => ctx.state.rang,
+  },
+});
+
+/** Another type, so that a node hosting only it runs the reminder service. */
+const Other = defineActor({
+  name: "other",
+  initialState: () => 0,
+  events: {},
+  handlers: { ping: () => "pong" },
+});
+
+Deno.test("reminderRetryDelay() grows exponentially up to a minute", () => {
+  assert.equal(reminderRetryDelay(1, 1), RETRY_FIRST_MS);
+  assert.equal(reminderRetryDelay(2, 1), 2 * RETRY_FIRST_MS);
+  assert.equal(reminderRetryDelay(3, 0), 2 * RETRY_FIRST_MS); // jitter: down to a half
+  assert.equal(reminderRetryDelay(40, 1), RETRY_MAX_MS);
+  assert.equal(reminderRetryDelay(1000, 1), RETRY_MAX_MS);
+});
+
+Deno.test("a reminder whose handler throws a plain Error is retried and applied once", async () => {
+  const journal = memoryJournal();
+  const system = await createSystem({ actors: [Alarm], journal, logger: "silent" });
+  try {
+    failures.set("flaky", 2);
+    await system.ref(Alarm, "flaky").ask("set", 50);
+    // fails twice (backoff 125-250 ms, then 250-500 ms), then applies
+    await waitFor(async () => (await system.ref(Alarm, "flaky").ask("rang")) === 1, 5000, "rang");
+    assert.equal(calls.get("flaky"), 3, "two failures, one success");
+    assert.equal(await journal.nextReminder(), undefined, "deleted once it succeeded");
+    await new Promise((r) => setTimeout(r, 1200)); // a poll or more: nothing fires again
+    assert.equal(calls.get("flaky"), 3);
+    assert.equal(await system.ref(Alarm, "flaky").ask("rang"), 1);
+  } finally {
+    await system.close();
+    await journal.close();
+  }
+});
+
+Deno.test("a reminder for a type no node hosts yet is kept until a host starts", async () => {
+  const journal = memoryJournal();
+  const mesh = inProcessMesh({ leaseTtl: 1000 });
+  const first = await createSystem({ actors: [Alarm], journal, mesh, node: "a", logger: "silent" });
+  await first.ref(Alarm, "cold").ask("set", 300);
+  await first.close();
+  // A node that hosts only "other" fires it: unknown_actor_type, since nobody hosts "alarm".
+  const other = await createSystem({ actors: [Other], journal, mesh, node: "b", logger: "silent" });
+  let host: Awaited<ReturnType<typeof createSystem>> | undefined;
+  try {
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(calls.get("cold") ?? 0, 0);
+    assert.notEqual(await journal.nextReminder(), undefined, "kept after failing");
+    host = await createSystem({ actors: [Alarm], journal, mesh, node: "c", logger: "silent" });
+    await waitFor(async () => (await host!.ref(Alarm, "cold").ask("rang")) === 1, 5000, "rang");
+    assert.equal(calls.get("cold"), 1);
+    await waitFor(async () => (await journal.nextReminder()) === undefined, 1000, "deleted");
+  } finally {
+    await host?.close();
+    await other.close();
+    await journal.close();
+  }
+});
+
+Deno.test("when the reminder leader closes, another node fires the due reminders", async () => {
+  const mesh = inProcessMesh({ leaseTtl: 1000 });
+  await using cluster = await startSystems({ actors: [Alarm], mesh, system: { logger: "silent" } });
+  const admin = await mesh.connect({ node: "admin" });
+  try {
+    const leases = await admin.kv(`${mesh.prefix}_leases`);
+    const key = encodeToken(`${mesh.prefix}-reminders`);
+    const leader = async () => {
+      const e = await leases.get(key);
+      return e ? (JSON.parse(new TextDecoder().decode(e.value)) as { holder: string }).holder : "";
+    };
+    await waitFor(async () => (await leader()) !== "", 3000, "a reminder leader");
+    const before = await leader();
+    const ids = ["r1", "r2", "r3"];
+    for (const id of ids) await cluster.client.ref(Alarm, id).ask("set", 600);
+    const node = cluster.nodes.find((s) => s.node === before);
+    assert.ok(node, `leader ${before} is one of the nodes`);
+    await node.close(); // before the reminders are due
+    await waitFor(
+      async () => {
+        for (const id of ids) {
+          if ((await cluster.client.ref(Alarm, id).ask("rang")) !== 1) return false;
+        }
+        return true;
+      },
+      5000,
+      "every reminder fired",
+    );
+    const after = await leader();
+    assert.ok(after !== "" && after !== before, `a new leader (${after}) took over`);
+    for (const id of ids) assert.equal(calls.get(id), 1, `${id} applied once`);
+  } finally {
+    await admin.close();
+  }
+});
