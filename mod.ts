@@ -58,6 +58,7 @@ export type {
   Caller,
   HandlerKeys,
   ItemOf,
+  PayloadArg,
   PayloadOf,
   ReplyOf,
   StreamKeys,

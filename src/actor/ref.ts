@@ -61,8 +61,15 @@ export type StreamKeys<T extends ActorTypes> = {
     : never;
 }[HandlerKeys<T>];
 
+/**
+ * What a caller passes for a payload of type `P`: `P` itself, or for a handler that reads a
+ * stream (`AsyncIterable<T>`), any `AsyncIterable<T>` or `Iterable<T>`.
+ */
+export type PayloadArg<P> = P extends AsyncIterable<infer T> ? AsyncIterable<T> | Iterable<T> : P;
+
 /** The payload argument (optional where the handler takes none) and the options. */
-export type Args<P, O> = unknown extends P ? [payload?: P, options?: O] : [payload: P, options?: O];
+export type Args<P, O> = unknown extends P ? [payload?: P, options?: O]
+  : [payload: PayloadArg<P>, options?: O];
 
 /** The reply type of handler `K`. */
 export type ReplyOf<T extends ActorTypes, K extends keyof T["results"]> = Awaited<T["results"][K]>;

@@ -7,6 +7,7 @@
  */
 
 import type { Envelope, StreamSink } from "../actor/envelope.ts";
+import type { StreamChannel } from "../actor/stream.ts";
 import type { Caller, MessageKind } from "../actor/ref.ts";
 
 /** The data of a call. */
@@ -35,6 +36,11 @@ export interface CallInit {
   readonly idempotencyKey?: string;
   /** For streams: where the items go. */
   readonly sink?: StreamSink;
+  /**
+   * The caller's input stream, when the payload is one: a bounded channel the handler reads
+   * (it is then also the payload on the node that runs the handler).
+   */
+  readonly input?: StreamChannel;
 }
 
 /** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
@@ -88,8 +94,10 @@ export class Call implements Envelope, CallInit {
   readonly token?: string;
   readonly idempotencyKey?: string;
   readonly sink?: StreamSink;
+  readonly input?: StreamChannel;
   readonly #on: Settlement;
   #state: CallState = "pending";
+  #finally: (() => void)[] | undefined;
 
   /** Makes a call from its data and how it settles. */
   constructor(init: CallInit, on: Settlement) {
@@ -105,6 +113,7 @@ export class Call implements Envelope, CallInit {
     if (init.token !== undefined) this.token = init.token;
     if (init.idempotencyKey !== undefined) this.idempotencyKey = init.idempotencyKey;
     if (init.sink !== undefined) this.sink = init.sink;
+    if (init.input !== undefined) this.input = init.input;
     this.#on = on;
   }
 
@@ -133,26 +142,42 @@ export class Call implements Envelope, CallInit {
   /** Settles with the handler's result. */
   resolve(value: unknown): void {
     if (this.#settle()) this.#on.resolve(value);
+    this.#ended();
   }
 
   /** Settles with an error. */
   reject(err: unknown): void {
     if (this.#settle()) this.#on.reject(err);
+    this.#ended();
   }
 
   /** Settles as "not processed, send it elsewhere" (see {@link Settlement.retry}). */
   retry(err: unknown): void {
     if (this.#settle()) (this.#on.retry ?? this.#on.reject)(err);
+    this.#ended();
   }
 
   /** Settles as "dropped by a fenced node" (see {@link Settlement.drop}). */
   drop(err: unknown): void {
     if (this.#settle()) (this.#on.drop ?? this.#on.reject)(err);
+    this.#ended();
+  }
+
+  /** Runs `fn` once the call is settled (at once if it is). */
+  finally(fn: () => void): void {
+    if (this.#state === "settled") return fn();
+    (this.#finally ??= []).push(fn);
   }
 
   #settle(): boolean {
     if (this.#state === "settled") return false;
     this.#state = "settled";
     return true;
+  }
+
+  #ended(): void {
+    const fns = this.#finally;
+    this.#finally = undefined;
+    if (fns) { for (const fn of fns) fn(); }
   }
 }

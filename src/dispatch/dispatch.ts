@@ -24,12 +24,12 @@ import type {
   Dispatcher,
   StreamOptions,
 } from "../actor/ref.ts";
-import { StreamChannel } from "../actor/stream.ts";
+import { pumpStream, StreamChannel } from "../actor/stream.ts";
 import { sizeLowerBound } from "../codec/size.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import type { Ownership } from "../directory/ownership.ts";
-import { BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
+import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
 import type { MeshConnection } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
@@ -172,6 +172,7 @@ export class Dispatch implements Dispatcher {
           answer(() => resolve(kind === "ask" ? value : undefined));
         },
         reject: (err) => {
+          init.input?.cancel(); // refused or failed: the caller's input stream stops
           if (!answer(() => reject(err))) {
             log.debug(`${kind} ${call.target}.${handler} failed after it was accepted`, {
               error: String(err),
@@ -213,7 +214,17 @@ export class Dispatch implements Dispatcher {
       return channel;
     }
     signal?.addEventListener("abort", () => channel.abort(signal.reason), { once: true });
-    this.route(new Call(init, { resolve() {}, reject: (err) => channel.error(err) }));
+    // A consumer that stops reading stops the caller's input stream too.
+    if (init.input) channel.signal.addEventListener("abort", () => init.input!.cancel());
+    this.route(
+      new Call(init, {
+        resolve() {},
+        reject: (err) => {
+          init.input?.cancel();
+          channel.error(err);
+        },
+      }),
+    );
     return channel;
   }
 
@@ -238,7 +249,12 @@ export class Dispatch implements Dispatcher {
     let deadline = performance.now() + timeout;
     if (origin && origin.deadline < deadline) deadline = origin.deadline;
     const max = this.#deps.maxPayload;
-    const size = sizeLowerBound(payload, max);
+    // An (async) iterable payload is the caller's input stream: sent item by item, with flow
+    // control, to the handler, which reads it as an AsyncIterable.
+    const input = isStreamSource(payload)
+      ? openInput(payload, (options as StreamOptions | undefined)?.window ?? 16, deadline)
+      : undefined;
+    const size = input ? 0 : sizeLowerBound(payload, max);
     if (size > max) {
       throw new BadPayloadError(
         `Payload of ${type}.${handler} exceeds the limit of ${max} bytes`,
@@ -249,8 +265,9 @@ export class Dispatch implements Dispatcher {
       type,
       id,
       handler,
-      payload,
+      payload: input ?? payload,
       size,
+      ...(input ? { input } : {}),
       deadline,
       chain: origin?.chain ?? [],
       ...(origin?.caller ? { caller: origin.caller } : {}),
@@ -320,6 +337,41 @@ export class Dispatch implements Dispatcher {
     this.remote.close();
     await this.server.close(boundMs);
   }
+}
+
+/**
+ * Whether a payload is a stream the caller sends item by item: an async iterable, or a sync
+ * iterator such as a generator. Arrays, strings, maps, sets and typed arrays are plain values.
+ */
+export function isStreamSource(
+  value: unknown,
+): value is AsyncIterable<unknown> | Iterable<unknown> {
+  if (typeof value !== "object" || value === null) return false;
+  if (Symbol.asyncIterator in value) return true;
+  return Symbol.iterator in value && typeof (value as { next?: unknown }).next === "function";
+}
+
+/**
+ * The caller's side of an input stream: a bounded channel (`window` items) fed from the
+ * source, bounded by the call's deadline; cancelling the channel closes the source.
+ */
+function openInput(
+  source: AsyncIterable<unknown> | Iterable<unknown>,
+  window: number,
+  deadline: number,
+): StreamChannel {
+  const channel = new StreamChannel(window);
+  const it = Symbol.asyncIterator in source
+    ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+    : (source as Iterable<unknown>)[Symbol.iterator]();
+  pumpStream(it, channel, deadline).catch((err) =>
+    channel.error(
+      err instanceof ActorError
+        ? err
+        : new BadPayloadError(`The caller's input stream failed: ${String(err)}`, { cause: err }),
+    )
+  );
+  return channel;
 }
 
 /** The fields every step shares. */

@@ -83,6 +83,8 @@ export class Local implements ActivationHost<Call> {
     }
     const refused = admit(def, call, this.#deps.maxPayload);
     if (refused) return call.reject(refused);
+    // The handler's turn owns the caller's input stream: when it ends, the stream stops.
+    if (call.input) call.finally(() => void call.input!.cancel());
     if (def.stateless) {
       this.workers.get(def.name)!.enqueue(call);
       return;

@@ -13,10 +13,110 @@ import { codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import { BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
 import type { MeshConnection, MeshHeaders, MeshSubscription } from "../mesh/types.ts";
+import { isValidSubject } from "../mesh/subject.ts";
 import { decodeReply, errorReply, H } from "../mesh/wire.ts";
 
 /** Longest silence of either side of a remote stream before it is ended (ms). */
 export const STREAM_IDLE_MS = 30_000;
+
+/**
+ * The consuming side of a remote stream: frames arriving on {@link inbox} go into a local
+ * bounded channel; credit goes back to the producer, `window` up front and one per item the
+ * channel accepts. Cancelling the channel cancels the producer; silence from the producer for
+ * {@link STREAM_IDLE_MS} ends the stream with `timeout`.
+ */
+export class StreamReceiver {
+  /** Where the producer sends its frames. */
+  readonly inbox: string;
+  readonly #conn: MeshConnection;
+  readonly #codec: Codec;
+  readonly #sink: StreamChannel;
+  readonly #what: string;
+  readonly #sub: MeshSubscription;
+  #creditTo: string | undefined;
+  #idle: ReturnType<typeof setTimeout> | undefined;
+  #done = false;
+
+  /** Subscribes a fresh inbox feeding `sink`; `what` names the stream in errors. */
+  constructor(conn: MeshConnection, codec: Codec, sink: StreamChannel, what: string) {
+    this.#conn = conn;
+    this.#codec = codec;
+    this.#sink = sink;
+    this.#what = what;
+    this.inbox = conn.inbox();
+    this.#sub = conn.subscribe(this.inbox, (msg) => this.#frame(msg.data));
+    sink.signal.addEventListener("abort", () => {
+      this.#send({ t: "cancel" });
+      this.#stop();
+    }, { once: true });
+  }
+
+  /** The producer is known: grant the first window (telling it where items go). */
+  start(creditTo: string): void {
+    if (this.#done) return;
+    this.#creditTo = creditTo;
+    if (this.#sink.signal.aborted) return void this.#send({ t: "cancel" });
+    this.#armIdle();
+    this.#send({ t: "credit", n: this.#sink.window, to: this.inbox });
+  }
+
+  /** Stops listening without a word to the producer (the call failed before it started). */
+  abandon(): void {
+    this.#stop();
+  }
+
+  #frame(data: Uint8Array): void {
+    if (this.#done) return;
+    this.#armIdle();
+    try {
+      const f = this.#codec.decode(data) as { t: string; v?: unknown };
+      if (f.t === "item") {
+        void this.#sink.push(f.v).then(() => this.#send({ t: "credit", n: 1 }), () => {});
+      } else if (f.t === "end") {
+        this.#stop();
+        this.#sink.end();
+      } else if (f.t === "error") {
+        this.#stop();
+        let error: unknown;
+        try {
+          decodeReply({ subject: "", data, headers: { [H.status]: "error" } }, () => this.#codec);
+          error = new BadPayloadError("Stream error frame without an error");
+        } catch (err) {
+          error = err; // the producer's error, as an ActorError
+        }
+        this.#sink.error(error);
+      }
+    } catch (err) {
+      this.#stop();
+      this.#sink.error(new BadPayloadError("Bad stream frame", { cause: err }));
+    }
+  }
+
+  #armIdle(): void {
+    clearTimeout(this.#idle);
+    // A producer that goes silent (its node died) must not leave the consumer waiting forever.
+    this.#idle = setTimeout(() => {
+      this.#sink.error(
+        new TimeoutError(`Stream ${this.#what} sent nothing for ${STREAM_IDLE_MS} ms`),
+      );
+      this.#send({ t: "cancel" });
+      this.#stop();
+    }, STREAM_IDLE_MS);
+  }
+
+  #send(frame: Record<string, unknown>): void {
+    if (this.#creditTo === undefined) return;
+    try {
+      this.#conn.publish(this.#creditTo, this.#codec.encode(frame));
+    } catch { /* closed */ }
+  }
+
+  #stop(): void {
+    this.#done = true;
+    clearTimeout(this.#idle);
+    this.#sub.unsubscribe();
+  }
+}
 
 /** What the consumer side needs to open a stream. */
 export interface OpenStream {
@@ -24,88 +124,29 @@ export interface OpenStream {
   subject: string;
   /** The encoded payload. */
   data: Uint8Array;
-  /** The envelope headers (with the consumer's inbox). */
+  /** The envelope headers (with the receiver's inbox). */
   headers: MeshHeaders;
   /** Ms to wait for the producer to accept. */
   timeout: number;
-  /** The consumer's inbox for frames. */
-  inbox: string;
-  /** Handler name, for messages. */
-  handler: string;
-  /** The local channel the items go to. */
-  sink: StreamChannel;
+  /** Receives the items. */
+  receiver: StreamReceiver;
 }
 
-/** Consumer side: sends the stream request, then feeds frames into `o.sink`, granting credit. */
+/** Consumer side: sends the stream request, then lets the receiver grant credit. */
 export async function openRemoteStream(
   conn: MeshConnection,
   codec: Codec,
   o: OpenStream,
 ): Promise<void> {
-  const sink = o.sink;
-  let creditTo: string | undefined;
-  // A producer that goes silent (its node died) must not leave the consumer waiting forever.
-  let idle: ReturnType<typeof setTimeout> | undefined;
-  const stopIdle = () => clearTimeout(idle);
-  const armIdle = () => {
-    clearTimeout(idle);
-    idle = setTimeout(() => {
-      sink.error(new TimeoutError(`Stream ${o.handler} sent nothing for ${STREAM_IDLE_MS} ms`));
-      if (creditTo) conn.publish(creditTo, codec.encode({ t: "cancel" }));
-      sub.unsubscribe();
-    }, STREAM_IDLE_MS);
-  };
-  const sub = conn.subscribe(o.inbox, (msg) => {
-    armIdle();
-    try {
-      const f = codec.decode(msg.data) as { t: string; v?: unknown };
-      if (f.t === "item") {
-        void sink.push(f.v).then(() => {
-          if (creditTo) conn.publish(creditTo, codec.encode({ t: "credit", n: 1 }));
-        }, () => {});
-      } else if (f.t === "end") {
-        stopIdle();
-        sink.end();
-        sub.unsubscribe();
-      } else if (f.t === "error") {
-        stopIdle();
-        sub.unsubscribe();
-        let error: unknown;
-        try {
-          decodeReply({ ...msg, headers: { [H.status]: "error" } }, () => codec);
-          error = new BadPayloadError("Stream error frame without an error");
-        } catch (err) {
-          error = err; // the producer's error, as an ActorError
-        }
-        sink.error(error);
-      }
-    } catch (err) {
-      stopIdle();
-      sink.error(new BadPayloadError("Bad stream frame", { cause: err }));
-      sub.unsubscribe();
-    }
-  });
-  sink.signal.addEventListener("abort", () => {
-    stopIdle();
-    if (creditTo) conn.publish(creditTo, codec.encode({ t: "cancel" }));
-    sub.unsubscribe();
-  }, { once: true });
   try {
     const reply = await conn.request(o.subject, o.data, {
       headers: o.headers,
       timeout: o.timeout,
     });
     const value = decodeReply(reply, codecFor, codec.contentType) as { credit: string };
-    creditTo = value.credit;
-    if (sink.signal.aborted) {
-      conn.publish(creditTo, codec.encode({ t: "cancel" }));
-      return;
-    }
-    armIdle();
-    conn.publish(creditTo, codec.encode({ t: "credit", n: sink.window }));
+    o.receiver.start(value.credit);
   } catch (err) {
-    stopIdle();
-    sub.unsubscribe();
+    o.receiver.abandon();
     throw err;
   }
 }
@@ -115,22 +156,27 @@ export class RemoteSink {
   readonly creditSubject: string;
   readonly #conn: MeshConnection;
   readonly #codec: Codec;
-  readonly #to: string;
+  #to: string | undefined;
   readonly #controller = new AbortController();
   readonly #sub: MeshSubscription;
   #credit = 0;
   #waiter: (() => void) | undefined;
   #ended = false;
 
-  constructor(conn: MeshConnection, codec: Codec, to: string) {
+  /** `to`: the consumer's inbox; without it, the consumer names it in its first credit frame. */
+  constructor(conn: MeshConnection, codec: Codec, to?: string) {
     this.#conn = conn;
     this.#codec = codec;
     this.#to = to;
     this.creditSubject = conn.inbox();
     this.#sub = conn.subscribe(this.creditSubject, (msg) => {
       try {
-        const f = codec.decode(msg.data) as { t: string; n?: number };
+        const f = codec.decode(msg.data) as { t: string; n?: number; to?: unknown };
         if (f.t === "credit" && typeof f.n === "number") {
+          if (this.#to === undefined && typeof f.to === "string" && isValidSubject(f.to)) {
+            this.#to = f.to;
+          }
+          if (this.#to === undefined) return;
           this.#credit += f.n;
           this.#wake();
         } else if (f.t === "cancel") {
@@ -173,14 +219,14 @@ export class RemoteSink {
     }
     if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
     this.#credit--;
-    this.#conn.publish(this.#to, this.#codec.encode({ t: "item", v: item }));
+    this.#conn.publish(this.#to!, this.#codec.encode({ t: "item", v: item }));
   }
 
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
     try {
-      this.#conn.publish(this.#to, this.#codec.encode({ t: "end" }));
+      if (this.#to !== undefined) this.#conn.publish(this.#to, this.#codec.encode({ t: "end" }));
     } catch { /* closed */ }
     this.#close();
   }
@@ -195,7 +241,9 @@ export class RemoteSink {
     try {
       const r = errorReply(this.#codec, err);
       const w = this.#codec.decode(r.data) as object;
-      this.#conn.publish(this.#to, this.#codec.encode({ t: "error", ...w }));
+      if (this.#to !== undefined) {
+        this.#conn.publish(this.#to, this.#codec.encode({ t: "error", ...w }));
+      }
     } catch { /* closed */ }
     this.#close();
   }

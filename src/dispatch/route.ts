@@ -20,7 +20,7 @@
 
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
-import type { StreamChannel } from "../actor/stream.ts";
+import { pumpStream, type StreamChannel } from "../actor/stream.ts";
 import { checkPayloadSize, codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
@@ -37,7 +37,7 @@ import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { decodeReply, NotProcessed, requestHeaders } from "../mesh/wire.ts";
 import { delay } from "../util/async.ts";
 import type { Call } from "./call.ts";
-import { openRemoteStream } from "./remote_stream.ts";
+import { openRemoteStream, RemoteSink, StreamReceiver } from "./remote_stream.ts";
 import type { Subjects } from "./subjects.ts";
 
 /** What remote routing needs from its node. */
@@ -206,6 +206,9 @@ export class Remote {
       }
       return undefined;
     };
+    // The caller's input stream goes out through one producer, whichever node ends up reading
+    // it: that node names its inbox in its first credit frame.
+    const input = call.input ? sendInput(d, call.input, call.deadline) : undefined;
     let target = node;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (call.settled) return; // the caller gave up (deadline, signal)
@@ -238,7 +241,14 @@ export class Remote {
         }
       }
       const subject = target !== undefined ? d.subjects.node(target) : home;
-      const streamTo = call.kind === "stream" ? d.conn.inbox() : undefined;
+      const receiver = call.kind === "stream"
+        ? new StreamReceiver(
+          d.conn,
+          d.wireCodec,
+          call.sink as StreamChannel,
+          `${call.target}.${call.handler}`,
+        )
+        : undefined;
       const headers = requestHeaders({
         kind: call.kind,
         type,
@@ -249,23 +259,22 @@ export class Remote {
         chain: [...call.chain],
         ...(call.idempotencyKey !== undefined ? { idempotencyKey: call.idempotencyKey } : {}),
         ...(call.token !== undefined ? { token: call.token } : {}),
-        ...(streamTo !== undefined ? { streamTo } : {}),
+        ...(receiver ? { streamTo: receiver.inbox } : {}),
+        ...(input ? { inputFrom: input.creditSubject } : {}),
       });
       const sentTo = target;
       const wait: Wait = { controller: new AbortController(), node: sentTo, call };
       this.#waits.add(wait);
       try {
-        if (call.kind === "stream") {
+        if (receiver) {
           await openRemoteStream(d.conn, d.wireCodec, {
             subject,
             data,
             headers,
             timeout: left,
-            inbox: streamTo!,
-            handler: call.handler,
-            sink: call.sink as StreamChannel,
+            receiver,
           });
-          return call.resolve(undefined);
+          return call.accept(); // the items flow; the call is over when the stream is
         }
         const reply = await d.conn.request(subject, data, {
           headers,
@@ -352,6 +361,16 @@ export class Remote {
   close(): void {
     this.#offMembership();
   }
+}
+
+/**
+ * Sends the caller's input stream to whichever node reads it, with that node's credit; it stops
+ * when the reader cancels, the source ends, or the deadline passes.
+ */
+function sendInput(d: RemoteDeps, input: StreamChannel, deadline: number): RemoteSink {
+  const sink = new RemoteSink(d.conn, d.wireCodec);
+  pumpStream(input[Symbol.asyncIterator](), sink, deadline).catch((err) => sink.fail(err));
+  return sink;
 }
 
 /** Safe to send again after a node died with it: nothing can be applied twice. */

@@ -27,7 +27,8 @@ import {
 import { errorReply, okReply, parseRequest, retryReply, type WireRequest } from "../mesh/wire.ts";
 import { type Deferred, deferred } from "../util/async.ts";
 import { Call } from "./call.ts";
-import { RemoteSink } from "./remote_stream.ts";
+import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
+import { StreamChannel } from "../actor/stream.ts";
 import type { Subjects } from "./subjects.ts";
 
 /** What serving needs from its node. */
@@ -139,6 +140,20 @@ export class Server {
       sink = new RemoteSink(d.conn, codec, req.streamTo);
       respond(okReply(codec, { credit: sink.creditSubject }));
     }
+    // The caller streams its payload: the handler reads it from a bounded channel fed by the
+    // caller's frames; the turn's end stops it (local delivery cancels the channel).
+    let input: StreamChannel | undefined;
+    if (req.inputFrom !== undefined) {
+      if (!isValidSubject(req.inputFrom)) {
+        sink?.fail(new BadPayloadError("Input stream without a valid inbox"));
+        return respond(
+          errorReply(codec, new BadPayloadError("Input stream without a valid inbox")),
+        );
+      }
+      input = new StreamChannel(16);
+      new StreamReceiver(d.conn, codec, input, `input of ${req.type}.${req.handler}`)
+        .start(req.inputFrom);
+    }
     this.#inflight++;
     const done = () => {
       if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
@@ -150,8 +165,9 @@ export class Server {
       type: req.type,
       id: req.id,
       handler: req.handler,
-      payload,
+      payload: input ?? payload,
       size: msg.data.byteLength,
+      ...(input ? { input } : {}),
       deadline: performance.now() + req.timeout,
       chain: req.chain,
       ...(req.token !== undefined ? { token: req.token } : {}),
@@ -193,6 +209,7 @@ export class Server {
         sink?.abandon();
       },
     });
+    if (input) call.finally(() => void input.cancel());
     d.deliver(call);
   }
 

@@ -14,7 +14,7 @@ export type MessageKind = "ask" | "tell" | "stream";
 
 /**
  * Header names. A request carries its whole envelope in one header, `tr`: fields joined by
- * `;` (`kind;type;id;handler;timeout;content-type;idempotency-key;chain;token;stream`), each
+ * `;` (`kind;type;id;handler;timeout;content-type;idempotency-key;chain;token;stream;input`), each
  * percent-encoded, the chain's turn ids joined by `,`. One header instead of ten keeps the
  * per-message cost of NATS headers low. Replies carry no header when they succeed (the body is
  * in the request's content type), `tr-status: error` when they fail, and `tr-status: retry`
@@ -49,6 +49,8 @@ export interface WireRequest {
   token?: string;
   /** Where a stream's items go (for streams). */
   streamTo?: string;
+  /** Where the caller of an input stream takes credit (the payload is a stream). */
+  inputFrom?: string;
 }
 
 const SAFE_FIELD = /^[A-Za-z0-9_.:/@+=#-]*$/;
@@ -67,6 +69,7 @@ export function requestHeaders(r: WireRequest): MeshHeaders {
     r.chain.map(enc).join(","),
     r.token === undefined ? "" : enc(r.token),
     r.streamTo === undefined ? "" : enc(r.streamTo),
+    r.inputFrom === undefined ? "" : enc(r.inputFrom),
   ];
   let n = fields.length;
   while (n > 5 && fields[n - 1] === "") n--;
@@ -106,6 +109,7 @@ export function parseRequest(headers: MeshHeaders): WireRequest {
     if (f[6]) r.idempotencyKey = decodeURIComponent(f[6].slice(1));
     if (f[8]) r.token = decodeURIComponent(f[8]);
     if (f[9]) r.streamTo = decodeURIComponent(f[9]);
+    if (f[10]) r.inputFrom = decodeURIComponent(f[10]);
     return r;
   } catch (err) {
     throw new BadPayloadError("Message envelope header is not valid percent-encoded text", {
