@@ -91,3 +91,40 @@ Deno.test("typed refs: inferred payloads and replies work at run time", async ()
     await system.close();
   }
 });
+
+const Chat = defineActor({
+  name: "chat",
+  initialState: () => 0,
+  handlers: {
+    async *shout(_ctx, input: AsyncIterable<string>) {
+      for await (const m of input) yield m.length;
+    },
+    async total(_ctx, input: AsyncIterable<number>) {
+      let n = 0;
+      for await (const v of input) n += v;
+      return n;
+    },
+  },
+});
+
+Deno.test("types: input streams take any iterable of the item type, results are inferred", async () => {
+  const system = await createSystem({ actors: [Chat] });
+  try {
+    const chat = system.ref(Chat, "c");
+    const lengths: number[] = [];
+    for await (const n of chat.stream("shout", ["ab", "c"].values())) lengths.push(n);
+    assert.deepEqual(lengths, [2, 1]);
+    const sum: number = await chat.ask("total", [1, 2, 3].values());
+    assert.equal(sum, 6);
+    async function* nums() {
+      yield 4;
+    }
+    assert.equal(await chat.ask("total", nums()), 4);
+    // @ts-expect-error items of the wrong type
+    await chat.ask("total", ["x"].values()).catch(() => {});
+    // @ts-expect-error a stream handler's result is a stream, not a reply
+    const _wrong: number = await chat.stream("shout", ["a"].values());
+  } finally {
+    await system.close();
+  }
+});
