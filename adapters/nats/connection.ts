@@ -285,6 +285,13 @@ export class NatsMeshConnection implements MeshConnection {
           // closed already
         }
       },
+      async drain() {
+        try {
+          await sub.drain();
+        } catch {
+          // closed already
+        }
+      },
     };
   }
 

@@ -711,6 +711,110 @@ Deno.test("a paused owner's actors are served by another node within ttl + 2 s",
   await t.step("client with a longer leaseTtl (3 s)", () => scenario("q", 2 * TTL));
 });
 
+Deno.test("graceful restarts under load: every request in flight is answered, each applied once", async () => {
+  // Defect 13 of "The message path as one module": a node stopped with SIGTERM sometimes left
+  // a request unanswered (the caller waited for its timeout).
+  await using cluster = await startNatsCluster({ servers: 3 });
+  const sc = new Scene(cluster);
+  try {
+    const client = await sc.client(cluster.urls[0]!);
+    await Promise.all([0, 1, 2].map((i) => sc.node(`r${i}`, i)));
+    await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+    const accounts = Array.from({ length: 12 }, (_, i) => `restart-${i}`);
+    const acked = new Map(accounts.map((a) => [a, new Map<string, number>()]));
+    const failures: string[] = [];
+    let running = true;
+    let sent = 0;
+    const load = accounts.map(async (x, i) => {
+      for (let n = 0; running; n++) {
+        const key = `${i}-${n}`;
+        sent++;
+        try {
+          await client.ref(Account, x).ask("deposit", { amount: 1, ref: key }, {
+            idempotencyKey: key,
+            timeout: 8000,
+          });
+          acked.get(x)!.set(key, 1);
+        } catch (err) {
+          failures.push(`${x} ${key}: ${code(err)}`);
+          // answered, but not applied for sure: the same key again until it is
+          await depositOnce(client, x, 1, key, performance.now() + 20_000, []);
+          acked.get(x)!.set(key, 1);
+        }
+      }
+    });
+    // restart every node in turn, gracefully, while the load runs
+    for (let i = 0; i < 3; i++) {
+      await delay(700);
+      const id = `r${i}`;
+      await sc.procs.get(id)!.stop(10_000);
+      await sc.node(id, i);
+      await waitFor(() => bankNodes(client).length === 3, 10_000, "3 nodes again");
+    }
+    await delay(500);
+    running = false;
+    await Promise.all(load);
+    console.log(`[restarts] ${sent} deposits, refusals: ${JSON.stringify(failures)}`);
+    assert.deepEqual(
+      failures.filter((f) => !f.endsWith(": unavailable")),
+      [],
+      "every request was answered (no timeout); only unavailable refusals",
+    );
+    for (const x of accounts) checkLog(x, await readLog(client, x), acked.get(x)!);
+  } finally {
+    await sc.close();
+  }
+});
+
+Deno.test("a paused owner that resumes applies nothing it had queued after its callers were told unavailable", async () => {
+  // Defect 8: a fenced node re-routed its queued messages to the new owner, so an ask whose
+  // caller had already been told `unavailable` was applied later.
+  await using cluster = await startNatsCluster({ servers: 3 });
+  const sc = new Scene(cluster);
+  try {
+    const client = await sc.client(cluster.urls[0]!);
+    await Promise.all([0, 1, 2].map((i) => sc.node(`s${i}`, i)));
+    await waitFor(() => bankNodes(client).length === 3, 5000, "3 nodes");
+    const x = "fenced-queue";
+    await depositOnce(client, x, 1, "open", performance.now() + 10_000, []);
+    const host = (await client.directory.locate(Account, x))!;
+    const h = sc.procs.get(host)!;
+    // a burst of plain asks (no idempotency key), then the owner is paused mid-burst
+    const refused = new Map<string, number>(); // ref -> wall-clock time the caller was told
+    const burst = Array.from(
+      { length: 300 },
+      (_, i) =>
+        client.ref(Account, x).ask("deposit", { amount: 1, ref: `b${i}` }, { timeout: 15_000 })
+          .then(() => "ok", (err) => {
+            const c = code(err);
+            if (c === "unavailable") refused.set(`b${i}`, Date.now());
+            return c;
+          }),
+    );
+    await delay(15);
+    h.kill("SIGSTOP");
+    await delay(TTL + MARGIN + 2500); // taken over meanwhile; waiting callers were told
+    h.kill("SIGCONT");
+    const outcomes = await Promise.all(burst);
+    await delay(1500); // the resumed node had time to forward its queue, if it would
+    const applied = new Map<string, number>();
+    for await (const e of client.history(Account, x)) {
+      const ref = (e.payload as { ref?: string }).ref;
+      if (ref) applied.set(ref, e.at.getTime());
+    }
+    const late = [...refused].filter(([ref, at]) => (applied.get(ref) ?? 0) > at);
+    console.log(
+      `[fenced queue] ${
+        JSON.stringify(count(outcomes))
+      }; ${refused.size} told unavailable; ${late.length} of those applied later`,
+    );
+    assert.ok(refused.size > 0, "some callers were told unavailable (the scenario happened)");
+    assert.deepEqual(late.map(([ref]) => ref), [], "nothing applied after its caller was told");
+  } finally {
+    await sc.close();
+  }
+});
+
 /** The server name of the leader of JetStream stream `name`, from the monitoring port. */
 async function streamLeader(cluster: NatsCluster, name: string): Promise<string | undefined> {
   for (const server of cluster.servers) {

@@ -100,9 +100,17 @@ export class Remote {
 
   // ---- placement policy ----
 
-  /** The node that should host `type/id` (this node when it is the only host). */
-  placeActor(type: string, id: string): string | undefined {
-    const hosts = this.#deps.membership.hostsOf(type);
+  /**
+   * The node that should host `type/id` (this node when it is the only host), among the live
+   * hosts of the type except those in `avoid` (nodes that just refused or did not answer).
+   */
+  placeActor(type: string, id: string, avoid?: ReadonlySet<string>): string | undefined {
+    let hosts = this.#deps.membership.hostsOf(type);
+    if (avoid && avoid.size > 0) {
+      const others = hosts.filter((n) => !avoid.has(n));
+      // All of them refused: they may be back (or be the only ones), so try them all again.
+      if (others.length > 0) hosts = others;
+    }
     if (hosts.length === 0) return undefined;
     if (hosts.length === 1) return hosts[0];
     return rendezvous(hosts, `${type}/${id}`);
@@ -235,7 +243,7 @@ export class Remote {
         // subscription would swallow the request); place it on a live node instead.
         const owner = await d.ownership.owner(type, id).catch(() => undefined);
         if (owner !== undefined && this.#isExpired(owner)) {
-          const next = this.placeActor(type, id);
+          const next = this.placeActor(type, id, failed);
           if (next === d.node) return d.deliverHere(call);
           if (next !== undefined) target = next;
         }
@@ -310,7 +318,7 @@ export class Remote {
             await pause();
             continue;
           }
-          const owner = this.placeActor(type, id);
+          const owner = this.placeActor(type, id, failed);
           if (owner === undefined) {
             const unknown = noHost();
             if (unknown) return call.reject(unknown);

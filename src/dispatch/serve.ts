@@ -90,7 +90,9 @@ export class Server {
     this.#actorSubs.set(act.key, sub);
     act.stoppedPromise.then(() => {
       if (this.#actorSubs.get(act.key) === sub) this.#actorSubs.delete(act.key);
-      sub.unsubscribe();
+      // Drained, not dropped: a request the server routed here before it saw the unsubscribe
+      // is still served (by a new activation, or answered "retry" while closing).
+      sub.drain().catch(() => sub.unsubscribe());
     });
   }
 
@@ -229,23 +231,28 @@ export class Server {
     this.#accepting = false;
   }
 
-  /** Waits (at most `boundMs`) for accepted requests to be answered, then unsubscribes all. */
+  /**
+   * Waits (at most `boundMs`) for accepted requests to be answered, then drains every
+   * subscription: requests already on their way when the server drops the interest are still
+   * answered (`retry`), never left to time out.
+   */
   async close(boundMs: number): Promise<void> {
     this.#accepting = false;
-    if (this.#inflight > 0) {
-      const drained = this.#drained ??= deferred();
+    const bounded = async (p: Promise<unknown>) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([drained.promise, new Promise((r) => timer = setTimeout(r, boundMs))]);
+      await Promise.race([p, new Promise((r) => timer = setTimeout(r, boundMs))]);
       clearTimeout(timer);
-    }
+    };
+    if (this.#inflight > 0) await bounded((this.#drained ??= deferred()).promise);
     for (const [timer, fn] of this.#late) {
       clearTimeout(timer);
       fn();
     }
     this.#late.clear();
-    for (const sub of this.#actorSubs.values()) sub.unsubscribe();
+    const subs = [...this.#actorSubs.values(), ...this.#subs];
     this.#actorSubs.clear();
-    for (const sub of this.#subs) sub.unsubscribe();
     this.#subs.length = 0;
+    await bounded(Promise.all(subs.map((s) => s.drain())));
+    for (const sub of subs) sub.unsubscribe();
   }
 }

@@ -56,6 +56,11 @@ export interface MeshSubscription {
   readonly subject: string;
   /** Stops delivery (messages received but not yet handled are dropped). Idempotent. */
   unsubscribe(): void;
+  /**
+   * Stops new messages, handles those already on their way (sent before the server saw the
+   * unsubscribe), then resolves: nothing sent while the subscription was live is dropped.
+   */
+  drain(): Promise<void>;
 }
 
 /** Why a mesh call failed. */
