@@ -54,6 +54,8 @@ export interface RemoteDeps {
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** Hands a call to this node's local delivery (placement chose this node). */
   deliverHere(call: Call): void;
+  /** How long a dead node's subscriptions may still take requests, ms. @default {300000} */
+  staleSubscriptionMs?: number;
 }
 
 const MAX_ATTEMPTS = 100;
@@ -138,8 +140,9 @@ export class Remote {
 
   #pruneExpired(): void {
     const now = performance.now();
+    const stale = this.#deps.staleSubscriptionMs ?? STALE_SUBSCRIPTION_MS;
     for (const [node, at] of this.#expired) {
-      if (now - at > STALE_SUBSCRIPTION_MS) this.#expired.delete(node);
+      if (now - at > stale) this.#expired.delete(node);
     }
   }
 
@@ -238,7 +241,7 @@ export class Remote {
           continue;
         }
         if (target === d.node) return d.deliverHere(call);
-      } else if (target === undefined && this.#expired.size > 0) {
+      } else if (target === undefined && (this.#pruneExpired(), this.#expired.size > 0)) {
         // After a node was declared dead: do not send to an actor it still "owns" (its stale
         // subscription would swallow the request); place it on a live node instead.
         const owner = await d.ownership.owner(type, id).catch(() => undefined);
