@@ -82,6 +82,7 @@ export {
   ClosedError,
   ConflictError,
   DeadlockError,
+  ForbiddenError,
   InternalError,
   OverloadedError,
   TimeoutError,

@@ -12,6 +12,7 @@ export type ErrorCode =
   | "unknown_actor_type"
   | "bad_payload"
   | "unauthorized"
+  | "forbidden"
   | "overloaded"
   | "unavailable"
   | "deadlock"
@@ -164,6 +165,27 @@ export class UnauthorizedError extends ActorError {
   }
 }
 /**
+ * A verified caller that no access rule allows.
+ *
+ * @example
+ * ```ts
+ * import { ForbiddenError } from "@troupe/troupe";
+ * new ForbiddenError('Caller "bob" may not call account.withdraw');
+ * ```
+ */
+export class ForbiddenError extends ActorError {
+  /**
+   * Makes the error.
+   *
+   * @param message A sentence that says what was refused.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "forbidden" });
+  }
+}
+
+/**
  * The actor's mailbox is full.
  *
  * @example
@@ -294,6 +316,7 @@ const byCode: ReadonlyMap<string, CodedErrorClass> = new Map<string, CodedErrorC
   ["unknown_actor_type", UnknownActorTypeError],
   ["bad_payload", BadPayloadError],
   ["unauthorized", UnauthorizedError],
+  ["forbidden", ForbiddenError],
   ["overloaded", OverloadedError],
   ["unavailable", UnavailableError],
   ["deadlock", DeadlockError],
