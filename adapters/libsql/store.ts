@@ -1,6 +1,6 @@
 /**
  * The libSQL {@link StoreBackend}: record stores in the journal's database (tables
- * `store_records` and `store_revisions`), on the journal's connection and with its handling
+ * `store_records` and `store_floors`), on the journal's connection and with its handling
  * of a busy database.
  *
  * @module
@@ -45,7 +45,7 @@ const DDL: readonly string[] = [
     PRIMARY KEY (store, key))`,
   `CREATE INDEX IF NOT EXISTS store_records_expiry ON store_records (expires_at)
     WHERE expires_at IS NOT NULL`,
-  `CREATE TABLE IF NOT EXISTS store_revisions (store TEXT PRIMARY KEY,
+  `CREATE TABLE IF NOT EXISTS store_floors (store TEXT PRIMARY KEY,
     revision INTEGER NOT NULL) WITHOUT ROWID`,
 ];
 
@@ -56,11 +56,13 @@ const LIVE = "(expires_at IS NULL OR expires_at > ?)";
  * A {@link StoreBackend} on a connection (the journal's, from `libsqlJournal().openStore()`).
  * Closing it does not close the connection.
  *
- * Records live in `store_records(store, key, value, revision, expires_at)`; revisions come
- * from one counter per store in `store_revisions`, bumped by every write, so a key's revision
- * only grows, also across a delete. Every write runs in one `BEGIN IMMEDIATE` transaction
- * (libSQL "write" batch) with its revision check in SQL, so of concurrent compare-and-set
- * writers, from any process sharing the database, exactly one wins.
+ * Records live in `store_records(store, key, value, revision, expires_at)`. A write of an
+ * existing key takes its revision + 1; a new key takes its store's floor + 1, where
+ * `store_floors` holds, per store, the highest revision ever deleted or purged there; so a
+ * key's revision only grows, also across a delete, and a plain write touches one table.
+ * Every write runs in one `BEGIN IMMEDIATE` transaction (libSQL "write" batch) with its
+ * revision check in SQL, so of concurrent compare-and-set writers, from any process sharing
+ * the database, exactly one wins.
  *
  * @example
  * ```ts
@@ -155,6 +157,7 @@ function toRecord(r: Record<string, unknown>): StoredRecord {
 class LibsqlStore implements StoreBackend {
   readonly #db: LibsqlRunner;
   #schema: Promise<void> | undefined;
+  #schemaReady = false;
   #closed = false;
 
   constructor(runner: LibsqlRunner) {
@@ -166,11 +169,16 @@ class LibsqlStore implements StoreBackend {
     if (this.#closed) {
       throw new ClosedError(`Cannot ${what}: the record store on ${this.#db.url} is closed`);
     }
-    this.#schema ??= this.#createTables().catch((err) => {
-      this.#schema = undefined; // the next call tries again
-      throw err;
-    });
-    await this.#schema;
+    if (!this.#schemaReady) {
+      this.#schema ??= this.#createTables().then(
+        () => void (this.#schemaReady = true),
+        (err) => {
+          this.#schema = undefined; // the next call tries again
+          throw err;
+        },
+      );
+      await this.#schema;
+    }
     return await this.#db.run(what, fn);
   }
 
@@ -215,28 +223,20 @@ class LibsqlStore implements StoreBackend {
     const { ifRevision } = options;
     return this.#run(`set "${key}" in store "${store}"`, async (c) => {
       const cond = check(store, key, ifRevision, now);
-      const stmts: InStatement[] = [
-        // The next revision of this store, taken only if the check passes.
-        {
-          sql: `INSERT INTO store_revisions (store, revision) SELECT ?, 1 WHERE ${cond.sql}
-                ON CONFLICT (store) DO UPDATE SET revision = revision + 1`,
-          args: [store, ...cond.args],
-        },
-        // The same check: nothing in store_records changed since.
-        {
-          sql: `INSERT INTO store_records (store, key, value, revision, expires_at)
-                SELECT ?, ?, ?, revision, ? FROM store_revisions WHERE store = ? AND ${cond.sql}
-                ON CONFLICT (store, key) DO UPDATE SET value = excluded.value,
-                  revision = excluded.revision, expires_at = excluded.expires_at
-                RETURNING revision`,
-          args: [store, key, value, options.expiresAt ?? null, store, ...cond.args],
-        },
-      ];
-      if (ifRevision !== undefined) stmts.push(current(store, key, now));
-      const rs = await c.batch(stmts, "write");
-      const written = rs[1]!.rows[0];
+      const stmts: InStatement[] = [{
+        sql: `INSERT INTO store_records (store, key, value, revision, expires_at)
+              SELECT ?, ?, ?, coalesce((SELECT revision FROM store_floors WHERE store = ?), 0) + 1,
+                ? WHERE ${cond.sql}
+              ON CONFLICT (store, key) DO UPDATE SET value = excluded.value,
+                revision = store_records.revision + 1, expires_at = excluded.expires_at
+              RETURNING revision`,
+        args: [store, key, value, store, options.expiresAt ?? null, ...cond.args],
+      }];
+      const written = (await c.batch(stmts, "write"))[0]!.rows[0];
       if (written) return Number(written.revision);
-      throw storeConflict("set", store, key, ifRevision!, Number(rs[2]?.rows[0]?.revision ?? 0));
+      // Read after the transaction, for the message only: another writer may have moved on.
+      const found = (await c.execute(current(store, key, now))).rows[0]?.revision;
+      throw storeConflict("set", store, key, ifRevision!, Number(found ?? 0));
     });
   }
 
@@ -248,31 +248,38 @@ class LibsqlStore implements StoreBackend {
   ): Promise<boolean> {
     const { ifRevision } = options;
     return this.#run(`delete "${key}" from store "${store}"`, async (c) => {
-      if (ifRevision === undefined) {
-        // Deletes an expired record too; says whether a live one was there.
-        const rs = await c.execute({
-          sql: "DELETE FROM store_records WHERE store = ? AND key = ? RETURNING expires_at",
-          args: [store, key],
-        });
-        const row = rs.rows[0];
-        return row !== undefined && (row.expires_at === null || Number(row.expires_at) > now);
-      }
       if (ifRevision === 0) {
         const rs = await c.execute(current(store, key, now));
         const found = Number(rs.rows[0]?.revision ?? 0);
         if (found !== 0) throw storeConflict("delete", store, key, 0, found);
         return false;
       }
+      // Without ifRevision an expired record is deleted too; the floor keeps its revision.
+      const where = ifRevision === undefined
+        ? { sql: "store = ? AND key = ?", args: [store, key] }
+        : {
+          sql: `store = ? AND key = ? AND revision = ? AND ${LIVE}`,
+          args: [store, key, ifRevision, now],
+        };
       const rs = await c.batch([
         {
-          sql: `DELETE FROM store_records WHERE store = ? AND key = ? AND revision = ? AND ${LIVE}
-                RETURNING revision`,
-          args: [store, key, ifRevision, now],
+          sql: `INSERT INTO store_floors (store, revision)
+                SELECT store, revision FROM store_records WHERE ${where.sql}
+                ON CONFLICT (store) DO UPDATE SET revision = max(revision, excluded.revision)`,
+          args: where.args,
         },
-        current(store, key, now),
+        {
+          sql: `DELETE FROM store_records WHERE ${where.sql} RETURNING expires_at`,
+          args: where.args,
+        },
       ], "write");
-      if (rs[0]!.rows.length > 0) return true;
-      throw storeConflict("delete", store, key, ifRevision, Number(rs[1]!.rows[0]?.revision ?? 0));
+      const row = rs[1]!.rows[0];
+      if (ifRevision === undefined) {
+        return row !== undefined && (row.expires_at === null || Number(row.expires_at) > now);
+      }
+      if (row) return true;
+      const found = (await c.execute(current(store, key, now))).rows[0]?.revision;
+      throw storeConflict("delete", store, key, ifRevision, Number(found ?? 0));
     });
   }
 
@@ -305,12 +312,20 @@ class LibsqlStore implements StoreBackend {
 
   purge(now: number, limit: number): Promise<number> {
     return this.#run("purge expired store records", async (c) => {
-      const rs = await c.execute({
-        sql: `DELETE FROM store_records WHERE rowid IN (SELECT rowid FROM store_records
-              WHERE expires_at <= ? LIMIT ?)`,
-        args: [now, limit],
-      });
-      return rs.rowsAffected;
+      // The same rows in both statements: a total order (the index's) and one transaction.
+      const expired = `SELECT rowid FROM store_records WHERE expires_at <= ?
+                       ORDER BY expires_at, rowid LIMIT ?`;
+      const [, rs] = await c.batch([
+        {
+          sql: `INSERT INTO store_floors (store, revision)
+                SELECT store, max(revision) FROM store_records WHERE rowid IN (${expired})
+                GROUP BY store
+                ON CONFLICT (store) DO UPDATE SET revision = max(revision, excluded.revision)`,
+          args: [now, limit],
+        },
+        { sql: `DELETE FROM store_records WHERE rowid IN (${expired})`, args: [now, limit] },
+      ], "write");
+      return rs!.rowsAffected;
     });
   }
 

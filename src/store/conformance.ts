@@ -173,6 +173,8 @@ export function storeConformance(name: string, open: () => Promise<StoreBackend>
 
   test("purge() removes expired records of every store, at most `limit` at a time", async (f) => {
     const a = f.store("pa"), b = f.store("pb");
+    await a.set("k0", "first");
+    const { revision: old } = await a.set("k0", "second");
     for (let i = 0; i < 5; i++) await a.set(`k${i}`, i, { ttl: 100 });
     for (let i = 0; i < 3; i++) await b.set(`k${i}`, i, { ttl: 100 });
     await a.set("live", 1);
@@ -187,6 +189,9 @@ export function storeConformance(name: string, open: () => Promise<StoreBackend>
     assert.equal(await a.get("k0"), undefined);
     assert.equal(await b.get("k2"), undefined);
     assert.equal((await b.get("later"))?.value, 1);
+    // A purged key written again gets a revision above every one it had.
+    const again = await a.set("k0", "again", { ifRevision: 0 });
+    assert.ok(again.revision > old + 1, `revision ${again.revision} after purge, had ${old + 1}`);
   });
 
   test("list() is ordered by code point and pages with after and limit", async (f) => {
