@@ -139,7 +139,8 @@ export interface Store<V = unknown> {
   delete(key: string, options?: StoreDeleteOptions): Promise<boolean>;
   /**
    * Live records in key order (by code point), fetched in pages with keyset pagination: a
-   * write during the iteration is seen if its key is after the last one yielded.
+   * write during the iteration is seen if its key is after the last one yielded. Bad options
+   * throw (`TypeError`/`RangeError`) at the call, before any iteration.
    */
   list(options?: StoreListOptions): AsyncIterable<StoreRecord<V>>;
 }
