@@ -123,6 +123,17 @@ export type {
   SubscribeOptions,
 } from "./src/mesh/types.ts";
 export { MeshError } from "./src/mesh/types.ts";
+export { memoryStore } from "./src/store/memory.ts";
+export type {
+  Store,
+  StoreBackend,
+  StoreDeleteOptions,
+  StoredRecord,
+  StoreListOptions,
+  StoreRecord,
+  StoreSetOptions,
+  StoreSource,
+} from "./src/store/types.ts";
 export { json, msgpack } from "./src/codec/mod.ts";
 export type { Codec } from "./src/codec/types.ts";
 

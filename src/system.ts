@@ -11,6 +11,8 @@ import { type ActorRef, makeRef } from "./actor/ref.ts";
 import { upcast } from "./actor/activation.ts";
 import { Reminders } from "./actor/reminders.ts";
 import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
+import { Stores } from "./store/store.ts";
+import type { Store, StoreBackend } from "./store/types.ts";
 import type { Codec } from "./codec/types.ts";
 import { createLeases, type Leases } from "./directory/leases.ts";
 import { type Membership, startMembership } from "./directory/membership.ts";
@@ -70,6 +72,12 @@ export interface SystemOptions {
    * @default {10000}
    */
   drainTimeout?: number;
+  /**
+   * Where `system.store(name)` keeps records. @default {the journal's database when the
+   * journal offers one (a libSQL journal: URL or object), else memory shared by the systems
+   * given the same journal object}
+   */
+  store?: StoreBackend;
 }
 
 /** An event read back from an actor's log. */
@@ -132,6 +140,8 @@ export interface System extends AsyncDisposable {
   lock<R>(name: string, fn: (lease: Lease) => R | Promise<R>, options?: LeaseOptions): Promise<R>;
   /** Stands in a leader election. */
   elect(name: string, options?: ElectOptions): Leader;
+  /** The record store `name` (see {@link Store}); the same object on every call. */
+  store<V = unknown>(name: string): Store<V>;
   /** Drains mailboxes, passivates, releases leases, disconnects. Idempotent. */
   close(): Promise<void>;
 }
@@ -208,6 +218,7 @@ class SystemImpl implements System {
   #closing: Promise<void> | undefined;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #unfence: (() => void) | undefined;
+  readonly #stores: Stores;
 
   constructor(
     node: string,
@@ -225,6 +236,13 @@ class SystemImpl implements System {
     this.#options = options;
     this.#conn = conn;
     this.#prefix = mesh.prefix;
+    this.#stores = new Stores({
+      ...(options.store ? { backend: options.store } : {}),
+      journal,
+      codec: this.#storage,
+      maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+      onError: (msg, err) => log.warn(msg, { err }),
+    });
     this.#ttl = options.leaseTtl ?? mesh.leaseTtl;
     for (const def of options.actors ?? []) {
       if (!def || typeof def.name !== "string" || !TYPE_NAME.test(def.name) || !def.handlers) {
@@ -375,6 +393,10 @@ class SystemImpl implements System {
     return this.#leases.elect(name, options);
   }
 
+  store<V = unknown>(name: string): Store<V> {
+    return this.#stores.open<V>(name);
+  }
+
   #watch(): AsyncIterable<DirectoryEvent> {
     const queue = createEventQueue<DirectoryEvent>();
     const sources = [this.#membership.watch(), this.#ownership.watch()];
@@ -411,6 +433,7 @@ class SystemImpl implements System {
     await this.#dispatch.close(bound);
     this.#wheel.close();
     await this.#conn.close().catch(() => {});
+    await this.#stores.close();
     if (this.#ownsJournal) await this.#journal.close();
   }
 

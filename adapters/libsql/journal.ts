@@ -33,6 +33,8 @@ import {
   type Snapshot,
   type StoredEvent,
 } from "../../src/journal/types.ts";
+import type { StoreBackend, StoreSource } from "../../src/store/types.ts";
+import { storeOnConnection } from "./store.ts";
 
 /**
  * The version of the journal's schema this code writes, recorded in the `troupe_meta` table
@@ -126,7 +128,7 @@ export interface LibsqlJournalOptions {
  * await journal.pruneIdempotency();
  * ```
  */
-export interface LibsqlJournal extends Journal {
+export interface LibsqlJournal extends Journal, StoreSource {
   /** The URL it was opened with, without its query string. */
   readonly url: string;
   /**
@@ -135,6 +137,12 @@ export interface LibsqlJournal extends Journal {
    * the last prune. Runs by itself every `pruneIntervalMs`.
    */
   pruneIdempotency(now?: number): Promise<void>;
+  /**
+   * A record store backend on this journal's database and connection (what
+   * `system.store()` uses when this is the system's journal). Closing it leaves the journal
+   * open; closing the journal closes it.
+   */
+  openStore(): StoreBackend;
   /** Same as {@link Journal.close}. */
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -412,6 +420,10 @@ class LibsqlJournalImpl implements LibsqlJournal {
     } catch (err) {
       throw this.#error(err, what);
     }
+  }
+
+  openStore(): StoreBackend {
+    return storeOnConnection({ url: this.url, run: (what, fn) => this.#run(what, fn) });
   }
 
   // ---- reads and small writes ----------------------------------------------------------
@@ -910,7 +922,8 @@ function isBusy(err: unknown): boolean {
     err.code.startsWith("SQLITE_BUSY") || err.code.startsWith("SQLITE_LOCKED");
 }
 
-function bytes(v: unknown): Uint8Array {
+/** A blob column's value as bytes (a copy); `null` as empty. */
+export function bytes(v: unknown): Uint8Array {
   if (v instanceof ArrayBuffer) return new Uint8Array(v);
   if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength).slice();
   if (v === null || v === undefined) return new Uint8Array(0);

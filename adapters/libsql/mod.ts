@@ -21,3 +21,4 @@ export {
   type LibsqlJournalOptions,
   SCHEMA_VERSION,
 } from "./journal.ts";
+export { libsqlStore, type LibsqlStoreOptions, STORE_SCHEMA_VERSION } from "./store.ts";
