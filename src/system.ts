@@ -23,6 +23,8 @@ import type {
   LeaseOptions,
   NodeInfo,
 } from "./directory/types.ts";
+import { bindConfig, createConfig, type ManagedConfig } from "./config/config.ts";
+import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
 import { ClosedError } from "./errors.ts";
 import type { Journal } from "./journal/types.ts";
@@ -70,6 +72,8 @@ export interface SystemOptions {
    * @default {10000}
    */
   drainTimeout?: number;
+  /** Dynamic config: sources, defaults, `validate`, secrets (see `system.config`). @default {{}} */
+  config?: ConfigOptions;
 }
 
 /** An event read back from an actor's log. */
@@ -110,6 +114,8 @@ export interface System extends AsyncDisposable {
   readonly node: string;
   /** Who is in the cluster and where actors run. */
   readonly directory: Directory;
+  /** This node's dynamic config: merged sources, watches, `set` (cluster-wide through `fromKv`). */
+  readonly config: Config;
   /** A ref to an actor (id optional for stateless workers). */
   ref<T extends ActorTypes>(def: ActorDefinition<T>, id?: string): ActorRef<T>;
   /** The actor's events, in order, from `from` (default 1). */
@@ -174,12 +180,20 @@ export async function createSystem(
   } else journal = options.journal;
   const mesh = options.mesh ?? inProcessMesh();
   let conn: MeshConnection | undefined;
+  let config: ManagedConfig | undefined;
   try {
     conn = await mesh.connect({ node });
-    const system = new SystemImpl(node, options, log, journal, ownsJournal, mesh, conn);
+    config = await createConfig(options.config, {
+      node,
+      logger: log,
+      mesh: conn,
+      prefix: mesh.prefix,
+    });
+    const system = new SystemImpl(node, options, log, journal, ownsJournal, mesh, conn, config);
     await system.start();
     return system;
   } catch (err) {
+    await config?.close().catch(() => {});
     await conn?.close().catch(() => {});
     if (ownsJournal) await journal.close().catch(() => {});
     throw err;
@@ -190,6 +204,7 @@ export async function createSystem(
 class SystemImpl implements System {
   readonly node: string;
   readonly directory: Directory;
+  readonly config: ManagedConfig;
   readonly #log: Logger;
   readonly #journal: Journal;
   readonly #storage: Codec = msgpack;
@@ -217,8 +232,10 @@ class SystemImpl implements System {
     ownsJournal: boolean,
     mesh: Mesh,
     conn: MeshConnection,
+    config: ManagedConfig,
   ) {
     this.node = node;
+    this.config = config;
     this.#log = log;
     this.#journal = journal;
     this.#ownsJournal = ownsJournal;
@@ -285,6 +302,7 @@ class SystemImpl implements System {
       defs: this.#defs,
       reminderScheduled: (due) => this.#reminders?.scheduled(due),
     });
+    bindConfig(this.#dispatch.local, this.config);
     this.#unfence = this.#membership.on((e) => {
       if (e.type === "fenced") {
         this.#log.warn("Node lost its lease: dropping its activations", { reason: e.reason });
@@ -410,6 +428,7 @@ class SystemImpl implements System {
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
     this.#wheel.close();
+    await this.config.close().catch((err) => this.#log.warn("Config close failed", { err }));
     await this.#conn.close().catch(() => {});
     if (this.#ownsJournal) await this.#journal.close();
   }

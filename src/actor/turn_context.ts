@@ -4,6 +4,8 @@
  * @module
  */
 
+import { configViewOf } from "../config/config.ts";
+import type { ConfigView } from "../config/types.ts";
 import { TimeoutError } from "../errors.ts";
 import type { Reminder } from "../journal/types.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
@@ -38,6 +40,8 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   readonly #m: Envelope;
   readonly #host: ActivationHost<Envelope>;
   readonly #turnId: string;
+  /** The config view when the turn started. */
+  readonly config: ConfigView;
   #controller: AbortController | undefined;
   #origin: CallOrigin | undefined;
 
@@ -46,6 +50,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     this.#m = m;
     this.#host = host;
     this.#turnId = turnId;
+    this.config = configViewOf(host);
   }
 
   get id(): string {
