@@ -1,5 +1,5 @@
 /**
- * `fromFile(path)`: config from a JSON file, reloaded when it changes.
+ * `fromFile(path)`: config from a JSON or YAML file, reloaded when it changes.
  *
  * The file's directory is watched rather than the file: editors and deploy tools often write a
  * temporary file and rename it over the old one (and Kubernetes swaps a symlinked directory),
@@ -26,15 +26,20 @@ export interface FromFileOptions {
    */
   debounce?: number;
   /**
-   * Parses the file's text into a document (say, a TOML or YAML parser). Its error messages
-   * should not quote the file: they end up in logs and `health()`.
-   * @default {JSON.parse, with the quoted excerpt removed from its errors}
+   * The file's format. YAML is parsed by the `yaml` package (loaded only when used).
+   * @default {"yaml" for names ending in `.yaml` or `.yml`, else "json"}
+   */
+  format?: "json" | "yaml";
+  /**
+   * Parses the file's text into a document (say, a TOML parser); overrides `format`. Its error
+   * messages should not quote the file: they end up in logs and `health()`.
+   * @default {the parser of `format`, with excerpts of the text removed from its errors}
    */
   parse?: (text: string) => unknown;
 }
 
 /**
- * Config from a JSON file, reloaded within a second of a change (editors' write-to-temp then
+ * Config from a JSON or YAML file, reloaded within a second of a change (editors' write-to-temp then
  * rename included). A malformed update keeps the last good value, logs a warning and shows in
  * `system.config.health()` until a good version is written. At start, a missing (unless
  * `optional`) or malformed file fails `createSystem`.
@@ -53,10 +58,14 @@ export function fromFile(path: string, options: FromFileOptions = {}): ConfigSou
   if (typeof path !== "string" || path === "") throw new TypeError("fromFile() needs a path");
   const debounce = options.debounce ?? 50;
   if (!(debounce >= 0)) throw new RangeError(`fromFile(): debounce must be ≥ 0, got ${debounce}`);
-  const parse = options.parse ?? parseJson;
+  const format = options.format ?? (/\.ya?ml$/i.test(path) ? "yaml" : "json");
+  if (format !== "json" && format !== "yaml") {
+    throw new TypeError(`fromFile(): format must be "json" or "yaml", got "${format}"`);
+  }
   return {
     name: `file:${path}`,
     async start(context) {
+      const parse = options.parse ?? (format === "yaml" ? await yamlParser() : parseJson);
       const file = new FileSource(resolve(path), path, options.optional ?? false, debounce, parse);
       await file.start(context);
       return file;
@@ -206,6 +215,27 @@ export function parseJson(text: string): unknown {
     const message = errorText(err).replace(/, ".*" is not valid JSON$/s, " (not valid JSON)");
     throw new SyntaxError(message);
   }
+}
+
+/**
+ * The YAML parser (the `yaml` package, imported on first use): one document, YAML 1.2 core
+ * schema, unique keys, aliases bounded; errors give the problem's code and position only (the
+ * package's messages quote the text). @internal
+ */
+export async function yamlParser(): Promise<(text: string) => unknown> {
+  const yaml = await import("yaml");
+  return function parseYaml(text: string): unknown {
+    try {
+      return yaml.parse(text, { logLevel: "error", maxAliasCount: 100, uniqueKeys: true });
+    } catch (err) {
+      if (err instanceof yaml.YAMLError) {
+        const pos = err.linePos?.[0];
+        const where = pos ? ` at line ${pos.line}, column ${pos.col}` : "";
+        throw new SyntaxError(`Invalid YAML (${err.code})${where}`);
+      }
+      throw err;
+    }
+  };
 }
 
 function errorText(err: unknown): string {

@@ -159,3 +159,24 @@ Deno.test("parseJson() does not quote the text in its errors", () => {
   });
   assert.deepEqual(parseJson('{"a":1}'), { a: 1 });
 });
+
+Deno.test("fromFile() reads YAML (by extension) and reports YAML errors without quoting", async () => {
+  await using dir = await tempDir();
+  const path = `${dir}/config.yaml`;
+  await Deno.writeTextFile(path, "limits:\n  maxTransfer: 500\ndb:\n  password: hunter2\n");
+  await using config = await createConfig({
+    sources: [fromFile(path)],
+    secrets: ["db.password"],
+  }, { logger: capture() });
+  assert.equal(config.get("limits.maxTransfer", 0), 500);
+  await Deno.writeTextFile(path, "limits:\n  maxTransfer: [500\ndb:\n  password: hunter3\n");
+  const error = await nextHealth(config, false);
+  assert.match(error, /Invalid YAML \([A-Z_]+\) at line \d+, column \d+/);
+  assert.doesNotMatch(error, /hunter/);
+  assert.equal(config.get("limits.maxTransfer", 0), 500);
+  const changed = nextChange(config);
+  await Deno.writeTextFile(path, "limits: { maxTransfer: 7 }\n");
+  await changed;
+  assert.equal(config.get("limits.maxTransfer", 0), 7);
+  assert.equal(config.health()[0]!.ok, true);
+});
