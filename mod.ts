@@ -135,6 +135,24 @@ export type {
   StoreSource,
 } from "./src/store/types.ts";
 export { json, msgpack } from "./src/codec/mod.ts";
+export { ConfigError } from "./src/config/config.ts";
+export { fromEnv } from "./src/config/env.ts";
+export type { FromEnvOptions } from "./src/config/env.ts";
+export { fromFile } from "./src/config/file.ts";
+export type { FromFileOptions } from "./src/config/file.ts";
+export { fromKv } from "./src/config/kv.ts";
+export type { FromKvOptions } from "./src/config/kv.ts";
+export type {
+  Config,
+  ConfigOptions,
+  ConfigSource,
+  ConfigSourceContext,
+  ConfigView,
+  ConfigWatch,
+  RunningConfigSource,
+  SourceHealth,
+  Widen,
+} from "./src/config/types.ts";
 export type { Codec } from "./src/codec/types.ts";
 
 /**

@@ -25,6 +25,8 @@ import type {
   LeaseOptions,
   NodeInfo,
 } from "./directory/types.ts";
+import { createConfig, type ManagedConfig } from "./config/config.ts";
+import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
 import { ClosedError } from "./errors.ts";
 import type { Journal } from "./journal/types.ts";
@@ -78,6 +80,8 @@ export interface SystemOptions {
    * given the same journal object}
    */
   store?: StoreBackend;
+  /** Dynamic config: sources, defaults, `validate`, secrets (see `system.config`). @default {{}} */
+  config?: ConfigOptions;
 }
 
 /** An event read back from an actor's log. */
@@ -118,6 +122,8 @@ export interface System extends AsyncDisposable {
   readonly node: string;
   /** Who is in the cluster and where actors run. */
   readonly directory: Directory;
+  /** This node's dynamic config: merged sources, watches, `set` (cluster-wide through `fromKv`). */
+  readonly config: Config;
   /** A ref to an actor (id optional for stateless workers). */
   ref<T extends ActorTypes>(def: ActorDefinition<T>, id?: string): ActorRef<T>;
   /** The actor's events, in order, from `from` (default 1). */
@@ -184,12 +190,20 @@ export async function createSystem(
   } else journal = options.journal;
   const mesh = options.mesh ?? inProcessMesh();
   let conn: MeshConnection | undefined;
+  let config: ManagedConfig | undefined;
   try {
     conn = await mesh.connect({ node });
-    const system = new SystemImpl(node, options, log, journal, ownsJournal, mesh, conn);
+    config = await createConfig(options.config, {
+      node,
+      logger: log,
+      mesh: conn,
+      prefix: mesh.prefix,
+    });
+    const system = new SystemImpl(node, options, log, journal, ownsJournal, mesh, conn, config);
     await system.start();
     return system;
   } catch (err) {
+    await config?.close().catch(() => {});
     await conn?.close().catch(() => {});
     if (ownsJournal) await journal.close().catch(() => {});
     throw err;
@@ -200,6 +214,7 @@ export async function createSystem(
 class SystemImpl implements System {
   readonly node: string;
   readonly directory: Directory;
+  readonly config: ManagedConfig;
   readonly #log: Logger;
   readonly #journal: Journal;
   readonly #storage: Codec = msgpack;
@@ -228,8 +243,10 @@ class SystemImpl implements System {
     ownsJournal: boolean,
     mesh: Mesh,
     conn: MeshConnection,
+    config: ManagedConfig,
   ) {
     this.node = node;
+    this.config = config;
     this.#log = log;
     this.#journal = journal;
     this.#ownsJournal = ownsJournal;
@@ -302,6 +319,7 @@ class SystemImpl implements System {
       maxActivations,
       defs: this.#defs,
       reminderScheduled: (due) => this.#reminders?.scheduled(due),
+      configView: () => this.config.view(),
     });
     this.#unfence = this.#membership.on((e) => {
       if (e.type === "fenced") {
@@ -432,6 +450,7 @@ class SystemImpl implements System {
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
     this.#wheel.close();
+    await this.config.close().catch((err) => this.#log.warn("Config close failed", { err }));
     await this.#conn.close().catch(() => {});
     await this.#stores.close();
     if (this.#ownsJournal) await this.#journal.close();

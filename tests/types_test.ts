@@ -116,9 +116,9 @@ Deno.test("types: input streams take any iterable of the item type, results are 
     assert.deepEqual(lengths, [2, 1]);
     const sum: number = await chat.ask("total", [1, 2, 3].values());
     assert.equal(sum, 6);
-    async function* nums() {
+    const nums = async function* () {
       yield 4;
-    }
+    };
     assert.equal(await chat.ask("total", nums()), 4);
     // @ts-expect-error items of the wrong type
     await chat.ask("total", ["x"].values()).catch(() => {});

@@ -6,6 +6,7 @@
  */
 
 import type { Codec } from "../codec/types.ts";
+import type { ConfigView } from "../config/types.ts";
 import {
   ActorError,
   ConflictError,
@@ -57,6 +58,8 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   claim(activation: Activation<M>): Promise<void>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
+  /** The node's config as it is now (a turn keeps the one it started with). */
+  configView(): ConfigView;
 }
 
 /** Thrown by `host.claim()`: the actor is active on another node. */

@@ -6,6 +6,7 @@
 
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 import type { ActorRef, Caller } from "./ref.ts";
+import type { ConfigView } from "../config/types.ts";
 
 /**
  * What a handler sees and can do. `state` reflects every event emitted so far in this turn.
@@ -56,4 +57,9 @@ export interface Context<S, E> {
    * also after a restart or failover. Stored with this turn's events.
    */
   schedule(delayMs: number, handler: string, payload?: unknown): void;
+  /**
+   * The node's config as it was when this turn started: a change (even a `set()` by this
+   * handler) shows from the next turn on.
+   */
+  readonly config: ConfigView;
 }

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { ConfigView } from "../config/types.ts";
 import { TimeoutError } from "../errors.ts";
 import type { Reminder } from "../journal/types.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
@@ -38,6 +39,8 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   readonly #m: Envelope;
   readonly #host: ActivationHost<Envelope>;
   readonly #turnId: string;
+  /** The config view when the turn started. */
+  readonly config: ConfigView;
   #controller: AbortController | undefined;
   #origin: CallOrigin | undefined;
 
@@ -46,6 +49,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     this.#m = m;
     this.#host = host;
     this.#turnId = turnId;
+    this.config = host.configView();
   }
 
   get id(): string {

@@ -27,6 +27,7 @@ import type {
 import { pumpStream, StreamChannel } from "../actor/stream.ts";
 import { sizeLowerBound } from "../codec/size.ts";
 import type { Codec } from "../codec/types.ts";
+import type { ConfigView } from "../config/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import type { Ownership } from "../directory/ownership.ts";
 import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
@@ -66,6 +67,8 @@ export interface DispatchDeps {
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
+  /** The node's config as it is now. */
+  configView(): ConfigView;
 }
 
 /** Where the node is in its life (see {@link Dispatch.phase}). */
@@ -95,6 +98,7 @@ export class Dispatch implements Dispatcher {
       fenced: () => deps.membership.isFenced(),
       phase: () => this.#phase,
       reminderScheduled: (due) => deps.reminderScheduled(due),
+      configView: () => deps.configView(),
       activated: (act) => this.server.activated(act),
       reroute: (call, owner) =>
         owner !== undefined && owner !== deps.node

@@ -13,6 +13,7 @@ import type { Logger } from "../actor/envelope.ts";
 import type { Dispatcher } from "../actor/ref.ts";
 import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
+import type { ConfigView } from "../config/types.ts";
 import type { Ownership } from "../directory/ownership.ts";
 import {
   ClosedError,
@@ -47,6 +48,8 @@ export interface LocalDeps {
    */
   phase(): "open" | "draining" | "closed";
   reminderScheduled(due: number): void;
+  /** The node's config as it is now. */
+  configView(): ConfigView;
   /** An activation is active: route its subject here. */
   activated(act: Activation<Call>): void;
   /** A call this node cannot handle now goes back on the message path (to `owner` if known). */
@@ -209,6 +212,9 @@ export class Local implements ActivationHost<Call> {
   }
   reminderScheduled(due: number): void {
     this.#deps.reminderScheduled(due);
+  }
+  configView(): ConfigView {
+    return this.#deps.configView();
   }
 
   async claim(act: Activation<Call>): Promise<void> {
