@@ -142,7 +142,6 @@ interface Watcher {
   readonly fn: (value: unknown, previous: unknown) => void;
 }
 
-
 /**
  * Starts a config: every source, then the first merge and `validate`. Rejects with a
  * {@link ConfigError} when a source fails to start or `validate` refuses the first tree.
