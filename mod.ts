@@ -60,6 +60,7 @@ export type {
   ItemOf,
   PayloadArg,
   PayloadOf,
+  RefOptions,
   ReplyOf,
   StreamKeys,
   StreamOptions,
@@ -68,6 +69,8 @@ export type {
 export { consoleLogger } from "./src/actor/envelope.ts";
 export type { Logger, LogLevel } from "./src/actor/envelope.ts";
 export type { Directory, HistoryEvent, Subscription, System, SystemOptions } from "./src/system.ts";
+export type { AccessMap, AccessRule, Decision, SystemRule, TopicRule } from "./src/auth/access.ts";
+export type { AuthOptions, VerifyKey } from "./src/auth/verify.ts";
 export type {
   DirectoryEvent,
   ElectOptions,

@@ -7,7 +7,7 @@
 
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./actor/define.ts";
 import { consoleLogger, type Logger, type LogLevel } from "./actor/envelope.ts";
-import { type ActorRef, makeRef } from "./actor/ref.ts";
+import { type ActorRef, makeRef, type RefOptions } from "./actor/ref.ts";
 import { upcast } from "./actor/activation.ts";
 import { Reminders } from "./actor/reminders.ts";
 import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
@@ -28,7 +28,17 @@ import type {
 import { createConfig, type ManagedConfig } from "./config/config.ts";
 import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
-import { ClosedError } from "./errors.ts";
+import {
+  allows,
+  decide,
+  type Decision,
+  SYSTEM_ROLE,
+  type SystemRule,
+  type TopicRule,
+} from "./auth/access.ts";
+import { type AuthOptions, createVerifier, type Verifier } from "./auth/verify.ts";
+import { subjectMatches } from "./mesh/subject.ts";
+import { ClosedError, ForbiddenError } from "./errors.ts";
 import type { Journal } from "./journal/types.ts";
 import { memoryJournal } from "./journal/memory.ts";
 import { inProcessMesh } from "./mesh/in_process.ts";
@@ -82,6 +92,13 @@ export interface SystemOptions {
   store?: StoreBackend;
   /** Dynamic config: sources, defaults, `validate`, secrets (see `system.config`). @default {{}} */
   config?: ConfigOptions;
+  /**
+   * Identities and access rules: how callers' tokens (JWTs) are verified, and system-wide
+   * rules. With it, every handler needs an allowed caller (`access` in `defineActor`;
+   * `"authenticated"` for types without one). @default {no auth: tokens are not checked, and
+   * types that declare `access` cannot be hosted}
+   */
+  auth?: AuthOptions;
 }
 
 /** An event read back from an actor's log. */
@@ -125,7 +142,22 @@ export interface System extends AsyncDisposable {
   /** This node's dynamic config: merged sources, watches, `set` (cluster-wide through `fromKv`). */
   readonly config: Config;
   /** A ref to an actor (id optional for stateless workers). */
-  ref<T extends ActorTypes>(def: ActorDefinition<T>, id?: string): ActorRef<T>;
+  ref<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    id?: string,
+    options?: RefOptions,
+  ): ActorRef<T>;
+  /** A ref to a stateless worker type, with options (a token). */
+  ref<T extends ActorTypes>(def: ActorDefinition<T>, options: RefOptions): ActorRef<T>;
+  /**
+   * Which rule decides a call to `def.handler` by the holder of `token` (none: an anonymous
+   * caller), as this node's auth would decide it. Rejects with `unauthorized` for a bad token.
+   */
+  explain<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    handler: string,
+    options?: { id?: string; token?: string },
+  ): Promise<Decision>;
   /** The actor's events, in order, from `from` (default 1). */
   history<T extends ActorTypes>(
     def: ActorDefinition<T>,
@@ -133,12 +165,12 @@ export interface System extends AsyncDisposable {
     options?: { from?: number },
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
   /** Publishes to a topic (dot-separated tokens). */
-  publish(topic: string, payload: unknown): Promise<void>;
+  publish(topic: string, payload: unknown, options?: { token?: string }): Promise<void>;
   /** Subscribes to a topic pattern (`*` one token, `>` the rest); `group` load-balances. */
   subscribe(
     topic: string,
     handler: (payload: unknown, topic: string) => void | Promise<void>,
-    options?: { group?: string },
+    options?: { group?: string; token?: string },
   ): Subscription;
   /** Acquires a lease, waiting until it is free. */
   lease(name: string, options?: LeaseOptions): Promise<Lease>;
@@ -231,6 +263,9 @@ class SystemImpl implements System {
   #dispatch!: Dispatch;
   #reminders: Reminders | undefined;
   #closing: Promise<void> | undefined;
+  readonly #auth:
+    | { verifier: Verifier; rules: readonly SystemRule[]; topics: readonly TopicRule[] }
+    | undefined;
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #unfence: (() => void) | undefined;
   readonly #stores: Stores;
@@ -268,8 +303,18 @@ class SystemImpl implements System {
       if (this.#defs.has(def.name)) {
         throw new TypeError(`createSystem(): actor type "${def.name}" is listed twice`);
       }
+      if (def.access && !options.auth) {
+        throw new TypeError(
+          `createSystem(): actor type "${def.name}" declares access rules, so the node needs auth`,
+        );
+      }
       this.#defs.set(def.name, def);
     }
+    this.#auth = options.auth && {
+      verifier: createVerifier(options.auth),
+      rules: options.auth.rules ?? [],
+      topics: options.auth.topics ?? [],
+    };
     this.directory = {
       nodes: () => this.#membership.nodes(),
       locate: (def, id) => {
@@ -317,6 +362,7 @@ class SystemImpl implements System {
       maxPayload: maxPayloadOf(options.maxPayload, this.#conn),
       askTimeout: options.askTimeout ?? 30_000,
       maxActivations,
+      auth: this.#auth,
       defs: this.#defs,
       reminderScheduled: (due) => this.#reminders?.scheduled(due),
       configView: () => this.config.view(),
@@ -341,6 +387,7 @@ class SystemImpl implements System {
         log: this.#log,
         prefix: this.#prefix,
         elect: (name, o) => this.#leases.elect(name, o),
+        ...(this.#auth ? { systemToken: () => this.#auth!.verifier.systemToken() } : {}),
       });
       this.#reminders.start();
     }
@@ -348,16 +395,35 @@ class SystemImpl implements System {
 
   // ---- public API ----
 
-  ref<T extends ActorTypes>(def: ActorDefinition<T>, id = ""): ActorRef<T> {
+  ref<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    idOrOptions: string | RefOptions = "",
+    options?: RefOptions,
+  ): ActorRef<T> {
     if (!def || typeof def.name !== "string") {
       throw new TypeError("system.ref() expects a definition from defineActor()");
     }
+    const id = typeof idOrOptions === "string" ? idOrOptions : "";
+    const opts = typeof idOrOptions === "string" ? options : idOrOptions;
     if (!def.stateless && id === "") {
       throw new TypeError(
         `system.ref(${def.name}) needs an id (only stateless workers go without)`,
       );
     }
-    return makeRef(this.#dispatch, def, id);
+    return makeRef(this.#dispatch, def, id, undefined, opts);
+  }
+
+  async explain<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    handler: string,
+    options: { id?: string; token?: string } = {},
+  ): Promise<Decision> {
+    const auth = this.#auth;
+    if (!auth) return { allowed: true, by: "no auth on this node" };
+    const caller = options.token === undefined
+      ? undefined
+      : await auth.verifier.verify(options.token);
+    return decide(def.name, handler, options.id ?? "", caller, def.access, auth.rules);
   }
 
   async *history<T extends ActorTypes>(
@@ -384,16 +450,42 @@ class SystemImpl implements System {
     }
   }
 
-  publish(topic: string, payload: unknown): Promise<void> {
+  async publish(topic: string, payload: unknown, options: { token?: string } = {}): Promise<void> {
+    if (options.token !== undefined) await this.#topicAllowed(topic, "publish", options.token);
     return this.#dispatch.publish(topic, payload);
   }
 
   subscribe(
     topic: string,
     handler: (payload: unknown, topic: string) => void | Promise<void>,
-    options: { group?: string } = {},
+    options: { group?: string; token?: string } = {},
   ): Subscription {
-    return this.#dispatch.subscribe(topic, handler, options.group);
+    const token = options.token;
+    if (token === undefined || !this.#auth) {
+      return this.#dispatch.subscribe(topic, handler, options.group);
+    }
+    // Nothing is delivered before the token is verified and a topic rule allows it.
+    let allowed = false;
+    const sub = this.#dispatch.subscribe(topic, (payload, name) => {
+      if (allowed) return handler(payload, name);
+    }, options.group);
+    this.#topicAllowed(topic, "subscribe", token).then(() => allowed = true, (err) => {
+      this.#log.warn(`Subscription to "${topic}" refused`, { error: String(err) });
+      sub.unsubscribe();
+    });
+    return sub;
+  }
+
+  /** Throws `unauthorized`/`forbidden` unless the token's holder may use `topic` this way. */
+  async #topicAllowed(topic: string, action: "publish" | "subscribe", token: string) {
+    const auth = this.#auth;
+    if (!auth) return; // no auth: tokens are not checked
+    const caller = await auth.verifier.verify(token);
+    if (caller.roles.includes(SYSTEM_ROLE)) return;
+    const rule = auth.topics.find((r) => subjectMatches(r.topic, topic));
+    if (!rule || !allows(rule[action] ?? "deny", caller, topic)) {
+      throw new ForbiddenError(`Caller "${caller.sub}" may not ${action} "${topic}"`);
+    }
   }
 
   lease(name: string, options?: LeaseOptions): Promise<Lease> {

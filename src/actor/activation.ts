@@ -527,6 +527,8 @@ export class Activation<M extends Envelope = Envelope> {
       payload: undefined,
       deadline,
       chain: [],
+      caller: undefined,
+      idempotencyKey: undefined,
       resolve() {},
       reject() {},
       accept() {},

@@ -6,6 +6,7 @@
  */
 
 import type { Context } from "./context.ts";
+import { type AccessMap, validateAccess } from "../auth/access.ts";
 
 /** The types of an actor definition, carried as one record type parameter. */
 export interface ActorTypes {
@@ -92,6 +93,14 @@ export type ActorSpec<S, E, P, R> =
     handlers:
       & { [K in keyof P]: (ctx: Context<S, E>, payload: P[K]) => unknown }
       & { [K in keyof R]: (ctx: never, payload: never) => R[K] };
+    /**
+     * Who may call each handler, when the hosting node has `auth` (see {@link AccessMap});
+     * `"*"` covers the handlers not listed, and a handler covered by neither is denied. A node
+     * without `auth` refuses to host a type that declares `access`. Keys are checked when the
+     * type is defined (a name that is not a handler throws), not by the compiler: typing them
+     * from the handlers would stop the handlers' types from being inferred.
+     */
+    access?: AccessMap;
   };
 
 /**
@@ -131,6 +140,8 @@ export interface ActorDefinition<T extends ActorTypes = AnyActorTypes> {
   readonly onActivate?: Hook<T["state"], T["events"]>;
   /** Passivation hook. */
   readonly onPassivate?: Hook<T["state"], T["events"]>;
+  /** Access rules per handler (see `access` in {@link defineActor}). */
+  readonly access?: AccessMap;
   /** Phantom field carrying the types; never set at run time. */
   readonly __types?: T;
 }
@@ -239,6 +250,7 @@ export function defineActor<
     upcasters[key] = chain;
     eventVersions[key] = versions.length + 1;
   }
+  if (spec.access !== undefined) validateAccess(spec.name, spec.access, Object.keys(handlers));
   const initialState = spec.initialState ?? (() => undefined as S);
   const def = {
     name: spec.name,
@@ -257,6 +269,7 @@ export function defineActor<
     streaming,
     ...(spec.onActivate ? { onActivate: spec.onActivate } : {}),
     ...(spec.onPassivate ? { onPassivate: spec.onPassivate } : {}),
+    ...(spec.access ? { access: Object.freeze({ ...spec.access }) as AccessMap } : {}),
   };
   return Object.freeze(def) as unknown as ActorDefinition<
     { state: S; events: E; payloads: P; results: R }

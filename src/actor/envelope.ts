@@ -31,11 +31,11 @@ export interface Envelope {
   /** Turn ids of the call chain that sent it. */
   readonly chain: readonly string[];
   /** Verified sender identity. */
-  readonly caller?: Caller;
+  readonly caller: Caller | undefined;
   /** Sender's raw token. */
   readonly token?: string;
   /** Idempotency key. */
-  readonly idempotencyKey?: string;
+  readonly idempotencyKey: string | undefined;
   /** Called with the handler's result (ask) once its events are durable. */
   resolve(value: unknown): void;
   /** Called with the error the caller should see. */

@@ -6,15 +6,7 @@
 
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 
-/** The verified identity of a message's sender (when auth is on). */
-export interface Caller {
-  /** Subject (user or service id). */
-  readonly sub: string;
-  /** Roles granted. */
-  readonly roles: readonly string[];
-  /** All verified claims. */
-  readonly claims: Readonly<Record<string, unknown>>;
-}
+export type { Caller } from "../auth/access.ts";
 
 /** Options of `ref.ask()`. */
 export interface AskOptions {
@@ -27,6 +19,17 @@ export interface AskOptions {
   idempotencyKey?: string;
   /** Gives up waiting (the message may still be handled). */
   signal?: AbortSignal;
+  /**
+   * The caller's token (a JWT), verified by the node that runs the handler. @default {the
+   * ref's token; inside a handler, the token of the message being handled}
+   */
+  token?: string;
+}
+
+/** Options of `system.ref()`. */
+export interface RefOptions {
+  /** The token every call through this ref carries (a call's own `token` wins). */
+  token?: string;
 }
 
 /** Options of `ref.tell()`. */
@@ -128,9 +131,7 @@ export interface CallOrigin {
   readonly deadline: number;
   /** Turn ids of the call chain (for deadlock detection). */
   readonly chain: readonly string[];
-  /** The sender's identity. */
-  readonly caller?: Caller;
-  /** The sender's raw token, forwarded on nested calls. */
+  /** The sender's raw token, forwarded on nested calls (verified again where they run). */
   readonly token?: string;
 }
 
@@ -168,13 +169,27 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
   readonly id: string;
   readonly #dispatcher: Dispatcher;
   readonly #origin: CallOrigin | undefined;
+  readonly #token: string | undefined;
 
   /** Makes a ref; `origin` is the calling turn, for nested calls. */
-  constructor(dispatcher: Dispatcher, type: string, id: string, origin?: CallOrigin) {
+  constructor(
+    dispatcher: Dispatcher,
+    type: string,
+    id: string,
+    origin?: CallOrigin,
+    options?: RefOptions,
+  ) {
     this.#dispatcher = dispatcher;
     this.type = type;
     this.id = id;
     this.#origin = origin;
+    this.#token = options?.token;
+  }
+
+  /** The call's options with the ref's token, unless the call brings its own. */
+  #with<O extends AskOptions>(options: O | undefined): O | undefined {
+    if (this.#token === undefined || options?.token !== undefined) return options;
+    return { ...options, token: this.#token } as O;
   }
 
   /** See {@link ActorRef.ask}. */
@@ -185,7 +200,7 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
       "ask",
       handler,
       payload,
-      options,
+      this.#with(options),
       this.#origin,
     ) as Promise<never>;
   }
@@ -198,7 +213,7 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
       "tell",
       handler,
       payload,
-      options,
+      this.#with(options),
       this.#origin,
     ) as Promise<void>;
   }
@@ -210,7 +225,7 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
       this.id,
       handler,
       payload,
-      options,
+      this.#with(options),
       this.#origin,
     ) as ActorStream<never>;
   }
@@ -222,6 +237,7 @@ export function makeRef<T extends ActorTypes>(
   def: ActorDefinition<T>,
   id: string,
   origin?: CallOrigin,
+  options?: RefOptions,
 ): ActorRef<T> {
-  return new ActorRefImpl(dispatcher, def.name, id, origin) as unknown as ActorRef<T>;
+  return new ActorRefImpl(dispatcher, def.name, id, origin, options) as unknown as ActorRef<T>;
 }

@@ -31,6 +31,8 @@ export interface ReminderHost {
   readonly log: Logger;
   readonly prefix: string;
   elect(name: string, options: ElectOptions): Leader;
+  /** A token of the system principal (when the node has auth): reminders run as it. */
+  systemToken?(): Promise<string>;
 }
 
 const POLL_MS = 1000;
@@ -142,9 +144,11 @@ export class Reminders {
     const actorId = r.actor.slice(slash + 1);
     try {
       const payload = h.storage.decode(r.data);
+      const token = await h.systemToken?.();
       await h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
         idempotencyKey: `reminder:${r.id}`,
         timeout: 30_000,
+        ...(token !== undefined ? { token } : {}),
       }, undefined);
     } catch (err) {
       const b = this.#backoff.get(r.id) ?? { attempts: 0, retryAt: 0 };

@@ -85,7 +85,6 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     return this.#origin ??= {
       deadline: this.#m.deadline,
       chain: [...this.#m.chain, this.#turnId],
-      ...(this.#m.caller ? { caller: this.#m.caller } : {}),
       ...(this.#m.token !== undefined ? { token: this.#m.token } : {}),
     };
   }

@@ -20,8 +20,8 @@ import {
 import { UnauthorizedError } from "../errors.ts";
 import { type Caller, SYSTEM_ROLE, type SystemRule, type TopicRule } from "./access.ts";
 
-/** A key to verify tokens with: a public `CryptoKey` or a JWK. */
-export type VerifyKey = CryptoKey | JWK;
+/** A key to verify tokens with: a public `CryptoKey` or a JWK (with `kid` to pick among several). */
+export type VerifyKey = CryptoKey | JsonWebKey & { kid?: string; alg?: string };
 
 /** Options of `createSystem({ auth })`. */
 export interface AuthOptions {

@@ -8,7 +8,7 @@
 
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import { BadPayloadError, UnknownHandlerError } from "../errors.ts";
-import type { CallInit } from "./call.ts";
+import type { Call } from "./call.ts";
 
 /** Longest actor id, in UTF-8 bytes (ids become NATS subject tokens and KV keys). */
 export const MAX_ID_BYTES = 256;
@@ -46,7 +46,7 @@ export function checkTarget(type: string, id: string): BadPayloadError | undefin
  */
 export function admit(
   def: ActorDefinition<AnyActorTypes>,
-  call: CallInit,
+  call: Call,
   maxPayload: number,
 ): Error | undefined {
   const bad = checkTarget(call.type, call.id);

@@ -28,9 +28,7 @@ export interface CallInit {
   readonly deadline: number;
   /** Turn ids of the call chain that sent it (deadlock detection). */
   readonly chain: readonly string[];
-  /** Verified sender identity. */
-  readonly caller?: Caller;
-  /** Sender's raw token. */
+  /** Sender's raw token (verified only by the node that runs the handler). */
   readonly token?: string;
   /** Idempotency key. */
   readonly idempotencyKey?: string;
@@ -81,7 +79,7 @@ export type CallState = "pending" | "accepted" | "settled";
  * call.reject(new Error("late")); // ignored: the call is settled
  * ```
  */
-export class Call implements Envelope, CallInit {
+export class Call implements Envelope {
   readonly kind: MessageKind;
   readonly type: string;
   readonly id: string;
@@ -90,11 +88,11 @@ export class Call implements Envelope, CallInit {
   readonly size: number;
   readonly deadline: number;
   readonly chain: readonly string[];
-  readonly caller?: Caller;
   readonly token?: string;
-  readonly idempotencyKey?: string;
   readonly sink?: StreamSink;
   readonly input?: StreamChannel;
+  #caller: Caller | undefined;
+  #idempotencyKey: string | undefined;
   readonly #on: Settlement;
   #state: CallState = "pending";
   #finally: (() => void)[] | undefined;
@@ -109,12 +107,32 @@ export class Call implements Envelope, CallInit {
     this.size = init.size;
     this.deadline = init.deadline;
     this.chain = init.chain;
-    if (init.caller !== undefined) this.caller = init.caller;
     if (init.token !== undefined) this.token = init.token;
-    if (init.idempotencyKey !== undefined) this.idempotencyKey = init.idempotencyKey;
+    this.#idempotencyKey = init.idempotencyKey;
     if (init.sink !== undefined) this.sink = init.sink;
     if (init.input !== undefined) this.input = init.input;
     this.#on = on;
+  }
+
+  /** The sender's identity, once the node running the handler verified its token. */
+  get caller(): Caller | undefined {
+    return this.#caller;
+  }
+
+  /** The idempotency key, scoped by the verified caller (one caller never sees another's reply). */
+  get idempotencyKey(): string | undefined {
+    return this.#idempotencyKey;
+  }
+
+  /**
+   * Records the identity verified for this call's token, on the node that runs the handler,
+   * and scopes its idempotency key to it. Nothing else ever sets the caller.
+   */
+  authenticated(caller: Caller | undefined, scope: string): void {
+    this.#caller = caller;
+    if (this.#idempotencyKey !== undefined && scope !== "") {
+      this.#idempotencyKey = `${scope}:${this.#idempotencyKey}`;
+    }
   }
 
   /** `type/id`, for messages. */

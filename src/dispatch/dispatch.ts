@@ -37,7 +37,7 @@ import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
 import type { TimerWheel } from "../util/async.ts";
 import { checkTarget } from "./admit.ts";
 import { Call, type CallInit } from "./call.ts";
-import { Local } from "./local.ts";
+import { Local, type LocalAuth } from "./local.ts";
 import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
 import { Remote } from "./route.ts";
 import { Server } from "./serve.ts";
@@ -63,6 +63,8 @@ export interface DispatchDeps {
   readonly askTimeout: number;
   /** Most activations on this node. */
   readonly maxActivations: number;
+  /** Auth, when the node has it on. */
+  readonly auth?: LocalAuth | undefined;
   /** Types this node hosts. */
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** A reminder was committed. */
@@ -90,6 +92,7 @@ export class Dispatch implements Dispatcher {
       ...pick(deps),
       ownership: deps.ownership,
       maxActivations: deps.maxActivations,
+      auth: deps.auth,
       journal: deps.journal,
       storage: deps.storage,
       dispatcher: this,
@@ -249,6 +252,7 @@ export class Dispatch implements Dispatcher {
     }
     const bad = checkTarget(type, id);
     if (bad) throw bad;
+    const token = options?.token ?? origin?.token;
     const timeout = resolveTimeout(options?.timeout, this.#deps.askTimeout);
     let deadline = performance.now() + timeout;
     if (origin && origin.deadline < deadline) deadline = origin.deadline;
@@ -274,8 +278,7 @@ export class Dispatch implements Dispatcher {
       ...(input ? { input } : {}),
       deadline,
       chain: origin?.chain ?? [],
-      ...(origin?.caller ? { caller: origin.caller } : {}),
-      ...(origin?.token !== undefined ? { token: origin.token } : {}),
+      ...(token !== undefined ? { token } : {}),
       ...(options?.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
       ...(sink ? { sink } : {}),
     };

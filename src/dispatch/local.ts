@@ -15,9 +15,13 @@ import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
 import type { Ownership } from "../directory/ownership.ts";
+import { type Caller, decide, SYSTEM_ROLE, type SystemRule } from "../auth/access.ts";
+import type { Verifier } from "../auth/verify.ts";
 import {
   ClosedError,
+  ForbiddenError,
   OverloadedError,
+  UnauthorizedError,
   UnavailableError,
   UnknownActorTypeError,
 } from "../errors.ts";
@@ -25,6 +29,12 @@ import type { Journal } from "../journal/types.ts";
 import type { TimerWheel } from "../util/async.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
+
+/** The auth of a node: how tokens are verified, and its system-wide rules. */
+export interface LocalAuth {
+  readonly verifier: Verifier;
+  readonly rules: readonly SystemRule[];
+}
 
 /** What local delivery needs from its node. */
 export interface LocalDeps {
@@ -39,6 +49,8 @@ export interface LocalDeps {
   readonly maxPayload: number;
   /** Most activations on this node. */
   readonly maxActivations: number;
+  /** Auth, when the node has it on. */
+  readonly auth?: LocalAuth | undefined;
   publish(topic: string, payload: unknown): Promise<void>;
   /** Whether this node's lease lapsed. */
   fenced(): boolean;
@@ -76,7 +88,10 @@ export class Local implements ActivationHost<Call> {
 
   // ---- the delivery step ----
 
-  /** Delivers a call that is to run on this node: check, then mailbox. */
+  /**
+   * Delivers a call that is to run on this node: the checks (target, size, handler, then the
+   * caller's access), then the mailbox. Nothing is activated for a call that fails a check.
+   */
   deliver(call: Call): void {
     const def = this.defs.get(call.type);
     if (!def) {
@@ -88,6 +103,54 @@ export class Local implements ActivationHost<Call> {
     if (refused) return call.reject(refused);
     // The handler's turn owns the caller's input stream: when it ends, the stream stops.
     if (call.input) call.finally(() => void call.input!.cancel());
+    const auth = this.#deps.auth;
+    if (!auth) return this.#enqueue(def, call);
+    // Identity comes from the token alone, verified here (cached until it expires).
+    const token = call.token;
+    if (token === undefined) return this.#authorized(auth, def, call, undefined);
+    const known = auth.verifier.cached(token);
+    if (known) return this.#authorized(auth, def, call, known);
+    auth.verifier.verify(token).then(
+      (caller) => this.#authorized(auth, def, call, caller),
+      (err) => call.reject(err),
+    );
+  }
+
+  #authorized(
+    auth: LocalAuth,
+    def: ActorDefinition<AnyActorTypes>,
+    call: Call,
+    caller: Caller | undefined,
+  ): void {
+    const d = decide(def.name, call.handler, call.id, caller, def.access, auth.rules);
+    if (!d.allowed) {
+      const what = `${def.name}.${call.handler}`;
+      return call.reject(
+        d.code === "unauthorized"
+          ? new UnauthorizedError(`${what} needs a valid token (${d.by})`)
+          : new ForbiddenError(`Caller "${caller!.sub}" may not call ${what} (${d.by})`),
+      );
+    }
+    const scope = caller === undefined
+      ? ""
+      : caller.roles.includes(SYSTEM_ROLE)
+      ? "system"
+      : `caller:${caller.sub.length}:${caller.sub}`;
+    call.authenticated(caller, scope);
+    if (call.kind === "stream" && call.sink && typeof caller?.claims.exp === "number") {
+      // A stream lives no longer than its caller's token.
+      const left = caller.claims.exp * 1000 - Date.now();
+      const timer = setTimeout(
+        () => call.sink!.error(new UnauthorizedError("The caller's token expired")),
+        Math.max(0, left),
+      );
+      call.finally(() => clearTimeout(timer));
+      call.sink.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+    }
+    this.#enqueue(def, call);
+  }
+
+  #enqueue(def: ActorDefinition<AnyActorTypes>, call: Call): void {
     if (def.stateless) {
       this.workers.get(def.name)!.enqueue(call);
       return;

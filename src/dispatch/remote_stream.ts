@@ -201,6 +201,7 @@ export class RemoteSink {
   }
 
   async push(item: unknown): Promise<void> {
+    if (this.#ended) throw new ClosedError("The stream has ended");
     while (this.#credit <= 0) {
       if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
       let timer: ReturnType<typeof setTimeout> | undefined;
