@@ -25,7 +25,7 @@ interface Child {
   stop(): Promise<void>;
 }
 
-function spawnNode(env: Record<string, string>): Child {
+export function spawnNode(env: Record<string, string>): Child {
   const started = performance.now();
   const proc = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./nats_node.ts", import.meta.url).pathname],
@@ -74,7 +74,7 @@ function spawnNode(env: Record<string, string>): Child {
   };
 }
 
-async function throughput(
+export async function throughput(
   fn: () => Promise<unknown>,
   seconds: number,
   inflight = 64,
@@ -101,7 +101,7 @@ async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[
   return out.sort((a, b) => a - b);
 }
 
-const pct = (xs: number[], p: number) => {
+export const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
 };

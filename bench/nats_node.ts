@@ -14,10 +14,15 @@ const servers = Deno.env.get("TROUPE_SERVERS")!.split(",");
 const rawServers = Deno.env.get("TROUPE_RAW_SERVERS")?.split(",") ?? servers;
 const prefix = Deno.env.get("TROUPE_PREFIX") ?? "troupe";
 const node = Deno.env.get("TROUPE_NODE") ?? "bench-node";
+// TROUPE_AUTH_SECRET: auth on, HS256 tokens with that secret (bench/auth.ts).
+const secret = Deno.env.get("TROUPE_AUTH_SECRET");
 const system = await createSystem({
   actors: [BenchEcho],
   mesh: natsMesh({ servers, prefix, leaseTtl: Number(Deno.env.get("TROUPE_LEASE_TTL") ?? 5000) }),
   node,
+  ...(secret
+    ? { auth: { secret, algorithms: ["HS256"], issuer: "bench", audience: "troupe" } }
+    : {}),
 });
 const raws: NatsConnection[] = [];
 for (const url of new Set([...servers, ...rawServers])) {

@@ -131,7 +131,7 @@ export class Local implements ActivationHost<Call> {
           : new ForbiddenError(`Caller "${caller!.sub}" may not call ${what} (${d.by})`),
       );
     }
-    const scope = caller === undefined
+    const scope = caller === undefined || call.idempotencyKey === undefined
       ? ""
       : caller.roles.includes(SYSTEM_ROLE)
       ? "system"

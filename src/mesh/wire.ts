@@ -55,6 +55,8 @@ export interface WireRequest {
 
 const SAFE_FIELD = /^[A-Za-z0-9_.:/@+=#-]*$/;
 const enc = (v: string) => SAFE_FIELD.test(v) ? v : encodeURIComponent(v);
+/** Only fields that `enc` escaped contain `%`: the others are taken as they are. */
+const dec = (v: string) => v.includes("%") ? decodeURIComponent(v) : v;
 
 /** Builds request headers. */
 export function requestHeaders(r: WireRequest): MeshHeaders {
@@ -99,17 +101,17 @@ export function parseRequest(headers: MeshHeaders): WireRequest {
   try {
     const r: WireRequest = {
       kind: kind as MessageKind,
-      type: decodeURIComponent(type),
-      id: decodeURIComponent(id),
-      handler: decodeURIComponent(handler),
+      type: dec(type),
+      id: dec(id),
+      handler: dec(handler),
       timeout: Math.min(timeout, MAX_TIMEOUT_MS),
-      contentType: f[5] ? decodeURIComponent(f[5]) : DEFAULT_CT,
-      chain: f[7] ? f[7].split(",").map(decodeURIComponent) : [],
+      contentType: f[5] ? dec(f[5]) : DEFAULT_CT,
+      chain: f[7] ? f[7].split(",").map(dec) : [],
     };
-    if (f[6]) r.idempotencyKey = decodeURIComponent(f[6].slice(1));
-    if (f[8]) r.token = decodeURIComponent(f[8]);
-    if (f[9]) r.streamTo = decodeURIComponent(f[9]);
-    if (f[10]) r.inputFrom = decodeURIComponent(f[10]);
+    if (f[6]) r.idempotencyKey = dec(f[6].slice(1));
+    if (f[8]) r.token = dec(f[8]);
+    if (f[9]) r.streamTo = dec(f[9]);
+    if (f[10]) r.inputFrom = dec(f[10]);
     return r;
   } catch (err) {
     throw new BadPayloadError("Message envelope header is not valid percent-encoded text", {
