@@ -47,8 +47,8 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   readonly wheel: TimerWheel;
   /** Publishes a pub/sub message (after commit). */
   publish(topic: string, payload: unknown): Promise<void>;
-  /** Whether this node may not process messages now (its lease lapsed). */
-  fenced(): boolean;
+  /** Whether this node may not process messages at `now` (its lease lapsed). */
+  fenced(now?: number): boolean;
   /**
    * Called once when the activation has stopped; `leftover` messages need a new home
    * (`owner`: the node that owns the actor, when the claim found one).
@@ -282,24 +282,30 @@ export class Activation<M extends Envelope = Envelope> {
   async #drain(): Promise<void> {
     try {
       let m: M | undefined;
+      // One clock read per run of synchronous turns, again after each turn that waited: time
+      // only passes (a pause included) across an await.
+      let now = performance.now();
       while (this.status === "active" && (m = this.#take())) {
-        if (performance.now() > m.deadline) {
+        if (now > m.deadline) {
           m.reject(new TimeoutError(`Message to ${this.key}.${m.handler} expired in the mailbox`));
           continue;
         }
-        if (this.#host.fenced()) {
+        if (this.#host.fenced(now)) {
           // A node past its lease applies nothing more and answers nothing it did not apply.
           m.drop(new UnavailableError(`Node lost its lease; ${this.key} is not processed here`));
           this.#stop();
           break;
         }
         const r = this.#turnOf(m);
-        if (r) await r;
+        if (r) {
+          await r;
+          now = performance.now();
+        }
       }
+      this.lastActive = now;
     } finally {
       this.#running = false;
       this.#current = undefined;
-      this.lastActive = performance.now();
       const ended = this.#loopEnded;
       this.#loopEnded = undefined;
       ended?.resolve();

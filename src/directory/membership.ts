@@ -145,7 +145,7 @@ export interface Membership {
    */
   validUntil(): number;
   /** Whether this node is past its lease (or its last heartbeat failed). */
-  isFenced(): boolean;
+  isFenced(now?: number): boolean;
   /** Registers a listener; returns a function that removes it. */
   on(listener: (event: MembershipEvent) => void): () => void;
   /** The live nodes as `node_joined` events, then every join and leave. */
@@ -380,9 +380,9 @@ class MembershipImpl implements Membership {
     return this.#validUntil;
   }
 
-  isFenced(): boolean {
+  isFenced(now: number = performance.now()): boolean {
     if (!this.#hosts) return false;
-    return this.#fenced || performance.now() > this.#validUntil;
+    return this.#fenced || now > this.#validUntil;
   }
 
   on(listener: (event: MembershipEvent) => void): () => void {

@@ -93,6 +93,7 @@ export class Call implements Envelope {
   readonly input?: StreamChannel;
   #caller: Caller | undefined;
   #idempotencyKey: string | undefined;
+  #key: string | undefined;
   readonly #on: Settlement;
   #state: CallState = "pending";
   #finally: (() => void)[] | undefined;
@@ -133,6 +134,11 @@ export class Call implements Envelope {
     if (this.#idempotencyKey !== undefined && scope !== "") {
       this.#idempotencyKey = `${scope}:${this.#idempotencyKey}`;
     }
+  }
+
+  /** `type/id`: the actor's key on a node. */
+  get key(): string {
+    return this.#key ??= `${this.type}/${this.id}`;
   }
 
   /** `type/id`, for messages. */

@@ -34,7 +34,7 @@ import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../error
 import type { Journal } from "../journal/types.ts";
 import type { MeshConnection } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
-import type { TimerWheel } from "../util/async.ts";
+import type { TimerWheel, WheelEntry } from "../util/async.ts";
 import { checkTarget } from "./admit.ts";
 import { Call, type CallInit } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
@@ -98,7 +98,7 @@ export class Dispatch implements Dispatcher {
       dispatcher: this,
       wheel: deps.wheel,
       publish: (topic, payload) => this.publish(topic, payload),
-      fenced: () => deps.membership.isFenced(),
+      fenced: (now) => deps.membership.isFenced(now),
       phase: () => this.#phase,
       reminderScheduled: (due) => deps.reminderScheduled(due),
       configView: () => deps.configView(),
@@ -158,10 +158,11 @@ export class Dispatch implements Dispatcher {
     return new Promise((resolve, reject) => {
       const signal = options?.signal;
       let answered = false;
+      let timer: WheelEntry | undefined;
       const answer = (fn: () => void): boolean => {
         if (answered) return false;
         answered = true;
-        wheel.remove(timer);
+        if (timer) wheel.remove(timer);
         signal?.removeEventListener("abort", onAbort);
         fn();
         return true;
@@ -187,14 +188,17 @@ export class Dispatch implements Dispatcher {
           }
         },
       });
-      const timer = wheel.add(
-        init.deadline,
-        () => call.reject(new TimeoutError(`${kind} ${call.target}.${handler} timed out`)),
-      );
       const onAbort = () => call.reject(signal!.reason);
       if (signal?.aborted) return call.reject(signal.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
       this.route(call);
+      // A local synchronous handler has answered by now: its deadline needs no timer.
+      if (!answered) {
+        timer = wheel.add(
+          init.deadline,
+          () => call.reject(new TimeoutError(`${kind} ${call.target}.${handler} timed out`)),
+        );
+      }
     });
   }
 
@@ -296,7 +300,7 @@ export class Dispatch implements Dispatcher {
         ? this.local.deliver(call)
         : this.remote.send(call);
     }
-    if (this.local.has(call.type, call.id)) return this.local.deliver(call);
+    if (this.local.has(call)) return this.local.deliver(call);
     const owner = this.remote.placeActor(call.type, call.id);
     if (owner !== undefined && owner !== this.#deps.node) return this.remote.send(call);
     this.local.deliver(call);

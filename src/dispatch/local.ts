@@ -30,6 +30,9 @@ import type { TimerWheel } from "../util/async.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
 
+/** How many idle activations eviction compares (see `Local.#makeRoom`). */
+const LRU_SAMPLE = 16;
+
 /** The auth of a node: how tokens are verified, and its system-wide rules. */
 export interface LocalAuth {
   readonly verifier: Verifier;
@@ -52,8 +55,8 @@ export interface LocalDeps {
   /** Auth, when the node has it on. */
   readonly auth?: LocalAuth | undefined;
   publish(topic: string, payload: unknown): Promise<void>;
-  /** Whether this node's lease lapsed. */
-  fenced(): boolean;
+  /** Whether this node's lease lapsed (at `now`). */
+  fenced(now?: number): boolean;
   /**
    * Where the node is in its life: `draining` lets running turns finish (their nested calls
    * may still activate actors here); `closed` activates nothing.
@@ -155,13 +158,8 @@ export class Local implements ActivationHost<Call> {
       this.workers.get(def.name)!.enqueue(call);
       return;
     }
-    const key = `${call.type}/${call.id}`;
-    let act = this.activations.get(key);
-    if (act) {
-      // Most recently used last: eviction scans from the front.
-      this.activations.delete(key);
-      this.activations.set(key, act);
-    } else {
+    let act = this.activations.get(call.key);
+    if (!act) {
       if (this.#deps.phase() === "closed") {
         return call.retry(new ClosedError("The system is closed"));
       }
@@ -177,9 +175,9 @@ export class Local implements ActivationHost<Call> {
     act.enqueue(call);
   }
 
-  /** The active (or starting) activation of `type/id` here. */
-  has(type: string, id: string): boolean {
-    return this.activations.has(`${type}/${id}`);
+  /** Whether the call's actor is active (or starting) here. */
+  has(call: Call): boolean {
+    return this.activations.has(call.key);
   }
 
   /** Whether `type/id` runs here now (for `directory.locate`). */
@@ -188,21 +186,29 @@ export class Local implements ActivationHost<Call> {
   }
 
   /**
-   * Passivates least recently used idle activations until there is room for one more. One
-   * whose `onPassivate` hook still runs no longer counts: it takes no messages and ends soon.
+   * Passivates idle activations until there is room for one more, least recently used first
+   * among a sample (like Redis's approximate LRU): the oldest entries of the map are looked at,
+   * up to {@link LRU_SAMPLE} idle ones, and the one idle the longest goes. Keeping an exact
+   * order would cost a map update on every message. One whose `onPassivate` hook still runs no
+   * longer counts: it takes no messages and ends soon.
    */
   #makeRoom(): boolean {
     const max = this.#deps.maxActivations;
     const counted = () => this.activations.size - this.#evicting.size;
-    if (counted() < max) return true;
-    for (const act of this.activations.values()) {
-      if (counted() < max) break;
-      if (act.status === "active" && !act.busy && act.queued === 0) {
-        this.#evicting.add(act);
-        void act.passivate(true).finally(() => this.#evicting.delete(act));
+    while (counted() >= max) {
+      let victim: Activation<Call> | undefined;
+      let seen = 0;
+      for (const act of this.activations.values()) {
+        if (act.status !== "active" || act.busy || act.queued > 0) continue;
+        if (!victim || act.lastActive < victim.lastActive) victim = act;
+        if (++seen === LRU_SAMPLE) break;
       }
+      if (!victim) return false;
+      const evicted = victim;
+      this.#evicting.add(evicted);
+      void evicted.passivate(true).finally(() => this.#evicting.delete(evicted));
     }
-    return counted() < max;
+    return true;
   }
 
   #activate(def: ActorDefinition<AnyActorTypes>, id: string): Activation<Call> {
@@ -270,8 +276,8 @@ export class Local implements ActivationHost<Call> {
   publish(topic: string, payload: unknown): Promise<void> {
     return this.#deps.publish(topic, payload);
   }
-  fenced(): boolean {
-    return this.#deps.fenced();
+  fenced(now?: number): boolean {
+    return this.#deps.fenced(now);
   }
   reminderScheduled(due: number): void {
     this.#deps.reminderScheduled(due);
