@@ -250,6 +250,8 @@ export class NatsMeshConnection implements MeshConnection {
     return prefix;
   }
 
+  readonly #report = (error: unknown) => this.emit({ type: "error", error });
+
   subscribe(
     subject: string,
     handler: (msg: MeshMessage) => void,
@@ -257,8 +259,9 @@ export class NatsMeshConnection implements MeshConnection {
   ): MeshSubscription {
     this.#check();
     checkSubject(subject, "subscribe to", true);
-    const report = (error: unknown) => this.emit({ type: "error", error });
-    let sub: Subscription;
+    // One closure per subscription (the callback); everything else is shared: an active actor
+    // holds a subscription, and a node may hold a hundred thousand.
+    const report = this.#report;
     try {
       const opts: { queue?: string; callback: (err: Error | null, msg: Msg) => void } = {
         callback: (err, msg) => {
@@ -272,27 +275,10 @@ export class NatsMeshConnection implements MeshConnection {
         },
       };
       if (options?.queue !== undefined) opts.queue = options.queue;
-      sub = this.nc.subscribe(subject, opts);
+      return new NatsSubscription(subject, this.nc.subscribe(subject, opts));
     } catch (err) {
       throw toMeshError(err, `Cannot subscribe to "${subject}"`);
     }
-    return {
-      subject,
-      unsubscribe() {
-        try {
-          sub.unsubscribe();
-        } catch {
-          // closed already
-        }
-      },
-      async drain() {
-        try {
-          await sub.drain();
-        } catch {
-          // closed already
-        }
-      },
-    };
   }
 
   inbox(): string {
@@ -410,5 +396,26 @@ export class NatsMeshConnection implements MeshConnection {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+}
+
+/** A subscription of the NATS mesh (methods on the prototype: no closures per subscription). */
+class NatsSubscription implements MeshSubscription {
+  constructor(readonly subject: string, readonly sub: Subscription) {}
+
+  unsubscribe(): void {
+    try {
+      this.sub.unsubscribe();
+    } catch {
+      // closed already
+    }
+  }
+
+  async drain(): Promise<void> {
+    try {
+      await this.sub.drain();
+    } catch {
+      // closed already
+    }
   }
 }

@@ -92,6 +92,8 @@ export function callerError(err: unknown, log: Logger, where: string): ActorErro
 }
 
 const IDEMPOTENCY_CACHE = 256;
+/** Shared by every activation with nothing staged (an idle actor allocates no arrays). */
+const NONE: readonly never[] = Object.freeze([]);
 
 /** Thrown into a turn that tries to commit after its activation stopped or its node was fenced. */
 class Stopped extends UnavailableError {}
@@ -112,27 +114,25 @@ export class Activation<M extends Envelope = Envelope> {
   status: "starting" | "active" | "stopping" | "stopped" = "starting";
   /** Monotonic time of the last message. */
   lastActive = performance.now();
-  /** Resolves when started (rejects if recovery failed). */
-  readonly ready: Promise<void>;
+  /** Resolves when started (rejects if recovery failed); undefined once it has. */
+  #ready: Promise<void> | undefined;
 
   readonly #host: ActivationHost<M>;
-  readonly #queue: M[] = [];
+  #queue: M[] = NONE as never;
   #head = 0;
   #running = false;
   #epoch: number | undefined;
   #snapshotSeq = 0;
   #turn = 0;
-  #currentTurnId = "";
   #current: M | undefined;
   /** Resolved each time the turn loop ends (idle, stopping or stopped). */
   #loopEnded: Deferred<void> | undefined;
-  #staged: Staged[] = [];
-  #reminders: Reminder[] = [];
-  #publishes: [string, unknown][] = [];
-  #replies = new Map<string, unknown>();
-  #stoppedResolve!: () => void;
-  /** Resolves when stopped. */
-  readonly stoppedPromise: Promise<void>;
+  // Everything below is allocated on first use: an idle actor keeps little more than its state.
+  #staged: Staged[] = NONE as never;
+  #reminders: Reminder[] = NONE as never;
+  #publishes: [string, unknown][] = NONE as never;
+  #replies: Map<string, unknown> | undefined;
+  #stopped: Deferred<void> | undefined;
 
   constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>, id: string) {
     this.#host = host;
@@ -140,9 +140,29 @@ export class Activation<M extends Envelope = Envelope> {
     this.id = id;
     this.key = `${def.name}/${id}`;
     this.state = def.initialState();
-    this.stoppedPromise = new Promise((r) => this.#stoppedResolve = r);
-    this.ready = this.#start();
-    this.ready.catch(() => {});
+    const ready = this.#start();
+    ready.catch(() => {});
+    this.#ready = ready;
+  }
+
+  /** Resolves when started (rejects if recovery failed). */
+  get ready(): Promise<void> {
+    return this.#ready ?? Promise.resolve(); // a failed start keeps its rejected promise
+  }
+
+  /** Resolves when stopped. */
+  get stoppedPromise(): Promise<void> {
+    if (this.status === "stopped" && !this.#stopped) return Promise.resolve();
+    return (this.#stopped ??= deferred()).promise;
+  }
+
+  #stoppedResolve(): void {
+    this.#stopped?.resolve();
+  }
+
+  /** This turn's id, for call chains (deadlock detection). */
+  get turnId(): string {
+    return `${this.key}#${this.#turn}`;
   }
 
   /** Queued messages. */
@@ -174,6 +194,7 @@ export class Activation<M extends Envelope = Envelope> {
       }
       if (this.def.onActivate) await this.#hook(this.def.onActivate);
       this.status = "active";
+      this.#ready = undefined;
       this.#kick();
     } catch (err) {
       this.status = "stopped";
@@ -239,7 +260,7 @@ export class Activation<M extends Envelope = Envelope> {
       );
       return false;
     }
-    if (m.chain.length > 0 && this.#running && m.chain.includes(this.#currentTurnId)) {
+    if (m.chain.length > 0 && this.#running && m.chain.includes(this.turnId)) {
       m.reject(
         new DeadlockError(
           `Call chain came back to ${this.key}, which is busy waiting on it (${
@@ -249,6 +270,7 @@ export class Activation<M extends Envelope = Envelope> {
       );
       return false;
     }
+    if (this.#queue === (NONE as unknown)) this.#queue = [];
     this.#queue.push(m);
     m.accept(); // before the handler can run: a tell is answered by its acceptance alone
     this.#kick();
@@ -265,7 +287,11 @@ export class Activation<M extends Envelope = Envelope> {
     if (this.#head >= this.#queue.length) return undefined;
     const m = this.#queue[this.#head]!;
     this.#queue[this.#head++] = undefined as unknown as M;
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+    if (this.#head === this.#queue.length) {
+      // Empty: an idle actor keeps no mailbox array.
+      this.#queue = NONE as never;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue.splice(0, this.#head);
       this.#head = 0;
     }
@@ -274,7 +300,7 @@ export class Activation<M extends Envelope = Envelope> {
 
   #drainQueue(): M[] {
     const rest = this.#queue.slice(this.#head);
-    this.#queue.length = 0;
+    this.#queue = NONE as never;
     this.#head = 0;
     return rest;
   }
@@ -328,14 +354,13 @@ export class Activation<M extends Envelope = Envelope> {
   /** Runs one message; returns a promise only when it has to wait. */
   #turnOf(m: M): Promise<void> | undefined {
     this.#turn++;
-    this.#currentTurnId = `${this.key}#${this.#turn}`;
     this.#current = m;
     if (m.idempotencyKey !== undefined) return this.#idempotentTurn(m, m.idempotencyKey);
     return this.#run(m);
   }
 
   async #idempotentTurn(m: M, key: string): Promise<void> {
-    if (this.#replies.has(key)) return m.resolve(this.#replies.get(key));
+    if (this.#replies?.has(key)) return m.resolve(this.#replies.get(key));
     try {
       const stored = await this.#host.journal.reply(this.key, key);
       if (stored !== undefined) {
@@ -350,16 +375,15 @@ export class Activation<M extends Envelope = Envelope> {
   }
 
   #remember(key: string, value: unknown): void {
-    this.#replies.set(key, value);
-    if (this.#replies.size > IDEMPOTENCY_CACHE) {
-      this.#replies.delete(this.#replies.keys().next().value!);
-    }
+    const replies = this.#replies ??= new Map();
+    replies.set(key, value);
+    if (replies.size > IDEMPOTENCY_CACHE) replies.delete(replies.keys().next().value!);
   }
 
   #run(m: M): Promise<void> | undefined {
     const before = this.state;
     const beforeSeq = this.seq;
-    const ctx = new TurnContext(this, m, this.#host, this.#currentTurnId);
+    const ctx = new TurnContext(this, m, this.#host);
     let result: unknown;
     try {
       const fn = this.def.handlers[m.handler]!;
@@ -441,9 +465,9 @@ export class Activation<M extends Envelope = Envelope> {
   #rollback(state: unknown, seq: number): void {
     this.state = state;
     this.seq = seq;
-    this.#staged = [];
-    this.#reminders = [];
-    this.#publishes = [];
+    this.#staged = NONE as never;
+    this.#reminders = NONE as never;
+    this.#publishes = NONE as never;
   }
 
   #commitError(err: unknown): ActorError {
@@ -468,9 +492,9 @@ export class Activation<M extends Envelope = Envelope> {
     const staged = this.#staged;
     const reminders = this.#reminders;
     const publishes = this.#publishes;
-    this.#staged = [];
-    this.#reminders = [];
-    this.#publishes = [];
+    this.#staged = NONE as never;
+    this.#reminders = NONE as never;
+    this.#publishes = NONE as never;
     const needsJournal = staged.length > 0 || reminders.length > 0 || idemKey !== undefined;
     if (this.status === "stopped" || (needsJournal && this.#host.fenced())) {
       // Stopped meanwhile (lease lost, forced stop at shutdown): this turn applies nothing.
@@ -562,16 +586,19 @@ export class Activation<M extends Envelope = Envelope> {
     if (!reducer) throw new TypeError(`Actor type "${this.def.name}" has no event "${type}"`);
     this.state = reducer(this.state, payload);
     this.seq++;
+    if (this.#staged.length === 0) this.#staged = [];
     this.#staged.push({ type, payload, at: Date.now() });
   }
 
   /** Stages a reminder. */
   schedule(reminder: Reminder): void {
+    if (this.#reminders.length === 0) this.#reminders = [];
     this.#reminders.push(reminder);
   }
 
   /** Stages a publish. */
   stagePublish(topic: string, payload: unknown): void {
+    if (this.#publishes.length === 0) this.#publishes = [];
     this.#publishes.push([topic, payload]);
   }
 

@@ -31,6 +31,8 @@ export interface TurnScope {
   stagePublish(topic: string, payload: unknown): void;
   /** Stages a reminder. */
   schedule(reminder: Reminder): void;
+  /** The id of the turn running now (call chains carry it, for deadlock detection). */
+  readonly turnId: string;
 }
 
 /** The `ctx` of one turn of an activation or worker (see {@link Context}). */
@@ -38,13 +40,14 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   readonly #act: TurnScope;
   readonly #m: Envelope;
   readonly #host: ActivationHost<Envelope>;
-  readonly #turnId: string;
+  readonly #turnId: string | undefined;
   /** The config view when the turn started. */
   readonly config: ConfigView;
   #controller: AbortController | undefined;
   #origin: CallOrigin | undefined;
 
-  constructor(act: TurnScope, m: Envelope, host: ActivationHost<Envelope>, turnId: string) {
+  /** `turnId`: this turn's id when it is not the scope's current one (lifecycle hooks). */
+  constructor(act: TurnScope, m: Envelope, host: ActivationHost<Envelope>, turnId?: string) {
     this.#act = act;
     this.#m = m;
     this.#host = host;
@@ -84,7 +87,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   get #callOrigin(): CallOrigin {
     return this.#origin ??= {
       deadline: this.#m.deadline,
-      chain: [...this.#m.chain, this.#turnId],
+      chain: [...this.#m.chain, this.#turnId ?? this.#act.turnId],
       ...(this.#m.token !== undefined ? { token: this.#m.token } : {}),
     };
   }

@@ -94,8 +94,9 @@ export class WorkerPool<M extends Envelope = Envelope> {
       schedule() {
         throw new TypeError(`Stateless worker type "${def.name}" cannot schedule reminders`);
       },
+      turnId: `${def.name}#w${++this.#turns}`,
     };
-    const ctx = new TurnContext(scope, m, host, `${def.name}#w${++this.#turns}`);
+    const ctx = new TurnContext(scope, m, host);
     try {
       const result = await def.handlers[m.handler]!(ctx, m.payload);
       if (m.kind !== "stream") return m.resolve(result);

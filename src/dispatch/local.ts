@@ -67,6 +67,8 @@ export interface LocalDeps {
   configView(): ConfigView;
   /** An activation is active: route its subject here. */
   activated(act: Activation<Call>): void;
+  /** An activation that was active stopped: its subject no longer routes here. */
+  deactivated(act: Activation<Call>): void;
   /** A call this node cannot handle now goes back on the message path (to `owner` if known). */
   reroute(call: Call, owner?: string): void;
 }
@@ -292,6 +294,7 @@ export class Local implements ActivationHost<Call> {
   }
 
   stopped(act: Activation<Call>, leftover: Call[], owner?: string): void {
+    this.#deps.deactivated(act);
     if (this.activations.get(act.key) === act) {
       this.activations.delete(act.key);
       if (owner === undefined) {

@@ -80,20 +80,26 @@ export class Server {
     return d.conn.flush();
   }
 
+  readonly #serveBound = (msg: MeshMessage) => this.#serve(msg);
+
   /** An activation became active here: its subject routes to this node until it stops. */
   activated(act: Activation<Call>): void {
     if (act.status !== "active") return;
     const sub = this.#deps.conn.subscribe(
       this.#deps.subjects.actor(act.def.name, act.id),
-      (msg) => this.#serve(msg),
+      this.#serveBound,
     );
     this.#actorSubs.set(act.key, sub);
-    act.stoppedPromise.then(() => {
-      if (this.#actorSubs.get(act.key) === sub) this.#actorSubs.delete(act.key);
-      // Drained, not dropped: a request the server routed here before it saw the unsubscribe
-      // is still served (by a new activation, or answered "retry" while closing).
-      sub.drain().catch(() => sub.unsubscribe());
-    });
+  }
+
+  /** An activation stopped: its subject no longer routes here. */
+  deactivated(act: Activation<Call>): void {
+    const sub = this.#actorSubs.get(act.key);
+    if (!sub) return;
+    this.#actorSubs.delete(act.key);
+    // Drained, not dropped: a request the server routed here before it saw the unsubscribe
+    // is still served (by a new activation, or answered "retry" while closing).
+    sub.drain().catch(() => sub.unsubscribe());
   }
 
   #serve(msg: MeshMessage): void {
