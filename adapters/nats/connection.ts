@@ -239,7 +239,7 @@ export class NatsMeshConnection implements MeshConnection {
   readonly #deadlines = new TimerWheel(5);
 
   #startMux(): string {
-    const prefix = createInbox();
+    const prefix = this.inbox();
     const strip = prefix.length + 1;
     this.nc.subscribe(`${prefix}.*`, {
       callback: (err, msg) => {
@@ -295,8 +295,12 @@ export class NatsMeshConnection implements MeshConnection {
     };
   }
 
+  /**
+   * A fresh inbox subject under the connection's inbox prefix (`_INBOX` unless the mesh's
+   * `inboxPrefix` option set another).
+   */
   inbox(): string {
-    return createInbox();
+    return createInbox(this.#options.inboxPrefix);
   }
 
   async flush(): Promise<void> {
