@@ -48,13 +48,14 @@ function freshPrefix(): string {
   return `a${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
 }
 
-async function lockedDown(extra = ""): Promise<Setup> {
+async function lockedDown(extra = "", account?: string): Promise<Setup> {
   const prefix = freshPrefix();
   const kp = nkeys.createUser();
   const config = natsAuthConfig({
     prefix,
     nodes: [NODE, EDGE, { nkey: kp.getPublicKey() }],
     clients: [GW],
+    ...(account === undefined ? {} : { account }),
   });
   const nats = await startNatsCluster({ config: config + extra, websocket: false });
   return {
@@ -172,6 +173,50 @@ Deno.test("locked-down NATS: node users host and call; a client user requests an
   assert.equal(unjson(reply.data), 5);
   assert.equal(await sys.client.ref(Counter, "c").ask("get", undefined), 5);
   assert.deepEqual(gw.errors, []);
+});
+
+Deno.test("locked-down NATS in an account of its own: the same rights", async () => {
+  await using s = await lockedDown("", "TROUPE");
+  await using sys = await systems(s);
+  assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
+  await using gw = await gateway(s);
+  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
+    headers: ask("counter", "c", "add"),
+    timeout: 5000,
+  });
+  assert.equal(unjson(reply.data), 5);
+  const closed = await within(gw.nc.subscribe(`${s.prefix}.a.>`).closed, 5000, "refusal");
+  assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
+  await assert.rejects(
+    gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
+    /Permissions Violation/,
+  );
+});
+
+Deno.test("natsAuthConfig: refuses what would not work", () => {
+  const nodes = [NODE];
+  assert.throws(() => natsAuthConfig({ nodes: [] }), /without node users/);
+  assert.throws(() => natsAuthConfig({ prefix: "a.b", nodes }), /prefix/);
+  assert.throws(() => natsAuthConfig({ nodes, clients: [{ ...NODE }] }), /twice/);
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX.gw" }] }),
+    /inside the nodes' inbox prefix/,
+  );
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX_gw.>" }] }),
+    /not a subject prefix/,
+  );
+  assert.throws(() => natsAuthConfig({ nodes: [{ nkey: "SU123" }] }), /nkey/);
+  const text = natsAuthConfig({
+    prefix: "p",
+    nodes,
+    clients: [{ ...GW, call: ["account"], publishTopics: ["orders.>"] }],
+  });
+  assert.match(
+    text,
+    /publish: \{ allow: \["p\.a\.account\.>", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
+  );
+  assert.match(text, /subscribe: \{ allow: \["_INBOX_gw\.>"\] \}/);
 });
 
 Deno.test("locked-down NATS: a client user cannot write the directory's buckets", async () => {
