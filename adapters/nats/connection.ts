@@ -162,9 +162,22 @@ export class NatsMeshConnection implements MeshConnection {
     }
   }
 
+  /**
+   * Publishes. Subjects starting with `$` (`$JS.API.…`, `$KV.…`, `$SYS.…`: the server's and
+   * JetStream's APIs) are refused with a TypeError: the core publishes only replies, stream
+   * frames and topic messages, and their subjects come from callers, so a caller naming
+   * `$JS.API.STREAM.DELETE.KV_troupe_acts` or `$KV.troupe_nodes.x` as its reply subject
+   * would otherwise make a node, which may use those APIs, delete or write the directory.
+   * (The adapter's own JetStream calls do not go through here.)
+   */
   publish(subject: string, data: Uint8Array, options?: PublishOptions): void {
     this.#check();
     checkSubject(subject, "publish to");
+    if (subject.charCodeAt(0) === 36 /* $ */) {
+      throw new TypeError(
+        `Cannot publish to "${subject}": subjects starting with $ are NATS and JetStream APIs`,
+      );
+    }
     try {
       const opts: { headers?: MsgHdrs; reply?: string } = {};
       const h = toNatsHeaders(options?.headers);
@@ -239,7 +252,7 @@ export class NatsMeshConnection implements MeshConnection {
   readonly #deadlines = new TimerWheel(5);
 
   #startMux(): string {
-    const prefix = createInbox();
+    const prefix = this.inbox();
     const strip = prefix.length + 1;
     this.nc.subscribe(`${prefix}.*`, {
       callback: (err, msg) => {
@@ -281,8 +294,12 @@ export class NatsMeshConnection implements MeshConnection {
     }
   }
 
+  /**
+   * A fresh inbox subject under the connection's inbox prefix (`_INBOX` unless the mesh's
+   * `inboxPrefix` option set another).
+   */
   inbox(): string {
-    return createInbox();
+    return createInbox(this.#options.inboxPrefix);
   }
 
   async flush(): Promise<void> {

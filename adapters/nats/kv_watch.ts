@@ -6,7 +6,7 @@
  * @module
  */
 
-import { createInbox, type Msg, nanos, type Subscription } from "@nats-io/nats-core";
+import { type Msg, nanos, type Subscription } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import type { KvEntry, KvWatch } from "../../src/mesh/types.ts";
 import { delay } from "../../src/util/async.ts";
@@ -105,7 +105,7 @@ export class NatsKvWatch implements KvWatch {
       for (let attempt = 0; !this.#stopped; attempt++) {
         const gen = ++this.#gen;
         this.#sub?.unsubscribe();
-        const inbox = createInbox();
+        const inbox = this.#conn.inbox();
         this.#expected = 1;
         this.#held = [];
         this.#lastActive = performance.now();

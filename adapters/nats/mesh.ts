@@ -27,7 +27,10 @@
 import { connect as tcpConnect } from "@nats-io/transport-node";
 import {
   type ConnectionOptions,
+  credsAuthenticator,
   errors as natsErrors,
+  nkeyAuthenticator,
+  nkeys,
   wsconnect,
   type WsSocketFactory,
 } from "@nats-io/nats-core";
@@ -37,6 +40,28 @@ import { backoff } from "./_util.ts";
 import { NatsMeshConnection } from "./connection.ts";
 
 export { replicatedCasIsSafe } from "./kv.ts";
+
+/**
+ * The server refused the credentials (wrong user, password, token, NKey or creds, or an
+ * expired user JWT) or the options name none. `connect` fails with it at once, without
+ * waiting for `connectTimeout`.
+ */
+export class NatsAuthError extends Error {
+  /** The server URLs that were tried. */
+  readonly servers: string[];
+  /**
+   * Makes the error.
+   *
+   * @param message Details.
+   * @param servers The server URLs that were tried.
+   * @param cause The client's error.
+   */
+  constructor(message: string, servers: string[], cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "NatsAuthError";
+    this.servers = servers;
+  }
+}
 
 /**
  * Options of {@link natsMesh}.
@@ -62,13 +87,38 @@ export interface NatsMeshOptions {
   servers: string | string[];
   /** First token of every Troupe subject and of bucket names. @default {"troupe"} */
   prefix?: string;
-  /** User name. */
+  /** User name (with `pass`). Use one way to authenticate: user/pass, token, NKey or creds. */
   user?: string;
   /** Password of `user`. */
   pass?: string;
   /** Token. */
   token?: string;
-  /** TLS options for TCP connections (`wss://` URLs use the runtime's TLS). */
+  /**
+   * NKey seed of an NKey user (`SU…`), for a server whose `authorization` lists
+   * `{ nkey: "U…" }`: the client signs the server's nonce, the seed never leaves the process.
+   */
+  nkeySeed?: string;
+  /**
+   * Path of a `.creds` file (a user JWT and its NKey seed, as written by `nsc`), for a
+   * server in operator (JWT) mode; read once per connect (`--allow-read` on that path).
+   */
+  credsFile?: string;
+  /** The content of a `.creds` file (instead of `credsFile`). */
+  creds?: string;
+  /**
+   * Prefix of the connection's inbox subjects (reply subscriptions of requests, stream
+   * inboxes, JetStream replies and KV watch deliveries). A server that limits a user to
+   * subscribing `<inboxPrefix>.>` (see `natsAuthConfig`) needs it set to the same value.
+   * @default {"_INBOX"}
+   */
+  inboxPrefix?: string;
+  /**
+   * TLS options for TCP connections (`wss://` URLs use the runtime's TLS). Setting it (even
+   * to `{}`) makes the client refuse a server that does not offer TLS; a `tls://` URL among
+   * `servers` does the same (natsMesh then sets `{}` when this is unset), so that a server
+   * impersonating a plain one never receives the credentials in clear. Without either, the
+   * client uses TLS only when the server asks for it.
+   */
   tls?: TlsOptions;
   /**
    * Lease time-to-live for membership and ownership, in ms: a crashed node's actors move after
@@ -187,12 +237,80 @@ export function natsMesh(options: NatsMeshOptions): Mesh {
   if (options.replicas !== undefined && !(options.replicas >= 1 && options.replicas <= 5)) {
     throw new RangeError(`Cannot use replicas ${options.replicas}: must be 1 to 5`);
   }
+  checkAuthOptions(options);
   return {
     kind: "nats",
     leaseTtl,
     prefix,
     connect: ({ node, signal }) => connectNode(servers, transport, options, node, signal),
   };
+}
+
+const INBOX_PREFIX = /^[^\s.*>]+(\.[^\s.*>]+)*$/;
+
+/** Throws a TypeError for contradicting or malformed credential options (never naming secrets). */
+function checkAuthOptions(options: NatsMeshOptions): void {
+  const ways = [
+    options.user !== undefined || options.pass !== undefined ? "user/pass" : undefined,
+    options.token !== undefined ? "token" : undefined,
+    options.nkeySeed !== undefined ? "nkeySeed" : undefined,
+    options.credsFile !== undefined ? "credsFile" : undefined,
+    options.creds !== undefined ? "creds" : undefined,
+  ].filter((w) => w !== undefined);
+  if (ways.length > 1) {
+    throw new TypeError(`Cannot combine ${ways.join(" and ")}: use one way to authenticate`);
+  }
+  if (options.pass !== undefined && options.user === undefined) {
+    throw new TypeError("Cannot use `pass` without `user`");
+  }
+  if (options.nkeySeed !== undefined) {
+    let ok = false;
+    try {
+      ok = nkeys.fromSeed(new TextEncoder().encode(options.nkeySeed)).getPublicKey()
+        .startsWith("U");
+    } catch {
+      // not a seed
+    }
+    if (!ok) throw new TypeError("Cannot use `nkeySeed`: not an NKey user seed (SU…)");
+  }
+  if (options.inboxPrefix !== undefined && !INBOX_PREFIX.test(options.inboxPrefix)) {
+    throw new TypeError(
+      `Cannot use inboxPrefix ${
+        JSON.stringify(options.inboxPrefix)
+      }: dot-separated tokens without wildcards or spaces`,
+    );
+  }
+}
+
+/** The connection options that authenticate (and set the inbox prefix); reads `credsFile`. */
+async function authOptions(options: NatsMeshOptions): Promise<Partial<ConnectionOptions>> {
+  const out: Partial<ConnectionOptions> = {};
+  const enc = new TextEncoder();
+  if (options.user !== undefined) out.user = options.user;
+  if (options.pass !== undefined) out.pass = options.pass;
+  if (options.token !== undefined) out.token = options.token;
+  if (options.nkeySeed !== undefined) {
+    out.authenticator = nkeyAuthenticator(enc.encode(options.nkeySeed));
+  }
+  if (options.creds !== undefined) {
+    out.authenticator = credsAuthenticator(enc.encode(options.creds));
+  }
+  if (options.credsFile !== undefined) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(options.credsFile);
+    } catch (err) {
+      throw new TypeError(
+        `Cannot read the NATS creds file "${options.credsFile}": ${
+          err instanceof Error ? err.message : String(err)
+        }`,
+        { cause: err },
+      );
+    }
+    out.authenticator = credsAuthenticator(enc.encode(text));
+  }
+  if (options.inboxPrefix !== undefined) out.inboxPrefix = options.inboxPrefix;
+  return out;
 }
 
 const SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
@@ -241,10 +359,9 @@ async function connectNode(
     waitOnFirstConnect: false,
     noAsyncTraces: true,
   };
-  if (options.user !== undefined) base.user = options.user;
-  if (options.pass !== undefined) base.pass = options.pass;
-  if (options.token !== undefined) base.token = options.token;
+  Object.assign(base, await authOptions(options));
   if (options.tls !== undefined) base.tls = options.tls;
+  else if (servers.some((s) => /^tls:\/\//i.test(s))) base.tls = {};
   if (transport !== "ws") installSocketGuard();
   let attempt = 0;
   let last: unknown;
@@ -260,10 +377,15 @@ async function connectNode(
       return new NatsMeshConnection(nc, node, options);
     } catch (err) {
       last = err;
-      if (err instanceof natsErrors.AuthorizationError) {
-        throw new Error(
-          `Cannot connect node "${node}" to NATS at ${servers.join(", ")}: ${err.message}`,
-          { cause: err },
+      if (
+        err instanceof natsErrors.AuthorizationError ||
+        err instanceof natsErrors.UserAuthenticationExpiredError
+      ) {
+        throw new NatsAuthError(
+          `Cannot connect node "${node}" to NATS at ${servers.join(", ")}: the server refused ` +
+            `its credentials (${err.message})`,
+          servers,
+          err,
         );
       }
     }

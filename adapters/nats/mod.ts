@@ -19,6 +19,12 @@
  * @module
  */
 
-export { natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
+export { NatsAuthError, natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
+export {
+  natsAuthConfig,
+  type NatsAuthConfigOptions,
+  type NatsClientUser,
+  type NatsNodeUser,
+} from "./auth.ts";
 export type { Mesh } from "../../src/mesh/types.ts";
 export type { TlsOptions } from "./mesh.ts";

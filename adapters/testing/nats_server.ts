@@ -30,6 +30,12 @@ export interface NatsClusterOptions {
   pass?: string;
   /** Require this token (instead of user/pass). */
   token?: string;
+  /**
+   * Extra configuration text appended to every server's generated configuration: an
+   * `authorization { … }` or `accounts { … }` section (from `natsAuthConfig`), a `tls { … }`
+   * section, and so on. Use it instead of `user`/`pass`/`token`, not with them.
+   */
+  config?: string;
   /** The servers' `max_payload`, in bytes. @default {1048576} */
   maxPayload?: number;
   /** How long to wait for the cluster to be ready, in ms. @default {20000} */
@@ -349,6 +355,7 @@ function configFor(
   if (options.websocket ?? true) {
     lines.push(`websocket { listen: "127.0.0.1:${ports.ws}", no_tls: true }`);
   }
+  if (options.config !== undefined) lines.push(options.config);
   return lines.join("\n") + "\n";
 }
 
@@ -373,6 +380,9 @@ function configFor(
 export async function startNatsCluster(options: NatsClusterOptions = {}): Promise<NatsCluster> {
   // Tests kill servers under live NATS clients: keep late socket resets from ending the run.
   installSocketGuard();
+  if (options.config !== undefined && (options.user ?? options.token) !== undefined) {
+    throw new TypeError("Cannot combine `config` with `user`/`token`: put the auth in `config`");
+  }
   const binary = options.binary ?? findNatsServer();
   const count = options.servers ?? 1;
   const jetstream = options.jetstream ?? true;

@@ -1,0 +1,560 @@
+/**
+ * A locked-down NATS server (the configuration from `natsAuthConfig`) with Troupe nodes, a
+ * Troupe client system and plain NATS client users: what works, and each denial.
+ */
+import assert from "node:assert/strict";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import {
+  errors as natsErrors,
+  headers as natsHeaders,
+  nkeys,
+  type Status,
+} from "@nats-io/nats-core";
+import { Kvm } from "@nats-io/kv";
+import { createSystem, defineActor, memoryJournal, type System } from "../../mod.ts";
+import { natsAuthConfig, NatsAuthError, natsMesh, type NatsMeshOptions } from "./mod.ts";
+import { type NatsCluster, startNatsCluster } from "../testing/mod.ts";
+import type { NatsMeshConnection } from "./connection.ts";
+import { clusterSteps } from "../../tests/cluster_suite.ts";
+
+const Counter = defineActor({
+  name: "counter",
+  initialState: () => ({ n: 0 }),
+  events: { added: (s, e: { by: number }) => ({ n: s.n + e.by }) },
+  handlers: {
+    add(ctx, by: number) {
+      ctx.emit("added", { by });
+      return ctx.state.n;
+    },
+    get: (ctx) => ctx.state.n,
+    echo: (_ctx, value: unknown) => value,
+  },
+});
+
+const NODE = { user: "node", pass: "node-pw" };
+const EDGE = { user: "edge", pass: "edge-pw" }; // a Troupe client system: a node identity
+const GW = { user: "gw", pass: "gw-pw" }; // a plain NATS client user
+const GW_INBOX = "_INBOX_gw";
+
+interface Setup extends AsyncDisposable {
+  prefix: string;
+  nats: NatsCluster;
+  url: string;
+  /** A node-user NKey seed (the hosting node connects with it). */
+  nodeSeed: string;
+}
+
+function freshPrefix(): string {
+  return `a${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
+}
+
+async function lockedDown(extra = "", account?: string): Promise<Setup> {
+  const prefix = freshPrefix();
+  const kp = nkeys.createUser();
+  const config = natsAuthConfig({
+    prefix,
+    nodes: [NODE, EDGE, { nkey: kp.getPublicKey() }],
+    clients: [GW],
+    ...(account === undefined ? {} : { account }),
+  });
+  const nats = await startNatsCluster({ config: config + extra, websocket: false });
+  return {
+    prefix,
+    nats,
+    url: nats.urls[0]!,
+    nodeSeed: new TextDecoder().decode(kp.getSeed()),
+    [Symbol.asyncDispose]: () => nats.stop(),
+  };
+}
+
+function mesh(s: Setup, auth: Partial<NatsMeshOptions>): ReturnType<typeof natsMesh> {
+  return natsMesh({ servers: s.url, prefix: s.prefix, leaseTtl: 2000, ...auth });
+}
+
+/** A node (NKey user) hosting Counter and a Troupe client system (user/pass node user). */
+async function systems(s: Setup): Promise<{ node: System; client: System } & AsyncDisposable> {
+  const journal = memoryJournal();
+  const started: System[] = [];
+  const close = async () => {
+    for (const sys of started.reverse()) await sys.close();
+    await journal.close();
+  };
+  try {
+    started.push(
+      await createSystem({
+        actors: [Counter],
+        mesh: mesh(s, { nkeySeed: s.nodeSeed }),
+        journal,
+        node: "n1",
+        logger: "error",
+      }),
+    );
+    started.push(
+      await createSystem({ actors: [], mesh: mesh(s, EDGE), journal, node: "c1", logger: "error" }),
+    );
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { node: started[0]!, client: started[1]!, [Symbol.asyncDispose]: close };
+}
+
+/** A plain NATS client as the gw user, with the permission errors the server reported. */
+async function gateway(
+  s: Setup,
+  inboxPrefix: string | null = GW_INBOX,
+): Promise<{ nc: NatsConnection; errors: string[] } & AsyncDisposable> {
+  const nc = await connect({
+    servers: s.url,
+    ...GW,
+    ...(inboxPrefix === null ? {} : { inboxPrefix }),
+    timeout: 5000,
+  });
+  const errors: string[] = [];
+  const loop = (async () => {
+    for await (const st of nc.status() as AsyncIterable<Status>) {
+      if (st.type === "error") errors.push(String(st.error));
+    }
+  })();
+  return {
+    nc,
+    errors,
+    [Symbol.asyncDispose]: async () => {
+      await nc.close();
+      await loop;
+    },
+  };
+}
+
+/** Waits until `check` holds, at most `ms`. */
+async function eventually(check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) assert.fail(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** `p`, or a failure after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+const unjson = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b));
+
+/** Headers of a raw `ask` request in JSON. */
+function ask(type: string, id: string, handler: string) {
+  const h = natsHeaders();
+  h.set("tr", `ask;${type};${id};${handler};5000;application/json`);
+  return h;
+}
+
+Deno.test("locked-down NATS: node users host and call; a client user requests an actor", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  // a Troupe client system (node identity "edge") reaches the actor on the NKey node
+  assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
+  // a plain client user requests the active actor's subject and gets the answer
+  await using gw = await gateway(s);
+  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
+    headers: ask("counter", "c", "add"),
+    timeout: 5000,
+  });
+  assert.equal(reply.headers?.get("tr-status") ?? "", "");
+  assert.equal(unjson(reply.data), 5);
+  assert.equal(await sys.client.ref(Counter, "c").ask("get", undefined), 5);
+  assert.deepEqual(gw.errors, []);
+});
+
+Deno.test("locked-down NATS in an account of its own: the same rights", async () => {
+  await using s = await lockedDown("", "TROUPE");
+  await using sys = await systems(s);
+  assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
+  await using gw = await gateway(s);
+  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
+    headers: ask("counter", "c", "add"),
+    timeout: 5000,
+  });
+  assert.equal(unjson(reply.data), 5);
+  const closed = await within(gw.nc.subscribe(`${s.prefix}.a.>`).closed, 5000, "refusal");
+  assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
+  await assert.rejects(
+    gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
+    /Permissions Violation/,
+  );
+});
+
+Deno.test("natsAuthConfig: refuses what would not work", () => {
+  const nodes = [NODE];
+  assert.throws(() => natsAuthConfig({ nodes: [] }), /without node users/);
+  assert.throws(() => natsAuthConfig({ prefix: "a.b", nodes }), /prefix/);
+  assert.throws(() => natsAuthConfig({ nodes, clients: [{ ...NODE }] }), /twice/);
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX.gw" }] }),
+    /inside the nodes' inbox prefix/,
+  );
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX_gw.>" }] }),
+    /not a subject prefix/,
+  );
+  assert.throws(() => natsAuthConfig({ nodes: [{ nkey: "SU123" }] }), /nkey/);
+  const text = natsAuthConfig({
+    prefix: "p",
+    nodes,
+    clients: [{ ...GW, call: ["account"], publishTopics: ["orders.>"] }],
+  });
+  assert.match(
+    text,
+    /publish: \{ allow: \["p\.a\.account\.>", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
+  );
+  assert.match(text, /subscribe: \{ allow: \["_INBOX_gw\.>"\] \}/);
+});
+
+Deno.test("locked-down NATS: a client user cannot write the directory's buckets", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  await using gw = await gateway(s);
+  const bucket = `${s.prefix}_nodes`;
+  // a raw publish onto the bucket's stream subject
+  gw.nc.publish(`$KV.${bucket}.evil`, json({ node: "evil" }));
+  await gw.nc.flush();
+  await eventually(
+    () => gw.errors.some((e) => e.includes(`Publish to "$KV.${bucket}.evil"`)),
+    5000,
+    "the permissions violation",
+  );
+  // through the KV client: its JetStream API calls are refused
+  const kvm = new Kvm(gw.nc);
+  await assert.rejects(
+    async () => {
+      const kv = await kvm.open(bucket);
+      await kv.put("evil2", json({ node: "evil" }));
+    },
+    (err: Error) => /Permissions Violation for Publish to "\$(JS\.API|KV)\./.test(String(err)),
+  );
+  // nothing was written
+  const conn = await mesh(s, NODE).connect({ node: "reader" });
+  try {
+    const kv = await conn.kv(bucket);
+    assert.equal(await kv.get("evil") ?? null, null);
+    assert.equal(await kv.get("evil2") ?? null, null);
+    assert.ok(await kv.get("n1"), "the node's own heartbeat is there");
+  } finally {
+    await conn.close();
+  }
+  assert.ok(sys.node.directory.nodes().every((n) => n.id !== "evil"));
+});
+
+Deno.test("locked-down NATS: a client user cannot subscribe to actor subjects or swallow requests", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  assert.equal(await sys.client.ref(Counter, "x").ask("add", 1), 1); // active on n1
+  await using gw = await gateway(s);
+  const swallowed: string[] = [];
+  const sub = gw.nc.subscribe(`${s.prefix}.a.>`, {
+    callback: (e, m) => void (e ? undefined : swallowed.push(m.subject)),
+  });
+  const workers = gw.nc.subscribe(`${s.prefix}.w.>`, { queue: "w-counter" });
+  const [closed, closedW] = await within(
+    Promise.all([sub.closed, workers.closed]),
+    5000,
+    "the subscriptions to be refused",
+  );
+  assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
+  assert.match(String(closed), /Subscription to ".*\.a\.>"/);
+  assert.ok(closedW instanceof natsErrors.PermissionViolationError, String(closedW));
+  // requests still reach the node, none reached the client
+  for (let i = 0; i < 5; i++) await sys.client.ref(Counter, "x").ask("add", 1);
+  assert.equal(await sys.client.ref(Counter, "x").ask("get", undefined), 6);
+  assert.deepEqual(swallowed, []);
+});
+
+Deno.test("locked-down NATS: a client user cannot reach node inboxes, JetStream, or others' inboxes", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  await using gw = await gateway(s);
+  // node inbox: denied (raw publish and request)
+  gw.nc.publish(`${s.prefix}.n.n1`, json(1), { headers: ask("counter", "y", "add") });
+  await assert.rejects(
+    gw.nc.request(`${s.prefix}.n.n1`, json(1), {
+      headers: ask("counter", "y", "add"),
+      timeout: 3000,
+    }),
+    /Permissions Violation for Publish to ".*\.n\.n1"/,
+  );
+  // the JetStream API: denied
+  await assert.rejects(
+    gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
+    /Permissions Violation for Publish to "\$JS\.API\.INFO"/,
+  );
+  // subscribing outside its inbox prefix (the nodes' inboxes, another client's): denied
+  for (const subject of ["_INBOX.>", "_INBOX_other.>", ">"]) {
+    const closed = await within(gw.nc.subscribe(subject).closed, 5000, `${subject} refused`);
+    assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
+  }
+  await eventually(
+    () => gw.errors.some((e) => /Publish to ".*\.n\.n1"/.test(e)),
+    5000,
+    "the publish violation",
+  );
+  assert.equal(sys.node.directory.nodes().length, 2);
+  // a client without its inbox prefix cannot even receive replies
+  assert.equal(await sys.client.ref(Counter, "z").ask("add", 1), 1); // active on n1
+  await using plain = await gateway(s, null); // inboxes under _INBOX
+  await assert.rejects(
+    plain.nc.request(`${s.prefix}.a.counter.z`, json(1), {
+      headers: ask("counter", "z", "add"),
+      timeout: 3000,
+    }),
+  );
+  await eventually(
+    () => plain.errors.some((e) => /Subscription to "_INBOX\./.test(e)),
+    5000,
+    "the subscription violation",
+  );
+});
+
+Deno.test("locked-down NATS: a reply subject naming a JetStream or KV API is not published to", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1); // active on n1
+  await using gw = await gateway(s);
+  const subject = `${s.prefix}.a.counter.r`;
+  // the node may write these; the client names them as the reply subject of its requests
+  gw.nc.publish(subject, json(1), {
+    headers: ask("counter", "r", "add"),
+    reply: `$KV.${s.prefix}_nodes.forged`,
+  });
+  gw.nc.publish(subject, json({}), {
+    headers: ask("counter", "r", "echo"), // replies `{}`: a valid purge request
+    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_acts`,
+  });
+  await gw.nc.flush();
+  // the requests were served (1 added), no reply was published
+  const deadline = performance.now() + 5000;
+  while (await sys.client.ref(Counter, "r").ask("get", undefined) !== 2) {
+    assert.ok(performance.now() < deadline, "the add was served");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await sys.client.ref(Counter, "r").ask("echo", 1); // after the echo above (one mailbox)
+  const conn = await mesh(s, NODE).connect({ node: "reader" });
+  try {
+    assert.equal(await (await conn.kv(`${s.prefix}_nodes`)).get("forged") ?? null, null);
+    const jsm = await (conn as NatsMeshConnection).jsm();
+    const info = await jsm.streams.info(`KV_${s.prefix}_acts`);
+    assert.ok(info.state.messages >= 1, "the ownership bucket was not purged");
+  } finally {
+    await conn.close();
+  }
+});
+
+Deno.test("locked-down NATS: wrong credentials fail connect at once with NatsAuthError", async () => {
+  await using s = await lockedDown();
+  const cases: Partial<NatsMeshOptions>[] = [
+    { user: NODE.user, pass: "wrong" },
+    { user: "nobody", pass: "x" },
+    { nkeySeed: new TextDecoder().decode(nkeys.createUser().getSeed()) }, // unknown NKey
+    {}, // no credentials at all
+  ];
+  for (const auth of cases) {
+    const start = performance.now();
+    const err = await mesh(s, { ...auth, connectTimeout: 10_000 }).connect({ node: "bad" }).then(
+      (c) => c.close().then(() => assert.fail(`connected with ${JSON.stringify(auth)}`)),
+      (e) => e,
+    );
+    assert.ok(err instanceof NatsAuthError, `${JSON.stringify(auth)}: ${err}`);
+    assert.ok(err.message.includes(s.url), err.message);
+    assert.match(err.message, /refused its credentials/);
+    assert.deepEqual(err.servers, [s.url]);
+    assert.ok(performance.now() - start < 3000, `failed fast (${performance.now() - start} ms)`);
+  }
+  // options that cannot work fail at once, without naming the secret
+  assert.throws(() => natsMesh({ servers: s.url, nkeySeed: "not-a-seed" }), /nkeySeed/);
+  assert.throws(
+    () => natsMesh({ servers: s.url, user: "u", pass: "p", token: "t" }),
+    /Cannot combine user\/pass and token/,
+  );
+  await assert.rejects(
+    natsMesh({ servers: s.url, credsFile: "/nonexistent/x.creds" }).connect({ node: "c" }),
+    /Cannot read the NATS creds file "\/nonexistent\/x.creds"/,
+  );
+});
+
+Deno.test("natsMesh: creds and credsFile authenticate (the file's NKey seed signs the nonce)", async () => {
+  // The server here is not in operator (JWT) mode: it checks the NKey and ignores the JWT, so
+  // this covers reading and parsing the creds, not JWT validation (that is the server's).
+  await using s = await lockedDown();
+  const creds = [
+    "-----BEGIN NATS USER JWT-----",
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.AAAA",
+    "------END NATS USER JWT------",
+    "",
+    "-----BEGIN USER NKEY SEED-----",
+    s.nodeSeed,
+    "------END USER NKEY SEED------",
+    "",
+  ].join("\n");
+  const dir = await Deno.makeTempDir({ prefix: "troupe-creds-" });
+  try {
+    await Deno.writeTextFile(`${dir}/node.creds`, creds);
+    for (const auth of [{ creds }, { credsFile: `${dir}/node.creds` }]) {
+      const conn = await mesh(s, auth).connect({ node: "creds" });
+      try {
+        const kv = await conn.kv(`${s.prefix}_leases`);
+        await kv.put("k", json(1));
+      } finally {
+        await conn.close();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("natsMesh inboxPrefix: a mesh connection limited to its own inbox prefix works", async () => {
+  // a client-like identity whose only subscriptions are `_INBOX_gw.>`: requests, inboxes and
+  // the mux all use the prefix (a connection that did not would fail on its first request)
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  assert.equal(await sys.client.ref(Counter, "p").ask("add", 4), 4);
+  const conn = await mesh(s, { ...GW, inboxPrefix: GW_INBOX }).connect({ node: "gw" });
+  try {
+    assert.ok(conn.inbox().startsWith(`${GW_INBOX}.`));
+    const reply = await conn.request(`${s.prefix}.a.counter.p`, json(1), {
+      timeout: 5000,
+      headers: { tr: "ask;counter;p;add;5000;application/json" },
+    });
+    assert.equal(unjson(reply.data), 5);
+  } finally {
+    await conn.close();
+  }
+});
+
+Deno.test("locked-down NATS: the cluster behaviour suite with node users", async (t) => {
+  await clusterSteps(t, async () => {
+    const s = await lockedDown();
+    const users = [NODE, EDGE];
+    let i = 0;
+    return {
+      mesh: () => mesh(s, users[i++ % 2]!),
+      cleanup: () => s.nats.stop(),
+    };
+  });
+});
+
+/** A CA and a server certificate for 127.0.0.1, made with openssl in `dir`. */
+async function makeCerts(dir: string): Promise<void> {
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command("openssl", {
+      args,
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    })
+      .output();
+    if (!out.success) {
+      throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+    }
+  };
+  await run(
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=troupe test CA",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+  );
+  await run(
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=127.0.0.1",
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.csr",
+  );
+  // nats.js upgrades the socket without a server name when the URL's host is an IP address,
+  // and node:tls then checks the certificate against "localhost": name both
+  await Deno.writeTextFile(`${dir}/ext.cnf`, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  await run(
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    "ext.cnf",
+    "-out",
+    "server.pem",
+  );
+}
+
+Deno.test("natsMesh tls: a tls:// server with a private CA and credentials", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "troupe-tls-" });
+  try {
+    await makeCerts(dir);
+    await using s = await lockedDown(
+      `tls { cert_file: ${JSON.stringify(`${dir}/server.pem`)}, ` +
+        `key_file: ${JSON.stringify(`${dir}/server.key`)}, timeout: 2 }`,
+    );
+    const url = s.url.replace("nats://", "tls://");
+    // trusted through the CA file, or the CA text
+    const ca = await Deno.readTextFile(`${dir}/ca.pem`);
+    for (const tls of [{ caFile: `${dir}/ca.pem` }, { ca }]) {
+      const conn = await natsMesh({ servers: url, prefix: s.prefix, ...NODE, tls })
+        .connect({ node: "tls" });
+      try {
+        const kv = await conn.kv(`${s.prefix}_leases`);
+        await kv.put("k", json(1));
+        assert.equal(unjson((await kv.get("k"))!.value), 1);
+      } finally {
+        await conn.close();
+      }
+    }
+    // without the CA the server's certificate is refused: connect fails within its timeout
+    const start = performance.now();
+    await assert.rejects(
+      natsMesh({ servers: url, prefix: s.prefix, ...NODE, connectTimeout: 1500 })
+        .connect({ node: "untrusted" }),
+      (err: Error) => err.message.includes(url) && /certificate|self.signed|TLS/i.test(err.message),
+    );
+    assert.ok(performance.now() - start < 5000);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("natsMesh tls: a tls:// URL refuses a server without TLS (no credentials in clear)", async () => {
+  await using s = await lockedDown();
+  const url = s.url.replace("nats://", "tls://");
+  await assert.rejects(
+    natsMesh({ servers: url, prefix: s.prefix, ...NODE, connectTimeout: 1000 })
+      .connect({ node: "downgraded" }),
+    (err: Error) => err.message.includes(url) && /does not support 'tls'/.test(err.message),
+  );
+});
