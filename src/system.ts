@@ -28,6 +28,7 @@ import type {
 import { createConfig, type ManagedConfig } from "./config/config.ts";
 import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
+import { DEFAULT_REPLY_PREFIXES } from "./dispatch/subjects.ts";
 import {
   allows,
   decide,
@@ -99,6 +100,12 @@ export interface SystemOptions {
    * types that declare `access` cannot be hosted}
    */
   auth?: AuthOptions;
+  /**
+   * Inbox prefixes this node publishes replies and stream frames to: the first token of a
+   * caller's reply subject must start with one of them (`$…` and Troupe subjects never pass).
+   * Add your clients' `inboxPrefix`es if they do not start with `_INBOX`. @default {["_INBOX"]}
+   */
+  replyPrefixes?: readonly string[];
 }
 
 /** An event read back from an actor's log. */
@@ -363,6 +370,7 @@ class SystemImpl implements System {
       askTimeout: options.askTimeout ?? 30_000,
       maxActivations,
       auth: this.#auth,
+      replyPrefixes: options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES,
       defs: this.#defs,
       reminderScheduled: (due) => this.#reminders?.scheduled(due),
       configView: () => this.config.view(),

@@ -2,7 +2,7 @@
  * The message path's limits and shutdown rules, as a caller sees them (in-process mesh).
  */
 import assert from "node:assert/strict";
-import { ActorError, createSystem, defineActor } from "../mod.ts";
+import { ActorError, createSystem, defineActor, inProcessMesh } from "../mod.ts";
 import { startSystems } from "../adapters/testing/mod.ts";
 import { waitFor } from "./helpers.ts";
 
@@ -289,6 +289,45 @@ Deno.test("requests left in a mailbox past the drain bound are resent to another
     assert.deepEqual(failures, [], `every ask was answered: ${failures}`);
     assert.equal(await ref.ask("add", 0), 20);
   } finally {
+    await systems.close();
+  }
+});
+
+Deno.test("a request whose reply subject is not an inbox is refused: nothing runs, nothing is published there", async () => {
+  let runs = 0;
+  const Echo = defineActor({
+    name: "echo",
+    stateless: true,
+    handlers: { echo: (_ctx, v: number) => (runs++, v) },
+  });
+  const mesh = inProcessMesh();
+  const systems = await startSystems({ actors: [Echo], nodes: 1, mesh });
+  const raw = await mesh.connect({ node: "intruder" });
+  const hijacked: string[] = [];
+  const spy = raw.subscribe(`${mesh.prefix}.>`, (m) => void hijacked.push(m.subject));
+  try {
+    const node = systems.nodes[0]!.node;
+    for (const reply of [`${mesh.prefix}.t.evil`, `${mesh.prefix}.n.${node}`, "$KV.x.y"]) {
+      raw.publish(`${mesh.prefix}.n.${node}`, new Uint8Array([0x05]), {
+        headers: { tr: "ask;echo;;echo;5000" },
+        reply,
+      });
+    }
+    // an inbox reply still works, and arrives after the refused ones would have
+    const ok = await raw.request(`${mesh.prefix}.n.${node}`, new Uint8Array([0x07]), {
+      headers: { tr: "ask;echo;;echo;5000" },
+      timeout: 5000,
+    });
+    assert.deepEqual(ok.data, new Uint8Array([0x07]));
+    assert.equal(runs, 1, "only the request with an inbox reply ran");
+    assert.deepEqual(
+      hijacked.filter((s) => !s.startsWith(`${mesh.prefix}.n.`)),
+      [],
+      "nothing was published where the sender pointed",
+    );
+  } finally {
+    spy.unsubscribe();
+    await raw.close();
     await systems.close();
   }
 });

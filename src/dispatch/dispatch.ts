@@ -65,6 +65,8 @@ export interface DispatchDeps {
   readonly maxActivations: number;
   /** Auth, when the node has it on. */
   readonly auth?: LocalAuth | undefined;
+  /** Inbox prefixes replies and stream frames may go to. */
+  readonly replyPrefixes: readonly string[];
   /** Types this node hosts. */
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** A reminder was committed. */
@@ -109,7 +111,12 @@ export class Dispatch implements Dispatcher {
           ? this.remote.send(call, owner)
           : this.route(call),
     }, deps.defs);
-    const mesh = { ...pick(deps), conn: deps.conn, subjects: this.#subjects };
+    const mesh = {
+      ...pick(deps),
+      conn: deps.conn,
+      subjects: this.#subjects,
+      replyPrefixes: deps.replyPrefixes,
+    };
     this.remote = new Remote({
       ...mesh,
       membership: deps.membership,

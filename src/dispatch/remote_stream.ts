@@ -13,8 +13,8 @@ import { codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import { BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
 import type { MeshConnection, MeshHeaders, MeshSubscription } from "../mesh/types.ts";
-import { isValidSubject } from "../mesh/subject.ts";
 import { decodeReply, errorReply, H } from "../mesh/wire.ts";
+import { isReplySubject } from "./subjects.ts";
 
 /** Longest silence of either side of a remote stream before it is ended (ms). */
 export const STREAM_IDLE_MS = 30_000;
@@ -32,17 +32,28 @@ export class StreamReceiver {
   readonly #codec: Codec;
   readonly #sink: StreamChannel;
   readonly #what: string;
+  readonly #prefixes: readonly string[];
   readonly #sub: MeshSubscription;
   #creditTo: string | undefined;
   #idle: ReturnType<typeof setTimeout> | undefined;
   #done = false;
 
-  /** Subscribes a fresh inbox feeding `sink`; `what` names the stream in errors. */
-  constructor(conn: MeshConnection, codec: Codec, sink: StreamChannel, what: string) {
+  /**
+   * Subscribes a fresh inbox feeding `sink`; `what` names the stream in errors; credit goes
+   * only to subjects under `prefixes` (see `isReplySubject`).
+   */
+  constructor(
+    conn: MeshConnection,
+    codec: Codec,
+    sink: StreamChannel,
+    what: string,
+    prefixes: readonly string[],
+  ) {
     this.#conn = conn;
     this.#codec = codec;
     this.#sink = sink;
     this.#what = what;
+    this.#prefixes = prefixes;
     this.inbox = conn.inbox();
     this.#sub = conn.subscribe(this.inbox, (msg) => this.#frame(msg.data));
     sink.signal.addEventListener("abort", () => {
@@ -54,6 +65,10 @@ export class StreamReceiver {
   /** The producer is known: grant the first window (telling it where items go). */
   start(creditTo: string): void {
     if (this.#done) return;
+    if (!isReplySubject(creditTo, this.#prefixes)) {
+      this.#stop();
+      return this.#sink.error(new BadPayloadError("Stream credit subject is not an inbox"));
+    }
     this.#creditTo = creditTo;
     if (this.#sink.signal.aborted) return void this.#send({ t: "cancel" });
     this.#armIdle();
@@ -156,6 +171,7 @@ export class RemoteSink {
   readonly creditSubject: string;
   readonly #conn: MeshConnection;
   readonly #codec: Codec;
+  readonly #prefixes: readonly string[];
   #to: string | undefined;
   readonly #controller = new AbortController();
   readonly #sub: MeshSubscription;
@@ -164,16 +180,20 @@ export class RemoteSink {
   #ended = false;
 
   /** `to`: the consumer's inbox; without it, the consumer names it in its first credit frame. */
-  constructor(conn: MeshConnection, codec: Codec, to?: string) {
+  constructor(conn: MeshConnection, codec: Codec, prefixes: readonly string[], to?: string) {
     this.#conn = conn;
     this.#codec = codec;
+    this.#prefixes = prefixes;
     this.#to = to;
     this.creditSubject = conn.inbox();
     this.#sub = conn.subscribe(this.creditSubject, (msg) => {
       try {
         const f = codec.decode(msg.data) as { t: string; n?: number; to?: unknown };
         if (f.t === "credit" && typeof f.n === "number") {
-          if (this.#to === undefined && typeof f.to === "string" && isValidSubject(f.to)) {
+          if (
+            this.#to === undefined && typeof f.to === "string" &&
+            isReplySubject(f.to, this.#prefixes)
+          ) {
             this.#to = f.to;
           }
           if (this.#to === undefined) return;

@@ -56,6 +56,8 @@ export interface RemoteDeps {
   deliverHere(call: Call): void;
   /** How long a dead node's subscriptions may still take requests, ms. @default {300000} */
   staleSubscriptionMs?: number;
+  /** Inbox prefixes stream frames and credit may go to. */
+  readonly replyPrefixes: readonly string[];
 }
 
 const MAX_ATTEMPTS = 100;
@@ -258,6 +260,7 @@ export class Remote {
           d.wireCodec,
           call.sink as StreamChannel,
           `${call.target}.${call.handler}`,
+          d.replyPrefixes,
         )
         : undefined;
       const headers = requestHeaders({
@@ -379,7 +382,7 @@ export class Remote {
  * when the reader cancels, the source ends, or the deadline passes.
  */
 function sendInput(d: RemoteDeps, input: StreamChannel, deadline: number): RemoteSink {
-  const sink = new RemoteSink(d.conn, d.wireCodec);
+  const sink = new RemoteSink(d.conn, d.wireCodec, d.replyPrefixes);
   pumpStream(input[Symbol.asyncIterator](), sink, deadline).catch((err) => sink.fail(err));
   return sink;
 }

@@ -49,6 +49,7 @@ Deno.test("a dead node is forgotten after the stale-subscription window: no owne
     defs: new Map(),
     deliverHere: () => assert.fail("nothing is hosted here"),
     staleSubscriptionMs: 400,
+    replyPrefixes: ["_INBOX"],
   });
   const send = () =>
     new Promise<void>((resolve) => {

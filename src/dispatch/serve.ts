@@ -17,7 +17,6 @@ import { checkPayloadSize, codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import { ActorError, BadPayloadError, ConflictError } from "../errors.ts";
-import { isValidSubject } from "../mesh/subject.ts";
 import {
   type MeshConnection,
   MeshError,
@@ -29,7 +28,7 @@ import { type Deferred, deferred } from "../util/async.ts";
 import { Call } from "./call.ts";
 import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
 import { StreamChannel } from "../actor/stream.ts";
-import type { Subjects } from "./subjects.ts";
+import { isReplySubject, type Subjects } from "./subjects.ts";
 
 /** What serving needs from its node. */
 export interface ServeDeps {
@@ -44,6 +43,8 @@ export interface ServeDeps {
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** Local delivery (the one check, then the mailbox). */
   deliver(call: Call): void;
+  /** Inbox prefixes this node publishes replies and stream frames to. */
+  readonly replyPrefixes: readonly string[];
 }
 
 /** How long a stale activation waits before it answers with its error. */
@@ -123,8 +124,13 @@ export class Server {
     let codec: Codec;
     let payload: unknown;
     try {
-      if (msg.reply !== undefined && !isValidSubject(msg.reply)) {
-        throw new BadPayloadError("Reply subject is not valid");
+      if (msg.reply !== undefined && !isReplySubject(msg.reply, d.replyPrefixes)) {
+        // Answering would publish where the sender chose: never outside an inbox.
+        d.log.warn("Dropped a request whose reply subject is not an inbox", {
+          subject: msg.subject,
+          reply: msg.reply.slice(0, 200),
+        });
+        return;
       }
       req = parseRequest(msg.headers);
       const c = codecFor(req.contentType);
@@ -140,26 +146,32 @@ export class Server {
     if (!this.#accepting) return respond(retryReply(codec, `Node "${d.node}" is closing`));
     let sink: RemoteSink | undefined;
     if (req.kind === "stream") {
-      if (!req.streamTo || !isValidSubject(req.streamTo)) {
+      if (!req.streamTo || !isReplySubject(req.streamTo, d.replyPrefixes)) {
         return respond(
           errorReply(codec, new BadPayloadError("Stream request without a valid inbox")),
         );
       }
-      sink = new RemoteSink(d.conn, codec, req.streamTo);
+      sink = new RemoteSink(d.conn, codec, d.replyPrefixes, req.streamTo);
       respond(okReply(codec, { credit: sink.creditSubject }));
     }
     // The caller streams its payload: the handler reads it from a bounded channel fed by the
     // caller's frames; the turn's end stops it (local delivery cancels the channel).
     let input: StreamChannel | undefined;
     if (req.inputFrom !== undefined) {
-      if (!isValidSubject(req.inputFrom)) {
+      if (!isReplySubject(req.inputFrom, d.replyPrefixes)) {
         sink?.fail(new BadPayloadError("Input stream without a valid inbox"));
         return respond(
           errorReply(codec, new BadPayloadError("Input stream without a valid inbox")),
         );
       }
       input = new StreamChannel(16);
-      new StreamReceiver(d.conn, codec, input, `input of ${req.type}.${req.handler}`)
+      new StreamReceiver(
+        d.conn,
+        codec,
+        input,
+        `input of ${req.type}.${req.handler}`,
+        d.replyPrefixes,
+      )
         .start(req.inputFrom);
     }
     this.#inflight++;

@@ -6,7 +6,22 @@
  * @module
  */
 
-import { encodeToken } from "../mesh/subject.ts";
+import { encodeToken, isValidSubject } from "../mesh/subject.ts";
+
+/** Inbox prefixes a node answers to by default: `_INBOX.…` and per-user `_INBOX_<user>.…`. */
+export const DEFAULT_REPLY_PREFIXES: readonly string[] = ["_INBOX"];
+
+/**
+ * Whether a node may publish to `subject` on a caller's behalf (a reply, stream items, stream
+ * credit): only an inbox whose first token starts with one of `prefixes`, never a JetStream or
+ * KV API subject (`$…`) nor a Troupe subject. A caller picks these subjects, so without this
+ * check it could make a node write into the directory's buckets or another actor's mailbox.
+ */
+export function isReplySubject(subject: string, prefixes: readonly string[]): boolean {
+  if (subject.startsWith("$") || !isValidSubject(subject)) return false;
+  const first = subject.slice(0, subject.indexOf(".") >>> 0);
+  return prefixes.some((p) => first.startsWith(p));
+}
 
 /** Subject names under one prefix. */
 export interface Subjects {
