@@ -164,37 +164,55 @@ async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseE
 
 const encoder = new TextEncoder();
 
-class Call implements PromiseLike<unknown>, ClientStream<unknown> {
-  readonly #send: (sse: boolean, signal: AbortSignal | undefined) => Promise<Response>;
-  readonly #signal: AbortSignal | undefined;
-  readonly #abort = new AbortController();
-  #promise: Promise<unknown> | undefined;
+type Send = (sse: boolean, signal: AbortSignal | undefined) => Promise<Response>;
 
-  constructor(
-    send: (sse: boolean, signal: AbortSignal | undefined) => Promise<Response>,
-    signal: AbortSignal | undefined,
-  ) {
-    this.#send = send;
-    this.#signal = signal;
+/**
+ * One call, made lazily: awaiting it (`then`) posts an ask, iterating it reads the SSE
+ * stream; which one is known only from how the caller uses it. It is a real `Promise`, so
+ * `catch`, `finally` and `instanceof Promise` work.
+ */
+class Call extends Promise<unknown> implements ClientStream<unknown> {
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
   }
 
-  then<A = unknown, B = never>(
+  #send: Send | undefined;
+  #signal: AbortSignal | undefined;
+  #settle: { resolve: (v: unknown) => void; reject: (e: unknown) => void } | undefined;
+  #started = false;
+  readonly #abort = new AbortController();
+
+  static make(send: Send, signal: AbortSignal | undefined): Call {
+    let settle: { resolve: (v: unknown) => void; reject: (e: unknown) => void } | undefined;
+    const call = new Call((resolve, reject) => (settle = { resolve, reject }));
+    call.#send = send;
+    call.#signal = signal;
+    call.#settle = settle;
+    return call;
+  }
+
+  override then<A = unknown, B = never>(
     onfulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
     onrejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
   ): Promise<A | B> {
-    this.#promise ??= (async () => {
-      const res = await this.#send(false, this.#signal);
-      if (!res.ok) throw await errorOf(res);
-      return json.decode(new Uint8Array(await res.arrayBuffer()));
-    })();
-    return this.#promise.then(onfulfilled, onrejected);
+    if (!this.#started && this.#send && this.#settle) {
+      this.#started = true;
+      const { resolve, reject } = this.#settle;
+      const send = this.#send;
+      (async () => {
+        const res = await send(false, this.#signal);
+        if (!res.ok) throw await errorOf(res);
+        return json.decode(new Uint8Array(await res.arrayBuffer()));
+      })().then(resolve, reject);
+    }
+    return super.then(onfulfilled, onrejected);
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<unknown> {
     const signal = this.#signal
       ? AbortSignal.any([this.#signal, this.#abort.signal])
       : this.#abort.signal;
-    const res = await this.#send(true, signal);
+    const res = await this.#send!(true, signal);
     if (!res.ok) throw await errorOf(res);
     if (!res.body) return;
     try {
@@ -266,7 +284,7 @@ export function client<R>(baseUrl: string | URL, options: ClientOptions = {}): G
             if (signal) init.signal = signal;
             return await doFetch(path, init);
           };
-          return new Call(send, call.signal);
+          return Call.make(send, call.signal);
         };
       },
     });
