@@ -114,3 +114,38 @@ Deno.test("sse: a closed connection cancels the actor stream; 100 aborted reques
   assert.equal(openTicks.started, 100);
   assert.equal(openTicks.now, 0);
 });
+
+Deno.test("sse: aborting the gateway's signal drains it: streams end with unavailable, /readyz is 503", async () => {
+  const drain = new AbortController();
+  await using g = await startGateway({ signal: drain.signal });
+  openTicks.now = 0;
+  const res = await fetch(`${g.api}/wallet/d/ticks`, { method: "POST", headers: sse });
+  const reader = res.body!.getReader();
+  let seen = "";
+  while (!seen.includes("data: 1\n")) seen += new TextDecoder().decode((await reader.read()).value);
+  assert.equal((await fetch(`${g.api}/readyz`).then((r) => r.json())).ready, true);
+  drain.abort();
+  await within(
+    (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        seen += new TextDecoder().decode(value);
+      }
+    })(),
+    5_000,
+    "the stream to end",
+  );
+  assert.match(
+    seen,
+    /event: error\ndata: \{"code":"unavailable","message":"The gateway is shutting down"\}/,
+  );
+  await waitFor(() => openTicks.now === 0, 5_000, "the actor stream to be cancelled");
+  const ready = await fetch(`${g.api}/readyz`);
+  assert.equal(ready.status, 503);
+  await ready.body?.cancel();
+  const call = await fetch(`${g.api}/wallet/d/balance`, { method: "POST" });
+  assert.equal(call.status, 503);
+  assert.equal(call.headers.get("retry-after"), "1");
+  await call.body?.cancel();
+});

@@ -17,6 +17,7 @@ import {
   defineActor,
   type StreamOptions,
   type System,
+  UnavailableError,
 } from "../../mod.ts";
 import { decodeBody, encodeReply, mediaType, readBody } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
@@ -116,6 +117,12 @@ export interface GatewayOptions {
   retryAfter?: number;
   /** CORS (see {@link GatewayCors}). @default {false} */
   cors?: GatewayCors;
+  /**
+   * Drains the gateway when aborted (on SIGTERM, before `server.shutdown()`): `/readyz`
+   * answers `503`, new calls get `503 unavailable`, and open SSE streams and WebSockets end
+   * with `unavailable`, so the server's shutdown does not wait on them.
+   */
+  signal?: AbortSignal;
 }
 
 interface Entry {
@@ -264,6 +271,14 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   const maxBuffered = options.maxBuffered ?? 256;
   const retryAfter = String(options.retryAfter ?? 1);
   const tokenOf = options.auth?.token ?? bearer;
+  // what ends streams when the gateway drains: an unavailable error, whatever the reason
+  const draining = new AbortController();
+  if (options.signal?.aborted) draining.abort(new UnavailableError("The gateway is shutting down"));
+  options.signal?.addEventListener(
+    "abort",
+    () => draining.abort(new UnavailableError("The gateway is shutting down")),
+    { once: true },
+  );
   const app = new Hono();
 
   if (options.cors) {
@@ -295,7 +310,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     } catch {
       open = false;
     }
-    const member = open && nodes.some((n) => n.id === system.node);
+    const member = open && !draining.signal.aborted && nodes.some((n) => n.id === system.node);
     const hosted = new Set(nodes.flatMap((n) => n.types));
     const unhosted = [...exposed.keys()].filter((t) => !hosted.has(t));
     return c.json(
@@ -306,6 +321,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
 
   const call = async (c: HonoContext, type: string, id: string | undefined, handler: string) => {
     const req = c.req.raw;
+    if (draining.signal.aborted) throw draining.signal.reason;
     const entry = exposed.get(type);
     if (!entry) {
       throw new GatewayError(`Actor type "${type}" is not exposed`, "unknown_actor_type");
@@ -333,6 +349,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     const streamOptions = (): StreamOptions => ({
       ...callOptions(req, token, undefined),
       timeout: streamTimeout,
+      signal: draining.signal,
     });
 
     if ((req.headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
