@@ -40,8 +40,10 @@ import { duplexSocket } from "./_websocket.ts";
  * ```
  */
 export type Expose =
-  | readonly ActorDefinition[]
-  | { readonly [type: string]: readonly string[] | ActorDefinition };
+  // deno-lint-ignore no-explicit-any
+  | readonly ActorDefinition<any>[]
+  // deno-lint-ignore no-explicit-any
+  | { readonly [type: string]: readonly string[] | ActorDefinition<any> };
 
 /** Options of {@link gateway}'s `auth`. */
 export interface GatewayAuthOptions {
@@ -100,7 +102,8 @@ export interface GatewayOptions {
   /** What is reachable (see {@link Expose}). */
   expose: Expose;
   /** Definitions of the types named in `expose` (for stateless types and streaming handlers). */
-  actors?: readonly ActorDefinition[];
+  // deno-lint-ignore no-explicit-any
+  actors?: readonly ActorDefinition<any>[];
   /** Token handling (see {@link GatewayAuthOptions}). @default {{ required: false }} */
   auth?: GatewayAuthOptions;
   /** Largest request body, bytes; a bigger one is `413`. @default {1048576} */
