@@ -94,10 +94,13 @@ Deno.test("container: the image's entrypoint serves the gateway, its healthcheck
     "the gateway needs only net and env",
   );
   assert.match(dockerfile, /^USER deno$/m);
-  const nodeLine = /^\s*entrypoint: (\[.*\])$/m.exec(compose);
+  // a YAML flow sequence of JSON strings (deno fmt spreads it over lines, trailing comma)
+  const nodeLine = /^\s*entrypoint: (\[[^\]]*\])/m.exec(compose);
   assert.ok(nodeLine, "compose.yaml has the node's entrypoint");
   const data = await Deno.makeTempDir({ prefix: "troupe-container-" });
-  const nodeCmd = (JSON.parse(nodeLine[1]!) as string[]).map((a) => a.replace("/data", data));
+  const nodeCmd = (JSON.parse(nodeLine[1]!.replace(/,\s*\]$/, "]")) as string[]).map((a) =>
+    a.replace("/data", data)
+  );
 
   await using nats = await startNatsCluster({ servers: 1, websocket: true });
   const prefix = "troupe"; // what the images use
