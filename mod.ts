@@ -68,7 +68,14 @@ export type {
 } from "./src/actor/ref.ts";
 export { consoleLogger } from "./src/actor/envelope.ts";
 export type { Logger, LogLevel } from "./src/actor/envelope.ts";
-export type { Directory, HistoryEvent, Subscription, System, SystemOptions } from "./src/system.ts";
+export type {
+  Directory,
+  HistoryEvent,
+  Subscription,
+  System,
+  SystemOptions,
+  SystemStatus,
+} from "./src/system.ts";
 export type { AccessMap, AccessRule, Decision, SystemRule, TopicRule } from "./src/auth/access.ts";
 export type { AuthOptions, VerifyKey } from "./src/auth/verify.ts";
 export type {

@@ -130,6 +130,9 @@ export interface Subscription {
   [Symbol.dispose](): void;
 }
 
+/** See {@link System.status}. */
+export type SystemStatus = "running" | "fenced" | "closing" | "closed";
+
 /** Who is in the cluster and what runs where. */
 export interface Directory {
   /** Live nodes. */
@@ -146,6 +149,12 @@ export interface System extends AsyncDisposable {
   readonly node: string;
   /** Who is in the cluster and where actors run. */
   readonly directory: Directory;
+  /**
+   * Where this node is: `running`; `fenced` (its lease lapsed: it processes nothing until a
+   * heartbeat gets through again); `closing` (draining after `close()`); `closed`. For
+   * readiness probes.
+   */
+  status(): SystemStatus;
   /** This node's dynamic config: merged sources, watches, `set` (cluster-wide through `fromKv`). */
   readonly config: Config;
   /** A ref to an actor (id optional for stateless workers). */
@@ -402,6 +411,11 @@ class SystemImpl implements System {
   }
 
   // ---- public API ----
+
+  status(): SystemStatus {
+    if (this.#closing) return this.#dispatch.phase === "closed" ? "closed" : "closing";
+    return this.#membership.isFenced() ? "fenced" : "running";
+  }
 
   ref<T extends ActorTypes>(
     def: ActorDefinition<T>,

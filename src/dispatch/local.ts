@@ -26,7 +26,7 @@ import {
   UnknownActorTypeError,
 } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
-import type { TimerWheel } from "../util/async.ts";
+import { type TimerWheel, withDeadline } from "../util/async.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
 
@@ -243,9 +243,8 @@ export class Local implements ActivationHost<Call> {
     const until = performance.now() + boundMs;
     await Promise.allSettled([
       ...[...this.activations.values()].map((a) => a.passivate(true, boundMs)),
-      ...[...this.workers.values()].map((w) =>
-        Promise.race([w.idle(), new Promise((r) => setTimeout(r, boundMs))])
-      ),
+      ...[...this.workers.values()].map((w) => withDeadline(w.idle(), until, () => new Error()))
+        .map((p) => p.catch(() => {})),
     ]);
     // Activations started by the drain itself (nested calls) get the rest of the bound.
     const rest = [...this.activations.values()];

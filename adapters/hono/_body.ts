@@ -1,0 +1,101 @@
+/**
+ * Request bodies: read with a byte limit (before reading it all), decoded by content type
+ * (JSON or MessagePack); replies encoded as JSON (or MessagePack when asked for). JSON is
+ * Troupe's JSON codec: plain JSON as itself, and `$`-tagged objects for what JSON has no form
+ * for (bigint, Date, Map, Set, bytes), so a typed client gets those values back.
+ *
+ * @module
+ */
+
+import { json, msgpack } from "../../mod.ts";
+import { GatewayError } from "./_errors.ts";
+
+/** The media type of a header value: parameters dropped, trimmed, lower case. */
+export function mediaType(value: string | null | undefined): string {
+  if (!value) return "";
+  const semicolon = value.indexOf(";");
+  return (semicolon === -1 ? value : value.slice(0, semicolon)).trim().toLowerCase();
+}
+
+const MSGPACK_TYPES: ReadonlySet<string> = new Set([
+  "application/msgpack",
+  "application/x-msgpack",
+  "application/vnd.msgpack",
+]);
+
+/** Whether a media type names MessagePack. */
+export function isMsgpack(type: string): boolean {
+  return MSGPACK_TYPES.has(type);
+}
+
+/**
+ * Reads a request body, refusing it with 413 as soon as it is known to be larger than `limit`:
+ * from `Content-Length` before reading anything, else while counting the streamed bytes.
+ */
+export async function readBody(req: Request, limit: number): Promise<Uint8Array> {
+  const tooLarge = (size: string) =>
+    new GatewayError(
+      `Request body of ${size} bytes exceeds the limit of ${limit} bytes`,
+      "bad_payload",
+      413,
+    );
+  const declared = req.headers.get("content-length");
+  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > limit) {
+    await req.body?.cancel().catch(() => {});
+    throw tooLarge(declared.trim());
+  }
+  if (!req.body) return new Uint8Array(0);
+  // the server never delivers more than a declared length: read it at once
+  if (declared !== null && /^\d+$/.test(declared.trim())) {
+    return new Uint8Array(await req.arrayBuffer());
+  }
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(`more than ${limit}`);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Decodes a payload by its `Content-Type`: JSON (also when none is given), MessagePack; an
+ * empty body is `undefined`. Bad bytes are `bad_payload` (400); another type is 415.
+ */
+export function decodeBody(bytes: Uint8Array, contentType: string | null | undefined): unknown {
+  if (bytes.byteLength === 0) return undefined;
+  const type = mediaType(contentType);
+  if (type === "" || type === "application/json" || type.endsWith("+json")) {
+    return json.decode(bytes);
+  }
+  if (isMsgpack(type)) return msgpack.decode(bytes);
+  throw new GatewayError(
+    `Content-Type "${type}" is not supported: send application/json or application/msgpack`,
+    "bad_payload",
+    415,
+  );
+}
+
+/** Encodes a reply for the request's `Accept`: MessagePack when asked for, else JSON. */
+export function encodeReply(value: unknown, accept: string | null | undefined): {
+  body: Uint8Array;
+  contentType: string;
+} {
+  const wanted = (accept ?? "").split(",").map(mediaType);
+  const codec = wanted.some(isMsgpack) && !wanted.includes("application/json") ? msgpack : json;
+  return { body: codec.encode(value), contentType: codec.contentType };
+}

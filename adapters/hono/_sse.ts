@@ -1,0 +1,75 @@
+/**
+ * Server-Sent Events from an actor stream: one `data:` line of JSON per item, `event: end`
+ * when the handler returns, `event: error` with `{ code, message }` when it fails. The body
+ * is pulled: the next item is asked for only once the last one was taken by the connection,
+ * so the actor stream's credit window is the only buffer. A closed connection cancels the
+ * stream (the handler's generator is closed).
+ *
+ * @module
+ */
+
+import { type ActorStream, json } from "../../mod.ts";
+import { errorBody } from "./_errors.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Options of {@link sseResponse}. */
+export interface SseOptions {
+  /** Milliseconds between `: keep-alive` comments while no item comes; 0 turns them off. */
+  keepAlive: number;
+  /** Headers to add (CORS, …). */
+  headers?: HeadersInit;
+}
+
+/** Makes the SSE response of a stream. */
+export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): Response {
+  const items = stream[Symbol.asyncIterator]();
+  let finished = false;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const finish = () => {
+    finished = true;
+    if (timer !== undefined) clearInterval(timer);
+    timer = undefined;
+  };
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(encoder.encode(": stream\n\n"));
+      if (options.keepAlive > 0) {
+        timer = setInterval(() => {
+          if (!finished) controller.enqueue(encoder.encode(": keep-alive\n\n"));
+        }, options.keepAlive);
+      }
+    },
+    async pull(controller) {
+      let chunk: string;
+      try {
+        const next = await items.next();
+        if (finished) return;
+        if (next.done) {
+          chunk = "event: end\ndata: null\n\n";
+          finish();
+        } else {
+          chunk = `data: ${decoder.decode(json.encode(next.value))}\n\n`;
+        }
+      } catch (err) {
+        if (finished) return;
+        const { code, message } = errorBody(err).error;
+        chunk = `event: error\ndata: ${JSON.stringify({ code, message })}\n\n`;
+        finish();
+        await stream.cancel().catch(() => {});
+      }
+      controller.enqueue(encoder.encode(chunk));
+      if (finished) controller.close();
+    },
+    async cancel() {
+      finish();
+      await stream.cancel();
+    },
+  }, { highWaterMark: 0 });
+  const headers = new Headers(options.headers);
+  headers.set("content-type", "text/event-stream; charset=utf-8");
+  headers.set("cache-control", "no-cache");
+  headers.set("x-accel-buffering", "no");
+  return new Response(body, { status: 200, headers });
+}
