@@ -345,6 +345,7 @@ class Sub implements MeshSubscription {
     const p = this.#scheduled ? new Promise<void>((r) => this.#drained = r) : Promise.resolve();
     return p.then(() => {
       this.#dead = true;
+      this.conn.forget(this); // the connection no longer holds it
     });
   }
 }
