@@ -89,7 +89,15 @@ export interface ChaosReport {
     deposits: { sent: number; acked: number; attempts: number };
     plain: { sent: number; acked: number; unknown: number };
     tells: { sent: number; accepted: number; applied: number };
-    registers: { ops: number; known: number; unknown: number; keys: number; maxPerKey: number };
+    registers: {
+      ops: number;
+      known: number;
+      unknown: number;
+      keys: number;
+      maxPerKey: number;
+      /** Operations that overlapped another on the same key. */
+      concurrent: number;
+    };
   };
   /** Error codes the client saw, with counts. */
   errors: Record<string, number>;
@@ -417,7 +425,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     };
     const registerWorker = async (w: number) => {
       for (let i = 0; !stop; i++) {
-        const key = pick(loadRandom, registerKeys);
+        // half the ops go to 3 hot keys (a new three every 10 s), so that operations on one
+        // key overlap; the others spread over every key
+        const hot = Math.floor((performance.now() - started) / 10_000) * 3;
+        const key = loadRandom() < 0.5
+          ? registerKeys[(hot + between(loadRandom, 0, 3)) % nRegisters]!
+          : pick(loadRandom, registerKeys);
         const r = loadRandom();
         const op: RegisterOp = r < 0.4
           ? { kind: "read" }
@@ -538,7 +551,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           unknown: plains.filter((p) => !p.ok).length,
         },
         tells: { sent: tells.length, accepted: tells.filter((t) => t.accepted).length, applied: 0 },
-        registers: { ops: 0, known: 0, unknown: 0, keys: nRegisters, maxPerKey: 0 },
+        registers: { ops: 0, known: 0, unknown: 0, keys: nRegisters, maxPerKey: 0, concurrent: 0 },
       },
       errors,
       lost: [],
@@ -638,6 +651,15 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       report.ops.registers.ops += ops.length;
       report.ops.registers.known += ops.filter((h) => h.result !== undefined).length;
       report.ops.registers.maxPerKey = Math.max(report.ops.registers.maxPerKey, ops.length);
+      const sorted = [...ops].sort((a, b) => a.invokedAt - b.invokedAt);
+      let reach = -Infinity;
+      let reacher: HistoryOp | undefined;
+      const overlapping = new Set<HistoryOp>();
+      for (const h of sorted) {
+        if (h.invokedAt < reach) overlapping.add(h).add(reacher!);
+        if (h.completedAt > reach) [reach, reacher] = [h.completedAt, h];
+      }
+      report.ops.registers.concurrent += overlapping.size;
       const res = checkRegister(ops);
       report.maxSearchSteps = Math.max(report.maxSearchSteps, res.steps);
       if (res.linearizable === false) {
@@ -735,7 +757,7 @@ export function summarize(r: ChaosReport): string[] {
     `[chaos] seed ${r.seed}: ${r.cycles} cycles in ${(r.durationMs / 1000).toFixed(1)} s; faults ${
       JSON.stringify(Object.fromEntries(kinds))
     }`,
-    `[chaos] operations ${r.ops.total}: deposits ${r.ops.deposits.sent} (acknowledged ${r.ops.deposits.acked}, ${r.ops.deposits.attempts} attempts), plain asks ${r.ops.plain.sent} (acknowledged ${r.ops.plain.acked}, unknown ${r.ops.plain.unknown}), tells ${r.ops.tells.sent} (accepted ${r.ops.tells.accepted}, applied ${r.ops.tells.applied}), register ops ${r.ops.registers.ops} on ${r.ops.registers.keys} keys (unknown outcome ${r.ops.registers.unknown}, at most ${r.ops.registers.maxPerKey} per key, longest search ${r.maxSearchSteps} steps)`,
+    `[chaos] operations ${r.ops.total}: deposits ${r.ops.deposits.sent} (acknowledged ${r.ops.deposits.acked}, ${r.ops.deposits.attempts} attempts), plain asks ${r.ops.plain.sent} (acknowledged ${r.ops.plain.acked}, unknown ${r.ops.plain.unknown}), tells ${r.ops.tells.sent} (accepted ${r.ops.tells.accepted}, applied ${r.ops.tells.applied}), register ops ${r.ops.registers.ops} on ${r.ops.registers.keys} keys (overlapping another op on their key ${r.ops.registers.concurrent}, unknown outcome ${r.ops.registers.unknown}, at most ${r.ops.registers.maxPerKey} per key, longest search ${r.maxSearchSteps} steps)`,
     `[chaos] lost ${r.lost.length}, duplicated ${r.duplicated.length}, phantom ${r.phantom.length}, seq gaps ${r.seqGaps.length}, forks ${r.forks.length}, balance mismatches ${r.balances.length}, register writes lost ${r.registerLost.length}, linearizability violations ${r.linearizability.length} (undecided ${r.undecided.length}); unacknowledged after heal ${r.unacknowledged.length}; appends refused by the fence ${r.fencedAppends}`,
     `[chaos] worst deposit wait per fault kind (ms): ${
       JSON.stringify(
