@@ -29,6 +29,13 @@ import {
 import { Account } from "../../examples/bank/actors.ts";
 import { Register, type RegisterReply } from "../nodes/register.ts";
 import { checkRegister, type HistoryOp, type RegisterOp } from "./linearizability.ts";
+import {
+  type AppendTrace,
+  checkAccountLog,
+  checkWriters,
+  type LogEntry,
+  type Sent,
+} from "./checks.ts";
 
 const NODE_SCRIPT = new URL("../nodes/chaos_node.ts", import.meta.url);
 
@@ -101,6 +108,8 @@ export interface ChaosReport {
   };
   /** Error codes the client saw, with counts. */
   errors: Record<string, number>;
+  /** Error codes per fault kind (errors seen between a fault and the next), with counts. */
+  errorsByFault: Partial<Record<FaultKind, Record<string, number>>>;
   /** Acknowledged deposits (idempotent or plain) missing from their log. */
   lost: string[];
   /** Deposits or tells in a log more than once, register values written twice. */
@@ -176,14 +185,6 @@ interface Tell {
   accepted: boolean;
   at: number;
   applied: boolean;
-}
-
-interface AppendTrace {
-  node: string;
-  actor: string;
-  epoch: number;
-  first: number;
-  n: number;
 }
 
 /** The processes and the client of one run. */
@@ -313,9 +314,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const accounts = Array.from({ length: nAccounts }, (_, i) => `acct-${i}`);
     const registerKeys = Array.from({ length: nRegisters }, (_, i) => `reg-${i}`);
     const errors: Record<string, number> = {};
+    const errorTimes: { at: number; code: string }[] = [];
     const count = (err: unknown) => {
       const c = codeOf(err);
       errors[c] = (errors[c] ?? 0) + 1;
+      errorTimes.push({ at: performance.now(), code: c });
     };
     const deposits: Deposit[] = [];
     const plains: Plain[] = [];
@@ -554,6 +557,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         registers: { ops: 0, known: 0, unknown: 0, keys: nRegisters, maxPerKey: 0, concurrent: 0 },
       },
       errors,
+      errorsByFault: {},
       lost: [],
       duplicated: [],
       phantom: [],
@@ -573,7 +577,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       nodeWarnings: [],
       maxSearchSteps: 0,
     };
-    const sent = new Map<string, { account: string; what: "deposit" | "plain" | "tell" }>();
+    const sent = new Map<string, Sent>();
     for (const d of deposits) sent.set(d.key, { account: d.account, what: "deposit" });
     for (const p of plains) sent.set(p.ref, { account: p.account, what: "plain" });
     for (const t of tells) sent.set(t.ref, { account: t.account, what: "tell" });
@@ -585,34 +589,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const p of plains) if (p.ok) push(mustHave, p.account, p.ref);
     const seqs = new Map<string, number>(); // actor -> log length
     await pooled(accounts, 8, async (account) => {
-      const refs = new Map<string, number>();
-      let n = 0;
-      let sum = 0;
+      const log: LogEntry[] = [];
       for await (const e of client.history(Account, account)) {
-        n++;
-        if (e.seq !== n) {
-          report.seqGaps.push(`account ${account}: seq ${e.seq} at position ${n}`);
-          n = e.seq;
-        }
         const p = e.payload as { amount: number; ref?: string };
-        sum += p.amount;
-        const ref = p.ref ?? "";
-        refs.set(ref, (refs.get(ref) ?? 0) + 1);
-        const s = sent.get(ref);
-        if (s === undefined || s.account !== account) {
-          report.phantom.push(`account ${account}: seq ${e.seq} ref ${JSON.stringify(ref)}`);
-        } else if (s.what === "tell") {
-          report.ops.tells.applied++;
-          tellByRef.get(ref)!.applied = true;
-        }
+        log.push({ seq: e.seq, amount: p.amount, ref: p.ref ?? "" });
       }
-      seqs.set(`account/${account}`, n);
-      for (const [ref, times] of refs) {
-        if (times > 1) report.duplicated.push(`account ${account}: ${ref} applied ${times} times`);
-      }
-      for (const ref of mustHave.get(account) ?? []) {
-        if (!refs.has(ref)) report.lost.push(`account ${account}: acknowledged ${ref} missing`);
-      }
+      seqs.set(`account/${account}`, log.at(-1)?.seq ?? 0);
+      const c = checkAccountLog(account, log, sent, mustHave.get(account) ?? []);
+      report.seqGaps.push(...c.seqGaps);
+      report.duplicated.push(...c.duplicated);
+      report.phantom.push(...c.phantom);
+      report.lost.push(...c.lost);
+      report.ops.tells.applied += c.tellsApplied.length;
+      for (const ref of c.tellsApplied) tellByRef.get(ref)!.applied = true;
+      const sum = c.sum;
       const balance = await client.ref(Account, account).ask("balance", undefined, {
         timeout: 30_000,
       });
@@ -685,35 +675,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         } else if (line.startsWith("APPEND_FAILED ")) report.fencedAppends++;
       }
     }
-    for (const [actor, list] of byActor) {
-      list.sort((a, b) => a.first - b.first || a.epoch - b.epoch);
-      let prev: AppendTrace | undefined;
-      const writers = new Map<number, string>();
-      for (const a of list) {
-        const w = writers.get(a.epoch);
-        if (w !== undefined && w !== a.node) {
-          report.forks.push(`${actor}: epoch ${a.epoch} written by ${w} and ${a.node}`);
-        }
-        writers.set(a.epoch, a.node);
-        if (prev && a.first < prev.first + prev.n) {
-          report.forks.push(
-            `${actor}: appends overlap: ${JSON.stringify(prev)} ${JSON.stringify(a)}`,
-          );
-        }
-        if (prev && a.epoch < prev.epoch) {
-          report.forks.push(
-            `${actor}: epoch went back: ${JSON.stringify(prev)} ${JSON.stringify(a)}`,
-          );
-        }
-        prev = a;
-      }
-      const len = seqs.get(actor);
-      if (prev && len !== undefined && prev.first + prev.n - 1 > len) {
-        report.forks.push(
-          `${actor}: the trace wrote up to ${prev.first + prev.n - 1}, the log has ${len}`,
-        );
-      }
-    }
+    report.forks.push(...checkWriters(byActor, seqs));
 
     // unavailability: the longest a deposit started in a fault's window waited, counted up
     // to the next fault at most (the quiet time between faults keeps windows apart)
@@ -726,6 +688,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         worst = Math.max(worst, Math.min(d.ackedAt ?? Infinity, end) - d.first);
       }
       report.unavailability[f.kind] = Math.max(report.unavailability[f.kind] ?? 0, worst);
+      const byCode = report.errorsByFault[f.kind] ??= {};
+      for (const e of errorTimes) {
+        if (e.at >= f.at && e.at < end) byCode[e.code] = (byCode[e.code] ?? 0) + 1;
+      }
     }
     // accepted tells never applied (allowed: at most once), by the fault before them
     for (const t of tells) {
@@ -763,7 +729,9 @@ export function summarize(r: ChaosReport): string[] {
       JSON.stringify(
         Object.fromEntries(Object.entries(r.unavailability).map(([k, v]) => [k, Math.round(v)])),
       )
-    }; errors seen ${JSON.stringify(r.errors)}`,
+    }; errors seen ${JSON.stringify(r.errors)}, by the fault before them ${
+      JSON.stringify(r.errorsByFault)
+    }`,
   ];
   const tellKinds = new Map<string, number>();
   for (const t of r.tellsLost) {
