@@ -55,6 +55,8 @@ export interface ChaosOptions {
   cycles: number;
   /** Seed of the fault schedule (and of the load's choices). */
   seed: number;
+  /** The kinds of fault to choose from. @default {FAULT_KINDS} */
+  kinds?: readonly FaultKind[];
   /** Accounts the deposits go to. @default {300} */
   accounts?: number;
   /** Register keys. @default {150} */
@@ -108,7 +110,9 @@ export interface ChaosReport {
   };
   /** Error codes the client saw, with counts. */
   errors: Record<string, number>;
-  /** Error codes per fault kind (errors seen between a fault and the next), with counts. */
+  /** The first errors of each fault window: fault, ms since it started, operation, code. */
+  errorSamples: string[];
+  /** "<operation> <code>" per fault kind (seen between a fault and the next), with counts. */
   errorsByFault: Partial<Record<FaultKind, Record<string, number>>>;
   /** Acknowledged deposits (idempotent or plain) missing from their log. */
   lost: string[];
@@ -315,10 +319,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const registerKeys = Array.from({ length: nRegisters }, (_, i) => `reg-${i}`);
     const errors: Record<string, number> = {};
     const errorTimes: { at: number; code: string }[] = [];
-    const count = (err: unknown) => {
+    const count = (err: unknown, what: string) => {
       const c = codeOf(err);
       errors[c] = (errors[c] ?? 0) + 1;
-      errorTimes.push({ at: performance.now(), code: c });
+      errorTimes.push({ at: performance.now(), code: `${what} ${c}` });
     };
     const deposits: Deposit[] = [];
     const plains: Plain[] = [];
@@ -336,7 +340,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           });
           d.ackedAt = performance.now();
         } catch (err) {
-          count(err);
+          count(err, "deposit");
           if (abort || performance.now() > giveUpAt) return;
           await sleep(50);
         }
@@ -373,7 +377,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           });
           p.ok = true;
         } catch (err) {
-          count(err);
+          count(err, "plain");
           await sleep(50);
         }
         await sleep(pace);
@@ -396,7 +400,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           });
           t.accepted = true;
         } catch (err) {
-          count(err);
+          count(err, "tell");
           await sleep(50);
         }
         await sleep(pace);
@@ -421,7 +425,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         h.result = { ok: reply.ok, value: reply.value };
         lastSeen.set(key, reply.value);
       } catch (err) {
-        count(err);
+        count(err, "register");
       }
       h.completedAt = performance.now();
       return h;
@@ -457,7 +461,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const margin = Math.min(1000, Math.max(250, ttl / 5));
     await sleep(2000);
     for (let cycle = 1; cycle <= options.cycles; cycle++) {
-      const kind = pick(faultRandom, FAULT_KINDS);
+      const kind = pick(faultRandom, options.kinds ?? FAULT_KINDS);
       const at = performance.now();
       let target: string;
       let downMs = 0;
@@ -558,6 +562,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       },
       errors,
       errorsByFault: {},
+      errorSamples: [],
       lost: [],
       duplicated: [],
       phantom: [],
@@ -690,7 +695,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       report.unavailability[f.kind] = Math.max(report.unavailability[f.kind] ?? 0, worst);
       const byCode = report.errorsByFault[f.kind] ??= {};
       for (const e of errorTimes) {
-        if (e.at >= f.at && e.at < end) byCode[e.code] = (byCode[e.code] ?? 0) + 1;
+        if (e.at < f.at || e.at >= end) continue;
+        if ((byCode[e.code] = (byCode[e.code] ?? 0) + 1) <= 3) {
+          report.errorSamples.push(
+            `cycle ${f.cycle} ${f.kind} ${f.target} (down ${f.downMs.toFixed(0)} ms) +${
+              (e.at - f.at).toFixed(0)
+            } ms: ${e.code}`,
+          );
+        }
       }
     }
     // accepted tells never applied (allowed: at most once), by the fault before them
