@@ -1,0 +1,45 @@
+/**
+ * The chaos test, short form: 5 fault cycles against 3 node processes on a 3-server NATS
+ * cluster under a steady load, then the invariants are checked (see ./chaos.ts). The seed is
+ * printed; `CHAOS_SEED=<n>` replays its fault schedule, `CHAOS_CYCLES=<n>` changes the
+ * number of cycles, `CHAOS_KINDS=kill9-node,sigstop-node` the kinds of fault. The long form is `deno run -A bench/chaos.ts`.
+ */
+import assert from "node:assert/strict";
+import { type FaultKind, runChaos, summarize, violations } from "./chaos.ts";
+
+Deno.test("chaos: faults in cycles under load lose, duplicate and fork nothing; registers stay linearizable", async () => {
+  const seed = Number(Deno.env.get("CHAOS_SEED") ?? Math.floor(Math.random() * 2 ** 31));
+  const cycles = Number(Deno.env.get("CHAOS_CYCLES") ?? 5);
+  console.log(`[chaos] seed ${seed} (replay with CHAOS_SEED=${seed})`);
+  const kinds = Deno.env.get("CHAOS_KINDS")?.split(",") as FaultKind[] | undefined;
+  const report = await runChaos({ cycles, seed, ...(kinds ? { kinds } : {}) });
+  for (const line of summarize(report)) console.log(line);
+  if (Deno.env.get("CHAOS_VERBOSE")) {
+    console.log([...report.errorSamples, ...report.tellsLost, ...report.nodeWarnings].join("\n"));
+  }
+  assert.deepEqual(violations(report), [], `invariant violations with CHAOS_SEED=${seed}`);
+  assert.deepEqual(report.unacknowledged, [], `deposits never acknowledged (CHAOS_SEED=${seed})`);
+  assert.deepEqual(report.anomalies, [], `anomalies (CHAOS_SEED=${seed})`);
+  assert.equal(report.faults.length, cycles);
+  assert.ok(report.ops.deposits.acked > 0 && report.ops.registers.known > 0, "the load ran");
+});
+
+// Fails intermittently as of this commit (about one graceful restart in four, e.g.
+// CHAOS_SEED=8): a request sent within ~20 ms of a node's SIGTERM is sometimes never answered
+// and the caller waits for its whole timeout, although a closing node is documented to answer
+// what it took or say "retry" (docs/architecture.md). Safety holds; this is the liveness check.
+Deno.test("chaos: graceful restarts under load leave no request unanswered (no timeout)", async () => {
+  const seed = Number(Deno.env.get("CHAOS_SEED") ?? Math.floor(Math.random() * 2 ** 31));
+  console.log(`[chaos] seed ${seed} (replay with CHAOS_SEED=${seed})`);
+  const report = await runChaos({ cycles: 6, seed, kinds: ["graceful-restart"] });
+  for (const line of summarize(report)) console.log(line);
+  for (const line of report.errorSamples) console.log(`[chaos] ${line}`);
+  assert.deepEqual(violations(report), [], `invariant violations with CHAOS_SEED=${seed}`);
+  const timeouts = Object.entries(report.errorsByFault["graceful-restart"] ?? {})
+    .filter(([what]) => what.endsWith(" timeout"));
+  assert.deepEqual(
+    timeouts,
+    [],
+    `requests unanswered during graceful restarts (CHAOS_SEED=${seed})`,
+  );
+});
