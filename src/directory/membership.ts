@@ -332,6 +332,17 @@ class MembershipImpl implements Membership {
       this.#acknowledged(sentAt);
       this.#scheduleHeartbeat(this.ttl / 3);
     }
+    // The members of now, read before anyone asks: the watch delivers the bucket a moment
+    // later, and meanwhile a claim would take a live owner for one never seen and wait
+    // `ttl + margin` (a restarted node got requests it could not serve in time).
+    try {
+      for (const key of await this.#bucket.keys()) {
+        const entry = await this.#bucket.get(key);
+        if (entry && !this.#closed) this.#onEntry(entry);
+      }
+    } catch (err) {
+      this.#warn(`Could not read the members of "${this.#bucket.name}" at start: ${err}`);
+    }
   }
 
   // ---- views ---------------------------------------------------------------------------

@@ -348,6 +348,7 @@ export class Dispatch implements Dispatcher {
     this.#phase = "draining";
     this.server.stopAccepting();
     await this.local.drain(boundMs);
+    this.server.drainedOut();
   }
 
   /** Shutdown, last part: nothing more is sent or handled; subscriptions end. */

@@ -61,6 +61,8 @@ export interface RemoteDeps {
 }
 
 const MAX_ATTEMPTS = 100;
+/** The shortest attempt of a request split in two (see `#send`). */
+const MIN_ATTEMPT_MS = 500;
 /** How long a request on an expired owner's actor may still get its own answer. */
 const EXPIRY_GRACE_MS = 200;
 /**
@@ -290,9 +292,16 @@ export class Remote {
           });
           return call.accept(); // the items flow; the call is over when the stream is
         }
+        // An ask that is safe to resend gets half its time per attempt: core NATS may lose a
+        // request routed to a subscription that was going away (its interest lingers across
+        // the cluster's routes for a moment), and the second attempt finds the new owner.
+        const attemptTimeout = call.kind === "ask" && call.idempotencyKey !== undefined &&
+            left > 2 * MIN_ATTEMPT_MS
+          ? Math.max(MIN_ATTEMPT_MS, left / 2)
+          : left;
         const reply = await d.conn.request(subject, data, {
           headers,
-          timeout: left,
+          timeout: attemptTimeout,
           signal: wait.controller.signal,
         });
         const value = decodeReply(reply, codecFor, d.wireCodec.contentType);
@@ -351,6 +360,12 @@ export class Remote {
           );
         }
         if (err instanceof MeshError && err.code === "timeout") {
+          if (call.deadline - performance.now() > 0 && resendable(call)) {
+            // No answer in its share of the time: lost or slow, and safe to send again.
+            if (sentTo !== undefined) failed.add(sentTo);
+            target = undefined;
+            continue;
+          }
           return call.reject(
             new TimeoutError(`Message to ${call.target}.${call.handler} timed out`),
           );

@@ -59,6 +59,7 @@ export class Server {
   readonly #actorSubs = new Map<string, MeshSubscription>();
   readonly #late = new Map<ReturnType<typeof setTimeout>, () => void>();
   #accepting = true;
+  #drainedOut = false;
   #inflight = 0;
   #drained: Deferred<void> | undefined;
 
@@ -105,7 +106,10 @@ export class Server {
 
   #serve(msg: MeshMessage): void {
     const d = this.#deps;
-    if (d.membership.isFenced()) return; // a stale owner stays silent
+    // A stale owner stays silent (the live owner may answer the same request). A node that has
+    // drained holds no actor any more: what reaches it now was sent to it alone (its inbox, a
+    // worker queue), so its "retry" is safe even once its lease lapses during shutdown.
+    if (!this.#drainedOut && d.membership.isFenced()) return;
     const respond = (r: Reply) => {
       if (!msg.reply) return;
       try {
@@ -247,6 +251,11 @@ export class Server {
    */
   stopAccepting(): void {
     this.#accepting = false;
+  }
+
+  /** The node has drained (no actor is active here): answer `retry` whatever its lease. */
+  drainedOut(): void {
+    this.#drainedOut = true;
   }
 
   /**

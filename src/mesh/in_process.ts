@@ -662,11 +662,35 @@ class BucketState {
       revision: ++this.revision,
       operation,
     };
+    const before = this.entries.get(key);
+    if (before?.operation !== "PUT" && before !== undefined) this.#markers--;
     this.entries.set(key, entry);
+    if (operation !== "PUT") this.#markers++;
     for (const w of this.watchers) w.offer(entry);
+    if (this.#markers > MARKERS_KEPT && this.#markers * 2 > this.entries.size) this.#compact();
     return entry.revision;
   }
+
+  /** Delete markers held now. */
+  #markers = 0;
+
+  /**
+   * Forgets delete markers older than the last {@link MARKERS_KEPT} revisions, as NATS's
+   * `purgeDeletes` does: a bucket whose keys come and go (actor ownership) stays bounded.
+   */
+  #compact(): void {
+    const oldest = this.revision - MARKERS_KEPT;
+    for (const [k, e] of this.entries) {
+      if (e.operation !== "PUT" && e.revision < oldest) {
+        this.entries.delete(k);
+        this.#markers--;
+      }
+    }
+  }
 }
+
+/** Delete markers a bucket keeps at least (see `BucketState.#compact`). */
+const MARKERS_KEPT = 1000;
 
 function copyEntry(e: KvEntry): KvEntry {
   return { key: e.key, value: e.value.slice(), revision: e.revision, operation: e.operation };
