@@ -13,3 +13,10 @@ export const BenchEcho = defineActor({
   },
   idleAfter: 600_000,
 });
+
+/** A stateless worker that replies with its payload. */
+export const BenchWorker = defineActor({
+  name: "bench-worker",
+  stateless: true,
+  handlers: { ping: (_ctx, payload: Uint8Array) => payload },
+});

@@ -14,7 +14,7 @@ import { natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { wsconnect } from "@nats-io/nats-core";
-import { BenchEcho } from "./actors.ts";
+import { BenchEcho, BenchWorker } from "./actors.ts";
 
 const PAYLOAD = new Uint8Array(64).fill(7);
 
@@ -150,20 +150,30 @@ export async function benchNats(
     for (let i = 0; i < 200; i++) await Promise.all([raw(), ask()]); // warm up both
     // Alternate the two, three rounds each, and keep each one's median: background load on
     // this 2-core machine then hits both alike.
+    const workerRef = tcp.ref(BenchWorker);
+    const work = () => workerRef.ask("ping", PAYLOAD, { timeout: 5000 });
+    for (let i = 0; i < 200; i++) await work();
     const rawRuns: number[] = [];
     const askRuns: number[] = [];
+    const workRuns: number[] = [];
     for (let round = 0; round < 3; round++) {
       rawRuns.push(await throughput(raw, seconds / 2));
       askRuns.push(await throughput(ask, seconds / 2));
+      workRuns.push(await throughput(work, seconds / 2));
     }
     results.rawTcpPerSec = pct(rawRuns, 0.5);
     results.askTcpPerSec = pct(askRuns, 0.5);
     results.throughputRatio = results.askTcpPerSec / results.rawTcpPerSec;
+    results.workerTcpPerSec = pct(workRuns, 0.5);
+    results.workerRatio = results.workerTcpPerSec / results.rawTcpPerSec;
     const rawLat = await latencies(raw, 2000);
     const askLat = await latencies(ask, 2000);
     results.rawP50Ms = pct(rawLat, 0.5);
     results.askP50Ms = pct(askLat, 0.5);
     results.latencyRatio = results.askP50Ms / results.rawP50Ms;
+    const workLat = await latencies(work, 2000);
+    results.workerP50Ms = pct(workLat, 0.5);
+    results.workerLatencyRatio = results.workerP50Ms / results.rawP50Ms;
     await nc.close();
 
     // (b) WebSocket vs TCP, same asks
@@ -249,10 +259,13 @@ export function natsReport(r: Record<string, number>, indent = ""): string[] {
   return [
     `(a) ask vs raw NATS request/reply, 64 in flight: ${f(r.askTcpPerSec)}/s vs ${
       f(r.rawTcpPerSec)
-    }/s → ratio ${f(r.throughputRatio)} (goal ≥ 0.8)`,
+    }/s → ratio ${f(r.throughputRatio)} (goal ≥ 0.95)`,
     `    p50 one at a time: ${f(r.askP50Ms)} ms vs ${f(r.rawP50Ms)} ms → ratio ${
       f(r.latencyRatio)
-    } (goal ≤ 1.25)`,
+    } (goal ≤ 1.1)`,
+    `    stateless worker: ${f(r.workerTcpPerSec)}/s → ratio ${
+      f(r.workerRatio)
+    } (goal ≥ 0.95); p50 ${f(r.workerP50Ms)} ms → ratio ${f(r.workerLatencyRatio)} (goal ≤ 1.1)`,
     `(b) ask over WebSocket vs TCP: ${f(r.askWsPerSec)}/s vs ${f(r.askTcpPerSec)}/s → ratio ${
       f(r.wsTcpRatio)
     } (goal ≥ 0.7); raw request/reply on the runtime's own WebSocket ${f(r.rawWsPerSec)}/s`,

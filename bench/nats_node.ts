@@ -8,7 +8,7 @@ import { createSystem } from "../mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { type NatsConnection, wsconnect } from "@nats-io/nats-core";
-import { BenchEcho } from "./actors.ts";
+import { BenchEcho, BenchWorker } from "./actors.ts";
 
 const servers = Deno.env.get("TROUPE_SERVERS")!.split(",");
 const rawServers = Deno.env.get("TROUPE_RAW_SERVERS")?.split(",") ?? servers;
@@ -17,7 +17,7 @@ const node = Deno.env.get("TROUPE_NODE") ?? "bench-node";
 // TROUPE_AUTH_SECRET: auth on, HS256 tokens with that secret (bench/auth.ts).
 const secret = Deno.env.get("TROUPE_AUTH_SECRET");
 const system = await createSystem({
-  actors: [BenchEcho],
+  actors: [BenchEcho, BenchWorker],
   mesh: natsMesh({ servers, prefix, leaseTtl: Number(Deno.env.get("TROUPE_LEASE_TTL") ?? 5000) }),
   node,
   ...(secret
