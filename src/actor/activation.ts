@@ -51,9 +51,10 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   fenced(now?: number): boolean;
   /**
    * Called once when the activation has stopped; `leftover` messages need a new home
-   * (`owner`: the node that owns the actor, when the claim found one).
+   * (`owner`: the node that owns the actor, when the claim found one; `contended`: another
+   * activation of it exists, found by the journal's fence).
    */
-  stopped(activation: Activation<M>, leftover: M[], owner?: string): void;
+  stopped(activation: Activation<M>, leftover: M[], owner?: string, contended?: boolean): void;
   /** Claims ownership of the actor cluster-wide; throws {@link Redirect} when owned elsewhere. */
   claim(activation: Activation<M>): Promise<void>;
   /** A reminder was committed. */
@@ -178,6 +179,7 @@ export class Activation<M extends Envelope = Envelope> {
   async #start(): Promise<void> {
     try {
       await this.#host.claim(this);
+      if ((this.status as Activation["status"]) !== "starting") return; // stopped meanwhile
       if (this.def.eventSourced) {
         const rec = await this.#host.journal.activate(this.key);
         this.#epoch = rec.epoch;
@@ -193,10 +195,14 @@ export class Activation<M extends Envelope = Envelope> {
         if (this.seq !== rec.seq) await this.#replayFrom(this.seq + 1, rec.seq);
       }
       if (this.def.onActivate) await this.#hook(this.def.onActivate);
+      // Stopped while it started (its node was fenced, or it was shut down): it must never
+      // become active, or it would take messages beside its successor.
+      if ((this.status as Activation["status"]) !== "starting") return;
       this.status = "active";
       this.#ready = undefined;
       this.#kick();
     } catch (err) {
+      if ((this.status as Activation["status"]) === "stopped") return; // stopped meanwhile
       this.status = "stopped";
       if (err instanceof Redirect) {
         this.#stoppedResolve();
@@ -250,7 +256,7 @@ export class Activation<M extends Envelope = Envelope> {
    * this activation has stopped) and returns false.
    */
   enqueue(m: M): boolean {
-    if (this.status === "stopped" || this.status === "stopping") {
+    if (this.status === "stopped") {
       this.#host.stopped(this, [m]);
       return false;
     }
@@ -473,7 +479,7 @@ export class Activation<M extends Envelope = Envelope> {
   #commitError(err: unknown): ActorError {
     const original = err instanceof JournalFailure ? err.original : err;
     if (original instanceof Stopped) return original;
-    this.#stop();
+    this.#stop(original instanceof ConflictError);
     if (original instanceof ConflictError) {
       return new UnavailableError(
         `${this.key} was activated elsewhere; this activation stopped (${original.message})`,
@@ -641,12 +647,13 @@ export class Activation<M extends Envelope = Envelope> {
     return this.#stop();
   }
 
-  #stop(): Promise<void> {
+  /** Stops; `contended`: another activation of this actor exists (the journal said so). */
+  #stop(contended = false): Promise<void> {
     if (this.status === "stopped") return this.stoppedPromise;
     this.status = "stopped";
     const leftover = this.#drainQueue();
     this.#stoppedResolve();
-    this.#host.stopped(this, leftover);
+    this.#host.stopped(this, leftover, undefined, contended);
     return this.stoppedPromise;
   }
 

@@ -35,6 +35,12 @@ export interface CallInit {
   /** For streams: where the items go. */
   readonly sink?: StreamSink;
   /**
+   * Received on an actor's subject: every node subscribed to it got the same request (during a
+   * take-over a stale owner and the new one both do), so it must never be handed on to another
+   * node, which may have it already.
+   */
+  readonly shared?: boolean;
+  /**
    * The caller's input stream, when the payload is one: a bounded channel the handler reads
    * (it is then also the payload on the node that runs the handler).
    */
@@ -91,6 +97,7 @@ export class Call implements Envelope {
   readonly token?: string;
   readonly sink?: StreamSink;
   readonly input?: StreamChannel;
+  readonly shared: boolean;
   #caller: Caller | undefined;
   #idempotencyKey: string | undefined;
   #key: string | undefined;
@@ -112,6 +119,7 @@ export class Call implements Envelope {
     this.#idempotencyKey = init.idempotencyKey;
     if (init.sink !== undefined) this.sink = init.sink;
     if (init.input !== undefined) this.input = init.input;
+    this.shared = init.shared === true;
     this.#on = on;
   }
 

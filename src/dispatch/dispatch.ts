@@ -105,7 +105,7 @@ export class Dispatch implements Dispatcher {
       reminderScheduled: (due) => deps.reminderScheduled(due),
       configView: () => deps.configView(),
       activated: (act) => this.server.activated(act),
-      deactivated: (act) => this.server.deactivated(act),
+      deactivated: (act, fenced) => this.server.deactivated(act, fenced),
       reroute: (call, owner) =>
         owner !== undefined && owner !== deps.node
           ? this.remote.send(call, owner)

@@ -67,8 +67,8 @@ export interface LocalDeps {
   configView(): ConfigView;
   /** An activation is active: route its subject here. */
   activated(act: Activation<Call>): void;
-  /** An activation that was active stopped: its subject no longer routes here. */
-  deactivated(act: Activation<Call>): void;
+  /** An activation that was active stopped (`fenced`: because the lease lapsed). */
+  deactivated(act: Activation<Call>, fenced: boolean): void;
   /** A call this node cannot handle now goes back on the message path (to `owner` if known). */
   reroute(call: Call, owner?: string): void;
 }
@@ -216,7 +216,12 @@ export class Local implements ActivationHost<Call> {
   #activate(def: ActorDefinition<AnyActorTypes>, id: string): Activation<Call> {
     const act = new Activation<Call>(this, def, id);
     this.activations.set(act.key, act);
-    act.ready.then(() => this.#deps.activated(act), () => {});
+    // Only the activation this node holds for the key is routed here (never a stopped one).
+    act.ready.then(() => {
+      if (this.activations.get(act.key) === act && act.status === "active") {
+        this.#deps.activated(act);
+      }
+    }, () => {});
     return act;
   }
 
@@ -292,8 +297,12 @@ export class Local implements ActivationHost<Call> {
     if (!res.ok) throw new Redirect(res.owner);
   }
 
-  stopped(act: Activation<Call>, leftover: Call[], owner?: string): void {
-    this.#deps.deactivated(act);
+  stopped(act: Activation<Call>, leftover: Call[], owner?: string, contended = false): void {
+    // Another owner exists (this node was fenced, the journal found a newer activation, or the
+    // claim named one): requests on the actor's subject reached it too.
+    const fenced = this.#deps.fenced();
+    const elsewhere = fenced || contended || owner !== undefined;
+    this.#deps.deactivated(act, fenced || contended);
     if (this.activations.get(act.key) === act) {
       this.activations.delete(act.key);
       if (owner === undefined) {
@@ -307,6 +316,10 @@ export class Local implements ActivationHost<Call> {
         // Not processed, and never will be here: a remote caller hears nothing (it moves on
         // when this node is declared dead); nothing is forwarded after the caller gave up.
         call.drop(new UnavailableError(`Node "${this.node}" lost its lease; not processed`));
+      } else if (elsewhere && call.shared) {
+        // The owner received this very request on the actor's subject: handing it on would
+        // apply it twice. Not processed here; the caller hears from the owner (or times out).
+        call.drop(new UnavailableError(`${act.key} is owned by another node; not processed here`));
       } else if (this.#deps.phase() !== "open") {
         // Shutting down: what was not handled here is answered "send it elsewhere".
         call.retry(new ClosedError("The system is closing"));

@@ -56,7 +56,7 @@ type Reply = { data: Uint8Array; headers?: Record<string, string> };
 export class Server {
   readonly #deps: ServeDeps;
   readonly #subs: MeshSubscription[] = [];
-  readonly #actorSubs = new Map<string, MeshSubscription>();
+  readonly #actorSubs = new Map<string, { act: Activation<Call>; sub: MeshSubscription }>();
   readonly #late = new Map<ReturnType<typeof setTimeout>, () => void>();
   #accepting = true;
   #drainedOut = false;
@@ -65,6 +65,8 @@ export class Server {
 
   constructor(deps: ServeDeps) {
     this.#deps = deps;
+    const probe = deps.subjects.actor("t", "i");
+    this.#actorPrefix = probe.slice(0, probe.length - "t.i".length);
   }
 
   /** Subscribes the node inbox and the worker queues. */
@@ -83,6 +85,8 @@ export class Server {
   }
 
   readonly #serveBound = (msg: MeshMessage) => this.#serve(msg);
+  /** The common start of actor subjects (requests on them may reach several subscribers). */
+  readonly #actorPrefix: string;
 
   /** An activation became active here: its subject routes to this node until it stops. */
   activated(act: Activation<Call>): void {
@@ -91,17 +95,23 @@ export class Server {
       this.#deps.subjects.actor(act.def.name, act.id),
       this.#serveBound,
     );
-    this.#actorSubs.set(act.key, sub);
+    this.#actorSubs.set(act.key, { act, sub });
   }
 
-  /** An activation stopped: its subject no longer routes here. */
-  deactivated(act: Activation<Call>): void {
-    const sub = this.#actorSubs.get(act.key);
-    if (!sub) return;
+  /**
+   * An activation stopped: its subject no longer routes here. After a planned stop the
+   * subscription is drained: a request the server routed here before it saw the unsubscribe is
+   * still served (by a new activation, or answered "retry" while closing). After a fenced one
+   * it is dropped: another node owns the actor now and got the same requests; serving ours
+   * too (forwarding them to it) would apply them twice.
+   */
+  deactivated(act: Activation<Call>, fenced: boolean): void {
+    const entry = this.#actorSubs.get(act.key);
+    if (entry?.act !== act) return;
     this.#actorSubs.delete(act.key);
-    // Drained, not dropped: a request the server routed here before it saw the unsubscribe
-    // is still served (by a new activation, or answered "retry" while closing).
-    sub.drain().catch(() => sub.unsubscribe());
+    const sub = entry.sub;
+    if (fenced) sub.unsubscribe();
+    else sub.drain().catch(() => sub.unsubscribe());
   }
 
   #serve(msg: MeshMessage): void {
@@ -192,6 +202,7 @@ export class Server {
       payload: input ?? payload,
       size: msg.data.byteLength,
       ...(input ? { input } : {}),
+      ...(msg.subject.startsWith(this.#actorPrefix) ? { shared: true } : {}),
       deadline: performance.now() + req.timeout,
       chain: req.chain,
       ...(req.token !== undefined ? { token: req.token } : {}),
@@ -276,7 +287,7 @@ export class Server {
       fn();
     }
     this.#late.clear();
-    const subs = [...this.#actorSubs.values(), ...this.#subs];
+    const subs = [...[...this.#actorSubs.values()].map((e) => e.sub), ...this.#subs];
     this.#actorSubs.clear();
     this.#subs.length = 0;
     await bounded(Promise.all(subs.map((s) => s.drain())));
