@@ -39,14 +39,24 @@ export interface LocalAuth {
   readonly rules: readonly SystemRule[];
 }
 
-/** What local delivery needs from its node. */
-export interface LocalDeps {
-  readonly node: string;
-  readonly journal: Journal;
-  readonly storage: Codec;
-  readonly dispatcher: Dispatcher;
-  readonly log: Logger;
-  readonly wheel: TimerWheel;
+/**
+ * What local delivery needs from its node: what an activation needs (it passes those on), and
+ * the rest of the path.
+ */
+export interface LocalDeps extends
+  Pick<
+    ActivationHost<Call>,
+    | "node"
+    | "journal"
+    | "storage"
+    | "dispatcher"
+    | "log"
+    | "wheel"
+    | "publish"
+    | "fenced"
+    | "reminderScheduled"
+    | "configView"
+  > {
   readonly ownership: Ownership;
   /** Largest payload accepted, bytes. */
   readonly maxPayload: number;
@@ -54,17 +64,11 @@ export interface LocalDeps {
   readonly maxActivations: number;
   /** Auth, when the node has it on. */
   readonly auth?: LocalAuth | undefined;
-  publish(topic: string, payload: unknown): Promise<void>;
-  /** Whether this node's lease lapsed (at `now`). */
-  fenced(now?: number): boolean;
   /**
    * Where the node is in its life: `draining` lets running turns finish (their nested calls
    * may still activate actors here); `closed` activates nothing.
    */
   phase(): "open" | "draining" | "closed";
-  reminderScheduled(due: number): void;
-  /** The node's config as it is now. */
-  configView(): ConfigView;
   /** An activation is active: route its subject here. */
   activated(act: Activation<Call>): void;
   /** An activation that was active stopped (`fenced`: because the lease lapsed). */
