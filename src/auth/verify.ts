@@ -1,8 +1,9 @@
 /**
  * Token verification (jose): who a caller is, from a JWT the node verifies itself. Tokens are
  * checked for signature (with the configured keys only: no key embedded in the token is ever
- * used), algorithm (from the configured list), `exp`, `iss`, `aud` (all required) and `nbf`, and
- * cached until they expire. The system principal (reminders) travels as a short-lived token
+ * used), algorithm (from the configured list), `exp`, `iss`, `aud`, `sub` (all required) and
+ * `nbf`, optionally the header's `typ` and the token's age (`iat`), and cached until they
+ * expire. The system principal (reminders) travels as a short-lived token
  * signed with the cluster secret.
  *
  * @module
@@ -37,8 +38,20 @@ export interface AuthOptions {
   issuer: string | readonly string[];
   /** Accepted audience(s) (`aud`, required in every token). */
   audience: string | readonly string[];
-  /** Leeway for `exp` and `nbf`, in seconds. @default {0} */
+  /** Leeway for `exp`, `nbf` and `maxTokenAge`, in seconds. @default {0} */
   clockTolerance?: number;
+  /**
+   * The token type required in the JWT header's `typ` (e.g. `"at+jwt"` for OAuth access
+   * tokens, RFC 9068), so that an ID token or another kind of JWT from the same issuer is not
+   * taken as an access token. Compared as jose does (case-insensitive, `application/` prefix
+   * optional). @default {no check}
+   */
+  typ?: string;
+  /**
+   * Oldest token accepted, in seconds since its `iat` (which it must then carry): a token
+   * issued longer ago is refused even if its `exp` is later. @default {no check}
+   */
+  maxTokenAge?: number;
   /** The roles of a verified caller. @default {`claims.roles` when it is an array, else `scope` split on spaces} */
   roles?: (claims: Readonly<Record<string, unknown>>) => readonly string[];
   /** System-wide rules, decided before a type's own `access`. */
@@ -137,12 +150,23 @@ export function createVerifier(options: AuthOptions): Verifier {
   const clusterSecret = bytes(
     options.clusterSecret ?? crypto.getRandomValues(new Uint8Array(32)),
   );
-  const verifyOptions = {
+  if (options.typ !== undefined && (typeof options.typ !== "string" || options.typ === "")) {
+    throw new TypeError('auth.typ must be a token type such as "at+jwt"');
+  }
+  if (
+    options.maxTokenAge !== undefined &&
+    !(options.maxTokenAge > 0 && Number.isFinite(options.maxTokenAge))
+  ) {
+    throw new RangeError(`auth.maxTokenAge must be a positive number of seconds`);
+  }
+  const verifyOptions: Parameters<typeof jwtVerify>[2] & object = {
     algorithms,
     issuer: options.issuer as string | string[],
     audience: options.audience as string | string[],
     clockTolerance: options.clockTolerance ?? 0,
-    requiredClaims: ["exp", "iss", "aud"],
+    requiredClaims: ["exp", "iss", "aud", "sub", ...options.maxTokenAge ? ["iat"] : []],
+    ...(options.typ !== undefined ? { typ: options.typ } : {}),
+    ...(options.maxTokenAge !== undefined ? { maxTokenAge: options.maxTokenAge } : {}),
   };
   const cache = new Map<string, { caller: Caller; until: number }>();
   const pending = new Map<string, Promise<Caller>>();
@@ -184,13 +208,20 @@ export function createVerifier(options: AuthOptions): Verifier {
     } catch (err) {
       throw new UnauthorizedError(`Token refused: ${(err as Error).message}`, { cause: err });
     }
+    if (typeof payload.sub !== "string" || payload.sub === "") {
+      throw new UnauthorizedError('Token refused: its "sub" claim must be a non-empty string');
+    }
     const claims = payload as Readonly<Record<string, unknown>>;
     const caller: Caller = {
-      sub: typeof payload.sub === "string" ? payload.sub : "",
+      sub: payload.sub,
       roles: roles(claims).filter((r) => r !== SYSTEM_ROLE),
       claims,
     };
-    remember(token, caller, payload.exp!);
+    // cached no longer than it is valid: until `exp`, or until it is too old
+    const tooOld = options.maxTokenAge === undefined
+      ? Infinity
+      : payload.iat! + options.maxTokenAge + (options.clockTolerance ?? 0);
+    remember(token, caller, Math.min(payload.exp!, tooOld));
     return caller;
   };
 
