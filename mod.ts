@@ -95,6 +95,7 @@ export {
   ForbiddenError,
   InternalError,
   OverloadedError,
+  RateLimitedError,
   TimeoutError,
   UnauthorizedError,
   UnavailableError,
