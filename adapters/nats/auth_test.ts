@@ -12,7 +12,14 @@ import {
 } from "@nats-io/nats-core";
 import { Kvm } from "@nats-io/kv";
 import { createSystem, defineActor, memoryJournal, type System } from "../../mod.ts";
-import { natsAuthConfig, NatsAuthError, natsMesh, type NatsMeshOptions } from "./mod.ts";
+import {
+  NATS_SERVICE_REPLY_PREFIX,
+  natsAuthConfig,
+  NatsAuthError,
+  natsMesh,
+  type NatsMeshOptions,
+} from "./mod.ts";
+import { requestHeaders } from "../../src/mesh/wire.ts";
 import { type NatsCluster, startNatsCluster } from "../testing/mod.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 import { clusterSteps } from "../../tests/cluster_suite.ts";
@@ -31,10 +38,20 @@ const Counter = defineActor({
   },
 });
 
+/** A worker type: what a plain client user calls by request on `<prefix>.w.echo`. */
+const Echo = defineActor({
+  name: "echo",
+  stateless: true,
+  handlers: { say: (_ctx, value: unknown) => value },
+});
+
 const NODE = { user: "node", pass: "node-pw" };
 const EDGE = { user: "edge", pass: "edge-pw" }; // a Troupe client system: a node identity
 const GW = { user: "gw", pass: "gw-pw" }; // a plain NATS client user
 const GW_INBOX = "_INBOX_gw";
+const LIMITED = { user: "lim", pass: "lim-pw" }; // a client user that may call echo only
+const VICTIM = { user: "victim", pass: "victim-pw" }; // another client user
+const VICTIM_INBOX = "_INBOX_victim";
 
 interface Setup extends AsyncDisposable {
   prefix: string;
@@ -54,7 +71,11 @@ async function lockedDown(extra = "", account?: string): Promise<Setup> {
   const config = natsAuthConfig({
     prefix,
     nodes: [NODE, EDGE, { nkey: kp.getPublicKey() }],
-    clients: [GW],
+    clients: [
+      { ...GW, inboxPrefix: GW_INBOX },
+      { ...LIMITED, call: ["echo"] },
+      { ...VICTIM, inboxPrefix: VICTIM_INBOX },
+    ],
     ...(account === undefined ? {} : { account }),
   });
   const nats = await startNatsCluster({ config: config + extra, websocket: false });
@@ -71,7 +92,10 @@ function mesh(s: Setup, auth: Partial<NatsMeshOptions>): ReturnType<typeof natsM
   return natsMesh({ servers: s.url, prefix: s.prefix, leaseTtl: 2000, ...auth });
 }
 
-/** A node (NKey user) hosting Counter and a Troupe client system (user/pass node user). */
+/**
+ * A node (NKey user) hosting Counter and the Echo worker, accepting the reply subjects of
+ * requests from client accounts, and a Troupe client system (user/pass node user).
+ */
 async function systems(s: Setup): Promise<{ node: System; client: System } & AsyncDisposable> {
   const journal = memoryJournal();
   const started: System[] = [];
@@ -82,11 +106,12 @@ async function systems(s: Setup): Promise<{ node: System; client: System } & Asy
   try {
     started.push(
       await createSystem({
-        actors: [Counter],
+        actors: [Counter, Echo],
         mesh: mesh(s, { nkeySeed: s.nodeSeed }),
         journal,
         node: "n1",
         logger: "error",
+        replyPrefixes: ["_INBOX", NATS_SERVICE_REPLY_PREFIX],
       }),
     );
     started.push(
@@ -99,14 +124,15 @@ async function systems(s: Setup): Promise<{ node: System; client: System } & Asy
   return { node: started[0]!, client: started[1]!, [Symbol.asyncDispose]: close };
 }
 
-/** A plain NATS client as the gw user, with the permission errors the server reported. */
+/** A plain NATS client (the gw user by default), with the permission errors the server reported. */
 async function gateway(
   s: Setup,
   inboxPrefix: string | null = GW_INBOX,
+  user: { user: string; pass: string } = GW,
 ): Promise<{ nc: NatsConnection; errors: string[] } & AsyncDisposable> {
   const nc = await connect({
     servers: s.url,
-    ...GW,
+    ...user,
     ...(inboxPrefix === null ? {} : { inboxPrefix }),
     timeout: 5000,
   });
@@ -151,41 +177,59 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const unjson = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b));
 
-/** Headers of a raw `ask` request in JSON. */
+/**
+ * The envelope of a raw `ask` in JSON, as a plain client sends it (the wire format is the
+ * core's, src/mesh/wire.ts: when it changes, this is the one place of this file to follow).
+ */
 function ask(type: string, id: string, handler: string) {
   const h = natsHeaders();
-  h.set("tr", `ask;${type};${id};${handler};5000;application/json`);
+  const envelope = requestHeaders({
+    kind: "ask",
+    type,
+    id,
+    handler,
+    timeout: 5000,
+    contentType: "application/json",
+    chain: [],
+  });
+  for (const [k, v] of Object.entries(envelope)) h.set(k, v);
   return h;
 }
 
-Deno.test("locked-down NATS: node users host and call; a client user requests an actor", async () => {
+Deno.test("locked-down NATS: node users host and call; a client user calls a worker by request", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
   // a Troupe client system (node identity "edge") reaches the actor on the NKey node
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
-  // a plain client user requests the active actor's subject and gets the answer
+  // a plain client user (its own account) requests the worker and gets the answer
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
-    headers: ask("counter", "c", "add"),
+  const reply = await gw.nc.request(`${s.prefix}.w.echo`, json({ n: 3 }), {
+    headers: ask("echo", "", "say"),
     timeout: 5000,
   });
   assert.equal(reply.headers?.get("tr-status") ?? "", "");
-  assert.equal(unjson(reply.data), 5);
-  assert.equal(await sys.client.ref(Counter, "c").ask("get", undefined), 5);
+  assert.deepEqual(unjson(reply.data), { n: 3 });
   assert.deepEqual(gw.errors, []);
+  // with nats.js's default inbox prefix too: the client's account is its own
+  await using plain = await gateway(s, null, LIMITED);
+  const again = await plain.nc.request(`${s.prefix}.w.echo`, json("hi"), {
+    headers: ask("echo", "", "say"),
+    timeout: 5000,
+  });
+  assert.equal(unjson(again.data), "hi");
 });
 
-Deno.test("locked-down NATS in an account of its own: the same rights", async () => {
-  await using s = await lockedDown("", "TROUPE");
+Deno.test("locked-down NATS: the nodes' account may have any name, with the same rights", async () => {
+  await using s = await lockedDown("", "TRP");
   await using sys = await systems(s);
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
-    headers: ask("counter", "c", "add"),
+  const reply = await gw.nc.request(`${s.prefix}.w.echo`, json(5), {
+    headers: ask("echo", "", "say"),
     timeout: 5000,
   });
   assert.equal(unjson(reply.data), 5);
-  const closed = await within(gw.nc.subscribe(`${s.prefix}.a.>`).closed, 5000, "refusal");
+  const closed = await within(gw.nc.subscribe(`${s.prefix}.n.>`).closed, 5000, "refusal");
   assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
   await assert.rejects(
     gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
@@ -199,14 +243,19 @@ Deno.test("natsAuthConfig: refuses what would not work", () => {
   assert.throws(() => natsAuthConfig({ prefix: "a.b", nodes }), /prefix/);
   assert.throws(() => natsAuthConfig({ nodes, clients: [{ ...NODE }] }), /twice/);
   assert.throws(
-    () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX.gw" }] }),
-    /inside the nodes' inbox prefix/,
-  );
-  assert.throws(
     () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX_gw.>" }] }),
     /not a subject prefix/,
   );
   assert.throws(() => natsAuthConfig({ nodes: [{ nkey: "SU123" }] }), /nkey/);
+  assert.throws(() => natsAuthConfig({ nodes, account: "a b" }), /account/);
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ user: "a.b", pass: "x" }] }),
+    /give one as account/,
+  );
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ ...GW, account: "TROUPE" }] }),
+    /not its own/,
+  );
   const text = natsAuthConfig({
     prefix: "p",
     nodes,
@@ -214,9 +263,12 @@ Deno.test("natsAuthConfig: refuses what would not work", () => {
   });
   assert.match(
     text,
-    /publish: \{ allow: \["p\.a\.account\.>", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
+    /publish: \{ allow: \["p\.n\.\*\.account", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
   );
-  assert.match(text, /subscribe: \{ allow: \["_INBOX_gw\.>"\] \}/);
+  assert.match(text, /subscribe: \{ allow: \["_INBOX\.>"\] \}/);
+  assert.match(text, /\{ service: "p\.n\.\*\.account", accounts: \["TROUPE_gw"\] \}/);
+  assert.match(text, /\{ service: \{ account: "TROUPE", subject: "p\.w\.account" \} \}/);
+  assert.doesNotMatch(text, /allow_responses|p\.a\./);
 });
 
 Deno.test("locked-down NATS: a client user cannot write the directory's buckets", async () => {
@@ -254,94 +306,161 @@ Deno.test("locked-down NATS: a client user cannot write the directory's buckets"
   assert.ok(sys.node.directory.nodes().every((n) => n.id !== "evil"));
 });
 
-Deno.test("locked-down NATS: a client user cannot subscribe to actor subjects or swallow requests", async () => {
+Deno.test("locked-down NATS: a client user cannot subscribe to node or worker subjects or swallow requests", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
-  assert.equal(await sys.client.ref(Counter, "x").ask("add", 1), 1); // active on n1
   await using gw = await gateway(s);
   const swallowed: string[] = [];
-  const sub = gw.nc.subscribe(`${s.prefix}.a.>`, {
+  const sub = gw.nc.subscribe(`${s.prefix}.n.>`, {
     callback: (e, m) => void (e ? undefined : swallowed.push(m.subject)),
   });
-  const workers = gw.nc.subscribe(`${s.prefix}.w.>`, { queue: "w-counter" });
+  const workers = gw.nc.subscribe(`${s.prefix}.w.>`, { queue: "w-echo" });
   const [closed, closedW] = await within(
     Promise.all([sub.closed, workers.closed]),
     5000,
     "the subscriptions to be refused",
   );
   assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
-  assert.match(String(closed), /Subscription to ".*\.a\.>"/);
+  assert.match(String(closed), /Subscription to ".*\.n\.>"/);
   assert.ok(closedW instanceof natsErrors.PermissionViolationError, String(closedW));
   // requests still reach the node, none reached the client
   for (let i = 0; i < 5; i++) await sys.client.ref(Counter, "x").ask("add", 1);
-  assert.equal(await sys.client.ref(Counter, "x").ask("get", undefined), 6);
+  assert.equal(await sys.client.ref(Counter, "x").ask("get", undefined), 5);
+  for (let i = 0; i < 5; i++) {
+    const r = await gw.nc.request(`${s.prefix}.w.echo`, json(i), {
+      headers: ask("echo", "", "say"),
+      timeout: 5000,
+    });
+    assert.equal(unjson(r.data), i);
+  }
   assert.deepEqual(swallowed, []);
 });
 
-Deno.test("locked-down NATS: a client user cannot reach node inboxes, JetStream, or others' inboxes", async () => {
+Deno.test("locked-down NATS: a client user cannot reach node control, types outside call, JetStream, or others' inboxes", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
-  await using gw = await gateway(s);
-  // node inbox: denied (raw publish and request)
-  gw.nc.publish(`${s.prefix}.n.n1`, json(1), { headers: ask("counter", "y", "add") });
+  await using lim = await gateway(s, null, LIMITED); // call: ["echo"]
+  // node-to-node control and an actor type not in its call list: denied
+  lim.nc.publish(`${s.prefix}.c.n1`, json(1));
   await assert.rejects(
-    gw.nc.request(`${s.prefix}.n.n1`, json(1), {
+    lim.nc.request(`${s.prefix}.n.n1.counter`, json(1), {
       headers: ask("counter", "y", "add"),
       timeout: 3000,
     }),
-    /Permissions Violation for Publish to ".*\.n\.n1"/,
+    /Permissions Violation for Publish to ".*\.n\.n1\.counter"/,
   );
-  // the JetStream API: denied
-  await assert.rejects(
-    gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
-    /Permissions Violation for Publish to "\$JS\.API\.INFO"/,
-  );
-  // subscribing outside its inbox prefix (the nodes' inboxes, another client's): denied
-  for (const subject of ["_INBOX.>", "_INBOX_other.>", ">"]) {
-    const closed = await within(gw.nc.subscribe(subject).closed, 5000, `${subject} refused`);
-    assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
-  }
   await eventually(
-    () => gw.errors.some((e) => /Publish to ".*\.n\.n1"/.test(e)),
+    () => lim.errors.some((e) => /Publish to ".*\.c\.n1"/.test(e)),
     5000,
     "the publish violation",
   );
-  assert.equal(sys.node.directory.nodes().length, 2);
-  // a client without its inbox prefix cannot even receive replies
-  assert.equal(await sys.client.ref(Counter, "z").ask("add", 1), 1); // active on n1
-  await using plain = await gateway(s, null); // inboxes under _INBOX
+  // the JetStream API: denied
   await assert.rejects(
-    plain.nc.request(`${s.prefix}.a.counter.z`, json(1), {
-      headers: ask("counter", "z", "add"),
-      timeout: 3000,
-    }),
+    lim.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
+    /Permissions Violation for Publish to "\$JS\.API\.INFO"/,
   );
-  await eventually(
-    () => plain.errors.some((e) => /Subscription to "_INBOX\./.test(e)),
-    5000,
-    "the subscription violation",
-  );
+  // subscribing outside its inbox prefix (another client's, a node's, everything): denied
+  await using gw = await gateway(s);
+  for (const subject of ["_INBOX.>", VICTIM_INBOX + ".>", ">"]) {
+    const closed = await within(gw.nc.subscribe(subject).closed, 5000, `${subject} refused`);
+    assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
+  }
+  // the worker it may call still answers
+  const r = await lim.nc.request(`${s.prefix}.w.echo`, json(7), {
+    headers: ask("echo", "", "say"),
+    timeout: 5000,
+  });
+  assert.equal(unjson(r.data), 7);
+  assert.equal(await sys.client.ref(Counter, "y").ask("get", undefined), 0, "nothing was added");
 });
 
-Deno.test("locked-down NATS: a request whose reply subject names a JetStream or KV API is refused", async () => {
+Deno.test("locked-down NATS: replies are bound to the requester; a reply subject naming another client's inbox reaches no one else", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
-  assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1); // active on n1
+  await using gw = await gateway(s); // the attacker, inbox prefix _INBOX_gw
+  await using victim = await gateway(s, VICTIM_INBOX, VICTIM);
+  const stolen: string[] = [];
+  victim.nc.subscribe(`${VICTIM_INBOX}.>`, {
+    callback: (e, m) => void (e ? undefined : stolen.push(new TextDecoder().decode(m.data))),
+  });
+  await victim.nc.flush();
+  // a real node (the Echo worker) is asked to answer into the victim's inbox
+  gw.nc.publish(`${s.prefix}.w.echo`, json("forged"), {
+    headers: ask("echo", "", "say"),
+    reply: `${VICTIM_INBOX}.stolen`,
+  });
+  // the attacker's own request after it (same connection, same worker queue: answered after)
+  const own = await gw.nc.request(`${s.prefix}.w.echo`, json("mine"), {
+    headers: ask("echo", "", "say"),
+    timeout: 5000,
+  });
+  assert.equal(unjson(own.data), "mine");
+  // everything the server routed to the victim before has arrived once its round trip is done
+  await victim.nc.flush();
+  assert.deepEqual(stolen, []);
+  // a raw node user standing in for a node (any wire format): it sees a reply subject the
+  // server made, answers twice, and publishes into the victim's inbox prefix directly
+  const nodeConn = await connect({ servers: s.url, ...NODE, timeout: 5000 });
+  try {
+    const seenReplies: string[] = [];
+    nodeConn.subscribe(`${s.prefix}.n.*.probe`, {
+      callback: (e, m) => {
+        if (e || !m.reply) return;
+        seenReplies.push(m.reply);
+        m.respond(json("first"));
+        m.respond(json("second"));
+        nodeConn.publish(`${VICTIM_INBOX}.direct`, json("direct")); // no route into accounts
+      },
+    });
+    await nodeConn.flush();
+    gw.nc.publish(`${s.prefix}.n.n9.probe`, json(1), { reply: `${VICTIM_INBOX}.probe` });
+    const answers: string[] = [];
+    const inbox = `${GW_INBOX}.probe2`;
+    gw.nc.subscribe(inbox, { callback: (e, m) => void (e ? 0 : answers.push(unjson(m.data))) });
+    gw.nc.publish(`${s.prefix}.n.n9.probe`, json(2), { reply: inbox });
+    await gw.nc.flush();
+    await eventually(() => answers.length > 0, 5000, "the probe's answer");
+    assert.ok(
+      seenReplies.length === 2 &&
+        seenReplies.every((r) => r.startsWith(`${NATS_SERVICE_REPLY_PREFIX}.`)),
+      `the node saw reply subjects the server made: ${seenReplies}`,
+    );
+    // one answer per request: the mapping ends with the first (the node's second answer and
+    // its direct publishes were handled by the server before its flush returned)
+    await nodeConn.flush();
+    await gw.nc.flush();
+    assert.deepEqual(answers, ["first"]);
+  } finally {
+    await nodeConn.close();
+  }
+  await victim.nc.flush();
+  assert.deepEqual(stolen, []);
+  assert.deepEqual(gw.errors, []);
+  assert.ok(sys.node.directory.nodes().length > 0);
+});
+
+Deno.test("locked-down NATS: a reply subject naming a JetStream or KV API lands in the client's own account", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
   await using gw = await gateway(s);
-  const subject = `${s.prefix}.a.counter.r`;
-  // the node may write these; the client names them as the reply subject of its requests
-  gw.nc.publish(subject, json(1), {
-    headers: ask("counter", "r", "add"),
+  const subject = `${s.prefix}.w.echo`;
+  // the node may write these in its account; the client names them as its reply subject
+  gw.nc.publish(subject, json({ node: "forged" }), {
+    headers: ask("echo", "", "say"),
     reply: `$KV.${s.prefix}_nodes.forged`,
   });
   gw.nc.publish(subject, json({}), {
-    headers: ask("counter", "r", "echo"), // replies `{}`: a valid purge request
+    headers: ask("echo", "", "say"), // replies `{}`: a valid purge request
     reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_acts`,
   });
   await gw.nc.flush();
-  // the node refuses both requests (the reply subject is not an inbox): nothing is applied…
-  await sys.client.ref(Counter, "r").ask("echo", 1); // after the requests above (one mailbox)
-  assert.equal(await sys.client.ref(Counter, "r").ask("get", undefined), 1, "the add was refused");
+  assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1);
+  // the requests above were answered before this one (one worker queue, in order)
+  const r = await gw.nc.request(subject, json(1), {
+    headers: ask("echo", "", "say"),
+    timeout: 5000,
+  });
+  assert.equal(unjson(r.data), 1);
   const conn = await mesh(s, NODE).connect({ node: "reader" });
   try {
     assert.equal(await (await conn.kv(`${s.prefix}_nodes`)).get("forged") ?? null, null);
@@ -417,18 +536,16 @@ Deno.test("natsMesh: creds and credsFile authenticate (the file's NKey seed sign
 });
 
 Deno.test("natsMesh inboxPrefix: a mesh connection limited to its own inbox prefix works", async () => {
-  // a client-like identity whose only subscriptions are `_INBOX_gw.>`: requests, inboxes and
-  // the mux all use the prefix (a connection that did not would fail on its first request)
+  // a client identity whose only subscriptions are `_INBOX_gw.>`: requests, inboxes and the
+  // mux all use the prefix (a connection that did not would fail on its first request)
   await using s = await lockedDown();
-  await using sys = await systems(s);
-  assert.equal(await sys.client.ref(Counter, "p").ask("add", 4), 4);
+  await using _sys = await systems(s);
   const conn = await mesh(s, { ...GW, inboxPrefix: GW_INBOX }).connect({ node: "gw" });
   try {
     assert.ok(conn.inbox().startsWith(`${GW_INBOX}.`));
-    const reply = await conn.request(`${s.prefix}.a.counter.p`, json(1), {
-      timeout: 5000,
-      headers: { tr: "ask;counter;p;add;5000;application/json" },
-    });
+    const headers: Record<string, string> = {};
+    for (const [k, v] of ask("echo", "", "say")) headers[k] = v.join(",");
+    const reply = await conn.request(`${s.prefix}.w.echo`, json(5), { timeout: 5000, headers });
     assert.equal(unjson(reply.data), 5);
   } finally {
     await conn.close();
