@@ -9,6 +9,7 @@
 import { Hono } from "hono";
 import type { Context as HonoContext } from "hono";
 import { cors } from "hono/cors";
+import { routePath } from "hono/route";
 import {
   type ActorDefinition,
   ActorError,
@@ -22,9 +23,10 @@ import {
   UnavailableError,
 } from "../../mod.ts";
 import { createVerifier, type Verifier } from "../../src/auth/verify.ts";
-import { decodeBody, encodeReply, mediaType, readBody } from "./_body.ts";
+import { fromJsonText } from "../../src/codec/json.ts";
+import { mediaType, readPayload, replyResponse } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
-import { addressKey, Buckets, Counters, type RateLimit } from "./_limits.ts";
+import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";
 import { sseResponse } from "./_sse.ts";
 import { duplexSocket } from "./_websocket.ts";
 
@@ -213,6 +215,11 @@ export interface GatewayOptions {
   signal?: AbortSignal;
 }
 
+/** A request in progress; `held` once a stream took over its place. */
+interface Ticket {
+  held: boolean;
+}
+
 interface Entry {
   readonly name: string;
   readonly def: ActorDefinition | undefined;
@@ -252,8 +259,8 @@ function entries(options: GatewayOptions): Map<string, Entry> {
 }
 
 /** The token of a request: `Authorization: Bearer <token>`; other schemes are refused. */
-function bearer(req: Request): string | undefined {
-  const header = req.headers.get("authorization");
+function bearer(_req: Request, headers: Headers): string | undefined {
+  const header = headers.get("authorization");
   if (header === null) return undefined;
   const match = /^Bearer[ ]+([^ ]+)[ ]*$/i.exec(header);
   if (!match) {
@@ -269,26 +276,27 @@ function bearer(req: Request): string | undefined {
  * it would end every stream at once); a closed SSE connection cancels its body instead.
  */
 function callOptions(
-  req: Request,
+  headers: Headers,
   token: string | undefined,
   timeout: number | undefined,
 ): AskOptions {
   const options: AskOptions = {};
   if (timeout !== undefined) options.timeout = timeout;
-  const key = req.headers.get("idempotency-key");
+  const key = headers.get("idempotency-key");
   if (key !== null && key !== "") options.idempotencyKey = key;
   if (token !== undefined) options.token = token;
   return options;
 }
 
-function wantsSse(req: Request): boolean {
-  return (req.headers.get("accept") ?? "").split(",").map(mediaType).includes("text/event-stream");
+/** Whether an `Accept` header asks for Server-Sent Events. */
+function wantsSse(accept: string): boolean {
+  return accept.includes("text/event-stream") &&
+    accept.split(",").map(mediaType).includes("text/event-stream");
 }
 
-function wantsAsync(req: Request): boolean {
-  return (req.headers.get("prefer") ?? "").split(",").some((p) =>
-    p.trim().toLowerCase() === "respond-async"
-  );
+/** Whether a `Prefer` header asks for `respond-async`. */
+function wantsAsync(prefer: string): boolean {
+  return prefer.split(",").some((p) => p.trim().toLowerCase() === "respond-async");
 }
 
 /** A ref by name for a type the gateway has no definition of. */
@@ -362,6 +370,11 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   const limits = options.limits ?? {};
   const maxBody = positive(limits.maxBody ?? options.maxBody ?? 1024 * 1024, "limits.maxBody");
   const bodyTimeout = positive(limits.bodyTimeout ?? 10_000, "limits.bodyTimeout");
+  const bodyDeadlines = new Deadlines(
+    bodyTimeout,
+    () =>
+      new GatewayError(`The request body did not arrive within ${bodyTimeout} ms`, "timeout", 408),
+  );
   const maxFrame = positive(limits.maxFrame ?? 64 * 1024, "limits.maxFrame");
   const maxBuffered = positive(limits.maxBuffered ?? 1024 * 1024, "limits.maxBuffered");
   const streamStall = positive(limits.streamStall ?? 30_000, "limits.streamStall");
@@ -385,17 +398,24 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   const streamTimeout = options.streamTimeout ?? 3_600_000;
   const keepAlive = options.keepAlive ?? 15_000;
   const retryAfter = String(options.retryAfter ?? 1);
-  const tokenOf = options.auth?.token ?? bearer;
-  const addressOf = options.clientAddress ?? remoteAddress;
+  const custom = options.auth?.token;
+  const tokenOf = custom ? (req: Request, _headers: Headers) => custom(req) : bearer;
+  const clientAddress = options.clientAddress ?? remoteAddress;
+  /** The rate-limit key of a request's client address (see `addressKey`). */
+  const addressOf = (req: Request, info: unknown): string => {
+    const address = clientAddress(req, info);
+    return address === undefined ? "unknown" : addressKey(address);
+  };
   const originAllowed = originCheck(options);
   // what ends streams when the gateway drains: an unavailable error, whatever the reason
   const draining = new AbortController();
-  if (options.signal?.aborted) draining.abort(new UnavailableError("The gateway is shutting down"));
-  options.signal?.addEventListener(
-    "abort",
-    () => draining.abort(new UnavailableError("The gateway is shutting down")),
-    { once: true },
-  );
+  let drained = false; // `draining.signal.aborted`, without its getter on every request
+  const drain = () => {
+    drained = true;
+    draining.abort(new UnavailableError("The gateway is shutting down"));
+  };
+  if (options.signal?.aborted) drain();
+  options.signal?.addEventListener("abort", drain, { once: true });
   // work in progress: requests (streams included) and streams
   let inProgress = 0;
   let streamsOpen = 0;
@@ -436,35 +456,40 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   /** Charges one request to `key`'s bucket; over the rate, `429 rate_limited`. */
   const charge = (buckets: Buckets | undefined, key: string, who: string) => {
     if (buckets === undefined) return;
-    const wait = buckets.take(key, performance.now());
+    const wait = buckets.take(key, Date.now());
     if (wait > 0) {
       throw new GatewayError(`Too many requests from ${who}`, "rate_limited", 429, wait);
     }
   };
 
   /**
-   * Who a request is, for the limits: a verified caller (its `sub`), else its client address.
-   * Charges the request to the bucket of whichever it is (and a token not verified yet to the
-   * address too: verifying costs more than refusing).
+   * Who a request is, for the limits: a verified caller (`"\0" + sub`), else its client
+   * address. Charges the request to the bucket of whichever it is (and a token not verified
+   * yet to the address too: verifying costs more than refusing). Synchronous unless a token
+   * must be verified.
    */
-  const admit = async (c: HonoContext, token: string | undefined): Promise<string> => {
-    const address = addressOf(c.req.raw, c.env);
-    const ip = address === undefined ? "unknown" : addressKey(address);
+  const admit = (
+    c: HonoContext,
+    token: string | undefined,
+  ): string | undefined | Promise<string> => {
     if (token === undefined || verifier === undefined) {
+      if (perIp === undefined) return undefined; // the address is worked out if a stream needs it
+      const ip = addressOf(c.req.raw, c.env);
       charge(perIp, ip, "this address");
-      return `ip ${ip}`;
+      return ip;
     }
-    let caller: Caller | undefined = verifier.cached(token);
-    if (caller === undefined) {
-      charge(perIp, ip, "this address");
-      try {
-        caller = await verifier.verify(token);
-      } catch (err) {
-        throw new GatewayError((err as Error).message, "unauthorized");
-      }
+    const caller: Caller | undefined = verifier.cached(token);
+    if (caller !== undefined) {
+      charge(perCaller, caller.sub, "this caller");
+      return "\0" + caller.sub;
     }
-    charge(perCaller, caller.sub, "this caller");
-    return `sub ${caller.sub}`;
+    charge(perIp, addressOf(c.req.raw, c.env), "this address");
+    return verifier.verify(token).then((caller) => {
+      charge(perCaller, caller.sub, "this caller");
+      return "\0" + caller.sub;
+    }, (err) => {
+      throw new GatewayError((err as Error).message, "unauthorized");
+    });
   };
 
   /**
@@ -477,7 +502,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     }
     if (!streamsPer.acquire(who)) {
       throw new GatewayError(
-        `Too many streams open for this ${who.startsWith("sub ") ? "caller" : "address"}`,
+        `Too many streams open for this ${who.startsWith("\0") ? "caller" : "address"}`,
         "rate_limited",
       );
     }
@@ -493,15 +518,18 @@ export function gateway(system: System, options: GatewayOptions): Hono {
 
   const call = async (
     c: HonoContext,
+    method: string,
     type: string,
     id: string | undefined,
     handler: string,
-    hold: () => () => void,
-  ) => {
+    ticket: Ticket,
+  ): Promise<Response> => {
     const req = c.req.raw;
-    if (draining.signal.aborted) throw draining.signal.reason;
-    const token = tokenOf(req);
-    const who = await admit(c, token);
+    if (drained) throw draining.signal.reason;
+    const headers = req.headers;
+    const token = tokenOf(req, headers);
+    const admitted = admit(c, token);
+    const who = admitted instanceof Promise ? await admitted : admitted;
     const entry = exposed.get(type);
     if (!entry) {
       throw new GatewayError(`Actor type "${type}" is not exposed`, "unknown_actor_type");
@@ -525,26 +553,18 @@ export function gateway(system: System, options: GatewayOptions): Hono {
       ? system.ref(def, id ?? "") as unknown as ActorRef
       : refByName(system, type, id ?? "");
     const streaming = def?.streaming.has(handler);
-    const streamOptions = (): StreamOptions => ({
-      ...callOptions(req, token, undefined),
-      timeout: streamTimeout,
-      signal: draining.signal,
-    });
 
-    if ((req.headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
-      if (req.method !== "GET") {
-        throw new GatewayError("A WebSocket upgrade must be a GET", "method_not_allowed");
-      }
+    if (method === "GET" && (headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
       if (!originAllowed(req)) {
         throw new GatewayError(
-          `Origin "${req.headers.get("origin")}" may not open a WebSocket here`,
+          `Origin "${headers.get("origin")}" may not open a WebSocket here`,
           "forbidden",
         );
       }
       // read before the upgrade: the request's headers are gone after it
-      const wsOptions = streamOptions();
-      const release = openStream(who);
-      const done = hold();
+      const wsOptions = streamOptions(headers, token);
+      const release = openStream(who ?? addressOf(req, c.env));
+      const done = hold(ticket);
       return duplexSocket(
         req,
         (input) => ref.stream(handler as never, input as never, wsOptions),
@@ -559,11 +579,11 @@ export function gateway(system: System, options: GatewayOptions): Hono {
         },
       );
     }
-    const sse = wantsSse(req);
+    const accept = headers.get("accept");
+    const sse = accept !== null && wantsSse(accept);
     let payload: unknown;
-    if (req.method === "GET") {
+    if (method === "GET") {
       if (!sse) {
-        c.header("allow", "POST");
         throw new GatewayError(
           "Call a handler with POST (GET is for Server-Sent Events and WebSocket)",
           "method_not_allowed",
@@ -574,13 +594,11 @@ export function gateway(system: System, options: GatewayOptions): Hono {
         if (query.length > maxBody) {
           throw new GatewayError("The payload parameter is too large", "bad_payload", 413);
         }
-        payload = decodeBody(new TextEncoder().encode(query), "application/json");
+        payload = fromJsonText(query);
       }
     } else {
-      payload = decodeBody(
-        await readBody(req, maxBody, bodyTimeout),
-        req.headers.get("content-type"),
-      );
+      payload = readPayload(req, maxBody, bodyDeadlines);
+      if (payload instanceof Promise) payload = await payload;
     }
     if (sse) {
       if (def && !streaming) {
@@ -590,16 +608,19 @@ export function gateway(system: System, options: GatewayOptions): Hono {
           406,
         );
       }
-      const release = openStream(who);
-      const done = hold();
-      return sseResponse(ref.stream(handler as never, payload as never, streamOptions()), {
-        keepAlive,
-        stallTimeout: streamStall,
-        onDone: () => {
-          release();
-          done();
+      const release = openStream(who ?? addressOf(req, c.env));
+      const done = hold(ticket);
+      return sseResponse(
+        ref.stream(handler as never, payload as never, streamOptions(headers, token)),
+        {
+          keepAlive,
+          stallTimeout: streamStall,
+          onDone: () => {
+            release();
+            done();
+          },
         },
-      });
+      );
     }
     if (streaming) {
       throw new GatewayError(
@@ -608,88 +629,140 @@ export function gateway(system: System, options: GatewayOptions): Hono {
         406,
       );
     }
-    const askOptions = callOptions(req, token, options.timeout);
-    if (wantsAsync(req)) {
+    const askOptions = callOptions(headers, token, options.timeout);
+    const prefer = headers.get("prefer");
+    if (prefer !== null && wantsAsync(prefer)) {
       await ref.tell(handler as never, payload as never, askOptions);
-      c.header("preference-applied", "respond-async");
-      return c.body(null, 202);
+      return new Response(null, {
+        status: 202,
+        headers: { "preference-applied": "respond-async" },
+      });
     }
     const reply = await ref.ask(handler as never, payload as never, askOptions);
-    const { body, contentType } = encodeReply(reply, req.headers.get("accept"));
-    return c.body(body as Uint8Array<ArrayBuffer>, 200, { "content-type": contentType });
+    return replyResponse(reply, accept);
+  };
+
+  /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
+  const streamOptions = (headers: Headers, token: string | undefined): StreamOptions => {
+    const o = callOptions(headers, token, undefined) as StreamOptions;
+    o.timeout = streamTimeout;
+    o.signal = draining.signal;
+    return o;
+  };
+
+  /** A stream keeps its place among the requests in progress until it ends. */
+  const hold = (ticket: Ticket): () => void => {
+    ticket.held = true;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      inProgress--;
+    };
+  };
+
+  /** The error response of a request (errors are handled here, not by `app.onError`). */
+  const failed = (req: Request, err: unknown): Response => {
+    const body = errorBody(err);
+    const status = err instanceof GatewayError ? err.status : statusOf(body.error.code);
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (status === 429 || status === 503) {
+      const wait = err instanceof GatewayError ? err.retryAfter : undefined;
+      headers["retry-after"] = wait === undefined ? retryAfter : String(wait);
+    }
+    if (status === 401) {
+      headers["www-authenticate"] = req.headers.has("authorization")
+        ? 'Bearer error="invalid_token"'
+        : "Bearer";
+    }
+    if (status === 405) headers["allow"] = "POST";
+    // a body that was not read whole leaves the connection in an unknown state: close it
+    if (status === 408 || status === 413) headers["connection"] = "close";
+    // a failure of the gateway itself (the core logs and masks the handlers' own): one line
+    if (!(err instanceof ActorError)) console.error(`gateway: internal error: ${oneLine(err)}`);
+    return new Response(JSON.stringify(body), { status, headers });
   };
 
   /**
-   * Runs a call as one request in progress: refused with `429 overloaded` when
-   * `maxConnections` are; a stream keeps its place until it ends (`hold`).
+   * Every call goes through this one route, `/*` of the gateway: one handler per request lets
+   * Hono skip its middleware chain, and the path is split here (`/{type}/{id}/{handler}`, or
+   * `/{type}/{handler}` for a stateless type; anything else is `404 not_found`).
    */
-  const request = async (
-    c: HonoContext,
-    type: string,
-    id: string | undefined,
-    handler: string,
-  ) => {
-    if (inProgress >= maxConnections) {
-      throw new GatewayError(
-        `The gateway is working on ${maxConnections} requests`,
-        "overloaded",
-      );
-    }
-    inProgress++;
-    let held = false;
-    const hold = () => {
-      held = true;
-      let done = false;
-      return () => {
-        if (done) return;
-        done = true;
-        inProgress--;
-      };
-    };
+  app.all("/*", function gatewayRoute(c) {
+    const req = c.req.raw;
     try {
-      return await call(c, type, id, handler, hold);
-    } finally {
-      if (!held) inProgress--;
+      const method = req.method;
+      const parts = pathParts(c);
+      if (parts === undefined) {
+        throw new GatewayError(`No route ${method} ${c.req.path}`, "not_found");
+      }
+      if (method !== "POST" && method !== "GET") {
+        throw new GatewayError(`Method ${method} is not allowed`, "method_not_allowed");
+      }
+      // one request in progress (a stream keeps its place until it ends: see `hold`)
+      if (inProgress >= maxConnections) {
+        throw new GatewayError(
+          `The gateway is working on ${maxConnections} requests`,
+          "overloaded",
+        );
+      }
+      inProgress++;
+      const ticket: Ticket = { held: false };
+      const done = parts.length === 3
+        ? call(c, method, parts[0]!, idFromPath(parts[1]!), parts[2]!, ticket)
+        : call(c, method, parts[0]!, undefined, parts[1]!, ticket);
+      return done.then((res) => {
+        if (!ticket.held) inProgress--;
+        return res;
+      }, (err) => {
+        if (!ticket.held) inProgress--;
+        return failed(req, err);
+      });
+    } catch (err) {
+      return failed(req, err);
     }
-  };
-
-  app.on(["GET", "POST"], "/:type/:id/:handler", function callActor(c) {
-    return request(c, c.req.param("type"), idFromPath(c.req.param("id")), c.req.param("handler"));
-  });
-  app.on(["GET", "POST"], "/:type/:handler", function callWorker(c) {
-    return request(c, c.req.param("type"), undefined, c.req.param("handler"));
-  });
-
-  // a route, not `app.notFound()`: a mounted app's notFound handler is not used by its parent
-  app.all("*", function notFound(c) {
-    return c.json(
-      errorBody(new GatewayError(`No route ${c.req.method} ${c.req.path}`, "not_found")),
-      404,
-    );
-  });
-
-  app.onError(function onError(err, c) {
-    const body = errorBody(err);
-    const status = err instanceof GatewayError ? err.status : statusOf(body.error.code);
-    if (status === 429 || status === 503) {
-      const wait = err instanceof GatewayError ? err.retryAfter : undefined;
-      c.header("retry-after", wait === undefined ? retryAfter : String(wait));
-    }
-    if (status === 401) {
-      c.header(
-        "www-authenticate",
-        c.req.raw.headers.has("authorization") ? 'Bearer error="invalid_token"' : "Bearer",
-      );
-    }
-    // a body that was not read whole leaves the connection in an unknown state: close it
-    if (status === 408 || status === 413) c.header("connection", "close");
-    // a failure of the gateway itself (the core logs and masks the handlers' own): one line
-    if (!(err instanceof ActorError)) console.error(`gateway: internal error: ${oneLine(err)}`);
-    // deno-lint-ignore no-explicit-any
-    return c.json(body, status as any);
   });
 
   return app;
+}
+
+/** The route a gateway's `/*` was last matched as, and its segments before the `*`. */
+let mountRoute = "";
+let mountSegments = 0;
+
+/**
+ * The two or three path segments of a request below the gateway's mount point
+ * (percent-decoded), or undefined for any other path (an empty segment included). The mount
+ * point is as many segments as the matched route (`<mount>/*`) has before its `*`.
+ */
+function pathParts(c: HonoContext): string[] | undefined {
+  const route = routePath(c);
+  if (route !== mountRoute) {
+    mountSegments = route.split("/").length - 2; // "/api/*" → 1, "/*" → 0
+    mountRoute = route;
+  }
+  const path = c.req.path;
+  let at = 0;
+  for (let i = 0; i < mountSegments && at !== -1; i++) at = path.indexOf("/", at + 1);
+  if (at === -1) return undefined;
+  const parts: string[] = [];
+  while (at !== -1) {
+    if (parts.length === 3) return undefined;
+    const next = path.indexOf("/", at + 1);
+    const part = next === -1 ? path.slice(at + 1) : path.slice(at + 1, next);
+    if (part === "") return undefined;
+    parts.push(part.includes("%") ? decodeSegment(part) : part);
+    at = next;
+  }
+  return parts.length < 2 ? undefined : parts;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment; // not valid percent-encoding: taken as it is
+  }
 }
 
 function positive(value: number, what: string): number {
