@@ -195,6 +195,12 @@ export interface GatewayOptions {
    * @default {`info.remoteAddr.hostname`}
    */
   clientAddress?: (req: Request, info: unknown) => string | undefined;
+  /**
+   * Whether the duplex route (a WebSocket upgrade of a handler's path) is open. Deno reads each
+   * WebSocket message whole, up to 64 MiB, before the gateway can refuse it: turn it off when
+   * `maxStreams` × 64 MiB is more memory than the process may take. @default {true}
+   */
+  websocket?: boolean;
   /** Largest request body, bytes. @deprecated Use `limits.maxBody`. */
   maxBody?: number;
   /** Time an `ask` may take, ms; then `504 timeout`. @default {the system's askTimeout} */
@@ -555,6 +561,9 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     const streaming = def?.streaming.has(handler);
 
     if (method === "GET" && (headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
+      if (options.websocket === false) {
+        throw new GatewayError("WebSockets are turned off on this gateway", "not_found");
+      }
       if (!originAllowed(req)) {
         throw new GatewayError(
           `Origin "${headers.get("origin")}" may not open a WebSocket here`,
