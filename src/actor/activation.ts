@@ -16,7 +16,14 @@ import {
   TimeoutError,
   UnavailableError,
 } from "../errors.ts";
-import type { Journal, NewEvent, Reminder, Snapshot, StoredEvent } from "../journal/types.ts";
+import {
+  isOwned,
+  type Journal,
+  type NewEvent,
+  type Reminder,
+  type Snapshot,
+  type StoredEvent,
+} from "../journal/types.ts";
 import {
   type Deferred,
   deferred,
@@ -182,6 +189,7 @@ export class Activation<M extends Envelope = Envelope> {
       if ((this.status as Activation["status"]) !== "starting") return; // stopped meanwhile
       if (this.def.eventSourced) {
         const rec = await this.#host.journal.activate(this.key);
+        if (isOwned(rec)) throw new Redirect(rec.owner);
         this.#epoch = rec.epoch;
         if (rec.snapshot && rec.snapshot.version === this.def.snapshotVersion) {
           this.state = this.#host.storage.decode(rec.snapshot.state);
