@@ -1,19 +1,21 @@
 /**
- * Serving: the receiving side of the mesh. A request arrives on this node's inbox, a worker
- * queue or an active actor's subject; it is decoded into a {@link Call} whose settlement
- * answers the request, and handed to local delivery, where the one check runs.
+ * Serving: the receiving side of the mesh. A node subscribes its inbox for each type it hosts
+ * (`<prefix>.n.<node>.<type>`) and each worker type's queue group: interest that grows with
+ * nodes × types, never with actors. A request is decoded into a {@link Call} whose settlement
+ * answers it, and handed to local delivery, where the one check runs.
  *
- * Protocol rules kept here: a node whose lease lapsed answers nothing (the live owner may
- * answer the same request); a closing node answers `retry` (nothing was processed); reply and
- * stream subjects must be inboxes; replies are bounded like requests.
+ * Protocol rules kept here: the envelope must name the type of the subject it arrived on (a
+ * client allowed to publish on one type's subject cannot reach another type; nothing runs); a
+ * node whose lease lapsed answers nothing; a closing node answers `retry` (nothing was
+ * processed); reply and stream subjects must be inboxes; replies are bounded like requests.
  *
  * @module
  */
 
-import type { Activation } from "../actor/activation.ts";
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import { checkPayloadSize, codecFor } from "../codec/mod.ts";
+import { msgpack } from "../codec/msgpack.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import { ActorError, BadPayloadError, ConflictError } from "../errors.ts";
@@ -23,11 +25,18 @@ import {
   type MeshMessage,
   type MeshSubscription,
 } from "../mesh/types.ts";
-import { errorReply, okReply, parseRequest, retryReply, type WireRequest } from "../mesh/wire.ts";
+import {
+  decodeRequest,
+  errorReply,
+  okReply,
+  redirectReply,
+  retryReply,
+  type WireRequest,
+} from "../mesh/wire.ts";
+import { StreamChannel } from "../actor/stream.ts";
 import { type Deferred, deferred } from "../util/async.ts";
 import { Call } from "./call.ts";
 import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
-import { StreamChannel } from "../actor/stream.ts";
 import { isReplySubject, type Subjects } from "./subjects.ts";
 
 /** What serving needs from its node. */
@@ -37,7 +46,6 @@ export interface ServeDeps {
   readonly subjects: Subjects;
   readonly membership: Membership;
   readonly log: Logger;
-  readonly wireCodec: Codec;
   readonly maxPayload: number;
   /** Types hosted by this node. */
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
@@ -50,13 +58,10 @@ export interface ServeDeps {
 /** How long a stale activation waits before it answers with its error. */
 const STALE_REPLY_DELAY = 250;
 
-type Reply = { data: Uint8Array; headers?: Record<string, string> };
-
 /** Serves the requests that reach this node. */
 export class Server {
   readonly #deps: ServeDeps;
   readonly #subs: MeshSubscription[] = [];
-  readonly #actorSubs = new Map<string, { act: Activation<Call>; sub: MeshSubscription }>();
   readonly #late = new Map<ReturnType<typeof setTimeout>, () => void>();
   #accepting = true;
   #drainedOut = false;
@@ -65,96 +70,79 @@ export class Server {
 
   constructor(deps: ServeDeps) {
     this.#deps = deps;
-    const probe = deps.subjects.actor("t", "i");
-    this.#actorPrefix = probe.slice(0, probe.length - "t.i".length);
   }
 
-  /** Subscribes the node inbox and the worker queues. */
+  /** Subscribes this node's inbox for each hosted type, and the worker queues. */
   start(): Promise<void> {
     const d = this.#deps;
-    this.#subs.push(d.conn.subscribe(d.subjects.node(d.node), (msg) => this.#serve(msg)));
     for (const def of d.defs.values()) {
+      const type = def.name;
+      this.#subs.push(
+        d.conn.subscribe(d.subjects.hosted(d.node, type), (msg) => this.#serve(msg, type)),
+      );
       if (!def.stateless) continue;
       this.#subs.push(
-        d.conn.subscribe(d.subjects.worker(def.name), (msg) => this.#serve(msg), {
-          queue: d.subjects.workerGroup(def.name),
+        d.conn.subscribe(d.subjects.worker(type), (msg) => this.#serve(msg, type), {
+          queue: d.subjects.workerGroup(type),
         }),
       );
     }
     return d.conn.flush();
   }
 
-  readonly #serveBound = (msg: MeshMessage) => this.#serve(msg);
-  /** The common start of actor subjects (requests on them may reach several subscribers). */
-  readonly #actorPrefix: string;
-
-  /** An activation became active here: its subject routes to this node until it stops. */
-  activated(act: Activation<Call>): void {
-    if (act.status !== "active") return;
-    const sub = this.#deps.conn.subscribe(
-      this.#deps.subjects.actor(act.def.name, act.id),
-      this.#serveBound,
-    );
-    this.#actorSubs.set(act.key, { act, sub });
-  }
-
-  /**
-   * An activation stopped: its subject no longer routes here. After a planned stop the
-   * subscription is drained: a request the server routed here before it saw the unsubscribe is
-   * still served (by a new activation, or answered "retry" while closing). After a fenced one
-   * it is dropped: another node owns the actor now and got the same requests; serving ours
-   * too (forwarding them to it) would apply them twice.
-   */
-  deactivated(act: Activation<Call>, fenced: boolean): void {
-    const entry = this.#actorSubs.get(act.key);
-    if (entry?.act !== act) return;
-    this.#actorSubs.delete(act.key);
-    const sub = entry.sub;
-    if (fenced) sub.unsubscribe();
-    else sub.drain().catch(() => sub.unsubscribe());
-  }
-
-  #serve(msg: MeshMessage): void {
+  /** One request, which arrived on a subject of `type`. */
+  #serve(msg: MeshMessage, type: string): void {
     const d = this.#deps;
-    // A stale owner stays silent (the live owner may answer the same request). A node that has
-    // drained holds no actor any more: what reaches it now was sent to it alone (its inbox, a
-    // worker queue), so its "retry" is safe even once its lease lapses during shutdown.
+    // A stale owner stays silent (its callers move the request when it is declared dead). A
+    // node that has drained holds no actor any more: its "retry" is safe even once its lease
+    // lapses during shutdown.
     if (!this.#drainedOut && d.membership.isFenced()) return;
-    const respond = (r: Reply) => {
-      if (!msg.reply) return;
+    const reply = msg.reply;
+    let codec: Codec = msgpack;
+    const respond = (data: Uint8Array) => {
+      if (reply === undefined) return;
       try {
-        d.conn.publish(msg.reply, r.data, r.headers ? { headers: r.headers } : undefined);
+        d.conn.publish(reply, data);
       } catch (err) {
         if (err instanceof MeshError && err.code === "max_payload") {
-          // Within maxPayload, but not with its headers: say so rather than leave the caller
+          // Within maxPayload, but not for the mesh: say so rather than leave the caller
           // waiting for its timeout.
-          const tooBig = new BadPayloadError("Reply is too large for the mesh");
-          return respond(errorReply(d.wireCodec, tooBig));
+          return respond(errorReply(codec, new BadPayloadError("Reply is too large for the mesh")));
         }
         d.log.debug("Reply failed", { error: String(err) });
       }
     };
     let req: WireRequest;
-    let codec: Codec;
     let payload: unknown;
+    let size: number;
     try {
-      if (msg.reply !== undefined && !isReplySubject(msg.reply, d.replyPrefixes)) {
+      if (reply !== undefined && !isReplySubject(reply, d.replyPrefixes)) {
         // Answering would publish where the sender chose: never outside an inbox.
         d.log.warn("Dropped a request whose reply subject is not an inbox", {
           subject: msg.subject,
-          reply: msg.reply.slice(0, 200),
+          reply: reply.slice(0, 200),
         });
         return;
       }
-      req = parseRequest(msg.headers);
+      const { req: r, offset } = decodeRequest(msg.data);
+      req = r;
       const c = codecFor(req.contentType);
       if (!c) throw new BadPayloadError(`Unknown content type "${req.contentType}"`);
       codec = c;
-      payload = codec.decode(msg.data);
+      if (req.type !== type) {
+        // Forged or misrouted: the subject's type is what the sender was allowed to reach.
+        throw new BadPayloadError(
+          `The message names actor type "${
+            req.type.slice(0, 64)
+          }" but arrived on the subject of "${type}"`,
+        );
+      }
+      size = msg.data.byteLength - offset;
+      payload = req.inputFrom === undefined ? codec.decode(msg.data.subarray(offset)) : undefined;
     } catch (err) {
-      d.log.warn("Dropped a malformed message", { subject: msg.subject, error: String(err) });
+      d.log.warn("Refused a malformed message", { subject: msg.subject, error: String(err) });
       return respond(
-        errorReply(d.wireCodec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
+        errorReply(codec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
       );
     }
     if (!this.#accepting) return respond(retryReply(codec, `Node "${d.node}" is closing`));
@@ -173,10 +161,9 @@ export class Server {
     let input: StreamChannel | undefined;
     if (req.inputFrom !== undefined) {
       if (!isReplySubject(req.inputFrom, d.replyPrefixes)) {
-        sink?.fail(new BadPayloadError("Input stream without a valid inbox"));
-        return respond(
-          errorReply(codec, new BadPayloadError("Input stream without a valid inbox")),
-        );
+        const bad = new BadPayloadError("Input stream without a valid inbox");
+        sink?.fail(bad);
+        return respond(errorReply(codec, bad));
       }
       input = new StreamChannel(16);
       new StreamReceiver(
@@ -185,14 +172,12 @@ export class Server {
         input,
         `input of ${req.type}.${req.handler}`,
         d.replyPrefixes,
-      )
-        .start(req.inputFrom);
+      ).start(req.inputFrom);
     }
     this.#inflight++;
     const done = () => {
       if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
     };
-    const onMasked = (e: unknown) => d.log.error("Internal error", { error: String(e) });
     const kind = req.kind;
     const call = new Call({
       kind,
@@ -200,14 +185,15 @@ export class Server {
       id: req.id,
       handler: req.handler,
       payload: input ?? payload,
-      size: msg.data.byteLength,
+      size,
       ...(input ? { input } : {}),
-      ...(msg.subject.startsWith(this.#actorPrefix) ? { shared: true } : {}),
       deadline: performance.now() + req.timeout,
       chain: req.chain,
       ...(req.token !== undefined ? { token: req.token } : {}),
       ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
+      ...(req.trace !== undefined ? { trace: req.trace } : {}),
       ...(sink ? { sink } : {}),
+      remote: true,
     }, {
       accepted: () => {
         if (kind === "tell") respond(okReply(codec, null));
@@ -215,24 +201,25 @@ export class Server {
       resolve: (value) => {
         done();
         if (kind !== "ask") return;
+        let data: Uint8Array;
         try {
-          const r = okReply(codec, value);
-          checkPayloadSize(r.data.byteLength, d.maxPayload, "Reply");
-          respond(r);
+          data = okReply(codec, value);
+          checkPayloadSize(data.byteLength - 1, d.maxPayload, "Reply");
         } catch (err) {
-          respond(errorReply(codec, err, onMasked));
+          return respond(errorReply(codec, err, this.#masked));
         }
+        respond(data);
       },
       reject: (err) => {
         done();
         if (sink) return sink.fail(err);
-        const reply = errorReply(codec, err, onMasked);
+        const data = errorReply(codec, err, this.#masked);
         if (err instanceof ActorError && err.cause instanceof ConflictError) {
           // A stale activation (another node took the actor over) must not win the race
-          // against the live owner's reply to the same request: answer late.
-          return this.#later(() => respond(reply));
+          // against the live owner's reply: answer late.
+          return this.#later(() => respond(data));
         }
-        respond(reply);
+        respond(data);
       },
       retry: (err) => {
         done();
@@ -243,10 +230,18 @@ export class Server {
         done();
         sink?.abandon();
       },
+      redirect: (node, revision) => {
+        done();
+        // Nothing ran here: the caller sends it to the owner (a stream's sink was never used).
+        sink?.abandon();
+        respond(redirectReply(codec, node, revision));
+      },
     });
     if (input) call.finally(() => void input.cancel());
     d.deliver(call);
   }
+
+  readonly #masked = (e: unknown) => this.#deps.log.error("Internal error", { error: String(e) });
 
   #later(fn: () => void): void {
     const timer = setTimeout(() => {
@@ -287,9 +282,7 @@ export class Server {
       fn();
     }
     this.#late.clear();
-    const subs = [...[...this.#actorSubs.values()].map((e) => e.sub), ...this.#subs];
-    this.#actorSubs.clear();
-    this.#subs.length = 0;
+    const subs = this.#subs.splice(0);
     await bounded(Promise.all(subs.map((s) => s.drain())));
     for (const sub of subs) sub.unsubscribe();
   }
