@@ -13,6 +13,7 @@ import type { Envelope, StreamSink } from "../actor/envelope.ts";
 import type { StreamChannel } from "../actor/stream.ts";
 import type { Caller, MessageKind } from "../actor/ref.ts";
 import { SYSTEM_ROLE } from "../auth/access.ts";
+import type { TimerWheel, WheelEntry } from "../util/async.ts";
 
 /** The data of a call. */
 export interface CallInit {
@@ -123,6 +124,7 @@ export class Call implements Envelope {
   readonly #on: Settlement;
   #state: CallState = "pending";
   #finally: (() => void)[] | undefined;
+  #timer: { wheel: TimerWheel; entry: WheelEntry } | undefined;
 
   /** Makes a call from its data and how it settles. */
   constructor(init: CallInit, on: Settlement) {
@@ -223,13 +225,19 @@ export class Call implements Envelope {
 
   /** Settles as "not processed, send it elsewhere" (see {@link Settlement.retry}). */
   retry(err: unknown): void {
-    if (this.#settle()) (this.#on.retry ?? this.#on.reject)(err);
+    if (this.#settle()) {
+      if (this.#on.retry) this.#on.retry(err);
+      else this.#on.reject(err);
+    }
     this.#ended();
   }
 
   /** Settles as "dropped by a fenced node" (see {@link Settlement.drop}). */
   drop(err: unknown): void {
-    if (this.#settle()) (this.#on.drop ?? this.#on.reject)(err);
+    if (this.#settle()) {
+      if (this.#on.drop) this.#on.drop(err);
+      else this.#on.reject(err);
+    }
     this.#ended();
   }
 
@@ -240,10 +248,20 @@ export class Call implements Envelope {
    */
   redirect(node: string, revision: number): boolean {
     if (this.#state !== "pending" || !this.#on.redirect) return false;
-    this.#state = "settled";
+    this.#settle();
     this.#on.redirect(node, revision);
     this.#ended();
     return true;
+  }
+
+  /**
+   * Rejects the call with `timeout()` when its deadline passes, unless it settled before: its
+   * one deadline timer, armed where nothing else bounds the wait (local delivery; a remote
+   * attempt is bounded by its request). Idempotent.
+   */
+  expireOn(wheel: TimerWheel, timeout: () => Error): void {
+    if (this.#state === "settled" || this.#timer) return;
+    this.#timer = { wheel, entry: wheel.add(this.deadline, () => this.reject(timeout())) };
   }
 
   /** Runs `fn` once the call is settled (at once if it is). */
@@ -255,6 +273,7 @@ export class Call implements Envelope {
   #settle(): boolean {
     if (this.#state === "settled") return false;
     this.#state = "settled";
+    if (this.#timer) this.#timer.wheel.remove(this.#timer.entry);
     return true;
   }
 

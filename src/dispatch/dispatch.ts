@@ -37,9 +37,9 @@ import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../error
 import type { Journal } from "../journal/types.ts";
 import type { MeshConnection } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
-import type { TimerWheel, WheelEntry } from "../util/async.ts";
+import type { TimerWheel } from "../util/async.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
-import { Call, type CallInit } from "./call.ts";
+import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
 import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
 import { Remote } from "./route.ts";
@@ -143,7 +143,7 @@ export class Dispatch implements Dispatcher {
       ...mesh,
       router: this.router,
       wireCodec: deps.wireCodec,
-      deliverHere: (call) => this.local.deliver(call),
+      deliverHere: (call) => this.#deliverHere(call),
     });
     this.server = new Server({
       ...mesh,
@@ -181,51 +181,15 @@ export class Dispatch implements Dispatcher {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { wheel, log, maxPayload: max } = this.#deps;
     return new Promise((resolve, reject) => {
+      const caller = new CallerSide(init, resolve, reject, this.#deps);
+      const call = new Call(init, caller);
       const signal = options?.signal;
-      let answered = false;
-      let timer: WheelEntry | undefined;
-      const answer = (fn: () => void): boolean => {
-        if (answered) return false;
-        answered = true;
-        if (timer) wheel.remove(timer);
-        signal?.removeEventListener("abort", onAbort);
-        fn();
-        return true;
-      };
-      const call = new Call(init, {
-        ...(kind === "tell" ? { accepted: () => answer(() => resolve(undefined)) } : {}),
-        resolve: (value, fromWire) => {
-          // A local reply is bounded like one that crossed the mesh.
-          if (kind === "ask" && !fromWire && sizeLowerBound(value, max) > max) {
-            const err = new BadPayloadError(
-              `Reply of ${call.target}.${handler} exceeds the limit of ${max} bytes`,
-            );
-            return void answer(() => reject(err));
-          }
-          answer(() => resolve(kind === "ask" ? value : undefined));
-        },
-        reject: (err) => {
-          init.input?.cancel(); // refused or failed: the caller's input stream stops
-          if (!answer(() => reject(err))) {
-            log.debug(`${kind} ${call.target}.${handler} failed after it was accepted`, {
-              error: String(err),
-            });
-          }
-        },
-      });
-      const onAbort = () => call.reject(signal!.reason);
-      if (signal?.aborted) return call.reject(signal.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.route(call);
-      // A local synchronous handler has answered by now: its deadline needs no timer.
-      if (!answered) {
-        timer = wheel.add(
-          init.deadline,
-          () => call.reject(new TimeoutError(`${kind} ${call.target}.${handler} timed out`)),
-        );
+      if (signal) {
+        if (signal.aborted) return call.reject(signal.reason);
+        caller.listen(signal, call);
       }
+      this.route(call);
     });
   }
 
@@ -314,9 +278,19 @@ export class Dispatch implements Dispatcher {
   route(call: Call): void {
     if (this.#phase === "closed") return call.reject(new ClosedError("The system is closed"));
     const decision = this.router.decide(call);
-    if (decision.to === "local") return this.local.deliver(call);
+    if (decision.to === "local") return this.#deliverHere(call);
     if (decision.to === "none" && decision.error) return call.reject(decision.error);
     this.remote.send(call, decision);
+  }
+
+  /**
+   * Local delivery. A call made here gets its deadline timer now (unless a synchronous handler
+   * already answered): nothing else bounds its wait in a mailbox. A call from the mesh is bounded
+   * by its remote caller, and by the mailbox's check of its deadline.
+   */
+  #deliverHere(call: Call): void {
+    this.local.deliver(call);
+    if (!call.remote && !call.settled) call.expireOn(this.#deps.wheel, () => timedOut(call));
   }
 
   /**
@@ -411,6 +385,69 @@ function openInput(
     )
   );
   return channel;
+}
+
+/** The error of a call whose deadline passed. */
+function timedOut(call: Call): TimeoutError {
+  return new TimeoutError(`${call.kind} ${call.target}.${call.handler} timed out`);
+}
+
+/**
+ * How an ask or tell made on this node answers its caller's promise: a tell once a mailbox
+ * accepted it, an ask with the reply (bounded like one that crossed the mesh) or the error.
+ * One object per call, instead of a closure per outcome.
+ */
+class CallerSide implements Settlement {
+  #answered = false;
+  #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly init: CallInit,
+    readonly resolveFn: (value: unknown) => void,
+    readonly rejectFn: (err: unknown) => void,
+    readonly deps: DispatchDeps,
+  ) {}
+
+  /** Rejects `call` with the signal's reason when it aborts. */
+  listen(signal: AbortSignal, call: Call): void {
+    this.#signal = signal;
+    this.#onAbort = () => call.reject(signal.reason);
+    signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  #answer(): boolean {
+    if (this.#answered) return false;
+    this.#answered = true;
+    if (this.#onAbort) this.#signal!.removeEventListener("abort", this.#onAbort);
+    return true;
+  }
+
+  accepted(): void {
+    if (this.init.kind === "tell" && this.#answer()) this.resolveFn(undefined);
+  }
+
+  resolve(value: unknown, fromWire?: boolean): void {
+    if (!this.#answer()) return;
+    const max = this.deps.maxPayload;
+    // A local reply is bounded like one that crossed the mesh (that one was, by its size).
+    const { kind, type, id, handler } = this.init;
+    if (kind === "ask" && !fromWire && sizeLowerBound(value, max) > max) {
+      const target = id === "" ? type : `${type}/${id}`;
+      return this.rejectFn(
+        new BadPayloadError(`Reply of ${target}.${handler} exceeds the limit of ${max} bytes`),
+      );
+    }
+    this.resolveFn(kind === "ask" ? value : undefined);
+  }
+
+  reject(err: unknown): void {
+    this.init.input?.cancel(); // refused or failed: the caller's input stream stops
+    if (this.#answer()) return this.rejectFn(err);
+    this.deps.log.debug(`A ${this.init.kind} failed after it was accepted`, {
+      error: String(err),
+    });
+  }
 }
 
 /** The fields every step shares. */

@@ -11,7 +11,7 @@
 import type { StreamChannel } from "../actor/stream.ts";
 import type { Codec } from "../codec/types.ts";
 import { BadPayloadError, ClosedError, TimeoutError, toWireError } from "../errors.ts";
-import type { MeshConnection, MeshSubscription } from "../mesh/types.ts";
+import type { MeshConnection, MeshSubscription, RequestHandle } from "../mesh/types.ts";
 import { decodeReply, wireErrorOf } from "../mesh/wire.ts";
 import { isReplySubject } from "./subjects.ts";
 
@@ -133,8 +133,8 @@ export interface OpenStream {
   data: Uint8Array;
   /** Ms to wait for the producer to accept. */
   timeout: number;
-  /** Aborts the wait (the node it went to died). */
-  signal?: AbortSignal;
+  /** Receives the request's cancel function (the node it went to may die). */
+  handle?: RequestHandle;
   /** Receives the items. */
   receiver: StreamReceiver;
 }
@@ -148,7 +148,7 @@ export async function openRemoteStream(
   try {
     const reply = await conn.request(o.subject, o.data, {
       timeout: o.timeout,
-      ...(o.signal ? { signal: o.signal } : {}),
+      ...(o.handle ? { handle: o.handle } : {}),
     });
     const value = decodeReply(reply.data, codec) as { credit?: unknown } | null;
     if (typeof value?.credit !== "string") {

@@ -26,7 +26,7 @@ import { checkPayloadSize } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import { BadPayloadError, TimeoutError, UnavailableError } from "../errors.ts";
-import { type MeshConnection, MeshError } from "../mesh/types.ts";
+import { type MeshConnection, MeshError, type RequestHandle } from "../mesh/types.ts";
 import {
   decodeReply,
   encodeRequest,
@@ -63,10 +63,14 @@ const MAX_REDIRECTS = 8;
 /** The shortest attempt of a request split in two (see `#attemptTimeout`). */
 const MIN_ATTEMPT_MS = 500;
 
-/** A request waiting for its answer, to move when the node holding it is declared gone. */
-interface Wait {
-  readonly controller: AbortController;
+/**
+ * A request waiting for its answer, to move when the node holding it is declared gone: the
+ * mesh sets `cancel` while it waits.
+ */
+interface Wait extends RequestHandle {
   readonly node: string;
+  /** Why it was moved, once it was. */
+  moved?: Error;
 }
 
 /** What one attempt came to. */
@@ -99,7 +103,11 @@ export class Remote {
    */
   #gone(node: string): void {
     const gone = new UnavailableError(`Node "${node}" left the cluster`);
-    for (const w of this.#waits) if (w.node === node) w.controller.abort(gone);
+    for (const w of this.#waits) {
+      if (w.node !== node) continue;
+      w.moved = gone;
+      w.cancel?.(gone);
+    }
   }
 
   /**
@@ -227,7 +235,7 @@ export class Remote {
   ): Promise<Outcome> {
     const d = this.#deps;
     const subject = d.subjects.hosted(node, call.type);
-    const wait: Wait = { controller: new AbortController(), node };
+    const wait: Wait = { node };
     this.#waits.add(wait);
     try {
       if (receiver) {
@@ -235,7 +243,7 @@ export class Remote {
           subject,
           data: body,
           timeout: left,
-          signal: wait.controller.signal,
+          handle: wait,
           receiver,
         });
         call.accept(); // the items flow; the call is over when the stream is
@@ -243,15 +251,15 @@ export class Remote {
       }
       const reply = await d.conn.request(subject, body, {
         timeout: attemptTimeout(call, left),
-        signal: wait.controller.signal,
+        handle: wait,
       });
       const value = decodeReply(reply.data, d.wireCodec);
       call.accept();
       call.resolve(value, true);
       return DONE;
     } catch (err) {
-      if (wait.controller.signal.aborted && err === wait.controller.signal.reason) {
-        return { kind: "lost", node, error: err as Error };
+      if (wait.moved !== undefined && err === wait.moved) {
+        return { kind: "lost", node, error: wait.moved };
       }
       if (err instanceof Redirected) {
         return { kind: "redirect", node: err.node, revision: err.revision };

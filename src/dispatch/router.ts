@@ -61,6 +61,8 @@ export class Router {
   readonly #placements = new Map<string, Placement>();
   /** Actor types some node hosted since this node started. */
   readonly #hostedTypes = new Set<string>();
+  /** One decision object per node (decided on every remote message: no allocation). */
+  readonly #toNode = new Map<string, Decision>();
   readonly #off: () => void;
 
   constructor(deps: RouterDeps) {
@@ -73,6 +75,7 @@ export class Router {
         this.#placements.clear();
       } else if (e.type === "node_left") {
         this.#placements.clear();
+        this.#toNode.delete(e.node.id);
         this.forget(e.node.id);
       }
     });
@@ -93,13 +96,13 @@ export class Router {
     const key = call.key;
     const cached = this.#cache.get(key);
     if (cached !== undefined && !avoid?.has(cached.node)) {
-      return cached.node === d.node ? LOCAL : { to: "node", node: cached.node };
+      return cached.node === d.node ? LOCAL : this.#node(cached.node);
     }
     const placement = this.#placement(type);
     let owner = placement.owner(key, avoid);
     if (owner === undefined && avoid !== undefined && avoid.size > 0) owner = placement.owner(key);
     if (owner === undefined) return this.#nowhere(type);
-    return owner === d.node ? LOCAL : { to: "node", node: owner };
+    return owner === d.node ? LOCAL : this.#node(owner);
   }
 
   #worker(type: string, id: string, hostedHere: boolean, avoid?: ReadonlySet<string>): Decision {
@@ -120,7 +123,13 @@ export class Router {
     if (node === undefined) {
       return avoid && avoid.size > 0 ? this.#worker(type, id, hostedHere) : this.#nowhere(type);
     }
-    return node === this.#deps.node ? LOCAL : { to: "node", node };
+    return node === this.#deps.node ? LOCAL : this.#node(node);
+  }
+
+  #node(node: string): Decision {
+    let d = this.#toNode.get(node);
+    if (d === undefined) this.#toNode.set(node, d = Object.freeze({ to: "node", node }));
+    return d;
   }
 
   #nowhere(type: string): Decision {

@@ -35,7 +35,8 @@ import {
 } from "../mesh/wire.ts";
 import { StreamChannel } from "../actor/stream.ts";
 import { type Deferred, deferred } from "../util/async.ts";
-import { Call } from "./call.ts";
+import { Call, type Settlement } from "./call.ts";
+import type { MessageKind } from "../mesh/wire.ts";
 import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
 import { isReplySubject, type Subjects } from "./subjects.ts";
 
@@ -57,6 +58,70 @@ export interface ServeDeps {
 
 /** How long a stale activation waits before it answers with its error. */
 const STALE_REPLY_DELAY = 250;
+
+/**
+ * How a call that arrived over the mesh answers its caller: one object per request holding the
+ * reply subject and codec, instead of a closure per outcome.
+ */
+class Served implements Settlement {
+  constructor(
+    readonly server: Server,
+    readonly reply: string | undefined,
+    readonly codec: Codec,
+    readonly kind: MessageKind,
+    readonly sink: RemoteSink | undefined,
+  ) {}
+
+  accepted(): void {
+    if (this.kind === "tell") {
+      this.server.respond(this.reply, this.codec, okReply(this.codec, null));
+    }
+  }
+
+  resolve(value: unknown): void {
+    this.server.done();
+    if (this.kind !== "ask") return;
+    let data: Uint8Array;
+    try {
+      data = okReply(this.codec, value);
+      checkPayloadSize(data.byteLength - 1, this.server.maxPayload, "Reply");
+    } catch (err) {
+      data = errorReply(this.codec, err, this.server.masked);
+    }
+    this.server.respond(this.reply, this.codec, data);
+  }
+
+  reject(err: unknown): void {
+    this.server.done();
+    if (this.sink) return this.sink.fail(err);
+    const data = errorReply(this.codec, err, this.server.masked);
+    if (err instanceof ActorError && err.cause instanceof ConflictError) {
+      // A stale activation (another node took the actor over) must not win the race against
+      // the live owner's reply: answer late.
+      return this.server.later(() => this.server.respond(this.reply, this.codec, data));
+    }
+    this.server.respond(this.reply, this.codec, data);
+  }
+
+  retry(err: unknown): void {
+    this.server.done();
+    if (this.sink) return this.sink.fail(err);
+    const why = err instanceof Error ? err.message : String(err);
+    this.server.respond(this.reply, this.codec, retryReply(this.codec, why));
+  }
+
+  drop(): void {
+    this.server.done();
+    this.sink?.abandon();
+  }
+
+  redirect(node: string, revision: number): void {
+    this.server.done();
+    // Nothing ran here: the caller sends it to the owner (a stream's sink was never used).
+    this.sink?.abandon();
+    this.server.respond(this.reply, this.codec, redirectReply(this.codec, node, revision));
+  }
+}
 
 /** Serves the requests that reach this node. */
 export class Server {
@@ -99,19 +164,6 @@ export class Server {
     if (!this.#drainedOut && d.membership.isFenced()) return;
     const reply = msg.reply;
     let codec: Codec = msgpack;
-    const respond = (data: Uint8Array) => {
-      if (reply === undefined) return;
-      try {
-        d.conn.publish(reply, data);
-      } catch (err) {
-        if (err instanceof MeshError && err.code === "max_payload") {
-          // Within maxPayload, but not for the mesh: say so rather than leave the caller
-          // waiting for its timeout.
-          return respond(errorReply(codec, new BadPayloadError("Reply is too large for the mesh")));
-        }
-        d.log.debug("Reply failed", { error: String(err) });
-      }
-    };
     let req: WireRequest;
     let payload: unknown;
     let size: number;
@@ -141,20 +193,26 @@ export class Server {
       payload = req.inputFrom === undefined ? codec.decode(msg.data.subarray(offset)) : undefined;
     } catch (err) {
       d.log.warn("Refused a malformed message", { subject: msg.subject, error: String(err) });
-      return respond(
+      return this.respond(
+        reply,
+        codec,
         errorReply(codec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
       );
     }
-    if (!this.#accepting) return respond(retryReply(codec, `Node "${d.node}" is closing`));
+    if (!this.#accepting) {
+      return this.respond(reply, codec, retryReply(codec, `Node "${d.node}" is closing`));
+    }
     let sink: RemoteSink | undefined;
     if (req.kind === "stream") {
       if (!req.streamTo || !isReplySubject(req.streamTo, d.replyPrefixes)) {
-        return respond(
+        return this.respond(
+          reply,
+          codec,
           errorReply(codec, new BadPayloadError("Stream request without a valid inbox")),
         );
       }
       sink = new RemoteSink(d.conn, codec, d.replyPrefixes, req.streamTo);
-      respond(okReply(codec, { credit: sink.creditSubject }));
+      this.respond(reply, codec, okReply(codec, { credit: sink.creditSubject }));
     }
     // The caller streams its payload: the handler reads it from a bounded channel fed by the
     // caller's frames; the turn's end stops it (local delivery cancels the channel).
@@ -163,7 +221,7 @@ export class Server {
       if (!isReplySubject(req.inputFrom, d.replyPrefixes)) {
         const bad = new BadPayloadError("Input stream without a valid inbox");
         sink?.fail(bad);
-        return respond(errorReply(codec, bad));
+        return this.respond(reply, codec, errorReply(codec, bad));
       }
       input = new StreamChannel(16);
       new StreamReceiver(
@@ -175,12 +233,8 @@ export class Server {
       ).start(req.inputFrom);
     }
     this.#inflight++;
-    const done = () => {
-      if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
-    };
-    const kind = req.kind;
     const call = new Call({
-      kind,
+      kind: req.kind,
       type: req.type,
       id: req.id,
       handler: req.handler,
@@ -194,56 +248,42 @@ export class Server {
       ...(req.trace !== undefined ? { trace: req.trace } : {}),
       ...(sink ? { sink } : {}),
       remote: true,
-    }, {
-      accepted: () => {
-        if (kind === "tell") respond(okReply(codec, null));
-      },
-      resolve: (value) => {
-        done();
-        if (kind !== "ask") return;
-        let data: Uint8Array;
-        try {
-          data = okReply(codec, value);
-          checkPayloadSize(data.byteLength - 1, d.maxPayload, "Reply");
-        } catch (err) {
-          return respond(errorReply(codec, err, this.#masked));
-        }
-        respond(data);
-      },
-      reject: (err) => {
-        done();
-        if (sink) return sink.fail(err);
-        const data = errorReply(codec, err, this.#masked);
-        if (err instanceof ActorError && err.cause instanceof ConflictError) {
-          // A stale activation (another node took the actor over) must not win the race
-          // against the live owner's reply: answer late.
-          return this.#later(() => respond(data));
-        }
-        respond(data);
-      },
-      retry: (err) => {
-        done();
-        if (sink) return sink.fail(err);
-        respond(retryReply(codec, err instanceof Error ? err.message : String(err)));
-      },
-      drop: () => {
-        done();
-        sink?.abandon();
-      },
-      redirect: (node, revision) => {
-        done();
-        // Nothing ran here: the caller sends it to the owner (a stream's sink was never used).
-        sink?.abandon();
-        respond(redirectReply(codec, node, revision));
-      },
-    });
+    }, new Served(this, reply, codec, req.kind, sink));
     if (input) call.finally(() => void input.cancel());
     d.deliver(call);
   }
 
-  readonly #masked = (e: unknown) => this.#deps.log.error("Internal error", { error: String(e) });
+  /** Publishes a reply (to an inbox checked when the request arrived). */
+  respond(reply: string | undefined, codec: Codec, data: Uint8Array): void {
+    if (reply === undefined) return;
+    try {
+      this.#deps.conn.publish(reply, data);
+    } catch (err) {
+      if (err instanceof MeshError && err.code === "max_payload") {
+        // Within maxPayload, but not for the mesh: say so rather than leave the caller waiting
+        // for its timeout.
+        const tooBig = new BadPayloadError("Reply is too large for the mesh");
+        return this.respond(reply, codec, errorReply(codec, tooBig));
+      }
+      this.#deps.log.debug("Reply failed", { error: String(err) });
+    }
+  }
 
-  #later(fn: () => void): void {
+  /** A served call was settled. */
+  done(): void {
+    if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
+  }
+
+  readonly masked = (e: unknown): void =>
+    this.#deps.log.error("Internal error", { error: String(e) });
+
+  /** The largest reply, bytes. */
+  get maxPayload(): number {
+    return this.#deps.maxPayload;
+  }
+
+  /** Runs `fn` after a short delay (a stale activation's answer), or at close. */
+  later(fn: () => void): void {
     const timer = setTimeout(() => {
       this.#late.delete(timer);
       fn();

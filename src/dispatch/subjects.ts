@@ -49,8 +49,20 @@ export interface Subjects {
 
 /** The subjects under `prefix`. */
 export function subjects(prefix: string): Subjects {
+  // Every message names one of these: built once per node and type (a bounded set: the
+  // members' inboxes), not per message.
+  const hosted = new Map<string, string>();
   return {
-    hosted: (node, type) => `${prefix}.n.${encodeToken(node)}.${encodeToken(type)}`,
+    hosted: (node, type) => {
+      const key = `${node} ${type}`;
+      let s = hosted.get(key);
+      if (s === undefined) {
+        s = `${prefix}.n.${encodeToken(node)}.${encodeToken(type)}`;
+        if (hosted.size >= 4096) hosted.clear();
+        hosted.set(key, s);
+      }
+      return s;
+    },
     hostedAll: (node) => `${prefix}.n.${encodeToken(node)}.*`,
     hostedPrefix: (node) => `${prefix}.n.${encodeToken(node)}.`,
     directory: (node) => `${prefix}.c.dir.${encodeToken(node)}`,

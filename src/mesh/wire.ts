@@ -71,6 +71,7 @@ export const MAX_TIMEOUT_MS = 24 * 3600_000;
 export const MAX_ENVELOPE_BYTES = 16_384;
 
 const VERSION = 1;
+const NO_CHAIN: readonly string[] = Object.freeze([]);
 const KINDS: readonly MessageKind[] = ["ask", "tell", "stream"];
 const MSGPACK = "application/msgpack";
 const JSON_CT = "application/json";
@@ -275,7 +276,7 @@ export function decodeRequest(body: Uint8Array): { req: WireRequest; offset: num
       handler: readStr(),
       timeout: Math.min(timeout, MAX_TIMEOUT_MS),
       contentType: ctCode === 0 ? MSGPACK : ctCode === 1 ? JSON_CT : bad("unknown content type"),
-      chain: [],
+      chain: NO_CHAIN,
     };
     if (flags & F_KEY) req.idempotencyKey = readStr();
     if (flags & F_TOKEN) req.token = readStr();
