@@ -44,10 +44,30 @@ export type {
   AnyFn,
   DefinitionOptions,
   EventsOf,
+  HandlerFn,
+  HandlerPayloads,
+  HandlerResults,
   Hook,
+  SchemaHandler,
   StateOf,
   Upcasters,
 } from "./src/actor/define.ts";
+export { streamOf } from "./src/actor/schema.ts";
+export type {
+  InferInput,
+  InferOutput,
+  PayloadIssue,
+  StandardSchemaFailure,
+  StandardSchemaIssue,
+  StandardSchemaOptions,
+  StandardSchemaPathSegment,
+  StandardSchemaProps,
+  StandardSchemaResult,
+  StandardSchemaSuccess,
+  StandardSchemaTypes,
+  StandardSchemaV1,
+  StreamSchema,
+} from "./src/actor/schema.ts";
 export type { Context } from "./src/actor/context.ts";
 export type {
   ActorRef,

@@ -11,6 +11,7 @@ import { Activation, type ActivationHost, Redirect } from "../actor/activation.t
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import type { Dispatcher } from "../actor/ref.ts";
+import { PayloadGate } from "../actor/schema.ts";
 import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
@@ -86,6 +87,8 @@ export class Local implements ActivationHost<Call> {
   readonly #deps: LocalDeps;
   /** Activations passivating to make room. */
   readonly #evicting = new Set<Activation<Call>>();
+  /** Payload schemas: checked before auth and the mailbox, in arrival order per actor. */
+  readonly #payloads = new PayloadGate();
 
   constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
     this.#deps = deps;
@@ -112,6 +115,12 @@ export class Local implements ActivationHost<Call> {
     if (refused) return call.reject(refused);
     // The handler's turn owns the caller's input stream: when it ends, the stream stops.
     if (call.input) call.finally(() => void call.input!.cancel());
+    const where = `${def.name}.${call.handler}`;
+    this.#payloads.pass(def.schemas[call.handler], where, call, () => this.#checked(def, call));
+  }
+
+  /** The rest of delivery, for a call whose payload passed its handler's schema. */
+  #checked(def: ActorDefinition<AnyActorTypes>, call: Call): void {
     const auth = this.#deps.auth;
     if (!auth) return this.#enqueue(def, call);
     // Identity comes from the token alone, verified here (cached until it expires).
