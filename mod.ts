@@ -54,6 +54,7 @@ export type {
 } from "./src/actor/define.ts";
 export { streamOf } from "./src/actor/schema.ts";
 export type {
+  HandlerSchemas,
   InferInput,
   InferOutput,
   PayloadIssue,

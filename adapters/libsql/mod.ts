@@ -22,3 +22,5 @@ export {
   SCHEMA_VERSION,
 } from "./journal.ts";
 export { libsqlStore, type LibsqlStoreOptions, STORE_SCHEMA_VERSION } from "./store.ts";
+// the core types the exports above refer to (so that this entry point documents on its own)
+export type * from "../../mod.ts";
