@@ -29,3 +29,4 @@ export {
 // the core types the exports above refer to (so that this entry point documents on its own)
 export type * from "../../mod.ts";
 export type { TlsOptions } from "./mesh.ts";
+export { NatsSetupError, type NatsSetupReason } from "./setup.ts";
