@@ -73,6 +73,7 @@ Deno.test("openapi: the gateway serves an OpenAPI 3.1 document that a validator 
       "/ledger/{id}/deposit",
       "/ledger/{id}/depositAll",
       "/ledger/{id}/open",
+      "/ledger/{id}/shout",
       "/readyz",
       "/resize/half",
       "/vault/{id}/open",

@@ -57,6 +57,13 @@ export const Ledger = defineActor({
         for (let i = from; i >= 0; i--) yield i;
       },
     },
+    // duplex: each input item is checked as the handler reads it
+    shout: {
+      input: streamOf(z.string().max(5)),
+      async *handle(_ctx, lines) {
+        for await (const line of lines) yield line.toUpperCase();
+      },
+    },
     balance: (ctx) => ctx.state.balance,
   },
 });

@@ -9,7 +9,7 @@ import { type ActorError, createSystem, defineActor, type System } from "../mod.
 import { gateway } from "../adapters/hono/mod.ts";
 import { startNatsCluster, startSystems } from "../adapters/testing/mod.ts";
 import { heldSchema, issuesOf, Ledger, seenSchema } from "./schema_fixtures.ts";
-import { waitFor } from "./helpers.ts";
+import { waitFor, within } from "./helpers.ts";
 
 async function refusal(p: Promise<unknown>): Promise<{ code: string; paths: unknown[] }> {
   try {
@@ -121,6 +121,30 @@ Deno.test("schemas: the gateway answers 400 bad_payload with the issues, and not
   assert.deepEqual(await events(system, "g"), []);
   assert.deepEqual(await post("g/deposit", "17"), { status: 200, body: 17 });
   assert.deepEqual(await events(system, "g"), ['deposited {"amount":17}']);
+});
+
+Deno.test("schemas: over the gateway's WebSocket, a bad input item ends the stream with bad_payload", async () => {
+  await using system = await createSystem({ actors: [Ledger], logger: "silent" });
+  const app = new Hono().route("/api", gateway(system, { expose: [Ledger] }));
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.addr.port}/api/ledger/w/shout`);
+    const frames: string[] = [];
+    const closed = new Promise<CloseEvent>((resolve) => ws.addEventListener("close", resolve));
+    ws.onmessage = (e) => frames.push(String(e.data));
+    await within(new Promise((r) => (ws.onopen = r)), 5_000, "the socket to open");
+    ws.send(JSON.stringify("ab"));
+    await waitFor(() => frames.length === 1, 5_000, "the first item back");
+    ws.send(JSON.stringify("far too long"));
+    const close = await within(closed, 5_000, "the socket to close");
+    assert.equal(close.code, 1011);
+    assert.equal(frames[0], '"AB"');
+    const error = JSON.parse(frames[1]!).error;
+    assert.equal(error.code, "bad_payload");
+    assert.match(error.message, /input item 1 of ledger\.shout/);
+  } finally {
+    await server.shutdown();
+  }
 });
 
 Deno.test("schemas: an asynchronous check keeps the order of an actor's messages", async () => {
