@@ -125,10 +125,13 @@ export {
 export type { ActorErrorOptions, ErrorCode } from "./src/errors.ts";
 export { memoryJournal } from "./src/journal/memory.ts";
 export type { MemoryJournalOptions } from "./src/journal/memory.ts";
+export { isOwned } from "./src/journal/types.ts";
 export type {
   Append,
+  Claim,
   Journal,
   NewEvent,
+  Owned,
   Recovered,
   Reminder,
   Snapshot,

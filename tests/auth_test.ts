@@ -4,6 +4,8 @@
  * hostile caller must get, with nothing activated and nothing written.
  */
 import assert from "node:assert/strict";
+import { rawBody } from "./_wire.ts";
+import { Status } from "../src/mesh/wire.ts";
 import { base64url, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { ActorError, createSystem, inProcessMesh, type System } from "../mod.ts";
 import { startSystems } from "../adapters/testing/mod.ts";
@@ -148,18 +150,22 @@ Deno.test("a forged token or caller published straight onto the mesh is refused,
   try {
     seen.activations = 0;
     const node = systems.nodes[0]!.node;
-    const body = new Uint8Array([0x05]); // msgpack 5
+    const payload = new Uint8Array([0x05]); // msgpack 5
     for (
-      const tr of [
-        "ask;vault;forged;deposit;5000;;;;eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.", // alg none
-        "ask;vault;forged;deposit;5000", // no token, and a made-up caller header below
+      const token of [
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.", // alg none
+        undefined, // no token, and a made-up caller header below
       ]
     ) {
-      const reply = await raw.request(`${mesh.prefix}.n.${node}`, body, {
-        headers: { tr, caller: "admin", "x-troupe-caller": '{"sub":"admin","roles":["teller"]}' },
+      const body = rawBody(
+        { type: "vault", id: "forged", handler: "deposit", ...(token ? { token } : {}) },
+        payload,
+      );
+      const reply = await raw.request(`${mesh.prefix}.n.${node}.vault`, body, {
+        headers: { caller: "admin", "x-troupe-caller": '{"sub":"admin","roles":["teller"]}' },
         timeout: 5000,
       });
-      assert.equal(reply.headers["tr-status"], "error");
+      assert.equal(reply.data[0], Status.error);
       assert.match(new TextDecoder().decode(reply.data), /unauthorized/);
     }
     assert.equal(seen.activations, 0, "nothing was activated");

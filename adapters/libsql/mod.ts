@@ -5,10 +5,12 @@
  *
  * @example
  * ```ts
+ * import { isOwned } from "@troupe/troupe";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
- * const { epoch, seq, events } = await journal.activate("account/alice");
- * console.log(epoch, seq, events.length);
+ * const rec = await journal.activate("account/alice", { node: "n1" });
+ * if (isOwned(rec)) console.log(`owned by ${rec.owner}`);
+ * else console.log(rec.epoch, rec.seq, rec.events.length);
  * await journal.close();
  * ```
  *
