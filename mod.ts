@@ -153,6 +153,7 @@ export type {
   MeshStatus,
   MeshSubscription,
   PublishOptions,
+  RequestHandle,
   RequestOptions,
   SubscribeOptions,
 } from "./src/mesh/types.ts";
