@@ -79,6 +79,13 @@ const OWN = {};
  * The JSON Schema of `schema` (`io`: what it accepts, or what it gives back): from Standard JSON
  * Schema (`~standard.jsonSchema`), else a `toJSONSchema()` method, else `options.jsonSchema`;
  * `undefined` when none applies or the conversion throws (a transform JSON Schema cannot say).
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { jsonSchemaOf } from "@troupe/troupe/hono";
+ * jsonSchemaOf(z.number().positive(), "input"); // { type: "number", exclusiveMinimum: 0 }
+ * ```
  */
 export function jsonSchemaOf(
   schema: StandardSchemaV1,
