@@ -209,3 +209,19 @@ Deno.test("schemas: a check that never ends holds an actor's messages only until
   await assert.rejects(held, (err: ActorError) => err.code === "timeout");
   assert.equal(await behind, "pong");
 });
+
+Deno.test("schemas: a schema handler is checked when the type is defined", () => {
+  const bad = (handlers: Record<string, unknown>) => () =>
+    defineActor({ name: "bad", handlers: handlers as never });
+  assert.throws(
+    bad({ a: { handle: () => 1 } }),
+    /Handler "bad\.a": input is not a Standard Schema/,
+  );
+  assert.throws(bad({ a: { input: { parse() {} }, handle: () => 1 } }), /not a Standard Schema/);
+  assert.throws(
+    bad({ a: { input: seenSchema(), output: 5, handle: () => 1 } }),
+    /output is not a Standard Schema/,
+  );
+  assert.throws(bad({ a: { input: seenSchema() } }), /Handler "bad\.a" has no handle\(\) function/);
+  assert.throws(bad({ a: 5 }), /is not a function or \{ input, handle \}/);
+});

@@ -258,16 +258,13 @@ function schemaHandler(
   }
   const { input, output, handle } = entry as Partial<SchemaHandler<unknown, unknown>>;
   if (typeof handle !== "function") throw new TypeError(`${what} has no handle() function`);
-  if (input !== undefined && !isSchema(input)) {
+  if (!isSchema(input)) {
     throw new TypeError(`${what}: input is not a Standard Schema (Zod, Valibot, ArkType …)`);
   }
   if (output !== undefined && !isSchema(output)) {
     throw new TypeError(`${what}: output is not a Standard Schema (Zod, Valibot, ArkType …)`);
   }
-  schemas[key] = Object.freeze({
-    ...(input !== undefined ? { input } : {}),
-    ...(output !== undefined ? { output } : {}),
-  });
+  schemas[key] = Object.freeze({ input, ...(output !== undefined ? { output } : {}) });
   return handle;
 }
 
