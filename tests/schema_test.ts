@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Hono } from "hono";
+import { z } from "zod";
 import { type ActorError, createSystem, defineActor, type System } from "../mod.ts";
 import { gateway } from "../adapters/hono/mod.ts";
 import { startNatsCluster, startSystems } from "../adapters/testing/mod.ts";
@@ -224,4 +225,18 @@ Deno.test("schemas: a schema handler is checked when the type is defined", () =>
   );
   assert.throws(bad({ a: { input: seenSchema() } }), /Handler "bad\.a" has no handle\(\) function/);
   assert.throws(bad({ a: 5 }), /is not a function or \{ input, handle \}/);
+});
+
+Deno.test("schemas: a stateless worker's payload is checked the same way", async () => {
+  const Half = defineActor({
+    name: "half",
+    stateless: true,
+    handlers: { of: { input: z.number().int(), handle: (_ctx, n) => n / 2 } },
+  });
+  await using system = await createSystem({ actors: [Half], logger: "silent" });
+  assert.equal(await system.ref(Half).ask("of", 8), 4);
+  assert.deepEqual(await refusal(system.ref(Half).ask("of", 1.5)), {
+    code: "bad_payload",
+    paths: [[]],
+  });
 });
