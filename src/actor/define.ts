@@ -342,7 +342,7 @@ export function defineActor<
   }
   const streaming = new Set<string>();
   const fns: Record<string, AnyFn> = {};
-  const schemas: Record<string, HandlerSchemas> = {};
+  const schemas: Record<string, HandlerSchemas> = Object.create(null);
   for (const [key, entry] of Object.entries(handlers)) {
     const where = `${spec.name}.${key}`;
     const fn = typeof entry === "function" ? entry : schemaHandler(where, entry, schemas, key);

@@ -306,30 +306,43 @@ export interface CheckedMessage {
   reject(err: unknown): void;
 }
 
+/** What {@link PayloadGate} needs of a hosted type. */
+export interface CheckedType {
+  /** The actor type name. */
+  readonly name: string;
+  /** The schemas of the handlers that declare them (a prototype-less record). */
+  readonly schemas: Readonly<Record<string, HandlerSchemas>>;
+}
+
 /**
- * The payload check of one node's message path. {@link PayloadGate.pass} runs `next` for a
- * message whose payload passed its handler's schema, and refuses the others with
+ * The payload check of one node's message path. {@link PayloadGate.pass} hands a message whose
+ * payload passed its handler's schema on to `next`, and refuses the others with
  * `bad_payload`; a message waits for the asynchronous checks of earlier messages to the same
- * actor, so a quick check never lets a later message overtake an earlier one.
+ * actor, so a quick check never lets a later message overtake an earlier one. A message
+ * without a schema, while no check is pending on the node, goes straight on (no allocation).
  *
  * @example
  * ```ts ignore
- * readonly #payloads = new PayloadGate();
+ * readonly #payloads = new PayloadGate<Call>((def, call) => this.#checked(def, call));
  * // in deliver(), after admit():
- * this.#payloads.pass(def.schemas[call.handler], `${def.name}.${call.handler}`, call, () => next(call));
+ * this.#payloads.pass(def, call);
  * ```
  */
-export class PayloadGate {
+export class PayloadGate<M extends CheckedMessage, T extends CheckedType = CheckedType> {
   /** Per actor key: settles once the last pending check before it has gone on. */
   readonly #tails = new Map<string, Promise<void>>();
+  readonly #next: (def: T, m: M) => void;
 
-  /** Checks `m` and runs `next` if it passed, in arrival order per actor key. */
-  pass(
-    schemas: HandlerSchemas | undefined,
-    where: string,
-    m: CheckedMessage,
-    next: () => void,
-  ): void {
+  /** @param next Where a message goes once its payload passed. */
+  constructor(next: (def: T, m: M) => void) {
+    this.#next = next;
+  }
+
+  /** Checks `m` and hands it on if it passed, in arrival order per actor key. */
+  pass(def: T, m: M): void {
+    const schemas = def.schemas[m.handler];
+    if (schemas === undefined && this.#tails.size === 0) return this.#next(def, m);
+    const where = `${def.name}.${m.handler}`;
     const tail = this.#tails.get(m.key);
     let check: PayloadCheck | Promise<PayloadCheck>;
     try {
@@ -337,12 +350,14 @@ export class PayloadGate {
     } catch (err) {
       check = Promise.reject(err);
     }
+    if (tail === undefined && !(check instanceof Promise)) {
+      return check === undefined ? this.#next(def, m) : m.reject(check);
+    }
     const settle = (refused: unknown) => {
       if (m.settled) return;
-      if (refused === undefined) next();
+      if (refused === undefined) this.#next(def, m);
       else m.reject(refused);
     };
-    if (tail === undefined && !(check instanceof Promise)) return settle(check);
     const done = Promise.all([tail, bounded(check, m.deadline, where)]).then(
       ([, refused]) => settle(refused),
       (err) => settle(err),

@@ -94,7 +94,9 @@ export class Local implements ActivationHost<Call> {
   /** Activations passivating to make room. */
   readonly #evicting = new Set<Activation<Call>>();
   /** Payload schemas: checked before auth and the mailbox, in arrival order per actor. */
-  readonly #payloads = new PayloadGate();
+  readonly #payloads = new PayloadGate<Call, ActorDefinition<AnyActorTypes>>((def, call) =>
+    this.#checked(def, call)
+  );
 
   constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
     this.#deps = deps;
@@ -123,8 +125,7 @@ export class Local implements ActivationHost<Call> {
     if (refused) return call.reject(refused);
     // The handler's turn owns the caller's input stream: when it ends, the stream stops.
     if (call.input) call.finally(() => void call.input!.cancel());
-    const where = `${def.name}.${call.handler}`;
-    this.#payloads.pass(def.schemas[call.handler], where, call, () => this.#checked(def, call));
+    this.#payloads.pass(def, call);
   }
 
   /** The rest of delivery, for a call whose payload passed its handler's schema. */
