@@ -1,18 +1,18 @@
 /**
- * The documentation's code, checked as a user would write it: every ```ts block of the given
- * Markdown files is written into a user project in a temp folder whose deno.json links this
- * checkout as the `@troupe/troupe` package (Deno's `"links"`, as one develops a JSR package
- * locally), type-checked there, and each whole program is run twice in its own folder (the
- * second run sees what the first left: a database, a file).
+ * The documentation's code, checked as a user would write it: every fenced TypeScript block
+ * (info string `ts`) of the given Markdown files is written into a user project in a temp
+ * folder whose deno.json links this checkout as the `@troupe/troupe` package (Deno's `"links"`,
+ * as one develops a JSR package locally), type-checked there, and each whole program is run
+ * twice in its own folder (the second run sees what the first left: a database, a file).
  *
- * A block's info string says what it is:
- * - ```ts                 a whole program: type-checked and run twice
- * - ```ts file=account.ts a module other blocks of the page import (`./account.ts`): checked
- * - ```ts fragment        part of the program above it on the page: type-checked inside it
- *                         (appended in a block scope), never run
- * - ```ts nats            a program that needs NATS: run with `NATS_URL` set to a throw-away
- *                         nats-server started for it (`nats=3`: a 3-server cluster)
- * - ```ts no-check        shown, never checked (for code that is not TypeScript for Deno)
+ * The words after `ts` in a block's info string say what it is:
+ * - nothing: a whole program, type-checked and run twice;
+ * - `file=account.ts`: a module other blocks of the page import (`./account.ts`), checked;
+ * - `fragment`: part of the program above it on the page, type-checked inside it (appended in a
+ *   block scope), never run;
+ * - `nats`: a program that needs NATS, run with `NATS_URL` set to a throw-away nats-server
+ *   started for it (`nats=3`: a 3-server cluster);
+ * - `no-check`: shown, never checked (for code that is not TypeScript for Deno).
  *
  * Usage: `deno run -A scripts/snippets.ts [file.md …]` (default: README.md and
  * docs/guide/*.md). Exit code 1 when a snippet fails; the last line is

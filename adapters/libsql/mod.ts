@@ -35,8 +35,8 @@ export { type LibsqlStoreOptions, STORE_SCHEMA_VERSION } from "./store.ts";
  * ```ts
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
- * const { epoch, seq } = await journal.activate("account/alice");
- * console.log(epoch, seq);
+ * const { epoch } = await journal.activate("account/alice"); // a new epoch fences older ones
+ * console.log(epoch); // 1
  * await journal.close();
  * ```
  */
