@@ -7,11 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { headers as natsHeaders } from "@nats-io/nats-core";
 import { createSystem, defineActor, memoryJournal } from "../mod.ts";
 import { NATS_SERVICE_REPLY_PREFIX, natsAuthConfig, natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
-import { requestHeaders } from "../src/mesh/wire.ts";
+import { rawBody } from "./_wire.ts";
 import { waitFor } from "./helpers.ts";
 
 const NODE = { user: "node", pass: "node-pw" };
@@ -54,22 +53,13 @@ async function lockedDown() {
     async echo(value: unknown): Promise<unknown> {
       const nc = await connect({ servers: nats.urls[0]!, ...GW, timeout: 5000 });
       try {
-        const headers = natsHeaders();
-        const envelope = requestHeaders({
-          kind: "ask",
-          type: "echo",
-          id: "",
-          handler: "say",
-          timeout: 5000,
-          contentType: "application/json",
-          chain: [],
-        });
-        for (const [k, v] of Object.entries(envelope)) headers.set(k, v);
-        const r = await nc.request(`${prefix}.w.echo`, JSON.stringify(value), {
-          headers,
-          timeout: 5000,
-        });
-        return JSON.parse(new TextDecoder().decode(r.data));
+        const body = rawBody(
+          { type: "echo", handler: "say", contentType: "application/json" },
+          new TextEncoder().encode(JSON.stringify(value)),
+        );
+        const r = await nc.request(`${prefix}.w.echo`, body, { timeout: 5000 });
+        assert.equal(r.data[0], 0, "an ok reply");
+        return JSON.parse(new TextDecoder().decode(r.data.subarray(1)));
       } finally {
         await nc.close();
       }

@@ -29,6 +29,7 @@ import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";
 import { sseResponse } from "./_sse.ts";
 import { duplexSocket } from "./_websocket.ts";
+import { openApiDocument, type OpenApiOptions } from "./openapi.ts";
 
 export type { RateLimit } from "./_limits.ts";
 
@@ -219,6 +220,11 @@ export interface GatewayOptions {
    * with `unavailable`, so the server's shutdown does not wait on them.
    */
   signal?: AbortSignal;
+  /**
+   * `GET /openapi.json`: the OpenAPI 3.1 document of what is exposed (title, version, a JSON
+   * Schema converter: see {@link OpenApiOptions}); `false`: no such route. @default {{}}
+   */
+  openapi?: OpenApiOptions | false;
 }
 
 /** A request in progress; `held` once a stream took over its place. */
@@ -697,6 +703,14 @@ export function gateway(system: System, options: GatewayOptions): Hono {
    * Hono skip its middleware chain, and the path is split here (`/{type}/{id}/{handler}`, or
    * `/{type}/{handler}` for a stateless type; anything else is `404 not_found`).
    */
+  if (options.openapi !== false) {
+    const auth = { tokenRequired: options.auth?.required === true };
+    app.get("/openapi.json", function openapi(c) {
+      const base = c.req.path.slice(0, -"/openapi.json".length);
+      return c.json(openApiDocument(exposed.values(), { base, ...auth }, options.openapi || {}));
+    });
+  }
+
   app.all("/*", function gatewayRoute(c) {
     const req = c.req.raw;
     try {

@@ -58,9 +58,9 @@ export interface NatsAuthConfigOptions {
   /** Client users: plain NATS clients that call actors and workers by request. @default {[]} */
   clients?: NatsClientUser[];
   /**
-   * KV buckets nodes may write, besides the directory's `<prefix>_nodes`, `<prefix>_acts`
-   * and `<prefix>_leases`: full bucket names (NATS subjects have no partial-token
-   * wildcards, so `<prefix>_*` cannot be written as one permission). @default {[]}
+   * KV buckets nodes may write, besides the directory's `<prefix>_nodes` and `<prefix>_leases`:
+   * full bucket names (NATS subjects have no partial-token wildcards, so `<prefix>_*` cannot be
+   * written as one permission). @default {[]}
    */
   buckets?: string[];
   /**
@@ -126,7 +126,7 @@ function userEntry(id: string, publish: string[], subscribe: string[]): string {
  * - **The nodes' account** (`account`, JetStream enabled) holds the node users. They may
  *   publish and subscribe `<prefix>.>` and their inbox prefix, answer requests from client
  *   accounts (`_R_.>`), use the JetStream API (`$JS.API.>`, `$JS.ACK.>`, `$JS.FC.>`) and write
- *   the directory's KV buckets (`$KV.<prefix>_nodes.>`, `_acts`, `_leases` and `buckets`). Nodes
+ *   the directory's KV buckets (`$KV.<prefix>_nodes.>`, `$KV.<prefix>_leases.>` and `buckets`). Nodes
  *   are fully trusted: the JetStream API lets them change any stream of their account. The
  *   account exports, as services, exactly the subjects its clients import.
  * - **One account per client user.** It imports the services `<prefix>.n.*.<type>` (actor
@@ -181,7 +181,6 @@ export function natsAuthConfig(options: NatsAuthConfigOptions): string {
   }
   const buckets = [
     `${prefix}_nodes`,
-    `${prefix}_acts`,
     `${prefix}_leases`,
     ...options.buckets ?? [],
   ];

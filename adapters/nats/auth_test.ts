@@ -4,12 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import {
-  errors as natsErrors,
-  headers as natsHeaders,
-  nkeys,
-  type Status,
-} from "@nats-io/nats-core";
+import { errors as natsErrors, nkeys, type Status } from "@nats-io/nats-core";
 import { Kvm } from "@nats-io/kv";
 import { createSystem, defineActor, memoryJournal, type System } from "../../mod.ts";
 import {
@@ -19,7 +14,7 @@ import {
   natsMesh,
   type NatsMeshOptions,
 } from "./mod.ts";
-import { requestHeaders } from "../../src/mesh/wire.ts";
+import { rawBody } from "../../tests/_wire.ts";
 import { type NatsCluster, startNatsCluster } from "../testing/mod.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 import { clusterSteps } from "../../tests/cluster_suite.ts";
@@ -177,46 +172,42 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const unjson = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b));
 
-/**
- * The envelope of a raw `ask` in JSON, as a plain client sends it (the wire format is the
- * core's, src/mesh/wire.ts: when it changes, this is the one place of this file to follow).
- */
-function ask(type: string, id: string, handler: string) {
-  const h = natsHeaders();
-  const envelope = requestHeaders({
-    kind: "ask",
-    type,
-    id,
-    handler,
-    timeout: 5000,
-    contentType: "application/json",
-    chain: [],
-  });
-  for (const [k, v] of Object.entries(envelope)) h.set(k, v);
-  return h;
+/** A raw `ask` request's body, in JSON (the core's wire format, through tests/_wire.ts). */
+function ask(type: string, id: string, handler: string, payload: unknown) {
+  return rawBody({ type, id, handler, contentType: "application/json" }, json(payload));
 }
 
-Deno.test("locked-down NATS: node users host and call; a client user calls a worker by request", async () => {
+/** The value of a raw reply (status byte 0, then JSON), or a failure naming the status. */
+function okValue(data: Uint8Array): unknown {
+  assert.equal(data[0], 0, `reply status ${data[0]}: ${new TextDecoder().decode(data)}`);
+  return unjson(data.subarray(1));
+}
+
+Deno.test("locked-down NATS: node users host and call; a client user requests workers and actors", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
   // a Troupe client system (node identity "edge") reaches the actor on the NKey node
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
   // a plain client user (its own account) requests the worker and gets the answer
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.w.echo`, json({ n: 3 }), {
-    headers: ask("echo", "", "say"),
+  const reply = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", { n: 3 }), {
     timeout: 5000,
   });
-  assert.equal(reply.headers?.get("tr-status") ?? "", "");
-  assert.deepEqual(unjson(reply.data), { n: 3 });
+  assert.deepEqual(okValue(reply.data), { n: 3 });
+  // and an actor of a type it may call, on the node that hosts it (any node: a node that does
+  // not own the actor answers with a redirect)
+  const added = await gw.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "c", "add", 3), {
+    timeout: 5000,
+  });
+  assert.equal(okValue(added.data), 5);
+  assert.equal(await sys.client.ref(Counter, "c").ask("get", undefined), 5);
   assert.deepEqual(gw.errors, []);
   // with nats.js's default inbox prefix too: the client's account is its own
   await using plain = await gateway(s, null, LIMITED);
-  const again = await plain.nc.request(`${s.prefix}.w.echo`, json("hi"), {
-    headers: ask("echo", "", "say"),
+  const again = await plain.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", "hi"), {
     timeout: 5000,
   });
-  assert.equal(unjson(again.data), "hi");
+  assert.equal(okValue(again.data), "hi");
 });
 
 Deno.test("locked-down NATS: the nodes' account may have any name, with the same rights", async () => {
@@ -224,11 +215,10 @@ Deno.test("locked-down NATS: the nodes' account may have any name, with the same
   await using sys = await systems(s);
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.w.echo`, json(5), {
-    headers: ask("echo", "", "say"),
+  const reply = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", 5), {
     timeout: 5000,
   });
-  assert.equal(unjson(reply.data), 5);
+  assert.equal(okValue(reply.data), 5);
   const closed = await within(gw.nc.subscribe(`${s.prefix}.n.>`).closed, 5000, "refusal");
   assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
   await assert.rejects(
@@ -327,11 +317,10 @@ Deno.test("locked-down NATS: a client user cannot subscribe to node or worker su
   for (let i = 0; i < 5; i++) await sys.client.ref(Counter, "x").ask("add", 1);
   assert.equal(await sys.client.ref(Counter, "x").ask("get", undefined), 5);
   for (let i = 0; i < 5; i++) {
-    const r = await gw.nc.request(`${s.prefix}.w.echo`, json(i), {
-      headers: ask("echo", "", "say"),
+    const r = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", i), {
       timeout: 5000,
     });
-    assert.equal(unjson(r.data), i);
+    assert.equal(okValue(r.data), i);
   }
   assert.deepEqual(swallowed, []);
 });
@@ -343,8 +332,7 @@ Deno.test("locked-down NATS: a client user cannot reach node control, types outs
   // node-to-node control and an actor type not in its call list: denied
   lim.nc.publish(`${s.prefix}.c.n1`, json(1));
   await assert.rejects(
-    lim.nc.request(`${s.prefix}.n.n1.counter`, json(1), {
-      headers: ask("counter", "y", "add"),
+    lim.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "y", "add", 1), {
       timeout: 3000,
     }),
     /Permissions Violation for Publish to ".*\.n\.n1\.counter"/,
@@ -366,11 +354,10 @@ Deno.test("locked-down NATS: a client user cannot reach node control, types outs
     assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
   }
   // the worker it may call still answers
-  const r = await lim.nc.request(`${s.prefix}.w.echo`, json(7), {
-    headers: ask("echo", "", "say"),
+  const r = await lim.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", 7), {
     timeout: 5000,
   });
-  assert.equal(unjson(r.data), 7);
+  assert.equal(okValue(r.data), 7);
   assert.equal(await sys.client.ref(Counter, "y").ask("get", undefined), 0, "nothing was added");
 });
 
@@ -385,16 +372,14 @@ Deno.test("locked-down NATS: replies are bound to the requester; a reply subject
   });
   await victim.nc.flush();
   // a real node (the Echo worker) is asked to answer into the victim's inbox
-  gw.nc.publish(`${s.prefix}.w.echo`, json("forged"), {
-    headers: ask("echo", "", "say"),
+  gw.nc.publish(`${s.prefix}.w.echo`, ask("echo", "", "say", "forged"), {
     reply: `${VICTIM_INBOX}.stolen`,
   });
   // the attacker's own request after it (same connection, same worker queue: answered after)
-  const own = await gw.nc.request(`${s.prefix}.w.echo`, json("mine"), {
-    headers: ask("echo", "", "say"),
+  const own = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", "mine"), {
     timeout: 5000,
   });
-  assert.equal(unjson(own.data), "mine");
+  assert.equal(okValue(own.data), "mine");
   // everything the server routed to the victim before has arrived once its round trip is done
   await victim.nc.flush();
   assert.deepEqual(stolen, []);
@@ -445,28 +430,25 @@ Deno.test("locked-down NATS: a reply subject naming a JetStream or KV API lands 
   await using gw = await gateway(s);
   const subject = `${s.prefix}.w.echo`;
   // the node may write these in its account; the client names them as its reply subject
-  gw.nc.publish(subject, json({ node: "forged" }), {
-    headers: ask("echo", "", "say"),
+  gw.nc.publish(subject, ask("echo", "", "say", { node: "forged" }), {
     reply: `$KV.${s.prefix}_nodes.forged`,
   });
-  gw.nc.publish(subject, json({}), {
-    headers: ask("echo", "", "say"), // replies `{}`: a valid purge request
-    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_acts`,
+  gw.nc.publish(subject, ask("echo", "", "say", {}), {
+    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_nodes`, // a purge of the membership bucket
   });
   await gw.nc.flush();
   assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1);
   // the requests above were answered before this one (one worker queue, in order)
-  const r = await gw.nc.request(subject, json(1), {
-    headers: ask("echo", "", "say"),
+  const r = await gw.nc.request(subject, ask("echo", "", "say", 1), {
     timeout: 5000,
   });
-  assert.equal(unjson(r.data), 1);
+  assert.equal(okValue(r.data), 1);
   const conn = await mesh(s, NODE).connect({ node: "reader" });
   try {
     assert.equal(await (await conn.kv(`${s.prefix}_nodes`)).get("forged") ?? null, null);
     const jsm = await (conn as NatsMeshConnection).jsm();
-    const info = await jsm.streams.info(`KV_${s.prefix}_acts`);
-    assert.ok(info.state.messages >= 1, "the ownership bucket was not purged");
+    const info = await jsm.streams.info(`KV_${s.prefix}_nodes`);
+    assert.ok(info.state.messages >= 1, "the membership bucket was not purged");
   } finally {
     await conn.close();
   }
@@ -543,10 +525,10 @@ Deno.test("natsMesh inboxPrefix: a mesh connection limited to its own inbox pref
   const conn = await mesh(s, { ...GW, inboxPrefix: GW_INBOX }).connect({ node: "gw" });
   try {
     assert.ok(conn.inbox().startsWith(`${GW_INBOX}.`));
-    const headers: Record<string, string> = {};
-    for (const [k, v] of ask("echo", "", "say")) headers[k] = v.join(",");
-    const reply = await conn.request(`${s.prefix}.w.echo`, json(5), { timeout: 5000, headers });
-    assert.equal(unjson(reply.data), 5);
+    const reply = await conn.request(`${s.prefix}.w.echo`, ask("echo", "", "say", 5), {
+      timeout: 5000,
+    });
+    assert.equal(okValue(reply.data), 5);
   } finally {
     await conn.close();
   }
