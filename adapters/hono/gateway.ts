@@ -528,133 +528,142 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     };
   };
 
+  /** One call, from its admission to its response (or its error's). */
   const call = async (
     c: HonoContext,
     method: string,
     type: string,
     id: string | undefined,
     handler: string,
-    ticket: Ticket,
   ): Promise<Response> => {
-    const req = c.req.raw;
-    if (drained) throw draining.signal.reason;
-    const headers = req.headers;
-    const token = tokenOf(req, headers);
-    const admitted = admit(c, token);
-    const who = admitted instanceof Promise ? await admitted : admitted;
-    const entry = exposed.get(type);
-    if (!entry) {
-      throw new GatewayError(`Actor type "${type}" is not exposed`, "unknown_actor_type");
-    }
-    if (
-      entry.handlers ? !entry.handlers.has(handler) : !Object.hasOwn(entry.def!.handlers, handler)
-    ) {
-      throw new GatewayError(`Handler "${type}.${handler}" is not exposed`, "unknown_handler");
-    }
-    const def = entry.def;
-    if (id === undefined && def && !def.stateless) {
-      throw new GatewayError(
-        `Actor type "${type}" needs an id: /${type}/{id}/${handler}`,
-        "not_found",
-      );
-    }
-    if (token === undefined && options.auth?.required) {
-      throw new GatewayError("This gateway needs a Bearer token", "unauthorized");
-    }
-    const ref: ActorRef = def
-      ? system.ref(def, id ?? "") as unknown as ActorRef
-      : refByName(system, type, id ?? "");
-    const streaming = def?.streaming.has(handler);
+    // counted among the requests in progress by the caller; a stream keeps its place until it
+    // ends (see `hold`), everything else gives it back here
+    const ticket: Ticket = { held: false };
+    try {
+      const req = c.req.raw;
+      if (drained) throw draining.signal.reason;
+      const headers = req.headers;
+      const token = tokenOf(req, headers);
+      const admitted = admit(c, token);
+      const who = admitted instanceof Promise ? await admitted : admitted;
+      const entry = exposed.get(type);
+      if (!entry) {
+        throw new GatewayError(`Actor type "${type}" is not exposed`, "unknown_actor_type");
+      }
+      if (
+        entry.handlers ? !entry.handlers.has(handler) : !Object.hasOwn(entry.def!.handlers, handler)
+      ) {
+        throw new GatewayError(`Handler "${type}.${handler}" is not exposed`, "unknown_handler");
+      }
+      const def = entry.def;
+      if (id === undefined && def && !def.stateless) {
+        throw new GatewayError(
+          `Actor type "${type}" needs an id: /${type}/{id}/${handler}`,
+          "not_found",
+        );
+      }
+      if (token === undefined && options.auth?.required) {
+        throw new GatewayError("This gateway needs a Bearer token", "unauthorized");
+      }
+      const ref: ActorRef = def
+        ? system.ref(def, id ?? "") as unknown as ActorRef
+        : refByName(system, type, id ?? "");
+      const streaming = def?.streaming.has(handler);
 
-    if (method === "GET" && (headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
-      if (options.websocket === false) {
-        throw new GatewayError("WebSockets are turned off on this gateway", "not_found");
-      }
-      if (!originAllowed(req)) {
-        throw new GatewayError(
-          `Origin "${headers.get("origin")}" may not open a WebSocket here`,
-          "forbidden",
-        );
-      }
-      // read before the upgrade: the request's headers are gone after it
-      const wsOptions = streamOptions(headers, token);
-      const release = openStream(who ?? addressOf(req, c.env));
-      const done = hold(ticket);
-      return duplexSocket(
-        req,
-        (input) => ref.stream(handler as never, input as never, wsOptions),
-        {
-          maxBuffered,
-          maxFrame,
-          stallTimeout: streamStall,
-          onDone: () => {
-            release();
-            done();
-          },
-        },
-      );
-    }
-    const accept = headers.get("accept");
-    const sse = accept !== null && wantsSse(accept);
-    let payload: unknown;
-    if (method === "GET") {
-      if (!sse) {
-        throw new GatewayError(
-          "Call a handler with POST (GET is for Server-Sent Events and WebSocket)",
-          "method_not_allowed",
-        );
-      }
-      const query = c.req.query("payload");
-      if (query !== undefined) {
-        if (query.length > maxBody) {
-          throw new GatewayError("The payload parameter is too large", "bad_payload", 413);
+      if (method === "GET" && (headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
+        if (options.websocket === false) {
+          throw new GatewayError("WebSockets are turned off on this gateway", "not_found");
         }
-        payload = fromJsonText(query);
+        if (!originAllowed(req)) {
+          throw new GatewayError(
+            `Origin "${headers.get("origin")}" may not open a WebSocket here`,
+            "forbidden",
+          );
+        }
+        // read before the upgrade: the request's headers are gone after it
+        const wsOptions = streamOptions(headers, token);
+        const release = openStream(who ?? addressOf(req, c.env));
+        const done = hold(ticket);
+        return duplexSocket(
+          req,
+          (input) => ref.stream(handler as never, input as never, wsOptions),
+          {
+            maxBuffered,
+            maxFrame,
+            stallTimeout: streamStall,
+            onDone: () => {
+              release();
+              done();
+            },
+          },
+        );
       }
-    } else {
-      payload = readPayload(req, maxBody, bodyDeadlines);
-      if (payload instanceof Promise) payload = await payload;
-    }
-    if (sse) {
-      if (def && !streaming) {
+      const accept = headers.get("accept");
+      const sse = accept !== null && wantsSse(accept);
+      let payload: unknown;
+      if (method === "GET") {
+        if (!sse) {
+          throw new GatewayError(
+            "Call a handler with POST (GET is for Server-Sent Events and WebSocket)",
+            "method_not_allowed",
+          );
+        }
+        const query = c.req.query("payload");
+        if (query !== undefined) {
+          if (query.length > maxBody) {
+            throw new GatewayError("The payload parameter is too large", "bad_payload", 413);
+          }
+          payload = fromJsonText(query);
+        }
+      } else {
+        payload = readPayload(req, maxBody, bodyDeadlines);
+        if (payload instanceof Promise) payload = await payload;
+      }
+      if (sse) {
+        if (def && !streaming) {
+          throw new GatewayError(
+            `Handler "${type}.${handler}" does not stream: POST without Accept: text/event-stream`,
+            "bad_payload",
+            406,
+          );
+        }
+        const release = openStream(who ?? addressOf(req, c.env));
+        const done = hold(ticket);
+        return sseResponse(
+          ref.stream(handler as never, payload as never, streamOptions(headers, token)),
+          {
+            keepAlive,
+            stallTimeout: streamStall,
+            onDone: () => {
+              release();
+              done();
+            },
+          },
+        );
+      }
+      if (streaming) {
         throw new GatewayError(
-          `Handler "${type}.${handler}" does not stream: POST without Accept: text/event-stream`,
+          `Handler "${type}.${handler}" streams: send Accept: text/event-stream or open a WebSocket`,
           "bad_payload",
           406,
         );
       }
-      const release = openStream(who ?? addressOf(req, c.env));
-      const done = hold(ticket);
-      return sseResponse(
-        ref.stream(handler as never, payload as never, streamOptions(headers, token)),
-        {
-          keepAlive,
-          stallTimeout: streamStall,
-          onDone: () => {
-            release();
-            done();
-          },
-        },
-      );
+      const askOptions = callOptions(headers, token, options.timeout);
+      const prefer = headers.get("prefer");
+      if (prefer !== null && wantsAsync(prefer)) {
+        await ref.tell(handler as never, payload as never, askOptions);
+        return new Response(null, {
+          status: 202,
+          headers: { "preference-applied": "respond-async" },
+        });
+      }
+      const reply = await ref.ask(handler as never, payload as never, askOptions);
+      return replyResponse(reply, accept);
+    } catch (err) {
+      return failed(c.req.raw, err);
+    } finally {
+      if (!ticket.held) inProgress--;
     }
-    if (streaming) {
-      throw new GatewayError(
-        `Handler "${type}.${handler}" streams: send Accept: text/event-stream or open a WebSocket`,
-        "bad_payload",
-        406,
-      );
-    }
-    const askOptions = callOptions(headers, token, options.timeout);
-    const prefer = headers.get("prefer");
-    if (prefer !== null && wantsAsync(prefer)) {
-      await ref.tell(handler as never, payload as never, askOptions);
-      return new Response(null, {
-        status: 202,
-        headers: { "preference-applied": "respond-async" },
-      });
-    }
-    const reply = await ref.ask(handler as never, payload as never, askOptions);
-    return replyResponse(reply, accept);
   };
 
   /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
@@ -730,17 +739,9 @@ export function gateway(system: System, options: GatewayOptions): Hono {
         );
       }
       inProgress++;
-      const ticket: Ticket = { held: false };
-      const done = parts.length === 3
-        ? call(c, method, parts[0]!, idFromPath(parts[1]!), parts[2]!, ticket)
-        : call(c, method, parts[0]!, undefined, parts[1]!, ticket);
-      return done.then((res) => {
-        if (!ticket.held) inProgress--;
-        return res;
-      }, (err) => {
-        if (!ticket.held) inProgress--;
-        return failed(req, err);
-      });
+      return parts.length === 3
+        ? call(c, method, parts[0]!, idFromPath(parts[1]!), parts[2]!)
+        : call(c, method, parts[0]!, undefined, parts[1]!);
     } catch (err) {
       return failed(req, err);
     }
