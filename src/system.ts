@@ -28,7 +28,11 @@ import type {
 import { createConfig, type ManagedConfig } from "./config/config.ts";
 import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
-import { DEFAULT_REPLY_PREFIXES } from "./dispatch/subjects.ts";
+import { DEFAULT_REPLY_PREFIXES, isReplySubject, subjects } from "./dispatch/subjects.ts";
+import { type Cluster, clusterClient, type Responder } from "./observe/cluster.ts";
+import { measuredJournal } from "./observe/journal.ts";
+import { activity, NodeObserver } from "./observe/node.ts";
+import { serveObservation } from "./observe/serve.ts";
 import {
   allows,
   decide,
@@ -157,6 +161,12 @@ export interface System extends AsyncDisposable {
   status(): SystemStatus;
   /** This node's dynamic config: merged sources, watches, `set` (cluster-wide through `fromKv`). */
   readonly config: Config;
+  /**
+   * What the cluster's nodes report about themselves, asked over the mesh: per node its types,
+   * activations, message rates, recent errors and leases; per actor where it runs, its seq and
+   * last events. The dashboard (`./hono`) shows it.
+   */
+  readonly cluster: Cluster;
   /** A ref to an actor (id optional for stateless workers). */
   ref<T extends ActorTypes>(
     def: ActorDefinition<T>,
@@ -263,6 +273,9 @@ class SystemImpl implements System {
   readonly node: string;
   readonly directory: Directory;
   readonly config: ManagedConfig;
+  readonly cluster: Cluster;
+  readonly #observer: NodeObserver;
+  #observing: Responder | undefined;
   readonly #log: Logger;
   readonly #journal: Journal;
   readonly #storage: Codec = msgpack;
@@ -333,12 +346,25 @@ class SystemImpl implements System {
     };
     this.directory = {
       nodes: () => this.#membership.nodes(),
-      locate: (def, id) => {
-        if (this.#dispatch.local.isActive(def.name, id)) return Promise.resolve(this.node);
-        return this.#ownership.locate(def.name, id);
-      },
+      locate: (def, id) => this.#locate(def.name, id),
       watch: (): AsyncIterable<DirectoryEvent> => this.#watch(),
     };
+    this.#observer = new NodeObserver(
+      node,
+      () => activity(this.#dispatch?.local, this.#defs.keys()),
+    );
+    this.cluster = clusterClient({
+      prefix: this.#prefix,
+      conn,
+      nodes: () => this.#membership.nodes(),
+      hostsOf: (type) => this.#membership.hostsOf(type),
+      locate: (type, id) => this.#locate(type, id),
+    });
+  }
+
+  #locate(type: string, id: string): Promise<string | undefined> {
+    if (this.#dispatch.local.isActive(type, id)) return Promise.resolve(this.node);
+    return this.#ownership.locate(type, id);
   }
 
   async start(): Promise<void> {
@@ -370,11 +396,12 @@ class SystemImpl implements System {
       conn: this.#conn,
       membership: this.#membership,
       ownership: this.#ownership,
-      journal: this.#journal,
+      journal: measuredJournal(this.#journal, this.#observer),
       storage: this.#storage,
       wireCodec,
       log: this.#log,
       wheel: this.#wheel,
+      observer: this.#observer,
       maxPayload: maxPayloadOf(options.maxPayload, this.#conn),
       askTimeout: options.askTimeout ?? 30_000,
       maxActivations,
@@ -391,6 +418,7 @@ class SystemImpl implements System {
       }
     });
     await this.#dispatch.start();
+    this.#observing = this.#serveObservation();
     const idle = Math.min(...[...this.#defs.values()].map((d) => d.idleAfter), 60_000);
     this.#idleTimer = setInterval(
       () => this.#dispatch.local.sweepIdle(),
@@ -408,6 +436,36 @@ class SystemImpl implements System {
       });
       this.#reminders.start();
     }
+  }
+
+  /** Answers `system.cluster` and NATS service discovery for this node. */
+  #serveObservation(): Responder {
+    const s = subjects(this.#prefix);
+    const replyPrefixes = this.#options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES;
+    return serveObservation({
+      prefix: this.#prefix,
+      conn: this.#conn,
+      observer: this.#observer,
+      journal: this.#journal,
+      log: this.#log,
+      info: () => this.#membership.self,
+      stateless: (type) => this.#defs.get(type)?.stateless === true,
+      status: () => this.status(),
+      leases: () => this.#leases.holding().map((l) => ({ name: l.name, token: l.token })),
+      active: (type, id) => {
+        const act = this.#dispatch.local.activations.get(`${type}/${id}`);
+        return act?.status === "active" ? { seq: act.seq, queued: act.queued } : undefined;
+      },
+      history: (type, id, from) => {
+        const def = this.#defs.get(type);
+        return def ? this.history(def, id, { from }) : undefined;
+      },
+      replyAllowed: (subject) => isReplySubject(subject, replyPrefixes),
+      endpoint: (type) =>
+        this.#defs.get(type)?.stateless
+          ? { subject: s.worker(type), queueGroup: s.workerGroup(type) }
+          : { subject: s.node(this.node) },
+    });
   }
 
   // ---- public API ----
@@ -563,6 +621,8 @@ class SystemImpl implements System {
     await this.#ownership.close().catch(() => {});
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
+    await this.#observing?.close();
+    this.#observer.close();
     this.#wheel.close();
     await this.config.close().catch((err) => this.#log.warn("Config close failed", { err }));
     await this.#conn.close().catch(() => {});

@@ -17,6 +17,7 @@ import {
   UnavailableError,
 } from "../errors.ts";
 import type { Journal, NewEvent, Reminder, Snapshot, StoredEvent } from "../journal/types.ts";
+import type { NodeObserver, TypeStats } from "../observe/node.ts";
 import {
   type Deferred,
   deferred,
@@ -45,6 +46,8 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   readonly log: Logger;
   /** Deadlines. */
   readonly wheel: TimerWheel;
+  /** Traces turns and keeps the node's counts. */
+  readonly observer: NodeObserver;
   /** Publishes a pub/sub message (after commit). */
   publish(topic: string, payload: unknown): Promise<void>;
   /** Whether this node may not process messages at `now` (its lease lapsed). */
@@ -119,6 +122,7 @@ export class Activation<M extends Envelope = Envelope> {
   #ready: Promise<void> | undefined;
 
   readonly #host: ActivationHost<M>;
+  readonly #stats: TypeStats;
   #queue: M[] = NONE as never;
   #head = 0;
   #running = false;
@@ -140,6 +144,7 @@ export class Activation<M extends Envelope = Envelope> {
     this.def = def;
     this.id = id;
     this.key = `${def.name}/${id}`;
+    this.#stats = host.observer.type(def.name);
     this.state = def.initialState();
     const ready = this.#start();
     ready.catch(() => {});
@@ -361,6 +366,10 @@ export class Activation<M extends Envelope = Envelope> {
   #turnOf(m: M): Promise<void> | undefined {
     this.#turn++;
     this.#current = m;
+    return this.#host.observer.turn(this.#stats, this.id, m, this.#turnBody, this);
+  }
+
+  #turnBody(m: M): Promise<void> | undefined {
     if (m.idempotencyKey !== undefined) return this.#idempotentTurn(m, m.idempotencyKey);
     return this.#run(m);
   }

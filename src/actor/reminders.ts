@@ -22,6 +22,7 @@ import type { Leader } from "../directory/types.ts";
 import type { Dispatcher } from "./ref.ts";
 import type { Logger } from "./envelope.ts";
 import type { ElectOptions } from "../directory/types.ts";
+import { withLink } from "../observe/tracing.ts";
 
 /** What the reminder service needs from its system. */
 export interface ReminderHost {
@@ -145,11 +146,13 @@ export class Reminders {
     try {
       const payload = h.storage.decode(r.data);
       const token = await h.systemToken?.();
-      await h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
-        idempotencyKey: `reminder:${r.id}`,
-        timeout: 30_000,
-        ...(token !== undefined ? { token } : {}),
-      }, undefined);
+      // Its trace links to the turn that scheduled it.
+      await withLink(r.trace, () =>
+        h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
+          idempotencyKey: `reminder:${r.id}`,
+          timeout: 30_000,
+          ...(token !== undefined ? { token } : {}),
+        }, undefined));
     } catch (err) {
       const b = this.#backoff.get(r.id) ?? { attempts: 0, retryAt: 0 };
       b.attempts++;

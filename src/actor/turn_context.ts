@@ -12,6 +12,7 @@ import type { Context } from "./context.ts";
 import type { Envelope } from "./envelope.ts";
 import type { ActivationHost } from "./activation.ts";
 import { type ActorRef, type Caller, type CallOrigin, makeRef } from "./ref.ts";
+import { traceField } from "../observe/tracing.ts";
 
 /** What one turn acts on: an activation, or one message of a stateless worker. */
 export interface TurnScope {
@@ -127,6 +128,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
       handler,
       data: this.#host.storage.encode(payload),
       due: Date.now() + delayMs,
+      ...traceField(),
     });
   }
 }

@@ -45,6 +45,8 @@ export interface CallInit {
    * (it is then also the payload on the node that runs the handler).
    */
   readonly input?: StreamChannel;
+  /** The sender's trace context (src/observe/tracing.ts `traceOf`), when tracing is on. */
+  readonly trace?: string;
 }
 
 /** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
@@ -98,11 +100,13 @@ export class Call implements Envelope {
   readonly sink?: StreamSink;
   readonly input?: StreamChannel;
   readonly shared: boolean;
+  readonly trace?: string;
   #caller: Caller | undefined;
   #idempotencyKey: string | undefined;
   #key: string | undefined;
   readonly #on: Settlement;
   #state: CallState = "pending";
+  #failure: unknown;
   #finally: (() => void)[] | undefined;
 
   /** Makes a call from its data and how it settles. */
@@ -120,6 +124,7 @@ export class Call implements Envelope {
     if (init.sink !== undefined) this.sink = init.sink;
     if (init.input !== undefined) this.input = init.input;
     this.shared = init.shared === true;
+    if (init.trace !== undefined) this.trace = init.trace;
     this.#on = on;
   }
 
@@ -159,6 +164,11 @@ export class Call implements Envelope {
     return this.#state;
   }
 
+  /** The error the call ended with (reject, retry or drop); undefined otherwise. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
   /** Whether the caller has its outcome. */
   get settled(): boolean {
     return this.#state === "settled";
@@ -179,19 +189,19 @@ export class Call implements Envelope {
 
   /** Settles with an error. */
   reject(err: unknown): void {
-    if (this.#settle()) this.#on.reject(err);
+    if (this.#settle(err)) this.#on.reject(err);
     this.#ended();
   }
 
   /** Settles as "not processed, send it elsewhere" (see {@link Settlement.retry}). */
   retry(err: unknown): void {
-    if (this.#settle()) (this.#on.retry ?? this.#on.reject)(err);
+    if (this.#settle(err)) (this.#on.retry ?? this.#on.reject)(err);
     this.#ended();
   }
 
   /** Settles as "dropped by a fenced node" (see {@link Settlement.drop}). */
   drop(err: unknown): void {
-    if (this.#settle()) (this.#on.drop ?? this.#on.reject)(err);
+    if (this.#settle(err)) (this.#on.drop ?? this.#on.reject)(err);
     this.#ended();
   }
 
@@ -201,9 +211,10 @@ export class Call implements Envelope {
     (this.#finally ??= []).push(fn);
   }
 
-  #settle(): boolean {
+  #settle(failure?: unknown): boolean {
     if (this.#state === "settled") return false;
     this.#state = "settled";
+    this.#failure = failure;
     return true;
   }
 

@@ -34,6 +34,7 @@ import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../error
 import type { Journal } from "../journal/types.ts";
 import type { MeshConnection } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
+import type { NodeObserver } from "../observe/node.ts";
 import type { TimerWheel, WheelEntry } from "../util/async.ts";
 import { checkTarget } from "./admit.ts";
 import { Call, type CallInit } from "./call.ts";
@@ -57,6 +58,8 @@ export interface DispatchDeps {
   readonly wireCodec: Codec;
   readonly log: Logger;
   readonly wheel: TimerWheel;
+  /** Traces, metrics and the node's counts (src/observe). */
+  readonly observer: NodeObserver;
   /** Largest payload sent or accepted, bytes. */
   readonly maxPayload: number;
   /** Default ask timeout, ms. */
@@ -99,6 +102,7 @@ export class Dispatch implements Dispatcher {
       storage: deps.storage,
       dispatcher: this,
       wheel: deps.wheel,
+      observer: deps.observer,
       publish: (topic, payload) => this.publish(topic, payload),
       fenced: (now) => deps.membership.isFenced(now),
       phase: () => this.#phase,
@@ -162,20 +166,22 @@ export class Dispatch implements Dispatcher {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { wheel, log, maxPayload: max } = this.#deps;
+    const { wheel, log, maxPayload: max, observer } = this.#deps;
+    const sent = observer.send(init); // undefined when OpenTelemetry is off
     return new Promise((resolve, reject) => {
       const signal = options?.signal;
       let answered = false;
       let timer: WheelEntry | undefined;
-      const answer = (fn: () => void): boolean => {
+      const answer = (fn: () => void, err?: unknown): boolean => {
         if (answered) return false;
         answered = true;
+        observer.sent(sent, init, err);
         if (timer) wheel.remove(timer);
         signal?.removeEventListener("abort", onAbort);
         fn();
         return true;
       };
-      const call = new Call(init, {
+      const call = new Call(sent?.init ?? init, {
         ...(kind === "tell" ? { accepted: () => answer(() => resolve(undefined)) } : {}),
         resolve: (value) => {
           // A local reply is bounded like one that crossed the mesh.
@@ -183,13 +189,13 @@ export class Dispatch implements Dispatcher {
             const err = new BadPayloadError(
               `Reply of ${call.target}.${handler} exceeds the limit of ${max} bytes`,
             );
-            return void answer(() => reject(err));
+            return void answer(() => reject(err), err);
           }
           answer(() => resolve(kind === "ask" ? value : undefined));
         },
         reject: (err) => {
           init.input?.cancel(); // refused or failed: the caller's input stream stops
-          if (!answer(() => reject(err))) {
+          if (!answer(() => reject(err), err)) {
             log.debug(`${kind} ${call.target}.${handler} failed after it was accepted`, {
               error: String(err),
             });
@@ -235,10 +241,14 @@ export class Dispatch implements Dispatcher {
     signal?.addEventListener("abort", () => channel.abort(signal.reason), { once: true });
     // A consumer that stops reading stops the caller's input stream too.
     if (init.input) channel.signal.addEventListener("abort", () => init.input!.cancel());
+    const { observer } = this.#deps;
+    const sent = observer.send(init); // undefined when OpenTelemetry is off
     this.route(
-      new Call(init, {
+      new Call(sent?.init ?? init, {
+        accepted: () => observer.sent(sent, init),
         resolve() {},
         reject: (err) => {
+          observer.sent(sent, init, err);
           init.input?.cancel();
           channel.error(err);
         },

@@ -277,6 +277,7 @@ export class Remote {
         ...(call.token !== undefined ? { token: call.token } : {}),
         ...(receiver ? { streamTo: receiver.inbox } : {}),
         ...(input ? { inputFrom: input.creditSubject } : {}),
+        ...(call.trace !== undefined ? { trace: call.trace } : {}),
       });
       const sentTo = target;
       const wait: Wait = { controller: new AbortController(), node: sentTo, call };

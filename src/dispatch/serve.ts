@@ -208,6 +208,7 @@ export class Server {
       ...(req.token !== undefined ? { token: req.token } : {}),
       ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
       ...(sink ? { sink } : {}),
+      ...(req.trace !== undefined ? { trace: req.trace } : {}),
     }, {
       accepted: () => {
         if (kind === "tell") respond(okReply(codec, null));

@@ -233,5 +233,6 @@ function copySnapshot(s: Snapshot): Snapshot {
 }
 
 function copyReminder(r: Reminder): Reminder {
-  return { id: r.id, actor: r.actor, handler: r.handler, data: r.data.slice(), due: r.due };
+  const copy = { id: r.id, actor: r.actor, handler: r.handler, data: r.data.slice(), due: r.due };
+  return r.trace === undefined ? copy : { ...copy, trace: r.trace };
 }

@@ -58,6 +58,8 @@ export interface Reminder {
   readonly data: Uint8Array;
   /** Wall-clock due time, ms since the epoch. */
   readonly due: number;
+  /** Trace context of the turn that scheduled it (its turn links to it), when traced. */
+  readonly trace?: string;
 }
 
 /** What an activation starts from. */

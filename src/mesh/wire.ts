@@ -14,7 +14,7 @@ export type MessageKind = "ask" | "tell" | "stream";
 
 /**
  * Header names. A request carries its whole envelope in one header, `tr`: fields joined by
- * `;` (`kind;type;id;handler;timeout;content-type;idempotency-key;chain;token;stream;input`), each
+ * `;` (`kind;type;id;handler;timeout;content-type;idempotency-key;chain;token;stream;input;trace`), each
  * percent-encoded, the chain's turn ids joined by `,`. One header instead of ten keeps the
  * per-message cost of NATS headers low. Replies carry no header when they succeed (the body is
  * in the request's content type), `tr-status: error` when they fail, and `tr-status: retry`
@@ -51,6 +51,8 @@ export interface WireRequest {
   streamTo?: string;
   /** Where the caller of an input stream takes credit (the payload is a stream). */
   inputFrom?: string;
+  /** The sender's W3C trace context (`traceparent`, then a space and `tracestate`). */
+  trace?: string;
 }
 
 const SAFE_FIELD = /^[A-Za-z0-9_.:/@+=#-]*$/;
@@ -72,6 +74,7 @@ export function requestHeaders(r: WireRequest): MeshHeaders {
     r.token === undefined ? "" : enc(r.token),
     r.streamTo === undefined ? "" : enc(r.streamTo),
     r.inputFrom === undefined ? "" : enc(r.inputFrom),
+    r.trace === undefined ? "" : enc(r.trace),
   ];
   let n = fields.length;
   while (n > 5 && fields[n - 1] === "") n--;
@@ -112,6 +115,7 @@ export function parseRequest(headers: MeshHeaders): WireRequest {
     if (f[8]) r.token = dec(f[8]);
     if (f[9]) r.streamTo = dec(f[9]);
     if (f[10]) r.inputFrom = dec(f[10]);
+    if (f[11]) r.trace = dec(f[11]);
     return r;
   } catch (err) {
     throw new BadPayloadError("Message envelope header is not valid percent-encoded text", {

@@ -1,0 +1,441 @@
+/**
+ * The cluster's own report of itself, over the mesh: each node answers for itself on its
+ * control subjects (`<prefix>.c.<node>.stats`, `<prefix>.c.<node>.inspect`, nodes only), and
+ * `system.cluster` asks every live node and puts the answers together. The dashboard reads
+ * it; so can any other tool.
+ *
+ * Control messages are MessagePack: a request's body is its parameters, a reply's body
+ * `{ ok: value }` or `{ error: { code, message, data? } }`.
+ *
+ * @module
+ */
+
+import { msgpack } from "../codec/mod.ts";
+import type { Codec } from "../codec/types.ts";
+import type { NodeInfo } from "../directory/types.ts";
+import {
+  ActorError,
+  BadPayloadError,
+  fromWireError,
+  TimeoutError,
+  toWireError,
+  UnavailableError,
+  UnknownActorTypeError,
+  type WireError,
+} from "../errors.ts";
+import type { Journal } from "../journal/types.ts";
+import { encodeToken } from "../mesh/subject.ts";
+import { type MeshConnection, MeshError, type MeshSubscription } from "../mesh/types.ts";
+import type { Logger } from "../util/log.ts";
+import type { NodeObserver, RecentError } from "./node.ts";
+
+/** One actor type on one node. */
+export interface TypeReport {
+  /** Actor type. */
+  readonly type: string;
+  /** Whether it is a stateless worker type. */
+  readonly stateless: boolean;
+  /** Active actors of the type here now (a worker type: messages running). */
+  readonly activations: number;
+  /** Messages waiting in their mailboxes (a worker type: its queue). */
+  readonly queued: number;
+  /** Messages handled here since the node started. */
+  readonly messages: number;
+  /** Messages handled per second, over about the last five seconds. */
+  readonly rate: number;
+  /** Of those messages, how many ended with an error. */
+  readonly errors: number;
+  /** Total time spent handling them, ms. */
+  readonly busyMs: number;
+  /** The last error, `code: message`. */
+  readonly lastError?: string;
+}
+
+/** A lease (or leadership) a node holds. */
+export interface LeaseReport {
+  /** The lease name. */
+  readonly name: string;
+  /** Its fencing token. */
+  readonly token: number;
+}
+
+/** What a node reports about itself. */
+export interface NodeStats {
+  /** The node id. */
+  readonly id: string;
+  /** Actor types it hosts (empty for a client). */
+  readonly types: readonly string[];
+  /** When it started, ms since the epoch. */
+  readonly since: number;
+  /** `running`, `fenced` (its lease lapsed), `closing` or `closed`. */
+  readonly status: string;
+  /** When this report was made, ms since the epoch (the node's clock). */
+  readonly at: number;
+  /** Its hosted types, with their counts. */
+  readonly actors: readonly TypeReport[];
+  /** Its recent errors, newest first: calls it sent that failed, turns it ran that failed. */
+  readonly errors: readonly RecentError[];
+  /** Leases it holds (reminder and user elections included). */
+  readonly leases: readonly LeaseReport[];
+}
+
+/** The whole cluster, as its nodes report it. */
+export interface ClusterStats {
+  /** When the reports were gathered, ms since the epoch. */
+  readonly at: number;
+  /** The reports of the nodes that answered, by node id. */
+  readonly nodes: readonly NodeStats[];
+  /** Live nodes (in the membership) that did not answer in time. */
+  readonly unreachable: readonly string[];
+}
+
+/** An event of an actor's log. */
+export interface ActorEvent {
+  /** Position in the log. */
+  readonly seq: number;
+  /** Event type. */
+  readonly type: string;
+  /** Payload, upcast to the current version. */
+  readonly payload: unknown;
+  /** When it was appended. */
+  readonly at: Date;
+}
+
+/** One actor, as the node that runs it (or a host of its type) sees it. */
+export interface ActorReport {
+  /** Actor type. */
+  readonly type: string;
+  /** Actor id. */
+  readonly id: string;
+  /** The node it is active on now, if any. */
+  readonly node: string | undefined;
+  /** The seq of its last event (0: none). */
+  readonly seq: number;
+  /** Messages waiting in its mailbox (when active on the node that answered). */
+  readonly queued: number;
+  /** Its last events, oldest first. */
+  readonly events: readonly ActorEvent[];
+  /** The node that answered. */
+  readonly answeredBy: string;
+}
+
+/** Options of {@link Cluster.stats} and {@link Cluster.node}. */
+export interface ClusterOptions {
+  /** How long to wait for each node's answer, ms. @default {2000} */
+  timeout?: number;
+}
+
+/** Options of {@link Cluster.inspect}. */
+export interface InspectOptions extends ClusterOptions {
+  /** How many of its last events to return (at most 1000). @default {20} */
+  events?: number;
+}
+
+/**
+ * What the cluster's nodes report, asked over the mesh (`system.cluster`).
+ *
+ * @example
+ * ```ts
+ * import { createSystem, defineActor } from "@troupe/troupe";
+ * const Counter = defineActor({
+ *   name: "counter",
+ *   initialState: () => ({ n: 0 }),
+ *   events: { added: (s, e: { by: number }) => ({ n: s.n + e.by }) },
+ *   handlers: { add: (ctx, by: number) => void ctx.emit("added", { by }) },
+ * });
+ * const system = await createSystem({ actors: [Counter] });
+ * await system.ref(Counter, "c1").ask("add", 2);
+ * const { nodes } = await system.cluster.stats();
+ * console.log(nodes[0]!.actors[0]!.activations); // 1
+ * const c1 = await system.cluster.inspect("counter", "c1");
+ * console.log(c1.node, c1.seq, c1.events); // the node id, 1, [{ seq: 1, type: "added", … }]
+ * await system.close();
+ * ```
+ */
+export interface Cluster {
+  /** Every live node's report (nodes that do not answer in time are listed as unreachable). */
+  stats(options?: ClusterOptions): Promise<ClusterStats>;
+  /** One node's report; rejects with `unavailable` when it does not answer. */
+  node(id: string, options?: ClusterOptions): Promise<NodeStats>;
+  /**
+   * Where actor `type/id` runs, its seq and its last events, answered by the node that runs
+   * it, or by a host of its type when it is not active. Rejects with `unknown_actor_type`
+   * when no live node hosts the type.
+   */
+  inspect(type: string, id: string, options?: InspectOptions): Promise<ActorReport>;
+}
+
+const DEFAULT_TIMEOUT = 2_000;
+const DEFAULT_EVENTS = 20;
+const MAX_EVENTS = 1_000;
+/** Most ids and types accepted in a control request, bytes. */
+const MAX_NAME = 1_024;
+
+/** The control subject of `node` for `op`. */
+function controlSubject(prefix: string, node: string, op: "stats" | "inspect"): string {
+  return `${prefix}.c.${encodeToken(node)}.${op}`;
+}
+
+// ---- the node's side ----
+
+/** What a node's control responder reads. */
+export interface ControlDeps {
+  readonly prefix: string;
+  readonly conn: MeshConnection;
+  readonly observer: NodeObserver;
+  readonly journal: Journal;
+  readonly log: Logger;
+  /** This node (id, types, since). */
+  info(): NodeInfo;
+  /** Whether hosted type `type` is a stateless worker type. */
+  stateless(type: string): boolean;
+  /** The node's status (`system.status()`). */
+  status(): string;
+  /** Leases this node holds now. */
+  leases(): LeaseReport[];
+  /** The actor if it is active here now. */
+  active(type: string, id: string): { seq: number; queued: number } | undefined;
+  /** Its events from `from` on, upcast (undefined: the type is not hosted here). */
+  history(type: string, id: string, from: number): AsyncIterable<ActorEvent> | undefined;
+  /** Whether a reply may be published to `subject` (an inbox). */
+  replyAllowed(subject: string): boolean;
+}
+
+/** A running responder: stop it before the connection closes. */
+export interface Responder {
+  /** Stops answering. */
+  close(): Promise<void>;
+}
+
+/** This node's report now. */
+export function nodeStats(d: ControlDeps): NodeStats {
+  const info = d.info();
+  const rates = d.observer.rates();
+  const counts = new Map([...d.observer.gauges()].map((g) => [g.type, g]));
+  const actors = info.types.map((type): TypeReport => {
+    const s = d.observer.type(type);
+    const g = counts.get(type);
+    return {
+      type,
+      stateless: d.stateless(type),
+      activations: g?.activations ?? 0,
+      queued: g?.queued ?? 0,
+      messages: s.messages,
+      rate: Math.round((rates.get(type) ?? 0) * 10) / 10,
+      errors: s.errors,
+      busyMs: Math.round(s.busyMs),
+      ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+    };
+  });
+  return {
+    id: info.id,
+    types: info.types,
+    since: info.since,
+    status: d.status(),
+    at: Date.now(),
+    actors,
+    errors: d.observer.errors(),
+    leases: d.leases(),
+  };
+}
+
+/**
+ * Answers this node's control subjects (`<prefix>.c.<node>.stats|inspect`).
+ */
+export function serveControl(d: ControlDeps): Responder {
+  const codec = msgpack;
+  const node = d.info().id;
+  const sub = d.conn.subscribe(`${d.prefix}.c.${encodeToken(node)}.*`, (msg) => {
+    const reply = msg.reply;
+    if (reply === undefined || !d.replyAllowed(reply)) return;
+    const op = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
+    const answer = (body: { ok: unknown } | { error: WireError }) => {
+      try {
+        d.conn.publish(reply, codec.encode(body));
+      } catch (err) {
+        d.log.debug("Control reply failed", { error: String(err) });
+      }
+    };
+    (async () => {
+      if (op === "stats") return nodeStats(d);
+      if (op === "inspect") return await inspectHere(d, node, codec.decode(msg.data));
+      throw new BadPayloadError(`Unknown control operation "${op.slice(0, 50)}"`);
+    })().then(
+      (ok) => answer({ ok }),
+      (err) =>
+        answer({
+          error: toWireError(
+            err,
+            (e) => d.log.warn("Control request failed", { op, error: String(e) }),
+          ),
+        }),
+    );
+  });
+  return {
+    close: async () => {
+      await sub.drain().catch(() => sub.unsubscribe());
+    },
+  };
+}
+
+async function inspectHere(d: ControlDeps, node: string, params: unknown): Promise<ActorReport> {
+  const p = params as { type?: unknown; id?: unknown; events?: unknown } | null;
+  const type = p?.type;
+  const id = p?.id;
+  if (
+    typeof type !== "string" || typeof id !== "string" || type.length > MAX_NAME ||
+    id.length > MAX_NAME
+  ) {
+    throw new BadPayloadError("An inspect request needs a type and an id (strings)");
+  }
+  const n = typeof p?.events === "number" && p.events >= 0
+    ? Math.min(Math.floor(p.events), MAX_EVENTS)
+    : DEFAULT_EVENTS;
+  const active = d.active(type, id);
+  const seq = active?.seq ?? await lastSeq(d.journal, `${type}/${id}`);
+  const from = Math.max(1, seq - n + 1);
+  const events: ActorEvent[] = [];
+  const history = d.history(type, id, from);
+  if (!history) throw new UnknownActorTypeError(`Node "${node}" does not host "${type}"`);
+  if (n > 0 && seq > 0) {
+    for await (const e of history) {
+      events.push({ seq: e.seq, type: e.type, payload: e.payload, at: e.at });
+      if (events.length >= n) break;
+    }
+  }
+  return {
+    type,
+    id,
+    node: active ? node : undefined,
+    seq: active ? seq : (events[events.length - 1]?.seq ?? seq),
+    queued: active?.queued ?? 0,
+    events,
+    answeredBy: node,
+  };
+}
+
+/**
+ * The seq of an actor's last event, found with a few one-event reads (doubling, then
+ * halving), without reading its whole log.
+ */
+export async function lastSeq(journal: Journal, actor: string): Promise<number> {
+  const has = async (seq: number) => (await journal.read(actor, seq, 1)).length > 0;
+  if (!(await has(1))) return 0;
+  let lo = 1; // an event exists at lo
+  let hi = 2;
+  while (await has(hi)) {
+    lo = hi;
+    hi *= 2;
+  }
+  // lo exists, hi does not: the last one is in [lo, hi).
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (await has(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// ---- the asking side ----
+
+/** What {@link clusterClient} needs from its node. */
+export interface ClusterClientDeps {
+  readonly prefix: string;
+  readonly conn: MeshConnection;
+  /** Live nodes now. */
+  nodes(): NodeInfo[];
+  /** Live nodes hosting `type`. */
+  hostsOf(type: string): string[];
+  /** The node where `type/id` is active, if any. */
+  locate(type: string, id: string): Promise<string | undefined>;
+}
+
+/** A {@link Cluster} that asks the nodes over the mesh. */
+export function clusterClient(d: ClusterClientDeps): Cluster {
+  const codec: Codec = msgpack;
+  const ask = async (
+    node: string,
+    op: "stats" | "inspect",
+    params: unknown,
+    timeout: number,
+  ): Promise<unknown> => {
+    let reply;
+    try {
+      reply = await d.conn.request(controlSubject(d.prefix, node, op), codec.encode(params), {
+        timeout,
+      });
+    } catch (err) {
+      if (err instanceof MeshError && err.code === "timeout") {
+        throw new TimeoutError(`Node "${node}" did not answer within ${timeout} ms`, {
+          cause: err,
+        });
+      }
+      throw new UnavailableError(`Node "${node}" could not be asked: ${String(err)}`, {
+        cause: err,
+      });
+    }
+    const body = codec.decode(reply.data) as { ok?: unknown; error?: WireError } | null;
+    if (body && typeof body === "object" && "error" in body && body.error) {
+      throw fromWireError(body.error);
+    }
+    if (!body || typeof body !== "object" || !("ok" in body)) {
+      throw new UnavailableError(`Node "${node}" sent a malformed control reply`);
+    }
+    return body.ok;
+  };
+  const timeoutOf = (o?: ClusterOptions) => {
+    const t = o?.timeout ?? DEFAULT_TIMEOUT;
+    if (!(t > 0)) throw new RangeError(`A timeout must be a positive number of ms, got ${t}`);
+    return t;
+  };
+  return {
+    async stats(options) {
+      const timeout = timeoutOf(options);
+      const live = d.nodes();
+      const answers = await Promise.allSettled(
+        live.map((n) => ask(n.id, "stats", null, timeout) as Promise<NodeStats>),
+      );
+      const nodes: NodeStats[] = [];
+      const unreachable: string[] = [];
+      answers.forEach((a, i) => {
+        if (a.status === "fulfilled") nodes.push(a.value);
+        else unreachable.push(live[i]!.id);
+      });
+      nodes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      return { at: Date.now(), nodes, unreachable };
+    },
+    async node(id, options) {
+      try {
+        return await ask(id, "stats", null, timeoutOf(options)) as NodeStats;
+      } catch (err) {
+        if (err instanceof ActorError && err.code !== "unavailable") {
+          throw new UnavailableError(err.message, { cause: err });
+        }
+        throw err;
+      }
+    },
+    async inspect(type, id, options) {
+      const timeout = timeoutOf(options);
+      const events = options?.events ?? DEFAULT_EVENTS;
+      const where = await d.locate(type, id).catch(() => undefined);
+      const candidates = [...new Set([...(where ? [where] : []), ...d.hostsOf(type)])];
+      if (candidates.length === 0) {
+        throw new UnknownActorTypeError(`No live node hosts actor type "${type}"`);
+      }
+      let last: unknown;
+      for (const node of candidates) {
+        try {
+          return await ask(node, "inspect", { type, id, events }, timeout) as ActorReport;
+        } catch (err) {
+          last = err;
+        }
+      }
+      throw last;
+    },
+  };
+}
+
+/** A subscription list closed together. */
+export async function closeAll(subs: readonly MeshSubscription[]): Promise<void> {
+  await Promise.all(subs.map((s) => s.drain().catch(() => s.unsubscribe())));
+}
