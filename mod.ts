@@ -164,6 +164,18 @@ export type {
   Widen,
 } from "./src/config/types.ts";
 export type { Codec } from "./src/codec/types.ts";
+export type {
+  ActorEvent,
+  ActorReport,
+  Cluster,
+  ClusterOptions,
+  ClusterStats,
+  InspectOptions,
+  LeaseReport,
+  NodeStats,
+  TypeReport,
+} from "./src/observe/cluster.ts";
+export type { RecentError } from "./src/observe/node.ts";
 
 /**
  * Starts a node. With no options it hosts nothing, keeps events in memory and runs on a

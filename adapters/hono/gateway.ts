@@ -167,7 +167,7 @@ function entries(options: GatewayOptions): Map<string, Entry> {
 }
 
 /** The token of a request: `Authorization: Bearer <token>`; other schemes are refused. */
-function bearer(req: Request): string | undefined {
+export function bearer(req: Request): string | undefined {
   const header = req.headers.get("authorization");
   if (header === null) return undefined;
   const match = /^Bearer[ ]+([^ ]+)[ ]*$/i.exec(header);

@@ -47,4 +47,6 @@ export type {
   GatewayClient,
 } from "./client.ts";
 export type { ErrorBody } from "./_errors.ts";
+export { dashboard } from "./dashboard.ts";
+export type { DashboardOptions } from "./dashboard.ts";
 export { GatewayError } from "./_errors.ts";
