@@ -25,10 +25,13 @@ interface Child {
   stop(): Promise<void>;
 }
 
-export function spawnNode(env: Record<string, string>): Child {
+export function spawnNode(
+  env: Record<string, string>,
+  script = new URL("./nats_node.ts", import.meta.url).pathname,
+): Child {
   const started = performance.now();
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./nats_node.ts", import.meta.url).pathname],
+    args: ["run", "-A", script],
     env,
     stdout: "piped",
     stderr: "inherit",
