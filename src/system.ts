@@ -110,6 +110,11 @@ export interface SystemOptions {
    * Add your clients' `inboxPrefix`es if they do not start with `_INBOX`. @default {["_INBOX"]}
    */
   replyPrefixes?: readonly string[];
+  /**
+   * Answer NATS service discovery (`$SRV.PING|INFO|STATS`) as service `troupe`, so that
+   * `nats micro ls troupe` lists this node (docs/operating.md). @default {true}
+   */
+  serviceDiscovery?: boolean;
 }
 
 /** An event read back from an actor's log. */
@@ -443,6 +448,7 @@ class SystemImpl implements System {
     const s = subjects(this.#prefix);
     const replyPrefixes = this.#options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES;
     return serveObservation({
+      micro: this.#options.serviceDiscovery !== false,
       prefix: this.#prefix,
       conn: this.#conn,
       observer: this.#observer,
@@ -622,7 +628,6 @@ class SystemImpl implements System {
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
     await this.#observing?.close();
-    this.#observer.close();
     this.#wheel.close();
     await this.config.close().catch((err) => this.#log.warn("Config close failed", { err }));
     await this.#conn.close().catch(() => {});

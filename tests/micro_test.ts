@@ -23,6 +23,8 @@ Deno.test("nats micro: every node answers as service troupe, one endpoint per ho
   const mesh = () => natsMesh({ servers: nats.urls[0]!, prefix: "micro", leaseTtl: 2000 });
   await using m1 = await createSystem({ node: "m1", actors: [Account], mesh: mesh() });
   await using m2 = await createSystem({ node: "m2", actors: [Counter, Resize], mesh: mesh() });
+  // A node may stay out of service discovery (a client node answers it too, by default).
+  await using _m3 = await createSystem({ node: "m3", mesh: mesh(), serviceDiscovery: false });
   await m1.ref(Account, "a").ask("deposit", 1);
   await m1.ref(Account, "b").ask("deposit", 2);
   await assert.rejects(m2.ref(Account, "a").ask("withdraw", 10), { code: "insufficient" });

@@ -21,7 +21,6 @@ import type { NodeObserver } from "./node.ts";
  * const observer = new NodeObserver("n1", () => []);
  * const journal = measuredJournal(memoryJournal(), observer);
  * await journal.close();
- * observer.close();
  * ```
  */
 export function measuredJournal(journal: Journal, observer: NodeObserver): Journal {

@@ -120,7 +120,6 @@ export interface NodeObserverOptions {
  * const obs = new NodeObserver("n1", () => [{ type: "counter", activations: 2, queued: 0 }]);
  * obs.sent(undefined, { kind: "ask", type: "counter", id: "c1", handler: "inc" }, new Error("x"));
  * obs.errors()[0]!.code; // "internal"
- * obs.close();
  * ```
  */
 export class NodeObserver implements GaugeSource {
@@ -150,6 +149,10 @@ export class NodeObserver implements GaugeSource {
     this.metrics = options.metrics ?? metricsOn();
     this.#on = this.tracing || this.metrics;
     this.#attrs = new AttributeCache(node);
+  }
+
+  /** Starts reporting the node's activations and mailboxes to the observed instruments. */
+  start(): void {
     if (this.metrics) getInstruments().sources.add(this);
   }
 

@@ -16,9 +16,13 @@ export interface ObservationDeps extends ControlDeps {
   readonly micro?: boolean;
 }
 
-/** Starts answering the node's control subjects and, unless turned off, service discovery. */
+/**
+ * Starts answering the node's control subjects and, unless turned off, service discovery, and
+ * reporting the node's counts to the observed metrics; `close()` stops all three.
+ */
 export function serveObservation(d: ObservationDeps): Responder {
   const info = d.info();
+  d.observer.start();
   const responders = [serveControl(d)];
   if (d.micro !== false) {
     responders.push(serveMicro({
@@ -32,5 +36,10 @@ export function serveObservation(d: ObservationDeps): Responder {
       replyAllowed: (s) => d.replyAllowed(s),
     }));
   }
-  return { close: async () => void await Promise.all(responders.map((r) => r.close())) };
+  return {
+    close: async () => {
+      d.observer.close();
+      await Promise.all(responders.map((r) => r.close()));
+    },
+  };
 }
