@@ -10,8 +10,9 @@
  *    OTLP/HTTP to a receiver in this process that discards what it gets.
  *
  * Each run starts a fresh host and client; the configurations take turns, `BENCH_ROUNDS`
- * rounds (default 5), and each figure is the median of its runs. The ask/raw ratio is the
- * figure to compare: background load on a shared machine hits the raw baseline alike.
+ * rounds (default 5), and each figure is the median of its runs. The figures to compare: the
+ * CPU time per call (client and host processes, from /proc: other load on the machine barely
+ * moves it) and the ask/raw ratio (background load hits the raw baseline alike).
  *
  * `deno run -A bench/observe.ts`
  *
@@ -47,9 +48,13 @@ async function snapshot(commit: string): Promise<string> {
 interface Result {
   rawPerSec: number;
   askPerSec: number;
+  /** CPU µs per call, client and host processes together. */
+  rawCpuUs: number;
+  askCpuUs: number;
   rawP50Ms: number;
   askP50Ms: number;
   localPerSec: number;
+  localCpuUs: number;
 }
 
 /** A receiver that takes OTLP/HTTP posts and drops them. */
@@ -86,7 +91,12 @@ async function run(
     await host.ready;
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", new URL("./observe_client.ts", import.meta.url).pathname],
-      env: { ...env, BENCH_ROOT: root, BENCH_SECONDS: seconds },
+      env: {
+        ...env,
+        BENCH_ROOT: root,
+        BENCH_SECONDS: seconds,
+        BENCH_HOST_PID: String(host.proc.pid),
+      },
       stdout: "piped",
       stderr: "inherit",
     }).output();
@@ -136,7 +146,9 @@ if (import.meta.main) {
             Math.round(r.rawPerSec)
           }/s (${(r.askPerSec / r.rawPerSec).toFixed(3)}), p50 ${r.askP50Ms.toFixed(3)} vs ${
             r.rawP50Ms.toFixed(3)
-          } ms, local ${Math.round(r.localPerSec)}/s`,
+          } ms, cpu ${r.askCpuUs.toFixed(1)} vs ${r.rawCpuUs.toFixed(1)} µs, local ${
+            Math.round(r.localPerSec)
+          }/s ${r.localCpuUs.toFixed(2)} µs`,
         );
       }
     }
@@ -151,6 +163,9 @@ if (import.meta.main) {
     askPerSec: median(c.name, (r) => r.askPerSec),
     askP50Ms: median(c.name, (r) => r.askP50Ms),
     localPerSec: median(c.name, (r) => r.localPerSec),
+    askCpuUs: median(c.name, (r) => r.askCpuUs),
+    rawCpuUs: median(c.name, (r) => r.rawCpuUs),
+    localCpuUs: median(c.name, (r) => r.localCpuUs),
   }]));
   const rel = (a: number, b: number) => `${((a / b - 1) * 100).toFixed(1)} %`;
   console.log("\nMedians (ask/raw ratios; local = in-process asks one at a time):");
@@ -158,20 +173,26 @@ if (import.meta.main) {
     console.log(
       `  ${name.padEnd(4)}: throughput ratio ${s.throughputRatio.toFixed(3)}, p50 ratio ${
         s.latencyRatio.toFixed(3)
-      }, ask ${Math.round(s.askPerSec)}/s, p50 ${s.askP50Ms.toFixed(3)} ms, local ${
-        Math.round(s.localPerSec)
-      }/s`,
+      }, ask ${Math.round(s.askPerSec)}/s, p50 ${s.askP50Ms.toFixed(3)} ms, CPU per ask ${
+        s.askCpuUs.toFixed(1)
+      } µs (raw ${s.rawCpuUs.toFixed(1)}), local ${Math.round(s.localPerSec)}/s (${
+        s.localCpuUs.toFixed(2)
+      } µs CPU)`,
     );
   }
   const b = summary.base!, off = summary.off!, on = summary.on!;
   console.log(
     `\nOff vs base: remote throughput ${rel(off.throughputRatio, b.throughputRatio)}, p50 ${
       rel(off.latencyRatio, b.latencyRatio)
-    }, local ${rel(off.localPerSec, b.localPerSec)}`,
+    }, local ${rel(off.localPerSec, b.localPerSec)}; CPU per remote ask ${
+      rel(off.askCpuUs, b.askCpuUs)
+    }, per local ask ${rel(off.localCpuUs, b.localCpuUs)}`,
   );
   console.log(
     `On vs off:   remote throughput ${rel(on.throughputRatio, off.throughputRatio)}, p50 ${
       rel(on.latencyRatio, off.latencyRatio)
-    }, local ${rel(on.localPerSec, off.localPerSec)}; ${receiver.posts()} OTLP posts received`,
+    }, local ${rel(on.localPerSec, off.localPerSec)}; CPU per remote ask ${
+      rel(on.askCpuUs, off.askCpuUs)
+    }, per local ask ${rel(on.localCpuUs, off.localCpuUs)}; ${receiver.posts()} OTLP posts`,
   );
 }

@@ -2,16 +2,17 @@
  * The client side of bench/observe.ts, run as its own process (so that OpenTelemetry can be
  * on or off for it): loads Troupe from the checkout `BENCH_ROOT`, then measures remote asks
  * to the host node against raw NATS request/reply on the same server (throughput with 64 in
- * flight, p50 one at a time), and in-process asks one at a time. Prints `RESULT {json}`.
+ * flight and the CPU time per call of both processes, p50 one at a time), and in-process asks
+ * one at a time (rate and CPU time per call). Prints `RESULT {json}`.
  *
- * Environment: `BENCH_ROOT` (a checkout's directory), `TROUPE_SERVERS`, `TROUPE_PREFIX`,
- * `BENCH_SECONDS` (per throughput measurement; default 2).
+ * Environment: `BENCH_ROOT` (a checkout's directory), `BENCH_HOST_PID`, `TROUPE_SERVERS`,
+ * `TROUPE_PREFIX`, `BENCH_SECONDS` (per throughput measurement; default 2).
  *
  * @module
  */
 import { connect } from "@nats-io/transport-node";
 import type { ActorDefinition, AnyActorTypes, SystemOptions } from "../mod.ts";
-import { pct, throughput } from "./nats.ts";
+import { pct } from "./nats.ts";
 
 const root = Deno.env.get("BENCH_ROOT")!;
 const servers = Deno.env.get("TROUPE_SERVERS")!;
@@ -35,6 +36,35 @@ const raw = () => nc.request("bench.raw", PAYLOAD, { timeout: 5000 });
 const ref = system.ref(BenchEcho, "warm");
 const ask = () => ref.ask("ping" as never, PAYLOAD as never, { timeout: 5000 });
 
+/** CPU time (user + system) of process `pid` so far, ms (10 ms resolution). */
+function cpuMs(pid: number | "self"): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+const hostPid = Number(Deno.env.get("BENCH_HOST_PID"));
+
+/**
+ * Throughput of `fn` with 64 in flight, and the CPU time it took in this process and the host
+ * process together, µs per call: unlike wall time, barely moved by other load on the machine.
+ */
+async function measure(fn: () => Promise<unknown>, secs: number) {
+  const c0 = cpuMs("self") + cpuMs(hostPid);
+  let count = 0;
+  const t0 = performance.now();
+  const until = t0 + secs * 1000;
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (performance.now() < until) {
+      await fn();
+      count++;
+    }
+  }));
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = cpuMs("self") + cpuMs(hostPid) - c0;
+  return { perSec: count / wall, cpuUs: (cpu * 1000) / count };
+}
+
 async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -46,32 +76,52 @@ async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[
 }
 
 for (let i = 0; i < 300; i++) await Promise.all([raw(), ask()]);
-const rawRuns: number[] = [];
-const askRuns: number[] = [];
+const rawRuns: { perSec: number; cpuUs: number }[] = [];
+const askRuns: { perSec: number; cpuUs: number }[] = [];
 for (let round = 0; round < 3; round++) {
-  rawRuns.push(await throughput(raw, seconds / 2));
-  askRuns.push(await throughput(ask, seconds / 2));
+  rawRuns.push(await measure(raw, seconds / 2));
+  askRuns.push(await measure(ask, seconds / 2));
 }
 const rawLat = await latencies(raw, 1500);
 const askLat = await latencies(ask, 1500);
 await nc.close();
 await system.close();
 
-// In-process asks, one at a time: the path where a fixed cost per message shows most.
-const local = await createSystem({ actors: [BenchEcho] });
+// In-process asks, one at a time: the path where a fixed cost per message shows most. The loop
+// yields to the event loop every 1000 asks (the node's lease timers must run).
+const local = await createSystem({ actors: [BenchEcho], leaseTtl: 600_000 });
 const localRef = local.ref(BenchEcho, "l1");
 const localAsk = () => localRef.ask("ping" as never, PAYLOAD as never);
-for (let i = 0; i < 20_000; i++) await localAsk();
+const yieldNow = () => new Promise((r) => setTimeout(r, 0));
+for (let i = 0; i < 20_000; i++) {
+  await localAsk();
+  if (i % 1000 === 0) await yieldNow();
+}
 const localRuns: number[] = [];
-for (let round = 0; round < 3; round++) localRuns.push(await throughput(localAsk, 0.5, 1));
+const localCpu: number[] = [];
+for (let round = 0; round < 3; round++) {
+  const c0 = cpuMs("self");
+  const t0 = performance.now();
+  let n = 0;
+  while (performance.now() - t0 < 1000) {
+    for (let i = 0; i < 1000; i++) await localAsk();
+    n += 1000;
+    await yieldNow();
+  }
+  localRuns.push(n / ((performance.now() - t0) / 1000));
+  localCpu.push(((cpuMs("self") - c0) * 1000) / n);
+}
 await local.close();
 
 const result = {
-  rawPerSec: pct(rawRuns, 0.5),
-  askPerSec: pct(askRuns, 0.5),
+  rawPerSec: pct(rawRuns.map((r) => r.perSec), 0.5),
+  askPerSec: pct(askRuns.map((r) => r.perSec), 0.5),
+  rawCpuUs: pct(rawRuns.map((r) => r.cpuUs), 0.5),
+  askCpuUs: pct(askRuns.map((r) => r.cpuUs), 0.5),
   rawP50Ms: pct(rawLat, 0.5),
   askP50Ms: pct(askLat, 0.5),
   localPerSec: pct(localRuns, 0.5),
+  localCpuUs: pct(localCpu, 0.5),
 };
 console.log(`RESULT ${JSON.stringify(result)}`);
 Deno.exit(0);

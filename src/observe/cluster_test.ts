@@ -3,7 +3,7 @@ import { createSystem } from "../../mod.ts";
 import { Account, Counter, Resize } from "../../tests/fixtures.ts";
 import { memoryJournal } from "../journal/memory.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
-import { lastSeq } from "./cluster.ts";
+import { lastSeq } from "./control.ts";
 
 Deno.test("system.cluster.stats() gathers every node's own report over the mesh", async () => {
   const mesh = inProcessMesh();

@@ -13,7 +13,7 @@
 
 import type { MeshConnection, MeshMessage } from "../mesh/types.ts";
 import type { Logger } from "../util/log.ts";
-import { closeAll, type Responder } from "./cluster.ts";
+import { closeAll, type Responder } from "./control.ts";
 import type { NodeObserver } from "./node.ts";
 
 /** The service name every Troupe node answers as. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ControlDeps, type Responder, serveControl } from "./cluster.ts";
+import { type ControlDeps, type Responder, serveControl } from "./control.ts";
 import { serveMicro } from "./micro.ts";
 
 /** What {@link serveObservation} needs from its node. */
