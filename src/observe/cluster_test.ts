@@ -48,6 +48,13 @@ Deno.test("system.cluster.stats() gathers every node's own report over the mesh"
   const leases = stats.nodes.flatMap((n) => n.leases.map((l) => l.name));
   assert.ok(leases.some((name) => name.endsWith("-reminders")), `leases: ${leases}`);
 
+  // A caller that gives up sees its own abort, kept as "aborted" (not an internal error).
+  const gaveUp = new AbortController();
+  const slow = client.ref(Counter, "c1").ask("slow", 200, { signal: gaveUp.signal });
+  gaveUp.abort();
+  await assert.rejects(slow, { name: "AbortError" });
+  assert.equal((await client.cluster.node("c")).errors[0]!.code, "aborted");
+
   assert.equal((await client.cluster.node("b")).id, "b");
   await assert.rejects(client.cluster.node("nobody", { timeout: 200 }), { code: "unavailable" });
 });

@@ -50,9 +50,13 @@ export function tracingOn(): boolean {
 
 const tracer = () => trace.getTracer("troupe");
 
-/** The stable code of an error for `error.type`: an {@link ActorError}'s code, else `internal`. */
+/**
+ * The stable code of an error for `error.type`: an {@link ActorError}'s code, `aborted` for a
+ * caller's abort (`AbortSignal` without a reason of its own), else `internal`.
+ */
 export function errorCode(err: unknown): string {
-  return err instanceof ActorError ? err.code : "internal";
+  if (err instanceof ActorError) return err.code;
+  return err instanceof Error && err.name === "AbortError" ? "aborted" : "internal";
 }
 
 /** The message kinds, as far as tracing cares. */
