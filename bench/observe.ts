@@ -7,7 +7,10 @@
  *    base with `main`), OpenTelemetry off;
  * 2. `off`: this checkout, OpenTelemetry off (`@opentelemetry/api` is a no-op);
  * 3. `on`: this checkout, OpenTelemetry on in both processes (`OTEL_DENO=true`), exporting
- *    OTLP/HTTP to a receiver in this process that discards what it gets.
+ *    OTLP/HTTP to a receiver in this process that discards what it gets;
+ * 4. `1%`: the same, keeping one trace in a hundred (`parentbased_traceidratio`, 0.01).
+ *
+ * First, the hooks alone: their cost per message with OpenTelemetry off, in this process.
  *
  * Each run starts a fresh host and client; the configurations take turns, `BENCH_ROUNDS`
  * rounds (default 5), and each figure is the median of its runs. The figures to compare: the
@@ -19,6 +22,7 @@
  * @module
  */
 import { startNatsCluster } from "../adapters/testing/mod.ts";
+import { NodeObserver } from "../src/observe/node.ts";
 import { pct, spawnNode } from "./nats.ts";
 
 const here = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -110,7 +114,44 @@ async function run(
   }
 }
 
+/**
+ * What the message path's hooks cost per message with OpenTelemetry off (this process runs
+ * without it): `observer.send` + `observer.sent` on the caller's side, `observer.turn` around a
+ * synchronous turn, against calling the turn's body directly. Nanoseconds per message.
+ */
+function hookCost(): { sendNs: number; turnNs: number; directNs: number } {
+  const obs = new NodeObserver("bench", () => []);
+  const stats = obs.type("t");
+  const init = { kind: "ask" as const, type: "t", id: "x", handler: "h" };
+  const m = { kind: "ask" as const, handler: "h", failure: undefined };
+  const self = { n: 0 };
+  function body(this: typeof self) {
+    this.n++;
+    return undefined;
+  }
+  const ns = (fn: () => void) => {
+    const runs: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      const n = 1_000_000;
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) fn();
+      runs.push(((performance.now() - t0) * 1e6) / n);
+    }
+    return pct(runs, 0.5);
+  };
+  const directNs = ns(() => body.call(self));
+  const turnNs = ns(() => obs.turn(stats, "x", m, body, self));
+  const sendNs = ns(() => obs.sent(obs.send(init), init, undefined));
+  return { sendNs, turnNs, directNs };
+}
+
 if (import.meta.main) {
+  const hooks = hookCost();
+  console.log(
+    `Hooks with OpenTelemetry off: send+sent ${hooks.sendNs.toFixed(1)} ns, turn ${
+      hooks.turnNs.toFixed(1)
+    } ns (its body alone ${hooks.directNs.toFixed(1)} ns) per message`,
+  );
   const base = Deno.env.get("BENCH_BASE") ?? await git("merge-base", "HEAD", "main");
   const baseDir = await snapshot(base);
   await using cluster = await startNatsCluster({ servers: 1, websocket: false });
@@ -121,10 +162,16 @@ if (import.meta.main) {
     OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
     OTEL_SERVICE_NAME: "bench",
   };
+  const sampled = {
+    ...otel,
+    OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+    OTEL_TRACES_SAMPLER_ARG: "0.01",
+  };
   const configs = [
     { name: "base", root: baseDir, otel: undefined },
     { name: "off", root: here, otel: undefined },
     { name: "on", root: here, otel },
+    { name: "1%", root: here, otel: sampled },
   ];
   const results = new Map<string, Result[]>(configs.map((c) => [c.name, []]));
   console.log(
@@ -180,7 +227,7 @@ if (import.meta.main) {
       } µs CPU)`,
     );
   }
-  const b = summary.base!, off = summary.off!, on = summary.on!;
+  const b = summary.base!, off = summary.off!, on = summary.on!, some = summary["1%"]!;
   console.log(
     `\nOff vs base: remote throughput ${rel(off.throughputRatio, b.throughputRatio)}, p50 ${
       rel(off.latencyRatio, b.latencyRatio)
@@ -194,5 +241,12 @@ if (import.meta.main) {
     }, local ${rel(on.localPerSec, off.localPerSec)}; CPU per remote ask ${
       rel(on.askCpuUs, off.askCpuUs)
     }, per local ask ${rel(on.localCpuUs, off.localCpuUs)}; ${receiver.posts()} OTLP posts`,
+  );
+  console.log(
+    `1 % vs off:  remote throughput ${rel(some.throughputRatio, off.throughputRatio)}, p50 ${
+      rel(some.latencyRatio, off.latencyRatio)
+    }; CPU per remote ask ${rel(some.askCpuUs, off.askCpuUs)}, per local ask ${
+      rel(some.localCpuUs, off.localCpuUs)
+    }`,
   );
 }

@@ -149,12 +149,59 @@ Deno.test({
       assert.equal(log.service, "orders");
       assert.equal(log.severity, "ERROR");
       assert.match(log.body, /a bug in order\.crash/);
-      const crashSpan = receiver.spans.find((s) =>
-        s.traceId === crashed && s.name === "process order.crash"
+      const crashSpan = await eventually(
+        () => receiver.spans.find((s) => s.traceId === crashed && s.name === "process order.crash"),
+        10_000,
+        "the crash's span",
       );
-      assert.equal(log.spanId, crashSpan?.spanId, "the log names the turn's span");
+      assert.equal(log.spanId, crashSpan.spanId, "the log names the turn's span");
+      assert.equal(crashSpan.status.code, ERROR);
+      assert.equal(crashSpan.attributes["error.type"], "internal");
 
-      // 5. Metrics arrive with their names and attributes.
+      // 5. A trace its caller does not sample records nothing on its way (the decision is
+      // passed on), while the ask works: a second client samples nothing. A sampled trace sent
+      // after it is the barrier (each process exports its spans in order).
+      await using quiet = await startNodeProcess({
+        script: NODE,
+        env: {
+          ...base,
+          ...otelEnv(receiver, "quiet"),
+          OTEL_TRACES_SAMPLER: "always_off",
+          TROUPE_ROLE: "client",
+          TROUPE_NODE: "client-2",
+        },
+      });
+      const unsampled = hex(16);
+      const notSampled = await fetch(`http://127.0.0.1:${quiet.info.port}/api/order/o5/place`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          traceparent: `00-${unsampled}-${hex(8)}-01`,
+        },
+        body: JSON.stringify("pear"),
+      });
+      assert.equal(notSampled.status, 200);
+      await notSampled.body?.cancel();
+      const barrier = hex(16);
+      const loud = await post("order/o6/place", "plum", {
+        traceparent: `00-${barrier}-${hex(8)}-01`,
+      });
+      assert.equal(loud.status, 200);
+      await loud.body?.cancel();
+      await eventually(
+        () =>
+          receiver.spans.find((s) => s.traceId === barrier && s.name === "process stock.reserve"),
+        10_000,
+        "the barrier's last span",
+      );
+      await eventually(
+        () => receiver.spans.find((s) => s.traceId === barrier && s.service === "client"),
+        10_000,
+        "the barrier's client spans",
+      );
+      assert.deepEqual(receiver.spans.filter((s) => s.traceId === unsampled), []);
+
+      // 6. Metrics arrive with their names and attributes.
       const metric = (service: string, name: string, match: Record<string, unknown>) =>
         receiver.points.findLast((p) =>
           p.service === service && p.name === name &&

@@ -10,6 +10,10 @@
  * `process <type>.<handler>` span (SERVER / CONSUMER) is the send span's child and is active
  * while the handler runs, so the calls the handler makes are its children.
  *
+ * Sampling is decided where a trace starts (Deno's sampler, `OTEL_TRACES_SAMPLER`) and followed
+ * on every hop: a message whose trace context says "not sampled" records no span and passes
+ * that on, as a parent-based sampler would decide, without paying for spans nobody exports.
+ *
  * @module
  */
 
@@ -25,6 +29,7 @@ import {
   SpanKind,
   SpanStatusCode,
   trace,
+  TraceFlags,
 } from "@opentelemetry/api";
 import { ActorError } from "../errors.ts";
 
@@ -87,8 +92,13 @@ export function startSend(
   handler: string,
   node: string,
   kind: Kind,
-): { span: Span; trace: string } {
+): { span: Span | undefined; trace: string } {
   const active = context.active();
+  const parent = trace.getSpan(active);
+  if (parent !== undefined && (parent.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) {
+    // Its trace is not sampled: record nothing, pass the decision on.
+    return { span: undefined, trace: traceOf(active) };
+  }
   const linked = active.getValue(LINK) as Link | undefined;
   const span = tracer().startSpan(`send ${type}.${handler}`, {
     kind: kind === "tell" ? SpanKind.PRODUCER : SpanKind.CLIENT,
@@ -110,8 +120,10 @@ export function startProcess(
   node: string,
   kind: Kind,
   from: string | undefined,
-): { span: Span; context: Context } {
+): { span: Span | undefined; context: Context } {
   const parent = from === undefined ? ROOT_CONTEXT : contextOf(from);
+  // The sender's trace is not sampled: record nothing; its calls inherit the decision.
+  if (from !== undefined && !sampled(from)) return { span: undefined, context: parent };
   const span = tracer().startSpan(`process ${type}.${handler}`, {
     kind: kind === "tell" ? SpanKind.CONSUMER : SpanKind.SERVER,
     attributes: attributes(type, id, handler, node, kind),
@@ -129,6 +141,13 @@ export function endSpan(span: Span, err?: unknown): void {
     });
   }
   span.end();
+}
+
+/** Whether a {@link traceOf} string says its trace is sampled (the last bit of its flags). */
+function sampled(traced: string): boolean {
+  // "00-<trace id: 32>-<span id: 16>-<flags: 2>"
+  const flags = parseInt(traced.slice(53, 55), 16);
+  return Number.isNaN(flags) || (flags & TraceFlags.SAMPLED) !== 0;
 }
 
 /** The W3C trace context of `ctx` as one string: `traceparent`, a space, then `tracestate`. */
