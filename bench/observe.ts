@@ -36,7 +36,7 @@ async function git(...args: string[]): Promise<string> {
 }
 
 /** A snapshot of `commit` in a temporary directory, using this checkout's node_modules. */
-async function snapshot(commit: string): Promise<string> {
+export async function snapshot(commit: string): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: `troupe-base-${commit.slice(0, 8)}-` });
   const archive = new Deno.Command("git", { args: ["archive", commit], cwd: here, stdout: "piped" })
     .spawn();
