@@ -44,10 +44,31 @@ export type {
   AnyFn,
   DefinitionOptions,
   EventsOf,
+  HandlerFn,
+  HandlerPayloads,
+  HandlerResults,
   Hook,
+  SchemaHandler,
   StateOf,
   Upcasters,
 } from "./src/actor/define.ts";
+export { streamOf } from "./src/actor/schema.ts";
+export type {
+  HandlerSchemas,
+  InferInput,
+  InferOutput,
+  PayloadIssue,
+  StandardSchemaFailure,
+  StandardSchemaIssue,
+  StandardSchemaOptions,
+  StandardSchemaPathSegment,
+  StandardSchemaProps,
+  StandardSchemaResult,
+  StandardSchemaSuccess,
+  StandardSchemaTypes,
+  StandardSchemaV1,
+  StreamSchema,
+} from "./src/actor/schema.ts";
 export type { Context } from "./src/actor/context.ts";
 export type {
   ActorRef,
@@ -104,10 +125,13 @@ export {
 export type { ActorErrorOptions, ErrorCode } from "./src/errors.ts";
 export { memoryJournal } from "./src/journal/memory.ts";
 export type { MemoryJournalOptions } from "./src/journal/memory.ts";
+export { isOwned } from "./src/journal/types.ts";
 export type {
   Append,
+  Claim,
   Journal,
   NewEvent,
+  Owned,
   Recovered,
   Reminder,
   Snapshot,
@@ -129,6 +153,7 @@ export type {
   MeshStatus,
   MeshSubscription,
   PublishOptions,
+  RequestHandle,
   RequestOptions,
   SubscribeOptions,
 } from "./src/mesh/types.ts";

@@ -10,6 +10,7 @@
 
 import { createClient } from "@libsql/client/node";
 import { libsqlJournal, type LibsqlJournalOptions } from "../adapters/libsql/mod.ts";
+import { isOwned } from "../src/journal/types.ts";
 
 /** Options of {@link benchJournal}. */
 export interface BenchJournalOptions {
@@ -218,7 +219,9 @@ export async function benchActivation(
         const t = performance.now();
         const rec = await journal.activate(`bench/cold${i}`);
         times.push(performance.now() - t);
-        if (rec.events.length !== 100 || !rec.snapshot) throw new Error("bad activation");
+        if (isOwned(rec) || rec.events.length !== 100 || !rec.snapshot) {
+          throw new Error("bad activation");
+        }
       }
       times.sort((a, b) => a - b);
       const q = (p: number) =>

@@ -352,7 +352,7 @@ class SystemImpl implements System {
     };
     this.directory = {
       nodes: () => this.#membership.nodes(),
-      locate: (def, id) => this.#locate(def.name, id),
+      locate: (def, id) => this.#dispatch.locate(def.name, id),
       watch: (): AsyncIterable<DirectoryEvent> => this.#watch(),
     };
     this.#observer = new NodeObserver(
@@ -364,13 +364,8 @@ class SystemImpl implements System {
       conn,
       nodes: () => this.#membership.nodes(),
       hostsOf: (type) => this.#membership.hostsOf(type),
-      locate: (type, id) => this.#locate(type, id),
+      locate: (type, id) => this.#dispatch.locate(type, id),
     });
-  }
-
-  #locate(type: string, id: string): Promise<string | undefined> {
-    if (this.#dispatch.local.isActive(type, id)) return Promise.resolve(this.node);
-    return this.#ownership.locate(type, id);
   }
 
   async start(): Promise<void> {
@@ -389,9 +384,7 @@ class SystemImpl implements System {
       ttl: this.#ttl,
       onWarning: (m) => this.#log.warn(m),
     });
-    this.#ownership = await createOwnership(this.#conn, this.#membership, {
-      prefix: this.#prefix,
-    });
+    this.#ownership = createOwnership(this.#membership, { journal: this.#journal });
     this.#leases = await createLeases(this.#conn, this.#membership, {
       prefix: this.#prefix,
       node: this.node,
@@ -471,7 +464,7 @@ class SystemImpl implements System {
       endpoint: (type) =>
         this.#defs.get(type)?.stateless
           ? { subject: s.worker(type), queueGroup: s.workerGroup(type) }
-          : { subject: s.node(this.node) },
+          : { subject: s.hosted(this.node, type) },
     });
   }
 
@@ -596,7 +589,7 @@ class SystemImpl implements System {
 
   #watch(): AsyncIterable<DirectoryEvent> {
     const queue = createEventQueue<DirectoryEvent>();
-    const sources = [this.#membership.watch(), this.#ownership.watch()];
+    const sources = [this.#membership.watch(), this.#dispatch.activations.watch()];
     let ended = 0;
     for (const source of sources) {
       void (async () => {
@@ -625,7 +618,7 @@ class SystemImpl implements System {
     await this.#dispatch.drain(bound);
     this.#unfence?.();
     await this.#leases.close().catch((err) => this.#log.warn("Lease release failed", { err }));
-    await this.#ownership.close().catch(() => {});
+    this.#ownership.close();
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
     await this.#observing?.close();

@@ -433,7 +433,9 @@ function gatedJournal() {
   let failNext = false;
   const journal: Journal = {
     ...base,
-    activate: (a) => base.activate(a),
+    activate: (a, c) => base.activate(a, c),
+    release: (a, n, e) => base.release(a, n, e),
+    owner: (a) => base.owner(a),
     read: (a, f, l) => base.read(a, f, l),
     reply: (a, k) => base.reply(a, k),
     dueReminders: (n, l) => base.dueReminders(n, l),
@@ -610,7 +612,9 @@ Deno.test("a snapshot of another version is ignored: the state is replayed from 
   const base = memoryJournal();
   const snapshots: { seq: number; version: number }[] = [];
   const journal: Journal = {
-    activate: (a) => base.activate(a),
+    activate: (a, c) => base.activate(a, c),
+    release: (a, n, e) => base.release(a, n, e),
+    owner: (a) => base.owner(a),
     read: (a, f, l) => base.read(a, f, l),
     reply: (a, k) => base.reply(a, k),
     dueReminders: (n, l) => base.dueReminders(n, l),

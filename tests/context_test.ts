@@ -96,7 +96,9 @@ function holdableJournal() {
   let gate: Promise<void> | undefined;
   let waiting = Promise.withResolvers<void>();
   const journal: Journal = {
-    activate: (a) => base.activate(a),
+    activate: (a, c) => base.activate(a, c),
+    release: (a, n, e) => base.release(a, n, e),
+    owner: (a) => base.owner(a),
     read: (a, f, l) => base.read(a, f, l),
     reply: (a, k) => base.reply(a, k),
     dueReminders: (n, l) => base.dueReminders(n, l),

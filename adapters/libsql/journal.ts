@@ -15,6 +15,7 @@ import {
   type InValue,
   LibsqlError,
   type Row,
+  type Transaction,
 } from "@libsql/client/node";
 import {
   ActorError,
@@ -23,11 +24,18 @@ import {
   InternalError,
   UnavailableError,
 } from "../../src/errors.ts";
-import { staleEpoch, unexpectedSeq, validateAppend } from "../../src/journal/memory.ts";
+import {
+  staleEpoch,
+  unexpectedSeq,
+  validateAppend,
+  validateClaim,
+} from "../../src/journal/memory.ts";
 import {
   type Append,
+  type Claim,
   IDEMPOTENCY_RETENTION,
   type Journal,
+  type Owned,
   type Recovered,
   type Reminder,
   type Snapshot,
@@ -43,10 +51,10 @@ import { storeOnConnection } from "./store.ts";
  * @example
  * ```ts
  * import { SCHEMA_VERSION } from "@troupe/troupe/libsql";
- * console.log(SCHEMA_VERSION); // 1
+ * console.log(SCHEMA_VERSION); // 2
  * ```
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /**
  * The longest a local database call waits for a lock synchronously (SQLite's busy timeout),
@@ -153,8 +161,8 @@ export interface LibsqlJournal extends Journal, StoreSource {
  * in `troupe_meta`.
  *
  * Schema: `events(actor, seq, type, version, data, at)` keyed by `(actor, seq)`,
- * `snapshots(actor, seq, version, state)`, `activations(actor, epoch, seq)` (the epoch and
- * head of each actor: fencing checks read one row), `idempotency(actor, key, reply, at)`,
+ * `snapshots(actor, seq, version, state)`, `activations(actor, epoch, seq, owner)` (the
+ * epoch, head and owning node of each actor: fencing checks read one row), `idempotency(actor, key, reply, at)`,
  * `reminders(id, actor, handler, data, due)`, `troupe_meta(key, value)`.
  *
  * Appends are group-committed: the appends that arrive while a commit runs share the next
@@ -178,9 +186,12 @@ export interface LibsqlJournal extends Journal, StoreSource {
  *
  * @example
  * ```ts
+ * import { isOwned } from "@troupe/troupe";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
- * const { epoch, seq } = await journal.activate("account/alice");
+ * const rec = await journal.activate("account/alice", { node: "n1" });
+ * if (isOwned(rec)) throw new Error(`owned by ${rec.owner}`);
+ * const { epoch, seq } = rec;
  * await journal.append({
  *   actor: "account/alice",
  *   epoch,
@@ -202,7 +213,7 @@ const DDL: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS snapshots (actor TEXT PRIMARY KEY, seq INTEGER NOT NULL,
     version INTEGER NOT NULL, state BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS activations (actor TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
-    seq INTEGER NOT NULL) WITHOUT ROWID`,
+    seq INTEGER NOT NULL, owner TEXT) WITHOUT ROWID`,
   `CREATE TABLE IF NOT EXISTS idempotency (actor TEXT NOT NULL, key TEXT NOT NULL,
     reply BLOB NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (actor, key)) WITHOUT ROWID`,
   `CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)`,
@@ -428,25 +439,41 @@ class LibsqlJournalImpl implements LibsqlJournal {
 
   // ---- reads and small writes ----------------------------------------------------------
 
-  activate(actor: string): Promise<Recovered> {
+  activate(actor: string, claim?: Claim): Promise<Recovered | Owned> {
+    try {
+      validateClaim(actor, claim);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.#run(`activate "${actor}"`, async (client) => {
-      const [head, snap, events] = await client.batch([
+      const node = claim?.node ?? null;
+      // One write transaction: the owner check, the epoch bump and the reads. The reads
+      // return rows only when the activation happened (the owner is then `node`, or none
+      // without a claim).
+      const mine = "(SELECT owner FROM activations WHERE actor = ?) IS ?";
+      const [, head, snap, events] = await client.batch([
         {
-          sql: `INSERT INTO activations (actor, epoch, seq)
-                VALUES (?, 1, (SELECT coalesce(max(seq), 0) FROM events WHERE actor = ?))
-                ON CONFLICT (actor) DO UPDATE SET epoch = epoch + 1
-                RETURNING epoch, seq`,
-          args: [actor, actor],
+          sql: `INSERT INTO activations (actor, epoch, seq, owner)
+                VALUES (?, 1, (SELECT coalesce(max(seq), 0) FROM events WHERE actor = ?), ?)
+                ON CONFLICT (actor) DO UPDATE SET epoch = epoch + 1, owner = excluded.owner
+                WHERE ? IS NULL OR owner IS NULL OR owner = ? OR owner = ?`,
+          args: [actor, actor, node, node, node, claim?.takeOver ?? null],
         },
-        { sql: "SELECT seq, version, state FROM snapshots WHERE actor = ?", args: [actor] },
+        { sql: "SELECT epoch, seq, owner FROM activations WHERE actor = ?", args: [actor] },
+        {
+          sql: `SELECT seq, version, state FROM snapshots WHERE actor = ? AND ${mine}`,
+          args: [actor, actor, node],
+        },
         {
           sql: `SELECT seq, type, version, data, at FROM events
                 WHERE actor = ? AND seq > coalesce((SELECT seq FROM snapshots WHERE actor = ?), 0)
-                ORDER BY seq`,
-          args: [actor, actor],
+                AND ${mine} ORDER BY seq`,
+          args: [actor, actor, actor, node],
         },
       ], "write");
       const h = head!.rows[0]!;
+      const owner = h.owner === null || h.owner === undefined ? null : String(h.owner);
+      if (owner !== node) return { owner: owner ?? "", epoch: Number(h.epoch) };
       const s = snap!.rows[0];
       const snapshot: Snapshot | undefined = s
         ? { seq: Number(s.seq), version: Number(s.version), state: bytes(s.state) }
@@ -457,6 +484,26 @@ class LibsqlJournalImpl implements LibsqlJournal {
         events: events!.rows.map(toEvent),
         ...(snapshot ? { snapshot } : {}),
       };
+    });
+  }
+
+  release(actor: string, node: string, epoch: number): Promise<void> {
+    return this.#run(`release "${actor}"`, async (client) => {
+      await client.execute({
+        sql: "UPDATE activations SET owner = NULL WHERE actor = ? AND owner = ? AND epoch = ?",
+        args: [actor, node, epoch],
+      });
+    });
+  }
+
+  owner(actor: string): Promise<Owned | undefined> {
+    return this.#run(`read the owner of "${actor}"`, async (client) => {
+      const rs = await client.execute({
+        sql: "SELECT owner, epoch FROM activations WHERE actor = ? AND owner IS NOT NULL",
+        args: [actor],
+      });
+      const r = rs.rows[0];
+      return r ? { owner: String(r.owner), epoch: Number(r.epoch) } : undefined;
     });
   }
 
@@ -887,32 +934,50 @@ function checkedStatements(appends: readonly Append[], now: number): InStatement
   return stmts;
 }
 
-/** Creates or migrates the schema (idempotent; safe when several processes do it at once). */
+/**
+ * Creates or migrates the schema (idempotent; safe when several processes do it at once: the
+ * version is read again inside the write transaction that migrates).
+ *
+ * Versions: 1 → 2 adds `activations.owner` (the node owning each actor, for claims).
+ */
 async function migrate(client: Client): Promise<void> {
-  const found = await client.execute(
+  if (await schemaVersion(client) === SCHEMA_VERSION) return;
+  const tx = await client.transaction("write");
+  try {
+    const version = await schemaVersion(tx);
+    if (version > SCHEMA_VERSION) {
+      throw new UnavailableError(
+        `The journal database has schema version ${version}, newer than this code supports (${SCHEMA_VERSION})`,
+      );
+    }
+    if (version < SCHEMA_VERSION) {
+      if (version >= 1) {
+        const cols = await tx.execute("SELECT name FROM pragma_table_info('activations')");
+        if (!cols.rows.some((r) => r.name === "owner")) {
+          await tx.execute("ALTER TABLE activations ADD COLUMN owner TEXT");
+        }
+      }
+      for (const ddl of DDL) await tx.execute(ddl);
+      await tx.execute({
+        sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
+              ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value < excluded.value`,
+        args: [SCHEMA_VERSION],
+      });
+    }
+    await tx.commit();
+  } finally {
+    tx.close();
+  }
+}
+
+/** The schema version recorded in the database (0: none yet). */
+async function schemaVersion(db: Client | Transaction): Promise<number> {
+  const found = await db.execute(
     "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'troupe_meta'",
   );
-  let version = 0;
-  if (found.rows.length > 0) {
-    const rs = await client.execute(
-      "SELECT value FROM troupe_meta WHERE key = 'schema_version'",
-    );
-    version = Number(rs.rows[0]?.value ?? 0);
-  }
-  if (version === SCHEMA_VERSION) return;
-  if (version > SCHEMA_VERSION) {
-    throw new UnavailableError(
-      `The journal database has schema version ${version}, newer than this code supports (${SCHEMA_VERSION})`,
-    );
-  }
-  await client.batch([
-    ...DDL,
-    {
-      sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
-            ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value < excluded.value`,
-      args: [SCHEMA_VERSION],
-    },
-  ], "write");
+  if (found.rows.length === 0) return 0;
+  const rs = await db.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
+  return Number(rs.rows[0]?.value ?? 0);
 }
 
 function isBusy(err: unknown): boolean {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { journalConformance } from "../../src/journal/conformance.ts";
 import { createClient } from "@libsql/client/node";
 import { type ActorError, UnavailableError } from "../../src/errors.ts";
-import type { Journal } from "../../src/journal/types.ts";
+import { isOwned, type Journal, type Recovered } from "../../src/journal/types.ts";
 import { libsqlJournal, SCHEMA_VERSION } from "./journal.ts";
 
 /** A fresh temp dir, removed with everything in it on dispose (`await using`). */
@@ -17,7 +17,9 @@ async function fileJournal(): Promise<Journal> {
   const j = libsqlJournal({ url: `file:${dir.path}/j.db` });
   let closing: Promise<void> | undefined;
   return {
-    activate: (actor) => j.activate(actor),
+    activate: (actor, claim) => j.activate(actor, claim),
+    release: (actor, node, epoch) => j.release(actor, node, epoch),
+    owner: (actor) => j.owner(actor),
     append: (append) => j.append(append),
     read: (actor, from, limit) => j.read(actor, from, limit),
     reply: (actor, key) => j.reply(actor, key),
@@ -40,13 +42,21 @@ journalConformance("libsql :memory:", () => Promise.resolve(libsqlJournal({ url:
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+/** Activates without a claim (never refused). */
+async function recover(j: Journal, actor: string): Promise<Recovered> {
+  const r = await j.activate(actor);
+  if (isOwned(r)) throw new Error(`activate("${actor}") without a claim was refused`);
+  return r;
+}
+
 const ev = (text: string) => ({ type: "noted", version: 1, data: enc.encode(text), at: 1 });
 
 Deno.test("libsqlJournal() keeps data across close and reopen, with the schema version recorded", async () => {
   await using tmp = await tempDir();
   const url = `file:${tmp.path}/reopen.db`;
   const a = libsqlJournal({ url });
-  const { epoch } = await a.activate("t/a");
+  const { epoch } = await recover(a, "t/a");
   await a.append({
     actor: "t/a",
     epoch,
@@ -59,7 +69,7 @@ Deno.test("libsqlJournal() keeps data across close and reopen, with the schema v
   await a.close();
   const b = libsqlJournal({ url });
   try {
-    const rec = await b.activate("t/a");
+    const rec = await recover(b, "t/a");
     assert.equal(rec.epoch, epoch + 1);
     assert.equal(rec.seq, 2);
     assert.equal(dec.decode(rec.snapshot!.state), "S1");
@@ -106,7 +116,7 @@ Deno.test("two libsqlJournal instances on one file: fencing holds, no event lost
     const work = (j: typeof a, prefix: string) =>
       Promise.all(Array.from({ length: 50 }, async (_, i) => {
         const actor = `${prefix}/${i}`;
-        const { epoch } = await j.activate(actor);
+        const { epoch } = await recover(j, actor);
         for (let s = 0; s < 20; s++) {
           await j.append({ actor, epoch, expectedSeq: s, events: [ev(`${actor}:${s}`)] });
         }
@@ -122,9 +132,9 @@ Deno.test("two libsqlJournal instances on one file: fencing holds, no event lost
       }
     }
     // One actor, activated by a then by b: a is fenced.
-    const ra = await a.activate("shared/1");
+    const ra = await recover(a, "shared/1");
     await a.append({ actor: "shared/1", epoch: ra.epoch, expectedSeq: 0, events: [ev("a1")] });
-    const rb = await b.activate("shared/1");
+    const rb = await recover(b, "shared/1");
     assert.equal(rb.seq, 1);
     await assert.rejects(
       a.append({ actor: "shared/1", epoch: ra.epoch, expectedSeq: 1, events: [ev("a2")] }),
@@ -253,12 +263,12 @@ Deno.test({
     const path = `${tmp.path}/ro.db`;
     const url = `file:${path}`;
     const setup = libsqlJournal({ url });
-    await setup.activate("t/a");
+    await recover(setup, "t/a");
     await setup.close();
     assert.ok(await chattr("+i", path), "chattr +i worked when probed but not now");
     try {
       const j = libsqlJournal({ url, openTimeoutMs: 200 });
-      const err = await j.activate("t/a").then(() => undefined, (e: ActorError) => e);
+      const err = await recover(j, "t/a").then(() => undefined, (e: ActorError) => e);
       assert.ok(err instanceof UnavailableError, `expected unavailable, got ${err}`);
       assert.match(err.message, /read-only|cannot be opened/);
       assert.match(err.message, /ro\.db/);
@@ -275,7 +285,7 @@ Deno.test("a lock held by another connection fails appends with unavailable afte
   const j = libsqlJournal({ url, busyTimeoutMs: 200 });
   const other = createClient({ url });
   try {
-    const { epoch } = await j.activate("t/a");
+    const { epoch } = await recover(j, "t/a");
     await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("1")] });
     // The other client holds the write lock (BEGIN IMMEDIATE plus a write; in WAL mode this
     // is what BEGIN EXCLUSIVE holds against writers) until it rolls back.
@@ -393,7 +403,7 @@ Deno.test("a write lock held by a paused process stalls neither the event loop n
   const j = libsqlJournal({ url, busyTimeoutMs: 800 });
   const k = libsqlJournal({ url: fresh, openTimeoutMs: 800 });
   try {
-    const { epoch } = await j.activate("t/a");
+    const { epoch } = await recover(j, "t/a");
     await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("1")] });
     await using holder = await lockHolder(tmp.path, [url, fresh]);
     holder.child.kill("SIGSTOP"); // paused while it holds both write locks
@@ -441,7 +451,7 @@ Deno.test("a write lock held by a paused process stalls neither the event loop n
 Deno.test("idempotency records are pruned to maxPerActor and maxAgeMs", async () => {
   const j = libsqlJournal({ url: ":memory:", retention: { maxAgeMs: 60_000, maxPerActor: 3 } });
   try {
-    const { epoch } = await j.activate("t/a");
+    const { epoch } = await recover(j, "t/a");
     for (let i = 1; i <= 5; i++) {
       await j.append({
         actor: "t/a",
@@ -469,10 +479,10 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
   const j = libsqlJournal({ url });
   try {
     const actors = Array.from({ length: 60 }, (_, i) => `t/m${i}`);
-    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
     // t/m1: activated again, so epochs[1] is stale. t/m3: an event already stored past the
     // head (written behind the journal's back), so its append hits the primary key.
-    await j.activate("t/m1");
+    await recover(j, "t/m1");
     const other = createClient({ url });
     await other.execute({
       sql:
@@ -521,7 +531,7 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
       if (actor === "t/m1" || actor === "t/m3") assert.equal(r.status, "rejected", actor);
       else assert.equal(r.status, "fulfilled", actor);
     });
-    const rec = await j.activate("t/m0");
+    const rec = await recover(j, "t/m0");
     assert.equal(rec.seq, 3);
     assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), ["t/m0#2", "t/m0#3"]);
   } finally {
@@ -533,7 +543,7 @@ Deno.test("a group commit larger than one INSERT's parameter limit writes every 
   const j = libsqlJournal({ url: ":memory:" });
   try {
     const actors = Array.from({ length: 1500 }, (_, i) => `t/big${i}`);
-    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
     // 1500 appends × 4 events = 6000 rows: more than 32766 parameters at 6 per row.
     await Promise.all(actors.map((actor, i) =>
       j.append({
@@ -551,7 +561,107 @@ Deno.test("a group commit larger than one INSERT's parameter limit writes every 
         "d",
       ]);
     }
-    assert.equal((await j.activate(actors[1499]!)).seq, 4);
+    assert.equal((await recover(j, actors[1499]!)).seq, 4);
+  } finally {
+    await j.close();
+  }
+});
+
+Deno.test("a schema version 1 file is migrated: activations gain an owner, the data stays", async () => {
+  await using tmp = await tempDir();
+  const url = `file:${tmp.path}/v1.db`;
+  const client = createClient({ url });
+  try {
+    // The version 1 schema and a row of each kind, as version 1 wrote them.
+    await client.batch([
+      "CREATE TABLE troupe_meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID",
+      `CREATE TABLE events (actor TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
+        version INTEGER NOT NULL, data BLOB NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (actor, seq)) WITHOUT ROWID`,
+      `CREATE TABLE snapshots (actor TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+        version INTEGER NOT NULL, state BLOB NOT NULL)`,
+      `CREATE TABLE activations (actor TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL) WITHOUT ROWID`,
+      `CREATE TABLE idempotency (actor TEXT NOT NULL, key TEXT NOT NULL, reply BLOB NOT NULL,
+        at INTEGER NOT NULL, PRIMARY KEY (actor, key)) WITHOUT ROWID`,
+      `CREATE TABLE reminders (id TEXT PRIMARY KEY, actor TEXT NOT NULL, handler TEXT NOT NULL,
+        data BLOB NOT NULL, due INTEGER NOT NULL)`,
+      "INSERT INTO troupe_meta VALUES ('schema_version', 1)",
+      "INSERT INTO activations VALUES ('t/a', 3, 1)",
+      { sql: "INSERT INTO events VALUES ('t/a', 1, 'noted', 1, ?, 1)", args: [enc.encode("old")] },
+    ], "write");
+  } finally {
+    client.close();
+  }
+  // Two journals open (and migrate) it at once.
+  const [a, b] = [libsqlJournal({ url }), libsqlJournal({ url })];
+  try {
+    const [ra, rb] = await Promise.all([
+      a.activate("t/a", { node: "n1" }),
+      b.activate("t/a", { node: "n2" }),
+    ]);
+    assert.equal([ra, rb].filter((r) => !isOwned(r)).length, 1, "exactly one claim wins");
+    const won = (isOwned(ra) ? rb : ra) as Recovered;
+    assert.equal(won.epoch, 4);
+    assert.equal(won.seq, 1);
+    assert.deepEqual(won.events.map((e) => dec.decode(e.data)), ["old"]);
+    assert.deepEqual(await a.owner("t/a"), { owner: isOwned(ra) ? "n2" : "n1", epoch: 4 });
+  } finally {
+    await a.close();
+    await b.close();
+  }
+  const check = createClient({ url });
+  try {
+    const rs = await check.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
+    assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
+  } finally {
+    check.close();
+  }
+});
+
+const CLAIMER = `
+import { libsqlJournal } from ${JSON.stringify(new URL("./journal.ts", import.meta.url).href)};
+const [url, node, count] = Deno.args;
+const j = libsqlJournal({ url, busyTimeoutMs: 20000 });
+const won = [];
+await Promise.all(Array.from({ length: Number(count) }, async (_, i) => {
+  const r = await j.activate("claimed/" + i, { node });
+  if (!("owner" in r)) won.push([i, r.epoch]);
+}));
+await j.close();
+console.log(JSON.stringify(won));
+`;
+
+Deno.test("three processes claim the same actors on one file: each actor has exactly one owner", async () => {
+  await using tmp = await tempDir();
+  const url = `file:${tmp.path}/claims.db`;
+  const script = `${tmp.path}/claimer.js`;
+  await Deno.writeTextFile(script, CLAIMER);
+  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const nodes = ["p1", "p2", "p3"];
+  const count = 200;
+  const outs = await Promise.all(nodes.map((node) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--config", config, script, url, node, String(count)],
+      stdout: "piped",
+      stderr: "piped",
+    }).output()
+  ));
+  const owners = new Map<number, { node: string; epoch: number }>();
+  outs.forEach((o, n) => {
+    assert.equal(o.code, 0, dec.decode(o.stderr));
+    const won = JSON.parse(dec.decode(o.stdout).trim().split("\n").pop()!) as [number, number][];
+    for (const [i, epoch] of won) {
+      assert.equal(owners.get(i), undefined, `actor ${i} won twice`);
+      owners.set(i, { node: nodes[n]!, epoch });
+    }
+  });
+  assert.equal(owners.size, count, "every actor has an owner");
+  const j = libsqlJournal({ url });
+  try {
+    for (const [i, { node, epoch }] of owners) {
+      assert.deepEqual(await j.owner(`claimed/${i}`), { owner: node, epoch });
+    }
   } finally {
     await j.close();
   }

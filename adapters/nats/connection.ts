@@ -35,6 +35,7 @@ import {
 } from "../../src/mesh/types.ts";
 import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
 import {
+  checkRequestSubject,
   checkSubject,
   isStreamNotFound,
   isTemporaryBucketOpen,
@@ -47,6 +48,7 @@ import {
 import { NatsKvBucket, replicatedCasIsSafe } from "./kv.ts";
 import type { NatsKvWatch } from "./kv_watch.ts";
 import type { NatsMeshOptions } from "./mesh.ts";
+import { checkJetStream } from "./setup.ts";
 
 /**
  * The {@link MeshConnection} of one node. Besides the port's methods it has members that
@@ -65,9 +67,9 @@ export class NatsMeshConnection implements MeshConnection {
   readonly watches = new Set<NatsKvWatch>();
   /** Whether the client is connected now (watches restart only when it is). Internal. */
   connected = true;
-  readonly #inflight = new Set<(err: unknown) => void>();
   readonly #jsmByTimeout = new Map<number, Promise<JetStreamManager>>();
   #closing: Promise<void> | undefined;
+  #setup: Promise<void> | undefined;
 
   /** Wraps a connected client; called by `natsMesh().connect`. Internal. */
   constructor(nc: NatsConnection, node: string, options: NatsMeshOptions) {
@@ -142,7 +144,10 @@ export class NatsMeshConnection implements MeshConnection {
   /** Tells the status listeners (logs errors when there are none). Internal. */
   emit(status: MeshStatus): void {
     if (status.type === "error" && this.#listeners.size === 0) {
-      console.error(`troupe nats mesh (node "${this.node}"):`, status.error);
+      // a permission violation's stack is the client's parser: its message says it all
+      const e = status.error;
+      const error = e instanceof natsErrors.PermissionViolationError ? e.message : e;
+      console.error(`troupe nats mesh (node "${this.node}"):`, error);
     }
     for (const l of this.#listeners) {
       try {
@@ -199,56 +204,36 @@ export class NatsMeshConnection implements MeshConnection {
   // deno-lint-ignore require-await
   async request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage> {
     this.#check();
-    const { signal } = options;
-    signal?.throwIfAborted();
-    checkSubject(subject, "request");
-    const what = `Request to "${subject}"`;
+    options.signal?.throwIfAborted();
+    checkRequestSubject(subject);
     const prefix = this.#muxPrefix ??= this.#startMux();
     const token = (++this.#muxSeq).toString(36);
     return new Promise<MeshMessage>((resolve, reject) => {
-      const finish = (): boolean => {
-        const p = this.#pending.get(token);
-        if (!p) return false;
-        this.#pending.delete(token);
-        this.#inflight.delete(cancel);
-        this.#deadlines.remove(p.entry);
-        if (onAbort) signal!.removeEventListener("abort", onAbort);
-        return true;
-      };
-      const cancel = (err: unknown) => {
-        if (finish()) reject(err);
-      };
-      const onAbort = signal ? () => cancel(signal.reason) : undefined;
-      const timeout = Math.max(1, Math.ceil(options.timeout));
-      const entry = this.#deadlines.add(
-        performance.now() + timeout,
-        () => cancel(new MeshError("timeout", `${what} timed out after ${timeout} ms`)),
+      const p = new PendingRequest(
+        this.#pending,
+        this.#deadlines,
+        token,
+        subject,
+        resolve,
+        reject,
+        options,
       );
-      this.#pending.set(token, {
-        entry,
-        settle: (msg) => {
-          if (!finish()) return;
-          if (msg.data.length === 0 && msg.headers?.code === 503) {
-            reject(new MeshError("no_responders", `${what}: no responders`));
-          } else resolve(toMeshMessage(msg));
-        },
-      });
-      this.#inflight.add(cancel);
-      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+      p.entry = this.#deadlines.add(performance.now() + p.timeout, p.expire);
+      this.#pending.set(token, p);
       try {
-        const opts: { reply: string; headers?: MsgHdrs } = { reply: `${prefix}.${token}` };
-        const h = toNatsHeaders(options.headers);
-        if (h) opts.headers = h;
-        this.nc.publish(subject, data, opts);
+        const reply = `${prefix}.${token}`;
+        const headers = options.headers && toNatsHeaders(options.headers);
+        this.nc.publish(subject, data, headers ? { reply, headers } : { reply });
       } catch (err) {
-        cancel(toMeshError(err, what));
+        p.cancel(toMeshError(err, `Request to "${subject}"`));
       }
     });
   }
 
   #muxPrefix: string | undefined;
   #muxSeq = 0;
-  readonly #pending = new Map<string, { entry: WheelEntry; settle: (msg: Msg) => void }>();
+  /** Requests waiting for their reply, by token. */
+  readonly #pending = new Map<string, PendingRequest>();
   readonly #deadlines = new TimerWheel(5);
 
   #startMux(): string {
@@ -257,7 +242,7 @@ export class NatsMeshConnection implements MeshConnection {
     this.nc.subscribe(`${prefix}.*`, {
       callback: (err, msg) => {
         if (err) return;
-        this.#pending.get(msg.subject.slice(strip))?.settle(msg);
+        this.#pending.get(msg.subject.slice(strip))?.answer(msg);
       },
     });
     return prefix;
@@ -320,6 +305,9 @@ export class NatsMeshConnection implements MeshConnection {
     if (!(Number.isInteger(history) && history >= 1 && history <= 64)) {
       throw new RangeError(`Cannot open KV bucket "${bucket}" with history ${history}: 1 to 64`);
     }
+    // once: a server without JetStream, or a user without a node's permissions, fails here
+    const probe = Math.min(this.#options.kvTimeout ?? 5000, 2000);
+    await (this.#setup ??= checkJetStream(this.nc, this.node, this.#options.user, probe));
     const replicas = this.#replicas(options?.replicas);
     const deadline = performance.now() + 3 * (this.#options.connectTimeout ?? 10_000);
     const what = `Cannot open KV bucket "${bucket}"`;
@@ -405,8 +393,8 @@ export class NatsMeshConnection implements MeshConnection {
     await this.nc.closed();
     await this.#statusLoop;
     this.#listeners.clear();
-    for (const cancel of [...this.#inflight]) {
-      cancel(new MeshError("closed", `Request of node "${this.node}" failed: connection closed`));
+    for (const p of [...this.#pending.values()]) {
+      p.cancel(new MeshError("closed", `Request of node "${this.node}" failed: connection closed`));
     }
     this.#deadlines.close();
   }
@@ -434,5 +422,62 @@ class NatsSubscription implements MeshSubscription {
     } catch {
       // closed already
     }
+  }
+}
+
+/**
+ * One request waiting for its reply: one object per request (its deadline on the connection's
+ * timer wheel, its cancel hook) instead of a closure per outcome.
+ */
+class PendingRequest {
+  entry: WheelEntry | undefined;
+  readonly timeout: number;
+  readonly #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly pending: Map<string, PendingRequest>,
+    readonly wheel: TimerWheel,
+    readonly token: string,
+    readonly subject: string,
+    readonly resolve: (msg: MeshMessage) => void,
+    readonly reject: (err: unknown) => void,
+    readonly options: RequestOptions,
+  ) {
+    this.timeout = Math.max(1, Math.ceil(options.timeout));
+    const { signal, handle } = options;
+    if (handle) handle.cancel = this.cancel;
+    if (signal) {
+      this.#onAbort = () => this.cancel(signal.reason);
+      signal.addEventListener("abort", this.#onAbort, { once: true });
+    }
+  }
+
+  #finish(): boolean {
+    if (this.pending.get(this.token) !== this) return false;
+    this.pending.delete(this.token);
+    if (this.entry) this.wheel.remove(this.entry);
+    if (this.#onAbort) this.options.signal!.removeEventListener("abort", this.#onAbort);
+    if (this.options.handle) this.options.handle.cancel = undefined;
+    return true;
+  }
+
+  /** Rejects the request with `err` (a cancel, a closed connection). */
+  readonly cancel = (err: unknown): void => {
+    if (this.#finish()) this.reject(err);
+  };
+
+  /** Its deadline passed. */
+  readonly expire = (): void => {
+    this.cancel(
+      new MeshError("timeout", `Request to "${this.subject}" timed out after ${this.timeout} ms`),
+    );
+  };
+
+  /** Its reply arrived: "no responders" is the server's 503 status with an empty body. */
+  answer(msg: Msg): void {
+    if (!this.#finish()) return;
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      this.reject(new MeshError("no_responders", `Request to "${this.subject}": no responders`));
+    } else this.resolve(toMeshMessage(msg));
   }
 }

@@ -16,7 +16,14 @@ import {
   TimeoutError,
   UnavailableError,
 } from "../errors.ts";
-import type { Journal, NewEvent, Reminder, Snapshot, StoredEvent } from "../journal/types.ts";
+import type {
+  Journal,
+  NewEvent,
+  Recovered,
+  Reminder,
+  Snapshot,
+  StoredEvent,
+} from "../journal/types.ts";
 import type { NodeObserver, TypeStats } from "../observe/node.ts";
 import {
   type Deferred,
@@ -53,22 +60,25 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   /** Whether this node may not process messages at `now` (its lease lapsed). */
   fenced(now?: number): boolean;
   /**
-   * Called once when the activation has stopped; `leftover` messages need a new home
-   * (`owner`: the node that owns the actor, when the claim found one; `contended`: another
-   * activation of it exists, found by the journal's fence).
+   * Called once when the activation has stopped; `leftover` messages, which nothing processed,
+   * need a new home (`owner`: the live node that owns the actor, when the claim found one).
    */
-  stopped(activation: Activation<M>, leftover: M[], owner?: string, contended?: boolean): void;
-  /** Claims ownership of the actor cluster-wide; throws {@link Redirect} when owned elsewhere. */
-  claim(activation: Activation<M>): Promise<void>;
+  stopped(activation: Activation<M>, leftover: M[], owner?: Redirect): void;
+  /**
+   * Claims the actor cluster-wide and starts its activation in the journal (a new epoch, and
+   * what to recover from); throws {@link Redirect} when another live node owns it.
+   */
+  claim(activation: Activation<M>): Promise<Recovered>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
   /** The node's config as it is now (a turn keeps the one it started with). */
   configView(): ConfigView;
 }
 
-/** Thrown by `host.claim()`: the actor is active on another node. */
+/** Thrown by `host.claim()`: the actor is owned by another live node. */
 export class Redirect extends Error {
-  constructor(readonly owner: string) {
+  /** `owner` holds the actor at epoch `revision`. */
+  constructor(readonly owner: string, readonly revision: number) {
     super(`Actor is owned by node "${owner}"`);
   }
 }
@@ -118,6 +128,8 @@ export class Activation<M extends Envelope = Envelope> {
   status: "starting" | "active" | "stopping" | "stopped" = "starting";
   /** Monotonic time of the last message. */
   lastActive = performance.now();
+  /** Whether it became active (took messages) at some point. */
+  wasActive = false;
   /** Resolves when started (rejects if recovery failed); undefined once it has. */
   #ready: Promise<void> | undefined;
 
@@ -149,6 +161,11 @@ export class Activation<M extends Envelope = Envelope> {
     const ready = this.#start();
     ready.catch(() => {});
     this.#ready = ready;
+  }
+
+  /** Its epoch in the journal, once it claimed the actor. */
+  get epoch(): number | undefined {
+    return this.#epoch;
   }
 
   /** Resolves when started (rejects if recovery failed). */
@@ -183,11 +200,10 @@ export class Activation<M extends Envelope = Envelope> {
 
   async #start(): Promise<void> {
     try {
-      await this.#host.claim(this);
+      const rec = await this.#host.claim(this);
       if ((this.status as Activation["status"]) !== "starting") return; // stopped meanwhile
+      this.#epoch = rec.epoch;
       if (this.def.eventSourced) {
-        const rec = await this.#host.journal.activate(this.key);
-        this.#epoch = rec.epoch;
         if (rec.snapshot && rec.snapshot.version === this.def.snapshotVersion) {
           this.state = this.#host.storage.decode(rec.snapshot.state);
           this.seq = rec.snapshot.seq;
@@ -204,6 +220,7 @@ export class Activation<M extends Envelope = Envelope> {
       // become active, or it would take messages beside its successor.
       if ((this.status as Activation["status"]) !== "starting") return;
       this.status = "active";
+      this.wasActive = true;
       this.#ready = undefined;
       this.#kick();
     } catch (err) {
@@ -211,7 +228,7 @@ export class Activation<M extends Envelope = Envelope> {
       this.status = "stopped";
       if (err instanceof Redirect) {
         this.#stoppedResolve();
-        this.#host.stopped(this, this.#drainQueue(), err.owner);
+        this.#host.stopped(this, this.#drainQueue(), err);
         throw err;
       }
       const error = err instanceof ActorError
@@ -488,7 +505,7 @@ export class Activation<M extends Envelope = Envelope> {
   #commitError(err: unknown): ActorError {
     const original = err instanceof JournalFailure ? err.original : err;
     if (original instanceof Stopped) return original;
-    this.#stop(original instanceof ConflictError);
+    this.#stop();
     if (original instanceof ConflictError) {
       return new UnavailableError(
         `${this.key} was activated elsewhere; this activation stopped (${original.message})`,
@@ -520,9 +537,8 @@ export class Activation<M extends Envelope = Envelope> {
     if (needsJournal) {
       const storage = this.#host.storage;
       try {
-        if (this.#epoch === undefined) {
-          this.#epoch = (await this.#host.journal.activate(this.key)).epoch;
-        }
+        // Every activation holds an epoch from its claim before its first turn.
+        if (this.#epoch === undefined) throw new InternalError(`${this.key} has no epoch`);
         const events: NewEvent[] = staged.map((e) => ({
           type: e.type,
           version: this.def.eventVersions[e.type] ?? 1,
@@ -656,13 +672,13 @@ export class Activation<M extends Envelope = Envelope> {
     return this.#stop();
   }
 
-  /** Stops; `contended`: another activation of this actor exists (the journal said so). */
-  #stop(contended = false): Promise<void> {
+  /** Stops; what is left in the mailbox is handed back to the node. */
+  #stop(): Promise<void> {
     if (this.status === "stopped") return this.stoppedPromise;
     this.status = "stopped";
     const leftover = this.#drainQueue();
     this.#stoppedResolve();
-    this.#host.stopped(this, leftover, undefined, contended);
+    this.#host.stopped(this, leftover);
     return this.stoppedPromise;
   }
 

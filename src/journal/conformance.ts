@@ -7,7 +7,16 @@
 
 import assert from "node:assert/strict";
 import { ActorError } from "../errors.ts";
-import type { Append, Journal, NewEvent, Reminder } from "./types.ts";
+import {
+  type Append,
+  type Claim,
+  isOwned,
+  type Journal,
+  type NewEvent,
+  type Owned,
+  type Recovered,
+  type Reminder,
+} from "./types.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -18,6 +27,30 @@ function ev(text: string, at = 1_700_000_000_000): NewEvent {
 
 function texts(events: readonly { data: Uint8Array }[]): string[] {
   return events.map((e) => dec.decode(e.data));
+}
+
+/** Activates without a claim: always a {@link Recovered}. */
+async function recover(j: Journal, actor: string): Promise<Recovered> {
+  const r = await j.activate(actor);
+  assert.ok(!isOwned(r), `activate("${actor}") without a claim was refused`);
+  return r;
+}
+
+/** Activates with a claim that must succeed. */
+async function claim(j: Journal, actor: string, c: Claim): Promise<Recovered> {
+  const r = await j.activate(actor, c);
+  assert.ok(
+    !isOwned(r),
+    `the claim of ${c.node} on "${actor}" was refused (owner ${isOwned(r) ? r.owner : ""})`,
+  );
+  return r;
+}
+
+/** Activates with a claim that must be refused. */
+async function refused(j: Journal, actor: string, c: Claim): Promise<Owned> {
+  const r = await j.activate(actor, c);
+  assert.ok(isOwned(r), `the claim of ${c.node} on "${actor}" was not refused`);
+  return r;
 }
 
 async function rejectsWith(p: Promise<unknown>, code: string, match?: RegExp): Promise<void> {
@@ -56,7 +89,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   }
 
   test("activate() of a new actor gives epoch 1 and an empty log", async (j) => {
-    const rec = await j.activate("t/new");
+    const rec = await recover(j, "t/new");
     assert.equal(rec.epoch, 1);
     assert.equal(rec.seq, 0);
     assert.deepEqual(rec.events, []);
@@ -66,15 +99,15 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   });
 
   test("activate() bumps the epoch each time", async (j) => {
-    const a = await j.activate("t/a");
-    const b = await j.activate("t/a");
-    const c = await j.activate("t/a");
+    const a = await recover(j, "t/a");
+    const b = await recover(j, "t/a");
+    const c = await recover(j, "t/a");
     assert.ok(a.epoch < b.epoch && b.epoch < c.epoch);
-    assert.equal((await j.activate("t/other")).epoch, 1);
+    assert.equal((await recover(j, "t/other")).epoch, 1);
   });
 
   test("append() then read() returns the events with seq 1, 2, … and their fields", async (j) => {
-    const { epoch } = await j.activate("t/a");
+    const { epoch } = await recover(j, "t/a");
     await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("one", 5), ev("two", 6)] });
     await j.append({
       actor: "t/a",
@@ -91,13 +124,13 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     ]);
     assert.ok(events[0]!.data instanceof Uint8Array);
     assert.deepEqual([...events[2]!.data], [0, 255, 7]);
-    const rec = await j.activate("t/a");
+    const rec = await recover(j, "t/a");
     assert.equal(rec.seq, 3);
     assert.deepEqual(texts(rec.events.slice(0, 2)), ["one", "two"]);
   });
 
   test("stored data does not alias the caller's buffers", async (j) => {
-    const { epoch } = await j.activate("t/a");
+    const { epoch } = await recover(j, "t/a");
     const data = enc.encode("abc");
     await j.append({
       actor: "t/a",
@@ -111,7 +144,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   });
 
   test("read() pages with from and limit", async (j) => {
-    const { epoch } = await j.activate("t/p");
+    const { epoch } = await recover(j, "t/p");
     for (let i = 0; i < 25; i++) {
       await j.append({ actor: "t/p", epoch, expectedSeq: i, events: [ev(`e${i + 1}`)] });
     }
@@ -130,7 +163,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   });
 
   test("activate() returns the latest snapshot and only the events after it", async (j) => {
-    const { epoch } = await j.activate("t/s");
+    const { epoch } = await recover(j, "t/s");
     await j.append({ actor: "t/s", epoch, expectedSeq: 0, events: [ev("1"), ev("2"), ev("3")] });
     await j.append({
       actor: "t/s",
@@ -140,7 +173,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       snapshot: { seq: 4, version: 2, state: enc.encode("state@4") },
     });
     await j.append({ actor: "t/s", epoch, expectedSeq: 4, events: [ev("5"), ev("6")] });
-    const rec = await j.activate("t/s");
+    const rec = await recover(j, "t/s");
     assert.equal(rec.seq, 6);
     assert.equal(rec.snapshot?.seq, 4);
     assert.equal(rec.snapshot?.version, 2);
@@ -155,7 +188,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       events: [],
       snapshot: { seq: 6, version: 2, state: enc.encode("state@6") },
     });
-    const again = await j.activate("t/s");
+    const again = await recover(j, "t/s");
     assert.equal(again.seq, 6);
     assert.equal(again.snapshot?.seq, 6);
     assert.deepEqual(again.events, []);
@@ -164,7 +197,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   });
 
   test("append() with a wrong expectedSeq rejects with conflict and writes nothing", async (j) => {
-    const { epoch } = await j.activate("t/c");
+    const { epoch } = await recover(j, "t/c");
     await j.append({ actor: "t/c", epoch, expectedSeq: 0, events: [ev("1")] });
     const bad: Append = {
       actor: "t/c",
@@ -180,15 +213,15 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     assert.deepEqual(texts(await j.read("t/c", 1, 100)), ["1"]);
     assert.equal(await j.reply("t/c", "k1"), undefined);
     assert.equal(await j.nextReminder(), undefined);
-    const rec = await j.activate("t/c");
+    const rec = await recover(j, "t/c");
     assert.equal(rec.snapshot, undefined);
     assert.equal(rec.seq, 1);
   });
 
   test("a stale epoch is fenced: the older activation's append fails, no fork, no gap", async (j) => {
-    const old = await j.activate("t/f");
+    const old = await recover(j, "t/f");
     await j.append({ actor: "t/f", epoch: old.epoch, expectedSeq: 0, events: [ev("old-1")] });
-    const cur = await j.activate("t/f");
+    const cur = await recover(j, "t/f");
     assert.equal(cur.seq, 1);
     await rejectsWith(
       j.append({ actor: "t/f", epoch: old.epoch, expectedSeq: 1, events: [ev("old-2")] }),
@@ -220,7 +253,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   });
 
   test("events, snapshot, idempotency record and reminders are written together", async (j) => {
-    const { epoch } = await j.activate("t/at");
+    const { epoch } = await recover(j, "t/at");
     const reminders: Reminder[] = [
       { id: "r1", actor: "t/at", handler: "tick", data: enc.encode("p1"), due: 200 },
       { id: "r2", actor: "t/at", handler: "tock", data: enc.encode("p2"), due: 100 },
@@ -240,7 +273,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       ["r2", "t/at", "tock", "p2", 100],
       ["r1", "t/at", "tick", "p1", 200],
     ]);
-    const rec = await j.activate("t/at");
+    const rec = await recover(j, "t/at");
     assert.equal(dec.decode(rec.snapshot!.state), "S2");
     assert.equal(rec.seq, 2);
     // A fenced append with all parts leaves no part behind.
@@ -258,13 +291,13 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     );
     assert.equal(await j.reply("t/at", "msg-2"), undefined);
     assert.deepEqual((await j.dueReminders(1000, 10)).map((r) => r.id), ["r2", "r1"]);
-    const after = await j.activate("t/at");
+    const after = await recover(j, "t/at");
     assert.equal(after.seq, 2);
     assert.equal(dec.decode(after.snapshot!.state), "S2");
   });
 
   test("reply() finds a stored reply by actor and key; an append may carry only a reply", async (j) => {
-    const { epoch } = await j.activate("t/i");
+    const { epoch } = await recover(j, "t/i");
     await j.append({
       actor: "t/i",
       epoch,
@@ -275,12 +308,12 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     assert.deepEqual([...(await j.reply("t/i", "k"))!], [1, 2, 3]);
     assert.equal(await j.reply("t/i", "other"), undefined);
     assert.equal(await j.reply("t/other", "k"), undefined);
-    assert.equal((await j.activate("t/i")).seq, 0);
+    assert.equal((await recover(j, "t/i")).seq, 0);
   });
 
   test("concurrent appends of many actors all succeed, each acknowledged on its own", async (j) => {
     const actors = Array.from({ length: 200 }, (_, i) => `t/many-${i}`);
-    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
     const rounds = 5;
     await Promise.all(actors.map(async (actor, i) => {
       for (let r = 0; r < rounds; r++) {
@@ -295,7 +328,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
 
   test("one conflicting append in a concurrent burst fails alone", async (j) => {
     const actors = Array.from({ length: 100 }, (_, i) => `t/burst-${i}`);
-    const epochs = await Promise.all(actors.map(async (a) => (await j.activate(a)).epoch));
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
     const results = await Promise.allSettled(actors.map((actor, i) =>
       j.append({
         actor,
@@ -318,7 +351,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   });
 
   test("two concurrent appends of one actor chain when the second expects the first", async (j) => {
-    const { epoch } = await j.activate("t/chain");
+    const { epoch } = await recover(j, "t/chain");
     const [a, b, c] = await Promise.allSettled([
       j.append({ actor: "t/chain", epoch, expectedSeq: 0, events: [ev("1"), ev("2")] }),
       j.append({ actor: "t/chain", epoch, expectedSeq: 2, events: [ev("3")] }),
@@ -333,7 +366,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
   test("reminders: due in order with a limit, next, upsert by id, delete is idempotent", async (j) => {
     assert.equal(await j.nextReminder(), undefined);
     assert.deepEqual(await j.dueReminders(Number.MAX_SAFE_INTEGER, 10), []);
-    const { epoch } = await j.activate("t/r");
+    const { epoch } = await recover(j, "t/r");
     const r = (id: string, due: number): Reminder => ({
       id,
       actor: "t/r",
@@ -366,15 +399,116 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     assert.equal(await j.nextReminder(), undefined);
   });
 
+  test("a claim on an actor without an owner records the claimer; owner() reads it", async (j) => {
+    assert.equal(await j.owner("t/o"), undefined);
+    const rec = await claim(j, "t/o", { node: "n1" });
+    assert.equal(rec.epoch, 1);
+    assert.equal(rec.seq, 0);
+    assert.deepEqual(await j.owner("t/o"), { owner: "n1", epoch: 1 });
+    // The claim gives a normal activation: its epoch appends.
+    await j.append({ actor: "t/o", epoch: rec.epoch, expectedSeq: 0, events: [ev("1")] });
+    // The owner claims again (a restart of its activation): a new epoch, the log read back.
+    const again = await claim(j, "t/o", { node: "n1" });
+    assert.equal(again.epoch, 2);
+    assert.equal(again.seq, 1);
+    assert.deepEqual(texts(again.events), ["1"]);
+    assert.deepEqual(await j.owner("t/o"), { owner: "n1", epoch: 2 });
+    assert.equal(await j.owner("t/other"), undefined);
+  });
+
+  test("a claim on an actor owned by another node is refused and writes nothing", async (j) => {
+    const rec = await claim(j, "t/o", { node: "n1" });
+    const owned = await refused(j, "t/o", { node: "n2" });
+    assert.deepEqual(owned, { owner: "n1", epoch: rec.epoch });
+    // A takeover naming another node than the owner is refused too.
+    assert.deepEqual(await refused(j, "t/o", { node: "n2", takeOver: "n3" }), owned);
+    // Nothing was written: the owner's epoch still appends.
+    await j.append({ actor: "t/o", epoch: rec.epoch, expectedSeq: 0, events: [ev("1")] });
+    assert.deepEqual(await j.owner("t/o"), { owner: "n1", epoch: rec.epoch });
+  });
+
+  test("a takeover replaces exactly the owner it names and fences it", async (j) => {
+    const old = await claim(j, "t/o", { node: "n1" });
+    await j.append({ actor: "t/o", epoch: old.epoch, expectedSeq: 0, events: [ev("by-n1")] });
+    const rec = await claim(j, "t/o", { node: "n2", takeOver: "n1" });
+    assert.ok(rec.epoch > old.epoch);
+    assert.equal(rec.seq, 1);
+    assert.deepEqual(texts(rec.events), ["by-n1"]);
+    assert.deepEqual(await j.owner("t/o"), { owner: "n2", epoch: rec.epoch });
+    await rejectsWith(
+      j.append({ actor: "t/o", epoch: old.epoch, expectedSeq: 1, events: [ev("late")] }),
+      "conflict",
+      /epoch/,
+    );
+    // A second takeover of the same dead node finds the new owner and is refused.
+    assert.deepEqual(await refused(j, "t/o", { node: "n3", takeOver: "n1" }), {
+      owner: "n2",
+      epoch: rec.epoch,
+    });
+  });
+
+  test("release() clears the owner only at its node and epoch, idempotently", async (j) => {
+    const rec = await claim(j, "t/o", { node: "n1" });
+    await j.release("t/o", "n2", rec.epoch); // another node: nothing
+    await j.release("t/o", "n1", rec.epoch - 1); // an older epoch: nothing
+    await j.release("t/never", "n1", 1); // an unknown actor: nothing
+    assert.deepEqual(await j.owner("t/o"), { owner: "n1", epoch: rec.epoch });
+    await j.release("t/o", "n1", rec.epoch);
+    await j.release("t/o", "n1", rec.epoch);
+    assert.equal(await j.owner("t/o"), undefined);
+    // Free again: any node claims it, with a newer epoch, and a late release of the old
+    // activation does not clear the new owner.
+    const next = await claim(j, "t/o", { node: "n2" });
+    assert.ok(next.epoch > rec.epoch);
+    await j.release("t/o", "n1", rec.epoch);
+    assert.deepEqual(await j.owner("t/o"), { owner: "n2", epoch: next.epoch });
+    // The owner's own earlier activation cannot release its later one either.
+    const later = await claim(j, "t/o", { node: "n2" });
+    await j.release("t/o", "n2", next.epoch);
+    assert.deepEqual(await j.owner("t/o"), { owner: "n2", epoch: later.epoch });
+  });
+
+  test("activate() without a claim bumps the epoch and leaves no owner", async (j) => {
+    const rec = await claim(j, "t/o", { node: "n1" });
+    const plain = await recover(j, "t/o");
+    assert.ok(plain.epoch > rec.epoch);
+    assert.equal(await j.owner("t/o"), undefined);
+    assert.equal((await claim(j, "t/o", { node: "n2" })).epoch, plain.epoch + 1);
+  });
+
+  test("concurrent claims of one actor by several nodes: exactly one wins", async (j) => {
+    for (let round = 0; round < 5; round++) {
+      const actor = `t/race-${round}`;
+      const nodes = ["n1", "n2", "n3", "n4"];
+      const results = await Promise.all(nodes.map((node) => j.activate(actor, { node })));
+      const winners = nodes.filter((_, i) => !isOwned(results[i]!));
+      assert.equal(winners.length, 1, `round ${round}: winners ${winners.join(",")}`);
+      const won = results.find((r) => !isOwned(r)) as Recovered;
+      for (const r of results) {
+        if (isOwned(r)) assert.deepEqual(r, { owner: winners[0], epoch: won.epoch });
+      }
+      assert.deepEqual(await j.owner(actor), { owner: winners[0], epoch: won.epoch });
+    }
+  });
+
+  test("a claim without a node is a TypeError", async (j) => {
+    await assert.rejects(j.activate("t/o", { node: "" }), TypeError);
+    await assert.rejects(j.activate("", { node: "n1" }), TypeError);
+    assert.equal(await j.owner("t/o"), undefined);
+  });
+
   Deno.test(`journal conformance (${name}): every call after close() rejects with closed`, async () => {
     const j = await open();
-    const { epoch } = await j.activate("t/x");
+    const { epoch } = await recover(j, "t/x");
     const pending = j.append({ actor: "t/x", epoch, expectedSeq: 0, events: [ev("1")] });
     await j.close();
     await pending; // accepted before close(): close() waits for it
     await j.close(); // idempotent
     const calls: Promise<unknown>[] = [
       j.activate("t/x"),
+      j.activate("t/x", { node: "n1" }),
+      j.release("t/x", "n1", epoch),
+      j.owner("t/x"),
       j.append({ actor: "t/x", epoch, expectedSeq: 1, events: [ev("2")] }),
       j.read("t/x", 1, 10),
       j.reply("t/x", "k"),

@@ -9,8 +9,10 @@
 import { ClosedError, ConflictError } from "../errors.ts";
 import {
   type Append,
+  type Claim,
   IDEMPOTENCY_RETENTION,
   type Journal,
+  type Owned,
   type Recovered,
   type Reminder,
   type Snapshot,
@@ -33,6 +35,8 @@ export interface MemoryJournalOptions {
 
 interface ActorLog {
   epoch: number;
+  /** The node recorded as the owner, if any. */
+  owner?: string;
   events: StoredEvent[];
   snapshot?: Snapshot;
   /** key → record; Map order is insertion order, i.e. oldest first. */
@@ -48,8 +52,11 @@ interface ActorLog {
  * @example
  * ```ts
  * import { memoryJournal } from "./memory.ts";
+ * import { isOwned } from "./types.ts";
  * const journal = memoryJournal();
- * const { epoch, seq } = await journal.activate("account/alice");
+ * const rec = await journal.activate("account/alice");
+ * if (isOwned(rec)) throw new Error("activate() without a claim is never refused");
+ * const { epoch, seq } = rec;
  * const data = new TextEncoder().encode("{}");
  * await journal.append({
  *   actor: "account/alice",
@@ -65,6 +72,11 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const now = options.now ?? Date.now;
   const logs = new Map<string, ActorLog>();
   const reminders = new Map<string, Reminder>();
+  /**
+   * The highest epoch of a record forgotten on release (see `release`): a record made again
+   * starts above it, so an actor's epochs still only grow.
+   */
+  let epochFloor = 0;
   let closed = false;
 
   function check(what: string): void {
@@ -74,7 +86,7 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   function log(actor: string): ActorLog {
     let l = logs.get(actor);
     if (!l) {
-      l = { epoch: 0, events: [], replies: new Map() };
+      l = { epoch: epochFloor, events: [], replies: new Map() };
       logs.set(actor, l);
     }
     return l;
@@ -85,11 +97,19 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   }
 
   return {
-    async activate(actor: string): Promise<Recovered> {
+    async activate(actor: string, claim?: Claim): Promise<Recovered | Owned> {
+      validateClaim(actor, claim);
       await Promise.resolve();
       check(`activate ${JSON.stringify(actor)}`);
       const l = log(actor);
+      if (
+        claim && l.owner !== undefined && l.owner !== claim.node && l.owner !== claim.takeOver
+      ) {
+        return { owner: l.owner, epoch: l.epoch };
+      }
       l.epoch++;
+      if (claim) l.owner = claim.node;
+      else delete l.owner;
       const from = l.snapshot?.seq ?? 0;
       const rec: Recovered = {
         epoch: l.epoch,
@@ -132,6 +152,27 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
         }
       }
       for (const r of a.reminders ?? []) reminders.set(r.id, copyReminder(r));
+    },
+
+    async release(actor: string, node: string, epoch: number): Promise<void> {
+      await Promise.resolve();
+      check(`release ${JSON.stringify(actor)}`);
+      const l = logs.get(actor);
+      if (!l || l.owner !== node || l.epoch !== epoch) return;
+      delete l.owner;
+      // An actor that never stored anything (an actor without events, say) leaves no trace:
+      // a node that activated a hundred thousand of them keeps no record of each.
+      if (l.events.length === 0 && !l.snapshot && l.replies.size === 0) {
+        logs.delete(actor);
+        if (l.epoch > epochFloor) epochFloor = l.epoch;
+      }
+    },
+
+    async owner(actor: string): Promise<Owned | undefined> {
+      await Promise.resolve();
+      check(`read the owner of ${JSON.stringify(actor)}`);
+      const l = logs.get(actor);
+      return l?.owner === undefined ? undefined : { owner: l.owner, epoch: l.epoch };
     },
 
     async read(actor: string, from: number, limit: number): Promise<StoredEvent[]> {
@@ -178,6 +219,24 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
       return Promise.resolve();
     },
   };
+}
+
+/** Checks a claim's shape (a programming error is a `TypeError`). */
+export function validateClaim(actor: string, claim: Claim | undefined): void {
+  if (typeof actor !== "string" || actor === "") {
+    throw new TypeError(`Cannot activate: actor must be a non-empty string, got ${String(actor)}`);
+  }
+  if (claim === undefined) return;
+  if (typeof claim.node !== "string" || claim.node === "") {
+    throw new TypeError(
+      `Cannot activate "${actor}": claim.node must be a non-empty string, got ${
+        String(claim.node)
+      }`,
+    );
+  }
+  if (claim.takeOver !== undefined && typeof claim.takeOver !== "string") {
+    throw new TypeError(`Cannot activate "${actor}": claim.takeOver must be a string`);
+  }
 }
 
 /**

@@ -74,6 +74,40 @@ export interface Recovered {
   readonly seq: number;
 }
 
+/** A node's claim on an actor, made with {@link Journal.activate}. */
+export interface Claim {
+  /** The claiming node's id. */
+  readonly node: string;
+  /** A recorded owner the claimer has found dead: the claim may replace exactly that owner. */
+  readonly takeOver?: string;
+}
+
+/** The actor is owned by another node; nothing was written. */
+export interface Owned {
+  /** The owner's node id. */
+  readonly owner: string;
+  /** The owner's epoch (the record's revision: it only grows). */
+  readonly epoch: number;
+}
+
+/**
+ * Whether an activate result is a refusal.
+ *
+ * @example
+ * ```ts
+ * import { isOwned } from "./types.ts";
+ * import { memoryJournal } from "./memory.ts";
+ * const journal = memoryJournal();
+ * await journal.activate("account/alice", { node: "n1" });
+ * const r = await journal.activate("account/alice", { node: "n2" });
+ * if (isOwned(r)) console.log(`owned by ${r.owner} at epoch ${r.epoch}`);
+ * await journal.close();
+ * ```
+ */
+export function isOwned(r: Recovered | Owned): r is Owned {
+  return "owner" in r;
+}
+
 /** One atomic write of an activation: events, and what must be stored with them. */
 export interface Append {
   /** Actor key. */
@@ -100,8 +134,21 @@ export interface Journal {
   /**
    * Starts a new activation of `actor`: bumps its epoch and reads the latest snapshot and the
    * events after it, in one transaction.
+   *
+   * Without `claim`, the recorded owner becomes unknown (none). With `claim`, in one atomic
+   * step: if the recorded owner is none, equal to `claim.node`, or equal to `claim.takeOver`,
+   * the epoch is bumped, the owner becomes `claim.node` and the result is {@link Recovered};
+   * otherwise the result is {@link Owned} (the owner and its epoch) and nothing is written.
+   * Narrow the result with {@link isOwned}.
    */
-  activate(actor: string): Promise<Recovered>;
+  activate(actor: string, claim?: Claim): Promise<Recovered | Owned>;
+  /**
+   * Clears the recorded owner of `actor` if it is still `node` at `epoch` (a passivation);
+   * otherwise does nothing. Idempotent; concurrent releases may share one transaction.
+   */
+  release(actor: string, node: string, epoch: number): Promise<void>;
+  /** The recorded owner of `actor` (alive or not) and its epoch, or undefined when none is. */
+  owner(actor: string): Promise<Owned | undefined>;
   /**
    * Appends atomically. Rejects with `ConflictError` (code `conflict`) when `epoch` is no
    * longer current or `expectedSeq` is not the last seq; nothing is written then. Resolves

@@ -1,6 +1,6 @@
 /**
  * `system.cluster`: the cluster's own report of itself, over the mesh. Each node answers for
- * itself on its control subjects (`<prefix>.c.<node>.stats`, `<prefix>.c.<node>.inspect`, nodes
+ * itself on its control subjects (`<prefix>.c.obs.<node>.stats`, `<prefix>.c.obs.<node>.inspect`, nodes
  * only; see control.ts), and {@link clusterClient} asks every live node and puts the answers
  * together. The dashboard reads it; so can any other tool.
  *
@@ -173,7 +173,7 @@ export function controlSubject(
   node: string,
   op: "stats" | "inspect" | "*",
 ): string {
-  return `${prefix}.c.${encodeToken(node)}.${op}`;
+  return `${prefix}.c.obs.${encodeToken(node)}.${op}`;
 }
 
 /** What {@link clusterClient} needs from its node. */

@@ -1,6 +1,6 @@
 /**
  * The node's side of `system.cluster` (cluster.ts): it answers its control subjects
- * (`<prefix>.c.<node>.stats|inspect`) about itself, from its own counts, activations and
+ * (`<prefix>.c.obs.<node>.stats|inspect`) about itself, from its own counts, activations and
  * journal.
  *
  * @module
@@ -89,7 +89,7 @@ export function nodeStats(d: ControlDeps): NodeStats {
 }
 
 /**
- * Answers this node's control subjects (`<prefix>.c.<node>.stats|inspect`).
+ * Answers this node's control subjects (`<prefix>.c.obs.<node>.stats|inspect`).
  */
 export function serveControl(d: ControlDeps): Responder {
   const codec = msgpack;

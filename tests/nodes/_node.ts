@@ -43,7 +43,9 @@ export async function startNode(
   const e = nodeEnv(name);
   const base = libsqlJournal({ url: e.journalUrl });
   const journal: Journal = !e.trace ? base : {
-    activate: (actor) => base.activate(actor),
+    activate: (actor, claim) => base.activate(actor, claim),
+    release: (actor, node, epoch) => base.release(actor, node, epoch),
+    owner: (actor) => base.owner(actor),
     async append(a) {
       const what = {
         node: e.node,
