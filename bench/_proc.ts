@@ -243,3 +243,43 @@ export function quantile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(s.length * p))]!;
 }
+
+/** What {@link rawMux} needs of a NATS connection. */
+interface MuxConnection {
+  subscribe(subject: string, opts: { callback: (err: unknown, msg: MuxMsg) => void }): unknown;
+  publish(subject: string, data: Uint8Array, opts: { reply: string }): void;
+}
+interface MuxMsg {
+  readonly subject: string;
+  readonly data: Uint8Array;
+}
+
+/**
+ * Request/reply at the protocol's fastest, as a baseline: one subscription on a reply prefix,
+ * a token per request, a map of pending requests, no timer per request.
+ */
+export function rawMux(
+  nc: MuxConnection,
+  subject: string,
+  data: Uint8Array,
+): () => Promise<Uint8Array> {
+  const prefix = `_INBOX.${crypto.randomUUID().replaceAll("-", "")}`;
+  const pending = new Map<string, (d: Uint8Array) => void>();
+  let seq = 0;
+  nc.subscribe(`${prefix}.*`, {
+    callback: (_err, msg) => {
+      const token = msg.subject.slice(prefix.length + 1);
+      const done = pending.get(token);
+      if (done) {
+        pending.delete(token);
+        done(msg.data);
+      }
+    },
+  });
+  return () =>
+    new Promise((resolve) => {
+      const token = (++seq).toString(36);
+      pending.set(token, resolve);
+      nc.publish(subject, data, { reply: `${prefix}.${token}` });
+    });
+}

@@ -1,16 +1,25 @@
 // Profiling harness (not a benchmark): asks with an object payload for a few seconds, the host in
 // another process (its profile too, when PROF_HOST=1).
+// CPU: `deno run -A --cpu-prof --cpu-prof-dir=/tmp/prof/client bench/_prof_ask.ts` (PROF_HOST=1:
+// the host's in /tmp/prof/host). Allocations: PROF_ALLOC=<dir> samples every allocation of the
+// measured asks in both processes (bench/_alloc_prof.ts) into <dir>/client.heapprofile and
+// <dir>/host.heapprofile. Read either with `deno run -A bench/_prof_top.ts <file> <asks>`.
 import { createSystem } from "../mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { BenchEcho, BenchWorker } from "./actors.ts";
+import { startAllocProfile, stopAllocProfile } from "./_alloc_prof.ts";
 
 await using cluster = await startNatsCluster({ servers: 1 });
 const env = {
   TROUPE_SERVERS: cluster.urls[0]!,
   TROUPE_PREFIX: "bench",
   TROUPE_NODE: "bench-host",
+  ...(Deno.env.get("PROF_ALLOC")
+    ? { PROF_ALLOC: `${Deno.env.get("PROF_ALLOC")}/host.heapprofile` }
+    : {}),
 };
+const alloc = Deno.env.get("PROF_ALLOC");
 const args = ["run", "-A"];
 if (Deno.env.get("PROF_HOST")) args.push("--cpu-prof", "--cpu-prof-dir=/tmp/prof/host");
 const proc = new Deno.Command(Deno.execPath(), {
@@ -25,6 +34,13 @@ const sys = await createSystem({ mesh: natsMesh({ servers: cluster.urls[0]!, pre
 const payload = { user: "alice", amount: 42, note: "x".repeat(64) };
 const worker = Deno.env.get("PROF_WORKER") !== undefined;
 const ref = worker ? sys.ref(BenchWorker) : sys.ref(BenchEcho, "p");
+// Warm up (JIT, activation) before anything is measured.
+for (let i = 0; i < 2000; i++) await ref.ask("ping", payload as unknown as Uint8Array);
+if (alloc) {
+  proc.kill("SIGUSR1"); // the host starts sampling too
+  await startAllocProfile();
+  await new Promise((r) => setTimeout(r, 200));
+}
 let n = 0;
 const until = performance.now() + Number(Deno.env.get("PROF_SECONDS") ?? 8) * 1000;
 await Promise.all(Array.from({ length: 64 }, async () => {
@@ -33,7 +49,8 @@ await Promise.all(Array.from({ length: 64 }, async () => {
     n++;
   }
 }));
-console.log(`${Math.round(n / Number(Deno.env.get("PROF_SECONDS") ?? 8))}/s`);
+console.log(`${Math.round(n / Number(Deno.env.get("PROF_SECONDS") ?? 8))}/s, ${n} asks measured`);
+if (alloc) await stopAllocProfile(`${alloc}/client.heapprofile`);
 await sys.close();
 proc.kill("SIGTERM");
 await proc.status;

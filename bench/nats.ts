@@ -20,7 +20,7 @@ import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { wsconnect } from "@nats-io/nats-core";
 import { BenchEcho, BenchWorker } from "./actors.ts";
-import { CpuMeter, loadAverage } from "./_proc.ts";
+import { CpuMeter, loadAverage, rawMux } from "./_proc.ts";
 import { benchMoleculer } from "./moleculer/run.ts";
 
 const PAYLOAD = new Uint8Array(64).fill(7);
@@ -101,36 +101,6 @@ export async function throughput(
     }
   }));
   return count / ((performance.now() - t0) / 1000);
-}
-
-/**
- * Request/reply at the protocol's fastest, as a baseline: one subscription on a reply prefix,
- * a token per request, a map of pending requests, one coarse timeout sweep.
- */
-function rawMux(
-  nc: Awaited<ReturnType<typeof connect>>,
-  subject: string,
-  data: Uint8Array,
-): () => Promise<unknown> {
-  const prefix = `_INBOX.${crypto.randomUUID().replaceAll("-", "")}`;
-  const pending = new Map<string, (d: Uint8Array) => void>();
-  let seq = 0;
-  nc.subscribe(`${prefix}.*`, {
-    callback: (_err, msg) => {
-      const token = msg.subject.slice(prefix.length + 1);
-      const done = pending.get(token);
-      if (done) {
-        pending.delete(token);
-        done(msg.data);
-      }
-    },
-  });
-  return () =>
-    new Promise((resolve) => {
-      const token = (++seq).toString(36);
-      pending.set(token, resolve);
-      nc.publish(subject, data, { reply: `${prefix}.${token}` });
-    });
 }
 
 async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[]> {

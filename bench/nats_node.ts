@@ -9,6 +9,7 @@ import { natsMesh } from "../adapters/nats/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { type NatsConnection, wsconnect } from "@nats-io/nats-core";
 import { BenchEcho, BenchWorker } from "./actors.ts";
+import { startAllocProfile, stopAllocProfile } from "./_alloc_prof.ts";
 
 const servers = Deno.env.get("TROUPE_SERVERS")!.split(",");
 const rawServers = Deno.env.get("TROUPE_RAW_SERVERS")?.split(",") ?? servers;
@@ -36,7 +37,11 @@ for (const url of new Set([...servers, ...rawServers])) {
   raws.push(nc);
 }
 console.log(`READY ${JSON.stringify({ node })}`);
+// PROF_ALLOC=<file> (bench/_prof_ask.ts): SIGUSR1 starts allocation sampling, SIGTERM writes it.
+const allocFile = Deno.env.get("PROF_ALLOC");
+if (allocFile) Deno.addSignalListener("SIGUSR1", () => void startAllocProfile());
 Deno.addSignalListener("SIGTERM", async () => {
+  if (allocFile) await stopAllocProfile(allocFile);
   for (const nc of raws) await nc.close();
   await system.close();
   Deno.exit(0);

@@ -42,6 +42,7 @@ import {
   loadAverage,
   pooled,
   quantile,
+  rawMux,
   serverStats,
   spawnDeno,
   throughput,
@@ -88,9 +89,17 @@ async function untilAnswered(
   dead: Set<string>,
   t0: number,
   deadlineMs: number,
-): Promise<{ times: number[]; errors: Record<string, number>; wrong: number }> {
+): Promise<
+  {
+    times: number[];
+    errors: Record<string, number>;
+    firstError: Record<string, string>;
+    wrong: number;
+  }
+> {
   const times: number[] = [];
   const errors: Record<string, number> = {};
+  const firstError: Record<string, string> = {};
   let wrong = 0;
   await pooled(ids.length, 64, async (i) => {
     const ref = client.ref(Scale, ids[i]!);
@@ -106,13 +115,14 @@ async function untilAnswered(
         times.push(performance.now() - t0);
         return;
       } catch (err) {
-        const code = (err as { code?: string }).code ?? String(err);
+        const code = (err as { code?: string }).code ?? "other";
         errors[code] = (errors[code] ?? 0) + 1;
+        firstError[code] ??= String(err).slice(0, 160);
         await new Promise((r) => setTimeout(r, 20));
       }
     }
   });
-  return { times, errors, wrong };
+  return { times, errors, firstError, wrong };
 }
 
 /**
@@ -302,11 +312,13 @@ async function benchCluster(cluster: NatsCluster, dir: string): Promise<ClusterR
     const refs = ids.map((id) => client.ref(Scale, id));
     let k = 0;
     const ask = () => refs[k = (k + 7919) % n]!.ask("where", undefined, { timeout: 10_000 });
-    for (let i = 0; i < 3000; i++) await Promise.all([ask(), rawAsk()]);
-    const askRuns: number[] = [], rawRuns: number[] = [];
-    const askCpu: number[][] = [], rawCpu: number[][] = [];
+    const muxAsk = rawMux(raw, `${prefix}.raw`, rawBytes);
+    for (let i = 0; i < 3000; i++) await Promise.all([ask(), rawAsk(), muxAsk()]);
+    const phases = { request: rawAsk, mux: muxAsk, ask } as const;
+    const runs: Record<string, number[]> = { request: [], mux: [], ask: [] };
+    const cpus: Record<string, number[][]> = { request: [], mux: [], ask: [] };
     for (let round = 0; round < 3; round++) {
-      for (const [runs, cpus, fn] of [[rawRuns, rawCpu, rawAsk], [askRuns, askCpu, ask]] as const) {
+      for (const [name, fn] of Object.entries(phases)) {
         let count = 0;
         const counted = async () => {
           await fn();
@@ -315,34 +327,40 @@ async function benchCluster(cluster: NatsCluster, dir: string): Promise<ClusterR
         cpu.start();
         const rate = await throughput(counted, seconds / 2);
         const used = cpu.stop();
-        runs.push(rate);
-        cpus.push(used.map((c) => c / count));
+        runs[name]!.push(rate);
+        cpus[name]!.push(used.map((c) => c / count));
       }
     }
-    const med = (xs: number[][], j: number) => quantile(xs.map((x) => x[j]!), 0.5);
-    const sum = (xs: number[][], from: number, to: number) => {
+    const med = (name: string, j: number) => quantile(cpus[name]!.map((x) => x[j]!), 0.5);
+    const sum = (name: string, from: number, to: number) => {
       let s = 0;
-      for (let j = from; j < to; j++) s += med(xs, j);
+      for (let j = from; j < to; j++) s += med(name, j);
       return s;
     };
-    const askRate = quantile(askRuns, 0.5), rawRateAsk = quantile(rawRuns, 0.5);
+    const rate = (name: string) => quantile(runs[name]!, 0.5);
     out(
       `asks over the ${f(n)} actors, 64 in flight (client on ${
         cluster.servers[0]!.name
-      }, hosts on the others): ${f(askRate)}/s vs raw request/reply ${f(rawRateAsk)}/s → ratio ${
-        f(askRate / rawRateAsk)
-      }`,
+      }, hosts on the others): ${
+        f(rate("ask"))
+      }/s vs raw request/reply to the hosts: client request() ${f(rate("request"))}/s → ratio ${
+        f(rate("ask") / rate("request"))
+      }, hand-made mux ${f(rate("mux"))}/s → ratio ${f(rate("ask") / rate("mux"))}`,
     );
+    const side = (what: string, from: number, to: number) =>
+      `${what}${what ? " " : ""}${f(sum("ask", from, to))} vs ${f(sum("mux", from, to))} / ${
+        f(sum("request", from, to))
+      }`;
+    const all = (name: string) => sum(name, 0, pids.length);
     out(
-      `  CPU per request, Troupe vs raw: client ${f(med(askCpu, 0))} vs ${
-        f(med(rawCpu, 0))
-      } µs, hosts ${f(sum(askCpu, 1, 1 + hostCount))} vs ${
-        f(sum(rawCpu, 1, 1 + hostCount))
-      } µs, nats-servers ${f(sum(askCpu, 1 + hostCount, pids.length))} vs ${
-        f(sum(rawCpu, 1 + hostCount, pids.length))
-      } µs`,
+      `  CPU µs per request, Troupe vs raw mux / raw request(): ${side("client", 0, 1)}, hosts ${
+        side("", 1, 1 + hostCount)
+      }, nats-servers ${side("", 1 + hostCount, pids.length)}; all processes ${f(all("ask"))} vs ${
+        f(all("mux"))
+      } / ${f(all("request"))} → ratio to mux ${f(all("ask") / all("mux"))}`,
     );
 
+    if (args.has("skip-failover")) return { lines };
     // kill -9 of host-0: every actor it held must answer from another node.
     const victim = "host-0";
     const held = ids.filter((_, i) => where[i] === victim);
@@ -361,6 +379,7 @@ async function benchCluster(cluster: NatsCluster, dir: string): Promise<ClusterR
         JSON.stringify(r.errors)
       }; answers from the dead node: ${r.wrong}`,
     );
+    for (const [code, msg] of Object.entries(r.firstError)) out(`  first "${code}": ${msg}`);
     const firstSecond = r.times.filter((t) => t <= leaseTtl + 2000).length;
     out(
       `  answered within leaseTtl + 2 s: ${f(firstSecond)} of ${
@@ -592,6 +611,7 @@ async function benchManyNodes(cluster: NatsCluster, dir: string): Promise<string
         leaseTtl + 2000
       } ms); errors retried: ${JSON.stringify(r.errors)}; answers from dead nodes: ${r.wrong}`,
     );
+    for (const [code, msg] of Object.entries(r.firstError)) out(`  first "${code}": ${msg}`);
     return lines;
   } finally {
     await client.close().catch(() => {});
