@@ -38,22 +38,61 @@ export function cpuMicros(pid: number | "self" = "self"): number {
   return ((utime + stime) * 1e6) / clockTick();
 }
 
-/** CPU µs used by each of `pids` between `start()` and `stop()`. */
+/**
+ * TCP data segments sent so far by each process, summed over its established sockets
+ * (`ss -tinp`: `data_segs_out`). On loopback with TCP_NODELAY every socket write leaves as at
+ * least one segment, so per request this counts how well writes are batched. Sockets closed
+ * in between are not counted.
+ */
+export function segmentsOut(): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    const r = new Deno.Command("ss", { args: ["-tinpH", "state", "established"] }).outputSync();
+    const lines = new TextDecoder().decode(r.stdout).split("\n");
+    let pid: number | undefined;
+    for (const line of lines) {
+      const owner = line.match(/pid=(\d+)/);
+      if (owner) pid = Number(owner[1]);
+      else if (!/^\s/.test(line)) pid = undefined;
+      const segs = line.match(/data_segs_out:(\d+)/);
+      if (segs && pid !== undefined) out.set(pid, (out.get(pid) ?? 0) + Number(segs[1]));
+    }
+  } catch {
+    // no `ss`: nothing counted
+  }
+  return out;
+}
+
+/**
+ * CPU µs used by each of `pids` between `start()` and `stop()`, and the TCP segments each sent
+ * over the same span (`writes()` after `stop()`, see {@link segmentsOut}).
+ */
 export class CpuMeter {
-  readonly #pids: (number | "self")[];
+  readonly #pids: number[];
   #t0: number[] = [];
+  #segs0 = new Map<number, number>();
+  #writes: number[] = [];
 
   constructor(pids: (number | "self")[]) {
-    this.#pids = pids;
+    this.#pids = pids.map((p) => p === "self" ? Deno.pid : p);
   }
 
   start(): void {
+    this.#segs0 = segmentsOut();
     this.#t0 = this.#pids.map((p) => cpuMicros(p));
   }
 
   /** µs of CPU per process since `start()`, in the order of the pids. */
   stop(): number[] {
-    return this.#pids.map((p, i) => cpuMicros(p) - this.#t0[i]!);
+    const cpu = this.#pids.map((p, i) => cpuMicros(p) - this.#t0[i]!);
+    const segs = segmentsOut();
+    this.#writes = this.#pids.map((p) => (segs.get(p) ?? NaN) - (this.#segs0.get(p) ?? NaN));
+    return cpu;
+  }
+
+  /** TCP segments sent per process between the last `start()` and `stop()`. */
+  writes(): number[] {
+    return this.#writes;
   }
 }
 

@@ -183,6 +183,9 @@ export async function benchNats(
       // CPU µs per request of [client, host, nats-server], per phase and round.
       const meter = new CpuMeter(["self", host.proc.pid, cluster.servers[0]!.pid!]);
       const cpu: Record<string, number[][]> = { rawClient: [], rawMux: [], ask: [], worker: [] };
+      // TCP segments sent per request of the same processes (socket writes: how well replies and
+      // requests are batched).
+      const writes: Record<string, number[][]> = { rawClient: [], rawMux: [], ask: [], worker: [] };
       const measured = async (phase: string, fn: () => Promise<unknown>) => {
         let count = 0;
         meter.start();
@@ -191,6 +194,7 @@ export async function benchNats(
           count++;
         }, seconds / 2);
         cpu[phase]!.push(meter.stop().map((c) => c / count));
+        writes[phase]!.push(meter.writes().map((w) => w / count));
         return rate;
       };
       for (let round = 0; round < 3; round++) {
@@ -209,6 +213,7 @@ export async function benchNats(
       for (const [phase, rounds] of Object.entries(cpu)) {
         ["Client", "Host", "Server"].forEach((side, j) => {
           results[`cpu${side}_${phase}${k}`] = pct(rounds.map((r) => r[j]!), 0.5);
+          results[`writes${side}_${phase}${k}`] = pct(writes[phase]!.map((r) => r[j]!), 0.5);
         });
       }
       results[`rawTcpPerSec${k}`] = pct(rawRuns, 0.5);
@@ -356,6 +361,13 @@ export function natsReport(r: Record<string, number>, indent = ""): string[] {
       f(r[`workerLatencyRatio${k}`])
     } (goal ≤ 1.1)`,
     cpuLine(k),
+    `    TCP segments sent per request, ask (worker) vs raw mux / request(): ${
+      ["Client", "Host", "Server"].map((s) =>
+        `${s.toLowerCase()} ${f(r[`writes${s}_ask${k}`])} (${f(r[`writes${s}_worker${k}`])}) vs ${
+          f(r[`writes${s}_rawMux${k}`])
+        } / ${f(r[`writes${s}_rawClient${k}`])}`
+      ).join(", ")
+    }`,
     r.moleculerSkipped
       ? `    Moleculer: not run (${moleculerWhy})`
       : r[`mol_molPerSec${k}`] === undefined

@@ -317,6 +317,7 @@ async function benchCluster(cluster: NatsCluster, dir: string): Promise<ClusterR
     const phases = { request: rawAsk, mux: muxAsk, ask } as const;
     const runs: Record<string, number[]> = { request: [], mux: [], ask: [] };
     const cpus: Record<string, number[][]> = { request: [], mux: [], ask: [] };
+    const writes: Record<string, number[][]> = { request: [], mux: [], ask: [] };
     for (let round = 0; round < 3; round++) {
       for (const [name, fn] of Object.entries(phases)) {
         let count = 0;
@@ -329,6 +330,7 @@ async function benchCluster(cluster: NatsCluster, dir: string): Promise<ClusterR
         const used = cpu.stop();
         runs[name]!.push(rate);
         cpus[name]!.push(used.map((c) => c / count));
+        writes[name]!.push(cpu.writes().map((w) => w / count));
       }
     }
     const med = (name: string, j: number) => quantile(cpus[name]!.map((x) => x[j]!), 0.5);
