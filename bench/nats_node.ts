@@ -6,6 +6,7 @@
  */
 import { createSystem } from "../mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
+import { libsqlJournal } from "../adapters/libsql/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { type NatsConnection, wsconnect } from "@nats-io/nats-core";
 import { BenchEcho, BenchWorker } from "./actors.ts";
@@ -17,10 +18,15 @@ const prefix = Deno.env.get("TROUPE_PREFIX") ?? "troupe";
 const node = Deno.env.get("TROUPE_NODE") ?? "bench-node";
 // TROUPE_AUTH_SECRET: auth on, HS256 tokens with that secret (bench/auth.ts).
 const secret = Deno.env.get("TROUPE_AUTH_SECRET");
+// TROUPE_JOURNAL: a libSQL URL shared by the nodes (ownership lives in the journal: nodes with
+// separate memory journals never see each other's claims).
+const journalUrl = Deno.env.get("TROUPE_JOURNAL");
+const journal = journalUrl ? libsqlJournal({ url: journalUrl }) : undefined;
 const system = await createSystem({
   actors: [BenchEcho, BenchWorker],
   mesh: natsMesh({ servers, prefix, leaseTtl: Number(Deno.env.get("TROUPE_LEASE_TTL") ?? 5000) }),
   node,
+  ...(journal ? { journal } : {}),
   ...(secret
     ? { auth: { secret, algorithms: ["HS256"], issuer: "bench", audience: "troupe" } }
     : {}),
@@ -42,7 +48,10 @@ const allocFile = Deno.env.get("PROF_ALLOC");
 if (allocFile) Deno.addSignalListener("SIGUSR1", () => void startAllocProfile());
 Deno.addSignalListener("SIGTERM", async () => {
   if (allocFile) await stopAllocProfile(allocFile);
-  for (const nc of raws) await nc.close();
+  // The node first: (d) measures how soon others see it leave. Closing the raw WebSocket
+  // connection can take ~2 s.
   await system.close();
+  await Promise.all(raws.map((nc) => nc.close().catch(() => {})));
+  await journal?.close();
   Deno.exit(0);
 });
