@@ -485,8 +485,8 @@ async function benchDecide(): Promise<string[]> {
         } µs (CPU ${f(quantile(rounds.nowCpu, 0.5), 3)} µs) vs former filter + sort + hash ${
           f(quantile(rounds.old, 0.5), 3)
         } µs (CPU ${f(quantile(rounds.oldCpu, 0.5), 3)} µs) per ask → ${
-          f(quantile(rounds.old, 0.5) / quantile(rounds.now, 0.5), 1)
-        }× less`;
+          f(quantile(rounds.oldCpu, 0.5) / quantile(rounds.nowCpu, 0.5), 1)
+        }× less CPU`;
       console.log(line);
       lines.push(line);
     }
@@ -499,6 +499,32 @@ async function benchDecide(): Promise<string[]> {
 }
 
 // ---- 2b. many nodes ---------------------------------------------------------------------------
+
+const membershipAtRest = "membership at rest with {N} nodes, no traffic: {FIGURES}";
+
+/** CPU of `hosts` (running `nodes` nodes) and of the servers over 5 s with no traffic. */
+async function restingCost(hosts: number[], servers: number[], nodes: number): Promise<string> {
+  await new Promise((r) => setTimeout(r, 2000));
+  const idle = new CpuMeter([...hosts, ...servers]);
+  idle.start();
+  await new Promise((r) => setTimeout(r, 5000));
+  const used = idle.stop();
+  const perNode = used.slice(0, hosts.length).reduce((a, b) => a + b) / 5 / nodes;
+  const server = used.slice(hosts.length).reduce((a, b) => a + b) / 5;
+  return `${f(perNode / 1000, 2)} ms CPU per node per s (${
+    f(perNode / 1e4, 2)
+  } % of a core); nats-servers together ${f(server / 1e4, 1)} % of a core`;
+}
+
+async function waitNodes(client: System, n: number): Promise<void> {
+  for (const deadline = performance.now() + 60_000;;) {
+    if (client.directory.nodes().length >= n) return;
+    if (performance.now() > deadline) {
+      throw new Error(`the client sees ${client.directory.nodes().length} of ${n} nodes`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 async function benchManyNodes(cluster: NatsCluster, dir: string): Promise<string[]> {
   const procs = num("sim-procs", 5);
@@ -520,8 +546,19 @@ async function benchManyNodes(cluster: NatsCluster, dir: string): Promise<string
     logger: "error",
   });
   try {
-    const t0 = performance.now();
+    let t0 = performance.now();
     for (let i = 0; i < procs; i++) {
+      if (i === 1 && procs > 1) {
+        // Membership at rest with the first process's nodes only, to compare with all of them.
+        await waitNodes(client, per);
+        out(
+          membershipAtRest.replace("{N}", String(per)).replace(
+            "{FIGURES}",
+            await restingCost([hosts[0]!.pid], cluster.servers.map((s) => s.pid!), per),
+          ),
+        );
+        t0 += 7000; // the resting measurement is not start-up time
+      }
       hosts.push(
         await spawnDeno(NODE_SCRIPT, {
           TROUPE_SERVERS: cluster.urls[i % cluster.urls.length]!,
@@ -534,32 +571,19 @@ async function benchManyNodes(cluster: NatsCluster, dir: string): Promise<string
       );
     }
     const total = procs * per;
-    for (const deadline = performance.now() + 60_000;;) {
-      if (client.directory.nodes().length >= total) break;
-      if (performance.now() > deadline) {
-        throw new Error(`the client sees ${client.directory.nodes().length} of ${total} nodes`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitNodes(client, total);
     out(
-      `${total} nodes in ${procs} processes (leaseTtl ${leaseTtl} ms) started and seen by a client in ${
+      `${total} nodes in ${procs} processes (leaseTtl ${leaseTtl} ms) started one process after the other and seen by a client in ${
         f(performance.now() - t0)
       } ms`,
     );
-    // Membership at rest: CPU of the host processes with no traffic (heartbeats and watches).
-    await new Promise((r) => setTimeout(r, 2000));
     const pids = hosts.map((h) => h.pid);
     const servers = cluster.servers.map((s) => s.pid!);
-    const idle = new CpuMeter([...pids, ...servers]);
-    idle.start();
-    await new Promise((r) => setTimeout(r, 5000));
-    const idleCpu = idle.stop();
-    const hostIdle = idleCpu.slice(0, procs).reduce((a, b) => a + b) / 5 / total;
-    const serverIdle = idleCpu.slice(procs).reduce((a, b) => a + b) / 5;
     out(
-      `membership at rest with ${total} nodes: ${f(hostIdle / 1e4, 2)} % of a core per node (${
-        f(hostIdle / 1000, 2)
-      } ms CPU per node per s); nats-servers together ${f(serverIdle / 1e4, 1)} % of a core`,
+      membershipAtRest.replace("{N}", String(total)).replace(
+        "{FIGURES}",
+        await restingCost(pids, servers, total),
+      ),
     );
     const stats = await allStats(cluster);
     out(
@@ -584,18 +608,46 @@ async function benchManyNodes(cluster: NatsCluster, dir: string): Promise<string
     let k = 0;
     const ask = () => refs[k = (k + 7919) % actors]!.ask("where");
     for (let i = 0; i < 2000; i++) await ask();
-    let count = 0;
-    const meter = new CpuMeter(["self"]);
-    meter.start();
-    const rate = await throughput(async () => {
-      await ask();
-      count++;
-    }, seconds);
-    out(
-      `asks over them, 64 in flight: ${f(rate)}/s, client CPU ${
-        f(meter.stop()[0]! / count)
-      } µs per ask (routes decided over ${total} members)`,
-    );
+    // The same asks, and raw request/reply to the processes' responders (a queue group).
+    const raw = await connect({ servers: cluster.urls[0]!, noAsyncTraces: true });
+    try {
+      const mux = rawMux(raw, `${prefix}.raw`, new Uint8Array(16).fill(7));
+      for (let i = 0; i < 2000; i++) await mux();
+      const meter = new CpuMeter(["self", ...hosts.map((h) => h.pid)]);
+      const measure = async (fn: () => Promise<unknown>) => {
+        let count = 0;
+        meter.start();
+        const rate = await throughput(async () => {
+          await fn();
+          count++;
+        }, seconds / 2);
+        const used = meter.stop();
+        return {
+          rate,
+          client: used[0]! / count,
+          hosts: used.slice(1).reduce((a, b) => a + b) / count,
+        };
+      };
+      const rounds: { ask: number[][]; mux: number[][] } = { ask: [], mux: [] };
+      for (let round = 0; round < 3; round++) {
+        for (const [name, fn] of [["mux", mux], ["ask", ask]] as const) {
+          const m = await measure(fn);
+          rounds[name].push([m.rate, m.client, m.hosts]);
+        }
+      }
+      const med = (name: "ask" | "mux", j: number) => quantile(rounds[name].map((r) => r[j]!), 0.5);
+      out(
+        `asks over them, 64 in flight: ${f(med("ask", 0))}/s vs raw mux to the ${procs} processes ${
+          f(med("mux", 0))
+        }/s → ratio ${f(med("ask", 0) / med("mux", 0))}; CPU µs per request: client ${
+          f(med("ask", 1))
+        } vs ${f(med("mux", 1))}, host processes ${f(med("ask", 2))} vs ${
+          f(med("mux", 2))
+        } (routes decided over ${total} members)`,
+      );
+    } finally {
+      await raw.close();
+    }
     // kill -9 of one process: `per` nodes die at once.
     const victim = hosts[procs - 1]!;
     const dead = new Set(victim.info.nodes as string[]);
