@@ -4,6 +4,7 @@
 // the host's in /tmp/prof/host). Allocations: PROF_ALLOC=<dir> samples every allocation of the
 // measured asks in both processes (bench/_alloc_prof.ts) into <dir>/client.heapprofile and
 // <dir>/host.heapprofile. Read either with `deno run -A bench/_prof_top.ts <file> <asks>`.
+// PROF_ACTORS=<n> spreads the asks over n actors; PROF_WORKER=1 asks the stateless worker.
 import { createSystem } from "../mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
@@ -33,9 +34,20 @@ for (let buf = ""; !buf.includes("READY");) buf += (await reader.read()).value ?
 const sys = await createSystem({ mesh: natsMesh({ servers: cluster.urls[0]!, prefix: "bench" }) });
 const payload = { user: "alice", amount: 42, note: "x".repeat(64) };
 const worker = Deno.env.get("PROF_WORKER") !== undefined;
-const ref = worker ? sys.ref(BenchWorker) : sys.ref(BenchEcho, "p");
-// Warm up (JIT, activation) before anything is measured.
-for (let i = 0; i < 2000; i++) await ref.ask("ping", payload as unknown as Uint8Array);
+// PROF_ACTORS=<n>: asks spread over n actors (each ask to the next one) instead of one.
+const actors = Number(Deno.env.get("PROF_ACTORS") ?? 1);
+const refs = Array.from(
+  { length: actors },
+  (_, i) => worker ? sys.ref(BenchWorker) : sys.ref(BenchEcho, `p${i}`),
+);
+let next = 0;
+const ref = { ask: (h: "ping", p: Uint8Array) => refs[next = (next + 1) % actors]!.ask(h, p) };
+// Warm up (JIT, activations) before anything is measured.
+for (let i = 0; i < Math.max(2000, actors); i += 64) {
+  await Promise.all(
+    Array.from({ length: 64 }, () => ref.ask("ping", payload as unknown as Uint8Array)),
+  );
+}
 if (alloc) {
   proc.kill("SIGUSR1"); // the host starts sampling too
   await startAllocProfile();
