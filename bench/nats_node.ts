@@ -10,7 +10,12 @@ import { libsqlJournal } from "../adapters/libsql/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { type NatsConnection, wsconnect } from "@nats-io/nats-core";
 import { BenchEcho, BenchWorker } from "./actors.ts";
-import { startAllocProfile, stopAllocProfile } from "./_alloc_prof.ts";
+import {
+  startAllocProfile,
+  startCpuProfile,
+  stopAllocProfile,
+  stopCpuProfile,
+} from "./_alloc_prof.ts";
 
 const servers = Deno.env.get("TROUPE_SERVERS")!.split(",");
 const rawServers = Deno.env.get("TROUPE_RAW_SERVERS")?.split(",") ?? servers;
@@ -43,11 +48,15 @@ for (const url of new Set([...servers, ...rawServers])) {
   raws.push(nc);
 }
 console.log(`READY ${JSON.stringify({ node })}`);
-// PROF_ALLOC=<file> (bench/_prof_ask.ts): SIGUSR1 starts allocation sampling, SIGTERM writes it.
+// PROF_ALLOC=<file> or PROF_CPU=<file> (bench/_prof_ask.ts): SIGUSR1 starts allocation or CPU
+// sampling, SIGTERM writes the profile.
 const allocFile = Deno.env.get("PROF_ALLOC");
+const cpuFile = Deno.env.get("PROF_CPU");
 if (allocFile) Deno.addSignalListener("SIGUSR1", () => void startAllocProfile());
+else if (cpuFile) Deno.addSignalListener("SIGUSR1", () => void startCpuProfile());
 Deno.addSignalListener("SIGTERM", async () => {
   if (allocFile) await stopAllocProfile(allocFile);
+  else if (cpuFile) await stopCpuProfile(cpuFile);
   // The node first: (d) measures how soon others see it leave. Closing the raw WebSocket
   // connection can take ~2 s.
   await system.close();
