@@ -353,3 +353,32 @@ Deno.test("topic rules: who may publish and subscribe with a token", async () =>
     await system.close();
   }
 });
+
+Deno.test("an anonymous caller never gets a signed-in caller's stored reply, whatever key it names", async () => {
+  const idp = await issuer();
+  const system = await createSystem({
+    actors: [Vault],
+    logger: "error",
+    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+  });
+  try {
+    const alice = await idp.sign({ sub: "alice" });
+    const v = system.ref(Vault, "pin");
+    assert.equal(await v.ask("deposit", 5, { token: alice, idempotencyKey: "k1" }), 5);
+    assert.equal(await v.ask("deposit", 10, { token: alice }), 15);
+    // An anonymous call to a public handler, naming alice's key in every scoped form a caller
+    // could guess (the old `caller:<len>:<sub>:<key>` and today's), gets its own answer.
+    for (const key of ["k1", "caller:5:alice:k1", "u:5:alice:k1", "a:k1"]) {
+      assert.equal(await v.ask("balance", undefined, { idempotencyKey: key }), 15, key);
+    }
+    // alice's own retry still gets her stored reply
+    assert.equal(await v.ask("deposit", 5, { token: alice, idempotencyKey: "k1" }), 5);
+    // a key over 256 bytes is refused before anything runs
+    await assert.rejects(
+      v.ask("balance", undefined, { idempotencyKey: "k".repeat(257) }),
+      { code: "bad_payload" },
+    );
+  } finally {
+    await system.close();
+  }
+});

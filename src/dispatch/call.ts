@@ -243,11 +243,12 @@ export class Call implements Envelope {
 
   /**
    * Tells a waiting remote caller that `node` owns the actor (settling the call), and returns
-   * true; returns false when the holder must hand the call on itself (a local caller, or a
-   * caller already answered, as a tell is once accepted).
+   * true; returns false when the holder must hand the call on itself: a local caller, or one
+   * whose request is already answered (a tell once accepted, a stream once its credit inbox
+   * went back). An ask waits for its reply whether or not a mailbox took it.
    */
   redirect(node: string, revision: number): boolean {
-    if (this.#state !== "pending" || !this.#on.redirect) return false;
+    if (this.kind !== "ask" || this.#state === "settled" || !this.#on.redirect) return false;
     this.#settle();
     this.#on.redirect(node, revision);
     this.#ended();
