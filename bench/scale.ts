@@ -93,13 +93,13 @@ async function untilAnswered(
   {
     times: number[];
     errors: Record<string, number>;
-    firstError: Record<string, string>;
+    byMessage: Record<string, string>;
     wrong: number;
   }
 > {
   const times: number[] = [];
   const errors: Record<string, number> = {};
-  const firstError: Record<string, string> = {};
+  const byMessage: Record<string, string> = {};
   let wrong = 0;
   await pooled(ids.length, 64, async (i) => {
     const ref = client.ref(Scale, ids[i]!);
@@ -117,12 +117,16 @@ async function untilAnswered(
       } catch (err) {
         const code = (err as { code?: string }).code ?? "other";
         errors[code] = (errors[code] ?? 0) + 1;
-        firstError[code] ??= String(err).slice(0, 160);
+        // Counted by message too, actor ids and node names left out.
+        const what = `${code}: ${
+          String(err).replace(/scale\/\S+/g, "<actor>").replace(/"[^"]*"/g, '"…"').slice(0, 120)
+        }`;
+        byMessage[what] = String(Number(byMessage[what] ?? 0) + 1);
         await new Promise((r) => setTimeout(r, 20));
       }
     }
   });
-  return { times, errors, firstError, wrong };
+  return { times, errors, byMessage, wrong };
 }
 
 /**
@@ -381,7 +385,7 @@ async function benchCluster(cluster: NatsCluster, dir: string): Promise<ClusterR
         JSON.stringify(r.errors)
       }; answers from the dead node: ${r.wrong}`,
     );
-    for (const [code, msg] of Object.entries(r.firstError)) out(`  first "${code}": ${msg}`);
+    for (const [what, n] of Object.entries(r.byMessage)) out(`  ${n}× ${what}`);
     const firstSecond = r.times.filter((t) => t <= leaseTtl + 2000).length;
     out(
       `  answered within leaseTtl + 2 s: ${f(firstSecond)} of ${
@@ -665,7 +669,7 @@ async function benchManyNodes(cluster: NatsCluster, dir: string): Promise<string
         leaseTtl + 2000
       } ms); errors retried: ${JSON.stringify(r.errors)}; answers from dead nodes: ${r.wrong}`,
     );
-    for (const [code, msg] of Object.entries(r.firstError)) out(`  first "${code}": ${msg}`);
+    for (const [what, n] of Object.entries(r.byMessage)) out(`  ${n}× ${what}`);
     return lines;
   } finally {
     await client.close().catch(() => {});
