@@ -108,6 +108,8 @@ export { isOwned } from "./src/journal/types.ts";
 export type {
   Append,
   Claim,
+  CommittedEvent,
+  IdempotencyRecord,
   Journal,
   NewEvent,
   Owned,
@@ -115,6 +117,7 @@ export type {
   Reminder,
   Snapshot,
   StoredEvent,
+  StoredReply,
 } from "./src/journal/types.ts";
 export { inProcessMesh } from "./src/mesh/in_process.ts";
 export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";

@@ -1,0 +1,424 @@
+/**
+ * The database side of one journal shard: opening and migrating its database, and running
+ * batches of writes and reads on an {@link Executor}. It runs in a worker thread that owns a
+ * local file's connection (`_worker.ts`), or on the calling thread with an asynchronous client
+ * for a remote server (`_connection.ts`). Nothing here touches the event loop's time budget
+ * on the main thread.
+ *
+ * @module
+ */
+
+import {
+  type ActivateRequest,
+  activateStatements,
+  type AppendGroup,
+  appendStatements,
+  DDL,
+  deleteRemindersStatements,
+  headsStatements,
+  migrationTo3,
+  releaseStatements,
+  SCHEMA_VERSION,
+  type Stmt,
+} from "./_sql.ts";
+
+/** Rows of one statement, each row an array of column values. */
+export type Rows = unknown[][];
+
+/** What runs SQL: a local connection (in a worker) or a remote client. */
+export interface Executor {
+  /**
+   * Runs `stmts` in order in one write transaction (`BEGIN IMMEDIATE … COMMIT`) and returns
+   * the rows of each; on any error rolls back and throws.
+   */
+  write(stmts: readonly Stmt[]): Promise<Rows[]>;
+  /** Runs reads (in one read transaction when there are several). */
+  read(stmts: readonly Stmt[]): Promise<Rows[]>;
+  /** An interactive write transaction (migrations). */
+  transaction<T>(fn: (run: (stmt: Stmt) => Promise<Rows>) => Promise<T>): Promise<T>;
+  /** Releases the connection. */
+  close(): void;
+}
+
+/** An error of the database, with SQLite's code when it has one (crosses the worker boundary). */
+export interface EngineError {
+  readonly name: string;
+  readonly message: string;
+  /** SQLite's code (`SQLITE_BUSY`, `SQLITE_CONSTRAINT_PRIMARYKEY`, …) or `CLOSED`, `SCHEMA`, `SHARDS`. */
+  readonly code?: string;
+}
+
+/** Whether an error says the database is locked (worth trying again later). */
+export function isBusyCode(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
+}
+
+/** A plain, cloneable form of any error. */
+export function toEngineError(err: unknown): EngineError {
+  if (err && typeof err === "object") {
+    const e = err as { name?: unknown; message?: unknown; code?: unknown; extendedCode?: unknown };
+    const code = typeof e.extendedCode === "string"
+      ? e.extendedCode
+      : typeof e.code === "string"
+      ? e.code
+      : undefined;
+    return {
+      name: typeof e.name === "string" ? e.name : "Error",
+      message: typeof e.message === "string" ? e.message : String(err),
+      ...(code !== undefined ? { code } : {}),
+    };
+  }
+  return { name: "Error", message: String(err) };
+}
+
+/** Thrown by the engine with a code of its own. */
+export class EngineFailure extends Error {
+  constructor(message: string, readonly code: string) {
+    super(message);
+    this.name = "EngineFailure";
+  }
+}
+
+/** What a shard database records about the shards it belongs to. */
+export interface ShardInfo {
+  /** This database's place among the shards. */
+  readonly index: number;
+  /** How many shards there are. */
+  readonly count: number;
+}
+
+/** A batch of writes committed in one transaction. */
+export interface WriteBatch {
+  /** Append groups (at most one per actor). */
+  readonly groups: readonly AppendGroup[];
+  /** Releases of ownership. */
+  readonly releases: readonly { actor: string; node: string; epoch: number }[];
+  /** Activations (at most one per actor). */
+  readonly activations: readonly ActivateRequest[];
+  /** Reminders to delete, by id. */
+  readonly deletes: readonly string[];
+  /** Other writes (record store), each a list of statements whose rows come back. */
+  readonly custom: readonly (readonly Stmt[])[];
+  /** Wall clock for idempotency records. */
+  readonly now: number;
+}
+
+/** The outcome of one activation of a batch. */
+export type ActivateOutcome =
+  | {
+    readonly won: true;
+    readonly epoch: number;
+    readonly seq: number;
+    readonly snapshot?: { seq: number; version: number; state: Uint8Array };
+    readonly events: { seq: number; type: string; version: number; data: Uint8Array; at: number }[];
+  }
+  | { readonly won: false; readonly owner: string; readonly epoch: number };
+
+/** What a batch did. */
+export interface BatchResult {
+  /** Per append group: written, or refused with its actor's epoch and head then (if any). */
+  readonly groups: readonly (true | { epoch: number; seq: number } | null)[];
+  /** Per activation. */
+  readonly activations: readonly ActivateOutcome[];
+  /** Per custom write: the rows of each of its statements. */
+  readonly custom: readonly Rows[][];
+}
+
+/** Per item of a batch run alone after the whole batch failed. */
+export type Isolated<T> = { ok: true; value: T } | { ok: false; error: EngineError };
+
+/** The result of a batch whose items may have failed one by one. */
+export interface BatchOutcome {
+  /** Set when the batch as a whole failed (every item failed with it). */
+  readonly error?: EngineError;
+  readonly groups: readonly Isolated<true | { epoch: number; seq: number } | null>[];
+  readonly releases: readonly Isolated<void>[];
+  readonly activations: readonly Isolated<ActivateOutcome>[];
+  readonly deletes: readonly Isolated<void>[];
+  readonly custom: readonly Isolated<Rows[]>[];
+}
+
+/** Options of {@link Engine}. */
+export interface EngineOptions {
+  /** For messages. */
+  readonly url: string;
+  /** Where the database is one of several shards. */
+  readonly shard?: ShardInfo;
+}
+
+/** A random token that marks the rows a statement let through (unique per batch). */
+function token(): number {
+  return Math.floor(Math.random() * 2 ** 52) + 1;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Runs the journal's operations on one shard's database. */
+export class Engine {
+  readonly #exec: Executor;
+  readonly #options: EngineOptions;
+
+  constructor(exec: Executor, options: EngineOptions) {
+    this.#exec = exec;
+    this.#options = options;
+  }
+
+  /** Creates or migrates the schema and checks the shard record. */
+  async open(): Promise<void> {
+    await this.#exec.transaction(async (run) => {
+      const meta = await run({
+        sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'troupe_meta'",
+        args: [],
+      });
+      const values = new Map<string, unknown>();
+      if (meta.length > 0) {
+        for (const [k, v] of await run({ sql: "SELECT key, value FROM troupe_meta", args: [] })) {
+          values.set(String(k), v);
+        }
+      }
+      const version = Number(values.get("schema_version") ?? 0);
+      if (version > SCHEMA_VERSION) {
+        throw new EngineFailure(
+          `The journal database ${this.#options.url} has schema version ${version}, newer than this code supports (${SCHEMA_VERSION})`,
+          "SCHEMA",
+        );
+      }
+      if (version < SCHEMA_VERSION) {
+        const stmts = version === 0 ? DDL : migrationTo3(version === 1);
+        for (const sql of stmts) await run({ sql, args: [] });
+        await run({
+          sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+          args: [SCHEMA_VERSION],
+        });
+      }
+      const shard = this.#options.shard ?? { index: 0, count: 1 };
+      const count = values.get("shard_count");
+      const index = values.get("shard_index");
+      if (count === undefined) {
+        // A database written before shards were recorded holds a journal of one shard.
+        const empty = version > 0 && shard.count > 1 && !(await this.#empty(run));
+        if (empty) {
+          throw new EngineFailure(
+            `The journal database ${this.#options.url} holds a journal without shards; it cannot become shard ${shard.index} of ${shard.count}`,
+            "SHARDS",
+          );
+        }
+        await run({
+          sql: `INSERT INTO troupe_meta (key, value) VALUES ('shard_count', ?), ('shard_index', ?)
+                ON CONFLICT (key) DO NOTHING`,
+          args: [shard.count, shard.index],
+        });
+      } else if (Number(count) !== shard.count || Number(index) !== shard.index) {
+        throw new EngineFailure(
+          `The journal database ${this.#options.url} is shard ${Number(index)} of ${
+            Number(count)
+          } shards, but was opened as shard ${shard.index} of ${shard.count}: open the journal with the same shard URLs, in the same order`,
+          "SHARDS",
+        );
+      }
+    });
+  }
+
+  async #empty(run: (stmt: Stmt) => Promise<Rows>): Promise<boolean> {
+    const rows = await run({
+      sql: "SELECT (SELECT count(*) FROM activations) + (SELECT count(*) FROM reminders)",
+      args: [],
+    });
+    return Number(rows[0]?.[0] ?? 0) === 0;
+  }
+
+  /**
+   * Commits a batch, retrying while the database is locked for up to `timeoutMs`. When the
+   * batch fails otherwise, each item is tried alone, so one bad item fails by itself.
+   */
+  async batch(b: WriteBatch, timeoutMs: number): Promise<BatchOutcome> {
+    const deadline = performance.now() + timeoutMs;
+    try {
+      const r = await this.#retrying(deadline, () => this.#commit(b));
+      return {
+        groups: r.groups.map((value) => ({ ok: true, value })),
+        releases: b.releases.map(() => ({ ok: true, value: undefined })),
+        activations: r.activations.map((value) => ({ ok: true, value })),
+        deletes: b.deletes.map(() => ({ ok: true, value: undefined })),
+        custom: r.custom.map((value) => ({ ok: true, value })),
+      };
+    } catch (err) {
+      const error = toEngineError(err);
+      const items = b.groups.length + b.releases.length + b.activations.length +
+        b.deletes.length + b.custom.length;
+      if (items === 1 || isBusyCode(error.code) || error.code === "CLOSED") {
+        const failed = { ok: false as const, error };
+        return {
+          error,
+          groups: b.groups.map(() => failed),
+          releases: b.releases.map(() => failed),
+          activations: b.activations.map(() => failed),
+          deletes: b.deletes.map(() => failed),
+          custom: b.custom.map(() => failed),
+        };
+      }
+      return await this.#isolated(b, deadline);
+    }
+  }
+
+  async #isolated(b: WriteBatch, deadline: number): Promise<BatchOutcome> {
+    const none: WriteBatch = {
+      ...b,
+      groups: [],
+      releases: [],
+      activations: [],
+      deletes: [],
+      custom: [],
+    };
+    const one = async <T>(part: Partial<WriteBatch>, pick: (r: BatchResult) => T) => {
+      try {
+        const r = await this.#retrying(deadline, () => this.#commit({ ...none, ...part }));
+        return { ok: true as const, value: pick(r) };
+      } catch (err) {
+        return { ok: false as const, error: toEngineError(err) };
+      }
+    };
+    const groups = [];
+    for (const g of b.groups) groups.push(await one({ groups: [g] }, (r) => r.groups[0]!));
+    const releases = [];
+    for (const x of b.releases) releases.push(await one({ releases: [x] }, () => undefined));
+    const activations = [];
+    for (const a of b.activations) {
+      activations.push(await one({ activations: [a] }, (r) => r.activations[0]!));
+    }
+    const deletes = [];
+    for (const d of b.deletes) deletes.push(await one({ deletes: [d] }, () => undefined));
+    const custom = [];
+    for (const c of b.custom) custom.push(await one({ custom: [c] }, (r) => r.custom[0]!));
+    return { groups, releases, activations, deletes, custom };
+  }
+
+  /** Runs `fn` again after short pauses while the database is locked, until `deadline`. */
+  async #retrying<T>(deadline: number, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isBusyCode(toEngineError(err).code) || performance.now() >= deadline) throw err;
+      }
+      // Between tries the thread serves other calls (reads do not wait for the lock).
+      const pause = Math.min(50, 2 ** attempt) * (0.5 + Math.random());
+      await delay(Math.min(pause, Math.max(0, deadline - performance.now())));
+    }
+  }
+
+  async #commit(b: WriteBatch): Promise<BatchResult> {
+    const stmts: Stmt[] = [];
+    const appendToken = token();
+    const appends = appendStatements(b.groups, appendToken, b.now);
+    for (const s of appends.stmts) stmts.push(s);
+    for (const s of releaseStatements(b.releases)) stmts.push(s);
+    for (const s of deleteRemindersStatements(b.deletes)) stmts.push(s);
+    const base = stmts.length;
+    const act = activateStatements(b.activations, token());
+    for (const s of act.stmts) stmts.push(s);
+    const customAt: [number, number][] = [];
+    for (const c of b.custom) {
+      customAt.push([stmts.length, stmts.length + c.length]);
+      for (const s of c) stmts.push(s);
+    }
+    const rows = stmts.length === 0 ? [] : await this.#exec.write(stmts);
+
+    // Appends: the head updates returned the actors that passed.
+    const passed = new Set<string>();
+    for (let i = 0; i < appends.heads; i++) for (const r of rows[i]!) passed.add(String(r[0]));
+    const refused = b.groups.filter((g) => !passed.has(g.actor)).map((g) => g.actor);
+    const heads = new Map<string, { epoch: number; seq: number }>();
+    if (refused.length > 0) {
+      // Read after the commit, for the message only.
+      try {
+        for (const rs of await this.#exec.read(headsStatements(refused))) {
+          for (const [actor, epoch, seq] of rs) {
+            heads.set(String(actor), { epoch: Number(epoch), seq: Number(seq) });
+          }
+        }
+      } catch {
+        // the messages get less precise, the outcome is the same
+      }
+    }
+    const groups = b.groups.map((g) =>
+      passed.has(g.actor) ? true as const : heads.get(g.actor) ?? null
+    );
+
+    // Activations.
+    const outcome = new Map<string, ActivateOutcome>();
+    const wins = new Map<string, { epoch: number; seq: number; events: ActivateEvent[] }>();
+    const snaps = new Map<string, { seq: number; version: number; state: Uint8Array }>();
+    for (let i = base + act.result; i < base + act.snapshots[0]; i++) {
+      for (const [actor, epoch, seq, owner, won] of rows[i]!) {
+        const key = String(actor);
+        if (Number(won) === 1) {
+          wins.set(key, { epoch: Number(epoch), seq: Number(seq), events: [] });
+        } else outcome.set(key, { won: false, owner: String(owner ?? ""), epoch: Number(epoch) });
+      }
+    }
+    for (let i = base + act.snapshots[0]; i < base + act.snapshots[1]; i++) {
+      for (const [actor, seq, version, state] of rows[i]!) {
+        snaps.set(String(actor), {
+          seq: Number(seq),
+          version: Number(version),
+          state: blob(state),
+        });
+      }
+    }
+    for (let i = base + act.events[0]; i < base + act.events[1]; i++) {
+      for (const [actor, seq, type, version, data, at] of rows[i]!) {
+        wins.get(String(actor))?.events.push({
+          seq: Number(seq),
+          type: String(type),
+          version: Number(version),
+          data: blob(data),
+          at: Number(at),
+        });
+      }
+    }
+    for (const [actor, w] of wins) {
+      w.events.sort((x, y) => x.seq - y.seq);
+      const snapshot = snaps.get(actor);
+      outcome.set(actor, {
+        won: true,
+        epoch: w.epoch,
+        seq: w.seq,
+        events: w.events,
+        ...(snapshot ? { snapshot } : {}),
+      });
+    }
+    const activations = b.activations.map((a) => outcome.get(a.actor)!);
+    const custom = customAt.map(([from, to]) => rows.slice(from, to));
+    return { groups, activations, custom };
+  }
+
+  /** Runs reads. */
+  read(stmts: readonly Stmt[]): Promise<Rows[]> {
+    return this.#exec.read(stmts);
+  }
+
+  /** Runs writes in one transaction (pruning), retrying while the database is locked. */
+  write(stmts: readonly Stmt[], timeoutMs: number): Promise<Rows[]> {
+    return this.#retrying(performance.now() + timeoutMs, () => this.#exec.write(stmts));
+  }
+
+  /** Releases the connection. */
+  close(): void {
+    this.#exec.close();
+  }
+}
+
+type ActivateEvent = { seq: number; type: string; version: number; data: Uint8Array; at: number };
+
+/** A blob column's value as bytes (`null` as empty). */
+export function blob(v: unknown): Uint8Array {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (v === null || v === undefined) return new Uint8Array(0);
+  throw new TypeError(`Expected a blob from the journal database, got ${typeof v}`);
+}
