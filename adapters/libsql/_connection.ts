@@ -74,6 +74,8 @@ class InWorker implements Connection {
   #ckptBusy = false;
   #next = 1;
   readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: unknown): void }>();
+  /** Threads that have not said they are ready yet. */
+  readonly #ready = new Map<Worker, Promise<void>>();
   #opened: Promise<unknown> | undefined;
   #closing: Promise<void> | undefined;
 
@@ -84,8 +86,11 @@ class InWorker implements Connection {
 
   #spawn(): Worker {
     const w = new Worker(new URL("./_worker_entry.js", import.meta.url), { type: "module" });
+    const ready = Promise.withResolvers<void>();
+    this.#ready.set(w, ready.promise);
     w.onmessage = (e: MessageEvent<WorkerResponse>) => {
       const r = e.data;
+      if (r.id === 0) return ready.resolve(); // its handler is set: messages reach it now
       const p = this.#pending.get(r.id);
       if (!p) return;
       this.#pending.delete(r.id);
@@ -104,15 +109,22 @@ class InWorker implements Connection {
         this.#opened = undefined;
       }
       w.terminate();
+      ready.reject(error);
       for (const p of this.#pending.values()) p.reject(error);
       this.#pending.clear();
     };
+    ready.promise.catch(() => {});
     return w;
   }
 
-  #send<T>(w: Worker, request: Omit<WorkerRequest, "id">): Promise<T> {
+  async #send<T>(w: Worker, request: Omit<WorkerRequest, "id">): Promise<T> {
+    const ready = this.#ready.get(w);
+    if (ready) {
+      await ready;
+      this.#ready.delete(w);
+    }
     const id = this.#next++;
-    return new Promise<T>((resolve, reject) => {
+    return await new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       w.postMessage({ ...request, id });
     });
@@ -133,16 +145,7 @@ class InWorker implements Connection {
         openTimeoutMs: this.#options.openTimeoutMs,
         checkpointElsewhere: !memory,
         ...(this.#options.shard ? { shard: this.#options.shard } : {}),
-      } as Omit<WorkerRequest, "id">).then(async () => {
-        if (!memory && !this.#ckpt) {
-          const c = this.#spawn();
-          await this.#send(
-            c,
-            { op: "checkpointer", path: this.#path } as Omit<WorkerRequest, "id">,
-          );
-          this.#ckpt = c;
-        }
-      });
+      } as Omit<WorkerRequest, "id">);
       this.#opened.catch(() => {
         // Opening failed: the next call tries again with a new thread.
         if (this.#worker === w) this.#worker = undefined;
@@ -166,10 +169,17 @@ class InWorker implements Connection {
   }
 
   checkpoint(): void {
-    const c = this.#ckpt;
-    if (!c || this.#ckptBusy || this.#closing) return;
+    if (this.#path === ":memory:" || this.#ckptBusy || this.#closing) return;
     this.#ckptBusy = true;
-    this.#send(c, { op: "checkpoint" } as Omit<WorkerRequest, "id">)
+    (async () => {
+      let c = this.#ckpt;
+      if (!c) {
+        // Started on the first commits: a journal that writes little never starts it.
+        c = this.#ckpt = this.#spawn();
+        await this.#send(c, { op: "checkpointer", path: this.#path } as Omit<WorkerRequest, "id">);
+      }
+      await this.#send(c, { op: "checkpoint" } as Omit<WorkerRequest, "id">);
+    })()
       .catch(() => {}) // best effort: the next one catches up
       .finally(() => this.#ckptBusy = false);
   }

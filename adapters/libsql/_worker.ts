@@ -113,7 +113,12 @@ async function open(r: Extract<WorkerRequest, { op: "open" }>): Promise<void> {
 }
 
 scope.onmessage = (e: MessageEvent<WorkerRequest>) => {
-  const r = e.data;
+  handle(e.data);
+};
+// Messages sent before a handler was set could be lost: the main thread waits for this first.
+scope.postMessage({ id: 0, ok: true, value: "ready" });
+
+function handle(r: WorkerRequest): void {
   switch (r.op) {
     case "open":
       return reply(r.id, serial(() => open(r)));
@@ -139,4 +144,4 @@ scope.onmessage = (e: MessageEvent<WorkerRequest>) => {
         }),
       );
   }
-};
+}
