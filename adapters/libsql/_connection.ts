@@ -74,6 +74,8 @@ class InWorker implements Connection {
   #ckptBusy = false;
   #next = 1;
   readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: unknown): void }>();
+  /** Threads that were terminated (nothing sent to them gets an answer). */
+  readonly #dead = new WeakSet<Worker>();
   /** Threads that have not said they are ready yet. */
   readonly #ready = new Map<Worker, Promise<void>>();
   #opened: Promise<unknown> | undefined;
@@ -108,7 +110,7 @@ class InWorker implements Connection {
         this.#worker = undefined;
         this.#opened = undefined;
       }
-      w.terminate();
+      this.#terminate(w);
       ready.reject(error);
       for (const p of this.#pending.values()) p.reject(error);
       this.#pending.clear();
@@ -123,6 +125,7 @@ class InWorker implements Connection {
       await ready;
       this.#ready.delete(w);
     }
+    if (this.#dead.has(w)) throw closed(this.#options.url);
     const id = this.#next++;
     return await new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
@@ -149,7 +152,7 @@ class InWorker implements Connection {
       this.#opened.catch(() => {
         // Opening failed: the next call tries again with a new thread.
         if (this.#worker === w) this.#worker = undefined;
-        w!.terminate();
+        this.#terminate(w!);
       });
     }
     await this.#opened;
@@ -184,17 +187,22 @@ class InWorker implements Connection {
       .finally(() => this.#ckptBusy = false);
   }
 
+  #terminate(w: Worker): void {
+    this.#dead.add(w);
+    w.terminate();
+  }
+
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await this.#opened?.catch(() => {});
       const w = this.#worker;
       const c = this.#ckpt;
       this.#worker = undefined;
       this.#ckpt = undefined;
-      await this.#opened?.catch(() => {});
       for (const t of [c, w]) {
         if (!t) continue;
         await this.#send(t, { op: "close" } as Omit<WorkerRequest, "id">).catch(() => {});
-        t.terminate();
+        this.#terminate(t);
       }
       for (const p of this.#pending.values()) p.reject(closed(this.#options.url));
       this.#pending.clear();

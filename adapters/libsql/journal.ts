@@ -221,6 +221,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   readonly #reminderShard = new Map<string, number>();
   #closed = false;
   #closing: Promise<void> | undefined;
+  #opened: Promise<void> | true | undefined;
 
   constructor(options: LibsqlJournalOptions) {
     const urls = options?.shards ?? (options?.url !== undefined ? [options.url] : []);
@@ -274,6 +275,30 @@ class LibsqlJournalImpl implements LibsqlJournal {
     return this.#shards[this.shardOf(actor)]!;
   }
 
+  /**
+   * With shards, the first call opens every shard (so a database recorded with another count
+   * or place is refused whichever actor is asked for first); later calls go straight through.
+   */
+  #ready(): Promise<void> | undefined {
+    if (this.#opened === true || this.shards === 1) return undefined;
+    this.#opened ??= Promise.all(
+      this.#shards.map((s) => s.read("open the journal", [{ sql: "SELECT 1", args: [] }])),
+    ).then(
+      () => void (this.#opened = true),
+      (err) => {
+        this.#opened = undefined; // the next call tries again
+        throw err;
+      },
+    );
+    return this.#opened;
+  }
+
+  /** Runs `fn` once every shard is open (see {@link #ready}). */
+  #then<T>(fn: () => Promise<T>): Promise<T> {
+    const ready = this.#ready();
+    return ready ? ready.then(fn) : fn();
+  }
+
   #check(what: string): void {
     if (this.#closed) throw new ClosedError(`Cannot ${what}: the journal ${this.url} is closed`);
   }
@@ -284,17 +309,18 @@ class LibsqlJournalImpl implements LibsqlJournal {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#shard(actor).activate(actor, claim);
+    return this.#then(() => this.#shard(actor).activate(actor, claim));
   }
 
   release(actor: string, node: string, epoch: number): Promise<void> {
     if (typeof actor !== "string" || actor === "") {
       return Promise.reject(new TypeError(`Cannot release: actor must be a non-empty string`));
     }
-    return this.#shard(actor).release(actor, node, epoch);
+    return this.#then(() => this.#shard(actor).release(actor, node, epoch));
   }
 
   async owner(actor: string): Promise<Owned | undefined> {
+    await this.#ready();
     const rows = await this.#shard(actor).read(`read the owner of "${actor}"`, [{
       sql: "SELECT owner, epoch FROM activations WHERE actor = ? AND owner IS NOT NULL",
       args: [actor],
@@ -309,7 +335,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#shard(append.actor).append(append);
+    return this.#then(() => this.#shard(append.actor).append(append));
   }
 
   async read(actor: string, from: number, limit: number): Promise<StoredEvent[]> {
@@ -319,6 +345,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       return [];
     }
     const to = first + Math.floor(Math.min(limit, 1e9)) - 1;
+    await this.#ready();
     const rows = await this.#shard(actor).read(`read "${actor}"`, [
       readStatement(actor, first, to),
     ]);
@@ -332,6 +359,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   }
 
   async reply(actor: string, key: string): Promise<StoredReply | undefined> {
+    await this.#ready();
     const rows = await this.#shard(actor).read(`read a reply of "${actor}"`, [{
       sql: "SELECT reply, fingerprint FROM idempotency WHERE actor = ? AND key = ?",
       args: [actor, key],
@@ -350,6 +378,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       this.#check("read committed events");
       return [];
     }
+    await this.#ready();
     const rows = await this.#shards[shard]!.read("read committed events", [
       committedStatement(after, limit),
     ]);
@@ -366,6 +395,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
 
   async dueReminders(now: number, limit: number): Promise<Reminder[]> {
     const n = Math.max(0, Math.floor(limit));
+    await this.#ready();
     const parts = await Promise.all(this.#shards.map((s, i) =>
       s.read("read due reminders", [{
         sql: `SELECT id, actor, handler, data, due FROM reminders
@@ -392,6 +422,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   }
 
   async nextReminder(): Promise<number | undefined> {
+    await this.#ready();
     const dues = await Promise.all(
       this.#shards.map((s) =>
         s.read("read the next reminder", [{ sql: "SELECT min(due) FROM reminders", args: [] }])
@@ -408,6 +439,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   }
 
   async deleteReminder(id: string): Promise<void> {
+    await this.#ready();
     const known = this.#reminderShard.get(id);
     if (known !== undefined) {
       await this.#shards[known]!.deleteReminder(id);
@@ -419,6 +451,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
 
   async pruneIdempotency(now: number = Date.now()): Promise<void> {
     const stmts = pruneStatements(now - this.#retention.maxAgeMs, this.#retention.maxPerActor);
+    await this.#ready();
     await Promise.all(this.#shards.map((s) => s.write("prune idempotency records", stmts)));
   }
 

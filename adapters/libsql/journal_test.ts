@@ -712,3 +712,126 @@ Deno.test("three processes claim the same actors on one file: each actor has exa
     await j.close();
   }
 });
+
+Deno.test("shards: each actor's log, snapshot, reply and reminders in exactly one shard; reopening reads all back", async () => {
+  await using tmp = await tempDir();
+  const shards = [0, 1, 2].map((i) => `file:${tmp.path}/s${i}.db`);
+  const actors = Array.from({ length: 60 }, (_, i) => `t/a${i}`);
+  const a = libsqlJournal({ shards });
+  try {
+    assert.equal(a.shards, 3);
+    const epochs = await Promise.all(actors.map(async (x) => (await recover(a, x)).epoch));
+    await Promise.all(actors.map((actor, i) =>
+      a.append({
+        actor,
+        epoch: epochs[i]!,
+        expectedSeq: 0,
+        events: [ev(`${actor}:1`), ev(`${actor}:2`)],
+        snapshot: { seq: 1, version: 1, state: enc.encode(actor) },
+        idempotency: { key: "k", reply: enc.encode(actor), fingerprint: "h" },
+        reminders: [{ id: `r-${actor}`, actor, handler: "h", data: enc.encode(""), due: 5 }],
+      })
+    ));
+    // Every shard got some actors.
+    assert.deepEqual(new Set(actors.map((x) => a.shardOf(x))), new Set([0, 1, 2]));
+  } finally {
+    await a.close();
+  }
+  // In the files: each actor's rows in its shard only.
+  const where = new Map<string, Set<number>>();
+  for (const [i, url] of shards.entries()) {
+    const raw = createClient({ url });
+    try {
+      for (const table of ["activations", "snapshots", "idempotency", "reminders"]) {
+        const rows = (await raw.execute(`SELECT actor FROM ${table}`)).rows;
+        for (const r of rows) {
+          const key = `${table}:${r.actor}`;
+          where.set(key, (where.get(key) ?? new Set()).add(i));
+        }
+      }
+      const events = (await raw.execute(
+        "SELECT a.actor FROM events AS e JOIN activations AS a ON a.id = e.actor",
+      )).rows;
+      for (const r of events) {
+        const key = `events:${r.actor}`;
+        where.set(key, (where.get(key) ?? new Set()).add(i));
+      }
+      const meta = (await raw.execute(
+        "SELECT key, value FROM troupe_meta WHERE key IN ('shard_count', 'shard_index') ORDER BY key",
+      )).rows.map((r) => [r.key, Number(r.value)]);
+      assert.deepEqual(meta, [["shard_count", 3], ["shard_index", i]]);
+    } finally {
+      raw.close();
+    }
+  }
+  const b = libsqlJournal({ shards });
+  try {
+    for (const actor of actors) {
+      const shard = b.shardOf(actor);
+      for (const table of ["activations", "events", "snapshots", "idempotency", "reminders"]) {
+        assert.deepEqual(where.get(`${table}:${actor}`), new Set([shard]), `${table} of ${actor}`);
+      }
+      const rec = await recover(b, actor);
+      assert.equal(rec.seq, 2);
+      assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), [`${actor}:2`]);
+      assert.equal(dec.decode((await b.reply(actor, "k"))!.reply), actor);
+    }
+    const due = await b.dueReminders(10, 1000);
+    assert.deepEqual(due.map((r) => r.id).sort(), actors.map((x) => `r-${x}`).sort());
+    assert.equal(await b.nextReminder(), 5);
+    // Deleting through the journal finds each reminder's shard.
+    for (const r of due) await b.deleteReminder(r.id);
+    assert.equal(await b.nextReminder(), undefined);
+    let count = 0;
+    for (let s = 0; s < 3; s++) count += (await b.readCommitted(s, 0, 1000)).length;
+    assert.equal(count, actors.length * 2, "every event once across the shards");
+  } finally {
+    await b.close();
+  }
+});
+
+Deno.test("shards: opening with another count or order is refused with a clear error", async () => {
+  await using tmp = await tempDir();
+  const shards = [0, 1, 2].map((i) => `file:${tmp.path}/s${i}.db`);
+  const j = libsqlJournal({ shards });
+  await recover(j, "t/a");
+  await j.close();
+  const refused = async (options: LibsqlJournalOptions, pattern: RegExp) => {
+    const k = libsqlJournal(options);
+    try {
+      await assert.rejects(recover(k, "t/a"), (err: ActorError) => {
+        assert.equal(err.code, "unavailable");
+        assert.match(err.message, pattern);
+        return true;
+      });
+    } finally {
+      await k.close();
+    }
+  };
+  // Two of the three: each database says it is one of 3.
+  await refused(
+    { shards: shards.slice(0, 2) },
+    /is shard \d of 3 shards, but was opened as shard \d of 2/,
+  );
+  // Four: the three say 3, the new one would be fine alone.
+  await refused(
+    { shards: [...shards, `file:${tmp.path}/s3.db`] },
+    /is shard \d of 3 shards, but was opened as shard \d of 4/,
+  );
+  // The same three in another order.
+  await refused(
+    { shards: [shards[1]!, shards[0]!, shards[2]!] },
+    /same shard URLs, in the same order/,
+  );
+  // One of them alone, as a journal without shards.
+  await refused({ url: shards[0]! }, /is shard 0 of 3 shards, but was opened as shard 0 of 1/);
+  // And the right way still opens.
+  const ok = libsqlJournal({ shards });
+  try {
+    assert.equal((await recover(ok, "t/a")).epoch, 2);
+  } finally {
+    await ok.close();
+  }
+  assert.throws(() => libsqlJournal({ shards: [shards[0]!, shards[0]!] }), TypeError);
+  assert.throws(() => libsqlJournal({ url: shards[0]!, shards }), TypeError);
+});
