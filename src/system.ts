@@ -333,10 +333,7 @@ class SystemImpl implements System {
     };
     this.directory = {
       nodes: () => this.#membership.nodes(),
-      locate: (def, id) => {
-        if (this.#dispatch.local.isActive(def.name, id)) return Promise.resolve(this.node);
-        return this.#ownership.locate(def.name, id);
-      },
+      locate: (def, id) => this.#dispatch.locate(def.name, id),
       watch: (): AsyncIterable<DirectoryEvent> => this.#watch(),
     };
   }
@@ -357,9 +354,7 @@ class SystemImpl implements System {
       ttl: this.#ttl,
       onWarning: (m) => this.#log.warn(m),
     });
-    this.#ownership = await createOwnership(this.#conn, this.#membership, {
-      prefix: this.#prefix,
-    });
+    this.#ownership = createOwnership(this.#membership, { journal: this.#journal });
     this.#leases = await createLeases(this.#conn, this.#membership, {
       prefix: this.#prefix,
       node: this.node,
@@ -531,7 +526,7 @@ class SystemImpl implements System {
 
   #watch(): AsyncIterable<DirectoryEvent> {
     const queue = createEventQueue<DirectoryEvent>();
-    const sources = [this.#membership.watch(), this.#ownership.watch()];
+    const sources = [this.#membership.watch(), this.#dispatch.activations.watch()];
     let ended = 0;
     for (const source of sources) {
       void (async () => {
@@ -560,7 +555,7 @@ class SystemImpl implements System {
     await this.#dispatch.drain(bound);
     this.#unfence?.();
     await this.#leases.close().catch((err) => this.#log.warn("Lease release failed", { err }));
-    await this.#ownership.close().catch(() => {});
+    this.#ownership.close();
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
     this.#wheel.close();

@@ -4,6 +4,8 @@
  * hostile caller must get, with nothing activated and nothing written.
  */
 import assert from "node:assert/strict";
+import { rawBody } from "./_wire.ts";
+import { Status } from "../src/mesh/wire.ts";
 import { base64url, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { ActorError, createSystem, inProcessMesh, type System } from "../mod.ts";
 import { startSystems } from "../adapters/testing/mod.ts";
@@ -148,18 +150,22 @@ Deno.test("a forged token or caller published straight onto the mesh is refused,
   try {
     seen.activations = 0;
     const node = systems.nodes[0]!.node;
-    const body = new Uint8Array([0x05]); // msgpack 5
+    const payload = new Uint8Array([0x05]); // msgpack 5
     for (
-      const tr of [
-        "ask;vault;forged;deposit;5000;;;;eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.", // alg none
-        "ask;vault;forged;deposit;5000", // no token, and a made-up caller header below
+      const token of [
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.", // alg none
+        undefined, // no token, and a made-up caller header below
       ]
     ) {
-      const reply = await raw.request(`${mesh.prefix}.n.${node}`, body, {
-        headers: { tr, caller: "admin", "x-troupe-caller": '{"sub":"admin","roles":["teller"]}' },
+      const body = rawBody(
+        { type: "vault", id: "forged", handler: "deposit", ...(token ? { token } : {}) },
+        payload,
+      );
+      const reply = await raw.request(`${mesh.prefix}.n.${node}.vault`, body, {
+        headers: { caller: "admin", "x-troupe-caller": '{"sub":"admin","roles":["teller"]}' },
         timeout: 5000,
       });
-      assert.equal(reply.headers["tr-status"], "error");
+      assert.equal(reply.data[0], Status.error);
       assert.match(new TextDecoder().decode(reply.data), /unauthorized/);
     }
     assert.equal(seen.activations, 0, "nothing was activated");
@@ -343,6 +349,35 @@ Deno.test("topic rules: who may publish and subscribe with a token", async () =>
     while (got.length < 2 && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(got, [1, 5]);
     sub.unsubscribe();
+  } finally {
+    await system.close();
+  }
+});
+
+Deno.test("an anonymous caller never gets a signed-in caller's stored reply, whatever key it names", async () => {
+  const idp = await issuer();
+  const system = await createSystem({
+    actors: [Vault],
+    logger: "error",
+    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+  });
+  try {
+    const alice = await idp.sign({ sub: "alice" });
+    const v = system.ref(Vault, "pin");
+    assert.equal(await v.ask("deposit", 5, { token: alice, idempotencyKey: "k1" }), 5);
+    assert.equal(await v.ask("deposit", 10, { token: alice }), 15);
+    // An anonymous call to a public handler, naming alice's key in every scoped form a caller
+    // could guess (the old `caller:<len>:<sub>:<key>` and today's), gets its own answer.
+    for (const key of ["k1", "caller:5:alice:k1", "u:5:alice:k1", "a:k1"]) {
+      assert.equal(await v.ask("balance", undefined, { idempotencyKey: key }), 15, key);
+    }
+    // alice's own retry still gets her stored reply
+    assert.equal(await v.ask("deposit", 5, { token: alice, idempotencyKey: "k1" }), 5);
+    // a key over 256 bytes is refused before anything runs
+    await assert.rejects(
+      v.ask("balance", undefined, { idempotencyKey: "k".repeat(257) }),
+      { code: "bad_payload" },
+    );
   } finally {
     await system.close();
   }

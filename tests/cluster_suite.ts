@@ -3,6 +3,7 @@
  * (`cluster_test.ts`) and the NATS mesh (`adapters/nats/cluster_test.ts`).
  */
 import assert from "node:assert/strict";
+import { codeOf, rawBody, rawRequest } from "./_wire.ts";
 import { waitFor, within } from "./helpers.ts";
 import {
   ActorError,
@@ -600,15 +601,15 @@ function clusterCases(): Case[] {
       await assert.rejects(c.nodes[0]!.ref(Account, long).tell("deposit", 1), {
         code: "bad_payload",
       });
-      // a foreign client puts the long id in the envelope header, to a node's inbox: the host
-      // answers bad_payload without claiming anything (a KV key or subject would be too long)
+      // a foreign client puts the long id in the envelope, to a node's inbox: the host answers
+      // bad_payload without claiming anything
       const host = c.nodes[1]!;
-      const reply = await raw.request(`${mesh.prefix}.n.${host.node}`, new Uint8Array([0xc0]), {
-        headers: { tr: `ask;account;${long};balance;5000` },
-        timeout: 5_000,
-      });
-      assert.equal(reply.headers["tr-status"], "error");
-      assert.match(new TextDecoder().decode(reply.data), /bad_payload/);
+      const reply = await rawRequest(
+        raw,
+        `${mesh.prefix}.n.${host.node}.account`,
+        rawBody({ type: "account", id: long, handler: "balance" }),
+      );
+      assert.equal(codeOf(reply), "bad_payload");
       // everyone is still connected and serving
       for (const s of [c.client, ...c.nodes]) {
         assert.equal(await s.ref(Account, `ok-${crypto.randomUUID()}`).ask("deposit", 3), 3);

@@ -2,6 +2,7 @@
  * The message path's limits and shutdown rules, as a caller sees them (in-process mesh).
  */
 import assert from "node:assert/strict";
+import { rawBody, rawRequest } from "./_wire.ts";
 import { ActorError, createSystem, defineActor, inProcessMesh } from "../mod.ts";
 import { startSystems } from "../adapters/testing/mod.ts";
 import { waitFor } from "./helpers.ts";
@@ -307,18 +308,19 @@ Deno.test("a request whose reply subject is not an inbox is refused: nothing run
   const spy = raw.subscribe(`${mesh.prefix}.>`, (m) => void hijacked.push(m.subject));
   try {
     const node = systems.nodes[0]!.node;
-    for (const reply of [`${mesh.prefix}.t.evil`, `${mesh.prefix}.n.${node}`, "$KV.x.y"]) {
-      raw.publish(`${mesh.prefix}.n.${node}`, new Uint8Array([0x05]), {
-        headers: { tr: "ask;echo;;echo;5000" },
+    const subject = `${mesh.prefix}.n.${node}.echo`;
+    for (const reply of [`${mesh.prefix}.t.evil`, subject, "$KV.x.y"]) {
+      raw.publish(subject, rawBody({ type: "echo", handler: "echo" }, Uint8Array.of(0x05)), {
         reply,
       });
     }
     // an inbox reply still works, and arrives after the refused ones would have
-    const ok = await raw.request(`${mesh.prefix}.n.${node}`, new Uint8Array([0x07]), {
-      headers: { tr: "ask;echo;;echo;5000" },
-      timeout: 5000,
-    });
-    assert.deepEqual(ok.data, new Uint8Array([0x07]));
+    const ok = await rawRequest(
+      raw,
+      subject,
+      rawBody({ type: "echo", handler: "echo" }, Uint8Array.of(0x07)),
+    );
+    assert.deepEqual(ok, { status: "ok", value: 7 });
     assert.equal(runs, 1, "only the request with an inbox reply ran");
     assert.deepEqual(
       hijacked.filter((s) => !s.startsWith(`${mesh.prefix}.n.`)),

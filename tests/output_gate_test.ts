@@ -345,12 +345,13 @@ Deno.test("a turn without effects stores nothing for its key", async () => {
     for (let i = 0; i < 300; i++) {
       assert.deepEqual(await c.ask("peek", undefined, { idempotencyKey: `k${i}` }), { total: 3 });
     }
+    // Keys reach the journal scoped by caller: `a:<key>` for an anonymous caller.
     for (const i of [0, 150, 299]) {
-      assert.equal(await journal.reply("counter/quiet", `k${i}`), undefined, `k${i} stored`);
+      assert.equal(await journal.reply("counter/quiet", `a:k${i}`), undefined, `k${i} stored`);
     }
     // A turn with effects stores its key.
     await c.ask("add", 1, { idempotencyKey: "effect" });
-    assert.ok(await journal.reply("counter/quiet", "effect"));
+    assert.ok(await journal.reply("counter/quiet", "a:effect"));
   } finally {
     await s.close();
   }

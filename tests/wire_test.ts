@@ -1,34 +1,9 @@
 import assert from "node:assert/strict";
-import {
-  ActorError,
-  createSystem,
-  defineActor,
-  inProcessMesh,
-  json,
-  type MeshConnection,
-  msgpack,
-} from "../mod.ts";
+import { ActorError, createSystem, defineActor, inProcessMesh, json, msgpack } from "../mod.ts";
 import { Account, Counter } from "./fixtures.ts";
-import { decodeReply, H } from "../src/mesh/wire.ts";
-import { codecFor } from "../src/codec/mod.ts";
-
-const envelope = (handler: string, o: { type?: string; timeout?: string; ct?: string } = {}) => ({
-  [H.envelope]: `ask;${o.type ?? "account"};alice;${handler};${o.timeout ?? "1000"};${o.ct ?? ""}`,
-});
-const validHeaders = (handler: string) => envelope(handler);
-
-/** A raw request's error reply: its `tr-status` header and the code and message it carries. */
-async function rawError(
-  conn: MeshConnection,
-  subject: string,
-  data: Uint8Array,
-  headers: Record<string, string>,
-): Promise<{ status: unknown; code: string; message: string }> {
-  const reply = await conn.request(subject, data, { headers, timeout: 1000 });
-  const status = reply.headers[H.status];
-  const w = msgpack.decode(reply.data) as { code: string; message: string };
-  return { status, code: w.code, message: w.message };
-}
+import { decodeReply, Status } from "../src/mesh/wire.ts";
+import { codeOf, rawBody, rawRequest } from "./_wire.ts";
+import { waitFor } from "./helpers.ts";
 
 Deno.test("malformed messages on Troupe subjects get a clear error and the node keeps running", async () => {
   // The mesh carries 4 MiB, so an oversize body reaches the node (default limit 1 MiB) and the
@@ -42,38 +17,41 @@ Deno.test("malformed messages on Troupe subjects get a clear error and the node 
   });
   const raw = await mesh.connect({ node: "raw" });
   try {
-    const subject = "troupe.n.n1";
-    const codeOf = async (data: Uint8Array, headers: Record<string, string>) => {
-      const reply = await raw.request(subject, data, { headers, timeout: 1000 });
-      return (msgpack.decode(reply.data) as { code: string }).code;
-    };
-    // garbage body
-    assert.equal(
-      await codeOf(new Uint8Array([0xc1, 0xff, 0x00]), validHeaders("deposit")),
-      "bad_payload",
-    );
+    const subject = "troupe.n.n1.account";
+    const deposit = (payload: Uint8Array) =>
+      rawBody({ type: "account", id: "alice", handler: "deposit" }, payload);
+    const code = async (body: Uint8Array) => codeOf(await rawRequest(raw, subject, body, 1000));
+    // garbage payload
+    assert.equal(await code(deposit(new Uint8Array([0xc1, 0xff, 0x00]))), "bad_payload");
     // truncated msgpack
     assert.equal(
-      await codeOf(new Uint8Array([0xdb, 0xff, 0xff, 0xff, 0xff]), validHeaders("deposit")),
+      await code(deposit(new Uint8Array([0xdb, 0xff, 0xff, 0xff, 0xff]))),
       "bad_payload",
     );
-    // missing headers
-    assert.equal(await codeOf(msgpack.encode(1), {}), "bad_payload");
-    // bad timeout
-    assert.equal(
-      await codeOf(msgpack.encode(1), envelope("deposit", { timeout: "x" })),
-      "bad_payload",
-    );
+    // no envelope at all, an unknown version, an envelope cut short
+    assert.equal(await code(msgpack.encode(1)), "bad_payload");
+    assert.equal(await code(new Uint8Array(0)), "bad_payload");
+    const good = deposit(msgpack.encode(1));
+    assert.equal(await code(Uint8Array.of(9, ...good.subarray(1))), "bad_payload");
+    assert.equal(await code(good.subarray(0, 7)), "bad_payload");
+    // a zero timeout (the varint after the four fixed bytes)
+    const zero = good.slice();
+    zero[4] = 0;
+    assert.equal(await code(zero), "bad_payload");
     // unknown content type
     assert.equal(
-      await codeOf(msgpack.encode(1), envelope("deposit", { ct: "text%2Fx-nope" })),
+      await code(
+        rawBody(
+          { type: "account", id: "alice", handler: "deposit", contentType: "text/x-nope" },
+          msgpack.encode(1),
+        ),
+      ),
       "bad_payload",
     );
-    // unknown handler and type
-    assert.equal(await codeOf(msgpack.encode(1), validHeaders("nope")), "unknown_handler");
+    // unknown handler
     assert.equal(
-      await codeOf(msgpack.encode(1), envelope("deposit", { type: "ghost" })),
-      "unknown_actor_type",
+      await code(rawBody({ type: "account", id: "alice", handler: "nope" }, msgpack.encode(1))),
+      "unknown_handler",
     );
     // prototype pollution attempt
     const evil = new Uint8Array([
@@ -85,27 +63,80 @@ Deno.test("malformed messages on Troupe subjects get a clear error and the node 
       0x78,
       0x01,
     ]);
-    assert.equal(await codeOf(evil, validHeaders("deposit")), "bad_payload");
+    assert.equal(await code(deposit(evil)), "bad_payload");
     assert.equal(({} as Record<string, unknown>).x, undefined);
     // oversize body: a valid MessagePack string of 2 MiB, so only the size check can refuse it
     const big = msgpack.encode("x".repeat(2 * 1024 * 1024));
-    const oversize = await rawError(raw, subject, big, validHeaders("deposit"));
+    const oversize = await rawRequest(raw, subject, deposit(big), 1000);
     assert.deepEqual(oversize, {
       status: "error",
-      code: "bad_payload",
-      message:
-        `Payload of account.deposit (${big.byteLength} bytes) exceeds the limit of 1048576 bytes`,
+      value: {
+        code: "bad_payload",
+        message:
+          `Payload of account.deposit (${big.byteLength} bytes) exceeds the limit of 1048576 bytes`,
+      },
     });
     // a message without reply subject is dropped quietly
-    raw.publish(subject, new Uint8Array([1, 2, 3]), { headers: validHeaders("deposit") });
+    raw.publish(subject, deposit(new Uint8Array([1, 2, 3])));
     // and the node still works, over the wire and locally
-    const ok = await raw.request(subject, msgpack.encode(5), {
-      headers: validHeaders("deposit"),
-      timeout: 1000,
+    assert.deepEqual(await rawRequest(raw, subject, deposit(msgpack.encode(5)), 1000), {
+      status: "ok",
+      value: 5,
     });
-    assert.equal(msgpack.decode(ok.data), 5);
     assert.equal(await system.ref(Account, "alice").ask("deposit", 1), 6);
   } finally {
+    await raw.close();
+    await system.close();
+  }
+});
+
+const Admin = defineActor({
+  name: "admin",
+  initialState: () => ({ wiped: false }),
+  handlers: {
+    wipe(ctx) {
+      ctx.state = { wiped: true };
+      return "wiped";
+    },
+    wiped: (ctx) => ctx.state.wiped,
+  },
+});
+
+Deno.test("an envelope naming another type than its subject's runs nothing and activates nothing", async () => {
+  const mesh = inProcessMesh();
+  const system = await createSystem({ actors: [Counter, Admin], mesh, node: "n1" });
+  const raw = await mesh.connect({ node: "raw" });
+  const activated: string[] = [];
+  const watch = system.directory.watch()[Symbol.asyncIterator]();
+  const seen = (async () => {
+    for (;;) {
+      const e = await watch.next();
+      if (e.done) return;
+      if (e.value.type === "activated") activated.push(`${e.value.actor.type}/${e.value.actor.id}`);
+    }
+  })();
+  try {
+    // A client allowed to publish on the counter type's subject names admin/root.wipe.
+    const forged = rawBody({ type: "admin", id: "root", handler: "wipe" });
+    const reply = await rawRequest(raw, "troupe.n.n1.counter", forged, 1000);
+    assert.equal(codeOf(reply), "bad_payload");
+    assert.match(
+      (reply.value as { message: string }).message,
+      /arrived on the subject of "counter"/,
+    );
+    // the real counter subject still works, and the admin actor never ran nor activated
+    const ok = rawBody({ type: "counter", id: "c1", handler: "echo" }, msgpack.encode("hi"));
+    assert.deepEqual(await rawRequest(raw, "troupe.n.n1.counter", ok, 1000), {
+      status: "ok",
+      value: "hi",
+    });
+    assert.equal(await system.directory.locate(Admin, "root"), undefined);
+    await waitFor(() => activated.length > 0, 2_000, "the counter's activation event");
+    assert.deepEqual(activated, ["counter/c1"]);
+    assert.equal(await system.ref(Admin, "root").ask("wiped"), false);
+  } finally {
+    await watch.return?.();
+    await seen;
     await raw.close();
     await system.close();
   }
@@ -132,18 +163,23 @@ Deno.test("an oversize payload is refused before it is sent, and by the node it 
     });
     // Sent straight onto the mesh (as another implementation or a bad client might), it reaches
     // the host, which answers bad_payload.
-    const subject = "troupe.n.host";
-    const headers = envelope("echo", { type: "counter" });
+    const subject = "troupe.n.host.counter";
     const data = msgpack.encode(big);
-    assert.deepEqual(await rawError(raw, subject, data, headers), {
+    const echo = (payload: Uint8Array) =>
+      rawBody({ type: "counter", id: "c", handler: "echo" }, payload);
+    assert.deepEqual(await rawRequest(raw, subject, echo(data), 1000), {
       status: "error",
-      code: "bad_payload",
-      message: `Payload of counter.echo (${data.byteLength} bytes) exceeds the limit of 1024 bytes`,
+      value: {
+        code: "bad_payload",
+        message:
+          `Payload of counter.echo (${data.byteLength} bytes) exceeds the limit of 1024 bytes`,
+      },
     });
     // The host stays up: the same request, small, is answered, raw and through a ref.
-    const ok = await raw.request(subject, msgpack.encode("small"), { headers, timeout: 1000 });
-    assert.equal(ok.headers[H.status], undefined);
-    assert.equal(msgpack.decode(ok.data), "small");
+    assert.deepEqual(await rawRequest(raw, subject, echo(msgpack.encode("small")), 1000), {
+      status: "ok",
+      value: "small",
+    });
     assert.equal(await client.ref(Counter, "c").ask("echo", "small"), "small");
   } finally {
     await raw.close();
@@ -193,13 +229,10 @@ const PROTOTYPE_NAMES = ["constructor", "toString", "__proto__", "hasOwnProperty
 Deno.test("an error reply whose code names an Object.prototype property gives an ActorError", () => {
   for (const codec of [msgpack, json]) {
     for (const code of PROTOTYPE_NAMES) {
-      const reply = {
-        subject: "_INBOX.x",
-        headers: { [H.status]: "error", [H.contentType]: codec.contentType },
-        data: codec.encode({ code, message: `Failed with ${code}` }),
-      };
+      const body = codec.encode({ code, message: `Failed with ${code}` });
+      const reply = Uint8Array.of(Status.error, ...body);
       assert.throws(
-        () => decodeReply(reply, codecFor),
+        () => decodeReply(reply, codec),
         (err: unknown) => {
           assert.ok(err instanceof ActorError, `${codec.contentType} "${code}": ${String(err)}`);
           assert.equal(err.code, code);

@@ -121,6 +121,18 @@ export function checkSubject(subject: string, what: string, wildcards = false): 
   }
 }
 
+/**
+ * {@link checkSubject} for request subjects, remembering the valid ones: a node sends its
+ * requests to a few subjects (its peers' inboxes), over and over.
+ */
+export function checkRequestSubject(subject: string): void {
+  if (checked.has(subject)) return;
+  checkSubject(subject, "request");
+  if (checked.size >= 4096) checked.clear();
+  checked.add(subject);
+}
+const checked = new Set<string>();
+
 /** The NATS headers of mesh headers (`undefined` when there are none). */
 export function toNatsHeaders(h: MeshHeaders | undefined): MsgHdrs | undefined {
   if (!h) return undefined;

@@ -25,8 +25,9 @@ export type NatsClientUser = ({ user: string; pass: string } | { nkey: string })
    */
   inboxPrefix?: string;
   /**
-   * The actor and worker types it may call (requests to `<prefix>.a.<type>.>` and
-   * `<prefix>.w.<type>`). @default {all: `<prefix>.a.>` and `<prefix>.w.>`}
+   * The actor and worker types it may call (requests to `<prefix>.n.*.<type>`, every node's
+   * inbox for the type, and `<prefix>.w.<type>`). @default {all: `<prefix>.n.*.*` and
+   * `<prefix>.w.>`}
    */
   call?: string[];
   /**
@@ -50,7 +51,7 @@ export interface NatsAuthConfigOptions {
   /** Client users: plain NATS clients that call actors and workers by request. @default {[]} */
   clients?: NatsClientUser[];
   /**
-   * KV buckets nodes may write, besides the directory's `<prefix>_nodes`, `<prefix>_acts`
+   * KV buckets nodes may write, besides the directory's `<prefix>_nodes`
    * and `<prefix>_leases`: full bucket names (NATS subjects have no partial-token
    * wildcards, so `<prefix>_*` cannot be written as one permission). @default {[]}
    */
@@ -104,13 +105,13 @@ function nameOf(u: { user: string } | { nkey: string }): string {
  * Node users may publish and subscribe `<prefix>.>` and their inbox prefix, publish to every
  * client's inbox prefix (replies and stream frames to clients), use the JetStream API
  * (`$JS.API.>`, `$JS.ACK.>`, `$JS.FC.>`) and write the directory's KV buckets
- * (`$KV.<prefix>_nodes.>`, `$KV.<prefix>_acts.>`, `$KV.<prefix>_leases.>` and `buckets`).
+ * (`$KV.<prefix>_nodes.>`, `$KV.<prefix>_leases.>` and `buckets`).
  * Nodes are fully trusted: the JetStream API lets them change any stream of their account.
  *
- * Client users may only publish requests to `<prefix>.a.<type>.>` and `<prefix>.w.<type>`
+ * Client users may only publish requests to `<prefix>.n.*.<type>` and `<prefix>.w.<type>`
  * (all types, or those in `call`), and the topics in `publishTopics`; they may subscribe only
- * to `<inboxPrefix>.>` and the topics in `subscribeTopics`. They cannot reach node inboxes
- * (`<prefix>.n.>`), subscribe to actor or worker subjects (and so swallow requests), use
+ * to `<inboxPrefix>.>` and the topics in `subscribeTopics`. They cannot reach node control
+ * subjects (`<prefix>.c.>`), subscribe to actor or worker subjects (and so swallow requests), use
  * JetStream or write any bucket, or read other users' replies. A client must connect with its
  * `inboxPrefix` (nats.js `inboxPrefix` option), since replies arrive there.
  *
@@ -150,7 +151,6 @@ export function natsAuthConfig(options: NatsAuthConfigOptions): string {
   }
   const buckets = [
     `${prefix}_nodes`,
-    `${prefix}_acts`,
     `${prefix}_leases`,
     ...options.buckets ?? [],
   ];
@@ -182,13 +182,13 @@ export function natsAuthConfig(options: NatsAuthConfigOptions): string {
     }
     clientInboxes.push(inbox);
     const publish: string[] = [];
-    if (c.call === undefined) publish.push(`${prefix}.a.>`, `${prefix}.w.>`);
+    if (c.call === undefined) publish.push(`${prefix}.n.*.*`, `${prefix}.w.>`);
     else {
       for (const type of c.call) {
         if (typeof type !== "string" || type === "") {
           throw new TypeError(`Cannot use ${what}: call lists an empty type`);
         }
-        publish.push(`${prefix}.a.${encodeToken(type)}.>`, `${prefix}.w.${encodeToken(type)}`);
+        publish.push(`${prefix}.n.*.${encodeToken(type)}`, `${prefix}.w.${encodeToken(type)}`);
       }
     }
     const topics = (patterns: string[] | undefined) =>

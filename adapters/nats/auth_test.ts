@@ -3,13 +3,9 @@
  * Troupe client system and plain NATS client users: what works, and each denial.
  */
 import assert from "node:assert/strict";
+import { rawBody } from "../../tests/_wire.ts";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import {
-  errors as natsErrors,
-  headers as natsHeaders,
-  nkeys,
-  type Status,
-} from "@nats-io/nats-core";
+import { errors as natsErrors, nkeys, type Status } from "@nats-io/nats-core";
 import { Kvm } from "@nats-io/kv";
 import { createSystem, defineActor, memoryJournal, type System } from "../../mod.ts";
 import { natsAuthConfig, NatsAuthError, natsMesh, type NatsMeshOptions } from "./mod.ts";
@@ -151,11 +147,15 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const unjson = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b));
 
-/** Headers of a raw `ask` request in JSON. */
-function ask(type: string, id: string, handler: string) {
-  const h = natsHeaders();
-  h.set("tr", `ask;${type};${id};${handler};5000;application/json`);
-  return h;
+/** A raw `ask` request's body, in JSON. */
+function ask(type: string, id: string, handler: string, payload: unknown) {
+  return rawBody({ type, id, handler, contentType: "application/json" }, json(payload));
+}
+
+/** The value of a raw reply (status byte 0, then JSON), or a failure naming the status. */
+function okValue(data: Uint8Array): unknown {
+  assert.equal(data[0], 0, `reply status ${data[0]}: ${new TextDecoder().decode(data)}`);
+  return unjson(data.subarray(1));
 }
 
 Deno.test("locked-down NATS: node users host and call; a client user requests an actor", async () => {
@@ -165,12 +165,10 @@ Deno.test("locked-down NATS: node users host and call; a client user requests an
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
   // a plain client user requests the active actor's subject and gets the answer
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
-    headers: ask("counter", "c", "add"),
+  const reply = await gw.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "c", "add", 3), {
     timeout: 5000,
   });
-  assert.equal(reply.headers?.get("tr-status") ?? "", "");
-  assert.equal(unjson(reply.data), 5);
+  assert.equal(okValue(reply.data), 5);
   assert.equal(await sys.client.ref(Counter, "c").ask("get", undefined), 5);
   assert.deepEqual(gw.errors, []);
 });
@@ -180,12 +178,11 @@ Deno.test("locked-down NATS in an account of its own: the same rights", async ()
   await using sys = await systems(s);
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.a.counter.c`, json(3), {
-    headers: ask("counter", "c", "add"),
+  const reply = await gw.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "c", "add", 3), {
     timeout: 5000,
   });
-  assert.equal(unjson(reply.data), 5);
-  const closed = await within(gw.nc.subscribe(`${s.prefix}.a.>`).closed, 5000, "refusal");
+  assert.equal(okValue(reply.data), 5);
+  const closed = await within(gw.nc.subscribe(`${s.prefix}.n.>`).closed, 5000, "refusal");
   assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
   await assert.rejects(
     gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
@@ -214,7 +211,7 @@ Deno.test("natsAuthConfig: refuses what would not work", () => {
   });
   assert.match(
     text,
-    /publish: \{ allow: \["p\.a\.account\.>", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
+    /publish: \{ allow: \["p\.n\.\*\.account", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
   );
   assert.match(text, /subscribe: \{ allow: \["_INBOX_gw\.>"\] \}/);
 });
@@ -254,13 +251,13 @@ Deno.test("locked-down NATS: a client user cannot write the directory's buckets"
   assert.ok(sys.node.directory.nodes().every((n) => n.id !== "evil"));
 });
 
-Deno.test("locked-down NATS: a client user cannot subscribe to actor subjects or swallow requests", async () => {
+Deno.test("locked-down NATS: a client user cannot subscribe to node inboxes or swallow requests", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
   assert.equal(await sys.client.ref(Counter, "x").ask("add", 1), 1); // active on n1
   await using gw = await gateway(s);
   const swallowed: string[] = [];
-  const sub = gw.nc.subscribe(`${s.prefix}.a.>`, {
+  const sub = gw.nc.subscribe(`${s.prefix}.n.>`, {
     callback: (e, m) => void (e ? undefined : swallowed.push(m.subject)),
   });
   const workers = gw.nc.subscribe(`${s.prefix}.w.>`, { queue: "w-counter" });
@@ -270,7 +267,7 @@ Deno.test("locked-down NATS: a client user cannot subscribe to actor subjects or
     "the subscriptions to be refused",
   );
   assert.ok(closed instanceof natsErrors.PermissionViolationError, String(closed));
-  assert.match(String(closed), /Subscription to ".*\.a\.>"/);
+  assert.match(String(closed), /Subscription to ".*\.n\.>"/);
   assert.ok(closedW instanceof natsErrors.PermissionViolationError, String(closedW));
   // requests still reach the node, none reached the client
   for (let i = 0; i < 5; i++) await sys.client.ref(Counter, "x").ask("add", 1);
@@ -278,18 +275,15 @@ Deno.test("locked-down NATS: a client user cannot subscribe to actor subjects or
   assert.deepEqual(swallowed, []);
 });
 
-Deno.test("locked-down NATS: a client user cannot reach node inboxes, JetStream, or others' inboxes", async () => {
+Deno.test("locked-down NATS: a client user cannot reach node control subjects, JetStream, or others' inboxes", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
   await using gw = await gateway(s);
-  // node inbox: denied (raw publish and request)
-  gw.nc.publish(`${s.prefix}.n.n1`, json(1), { headers: ask("counter", "y", "add") });
+  // node-to-node control (directory queries): denied (raw publish and request)
+  gw.nc.publish(`${s.prefix}.c.dir.n1`, json({ after: "" }));
   await assert.rejects(
-    gw.nc.request(`${s.prefix}.n.n1`, json(1), {
-      headers: ask("counter", "y", "add"),
-      timeout: 3000,
-    }),
-    /Permissions Violation for Publish to ".*\.n\.n1"/,
+    gw.nc.request(`${s.prefix}.c.dir.n1`, json({ after: "" }), { timeout: 3000 }),
+    /Permissions Violation for Publish to ".*\.c\.dir\.n1"/,
   );
   // the JetStream API: denied
   await assert.rejects(
@@ -302,7 +296,7 @@ Deno.test("locked-down NATS: a client user cannot reach node inboxes, JetStream,
     assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
   }
   await eventually(
-    () => gw.errors.some((e) => /Publish to ".*\.n\.n1"/.test(e)),
+    () => gw.errors.some((e) => /Publish to ".*\.c\.dir\.n1"/.test(e)),
     5000,
     "the publish violation",
   );
@@ -311,8 +305,7 @@ Deno.test("locked-down NATS: a client user cannot reach node inboxes, JetStream,
   assert.equal(await sys.client.ref(Counter, "z").ask("add", 1), 1); // active on n1
   await using plain = await gateway(s, null); // inboxes under _INBOX
   await assert.rejects(
-    plain.nc.request(`${s.prefix}.a.counter.z`, json(1), {
-      headers: ask("counter", "z", "add"),
+    plain.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "z", "add", 1), {
       timeout: 3000,
     }),
   );
@@ -328,15 +321,13 @@ Deno.test("locked-down NATS: a request whose reply subject names a JetStream or 
   await using sys = await systems(s);
   assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1); // active on n1
   await using gw = await gateway(s);
-  const subject = `${s.prefix}.a.counter.r`;
+  const subject = `${s.prefix}.n.n1.counter`;
   // the node may write these; the client names them as the reply subject of its requests
-  gw.nc.publish(subject, json(1), {
-    headers: ask("counter", "r", "add"),
+  gw.nc.publish(subject, ask("counter", "r", "add", 1), {
     reply: `$KV.${s.prefix}_nodes.forged`,
   });
-  gw.nc.publish(subject, json({}), {
-    headers: ask("counter", "r", "echo"), // replies `{}`: a valid purge request
-    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_acts`,
+  gw.nc.publish(subject, ask("counter", "r", "echo", {}), { // replies `{}`: a valid purge
+    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_nodes`,
   });
   await gw.nc.flush();
   // the node refuses both requests (the reply subject is not an inbox): nothing is applied…
@@ -346,8 +337,8 @@ Deno.test("locked-down NATS: a request whose reply subject names a JetStream or 
   try {
     assert.equal(await (await conn.kv(`${s.prefix}_nodes`)).get("forged") ?? null, null);
     const jsm = await (conn as NatsMeshConnection).jsm();
-    const info = await jsm.streams.info(`KV_${s.prefix}_acts`);
-    assert.ok(info.state.messages >= 1, "the ownership bucket was not purged");
+    const info = await jsm.streams.info(`KV_${s.prefix}_nodes`);
+    assert.ok(info.state.messages >= 1, "the membership bucket was not purged");
   } finally {
     await conn.close();
   }
@@ -425,11 +416,10 @@ Deno.test("natsMesh inboxPrefix: a mesh connection limited to its own inbox pref
   const conn = await mesh(s, { ...GW, inboxPrefix: GW_INBOX }).connect({ node: "gw" });
   try {
     assert.ok(conn.inbox().startsWith(`${GW_INBOX}.`));
-    const reply = await conn.request(`${s.prefix}.a.counter.p`, json(1), {
+    const reply = await conn.request(`${s.prefix}.n.n1.counter`, ask("counter", "p", "add", 1), {
       timeout: 5000,
-      headers: { tr: "ask;counter;p;add;5000;application/json" },
     });
-    assert.equal(unjson(reply.data), 5);
+    assert.equal(okValue(reply.data), 5);
   } finally {
     await conn.close();
   }

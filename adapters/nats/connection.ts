@@ -35,6 +35,7 @@ import {
 } from "../../src/mesh/types.ts";
 import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
 import {
+  checkRequestSubject,
   checkSubject,
   isStreamNotFound,
   isTemporaryBucketOpen,
@@ -65,7 +66,6 @@ export class NatsMeshConnection implements MeshConnection {
   readonly watches = new Set<NatsKvWatch>();
   /** Whether the client is connected now (watches restart only when it is). Internal. */
   connected = true;
-  readonly #inflight = new Set<(err: unknown) => void>();
   readonly #jsmByTimeout = new Map<number, Promise<JetStreamManager>>();
   #closing: Promise<void> | undefined;
 
@@ -199,56 +199,36 @@ export class NatsMeshConnection implements MeshConnection {
   // deno-lint-ignore require-await
   async request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage> {
     this.#check();
-    const { signal } = options;
-    signal?.throwIfAborted();
-    checkSubject(subject, "request");
-    const what = `Request to "${subject}"`;
+    options.signal?.throwIfAborted();
+    checkRequestSubject(subject);
     const prefix = this.#muxPrefix ??= this.#startMux();
     const token = (++this.#muxSeq).toString(36);
     return new Promise<MeshMessage>((resolve, reject) => {
-      const finish = (): boolean => {
-        const p = this.#pending.get(token);
-        if (!p) return false;
-        this.#pending.delete(token);
-        this.#inflight.delete(cancel);
-        this.#deadlines.remove(p.entry);
-        if (onAbort) signal!.removeEventListener("abort", onAbort);
-        return true;
-      };
-      const cancel = (err: unknown) => {
-        if (finish()) reject(err);
-      };
-      const onAbort = signal ? () => cancel(signal.reason) : undefined;
-      const timeout = Math.max(1, Math.ceil(options.timeout));
-      const entry = this.#deadlines.add(
-        performance.now() + timeout,
-        () => cancel(new MeshError("timeout", `${what} timed out after ${timeout} ms`)),
+      const p = new PendingRequest(
+        this.#pending,
+        this.#deadlines,
+        token,
+        subject,
+        resolve,
+        reject,
+        options,
       );
-      this.#pending.set(token, {
-        entry,
-        settle: (msg) => {
-          if (!finish()) return;
-          if (msg.data.length === 0 && msg.headers?.code === 503) {
-            reject(new MeshError("no_responders", `${what}: no responders`));
-          } else resolve(toMeshMessage(msg));
-        },
-      });
-      this.#inflight.add(cancel);
-      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+      p.entry = this.#deadlines.add(performance.now() + p.timeout, p.expire);
+      this.#pending.set(token, p);
       try {
-        const opts: { reply: string; headers?: MsgHdrs } = { reply: `${prefix}.${token}` };
-        const h = toNatsHeaders(options.headers);
-        if (h) opts.headers = h;
-        this.nc.publish(subject, data, opts);
+        const reply = `${prefix}.${token}`;
+        const headers = options.headers && toNatsHeaders(options.headers);
+        this.nc.publish(subject, data, headers ? { reply, headers } : { reply });
       } catch (err) {
-        cancel(toMeshError(err, what));
+        p.cancel(toMeshError(err, `Request to "${subject}"`));
       }
     });
   }
 
   #muxPrefix: string | undefined;
   #muxSeq = 0;
-  readonly #pending = new Map<string, { entry: WheelEntry; settle: (msg: Msg) => void }>();
+  /** Requests waiting for their reply, by token. */
+  readonly #pending = new Map<string, PendingRequest>();
   readonly #deadlines = new TimerWheel(5);
 
   #startMux(): string {
@@ -257,7 +237,7 @@ export class NatsMeshConnection implements MeshConnection {
     this.nc.subscribe(`${prefix}.*`, {
       callback: (err, msg) => {
         if (err) return;
-        this.#pending.get(msg.subject.slice(strip))?.settle(msg);
+        this.#pending.get(msg.subject.slice(strip))?.answer(msg);
       },
     });
     return prefix;
@@ -405,8 +385,8 @@ export class NatsMeshConnection implements MeshConnection {
     await this.nc.closed();
     await this.#statusLoop;
     this.#listeners.clear();
-    for (const cancel of [...this.#inflight]) {
-      cancel(new MeshError("closed", `Request of node "${this.node}" failed: connection closed`));
+    for (const p of [...this.#pending.values()]) {
+      p.cancel(new MeshError("closed", `Request of node "${this.node}" failed: connection closed`));
     }
     this.#deadlines.close();
   }
@@ -434,5 +414,62 @@ class NatsSubscription implements MeshSubscription {
     } catch {
       // closed already
     }
+  }
+}
+
+/**
+ * One request waiting for its reply: one object per request (its deadline on the connection's
+ * timer wheel, its cancel hook) instead of a closure per outcome.
+ */
+class PendingRequest {
+  entry: WheelEntry | undefined;
+  readonly timeout: number;
+  readonly #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly pending: Map<string, PendingRequest>,
+    readonly wheel: TimerWheel,
+    readonly token: string,
+    readonly subject: string,
+    readonly resolve: (msg: MeshMessage) => void,
+    readonly reject: (err: unknown) => void,
+    readonly options: RequestOptions,
+  ) {
+    this.timeout = Math.max(1, Math.ceil(options.timeout));
+    const { signal, handle } = options;
+    if (handle) handle.cancel = this.cancel;
+    if (signal) {
+      this.#onAbort = () => this.cancel(signal.reason);
+      signal.addEventListener("abort", this.#onAbort, { once: true });
+    }
+  }
+
+  #finish(): boolean {
+    if (this.pending.get(this.token) !== this) return false;
+    this.pending.delete(this.token);
+    if (this.entry) this.wheel.remove(this.entry);
+    if (this.#onAbort) this.options.signal!.removeEventListener("abort", this.#onAbort);
+    if (this.options.handle) this.options.handle.cancel = undefined;
+    return true;
+  }
+
+  /** Rejects the request with `err` (a cancel, a closed connection). */
+  readonly cancel = (err: unknown): void => {
+    if (this.#finish()) this.reject(err);
+  };
+
+  /** Its deadline passed. */
+  readonly expire = (): void => {
+    this.cancel(
+      new MeshError("timeout", `Request to "${this.subject}" timed out after ${this.timeout} ms`),
+    );
+  };
+
+  /** Its reply arrived: "no responders" is the server's 503 status with an empty body. */
+  answer(msg: Msg): void {
+    if (!this.#finish()) return;
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      this.reject(new MeshError("no_responders", `Request to "${this.subject}": no responders`));
+    } else this.resolve(toMeshMessage(msg));
   }
 }

@@ -17,14 +17,14 @@ import {
   UnavailableError,
 } from "../errors.ts";
 import { createHash } from "node:crypto";
-import {
-  type IdempotencyRecord,
-  isOwned,
-  type Journal,
-  type NewEvent,
-  type Reminder,
-  type Snapshot,
-  type StoredEvent,
+import type {
+  IdempotencyRecord,
+  Journal,
+  NewEvent,
+  Recovered,
+  Reminder,
+  Snapshot,
+  StoredEvent,
 } from "../journal/types.ts";
 import {
   type Deferred,
@@ -59,22 +59,25 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   /** Whether this node may not process messages at `now` (its lease lapsed). */
   fenced(now?: number): boolean;
   /**
-   * Called once when the activation has stopped; `leftover` messages need a new home
-   * (`owner`: the node that owns the actor, when the claim found one; `contended`: another
-   * activation of it exists, found by the journal's fence).
+   * Called once when the activation has stopped; `leftover` messages, which nothing processed,
+   * need a new home (`owner`: the live node that owns the actor, when the claim found one).
    */
-  stopped(activation: Activation<M>, leftover: M[], owner?: string, contended?: boolean): void;
-  /** Claims ownership of the actor cluster-wide; throws {@link Redirect} when owned elsewhere. */
-  claim(activation: Activation<M>): Promise<void>;
+  stopped(activation: Activation<M>, leftover: M[], owner?: Redirect): void;
+  /**
+   * Claims the actor cluster-wide and starts its activation in the journal (a new epoch, and
+   * what to recover from); throws {@link Redirect} when another live node owns it.
+   */
+  claim(activation: Activation<M>): Promise<Recovered>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
   /** The node's config as it is now (a turn keeps the one it started with). */
   configView(): ConfigView;
 }
 
-/** Thrown by `host.claim()`: the actor is active on another node. */
+/** Thrown by `host.claim()`: the actor is owned by another live node. */
 export class Redirect extends Error {
-  constructor(readonly owner: string) {
+  /** `owner` holds the actor at epoch `revision`. */
+  constructor(readonly owner: string, readonly revision: number) {
     super(`Actor is owned by node "${owner}"`);
   }
 }
@@ -128,6 +131,8 @@ export class Activation<M extends Envelope = Envelope> {
   status: "starting" | "active" | "stopping" | "stopped" = "starting";
   /** Monotonic time of the last message. */
   lastActive = performance.now();
+  /** Whether it became active (took messages) at some point. */
+  wasActive = false;
   /** Resolves when started (rejects if recovery failed); undefined once it has. */
   #ready: Promise<void> | undefined;
 
@@ -159,7 +164,6 @@ export class Activation<M extends Envelope = Envelope> {
   #tail: Promise<void> | undefined;
   /** Set once a commit failed: the activation stopped, held outputs get this error. */
   #failure: ActorError | undefined;
-  #epochPromise: Promise<number> | undefined;
   #outputs: Dispatcher | undefined;
 
   constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>, id: string) {
@@ -171,6 +175,11 @@ export class Activation<M extends Envelope = Envelope> {
     const ready = this.#start();
     ready.catch(() => {});
     this.#ready = ready;
+  }
+
+  /** Its epoch in the journal, once it claimed the actor. */
+  get epoch(): number | undefined {
+    return this.#epoch;
   }
 
   /** Resolves when started (rejects if recovery failed). */
@@ -205,12 +214,10 @@ export class Activation<M extends Envelope = Envelope> {
 
   async #start(): Promise<void> {
     try {
-      await this.#host.claim(this);
+      const rec = await this.#host.claim(this);
       if ((this.status as Activation["status"]) !== "starting") return; // stopped meanwhile
+      this.#epoch = rec.epoch;
       if (this.def.eventSourced) {
-        const rec = await this.#host.journal.activate(this.key);
-        if (isOwned(rec)) throw new Redirect(rec.owner);
-        this.#epoch = rec.epoch;
         if (rec.snapshot && rec.snapshot.version === this.def.snapshotVersion) {
           this.state = this.#host.storage.decode(rec.snapshot.state);
           this.seq = rec.snapshot.seq;
@@ -227,6 +234,7 @@ export class Activation<M extends Envelope = Envelope> {
       // become active, or it would take messages beside its successor.
       if ((this.status as Activation["status"]) !== "starting") return;
       this.status = "active";
+      this.wasActive = true;
       this.#ready = undefined;
       this.#kick();
     } catch (err) {
@@ -234,7 +242,7 @@ export class Activation<M extends Envelope = Envelope> {
       this.status = "stopped";
       if (err instanceof Redirect) {
         this.#stoppedResolve();
-        this.#host.stopped(this, this.#drainQueue(), err.owner);
+        this.#host.stopped(this, this.#drainQueue(), err);
         throw err;
       }
       const error = err instanceof ActorError
@@ -552,6 +560,8 @@ export class Activation<M extends Envelope = Envelope> {
    * point moves past it. Throws (nothing issued) when the codec cannot encode an event.
    */
   #issue(idempotency: IdempotencyRecord | undefined): void {
+    // Every activation holds an epoch from its claim before its first turn.
+    if (this.#epoch === undefined) throw new InternalError(`${this.key} has no epoch`);
     const staged = this.#staged;
     const reminders = this.#reminders;
     const storage = this.#host.storage;
@@ -582,11 +592,7 @@ export class Activation<M extends Envelope = Envelope> {
     this.#reminders = NONE as never;
     this.#base = this.state;
     this.#baseSeq = this.seq;
-    const journal = this.#host.journal;
-    const epoch = this.#epoch;
-    const written = epoch !== undefined
-      ? journal.append({ ...append, epoch })
-      : this.#lazyEpoch().then((e) => journal.append({ ...append, epoch: e }));
+    const written = this.#host.journal.append({ ...append, epoch: this.#epoch! });
     written.catch(() => {}); // seen through the chain below
     const prev = this.#tail;
     const done = prev ? prev.then(() => written) : written;
@@ -595,14 +601,6 @@ export class Activation<M extends Envelope = Envelope> {
       if (this.#tail === done) this.#tail = undefined;
       for (const r of reminders) this.#host.reminderScheduled(r.due);
     }, (err) => this.#commitFailed(err));
-  }
-
-  /** The epoch of an actor without events that stores a reply or reminder: activated once. */
-  #lazyEpoch(): Promise<number> {
-    return this.#epochPromise ??= this.#host.journal.activate(this.key).then((rec) => {
-      if (isOwned(rec)) throw new Redirect(rec.owner);
-      return this.#epoch = rec.epoch;
-    });
   }
 
   /**
@@ -696,11 +694,7 @@ export class Activation<M extends Envelope = Envelope> {
   #commitError(err: unknown): ActorError {
     const original = err;
     if (original instanceof Stopped) return original;
-    if (original instanceof Redirect) {
-      this.#stop();
-      return new UnavailableError(`${this.key} is owned by node "${original.owner}"`);
-    }
-    this.#stop(original instanceof ConflictError);
+    this.#stop();
     if (original instanceof ConflictError) {
       return new UnavailableError(
         `${this.key} was activated elsewhere; this activation stopped (${original.message})`,
@@ -840,13 +834,13 @@ export class Activation<M extends Envelope = Envelope> {
     return this.#stop();
   }
 
-  /** Stops; `contended`: another activation of this actor exists (the journal said so). */
-  #stop(contended = false): Promise<void> {
+  /** Stops; what is left in the mailbox is handed back to the node. */
+  #stop(): Promise<void> {
     if (this.status === "stopped") return this.stoppedPromise;
     this.status = "stopped";
     const leftover = this.#drainQueue();
     this.#stoppedResolve();
-    this.#host.stopped(this, leftover, undefined, contended);
+    this.#host.stopped(this, leftover);
     return this.stoppedPromise;
   }
 

@@ -543,23 +543,33 @@ export function msgpackCodec(options: MsgpackCodecOptions = {}): Codec {
       throw encodeError("a function");
     },
   });
-  return {
+  const pack = (value: unknown): Uint8Array => {
+    try {
+      const prepared = prepare(value, 0, [], maxDepth);
+      // RESET_BUFFER_MODE: the next pack reuses the same bytes, so copy before returning.
+      return packr.pack(prepared, RESET_BUFFER_MODE);
+    } catch (cause) {
+      throw asBadPayload("MessagePack", "encode", cause); // e.g. from a throwing toJSON()
+    }
+  };
+  const codec: Codec & { encodePrefixed(prefix: Uint8Array, value: unknown): Uint8Array } = {
     contentType: MSGPACK_CONTENT_TYPE,
     encode(value: unknown): Uint8Array {
-      let packed: Uint8Array;
-      try {
-        const prepared = prepare(value, 0, [], maxDepth);
-        // RESET_BUFFER_MODE: the next pack reuses the same bytes, so copy before returning.
-        packed = packr.pack(prepared, RESET_BUFFER_MODE);
-      } catch (cause) {
-        throw asBadPayload("MessagePack", "encode", cause); // e.g. from a throwing toJSON()
-      }
-      return new Uint8Array(packed);
+      return new Uint8Array(pack(value));
+    },
+    // The message path writes its envelope, then the value, into one fresh array (one copy).
+    encodePrefixed(prefix: Uint8Array, value: unknown): Uint8Array {
+      const packed = pack(value);
+      const out = new Uint8Array(prefix.length + packed.length);
+      out.set(prefix);
+      out.set(packed, prefix.length);
+      return out;
     },
     decode(bytes: Uint8Array): unknown {
       return decodeBytes(bytes, maxDepth);
     },
   };
+  return codec;
 }
 
 /**

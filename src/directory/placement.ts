@@ -35,3 +35,55 @@ export function rendezvous(nodes: readonly string[], key: string): string | unde
   }
   return best;
 }
+
+/** A 32-bit mix of two 32-bit values (murmur3's finalizer over their xor). */
+function mix(a: number, b: number): number {
+  let h = (a ^ b) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * Rendezvous placement over a fixed list of nodes, prepared once (per membership version):
+ * each node's hash is computed here, so placing a key costs one string hash and one integer
+ * mix per node, with no allocation. The same nodes and key give the same owner on every
+ * node, whatever the order of `nodes`.
+ *
+ * @example
+ * ```ts
+ * import { Placement } from "./placement.ts";
+ * const p = new Placement(["n1", "n2", "n3"]);
+ * console.log(p.owner("account/alice")); // one of n1, n2, n3: the same on every node
+ * ```
+ */
+export class Placement {
+  /** The nodes, sorted by id. */
+  readonly nodes: readonly string[];
+  readonly #seeds: Uint32Array;
+
+  constructor(nodes: readonly string[]) {
+    this.nodes = [...nodes].sort();
+    this.#seeds = new Uint32Array(this.nodes.length);
+    this.nodes.forEach((n, i) => this.#seeds[i] = hash53(n) >>> 0);
+  }
+
+  /** The node that owns `key` (undefined when there is no node), skipping `avoid`. */
+  owner(key: string, avoid?: ReadonlySet<string>): string | undefined {
+    const n = this.nodes.length;
+    if (n === 0) return undefined;
+    if (n === 1) return avoid?.has(this.nodes[0]!) ? undefined : this.nodes[0];
+    const h = hash53(key) >>> 0;
+    let best = -1;
+    let bestScore = -1;
+    for (let i = 0; i < n; i++) {
+      if (avoid !== undefined && avoid.size > 0 && avoid.has(this.nodes[i]!)) continue;
+      const score = mix(h, this.#seeds[i]!);
+      if (score > bestScore) { // ties: the first in id order wins
+        best = i;
+        bestScore = score;
+      }
+    }
+    return best < 0 ? undefined : this.nodes[best];
+  }
+}

@@ -7,6 +7,7 @@
  */
 
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
+import { sizeLowerBound } from "../codec/size.ts";
 import { BadPayloadError, UnknownHandlerError } from "../errors.ts";
 import type { Call } from "./call.ts";
 
@@ -16,6 +17,8 @@ export const MAX_ID_BYTES = 256;
 export const MAX_TYPE_LENGTH = 64;
 /** Longest handler name, in characters. */
 export const MAX_HANDLER_LENGTH = 128;
+/** Longest idempotency key, in UTF-8 bytes. */
+export const MAX_IDEMPOTENCY_KEY_BYTES = 256;
 
 const utf8 = new TextEncoder();
 
@@ -40,6 +43,16 @@ export function checkTarget(type: string, id: string): BadPayloadError | undefin
   return undefined;
 }
 
+/** Why an idempotency key cannot be used (over {@link MAX_IDEMPOTENCY_KEY_BYTES}), or undefined. */
+export function checkIdempotencyKey(key: string | undefined): BadPayloadError | undefined {
+  if (key === undefined || key.length * 3 <= MAX_IDEMPOTENCY_KEY_BYTES) return undefined;
+  const bytes = utf8.encode(key).byteLength;
+  if (bytes <= MAX_IDEMPOTENCY_KEY_BYTES) return undefined;
+  return new BadPayloadError(
+    `Idempotency key of ${bytes} bytes exceeds the limit of ${MAX_IDEMPOTENCY_KEY_BYTES} bytes`,
+  );
+}
+
 /**
  * Admits a call to a hosted type, or says why not: the error the caller gets, with nothing
  * activated and nothing written.
@@ -49,11 +62,13 @@ export function admit(
   call: Call,
   maxPayload: number,
 ): Error | undefined {
-  const bad = checkTarget(call.type, call.id);
+  const bad = checkTarget(call.type, call.id) ?? checkIdempotencyKey(call.rawIdempotencyKey);
   if (bad) return bad;
-  if (call.size > maxPayload) {
+  // A message from the mesh has its encoded size; a local one is bounded without encoding it.
+  const size = call.size ?? (call.input ? 0 : sizeLowerBound(call.payload, maxPayload));
+  if (size > maxPayload) {
     return new BadPayloadError(
-      `Payload of ${def.name}.${call.handler} (${call.size} bytes) exceeds the limit of ${maxPayload} bytes`,
+      `Payload of ${def.name}.${call.handler} (${size} bytes) exceeds the limit of ${maxPayload} bytes`,
     );
   }
   if (call.handler.length > MAX_HANDLER_LENGTH || !Object.hasOwn(def.handlers, call.handler)) {

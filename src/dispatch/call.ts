@@ -1,7 +1,10 @@
 /**
  * The call object: one message on its way from a caller to a handler, with the one place that
- * decides how it ends. Whoever holds it (a mailbox, the remote router, the server side of a
- * request) settles it through these methods, and only the first settlement counts.
+ * decides how it ends. Its data never changes once it is made: what the path learns on the way
+ * (the verified caller) is recorded once, beside the data, and what depends on it (the
+ * idempotency key scoped by caller) is derived, never written back. Whoever holds the call (a
+ * mailbox, the remote router, the server side of a request) settles it through these methods,
+ * and only the first settlement counts.
  *
  * @module
  */
@@ -9,6 +12,8 @@
 import type { Envelope, StreamSink } from "../actor/envelope.ts";
 import type { StreamChannel } from "../actor/stream.ts";
 import type { Caller, MessageKind } from "../actor/ref.ts";
+import { SYSTEM_ROLE } from "../auth/access.ts";
+import type { TimerWheel, WheelEntry } from "../util/async.ts";
 
 /** The data of a call. */
 export interface CallInit {
@@ -22,35 +27,39 @@ export interface CallInit {
   readonly handler: string;
   /** The decoded payload. */
   readonly payload: unknown;
-  /** Encoded size of the payload in bytes (a lower bound for a local call). */
-  readonly size: number;
+  /**
+   * Encoded size of the payload in bytes, when it is known (it came over the mesh); a local
+   * call's size is bounded where it is delivered.
+   */
+  readonly size?: number;
   /** Deadline on the `performance.now()` clock. */
   readonly deadline: number;
   /** Turn ids of the call chain that sent it (deadlock detection). */
   readonly chain: readonly string[];
   /** Sender's raw token (verified only by the node that runs the handler). */
   readonly token?: string;
-  /** Idempotency key. */
+  /** Idempotency key as the caller gave it (scoped by the verified caller where it runs). */
   readonly idempotencyKey?: string;
   /** For streams: where the items go. */
   readonly sink?: StreamSink;
-  /**
-   * Received on an actor's subject: every node subscribed to it got the same request (during a
-   * take-over a stale owner and the new one both do), so it must never be handed on to another
-   * node, which may have it already.
-   */
-  readonly shared?: boolean;
   /**
    * The caller's input stream, when the payload is one: a bounded channel the handler reads
    * (it is then also the payload on the node that runs the handler).
    */
   readonly input?: StreamChannel;
+  /** W3C trace context of the sender (`traceparent`, optionally `;tracestate`). */
+  readonly trace?: string;
+  /** Arrived over the mesh (its caller is on another node, or is a raw mesh client). */
+  readonly remote?: boolean;
 }
 
 /** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
 export interface Settlement {
-  /** The handler's result (an ask's reply; for a stream: the stream ended). */
-  resolve(value: unknown): void;
+  /**
+   * The handler's result (an ask's reply; for a stream: the stream ended). `fromWire`: the
+   * value was decoded from a reply whose size the mesh already bounded.
+   */
+  resolve(value: unknown, fromWire?: boolean): void;
   /** The error the caller sees. */
   reject(err: unknown): void;
   /** A mailbox took the message (a tell's answer). May be followed by resolve or reject. */
@@ -62,13 +71,21 @@ export interface Settlement {
   retry?(err: unknown): void;
   /**
    * Dropped unprocessed by a node that lost its lease: a stale owner stays silent toward a
-   * remote caller (the live owner may answer the same request). The default is `reject(err)`.
+   * remote caller (it moves the request when the node is declared dead). The default is
+   * `reject(err)`.
    */
   drop?(err: unknown): void;
+  /**
+   * Nothing ran: another live node owns the actor. A remote caller is told to send it there
+   * (settling the call); without this hook the holder hands the call on itself.
+   */
+  redirect?(node: string, revision: number): void;
 }
 
 /** Where a call stands. */
 export type CallState = "pending" | "accepted" | "settled";
+
+const NO_CALLER = Symbol("no caller");
 
 /**
  * One message and its settle-once outcome.
@@ -77,7 +94,7 @@ export type CallState = "pending" | "accepted" | "settled";
  * ```ts
  * import { Call } from "./call.ts";
  * const call = new Call(
- *   { kind: "ask", type: "counter", id: "c1", handler: "inc", payload: 1, size: 1,
+ *   { kind: "ask", type: "counter", id: "c1", handler: "inc", payload: 1,
  *     deadline: performance.now() + 1000, chain: [] },
  *   { resolve: (v) => console.log("reply", v), reject: (e) => console.error(e) },
  * );
@@ -91,19 +108,23 @@ export class Call implements Envelope {
   readonly id: string;
   readonly handler: string;
   readonly payload: unknown;
-  readonly size: number;
+  readonly size: number | undefined;
   readonly deadline: number;
   readonly chain: readonly string[];
   readonly token?: string;
   readonly sink?: StreamSink;
   readonly input?: StreamChannel;
-  readonly shared: boolean;
-  #caller: Caller | undefined;
-  #idempotencyKey: string | undefined;
+  readonly trace?: string;
+  readonly remote: boolean;
+  /** The idempotency key as the caller gave it. */
+  readonly rawIdempotencyKey: string | undefined;
+  #caller: Caller | undefined | typeof NO_CALLER = NO_CALLER;
+  #scopedKey: string | undefined;
   #key: string | undefined;
   readonly #on: Settlement;
   #state: CallState = "pending";
   #finally: (() => void)[] | undefined;
+  #timer: { wheel: TimerWheel; entry: WheelEntry } | undefined;
 
   /** Makes a call from its data and how it settles. */
   constructor(init: CallInit, on: Settlement) {
@@ -116,32 +137,51 @@ export class Call implements Envelope {
     this.deadline = init.deadline;
     this.chain = init.chain;
     if (init.token !== undefined) this.token = init.token;
-    this.#idempotencyKey = init.idempotencyKey;
+    this.rawIdempotencyKey = init.idempotencyKey;
     if (init.sink !== undefined) this.sink = init.sink;
     if (init.input !== undefined) this.input = init.input;
-    this.shared = init.shared === true;
+    if (init.trace !== undefined) this.trace = init.trace;
+    this.remote = init.remote === true;
     this.#on = on;
   }
 
   /** The sender's identity, once the node running the handler verified its token. */
   get caller(): Caller | undefined {
-    return this.#caller;
+    const c = this.#caller;
+    return c === NO_CALLER ? undefined : c;
   }
 
-  /** The idempotency key, scoped by the verified caller (one caller never sees another's reply). */
-  get idempotencyKey(): string | undefined {
-    return this.#idempotencyKey;
+  /** Whether the node running the handler has admitted it (and recorded its caller). */
+  get admitted(): boolean {
+    return this.#caller !== NO_CALLER;
   }
 
   /**
-   * Records the identity verified for this call's token, on the node that runs the handler,
-   * and scopes its idempotency key to it. Nothing else ever sets the caller.
+   * Records the identity verified for this call's token on the node that runs the handler
+   * (`undefined`: an anonymous call). Only the first record counts: a call handed on again
+   * (from a stopping activation) keeps its caller.
    */
-  authenticated(caller: Caller | undefined, scope: string): void {
-    this.#caller = caller;
-    if (this.#idempotencyKey !== undefined && scope !== "") {
-      this.#idempotencyKey = `${scope}:${this.#idempotencyKey}`;
-    }
+  admit(caller: Caller | undefined): void {
+    if (this.#caller === NO_CALLER) this.#caller = caller;
+  }
+
+  /**
+   * The idempotency key scoped by the verified caller, so that one caller never sees another's
+   * reply: `a:<key>` for anonymous callers (a namespace of their own), `s:<key>` for the
+   * system principal, `u:<length of sub>:<sub>:<key>` for a signed-in caller.
+   */
+  get idempotencyKey(): string | undefined {
+    const raw = this.rawIdempotencyKey;
+    if (raw === undefined) return undefined;
+    if (this.#scopedKey !== undefined) return this.#scopedKey;
+    const c = this.caller;
+    const scoped = c === undefined
+      ? `a:${raw}`
+      : c.roles.includes(SYSTEM_ROLE)
+      ? `s:${raw}`
+      : `u:${c.sub.length}:${c.sub}:${raw}`;
+    if (this.admitted) this.#scopedKey = scoped;
+    return scoped;
   }
 
   /** `type/id`: the actor's key on a node. */
@@ -171,9 +211,9 @@ export class Call implements Envelope {
     this.#on.accepted?.();
   }
 
-  /** Settles with the handler's result. */
-  resolve(value: unknown): void {
-    if (this.#settle()) this.#on.resolve(value);
+  /** Settles with the handler's result (`fromWire`: see {@link Settlement.resolve}). */
+  resolve(value: unknown, fromWire?: boolean): void {
+    if (this.#settle()) this.#on.resolve(value, fromWire);
     this.#ended();
   }
 
@@ -185,14 +225,44 @@ export class Call implements Envelope {
 
   /** Settles as "not processed, send it elsewhere" (see {@link Settlement.retry}). */
   retry(err: unknown): void {
-    if (this.#settle()) (this.#on.retry ?? this.#on.reject)(err);
+    if (this.#settle()) {
+      if (this.#on.retry) this.#on.retry(err);
+      else this.#on.reject(err);
+    }
     this.#ended();
   }
 
   /** Settles as "dropped by a fenced node" (see {@link Settlement.drop}). */
   drop(err: unknown): void {
-    if (this.#settle()) (this.#on.drop ?? this.#on.reject)(err);
+    if (this.#settle()) {
+      if (this.#on.drop) this.#on.drop(err);
+      else this.#on.reject(err);
+    }
     this.#ended();
+  }
+
+  /**
+   * Tells a waiting remote caller that `node` owns the actor (settling the call), and returns
+   * true; returns false when the holder must hand the call on itself: a local caller, or one
+   * whose request is already answered (a tell once accepted, a stream once its credit inbox
+   * went back). An ask waits for its reply whether or not a mailbox took it.
+   */
+  redirect(node: string, revision: number): boolean {
+    if (this.kind !== "ask" || this.#state === "settled" || !this.#on.redirect) return false;
+    this.#settle();
+    this.#on.redirect(node, revision);
+    this.#ended();
+    return true;
+  }
+
+  /**
+   * Rejects the call with `timeout()` when its deadline passes, unless it settled before: its
+   * one deadline timer, armed where nothing else bounds the wait (local delivery; a remote
+   * attempt is bounded by its request). Idempotent.
+   */
+  expireOn(wheel: TimerWheel, timeout: () => Error): void {
+    if (this.#state === "settled" || this.#timer) return;
+    this.#timer = { wheel, entry: wheel.add(this.deadline, () => this.reject(timeout())) };
   }
 
   /** Runs `fn` once the call is settled (at once if it is). */
@@ -204,6 +274,7 @@ export class Call implements Envelope {
   #settle(): boolean {
     if (this.#state === "settled") return false;
     this.#state = "settled";
+    if (this.#timer) this.#timer.wheel.remove(this.#timer.entry);
     return true;
   }
 

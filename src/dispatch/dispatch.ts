@@ -5,12 +5,13 @@
  *    settle-once object holding the message, its deadline and how it answers its caller. The
  *    caller's side refuses what can never be sent (a closed node, an id too long for a
  *    subject, a payload over the limit, a bad timeout).
- * 2. **Route** (`route`): local delivery when this node hosts the actor (active here, or placed
- *    here), else remote routing ({@link Remote}, route.ts).
+ * 2. **Route** (`route`): the {@link Router} (router.ts), the one routing authority, decides:
+ *    this node (local delivery), or another node (remote routing, {@link Remote}, route.ts).
  * 3. **Local delivery** ({@link Local}, local.ts): the one check every message passes before
- *    its handler runs (admit.ts), then the activation's mailbox or the worker pool.
+ *    its handler runs (admit.ts), then the activation's mailbox or the worker pool. A new
+ *    activation claims its actor; when another live node owns it, what it queued is redirected.
  * 4. **Serve** ({@link Server}, serve.ts): requests from other nodes become calls whose
- *    settlement answers over the mesh, and go to step 3.
+ *    settlement answers over the mesh (a redirect included), and go to step 3.
  *
  * @module
  */
@@ -26,20 +27,23 @@ import type {
 } from "../actor/ref.ts";
 import { pumpStream, StreamChannel } from "../actor/stream.ts";
 import { sizeLowerBound } from "../codec/size.ts";
+import { msgpack } from "../codec/msgpack.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import type { Ownership } from "../directory/ownership.ts";
+import { Activations } from "../directory/activations.ts";
 import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
 import type { MeshConnection } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
-import type { TimerWheel, WheelEntry } from "../util/async.ts";
-import { checkTarget } from "./admit.ts";
-import { Call, type CallInit } from "./call.ts";
+import type { TimerWheel } from "../util/async.ts";
+import { checkIdempotencyKey, checkTarget } from "./admit.ts";
+import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
 import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
 import { Remote } from "./route.ts";
+import { Router } from "./router.ts";
 import { Server } from "./serve.ts";
 import { type Subjects, subjects } from "./subjects.ts";
 
@@ -80,9 +84,12 @@ export type Phase = "open" | "draining" | "closed";
 
 /** The message path of one node: see the module doc. */
 export class Dispatch implements Dispatcher {
+  readonly router: Router;
   readonly local: Local;
   readonly remote: Remote;
   readonly server: Server;
+  /** The actors active here, and the cluster-wide view of them (`directory.watch()`). */
+  readonly activations: Activations;
   readonly #deps: DispatchDeps;
   readonly #subjects: Subjects;
   #phase: Phase = "open";
@@ -104,31 +111,42 @@ export class Dispatch implements Dispatcher {
       phase: () => this.#phase,
       reminderScheduled: (due) => deps.reminderScheduled(due),
       configView: () => deps.configView(),
-      activated: (act) => this.server.activated(act),
-      deactivated: (act, fenced) => this.server.deactivated(act, fenced),
-      reroute: (call, owner) =>
-        owner !== undefined && owner !== deps.node
-          ? this.remote.send(call, owner)
-          : this.route(call),
+      activated: (act) => this.activations.activated(act.def.name, act.id),
+      deactivated: (act) => this.activations.deactivated(act.def.name, act.id),
+      reroute: (call, owner) => {
+        if (owner) this.router.redirected(call.key, owner.node, owner.revision);
+        this.route(call);
+      },
     }, deps.defs);
+    this.router = new Router({
+      node: deps.node,
+      membership: deps.membership,
+      defs: deps.defs,
+      isLocal: (call) => this.local.has(call),
+    });
+    this.activations = new Activations({
+      conn: deps.conn,
+      membership: deps.membership,
+      subjects: this.#subjects,
+      codec: msgpack,
+      active: () => this.local.active(),
+      locate: (type, id) => this.locate(type, id),
+    });
     const mesh = {
       ...pick(deps),
       conn: deps.conn,
       subjects: this.#subjects,
       replyPrefixes: deps.replyPrefixes,
+      membership: deps.membership,
     };
     this.remote = new Remote({
       ...mesh,
-      membership: deps.membership,
-      ownership: deps.ownership,
+      router: this.router,
       wireCodec: deps.wireCodec,
-      defs: deps.defs,
-      deliverHere: (call) => this.local.deliver(call),
+      deliverHere: (call) => this.#deliverHere(call),
     });
     this.server = new Server({
       ...mesh,
-      membership: deps.membership,
-      wireCodec: deps.wireCodec,
       defs: deps.defs,
       deliver: (call) => this.local.deliver(call),
     });
@@ -141,6 +159,7 @@ export class Dispatch implements Dispatcher {
 
   /** Starts serving requests from other nodes. */
   start(): Promise<void> {
+    this.activations.start();
     return this.server.start();
   }
 
@@ -162,51 +181,15 @@ export class Dispatch implements Dispatcher {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { wheel, log, maxPayload: max } = this.#deps;
     return new Promise((resolve, reject) => {
+      const caller = new CallerSide(init, resolve, reject, this.#deps);
+      const call = new Call(init, caller);
       const signal = options?.signal;
-      let answered = false;
-      let timer: WheelEntry | undefined;
-      const answer = (fn: () => void): boolean => {
-        if (answered) return false;
-        answered = true;
-        if (timer) wheel.remove(timer);
-        signal?.removeEventListener("abort", onAbort);
-        fn();
-        return true;
-      };
-      const call = new Call(init, {
-        ...(kind === "tell" ? { accepted: () => answer(() => resolve(undefined)) } : {}),
-        resolve: (value) => {
-          // A local reply is bounded like one that crossed the mesh.
-          if (kind === "ask" && sizeLowerBound(value, max) > max) {
-            const err = new BadPayloadError(
-              `Reply of ${call.target}.${handler} exceeds the limit of ${max} bytes`,
-            );
-            return void answer(() => reject(err));
-          }
-          answer(() => resolve(kind === "ask" ? value : undefined));
-        },
-        reject: (err) => {
-          init.input?.cancel(); // refused or failed: the caller's input stream stops
-          if (!answer(() => reject(err))) {
-            log.debug(`${kind} ${call.target}.${handler} failed after it was accepted`, {
-              error: String(err),
-            });
-          }
-        },
-      });
-      const onAbort = () => call.reject(signal!.reason);
-      if (signal?.aborted) return call.reject(signal.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.route(call);
-      // A local synchronous handler has answered by now: its deadline needs no timer.
-      if (!answered) {
-        timer = wheel.add(
-          init.deadline,
-          () => call.reject(new TimeoutError(`${kind} ${call.target}.${handler} timed out`)),
-        );
+      if (signal) {
+        if (signal.aborted) return call.reject(signal.reason);
+        caller.listen(signal, call);
       }
+      this.route(call);
     });
   }
 
@@ -262,31 +245,24 @@ export class Dispatch implements Dispatcher {
     if (this.#phase === "closed" || (!origin && this.#phase !== "open")) {
       throw new ClosedError("The system is closed");
     }
-    const bad = checkTarget(type, id);
+    const bad = checkTarget(type, id) ?? checkIdempotencyKey(options?.idempotencyKey);
     if (bad) throw bad;
     const token = options?.token ?? origin?.token;
     const timeout = resolveTimeout(options?.timeout, this.#deps.askTimeout);
     let deadline = performance.now() + timeout;
     if (origin && origin.deadline < deadline) deadline = origin.deadline;
-    const max = this.#deps.maxPayload;
     // An (async) iterable payload is the caller's input stream: sent item by item, with flow
-    // control, to the handler, which reads it as an AsyncIterable.
+    // control, to the handler, which reads it as an AsyncIterable. (A payload's size is bounded
+    // where it goes: encoded for the mesh, or without encoding by local delivery.)
     const input = isStreamSource(payload)
       ? openInput(payload, (options as StreamOptions | undefined)?.window ?? 16, deadline)
       : undefined;
-    const size = input ? 0 : sizeLowerBound(payload, max);
-    if (size > max) {
-      throw new BadPayloadError(
-        `Payload of ${type}.${handler} exceeds the limit of ${max} bytes`,
-      );
-    }
     return {
       kind,
       type,
       id,
       handler,
       payload: input ?? payload,
-      size,
       ...(input ? { input } : {}),
       deadline,
       chain: origin?.chain ?? [],
@@ -298,20 +274,35 @@ export class Dispatch implements Dispatcher {
 
   // ---- 2. the route ----
 
-  /** Local delivery when the actor runs (or is placed) here, else remote routing. */
+  /** Where the router says: local delivery, or remote routing. */
   route(call: Call): void {
     if (this.#phase === "closed") return call.reject(new ClosedError("The system is closed"));
-    const def = this.#deps.defs.get(call.type);
-    if (!def) return this.remote.send(call);
-    if (def.stateless) {
-      return this.remote.workerIsLocalOnly(def.name)
-        ? this.local.deliver(call)
-        : this.remote.send(call);
-    }
-    if (this.local.has(call)) return this.local.deliver(call);
-    const owner = this.remote.placeActor(call.type, call.id);
-    if (owner !== undefined && owner !== this.#deps.node) return this.remote.send(call);
+    const decision = this.router.decide(call);
+    if (decision.to === "local") return this.#deliverHere(call);
+    if (decision.to === "none" && decision.error) return call.reject(decision.error);
+    this.remote.send(call, decision);
+  }
+
+  /**
+   * Local delivery. A call made here gets its deadline timer now (unless a synchronous handler
+   * already answered): nothing else bounds its wait in a mailbox. A call from the mesh is bounded
+   * by its remote caller, and by the mailbox's check of its deadline.
+   */
+  #deliverHere(call: Call): void {
     this.local.deliver(call);
+    if (!call.remote && !call.settled) call.expireOn(this.#deps.wheel, () => timedOut(call));
+  }
+
+  /**
+   * The node where actor `type/id` runs now, or undefined: this node, else (for a type it
+   * hosts) the owner recorded in the journal if alive, else what a host of the type says.
+   */
+  async locate(type: string, id: string): Promise<string | undefined> {
+    if (this.local.isActive(type, id)) return this.#deps.node;
+    if (this.#deps.defs.has(type)) return await this.#deps.ownership.locate(type, id);
+    const host = this.router.placeOf(type, id);
+    if (host === undefined) return undefined;
+    return await this.activations.locateVia(host, type, id);
   }
 
   // ---- pub/sub ----
@@ -355,6 +346,8 @@ export class Dispatch implements Dispatcher {
   async close(boundMs: number): Promise<void> {
     this.#phase = "closed";
     this.remote.close();
+    this.router.close();
+    this.activations.close();
     await this.server.close(boundMs);
   }
 }
@@ -392,6 +385,69 @@ function openInput(
     )
   );
   return channel;
+}
+
+/** The error of a call whose deadline passed. */
+function timedOut(call: Call): TimeoutError {
+  return new TimeoutError(`${call.kind} ${call.target}.${call.handler} timed out`);
+}
+
+/**
+ * How an ask or tell made on this node answers its caller's promise: a tell once a mailbox
+ * accepted it, an ask with the reply (bounded like one that crossed the mesh) or the error.
+ * One object per call, instead of a closure per outcome.
+ */
+class CallerSide implements Settlement {
+  #answered = false;
+  #signal: AbortSignal | undefined;
+  #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly init: CallInit,
+    readonly resolveFn: (value: unknown) => void,
+    readonly rejectFn: (err: unknown) => void,
+    readonly deps: DispatchDeps,
+  ) {}
+
+  /** Rejects `call` with the signal's reason when it aborts. */
+  listen(signal: AbortSignal, call: Call): void {
+    this.#signal = signal;
+    this.#onAbort = () => call.reject(signal.reason);
+    signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  #answer(): boolean {
+    if (this.#answered) return false;
+    this.#answered = true;
+    if (this.#onAbort) this.#signal!.removeEventListener("abort", this.#onAbort);
+    return true;
+  }
+
+  accepted(): void {
+    if (this.init.kind === "tell" && this.#answer()) this.resolveFn(undefined);
+  }
+
+  resolve(value: unknown, fromWire?: boolean): void {
+    if (!this.#answer()) return;
+    const max = this.deps.maxPayload;
+    // A local reply is bounded like one that crossed the mesh (that one was, by its size).
+    const { kind, type, id, handler } = this.init;
+    if (kind === "ask" && !fromWire && sizeLowerBound(value, max) > max) {
+      const target = id === "" ? type : `${type}/${id}`;
+      return this.rejectFn(
+        new BadPayloadError(`Reply of ${target}.${handler} exceeds the limit of ${max} bytes`),
+      );
+    }
+    this.resolveFn(kind === "ask" ? value : undefined);
+  }
+
+  reject(err: unknown): void {
+    this.init.input?.cancel(); // refused or failed: the caller's input stream stops
+    if (this.#answer()) return this.rejectFn(err);
+    this.deps.log.debug(`A ${this.init.kind} failed after it was accepted`, {
+      error: String(err),
+    });
+  }
 }
 
 /** The fields every step shares. */

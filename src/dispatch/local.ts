@@ -8,6 +8,7 @@
  */
 
 import { Activation, type ActivationHost, Redirect } from "../actor/activation.ts";
+import type { Recovered } from "../journal/types.ts";
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import type { Dispatcher } from "../actor/ref.ts";
@@ -15,7 +16,7 @@ import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
 import type { Ownership } from "../directory/ownership.ts";
-import { type Caller, decide, SYSTEM_ROLE, type SystemRule } from "../auth/access.ts";
+import { type Caller, decide, type SystemRule } from "../auth/access.ts";
 import type { Verifier } from "../auth/verify.ts";
 import {
   ClosedError,
@@ -32,6 +33,8 @@ import type { Call } from "./call.ts";
 
 /** How many idle activations eviction compares (see `Local.#makeRoom`). */
 const LRU_SAMPLE = 16;
+/** The longest delay `setTimeout` takes without overflowing (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The auth of a node: how tokens are verified, and its system-wide rules. */
 export interface LocalAuth {
@@ -69,12 +72,15 @@ export interface LocalDeps extends
    * may still activate actors here); `closed` activates nothing.
    */
   phase(): "open" | "draining" | "closed";
-  /** An activation is active: route its subject here. */
+  /** An activation became active here. */
   activated(act: Activation<Call>): void;
-  /** An activation that was active stopped (`fenced`: because the lease lapsed). */
-  deactivated(act: Activation<Call>, fenced: boolean): void;
-  /** A call this node cannot handle now goes back on the message path (to `owner` if known). */
-  reroute(call: Call, owner?: string): void;
+  /** An activation that was active here stopped. */
+  deactivated(act: Activation<Call>): void;
+  /**
+   * A call this node cannot handle now, and that nothing processed, goes back on the message
+   * path (`owner`: the node that owns its actor, and its revision, when the claim found one).
+   */
+  reroute(call: Call, owner?: { node: string; revision: number }): void;
 }
 
 /** The actors and workers of this node. */
@@ -108,12 +114,17 @@ export class Local implements ActivationHost<Call> {
         new UnknownActorTypeError(`Node "${this.#deps.node}" does not host "${call.type}"`),
       );
     }
+    // Admitted here before (handed back from a stopping activation): it passed the checks.
+    if (call.admitted) return this.#enqueue(def, call);
     const refused = admit(def, call, this.#deps.maxPayload);
     if (refused) return call.reject(refused);
     // The handler's turn owns the caller's input stream: when it ends, the stream stops.
     if (call.input) call.finally(() => void call.input!.cancel());
     const auth = this.#deps.auth;
-    if (!auth) return this.#enqueue(def, call);
+    if (!auth) {
+      call.admit(undefined);
+      return this.#enqueue(def, call);
+    }
     // Identity comes from the token alone, verified here (cached until it expires).
     const token = call.token;
     if (token === undefined) return this.#authorized(auth, def, call, undefined);
@@ -140,21 +151,21 @@ export class Local implements ActivationHost<Call> {
           : new ForbiddenError(`Caller "${caller!.sub}" may not call ${what} (${d.by})`),
       );
     }
-    const scope = caller === undefined || call.idempotencyKey === undefined
-      ? ""
-      : caller.roles.includes(SYSTEM_ROLE)
-      ? "system"
-      : `caller:${caller.sub.length}:${caller.sub}`;
-    call.authenticated(caller, scope);
+    call.admit(caller);
     if (call.kind === "stream" && call.sink && typeof caller?.claims.exp === "number") {
-      // A stream lives no longer than its caller's token.
-      const left = caller.claims.exp * 1000 - Date.now();
-      const timer = setTimeout(
-        () => call.sink!.error(new UnauthorizedError("The caller's token expired")),
-        Math.max(0, left),
-      );
+      // A stream lives no longer than its caller's token (a timer of at most 2^31 - 1 ms at a
+      // time: a longer delay would overflow setTimeout and fire at once).
+      const sink = call.sink;
+      const expires = caller.claims.exp * 1000;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const arm = () => {
+        const left = expires - Date.now();
+        if (left <= 0) return sink.error(new UnauthorizedError("The caller's token expired"));
+        timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+      };
+      arm();
       call.finally(() => clearTimeout(timer));
-      call.sink.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+      sink.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
     }
     this.#enqueue(def, call);
   }
@@ -184,6 +195,13 @@ export class Local implements ActivationHost<Call> {
   /** Whether the call's actor is active (or starting) here. */
   has(call: Call): boolean {
     return this.activations.has(call.key);
+  }
+
+  /** The actors active here, as `[type, id]`. */
+  *active(): Iterable<readonly [string, string]> {
+    for (const act of this.activations.values()) {
+      if (act.status === "active") yield [act.def.name, act.id];
+    }
   }
 
   /** Whether `type/id` runs here now (for `directory.locate`). */
@@ -296,38 +314,42 @@ export class Local implements ActivationHost<Call> {
     return this.#deps.configView();
   }
 
-  async claim(act: Activation<Call>): Promise<void> {
+  async claim(act: Activation<Call>): Promise<Recovered> {
     const res = await this.#deps.ownership.claim(act.def.name, act.id);
-    if (!res.ok) throw new Redirect(res.owner);
+    if (!res.ok) throw new Redirect(res.owner, res.revision);
+    if (act.status === "stopped") {
+      // Stopped while it claimed (a fence, a shutdown): the record it just won is not kept.
+      this.#deps.ownership.release(act.def.name, act.id, res.recovered.epoch).catch(() => {});
+    }
+    return res.recovered;
   }
 
-  stopped(act: Activation<Call>, leftover: Call[], owner?: string, contended = false): void {
-    // Another owner exists (this node was fenced, the journal found a newer activation, or the
-    // claim named one): requests on the actor's subject reached it too.
-    const fenced = this.#deps.fenced();
-    const elsewhere = fenced || contended || owner !== undefined;
-    this.#deps.deactivated(act, fenced || contended);
+  stopped(act: Activation<Call>, leftover: Call[], owner?: Redirect): void {
+    if (act.status === "stopped" && act.wasActive) this.#deps.deactivated(act);
     if (this.activations.get(act.key) === act) {
       this.activations.delete(act.key);
-      if (owner === undefined) {
-        this.#deps.ownership.release(act.def.name, act.id).catch((err) =>
+      const epoch = act.epoch;
+      if (owner === undefined && epoch !== undefined && !this.#deps.fenced()) {
+        this.#deps.ownership.release(act.def.name, act.id, epoch).catch((err) =>
           this.log.debug("Release of ownership failed", { actor: act.key, error: String(err) })
         );
       }
     }
     for (const call of leftover) {
       if (this.#deps.fenced()) {
-        // Not processed, and never will be here: a remote caller hears nothing (it moves on
-        // when this node is declared dead); nothing is forwarded after the caller gave up.
+        // Not processed, and never will be here: a remote caller hears nothing (it moves the
+        // request when this node is declared dead); nothing is forwarded after it gave up.
         call.drop(new UnavailableError(`Node "${this.node}" lost its lease; not processed`));
-      } else if (elsewhere && call.shared) {
-        // The owner received this very request on the actor's subject: handing it on would
-        // apply it twice. Not processed here; the caller hears from the owner (or times out).
-        call.drop(new UnavailableError(`${act.key} is owned by another node; not processed here`));
       } else if (this.#deps.phase() !== "open") {
         // Shutting down: what was not handled here is answered "send it elsewhere".
         call.retry(new ClosedError("The system is closing"));
-      } else this.#deps.reroute(call, owner);
+      } else if (owner !== undefined && owner.owner !== this.node) {
+        // Another live node owns it: a waiting remote caller is told to send it there; a
+        // local one (or one already answered) is handed on by this node.
+        if (!call.redirect(owner.owner, owner.revision)) {
+          this.#deps.reroute(call, { node: owner.owner, revision: owner.revision });
+        }
+      } else this.#deps.reroute(call);
     }
   }
 }

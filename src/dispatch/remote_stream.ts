@@ -9,11 +9,10 @@
  */
 
 import type { StreamChannel } from "../actor/stream.ts";
-import { codecFor } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
-import { BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
-import type { MeshConnection, MeshHeaders, MeshSubscription } from "../mesh/types.ts";
-import { decodeReply, errorReply, H } from "../mesh/wire.ts";
+import { BadPayloadError, ClosedError, TimeoutError, toWireError } from "../errors.ts";
+import type { MeshConnection, MeshSubscription, RequestHandle } from "../mesh/types.ts";
+import { decodeReply, wireErrorOf } from "../mesh/wire.ts";
 import { isReplySubject } from "./subjects.ts";
 
 /** Longest silence of either side of a remote stream before it is ended (ms). */
@@ -92,14 +91,7 @@ export class StreamReceiver {
         this.#sink.end();
       } else if (f.t === "error") {
         this.#stop();
-        let error: unknown;
-        try {
-          decodeReply({ subject: "", data, headers: { [H.status]: "error" } }, () => this.#codec);
-          error = new BadPayloadError("Stream error frame without an error");
-        } catch (err) {
-          error = err; // the producer's error, as an ActorError
-        }
-        this.#sink.error(error);
+        this.#sink.error(wireErrorOf(f)); // the producer's error, as an ActorError
       }
     } catch (err) {
       this.#stop();
@@ -135,14 +127,14 @@ export class StreamReceiver {
 
 /** What the consumer side needs to open a stream. */
 export interface OpenStream {
-  /** Where the request goes (actor or node subject). */
+  /** Where the request goes (a node's inbox for the type). */
   subject: string;
-  /** The encoded payload. */
+  /** The request body (envelope with the receiver's inbox, then the payload). */
   data: Uint8Array;
-  /** The envelope headers (with the receiver's inbox). */
-  headers: MeshHeaders;
   /** Ms to wait for the producer to accept. */
   timeout: number;
+  /** Receives the request's cancel function (the node it went to may die). */
+  handle?: RequestHandle;
   /** Receives the items. */
   receiver: StreamReceiver;
 }
@@ -155,10 +147,13 @@ export async function openRemoteStream(
 ): Promise<void> {
   try {
     const reply = await conn.request(o.subject, o.data, {
-      headers: o.headers,
       timeout: o.timeout,
+      ...(o.handle ? { handle: o.handle } : {}),
     });
-    const value = decodeReply(reply, codecFor, codec.contentType) as { credit: string };
+    const value = decodeReply(reply.data, codec) as { credit?: unknown } | null;
+    if (typeof value?.credit !== "string") {
+      throw new BadPayloadError("Stream reply without a credit inbox");
+    }
     o.receiver.start(value.credit);
   } catch (err) {
     o.receiver.abandon();
@@ -260,10 +255,15 @@ export class RemoteSink {
     if (this.#ended) return;
     this.#ended = true;
     try {
-      const r = errorReply(this.#codec, err);
-      const w = this.#codec.decode(r.data) as object;
       if (this.#to !== undefined) {
-        this.#conn.publish(this.#to, this.#codec.encode({ t: "error", ...w }));
+        const w = toWireError(err);
+        let frame: Uint8Array;
+        try {
+          frame = this.#codec.encode({ t: "error", ...w });
+        } catch {
+          frame = this.#codec.encode({ t: "error", code: w.code, message: w.message });
+        }
+        this.#conn.publish(this.#to, frame);
       }
     } catch { /* closed */ }
     this.#close();

@@ -1,19 +1,21 @@
 /**
- * Serving: the receiving side of the mesh. A request arrives on this node's inbox, a worker
- * queue or an active actor's subject; it is decoded into a {@link Call} whose settlement
- * answers the request, and handed to local delivery, where the one check runs.
+ * Serving: the receiving side of the mesh. A node subscribes its inbox for each type it hosts
+ * (`<prefix>.n.<node>.<type>`) and each worker type's queue group: interest that grows with
+ * nodes × types, never with actors. A request is decoded into a {@link Call} whose settlement
+ * answers it, and handed to local delivery, where the one check runs.
  *
- * Protocol rules kept here: a node whose lease lapsed answers nothing (the live owner may
- * answer the same request); a closing node answers `retry` (nothing was processed); reply and
- * stream subjects must be inboxes; replies are bounded like requests.
+ * Protocol rules kept here: the envelope must name the type of the subject it arrived on (a
+ * client allowed to publish on one type's subject cannot reach another type; nothing runs); a
+ * node whose lease lapsed answers nothing; a closing node answers `retry` (nothing was
+ * processed); reply and stream subjects must be inboxes; replies are bounded like requests.
  *
  * @module
  */
 
-import type { Activation } from "../actor/activation.ts";
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import { checkPayloadSize, codecFor } from "../codec/mod.ts";
+import { msgpack } from "../codec/msgpack.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Membership } from "../directory/membership.ts";
 import { ActorError, BadPayloadError, ConflictError } from "../errors.ts";
@@ -23,11 +25,19 @@ import {
   type MeshMessage,
   type MeshSubscription,
 } from "../mesh/types.ts";
-import { errorReply, okReply, parseRequest, retryReply, type WireRequest } from "../mesh/wire.ts";
-import { type Deferred, deferred } from "../util/async.ts";
-import { Call } from "./call.ts";
-import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
+import {
+  decodeRequest,
+  errorReply,
+  okReply,
+  redirectReply,
+  retryReply,
+  type WireRequest,
+} from "../mesh/wire.ts";
 import { StreamChannel } from "../actor/stream.ts";
+import { type Deferred, deferred } from "../util/async.ts";
+import { Call, type Settlement } from "./call.ts";
+import type { MessageKind } from "../mesh/wire.ts";
+import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
 import { isReplySubject, type Subjects } from "./subjects.ts";
 
 /** What serving needs from its node. */
@@ -37,7 +47,6 @@ export interface ServeDeps {
   readonly subjects: Subjects;
   readonly membership: Membership;
   readonly log: Logger;
-  readonly wireCodec: Codec;
   readonly maxPayload: number;
   /** Types hosted by this node. */
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
@@ -50,13 +59,74 @@ export interface ServeDeps {
 /** How long a stale activation waits before it answers with its error. */
 const STALE_REPLY_DELAY = 250;
 
-type Reply = { data: Uint8Array; headers?: Record<string, string> };
+/**
+ * How a call that arrived over the mesh answers its caller: one object per request holding the
+ * reply subject and codec, instead of a closure per outcome.
+ */
+class Served implements Settlement {
+  constructor(
+    readonly server: Server,
+    readonly reply: string | undefined,
+    readonly codec: Codec,
+    readonly kind: MessageKind,
+    readonly sink: RemoteSink | undefined,
+  ) {}
+
+  accepted(): void {
+    if (this.kind === "tell") {
+      this.server.respond(this.reply, this.codec, okReply(this.codec, null));
+    }
+  }
+
+  resolve(value: unknown): void {
+    this.server.done();
+    if (this.kind !== "ask") return;
+    let data: Uint8Array;
+    try {
+      data = okReply(this.codec, value);
+      checkPayloadSize(data.byteLength - 1, this.server.maxPayload, "Reply");
+    } catch (err) {
+      data = errorReply(this.codec, err, this.server.masked);
+    }
+    this.server.respond(this.reply, this.codec, data);
+  }
+
+  reject(err: unknown): void {
+    this.server.done();
+    if (this.sink) return this.sink.fail(err);
+    const data = errorReply(this.codec, err, this.server.masked);
+    if (err instanceof ActorError && err.cause instanceof ConflictError) {
+      // A stale activation (another node took the actor over) must not win the race against
+      // the live owner's reply: answer late.
+      return this.server.later(() => this.server.respond(this.reply, this.codec, data));
+    }
+    this.server.respond(this.reply, this.codec, data);
+  }
+
+  retry(err: unknown): void {
+    this.server.done();
+    if (this.sink) return this.sink.fail(err);
+    const why = err instanceof Error ? err.message : String(err);
+    this.server.respond(this.reply, this.codec, retryReply(this.codec, why));
+  }
+
+  drop(): void {
+    this.server.done();
+    this.sink?.abandon();
+  }
+
+  redirect(node: string, revision: number): void {
+    this.server.done();
+    // Nothing ran here: the caller sends it to the owner (a stream's sink was never used).
+    this.sink?.abandon();
+    this.server.respond(this.reply, this.codec, redirectReply(this.codec, node, revision));
+  }
+}
 
 /** Serves the requests that reach this node. */
 export class Server {
   readonly #deps: ServeDeps;
   readonly #subs: MeshSubscription[] = [];
-  readonly #actorSubs = new Map<string, { act: Activation<Call>; sub: MeshSubscription }>();
   readonly #late = new Map<ReturnType<typeof setTimeout>, () => void>();
   #accepting = true;
   #drainedOut = false;
@@ -65,118 +135,93 @@ export class Server {
 
   constructor(deps: ServeDeps) {
     this.#deps = deps;
-    const probe = deps.subjects.actor("t", "i");
-    this.#actorPrefix = probe.slice(0, probe.length - "t.i".length);
   }
 
-  /** Subscribes the node inbox and the worker queues. */
+  /** Subscribes this node's inbox for each hosted type, and the worker queues. */
   start(): Promise<void> {
     const d = this.#deps;
-    this.#subs.push(d.conn.subscribe(d.subjects.node(d.node), (msg) => this.#serve(msg)));
     for (const def of d.defs.values()) {
+      const type = def.name;
+      this.#subs.push(
+        d.conn.subscribe(d.subjects.hosted(d.node, type), (msg) => this.#serve(msg, type)),
+      );
       if (!def.stateless) continue;
       this.#subs.push(
-        d.conn.subscribe(d.subjects.worker(def.name), (msg) => this.#serve(msg), {
-          queue: d.subjects.workerGroup(def.name),
+        d.conn.subscribe(d.subjects.worker(type), (msg) => this.#serve(msg, type), {
+          queue: d.subjects.workerGroup(type),
         }),
       );
     }
     return d.conn.flush();
   }
 
-  readonly #serveBound = (msg: MeshMessage) => this.#serve(msg);
-  /** The common start of actor subjects (requests on them may reach several subscribers). */
-  readonly #actorPrefix: string;
-
-  /** An activation became active here: its subject routes to this node until it stops. */
-  activated(act: Activation<Call>): void {
-    if (act.status !== "active") return;
-    const sub = this.#deps.conn.subscribe(
-      this.#deps.subjects.actor(act.def.name, act.id),
-      this.#serveBound,
-    );
-    this.#actorSubs.set(act.key, { act, sub });
-  }
-
-  /**
-   * An activation stopped: its subject no longer routes here. After a planned stop the
-   * subscription is drained: a request the server routed here before it saw the unsubscribe is
-   * still served (by a new activation, or answered "retry" while closing). After a fenced one
-   * it is dropped: another node owns the actor now and got the same requests; serving ours
-   * too (forwarding them to it) would apply them twice.
-   */
-  deactivated(act: Activation<Call>, fenced: boolean): void {
-    const entry = this.#actorSubs.get(act.key);
-    if (entry?.act !== act) return;
-    this.#actorSubs.delete(act.key);
-    const sub = entry.sub;
-    if (fenced) sub.unsubscribe();
-    else sub.drain().catch(() => sub.unsubscribe());
-  }
-
-  #serve(msg: MeshMessage): void {
+  /** One request, which arrived on a subject of `type`. */
+  #serve(msg: MeshMessage, type: string): void {
     const d = this.#deps;
-    // A stale owner stays silent (the live owner may answer the same request). A node that has
-    // drained holds no actor any more: what reaches it now was sent to it alone (its inbox, a
-    // worker queue), so its "retry" is safe even once its lease lapses during shutdown.
+    // A stale owner stays silent (its callers move the request when it is declared dead). A
+    // node that has drained holds no actor any more: its "retry" is safe even once its lease
+    // lapses during shutdown.
     if (!this.#drainedOut && d.membership.isFenced()) return;
-    const respond = (r: Reply) => {
-      if (!msg.reply) return;
-      try {
-        d.conn.publish(msg.reply, r.data, r.headers ? { headers: r.headers } : undefined);
-      } catch (err) {
-        if (err instanceof MeshError && err.code === "max_payload") {
-          // Within maxPayload, but not with its headers: say so rather than leave the caller
-          // waiting for its timeout.
-          const tooBig = new BadPayloadError("Reply is too large for the mesh");
-          return respond(errorReply(d.wireCodec, tooBig));
-        }
-        d.log.debug("Reply failed", { error: String(err) });
-      }
-    };
+    const reply = msg.reply;
+    let codec: Codec = msgpack;
     let req: WireRequest;
-    let codec: Codec;
     let payload: unknown;
+    let size: number;
     try {
-      if (msg.reply !== undefined && !isReplySubject(msg.reply, d.replyPrefixes)) {
+      if (reply !== undefined && !isReplySubject(reply, d.replyPrefixes)) {
         // Answering would publish where the sender chose: never outside an inbox.
         d.log.warn("Dropped a request whose reply subject is not an inbox", {
           subject: msg.subject,
-          reply: msg.reply.slice(0, 200),
+          reply: reply.slice(0, 200),
         });
         return;
       }
-      req = parseRequest(msg.headers);
+      const { req: r, offset } = decodeRequest(msg.data);
+      req = r;
       const c = codecFor(req.contentType);
       if (!c) throw new BadPayloadError(`Unknown content type "${req.contentType}"`);
       codec = c;
-      payload = codec.decode(msg.data);
+      if (req.type !== type) {
+        // Forged or misrouted: the subject's type is what the sender was allowed to reach.
+        throw new BadPayloadError(
+          `The message names actor type "${
+            req.type.slice(0, 64)
+          }" but arrived on the subject of "${type}"`,
+        );
+      }
+      size = msg.data.byteLength - offset;
+      payload = req.inputFrom === undefined ? codec.decode(msg.data.subarray(offset)) : undefined;
     } catch (err) {
-      d.log.warn("Dropped a malformed message", { subject: msg.subject, error: String(err) });
-      return respond(
-        errorReply(d.wireCodec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
+      d.log.warn("Refused a malformed message", { subject: msg.subject, error: String(err) });
+      return this.respond(
+        reply,
+        codec,
+        errorReply(codec, err instanceof ActorError ? err : new BadPayloadError(String(err))),
       );
     }
-    if (!this.#accepting) return respond(retryReply(codec, `Node "${d.node}" is closing`));
+    if (!this.#accepting) {
+      return this.respond(reply, codec, retryReply(codec, `Node "${d.node}" is closing`));
+    }
     let sink: RemoteSink | undefined;
     if (req.kind === "stream") {
       if (!req.streamTo || !isReplySubject(req.streamTo, d.replyPrefixes)) {
-        return respond(
+        return this.respond(
+          reply,
+          codec,
           errorReply(codec, new BadPayloadError("Stream request without a valid inbox")),
         );
       }
       sink = new RemoteSink(d.conn, codec, d.replyPrefixes, req.streamTo);
-      respond(okReply(codec, { credit: sink.creditSubject }));
+      this.respond(reply, codec, okReply(codec, { credit: sink.creditSubject }));
     }
     // The caller streams its payload: the handler reads it from a bounded channel fed by the
     // caller's frames; the turn's end stops it (local delivery cancels the channel).
     let input: StreamChannel | undefined;
     if (req.inputFrom !== undefined) {
       if (!isReplySubject(req.inputFrom, d.replyPrefixes)) {
-        sink?.fail(new BadPayloadError("Input stream without a valid inbox"));
-        return respond(
-          errorReply(codec, new BadPayloadError("Input stream without a valid inbox")),
-        );
+        const bad = new BadPayloadError("Input stream without a valid inbox");
+        sink?.fail(bad);
+        return this.respond(reply, codec, errorReply(codec, bad));
       }
       input = new StreamChannel(16);
       new StreamReceiver(
@@ -185,70 +230,60 @@ export class Server {
         input,
         `input of ${req.type}.${req.handler}`,
         d.replyPrefixes,
-      )
-        .start(req.inputFrom);
+      ).start(req.inputFrom);
     }
     this.#inflight++;
-    const done = () => {
-      if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
-    };
-    const onMasked = (e: unknown) => d.log.error("Internal error", { error: String(e) });
-    const kind = req.kind;
     const call = new Call({
-      kind,
+      kind: req.kind,
       type: req.type,
       id: req.id,
       handler: req.handler,
       payload: input ?? payload,
-      size: msg.data.byteLength,
+      size,
       ...(input ? { input } : {}),
-      ...(msg.subject.startsWith(this.#actorPrefix) ? { shared: true } : {}),
       deadline: performance.now() + req.timeout,
       chain: req.chain,
       ...(req.token !== undefined ? { token: req.token } : {}),
       ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
+      ...(req.trace !== undefined ? { trace: req.trace } : {}),
       ...(sink ? { sink } : {}),
-    }, {
-      accepted: () => {
-        if (kind === "tell") respond(okReply(codec, null));
-      },
-      resolve: (value) => {
-        done();
-        if (kind !== "ask") return;
-        try {
-          const r = okReply(codec, value);
-          checkPayloadSize(r.data.byteLength, d.maxPayload, "Reply");
-          respond(r);
-        } catch (err) {
-          respond(errorReply(codec, err, onMasked));
-        }
-      },
-      reject: (err) => {
-        done();
-        if (sink) return sink.fail(err);
-        const reply = errorReply(codec, err, onMasked);
-        if (err instanceof ActorError && err.cause instanceof ConflictError) {
-          // A stale activation (another node took the actor over) must not win the race
-          // against the live owner's reply to the same request: answer late.
-          return this.#later(() => respond(reply));
-        }
-        respond(reply);
-      },
-      retry: (err) => {
-        done();
-        if (sink) return sink.fail(err);
-        respond(retryReply(codec, err instanceof Error ? err.message : String(err)));
-      },
-      drop: () => {
-        done();
-        sink?.abandon();
-      },
-    });
+      remote: true,
+    }, new Served(this, reply, codec, req.kind, sink));
     if (input) call.finally(() => void input.cancel());
     d.deliver(call);
   }
 
-  #later(fn: () => void): void {
+  /** Publishes a reply (to an inbox checked when the request arrived). */
+  respond(reply: string | undefined, codec: Codec, data: Uint8Array): void {
+    if (reply === undefined) return;
+    try {
+      this.#deps.conn.publish(reply, data);
+    } catch (err) {
+      if (err instanceof MeshError && err.code === "max_payload") {
+        // Within maxPayload, but not for the mesh: say so rather than leave the caller waiting
+        // for its timeout.
+        const tooBig = new BadPayloadError("Reply is too large for the mesh");
+        return this.respond(reply, codec, errorReply(codec, tooBig));
+      }
+      this.#deps.log.debug("Reply failed", { error: String(err) });
+    }
+  }
+
+  /** A served call was settled. */
+  done(): void {
+    if (--this.#inflight === 0 && this.#drained) this.#drained.resolve();
+  }
+
+  readonly masked = (e: unknown): void =>
+    this.#deps.log.error("Internal error", { error: String(e) });
+
+  /** The largest reply, bytes. */
+  get maxPayload(): number {
+    return this.#deps.maxPayload;
+  }
+
+  /** Runs `fn` after a short delay (a stale activation's answer), or at close. */
+  later(fn: () => void): void {
     const timer = setTimeout(() => {
       this.#late.delete(timer);
       fn();
@@ -287,9 +322,7 @@ export class Server {
       fn();
     }
     this.#late.clear();
-    const subs = [...[...this.#actorSubs.values()].map((e) => e.sub), ...this.#subs];
-    this.#actorSubs.clear();
-    this.#subs.length = 0;
+    const subs = this.#subs.splice(0);
     await bounded(Promise.all(subs.map((s) => s.drain())));
     for (const sub of subs) sub.unsubscribe();
   }

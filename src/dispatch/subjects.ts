@@ -1,7 +1,11 @@
 /**
- * The mesh subjects of the message path: `<prefix>.a.<type>.<id>` an active actor's mailbox,
- * `<prefix>.n.<node>` a node's inbox, `<prefix>.w.<type>` a worker type's queue group,
- * `<prefix>.t.<topic>` pub/sub. Names are encoded into subject-safe tokens.
+ * The mesh subjects of the message path, addressed to nodes, never to actors:
+ * `<prefix>.n.<node>.<type>` a node's inbox for one hosted type (one subscription per node per
+ * type, so NATS interest grows with nodes × types, never with actors, and permissions can
+ * still be written per type), `<prefix>.w.<type>` a worker type's queue group,
+ * `<prefix>.t.<topic>` pub/sub; under `<prefix>.c.>` node-to-node control (nodes only):
+ * `<prefix>.c.dir.<node>` a node's directory queries, `<prefix>.c.ev.<node>` its directory events.
+ * Names are encoded into subject-safe tokens.
  *
  * @module
  */
@@ -25,25 +29,46 @@ export function isReplySubject(subject: string, prefixes: readonly string[]): bo
 
 /** Subject names under one prefix. */
 export interface Subjects {
-  /** An active actor's subject. */
-  actor(type: string, id: string): string;
-  /** A node's inbox. */
-  node(node: string): string;
+  /** Node `node`'s inbox for requests to actors of `type`. */
+  hosted(node: string, type: string): string;
+  /** Everything node `node` serves for its hosted types (`<prefix>.n.<node>.*`). */
+  hostedAll(node: string): string;
+  /** The start every `hosted` subject of `node` shares (its type token follows). */
+  hostedPrefix(node: string): string;
+  /** Node `node`'s directory queries (the actors active on it). */
+  directory(node: string): string;
   /** A stateless worker type's queue subject. */
   worker(type: string): string;
   /** The queue group of a worker type. */
   workerGroup(type: string): string;
   /** A pub/sub topic (or pattern). */
   topic(topic: string): string;
+  /** Directory events published by `node` (`*`: every node's). */
+  events(node: string): string;
 }
 
 /** The subjects under `prefix`. */
 export function subjects(prefix: string): Subjects {
+  // Every message names one of these: built once per node and type (a bounded set: the
+  // members' inboxes), not per message.
+  const hosted = new Map<string, string>();
   return {
-    actor: (type, id) => `${prefix}.a.${encodeToken(type)}.${encodeToken(id)}`,
-    node: (node) => `${prefix}.n.${encodeToken(node)}`,
+    hosted: (node, type) => {
+      const key = `${node} ${type}`;
+      let s = hosted.get(key);
+      if (s === undefined) {
+        s = `${prefix}.n.${encodeToken(node)}.${encodeToken(type)}`;
+        if (hosted.size >= 4096) hosted.clear();
+        hosted.set(key, s);
+      }
+      return s;
+    },
+    hostedAll: (node) => `${prefix}.n.${encodeToken(node)}.*`,
+    hostedPrefix: (node) => `${prefix}.n.${encodeToken(node)}.`,
+    directory: (node) => `${prefix}.c.dir.${encodeToken(node)}`,
     worker: (type) => `${prefix}.w.${encodeToken(type)}`,
     workerGroup: (type) => `w-${encodeToken(type)}`,
     topic: (topic) => `${prefix}.t.${topic}`,
+    events: (node) => `${prefix}.c.ev.${node === "*" ? "*" : encodeToken(node)}`,
   };
 }

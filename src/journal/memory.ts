@@ -76,6 +76,11 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const reminders = new Map<string, Reminder>();
   /** Every event in commit order: position n is at index n - 1. */
   const committed: { actor: string; event: StoredEvent }[] = [];
+  /**
+   * The highest epoch of a record forgotten on release (see `release`): a record made again
+   * starts above it, so an actor's epochs still only grow.
+   */
+  let epochFloor = 0;
   let closed = false;
 
   function check(what: string): void {
@@ -85,7 +90,7 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   function log(actor: string): ActorLog {
     let l = logs.get(actor);
     if (!l) {
-      l = { epoch: 0, events: [], replies: new Map() };
+      l = { epoch: epochFloor, events: [], replies: new Map() };
       logs.set(actor, l);
     }
     return l;
@@ -160,7 +165,14 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
       await Promise.resolve();
       check(`release ${JSON.stringify(actor)}`);
       const l = logs.get(actor);
-      if (l && l.owner === node && l.epoch === epoch) delete l.owner;
+      if (!l || l.owner !== node || l.epoch !== epoch) return;
+      delete l.owner;
+      // An actor that never stored anything (an actor without events, say) leaves no trace:
+      // a node that activated a hundred thousand of them keeps no record of each.
+      if (l.events.length === 0 && !l.snapshot && l.replies.size === 0) {
+        logs.delete(actor);
+        if (l.epoch > epochFloor) epochFloor = l.epoch;
+      }
     },
 
     async owner(actor: string): Promise<Owned | undefined> {

@@ -407,6 +407,25 @@ export function meshConformance(
     );
   });
 
+  test("request's handle cancels it while it waits, and is cleared once it settled", async ({ a, b, base }) => {
+    b.subscribe(`${base}.silent`, () => {});
+    b.subscribe(`${base}.echo`, (m) => m.reply && b.publish(m.reply, m.data));
+    await b.flush();
+    const handle: { cancel?: ((reason: unknown) => void) | undefined } = {};
+    const waiting = a.request(`${base}.silent`, bytes(""), { timeout: 5000, handle });
+    assert.equal(typeof handle.cancel, "function", "set while the request waits");
+    const reason = new Error("moved");
+    const t0 = Date.now();
+    handle.cancel!(reason);
+    await assert.rejects(waiting, (e) => e === reason);
+    assert.ok(Date.now() - t0 < 2000, "cancelled before the timeout");
+    assert.equal(handle.cancel, undefined, "cleared once settled");
+    const answered = {} as typeof handle;
+    const reply = await a.request(`${base}.echo`, bytes("hi"), { timeout: 5000, handle: answered });
+    assert.equal(new TextDecoder().decode(reply.data), "hi");
+    assert.equal(answered.cancel, undefined, "cleared once answered");
+  });
+
   test("publish and request larger than maxPayload fail with max_payload", async ({ a, b, base }) => {
     assert.ok(a.maxPayload > 0);
     const c = collector();

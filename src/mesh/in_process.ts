@@ -51,6 +51,7 @@ import {
   type MeshStatus,
   type MeshSubscription,
   type PublishOptions,
+  type RequestHandle,
   type RequestOptions,
   type SubscribeOptions,
 } from "./types.ts";
@@ -361,6 +362,7 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  handle?: RequestHandle;
 }
 
 function randomId(): string {
@@ -477,6 +479,13 @@ class InProcessConnection implements MeshConnection {
           };
           signal.addEventListener("abort", p.onAbort, { once: true });
         }
+        const handle = options.handle;
+        if (handle) {
+          p.handle = handle;
+          handle.cancel = (reason) => {
+            if (this.#settle(token)) reject(reason);
+          };
+        }
         this.#pending.set(token, p);
       });
     } catch (error) {
@@ -490,6 +499,7 @@ class InProcessConnection implements MeshConnection {
     this.#pending.delete(token);
     clearTimeout(p.timer);
     if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
+    if (p.handle) p.handle.cancel = undefined;
     return p;
   }
 

@@ -34,6 +34,16 @@ export interface PublishOptions {
   reply?: string;
 }
 
+/**
+ * A request's cancel hook: {@link MeshConnection.request} sets `cancel` while the request
+ * waits (and clears it once it settled). Calling it rejects the request with `reason`. A
+ * cheaper {@link RequestOptions.signal} for callers that keep their own registry of requests.
+ */
+export interface RequestHandle {
+  /** Rejects the waiting request with `reason`; set by the mesh while it waits. */
+  cancel?: ((reason: unknown) => void) | undefined;
+}
+
 /** Options of {@link MeshConnection.request}. */
 export interface RequestOptions {
   /** Headers to send. */
@@ -42,6 +52,8 @@ export interface RequestOptions {
   timeout: number;
   /** Aborts the wait: the request then rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /** Receives the request's cancel function while it waits. */
+  handle?: RequestHandle;
 }
 
 /** Options of {@link MeshConnection.subscribe}. */
