@@ -119,7 +119,11 @@ class InWorker implements Connection {
     return w;
   }
 
-  async #send<T>(w: Worker, request: Omit<WorkerRequest, "id">): Promise<T> {
+  async #send<T>(
+    w: Worker,
+    request: Omit<WorkerRequest, "id">,
+    transfer: Transferable[] = [],
+  ): Promise<T> {
     const ready = this.#ready.get(w);
     if (ready) {
       await ready;
@@ -129,11 +133,11 @@ class InWorker implements Connection {
     const id = this.#next++;
     return await new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      w.postMessage({ ...request, id });
+      w.postMessage({ ...request, id }, transfer);
     });
   }
 
-  async #call<T>(request: Omit<WorkerRequest, "id">): Promise<T> {
+  async #call<T>(request: Omit<WorkerRequest, "id">, transfer?: Transferable[]): Promise<T> {
     if (this.#closing) throw closed(this.#options.url);
     let w = this.#worker;
     if (!w) {
@@ -156,11 +160,15 @@ class InWorker implements Connection {
       });
     }
     await this.#opened;
-    return await this.#send<T>(w, request);
+    return await this.#send<T>(w, request, transfer);
   }
 
   batch(batch: WriteBatch, timeoutMs: number): Promise<BatchOutcome> {
-    return this.#call({ op: "batch", batch, timeoutMs } as Omit<WorkerRequest, "id">);
+    // The encoded groups move to the thread (no copy).
+    return this.#call(
+      { op: "batch", batch, timeoutMs } as Omit<WorkerRequest, "id">,
+      [batch.groups.buffer as ArrayBuffer],
+    );
   }
 
   read(stmts: readonly Stmt[]): Promise<Rows[]> {

@@ -21,6 +21,7 @@ import {
   SCHEMA_VERSION,
   type Stmt,
 } from "./_sql.ts";
+import { decodeGroups } from "./_wire.ts";
 
 /** Rows of one statement, each row an array of column values. */
 export type Rows = unknown[][];
@@ -87,10 +88,10 @@ export interface ShardInfo {
   readonly count: number;
 }
 
-/** A batch of writes committed in one transaction. */
+/** A batch of writes committed in one transaction, as it is sent to the database thread. */
 export interface WriteBatch {
-  /** Append groups (at most one per actor). */
-  readonly groups: readonly AppendGroup[];
+  /** Append groups (at most one per actor), encoded by `encodeGroups` (`_wire.ts`). */
+  readonly groups: Uint8Array;
   /** Releases of ownership. */
   readonly releases: readonly { actor: string; node: string; epoch: number }[];
   /** Activations (at most one per actor). */
@@ -114,8 +115,13 @@ export type ActivateOutcome =
   }
   | { readonly won: false; readonly owner: string; readonly epoch: number };
 
+/** A batch with its groups decoded. */
+interface Batch extends Omit<WriteBatch, "groups"> {
+  readonly groups: readonly AppendGroup[];
+}
+
 /** What a batch did. */
-export interface BatchResult {
+interface BatchResult {
   /** Per append group: written, or refused with its actor's epoch and head then (if any). */
   readonly groups: readonly (true | { epoch: number; seq: number } | null)[];
   /** Per activation. */
@@ -127,15 +133,43 @@ export interface BatchResult {
 /** Per item of a batch run alone after the whole batch failed. */
 export type Isolated<T> = { ok: true; value: T } | { ok: false; error: EngineError };
 
+/** Per append group of a batch: written, refused by its check, or failed. */
+export const GROUP_FAILED = 0, GROUP_WRITTEN = 1, GROUP_REFUSED = 2;
+
 /** The result of a batch whose items may have failed one by one. */
 export interface BatchOutcome {
   /** Set when the batch as a whole failed (every item failed with it). */
   readonly error?: EngineError;
-  readonly groups: readonly Isolated<true | { epoch: number; seq: number } | null>[];
+  /** Per group: {@link GROUP_WRITTEN}, {@link GROUP_REFUSED} or {@link GROUP_FAILED}. */
+  readonly groups: Uint8Array;
+  /** `[group, epoch, seq]`: the head a refused group's actor had (when it has one). */
+  readonly heads: readonly [number, number, number][];
+  /** `[group, error]` of the groups that failed. */
+  readonly groupErrors: readonly [number, EngineError][];
   readonly releases: readonly Isolated<void>[];
   readonly activations: readonly Isolated<ActivateOutcome>[];
   readonly deletes: readonly Isolated<void>[];
   readonly custom: readonly Isolated<Rows[]>[];
+}
+
+/** The outcome of each group, compactly (see {@link BatchOutcome}). */
+function groupsOutcome(
+  results: readonly Isolated<true | { epoch: number; seq: number } | null>[],
+): Pick<BatchOutcome, "groups" | "heads" | "groupErrors"> {
+  const groups = new Uint8Array(results.length);
+  const heads: [number, number, number][] = [];
+  const groupErrors: [number, EngineError][] = [];
+  results.forEach((r, i) => {
+    if (!r.ok) {
+      groups[i] = GROUP_FAILED;
+      groupErrors.push([i, r.error]);
+    } else if (r.value === true) groups[i] = GROUP_WRITTEN;
+    else {
+      groups[i] = GROUP_REFUSED;
+      if (r.value) heads.push([i, r.value.epoch, r.value.seq]);
+    }
+  });
+  return { groups, heads, groupErrors };
 }
 
 /** Options of {@link Engine}. */
@@ -234,12 +268,13 @@ export class Engine {
    * Commits a batch, retrying while the database is locked for up to `timeoutMs`. When the
    * batch fails otherwise, each item is tried alone, so one bad item fails by itself.
    */
-  async batch(b: WriteBatch, timeoutMs: number): Promise<BatchOutcome> {
+  async batch(w: WriteBatch, timeoutMs: number): Promise<BatchOutcome> {
     const deadline = performance.now() + timeoutMs;
+    const b: Batch = { ...w, groups: decodeGroups(w.groups) };
     try {
       const r = await this.#retrying(deadline, () => this.#commit(b));
       return {
-        groups: r.groups.map((value) => ({ ok: true, value })),
+        ...groupsOutcome(r.groups.map((value) => ({ ok: true, value }))),
         releases: b.releases.map(() => ({ ok: true, value: undefined })),
         activations: r.activations.map((value) => ({ ok: true, value })),
         deletes: b.deletes.map(() => ({ ok: true, value: undefined })),
@@ -253,7 +288,7 @@ export class Engine {
         const failed = { ok: false as const, error };
         return {
           error,
-          groups: b.groups.map(() => failed),
+          ...groupsOutcome(b.groups.map(() => failed)),
           releases: b.releases.map(() => failed),
           activations: b.activations.map(() => failed),
           deletes: b.deletes.map(() => failed),
@@ -264,8 +299,8 @@ export class Engine {
     }
   }
 
-  async #isolated(b: WriteBatch, deadline: number): Promise<BatchOutcome> {
-    const none: WriteBatch = {
+  async #isolated(b: Batch, deadline: number): Promise<BatchOutcome> {
+    const none: Batch = {
       ...b,
       groups: [],
       releases: [],
@@ -273,7 +308,7 @@ export class Engine {
       deletes: [],
       custom: [],
     };
-    const one = async <T>(part: Partial<WriteBatch>, pick: (r: BatchResult) => T) => {
+    const one = async <T>(part: Partial<Batch>, pick: (r: BatchResult) => T) => {
       try {
         const r = await this.#retrying(deadline, () => this.#commit({ ...none, ...part }));
         return { ok: true as const, value: pick(r) };
@@ -293,7 +328,7 @@ export class Engine {
     for (const d of b.deletes) deletes.push(await one({ deletes: [d] }, () => undefined));
     const custom = [];
     for (const c of b.custom) custom.push(await one({ custom: [c] }, (r) => r.custom[0]!));
-    return { groups, releases, activations, deletes, custom };
+    return { ...groupsOutcome(groups), releases, activations, deletes, custom };
   }
 
   /** Runs `fn` again after short pauses while the database is locked, until `deadline`. */
@@ -310,7 +345,7 @@ export class Engine {
     }
   }
 
-  async #commit(b: WriteBatch): Promise<BatchResult> {
+  async #commit(b: Batch): Promise<BatchResult> {
     const stmts: Stmt[] = [];
     const appendToken = token();
     const appends = appendStatements(b.groups, appendToken, b.now);

@@ -23,20 +23,24 @@ import {
   type ActivateOutcome,
   type BatchOutcome,
   type EngineError,
+  GROUP_FAILED,
+  GROUP_WRITTEN,
   isBusyCode,
   type Isolated,
   type Rows,
   toEngineError,
   type WriteBatch,
 } from "./_engine.ts";
-import { type AppendGroup, groupOf, type Stmt } from "./_sql.ts";
+import type { Stmt } from "./_sql.ts";
+import { encodeGroups } from "./_wire.ts";
 
 /** Batches on their way to the database at once. */
 const MAX_IN_FLIGHT = 2;
 /**
  * A batch leaves at once, without waiting for the end of the event loop's turn, once this
- * many writes queued while fewer than {@link MAX_IN_FLIGHT} are in flight: the database
- * thread starts on them while this thread makes the rest.
+ * many writes queued while none is in flight: the database thread starts on them while this
+ * thread makes the rest (each batch is a commit, and a commit's fsync is the costly part, so
+ * only an idle database thread gets one early).
  */
 const EAGER_BATCH = 256;
 /** How often, at most, a passive checkpoint is asked for while commits go on, in ms. */
@@ -181,7 +185,7 @@ export class Shard {
 
   #queue(): void {
     this.#queued++;
-    if (this.#inFlight < MAX_IN_FLIGHT && this.#queued >= EAGER_BATCH) return this.#dispatch();
+    if (this.#inFlight === 0 && this.#queued >= EAGER_BATCH) return this.#dispatch();
     if (!this.#scheduled) {
       this.#scheduled = true;
       // Let every write of this turn of the event loop join the batch.
@@ -206,7 +210,7 @@ export class Shard {
 
   /** The next batch: queue order; per actor, only appends that continue each other. */
   #take(): Taken {
-    const groups: { appends: PendingAppend[]; group?: AppendGroup }[] = [];
+    const groups: { appends: PendingAppend[] }[] = [];
     const byActor = new Map<string, { appends: PendingAppend[] }>();
     const blocked = new Set<string>();
     const rest: PendingAppend[] = [];
@@ -256,10 +260,7 @@ export class Shard {
     this.#custom = [];
     this.#queued = this.#appends.length + this.#activations.length;
     return {
-      groups: groups.map((g) => ({
-        appends: g.appends,
-        group: groupOf(g.appends.map((p) => p.append)),
-      })),
+      groups: groups.map((g) => g.appends),
       activations,
       releases,
       deletes,
@@ -270,7 +271,7 @@ export class Shard {
   async #run(t: Taken): Promise<void> {
     let deadline = Infinity;
     const waiters: Waiter<never>[] = [
-      ...t.groups.flatMap((g) => g.appends),
+      ...t.groups.flat(),
       ...t.activations,
       ...t.releases,
       ...t.deletes,
@@ -278,7 +279,7 @@ export class Shard {
     ] as Waiter<never>[];
     for (const w of waiters) deadline = Math.min(deadline, w.deadline);
     const batch: WriteBatch = {
-      groups: t.groups.map((g) => g.group),
+      groups: encodeGroups(t.groups.map((g) => g.map((p) => p.append))),
       activations: t.activations.map((p) => ({
         actor: p.actor,
         ...(p.claim ? { node: p.claim.node } : {}),
@@ -295,7 +296,7 @@ export class Shard {
     } catch (err) {
       const error = toEngineError(err);
       for (const g of t.groups) {
-        for (const p of g.appends) p.reject(this.error(error, `append to "${p.append.actor}"`));
+        for (const p of g) p.reject(this.error(error, `append to "${p.append.actor}"`));
       }
       for (const p of t.activations) p.reject(this.error(error, `activate "${p.actor}"`));
       for (const p of t.releases) p.reject(this.error(error, `release "${p.release.actor}"`));
@@ -303,14 +304,14 @@ export class Shard {
       for (const p of t.custom) p.reject(this.error(error, p.what));
       return;
     }
-    if (batch.groups.length > 0 || batch.activations.length > 0 || batch.custom.length > 0) {
+    if (t.groups.length > 0 || batch.activations.length > 0 || batch.custom.length > 0) {
       const now = performance.now();
       if (now - this.#lastCheckpoint >= CHECKPOINT_EVERY_MS) {
         this.#lastCheckpoint = now;
         this.#conn.checkpoint();
       }
     }
-    t.groups.forEach((g, i) => this.#settleGroup(g.appends, outcome.groups[i]!));
+    this.#settleGroups(t.groups, outcome);
     t.activations.forEach((p, i) => {
       const r = outcome.activations[i]!;
       if (!r.ok) return p.reject(this.error(r.error, `activate "${p.actor}"`));
@@ -325,32 +326,38 @@ export class Shard {
     settleAll(t.custom, outcome.custom, (p, e) => this.error(e, p.what));
   }
 
-  #settleGroup(
-    appends: readonly PendingAppend[],
-    r: Isolated<true | { epoch: number; seq: number } | null>,
-  ): void {
-    if (!r.ok) {
-      for (const p of appends) p.reject(this.error(r.error, `append to "${p.append.actor}"`));
-      return;
-    }
-    if (r.value === true) {
-      for (const p of appends) p.resolve();
-      return;
-    }
-    const head = r.value;
-    for (const p of appends) {
-      const a = p.append;
-      p.reject(
-        !head || head.epoch !== a.epoch
-          ? staleEpoch(a, head?.epoch ?? 0)
-          : head.seq === a.expectedSeq
-          // Read after the commit: another writer may have moved on since.
-          ? new ConflictError(
-            `Cannot append to "${a.actor}" at epoch ${a.epoch}: expected seq ${a.expectedSeq} was not the head of the log`,
-          )
-          : unexpectedSeq(a, head.seq),
-      );
-    }
+  #settleGroups(groups: readonly (readonly PendingAppend[])[], outcome: BatchOutcome): void {
+    const status = outcome.groups;
+    let heads: Map<number, { epoch: number; seq: number }> | undefined;
+    let errors: Map<number, EngineError> | undefined;
+    groups.forEach((appends, i) => {
+      const s = status[i];
+      if (s === GROUP_WRITTEN) {
+        for (const p of appends) p.resolve();
+        return;
+      }
+      if (s === GROUP_FAILED) {
+        errors ??= new Map(outcome.groupErrors);
+        const e = errors.get(i) ?? outcome.error ?? { name: "Error", message: "unknown failure" };
+        for (const p of appends) p.reject(this.error(e, `append to "${p.append.actor}"`));
+        return;
+      }
+      heads ??= new Map(outcome.heads.map(([g, epoch, seq]) => [g, { epoch, seq }]));
+      const head = heads.get(i);
+      for (const p of appends) {
+        const a = p.append;
+        p.reject(
+          !head || head.epoch !== a.epoch
+            ? staleEpoch(a, head?.epoch ?? 0)
+            : head.seq === a.expectedSeq
+            // Read after the commit: another writer may have moved on since.
+            ? new ConflictError(
+              `Cannot append to "${a.actor}" at epoch ${a.epoch}: expected seq ${a.expectedSeq} was not the head of the log`,
+            )
+            : unexpectedSeq(a, head.seq),
+        );
+      }
+    });
   }
 
   // ---- errors --------------------------------------------------------------------------
@@ -408,7 +415,8 @@ export class Shard {
 }
 
 interface Taken {
-  readonly groups: readonly { appends: PendingAppend[]; group: AppendGroup }[];
+  /** Per group, its appends (one actor, each continuing the previous one). */
+  readonly groups: readonly PendingAppend[][];
   readonly activations: readonly PendingActivation[];
   readonly releases: readonly PendingRelease[];
   readonly deletes: readonly PendingDelete[];

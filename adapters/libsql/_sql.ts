@@ -19,13 +19,7 @@
  * @module
  */
 
-import type {
-  Append,
-  IdempotencyRecord,
-  NewEvent,
-  Reminder,
-  Snapshot,
-} from "../../src/journal/types.ts";
+import type { IdempotencyRecord, NewEvent, Reminder, Snapshot } from "../../src/journal/types.ts";
 
 /** A value bound to a statement. */
 export type SqlValue = string | number | bigint | Uint8Array | null;
@@ -159,41 +153,6 @@ export interface AppendGroup {
   readonly snapshot?: Snapshot;
   readonly idempotency: readonly IdempotencyRecord[];
   readonly reminders: readonly Reminder[];
-}
-
-/** Merges appends (one actor, one epoch, each expecting the previous one's head) into a group. */
-export function groupOf(appends: readonly Append[]): AppendGroup {
-  const first = appends[0]!;
-  if (appends.length === 1) {
-    return {
-      actor: first.actor,
-      epoch: first.epoch,
-      expectedSeq: first.expectedSeq,
-      events: first.events,
-      ...(first.snapshot ? { snapshot: first.snapshot } : {}),
-      idempotency: first.idempotency ? [first.idempotency] : [],
-      reminders: first.reminders ?? [],
-    };
-  }
-  const events: NewEvent[] = [];
-  const idempotency: IdempotencyRecord[] = [];
-  const reminders: Reminder[] = [];
-  let snapshot: Snapshot | undefined;
-  for (const a of appends) {
-    for (const e of a.events) events.push(e);
-    if (a.idempotency) idempotency.push(a.idempotency);
-    for (const r of a.reminders ?? []) reminders.push(r);
-    if (a.snapshot) snapshot = a.snapshot;
-  }
-  return {
-    actor: first.actor,
-    epoch: first.epoch,
-    expectedSeq: first.expectedSeq,
-    events,
-    ...(snapshot ? { snapshot } : {}),
-    idempotency,
-    reminders,
-  };
 }
 
 /**
