@@ -604,12 +604,21 @@ export class Activation<M extends Envelope = Envelope> {
   }
 
   /**
-   * What an output of this turn must wait for: the turn's events so far made durable (they
-   * are handed to the journal now) and every append before them; undefined when nothing is
-   * in flight. Rejects with the activation's failure if a commit failed.
+   * What a message this turn sends must wait for (a commit point of the turn); the turn counts
+   * as having effects.
    */
   outputGate(): Promise<void> | undefined {
     this.#sent++;
+    return this.#commitPoint();
+  }
+
+  /**
+   * A commit point inside the running turn: what it staged so far (events, reminders) goes to
+   * the journal now. Returns what an output must wait for: that append and every one before
+   * it; undefined when nothing is in flight. Rejects with the activation's failure if a commit
+   * failed.
+   */
+  #commitPoint(): Promise<void> | undefined {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#staged.length > 0 || this.#reminders.length > 0) {
       if (this.status === "stopped" || this.#host.fenced()) {
@@ -665,8 +674,7 @@ export class Activation<M extends Envelope = Envelope> {
           // leaves; its publishes leave with it.
           const publishes = this.#publishes;
           this.#publishes = NONE as never;
-          const gate = this.outputGate();
-          this.#sent--; // a step's item is not a message of the turn
+          const gate = this.#commitPoint();
           if (gate) await gate;
           this.#publish(publishes);
         },
@@ -758,7 +766,7 @@ export class Activation<M extends Envelope = Envelope> {
     }
     const publishes = this.#publishes;
     this.#publishes = NONE as never;
-    const gate = this.outputGate();
+    const gate = this.#commitPoint();
     if (gate) await gate;
     this.#publish(publishes);
   }
