@@ -61,9 +61,19 @@ class Writer {
   str(s: string): void {
     // At most 3 bytes per UTF-16 unit.
     this.#room(4 + s.length * 3);
-    const { written } = enc.encodeInto(s, this.#buf.subarray(this.#at + 4));
+    const buf = this.#buf;
+    const start = this.#at + 4;
+    // Short ASCII strings (actor keys, event types) byte by byte: cheaper than a view and
+    // encodeInto() per string.
+    let i = 0;
+    for (; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[start + i] = c;
+    }
+    const written = i === s.length ? i : enc.encodeInto(s, buf.subarray(start)).written;
     this.#view.setUint32(this.#at, written, true);
-    this.#at += 4 + written;
+    this.#at = start + written;
   }
 
   bytes(b: Uint8Array): void {
