@@ -19,6 +19,7 @@ import {
 } from "./_engine.ts";
 import type { Stmt } from "./_sql.ts";
 import type { WorkerRequest, WorkerResponse } from "./_worker.ts";
+import { type PointReader, pointReader } from "./_native.ts";
 
 /** One shard's database, as the main thread uses it. Errors reject with {@link EngineError}s. */
 export interface Connection {
@@ -26,6 +27,12 @@ export interface Connection {
   batch(batch: WriteBatch, timeoutMs: number): Promise<BatchOutcome>;
   /** Runs reads. */
   read(stmts: readonly Stmt[]): Promise<Rows[]>;
+  /**
+   * Runs one read by primary key (a few rows at most): on this thread where a local
+   * database allows it (a lookup costs less than a message to the database thread, and never
+   * waits behind a commit there), else like {@link read}.
+   */
+  readPoint(stmt: Stmt): Promise<Rows>;
   /** Runs writes in one transaction. */
   write(stmts: readonly Stmt[], timeoutMs: number): Promise<Rows[]>;
   /** Asks for a passive checkpoint off the commit path (local files only). */
@@ -80,6 +87,7 @@ class InWorker implements Connection {
   readonly #ready = new Map<Worker, Promise<void>>();
   #opened: Promise<unknown> | undefined;
   #closing: Promise<void> | undefined;
+  #reader: PointReader | undefined;
 
   constructor(options: ConnectOptions, path: string) {
     this.#options = options;
@@ -175,6 +183,21 @@ class InWorker implements Connection {
     return this.#call({ op: "read", stmts } as Omit<WorkerRequest, "id">);
   }
 
+  async readPoint(stmt: Stmt): Promise<Rows> {
+    if (this.#path !== ":memory:" && !this.#closing) {
+      if (!this.#reader) await this.#call({ op: "read", stmts: [] } as Omit<WorkerRequest, "id">);
+      try {
+        // Opened once the database thread has the schema in place; WAL readers never wait
+        // for writers, and a busy read (rare: a WAL being reset) falls back to the thread.
+        this.#reader ??= pointReader(this.#path);
+        return this.#reader.read(stmt);
+      } catch {
+        // below
+      }
+    }
+    return (await this.read([stmt]))[0]!;
+  }
+
   write(stmts: readonly Stmt[], timeoutMs: number): Promise<Rows[]> {
     return this.#call({ op: "write", stmts, timeoutMs } as Omit<WorkerRequest, "id">);
   }
@@ -214,6 +237,8 @@ class InWorker implements Connection {
       }
       for (const p of this.#pending.values()) p.reject(closed(this.#options.url));
       this.#pending.clear();
+      this.#reader?.close();
+      this.#reader = undefined;
     })();
     return this.#closing;
   }
@@ -296,6 +321,10 @@ class InThread implements Connection {
     } catch (err) {
       throw toEngineError(err);
     }
+  }
+
+  async readPoint(stmt: Stmt): Promise<Rows> {
+    return (await this.read([stmt]))[0]!;
   }
 
   checkpoint(): void {}

@@ -146,3 +146,37 @@ export function checkpointer(path: string): { run(): [number, number]; close(): 
     },
   };
 }
+
+/** A read-only connection for lookups by key on the calling thread. */
+export interface PointReader {
+  /** Runs one read; throws the driver's error (a busy database included: no wait). */
+  read(stmt: Stmt): Rows;
+  close(): void;
+}
+
+/**
+ * Opens a connection that only reads, without waiting for locks (`timeout: 0`): in WAL mode a
+ * reader never waits for a writer, so a lookup by key takes microseconds on whatever thread
+ * calls it.
+ */
+export function pointReader(path: string): PointReader {
+  const db = new (Database as unknown as new (path: string, opts: object) => NativeDb)(path, {
+    timeout: 0,
+  });
+  const cache = new Map<string, Prepared>();
+  return {
+    read(s) {
+      let p = cache.get(s.sql);
+      if (!p) {
+        p = db.prepare(s.sql).raw(true);
+        if (cache.size > 100) cache.clear();
+        cache.set(s.sql, p);
+      }
+      return p.all(s.args);
+    },
+    close() {
+      cache.clear();
+      db.close();
+    },
+  };
+}

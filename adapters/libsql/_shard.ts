@@ -169,6 +169,16 @@ export class Shard {
     }
   }
 
+  /** Runs one read by primary key (see `Connection.readPoint`). */
+  async readPoint(what: string, stmt: Stmt): Promise<Rows> {
+    if (this.#closed) throw this.closedError(what);
+    try {
+      return await this.#conn.readPoint(stmt);
+    } catch (err) {
+      throw this.error(toEngineError(err), what);
+    }
+  }
+
   /** Runs reads. */
   async read(what: string, stmts: readonly Stmt[]): Promise<Rows[]> {
     if (this.#closed) throw this.closedError(what);

@@ -321,11 +321,11 @@ class LibsqlJournalImpl implements LibsqlJournal {
 
   async owner(actor: string): Promise<Owned | undefined> {
     await this.#ready();
-    const rows = await this.#shard(actor).read(`read the owner of "${actor}"`, [{
+    const rows = await this.#shard(actor).readPoint(`read the owner of "${actor}"`, {
       sql: "SELECT owner, epoch FROM activations WHERE actor = ? AND owner IS NOT NULL",
       args: [actor],
-    }]);
-    const r = rows[0]![0];
+    });
+    const r = rows[0];
     return r ? { owner: String(r[0]), epoch: Number(r[1]) } : undefined;
   }
 
@@ -360,11 +360,11 @@ class LibsqlJournalImpl implements LibsqlJournal {
 
   async reply(actor: string, key: string): Promise<StoredReply | undefined> {
     await this.#ready();
-    const rows = await this.#shard(actor).read(`read a reply of "${actor}"`, [{
+    const rows = await this.#shard(actor).readPoint(`read a reply of "${actor}"`, {
       sql: "SELECT reply, fingerprint FROM idempotency WHERE actor = ? AND key = ?",
       args: [actor, key],
-    }]);
-    const r = rows[0]![0];
+    });
+    const r = rows[0];
     if (!r) return undefined;
     return {
       reply: copy(r[0]),
@@ -472,9 +472,12 @@ class LibsqlJournalImpl implements LibsqlJournal {
   }
 }
 
-/** A copy of a blob column's bytes (a value that owns its buffer). */
+/**
+ * A copy of a blob column's bytes in a plain `Uint8Array` of its own (the driver's values
+ * may be Node `Buffer`s, whose `slice()` is a view, not a copy).
+ */
 function copy(v: unknown): Uint8Array {
-  return blob(v).slice();
+  return new Uint8Array(blob(v));
 }
 
 /**

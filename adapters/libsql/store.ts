@@ -188,12 +188,12 @@ class LibsqlStore implements StoreBackend {
   async get(store: string, key: string, now: number): Promise<StoredRecord | undefined> {
     const what = `get "${key}" from store "${store}"`;
     await this.#ready(what);
-    const [rows] = await this.#shard.read(what, [{
+    const rows = await this.#shard.readPoint(what, {
       sql: `SELECT key, value, revision, expires_at FROM store_records
             WHERE store = ? AND key = ? AND ${LIVE}`,
       args: [store, key, now],
-    }]);
-    const row = rows![0];
+    });
+    const row = rows[0];
     return row ? toRecord(row) : undefined;
   }
 
@@ -234,8 +234,7 @@ class LibsqlStore implements StoreBackend {
     const what = `delete "${key}" from store "${store}"`;
     await this.#ready(what);
     if (ifRevision === 0) {
-      const [rows] = await this.#shard.read(what, [current(store, key, now)]);
-      const found = first(rows);
+      const found = first(await this.#shard.readPoint(what, current(store, key, now)));
       if (found !== 0) throw storeConflict("delete", store, key, 0, found);
       return false;
     }
