@@ -16,16 +16,10 @@
  * @module
  */
 
-import Database from "libsql";
-import { appendStatements, DDL, type Stmt } from "../adapters/libsql/_sql.ts";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { appendStatements, DDL, type SqlValue, type Stmt } from "../adapters/libsql/_sql.ts";
 
-interface Db {
-  prepare(
-    sql: string,
-  ): { run(args: unknown[]): unknown; reader: boolean; raw(): { all(a: unknown[]): unknown[][] } };
-  exec(sql: string): void;
-  close(): void;
-}
+type Db = DatabaseSync;
 
 const DATA = new Uint8Array(30).fill(7);
 const ACTORS = 1000;
@@ -36,11 +30,25 @@ interface Layout {
   commit(db: Db, round: number): void;
 }
 
+/** `prepare` with each statement prepared once; `run(args)` binds an array. */
 function cached(db: Db) {
-  const cache = new Map<string, ReturnType<Db["prepare"]>>();
+  const cache = new Map<
+    string,
+    { stmt: StatementSync; reader: boolean; run(args: unknown[]): void }
+  >();
   return (sql: string) => {
     let p = cache.get(sql);
-    if (!p) cache.set(sql, p = db.prepare(sql));
+    if (!p) {
+      const stmt = db.prepare(sql);
+      const reader = stmt.columns().length > 0;
+      p = {
+        stmt,
+        reader,
+        run: (args) =>
+          void (reader ? stmt.all(...args as SqlValue[]) : stmt.run(...args as SqlValue[])),
+      };
+      cache.set(sql, p);
+    }
     return p;
   };
 }
@@ -113,11 +121,7 @@ const layouts: Record<string, () => Layout> = {
   },
   v3: () => {
     let prep: ReturnType<typeof cached>;
-    const run = (s: Stmt) => {
-      const p = prep(s.sql);
-      if (p.reader) p.raw().all([...s.args]);
-      else p.run([...s.args]);
-    };
+    const run = (s: Stmt) => prep(s.sql).run([...s.args]);
     return {
       ddl: DDL,
       commit(db, round) {
@@ -165,9 +169,9 @@ export async function walBytesPerEvent(layout: string, events: number): Promise<
   const l = layouts[layout]!();
   const dir = await Deno.makeTempDir({ prefix: "troupe-layout-" });
   const path = `${dir}/l.db`;
-  const db = new (Database as unknown as new (p: string) => Db)(path);
+  const db = new DatabaseSync(path);
   try {
-    db.prepare("PRAGMA journal_mode = WAL").raw().all([]);
+    db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
     for (const sql of l.ddl) db.exec(sql);
     const commit = (round: number) => {
@@ -177,7 +181,7 @@ export async function walBytesPerEvent(layout: string, events: number): Promise<
     };
     const rounds = Math.ceil(events / ACTORS);
     for (let r = 0; r < rounds; r++) commit(r);
-    db.prepare("PRAGMA wal_checkpoint(TRUNCATE)").raw().all([]);
+    db.prepare("PRAGMA wal_checkpoint(TRUNCATE)").all();
     db.exec("PRAGMA wal_autocheckpoint = 0");
     const t0 = performance.now();
     for (let r = rounds; r < rounds + 10; r++) commit(r);

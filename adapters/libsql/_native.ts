@@ -1,28 +1,88 @@
 /**
- * The {@link Executor} of a local database file on libSQL's synchronous driver, used inside a
- * worker thread: every statement is prepared once and kept.
+ * Local database files on the runtime's own SQLite (`node:sqlite`, synchronous): the
+ * {@link Executor} of a shard's worker thread, the connection of its checkpoint thread, and
+ * the read-only connection for lookups by key on the calling thread. Every statement is
+ * prepared once and kept.
+ *
+ * Why not libSQL's own driver here: measured on the same machine, `node:sqlite` commits a
+ * 1000-row batch in half the time and runs a lookup by key 5–20× faster (the `libsql` binding
+ * pays tens of microseconds per statement). The files are the same SQLite format, shared with
+ * any libSQL or SQLite process; remote servers use `@libsql/client` (`_client.ts`).
  *
  * @module
  */
 
-import Database from "libsql";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 import type { Executor, Rows } from "./_engine.ts";
 import type { SqlValue, Stmt } from "./_sql.ts";
 
-/** A prepared statement of the synchronous driver (the part used here). */
-interface Prepared {
-  readonly reader: boolean;
-  raw(on?: boolean): Prepared;
-  all(args: readonly SqlValue[]): unknown[][];
-  run(args: readonly SqlValue[]): { changes: number };
+/**
+ * SQLite's result code for an error of `node:sqlite`, which gives only its message here:
+ * `SQLITE_BUSY`, `SQLITE_LOCKED`, `SQLITE_CONSTRAINT`, `SQLITE_READONLY`, `SQLITE_CANTOPEN`,
+ * `SQLITE_PERM`, or undefined.
+ */
+export function sqliteCode(message: string): string | undefined {
+  if (/database is locked|database is busy/i.test(message)) return "SQLITE_BUSY";
+  if (/(table|schema) is locked/i.test(message)) return "SQLITE_LOCKED";
+  if (/constraint failed/i.test(message)) return "SQLITE_CONSTRAINT";
+  if (/readonly database|read-only/i.test(message)) return "SQLITE_READONLY";
+  if (/unable to open database/i.test(message)) return "SQLITE_CANTOPEN";
+  if (/access permission denied/i.test(message)) return "SQLITE_PERM";
+  return undefined;
 }
 
-/** The synchronous driver's connection (the part used here). */
-interface NativeDb {
-  prepare(sql: string): Prepared;
-  exec(sql: string): void;
-  close(): void;
-  readonly inTransaction: boolean;
+/** The same error with SQLite's code (see {@link sqliteCode}). */
+function coded(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const code = sqliteCode(err.message);
+  return code ? Object.assign(err, { code }) : err;
+}
+
+/** A connection with its statements prepared once. */
+class Connection {
+  readonly db: DatabaseSync;
+  readonly #cache = new Map<string, { stmt: StatementSync; reader: boolean }>();
+
+  constructor(path: string, busyMs: number) {
+    try {
+      this.db = new DatabaseSync(path);
+      this.db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyMs))}`);
+    } catch (err) {
+      throw coded(err);
+    }
+  }
+
+  run(s: Stmt): Rows {
+    let p = this.#cache.get(s.sql);
+    if (!p) {
+      const stmt = this.db.prepare(s.sql);
+      stmt.setReturnArrays(true);
+      p = { stmt, reader: stmt.columns().length > 0 };
+      if (this.#cache.size > 500) this.#cache.clear();
+      this.#cache.set(s.sql, p);
+    }
+    const args = s.args as SqlValue[];
+    if (p.reader) return p.stmt.all(...args) as unknown as Rows;
+    p.stmt.run(...args);
+    return [];
+  }
+
+  exec(sql: string): void {
+    this.db.exec(sql);
+  }
+
+  rollback(): void {
+    try {
+      this.db.exec("ROLLBACK");
+    } catch {
+      // no transaction was open
+    }
+  }
+
+  close(): void {
+    this.#cache.clear();
+    this.db.close();
+  }
 }
 
 /** Options of {@link nativeExecutor}. */
@@ -40,109 +100,89 @@ export interface NativeOptions {
   readonly checkpointElsewhere: boolean;
 }
 
-/**
- * A local database on the synchronous driver: statements are prepared once and kept (the
- * journal uses a few fixed shapes), so no commit pays for preparing its statements again.
- */
+/** The executor of a shard's worker thread: one connection, statements prepared once. */
 export function nativeExecutor(options: NativeOptions): Executor {
-  const db = new (Database as unknown as new (path: string, opts: object) => NativeDb)(
-    options.path,
-    { timeout: options.busySliceMs },
-  );
-  const cache = new Map<string, Prepared>();
-  const prepare = (sql: string): Prepared => {
-    let p = cache.get(sql);
-    if (!p) {
-      p = db.prepare(sql);
-      if (p.reader) p.raw(true);
-      if (cache.size > 500) cache.clear();
-      cache.set(sql, p);
+  const c = new Connection(options.path, options.busySliceMs);
+  try {
+    if (options.path !== ":memory:") {
+      const mode = String(c.run({ sql: "PRAGMA journal_mode = WAL", args: [] })[0]?.[0] ?? "");
+      if (mode.toLowerCase() !== "wal") {
+        throw Object.assign(new Error(`the database cannot use WAL mode (mode is "${mode}")`), {
+          code: "SQLITE_CANTOPEN",
+        });
+      }
+      c.exec(`PRAGMA synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
+      if (options.checkpointElsewhere) c.exec("PRAGMA wal_autocheckpoint = 0");
+      // After a checkpoint resets it, keep the WAL file at most 64 MiB.
+      c.exec("PRAGMA journal_size_limit = 67108864");
     }
-    return p;
-  };
-  const run = (s: Stmt): Rows => {
-    const p = prepare(s.sql);
-    if (p.reader) return p.all(s.args);
-    p.run(s.args);
-    return [];
-  };
-  const memory = options.path === ":memory:";
-  if (!memory) {
-    const mode = String(prepare("PRAGMA journal_mode = WAL").all([])[0]?.[0] ?? "");
-    if (mode.toLowerCase() !== "wal") {
-      throw Object.assign(new Error(`the database cannot use WAL mode (mode is "${mode}")`), {
-        code: "SQLITE_CANTOPEN_WAL",
-      });
-    }
-    db.exec(`PRAGMA synchronous = ${options.synchronous === "normal" ? "NORMAL" : "FULL"}`);
-    if (options.checkpointElsewhere) db.exec("PRAGMA wal_autocheckpoint = 0");
-    // After a checkpoint resets it, keep the WAL file at most 64 MiB.
-    db.exec("PRAGMA journal_size_limit = 67108864");
+  } catch (err) {
+    c.close();
+    throw coded(err);
   }
-  const rollback = () => {
-    try {
-      if (db.inTransaction) db.exec("ROLLBACK");
-    } catch {
-      // the transaction is gone already
-    }
-  };
   return {
     write(stmts) {
       try {
-        db.exec("BEGIN IMMEDIATE");
+        c.exec("BEGIN IMMEDIATE");
         const out: Rows[] = [];
-        for (const s of stmts) out.push(run(s));
-        db.exec("COMMIT");
+        for (const s of stmts) out.push(c.run(s));
+        c.exec("COMMIT");
         return Promise.resolve(out);
       } catch (err) {
-        rollback();
-        return Promise.reject(err);
+        c.rollback();
+        return Promise.reject(coded(err));
       }
     },
     read(stmts) {
       try {
-        if (stmts.length === 1) return Promise.resolve([run(stmts[0]!)]);
-        db.exec("BEGIN");
+        if (stmts.length === 1) return Promise.resolve([c.run(stmts[0]!)]);
+        c.exec("BEGIN");
         const out: Rows[] = [];
-        for (const s of stmts) out.push(run(s));
-        db.exec("COMMIT");
+        for (const s of stmts) out.push(c.run(s));
+        c.exec("COMMIT");
         return Promise.resolve(out);
       } catch (err) {
-        rollback();
-        return Promise.reject(err);
+        c.rollback();
+        return Promise.reject(coded(err));
       }
     },
     async transaction(fn) {
-      db.exec("BEGIN IMMEDIATE");
       try {
-        const result = await fn((s) => Promise.resolve(run(s)));
-        db.exec("COMMIT");
+        c.exec("BEGIN IMMEDIATE");
+      } catch (err) {
+        throw coded(err);
+      }
+      try {
+        const result = await fn((s) => {
+          try {
+            return Promise.resolve(c.run(s));
+          } catch (err) {
+            return Promise.reject(coded(err));
+          }
+        });
+        c.exec("COMMIT");
         return result;
       } catch (err) {
-        rollback();
-        throw err;
+        c.rollback();
+        throw coded(err);
       }
     },
     close() {
-      cache.clear();
-      db.close();
+      c.close();
     },
   };
 }
 
 /** Runs a passive checkpoint on its own connection; returns the WAL's frames and those copied. */
 export function checkpointer(path: string): { run(): [number, number]; close(): void } {
-  const db = new (Database as unknown as new (path: string, opts: object) => NativeDb)(path, {
-    timeout: 0,
-  });
-  const stmt = db.prepare("PRAGMA wal_checkpoint(PASSIVE)").raw(true);
+  const c = new Connection(path, 0);
   return {
     run() {
-      const row = stmt.all([])[0] ?? [];
+      const row = c.run({ sql: "PRAGMA wal_checkpoint(PASSIVE)", args: [] })[0] ?? [];
       return [Number(row[1] ?? 0), Number(row[2] ?? 0)];
     },
     close() {
-      db.close();
+      c.close();
     },
   };
 }
@@ -155,28 +195,22 @@ export interface PointReader {
 }
 
 /**
- * Opens a connection that only reads, without waiting for locks (`timeout: 0`): in WAL mode a
- * reader never waits for a writer, so a lookup by key takes microseconds on whatever thread
- * calls it.
+ * Opens a connection that only reads, without waiting for locks: in WAL mode a reader never
+ * waits for a writer, so a lookup by key takes microseconds on whatever thread calls it.
  */
 export function pointReader(path: string): PointReader {
-  const db = new (Database as unknown as new (path: string, opts: object) => NativeDb)(path, {
-    timeout: 0,
-  });
-  const cache = new Map<string, Prepared>();
+  const c = new Connection(path, 0);
+  c.exec("PRAGMA query_only = 1");
   return {
     read(s) {
-      let p = cache.get(s.sql);
-      if (!p) {
-        p = db.prepare(s.sql).raw(true);
-        if (cache.size > 100) cache.clear();
-        cache.set(s.sql, p);
+      try {
+        return c.run(s);
+      } catch (err) {
+        throw coded(err);
       }
-      return p.all(s.args);
     },
     close() {
-      cache.clear();
-      db.close();
+      c.close();
     },
   };
 }

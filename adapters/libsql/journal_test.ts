@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { journalConformance } from "../../src/journal/conformance.ts";
-import { createClient } from "@libsql/client/node";
+import { sqlite } from "../../tests/_sqlite.ts";
 import { type ActorError, UnavailableError } from "../../src/errors.ts";
 import { isOwned, type Journal, type Recovered } from "../../src/journal/types.ts";
 import { libsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
@@ -94,7 +94,7 @@ Deno.test("libsqlJournal() keeps data across close and reopen, with the schema v
   } finally {
     await b.close();
   }
-  const client = createClient({ url });
+  const client = sqlite(url);
   try {
     const rs = await client.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
     assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
@@ -110,7 +110,7 @@ Deno.test("libsqlJournal() refuses a database with a newer schema version", asyn
   const setup = libsqlJournal({ url });
   await setup.read("x", 1, 1);
   await setup.close();
-  const client = createClient({ url });
+  const client = sqlite(url);
   await client.execute("UPDATE troupe_meta SET value = 99 WHERE key = 'schema_version'");
   client.close();
   const j = libsqlJournal({ url });
@@ -298,13 +298,13 @@ Deno.test("a lock held by another connection fails appends with unavailable afte
   await using tmp = await tempDir();
   const url = `file:${tmp.path}/locked.db`;
   const j = libsqlJournal({ url, busyTimeoutMs: 200 });
-  const other = createClient({ url });
+  const other = sqlite(url);
   try {
     const { epoch } = await recover(j, "t/a");
     await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("1")] });
     // The other client holds the write lock (BEGIN IMMEDIATE plus a write; in WAL mode this
     // is what BEGIN EXCLUSIVE holds against writers) until it rolls back.
-    const tx = await other.transaction("write");
+    const tx = other.transaction();
     await tx.execute("INSERT INTO troupe_meta (key, value) VALUES ('lock-test', 1)");
     const t0 = performance.now();
     await assert.rejects(
@@ -317,8 +317,7 @@ Deno.test("a lock held by another connection fails appends with unavailable afte
       },
     );
     assert.ok(performance.now() - t0 >= 150, "it waited for the busy timeout");
-    await tx.rollback();
-    tx.close();
+    tx.rollback();
     await j.append({ actor: "t/a", epoch, expectedSeq: 1, events: [ev("2")] });
     assert.deepEqual((await j.read("t/a", 1, 10)).map((e) => dec.decode(e.data)), ["1", "2"]);
   } finally {
@@ -499,7 +498,7 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
     // stored (written behind the journal's back), so its append of 32 events hits a key and
     // fails the whole transaction: every append is then tried alone.
     await recover(j, "t/m1");
-    const other = createClient({ url });
+    const other = sqlite(url);
     await other.execute(
       "INSERT INTO event_marks (actor, seq, pos) SELECT id, 32, 999999 FROM activations WHERE actor = 't/m3'",
     );
@@ -586,7 +585,7 @@ Deno.test("a group commit larger than one INSERT's parameter limit writes every 
 Deno.test("a schema version 1 file is migrated to version 3: owners, commit order and the logs as they were", async () => {
   await using tmp = await tempDir();
   const url = `file:${tmp.path}/v1.db`;
-  const client = createClient({ url });
+  const client = sqlite(url);
   try {
     // The version 1 schema and a row of each kind, as version 1 wrote them.
     await client.batch([
@@ -615,7 +614,7 @@ Deno.test("a schema version 1 file is migrated to version 3: owners, commit orde
         sql: "INSERT INTO idempotency VALUES ('t/long', 'k', ?, 1)",
         args: [enc.encode("stored")],
       },
-    ], "write");
+    ]);
   } finally {
     client.close();
   }
@@ -656,7 +655,7 @@ Deno.test("a schema version 1 file is migrated to version 3: owners, commit orde
     await a.close();
     await b.close();
   }
-  const check = createClient({ url });
+  const check = sqlite(url);
   try {
     const rs = await check.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
     assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
@@ -740,7 +739,7 @@ Deno.test("shards: each actor's log, snapshot, reply and reminders in exactly on
   // In the files: each actor's rows in its shard only.
   const where = new Map<string, Set<number>>();
   for (const [i, url] of shards.entries()) {
-    const raw = createClient({ url });
+    const raw = sqlite(url);
     try {
       for (const table of ["activations", "snapshots", "idempotency", "reminders"]) {
         const rows = (await raw.execute(`SELECT actor FROM ${table}`)).rows;
