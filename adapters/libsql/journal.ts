@@ -154,10 +154,13 @@ export interface LibsqlJournal extends Journal, StoreSource {
  * it is busy); the schema version is recorded in `troupe_meta`, and older versions are
  * migrated.
  *
- * Where the work runs: a local file (or `:memory:`) is owned by a worker thread per shard,
- * with a second connection that runs passive checkpoints, so no commit, lock wait or
- * checkpoint runs on the main thread; a remote server is used through the asynchronous
- * client.
+ * Where the work runs: a local file (or `:memory:`) is owned by a worker thread per shard
+ * (through the runtime's SQLite, `node:sqlite`), with a second connection that runs passive
+ * checkpoints, so no commit, lock wait or checkpoint runs on the main thread; lookups by key
+ * use a read-only connection on the calling thread. A remote server is used through the
+ * asynchronous `@libsql/client`. In one process, do not open the same file with another SQLite
+ * library (such as `@libsql/client`) while the journal has it open: two libraries in one
+ * process do not see each other's locks.
  *
  * Schema (version 3): `events(pos, actor, seq, prev, type, version, data, at)` in commit
  * order (`pos` is the shard's commit-order position; `prev` links each event to its actor's
