@@ -15,6 +15,7 @@ function toRows(rs: { rows: ArrayLike<unknown>[] }): Rows {
 /** A remote database through `@libsql/client` (or a local one, for tests of this path). */
 export function clientExecutor(client: Client): Executor {
   return {
+    interactive: false,
     async write(stmts) {
       const results = await client.batch(
         stmts.map((s) => ({ sql: s.sql, args: [...s.args] })),

@@ -16,9 +16,12 @@ import {
   DDL,
   deleteRemindersStatements,
   headsStatements,
+  localAppend,
+  MARK_EVERY,
   migrationTo3,
   releaseStatements,
   SCHEMA_VERSION,
+  type SqlValue,
   type Stmt,
 } from "./_sql.ts";
 import { decodeGroups } from "./_wire.ts";
@@ -35,8 +38,13 @@ export interface Executor {
   write(stmts: readonly Stmt[]): Promise<Rows[]>;
   /** Runs reads (in one read transaction when there are several). */
   read(stmts: readonly Stmt[]): Promise<Rows[]>;
-  /** An interactive write transaction (migrations). */
+  /** An interactive write transaction (migrations; every batch where `interactive`). */
   transaction<T>(fn: (run: (stmt: Stmt) => Promise<Rows>) => Promise<T>): Promise<T>;
+  /**
+   * Whether a statement costs little enough (a local database) that a batch reads each
+   * step's rows before building the next, instead of sending all of it at once (a remote one).
+   */
+  readonly interactive: boolean;
   /** Releases the connection. */
   close(): void;
 }
@@ -346,6 +354,9 @@ export class Engine {
   }
 
   async #commit(b: Batch): Promise<BatchResult> {
+    if (this.#exec.interactive) {
+      return await this.#exec.transaction((run) => this.#commitLocal(b, run));
+    }
     const stmts: Stmt[] = [];
     const appendToken = token();
     const appends = appendStatements(b.groups, appendToken, b.now);
@@ -383,52 +394,107 @@ export class Engine {
       passed.has(g.actor) ? true as const : heads.get(g.actor) ?? null
     );
 
-    // Activations.
-    const outcome = new Map<string, ActivateOutcome>();
-    const wins = new Map<string, { epoch: number; seq: number; events: ActivateEvent[] }>();
-    const snaps = new Map<string, { seq: number; version: number; state: Uint8Array }>();
-    for (let i = base + act.result; i < base + act.snapshots[0]; i++) {
-      for (const [actor, epoch, seq, owner, won] of rows[i]!) {
-        const key = String(actor);
-        if (Number(won) === 1) {
-          wins.set(key, { epoch: Number(epoch), seq: Number(seq), events: [] });
-        } else outcome.set(key, { won: false, owner: String(owner ?? ""), epoch: Number(epoch) });
-      }
-    }
-    for (let i = base + act.snapshots[0]; i < base + act.snapshots[1]; i++) {
-      for (const [actor, seq, version, state] of rows[i]!) {
-        snaps.set(String(actor), {
-          seq: Number(seq),
-          version: Number(version),
-          state: blob(state),
-        });
-      }
-    }
-    for (let i = base + act.events[0]; i < base + act.events[1]; i++) {
-      for (const [actor, seq, type, version, data, at] of rows[i]!) {
-        wins.get(String(actor))?.events.push({
-          seq: Number(seq),
-          type: String(type),
-          version: Number(version),
-          data: blob(data),
-          at: Number(at),
-        });
-      }
-    }
-    for (const [actor, w] of wins) {
-      w.events.sort((x, y) => x.seq - y.seq);
-      const snapshot = snaps.get(actor);
-      outcome.set(actor, {
-        won: true,
-        epoch: w.epoch,
-        seq: w.seq,
-        events: w.events,
-        ...(snapshot ? { snapshot } : {}),
-      });
-    }
-    const activations = b.activations.map((a) => outcome.get(a.actor)!);
+    const activations = activationOutcomes(b.activations, rows, base, act);
     const custom = customAt.map(([from, to]) => rows.slice(from, to));
     return { groups, activations, custom };
+  }
+
+  /** Row ids of actors, by key (they never change once a head row exists). */
+  readonly #ids = new Map<string, number>();
+
+  /** {@link #commit} on a local database, inside its write transaction. */
+  async #commitLocal(
+    b: Batch,
+    run: (stmt: Stmt) => Promise<Rows>,
+  ): Promise<BatchResult> {
+    const ids = this.#ids;
+    const groups = b.groups;
+    let results: (true | { epoch: number; seq: number } | null)[] = [];
+    if (groups.length > 0) {
+      const unknown = groups.filter((g) => !ids.has(g.actor)).map((g) => g.actor);
+      if (unknown.length > 0) {
+        if (ids.size + unknown.length > 100_000) ids.clear();
+        for (const s of localAppend.ids(unknown)) {
+          for (const [actor, id] of await run(s)) ids.set(String(actor), Number(id));
+        }
+      }
+      // Positions after the shard's last one, in group order.
+      let next = Number((await run(localAppend.top))[0]?.[0] ?? 0);
+      const first: number[] = [];
+      const heads: SqlValue[][] = [];
+      for (const g of groups) {
+        const id = ids.get(g.actor);
+        const n = g.events.length;
+        first.push(next + 1);
+        if (id !== undefined) {
+          heads.push([id, g.epoch, g.expectedSeq, g.expectedSeq + n, n > 0 ? next + n : null]);
+        }
+        next += n;
+      }
+      const prev = new Map<number, number | null>();
+      for (const s of localAppend.heads(heads)) {
+        for (const [id, p] of await run(s)) prev.set(Number(id), p === null ? null : Number(p));
+      }
+      const events: SqlValue[][] = [];
+      const marks: SqlValue[][] = [];
+      const snapshots: SqlValue[][] = [];
+      const replies: SqlValue[][] = [];
+      const reminders: SqlValue[][] = [];
+      const refused: string[] = [];
+      groups.forEach((g, i) => {
+        const id = ids.get(g.actor);
+        if (id === undefined || !prev.has(id)) return void refused.push(g.actor);
+        let before = prev.get(id)!;
+        let pos = first[i]!;
+        let seq = g.expectedSeq;
+        for (const e of g.events) {
+          seq++;
+          events.push([pos, id, seq, before, e.type, e.version, e.data, e.at]);
+          if (seq % MARK_EVERY === 0) marks.push([id, seq, pos]);
+          before = pos++;
+        }
+        const s = g.snapshot;
+        if (s) snapshots.push([g.actor, s.seq, s.version, s.state]);
+        for (const r of g.idempotency) {
+          replies.push([g.actor, r.key, r.fingerprint, r.reply, b.now]);
+        }
+        for (const r of g.reminders) reminders.push([r.id, r.actor, r.handler, r.data, r.due]);
+      });
+      const stmts: Stmt[] = [];
+      localAppend.events(stmts, events);
+      localAppend.marks(stmts, marks);
+      localAppend.snapshots(stmts, snapshots);
+      localAppend.replies(stmts, replies);
+      localAppend.reminders(stmts, reminders);
+      for (const s of stmts) await run(s);
+      // Why the refused were refused, read in the same transaction.
+      const found = new Map<string, { epoch: number; seq: number }>();
+      if (refused.length > 0) {
+        for (const s of headsStatements(refused)) {
+          for (const [actor, epoch, seq] of await run(s)) {
+            found.set(String(actor), { epoch: Number(epoch), seq: Number(seq) });
+          }
+        }
+      }
+      const refusedSet = new Set(refused);
+      results = groups.map((g) => refusedSet.has(g.actor) ? found.get(g.actor) ?? null : true);
+    }
+    for (const s of releaseStatements(b.releases)) await run(s);
+    for (const s of deleteRemindersStatements(b.deletes)) await run(s);
+    const act = activateStatements(b.activations, token());
+    const actRows: Rows[] = [];
+    for (const s of act.stmts) actRows.push(await run(s));
+    const custom: Rows[][] = [];
+    for (const c of b.custom) {
+      const out: Rows[] = [];
+      for (const s of c) out.push(await run(s));
+      custom.push(out);
+    }
+    return {
+      groups: results,
+      activations: activationOutcomes(b.activations, actRows, 0, act),
+      custom,
+    };
   }
 
   /** Runs reads. */
@@ -448,6 +514,54 @@ export class Engine {
 }
 
 type ActivateEvent = { seq: number; type: string; version: number; data: Uint8Array; at: number };
+
+/** The outcome of each activation of a batch, from the rows of its statements (from `base`). */
+function activationOutcomes(
+  requests: readonly ActivateRequest[],
+  rows: readonly Rows[],
+  base: number,
+  act: ReturnType<typeof activateStatements>,
+): ActivateOutcome[] {
+  const outcome = new Map<string, ActivateOutcome>();
+  const wins = new Map<string, { epoch: number; seq: number; events: ActivateEvent[] }>();
+  const snaps = new Map<string, { seq: number; version: number; state: Uint8Array }>();
+  for (let i = base + act.result; i < base + act.snapshots[0]; i++) {
+    for (const [actor, epoch, seq, owner, won] of rows[i]!) {
+      const key = String(actor);
+      if (Number(won) === 1) {
+        wins.set(key, { epoch: Number(epoch), seq: Number(seq), events: [] });
+      } else outcome.set(key, { won: false, owner: String(owner ?? ""), epoch: Number(epoch) });
+    }
+  }
+  for (let i = base + act.snapshots[0]; i < base + act.snapshots[1]; i++) {
+    for (const [actor, seq, version, state] of rows[i]!) {
+      snaps.set(String(actor), { seq: Number(seq), version: Number(version), state: blob(state) });
+    }
+  }
+  for (let i = base + act.events[0]; i < base + act.events[1]; i++) {
+    for (const [actor, seq, type, version, data, at] of rows[i]!) {
+      wins.get(String(actor))?.events.push({
+        seq: Number(seq),
+        type: String(type),
+        version: Number(version),
+        data: blob(data),
+        at: Number(at),
+      });
+    }
+  }
+  for (const [actor, w] of wins) {
+    w.events.sort((x, y) => x.seq - y.seq);
+    const snapshot = snaps.get(actor);
+    outcome.set(actor, {
+      won: true,
+      epoch: w.epoch,
+      seq: w.seq,
+      events: w.events,
+      ...(snapshot ? { snapshot } : {}),
+    });
+  }
+  return requests.map((a) => outcome.get(a.actor)!);
+}
 
 /** A blob column's value as bytes (`null` as empty). */
 export function blob(v: unknown): Uint8Array {

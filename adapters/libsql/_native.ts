@@ -121,6 +121,7 @@ export function nativeExecutor(options: NativeOptions): Executor {
     throw coded(err);
   }
   return {
+    interactive: true,
     write(stmts) {
       try {
         c.exec("BEGIN IMMEDIATE");

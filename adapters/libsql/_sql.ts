@@ -269,6 +269,94 @@ export function appendStatements(
   return { stmts, heads: headStatements };
 }
 
+// ---- appends on a local database (interactive) ------------------------------------------
+
+/**
+ * The statements of the same group commit where each step's rows are read before the next
+ * is built (a local database, where a statement costs microseconds, not a round trip): the
+ * head updates by row id return what passed, and every other row is a plain multi-row insert
+ * with values computed here, joined with nothing.
+ */
+export const localAppend = {
+  /** The row id of each actor (those without a head row were never activated). */
+  ids(actors: readonly string[]): Stmt[] {
+    const stmts: Stmt[] = [];
+    chunked(
+      stmts,
+      actors.map((a) => [a]),
+      1,
+      (v) =>
+        `SELECT a.actor, a.id FROM (VALUES ${v}) AS v
+         CROSS JOIN activations AS a ON a.actor = v.column1`,
+    );
+    return stmts;
+  },
+  /** The shard's last position. */
+  top: { sql: "SELECT coalesce(max(pos), 0) FROM events", args: [] } as Stmt,
+  /**
+   * `[id, epoch, expectedSeq, newSeq, newPos | null]` per group: the fence and the new head;
+   * returns `[id, previous head position]` of each that passed.
+   */
+  heads(rows: readonly (readonly SqlValue[])[]): Stmt[] {
+    const stmts: Stmt[] = [];
+    chunked(
+      stmts,
+      rows,
+      5,
+      (v) =>
+        `UPDATE activations SET prev_pos = pos, seq = v.column4, pos = coalesce(v.column5, pos)
+         FROM (VALUES ${v}) AS v
+         WHERE activations.id = v.column1 AND activations.epoch = v.column2
+           AND activations.seq = v.column3
+         RETURNING activations.id, activations.prev_pos`,
+    );
+    return stmts;
+  },
+  /** Rows `[pos, actor id, seq, prev, type, version, data, at]`. */
+  events(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(
+      out,
+      rows,
+      8,
+      (v) => `INSERT INTO events (pos, actor, seq, prev, type, version, data, at) VALUES ${v}`,
+    );
+  },
+  /** Rows `[actor id, seq, pos]`. */
+  marks(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(out, rows, 3, (v) => `INSERT INTO event_marks (actor, seq, pos) VALUES ${v}`);
+  },
+  /** Rows `[actor, seq, version, state]`. */
+  snapshots(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(
+      out,
+      rows,
+      4,
+      (v) =>
+        `INSERT INTO snapshots (actor, seq, version, state) VALUES ${v}
+         ON CONFLICT (actor) DO UPDATE SET seq = excluded.seq, version = excluded.version,
+           state = excluded.state`,
+    );
+  },
+  /** Rows `[actor, key, fingerprint, reply, at]`. */
+  replies(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(
+      out,
+      rows,
+      5,
+      (v) => `INSERT OR REPLACE INTO idempotency (actor, key, fingerprint, reply, at) VALUES ${v}`,
+    );
+  },
+  /** Rows `[id, actor, handler, data, due]`. */
+  reminders(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(
+      out,
+      rows,
+      5,
+      (v) => `INSERT OR REPLACE INTO reminders (id, actor, handler, data, due) VALUES ${v}`,
+    );
+  },
+};
+
 /** The epoch and head of each actor (to say why an append was refused). */
 export function headsStatements(actors: readonly string[]): Stmt[] {
   const stmts: Stmt[] = [];

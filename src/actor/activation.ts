@@ -18,6 +18,7 @@ import {
 } from "../errors.ts";
 import { createHash } from "node:crypto";
 import type {
+  Append,
   IdempotencyRecord,
   Journal,
   NewEvent,
@@ -105,8 +106,28 @@ interface KnownReply {
   readonly fingerprint: string;
   /** Its reply. */
   value: unknown;
-  /** Set while its turn's commit is in flight. */
-  gate?: Promise<void> | undefined;
+  /** Set while its turn's commit is in flight (its reply not released yet). */
+  held?: boolean;
+}
+
+/** An output held until the appends before it are durable. */
+interface Held {
+  /** They are durable: let it out. */
+  ok(): void;
+  /** A commit failed: refuse it with this error. */
+  fail(err: ActorError): void;
+}
+
+/** An append handed to the journal, and the outputs that wait for it. */
+interface InFlight {
+  /** Whether the journal answered. */
+  done: boolean;
+  /** The journal's error, if it failed. */
+  error: unknown;
+  /** Its reminders (the reminder service hears of them once durable). */
+  readonly reminders: readonly Reminder[];
+  /** Outputs released when it (and every append before it) is durable. */
+  held: Held[] | undefined;
 }
 
 /** Shared by every activation with nothing staged (an idle actor allocates no arrays). */
@@ -158,10 +179,10 @@ export class Activation<M extends Envelope = Envelope> {
   /** Messages the running turn sent. */
   #sent = 0;
   /**
-   * Settles once every append handed to the journal so far is durable (rejects if one
-   * failed); undefined when none is in flight. Outputs of a turn wait for it.
+   * Appends handed to the journal and not yet released, oldest first: outputs of a turn wait
+   * behind the last one (an output gate); empty when nothing is in flight.
    */
-  #tail: Promise<void> | undefined;
+  #inFlight: InFlight[] = NONE as never;
   /** Set once a commit failed: the activation stopped, held outputs get this error. */
   #failure: ActorError | undefined;
   #outputs: Dispatcher | undefined;
@@ -443,9 +464,9 @@ export class Activation<M extends Envelope = Envelope> {
     if (known.fingerprint !== fingerprint) {
       return m.reject(new ConflictError("idempotency key reused for another call"));
     }
-    if (!known.gate) return m.resolve(known.value);
+    if (!known.held) return m.resolve(known.value);
     // The first call's turn is still committing: its reply leaves with it.
-    known.gate.then(() => m.resolve(known.value), (err) => this.#refuse(m, err));
+    this.#hold({ ok: () => m.resolve(known.value), fail: (err) => this.#refuse(m, err) });
   }
 
   /** What a call was: its handler and a digest of its payload in the storage codec. */
@@ -535,22 +556,25 @@ export class Activation<M extends Envelope = Envelope> {
         return m.reject(callerError(err, this.#host.log, `${this.key}.${m.handler}`));
       }
       if (record) {
-        known = { fingerprint: fingerprint!, value: result, gate: this.#tail };
+        known = { fingerprint: fingerprint!, value: result, held: true };
         this.#remember(key!, known);
       }
     }
-    const gate = this.#tail;
-    if (!gate) {
+    if (this.#inFlight.length === 0) {
+      if (known) known.held = false;
       this.#publish(publishes);
       return m.resolve(result);
     }
-    gate.then(() => {
-      if (known) known.gate = undefined;
-      this.#publish(publishes);
-      m.resolve(result);
-    }, (err) => {
-      if (known && this.#replies?.get(key!) === known) this.#replies.delete(key!);
-      this.#refuse(m, err);
+    this.#hold({
+      ok: () => {
+        if (known) known.held = false;
+        this.#publish(publishes);
+        m.resolve(result);
+      },
+      fail: (err) => {
+        if (known && this.#replies?.get(key!) === known) this.#replies.delete(key!);
+        this.#refuse(m, err);
+      },
     });
   }
 
@@ -580,8 +604,9 @@ export class Activation<M extends Envelope = Envelope> {
       };
       this.#snapshotSeq = this.seq;
     }
-    const append = {
+    const append: Append = {
       actor: this.key,
+      epoch: this.#epoch,
       expectedSeq: this.#baseSeq,
       events,
       ...(snapshot ? { snapshot } : {}),
@@ -592,15 +617,48 @@ export class Activation<M extends Envelope = Envelope> {
     this.#reminders = NONE as never;
     this.#base = this.state;
     this.#baseSeq = this.seq;
-    const written = this.#host.journal.append({ ...append, epoch: this.#epoch! });
-    written.catch(() => {}); // seen through the chain below
-    const prev = this.#tail;
-    const done = prev ? prev.then(() => written) : written;
-    this.#tail = done;
-    done.then(() => {
-      if (this.#tail === done) this.#tail = undefined;
-      for (const r of reminders) this.#host.reminderScheduled(r.due);
-    }, (err) => this.#commitFailed(err));
+    const rec: InFlight = { done: false, error: undefined, reminders, held: undefined };
+    if (this.#inFlight.length === 0) this.#inFlight = [];
+    this.#inFlight.push(rec);
+    this.#host.journal.append(append).then(
+      () => this.#settle(rec, undefined),
+      (err) => this.#settle(rec, err ?? new InternalError("journal append failed")),
+    );
+  }
+
+  /** The journal answered an append: release what is durable now, in order. */
+  #settle(rec: InFlight, error: unknown): void {
+    rec.done = true;
+    rec.error = error;
+    const inFlight = this.#inFlight;
+    while (inFlight.length > 0 && inFlight[0]!.done) {
+      const r = inFlight.shift()!;
+      if (r.error !== undefined) this.#commitFailed(r.error);
+      const failure = this.#failure;
+      if (failure) {
+        // Everything held behind a failed commit is refused (the activation has stopped).
+        for (const h of r.held ?? []) h.fail(failure);
+        continue;
+      }
+      for (const m of r.reminders) this.#host.reminderScheduled(m.due);
+      for (const h of r.held ?? []) h.ok();
+    }
+    if (inFlight.length === 0 && this.#inFlight === inFlight) this.#inFlight = NONE as never;
+  }
+
+  /** Holds an output behind the appends in flight (released at once when there are none). */
+  #hold(h: Held): void {
+    if (this.#failure) return h.fail(this.#failure);
+    const last = this.#inFlight[this.#inFlight.length - 1];
+    if (!last) return h.ok();
+    (last.held ??= []).push(h);
+  }
+
+  /** A promise of {@link #hold}: undefined when nothing is in flight. */
+  #durable(): Promise<void> | undefined {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#inFlight.length === 0) return undefined;
+    return new Promise((ok, fail) => this.#hold({ ok, fail }));
   }
 
   /**
@@ -632,15 +690,11 @@ export class Activation<M extends Envelope = Envelope> {
         return Promise.reject(err);
       }
     }
-    const tail = this.#tail;
-    return tail?.then(undefined, (err) => {
-      throw this.#failure ?? this.#commitError(err);
-    });
+    return this.#durable();
   }
 
   /** Refuses an output held behind a commit that failed. */
-  #refuse(m: M, err: unknown): void {
-    const error = this.#failure ?? this.#commitError(err);
+  #refuse(m: M, error: ActorError): void {
     if (error instanceof Stopped) m.drop(error);
     else m.reject(error);
   }
@@ -718,18 +772,14 @@ export class Activation<M extends Envelope = Envelope> {
 
   /** Waits until every append handed to the journal settled, or until `until` (monotonic ms). */
   async #settled(until: number): Promise<void> {
-    while (this.#tail && performance.now() < until) {
-      const tail = this.#tail;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        tail.catch(() => {}),
-        new Promise((resolve) =>
-          timer = setTimeout(resolve, Math.max(0, until - performance.now()))
-        ),
-      ]);
-      clearTimeout(timer);
-      if (this.#tail === tail) break; // settled with a failure (the tail stays), or timed out
-    }
+    const durable = this.#durable();
+    if (!durable) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      durable.catch(() => {}),
+      new Promise((resolve) => timer = setTimeout(resolve, Math.max(0, until - performance.now()))),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Runs `onActivate`/`onPassivate` as a turn of its own, bounded by `deadline`. */
