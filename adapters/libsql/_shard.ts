@@ -45,6 +45,12 @@ const MAX_IN_FLIGHT = 2;
 const EAGER_BATCH = 256;
 /** How often, at most, a passive checkpoint is asked for while commits go on, in ms. */
 const CHECKPOINT_EVERY_MS = 100;
+/**
+ * Appends settled per turn of the event loop: each settled caller runs on at once (its reply,
+ * often its next message), so settling a batch of thousands in one turn would hold the event
+ * loop (timers, heartbeats, I/O) for all of their continuations. FIFO across batches.
+ */
+const SETTLE_SLICE = 64;
 
 interface Waiter<T> {
   /** `performance.now()` time after which it stops waiting for a locked database. */
@@ -97,6 +103,13 @@ export class Shard {
   #closing: Promise<void> | undefined;
   #idle: (() => void)[] = [];
   #lastCheckpoint = 0;
+  /** Batches whose groups are being settled, a slice per turn of the event loop. */
+  #toSettle: {
+    groups: readonly (readonly PendingAppend[])[];
+    outcome: BatchOutcome;
+    next: number;
+  }[] = [];
+  #settling = false;
 
   constructor(conn: Connection, options: ShardOptions) {
     this.#conn = conn;
@@ -336,21 +349,55 @@ export class Shard {
     settleAll(t.custom, outcome.custom, (p, e) => this.error(e, p.what));
   }
 
+  /** Settles the groups of a batch, {@link SETTLE_SLICE} at a time, after any still waiting. */
   #settleGroups(groups: readonly (readonly PendingAppend[])[], outcome: BatchOutcome): void {
+    if (groups.length === 0) return;
+    this.#toSettle.push({ groups, outcome, next: 0 });
+    if (!this.#settling) this.#settleSome();
+  }
+
+  #settleSome(): void {
+    this.#settling = true;
+    let budget = SETTLE_SLICE;
+    while (budget > 0 && this.#toSettle.length > 0) {
+      const s = this.#toSettle[0]!;
+      const end = Math.min(s.groups.length, s.next + budget);
+      this.#settleRange(s.groups, s.outcome, s.next, end);
+      budget -= end - s.next;
+      s.next = end;
+      if (end === s.groups.length) this.#toSettle.shift();
+    }
+    if (this.#toSettle.length === 0) {
+      this.#settling = false;
+      if (this.#queued === 0 && this.#inFlight === 0) {
+        for (const wake of this.#idle.splice(0)) wake();
+      }
+      return;
+    }
+    setImmediate(() => this.#settleSome());
+  }
+
+  #settleRange(
+    groups: readonly (readonly PendingAppend[])[],
+    outcome: BatchOutcome,
+    from: number,
+    to: number,
+  ): void {
     const status = outcome.groups;
     let heads: Map<number, { epoch: number; seq: number }> | undefined;
     let errors: Map<number, EngineError> | undefined;
-    groups.forEach((appends, i) => {
+    for (let i = from; i < to; i++) {
+      const appends = groups[i]!;
       const s = status[i];
       if (s === GROUP_WRITTEN) {
         for (const p of appends) p.resolve();
-        return;
+        continue;
       }
       if (s === GROUP_FAILED) {
         errors ??= new Map(outcome.groupErrors);
         const e = errors.get(i) ?? outcome.error ?? { name: "Error", message: "unknown failure" };
         for (const p of appends) p.reject(this.error(e, `append to "${p.append.actor}"`));
-        return;
+        continue;
       }
       heads ??= new Map(outcome.heads.map(([g, epoch, seq]) => [g, { epoch, seq }]));
       const head = heads.get(i);
@@ -367,7 +414,7 @@ export class Shard {
             : unexpectedSeq(a, head.seq),
         );
       }
-    });
+    }
   }
 
   // ---- errors --------------------------------------------------------------------------
@@ -412,7 +459,7 @@ export class Shard {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      if (this.#queued > 0 || this.#inFlight > 0) {
+      if (this.#queued > 0 || this.#inFlight > 0 || this.#settling) {
         await new Promise<void>((resolve) => {
           this.#idle.push(resolve);
           this.#dispatch();
