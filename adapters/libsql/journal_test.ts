@@ -834,3 +834,35 @@ Deno.test("shards: opening with another count or order is refused with a clear e
   assert.throws(() => libsqlJournal({ shards: [shards[0]!, shards[0]!] }), TypeError);
   assert.throws(() => libsqlJournal({ url: shards[0]!, shards }), TypeError);
 });
+
+Deno.test("checkpoints run beside the writes: the database file takes the log while the WAL stays bounded", async () => {
+  await using tmp = await tempDir();
+  const path = `${tmp.path}/ckpt.db`;
+  const j = libsqlJournal({ url: `file:${path}`, synchronous: "normal" });
+  try {
+    const actors = Array.from({ length: 200 }, (_, i) => `t/c${i}`);
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
+    const data = new Uint8Array(200).fill(9);
+    const start = (await Deno.stat(path)).size;
+    // About 8 MB of events in many commits, over at least a few checkpoint intervals.
+    for (let round = 0; round < 200; round++) {
+      await Promise.all(actors.map((actor, i) =>
+        j.append({
+          actor,
+          epoch: epochs[i]!,
+          expectedSeq: round,
+          events: [{ type: "x", version: 1, data, at: 1 }],
+        })
+      ));
+    }
+    const db = (await Deno.stat(path)).size;
+    const wal = (await Deno.stat(`${path}-wal`)).size;
+    // The writer never checkpoints (wal_autocheckpoint = 0): the database file grew because
+    // the checkpoint thread copied the log into it meanwhile.
+    assert.ok(db > start + 4_000_000, `the database file grew by ${db - start} bytes`);
+    assert.ok(wal < 64 * 1024 * 1024, `the WAL is ${wal} bytes`);
+    assert.equal((await j.read("t/c7", 200, 1)).length, 1);
+  } finally {
+    await j.close();
+  }
+});
