@@ -373,6 +373,67 @@ export async function benchAppends(
   });
 }
 
+// ---- what the disk and cores give to several writers --------------------------------------
+
+const RAW_WRITER = `
+import { DatabaseSync } from "node:sqlite";
+self.onmessage = (e) => {
+  const { path, ms } = e.data;
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = WAL");
+  db.exec("PRAGMA synchronous = FULL");
+  db.exec("CREATE TABLE IF NOT EXISTS events (pos INTEGER PRIMARY KEY, actor INTEGER, seq INTEGER, data BLOB)");
+  const stmt = db.prepare("INSERT INTO events (actor, seq, data) VALUES " + Array(1000).fill("(?,?,?)").join(","));
+  const data = new Uint8Array(30);
+  let rows = 0;
+  const end = performance.now() + ms;
+  const t0 = performance.now();
+  while (performance.now() < end) {
+    const args = [];
+    for (let i = 0; i < 1000; i++) args.push(i, rows, data);
+    db.exec("BEGIN IMMEDIATE");
+    stmt.run(...args);
+    db.exec("COMMIT");
+    rows += 1000;
+  }
+  db.close();
+  self.postMessage(rows / ((performance.now() - t0) / 1000));
+};
+`;
+
+/**
+ * Raw writers on this machine: `threads` worker threads, each committing 1000-row batches
+ * (`synchronous=FULL`) to a file of its own for `seconds`; total rows/s. What shards can get at
+ * most from the disk and the cores, whatever the journal does.
+ *
+ * @example
+ * ```ts
+ * import { rawWriters } from "./journal.ts";
+ * console.log((await rawWriters(3, 1)) / (await rawWriters(1, 1)));
+ * ```
+ */
+export async function rawWriters(threads: number, seconds = 2): Promise<number> {
+  return await withDir(async (dir) => {
+    const url = `data:application/javascript,${encodeURIComponent(RAW_WRITER)}`;
+    const rates = await Promise.all(
+      Array.from({ length: threads }, (_, i) =>
+        new Promise<number>((resolve, reject) => {
+          const w = new Worker(url, { type: "module" });
+          w.onmessage = (e) => {
+            w.terminate();
+            resolve(e.data as number);
+          };
+          w.onerror = (e) => {
+            w.terminate();
+            reject(e);
+          };
+          w.postMessage({ path: `${dir}/w${i}.db`, ms: seconds * 1000 });
+        })),
+    );
+    return rates.reduce((a, b) => a + b, 0);
+  });
+}
+
 // ---- failover ----------------------------------------------------------------------------
 
 /** Result of {@link benchFailover}. */
@@ -691,6 +752,17 @@ if (import.meta.main) {
       `journal appends, 3000 actors, 1 vs 3 shards: ${k(median(a1))}/s vs ${k(median(a3))}/s → ${
         r2(median(a3) / median(a1))
       }×`,
+    );
+    const w1: number[] = [];
+    const w3: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      w1.push(await rawWriters(1));
+      w3.push(await rawWriters(3));
+    }
+    console.log(
+      `raw writers (node:sqlite threads, 1000-row FULL commits, a file each), 1 vs 3: ${
+        k(median(w1))
+      } vs ${k(median(w3))} rows/s → ${r2(median(w3) / median(w1))}×`,
     );
   }
   if (which.has("failover")) {
