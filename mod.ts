@@ -44,10 +44,31 @@ export type {
   AnyFn,
   DefinitionOptions,
   EventsOf,
+  HandlerFn,
+  HandlerPayloads,
+  HandlerResults,
   Hook,
+  SchemaHandler,
   StateOf,
   Upcasters,
 } from "./src/actor/define.ts";
+export { streamOf } from "./src/actor/schema.ts";
+export type {
+  HandlerSchemas,
+  InferInput,
+  InferOutput,
+  PayloadIssue,
+  StandardSchemaFailure,
+  StandardSchemaIssue,
+  StandardSchemaOptions,
+  StandardSchemaPathSegment,
+  StandardSchemaProps,
+  StandardSchemaResult,
+  StandardSchemaSuccess,
+  StandardSchemaTypes,
+  StandardSchemaV1,
+  StreamSchema,
+} from "./src/actor/schema.ts";
 export type { Context } from "./src/actor/context.ts";
 export type {
   ActorRef,
@@ -135,6 +156,7 @@ export type {
   MeshStatus,
   MeshSubscription,
   PublishOptions,
+  RequestHandle,
   RequestOptions,
   SubscribeOptions,
 } from "./src/mesh/types.ts";

@@ -4,7 +4,9 @@
  * also runs, so the same calls are checked at run time.
  */
 import assert from "node:assert/strict";
-import { type ActorRef, createSystem, defineActor, type StateOf } from "../mod.ts";
+import { z } from "zod";
+import * as v from "valibot";
+import { type ActorRef, createSystem, defineActor, type StateOf, streamOf } from "../mod.ts";
 
 const Account = defineActor({
   name: "account",
@@ -128,3 +130,98 @@ Deno.test("types: input streams take any iterable of the item type, results are 
     await system.close();
   }
 });
+
+// ---- payload schemas: the payload type comes from the schema ----
+
+const Shop = defineActor({
+  name: "shop",
+  initialState: () => ({ items: [] as string[] }),
+  events: { added: (s, e: { item: string }) => ({ items: [...s.items, e.item] }) },
+  handlers: {
+    add: {
+      input: z.object({ item: z.string(), qty: z.number().int() }),
+      handle(ctx, p) {
+        const qty: number = p.qty;
+        ctx.emit("added", { item: p.item });
+        // @ts-expect-error the payload type is the schema's
+        const wrong: string = p.qty;
+        return { count: ctx.state.items.length, qty, wrong };
+      },
+    },
+    rename: {
+      input: v.string(),
+      output: v.string(),
+      handle: (_ctx, name) => name.toUpperCase(),
+    },
+    feed: {
+      input: streamOf(z.number()),
+      async *handle(_ctx, numbers) {
+        for await (const n of numbers) yield n.toFixed(1);
+      },
+    },
+    count: (ctx) => ctx.state.items.length,
+  },
+});
+
+Deno.test("types: schema handlers infer payloads from the schema and keep plain handlers typed", async () => {
+  const system = await createSystem({ actors: [Shop] });
+  try {
+    const shop = system.ref(Shop, "s");
+    const r: { count: number; qty: number } = await shop.ask("add", { item: "tea", qty: 2 });
+    assert.equal(r.count, 1);
+    const name: string = await shop.ask("rename", "ann");
+    assert.equal(name, "ANN");
+    const out: string[] = [];
+    for await (const s of shop.stream("feed", [1, 2].values())) out.push(s);
+    assert.deepEqual(out, ["1.0", "2.0"]);
+    const n: number = await shop.ask("count");
+    assert.equal(n, 1);
+    // @ts-expect-error a field of the wrong type
+    await shop.ask("add", { item: "tea", qty: "2" }).catch(() => {});
+    // @ts-expect-error a missing field
+    await shop.ask("add", { item: "tea" }).catch(() => {});
+    // @ts-expect-error the payload of a Valibot schema
+    await shop.ask("rename", 5).catch(() => {});
+    // @ts-expect-error the reply type is handle's return type
+    const _wrong: number = await shop.ask("rename", "x");
+    // @ts-expect-error items of an input stream are checked against the item schema
+    shop.stream("feed", ["a"].values());
+    // @ts-expect-error a schema handler that streams is not asked
+    await shop.ask("feed", [1].values()).catch(() => {});
+  } finally {
+    await system.close();
+  }
+});
+
+// Type-checked, never run: definitions that must not compile.
+export function _badSchemaHandlers() {
+  defineActor({
+    name: "bad1",
+    handlers: {
+      // @ts-expect-error handle's payload annotation contradicts the schema
+      add: { input: z.number(), handle: (_ctx: unknown, p: string) => p },
+    },
+  });
+  defineActor({
+    name: "bad2",
+    handlers: {
+      // @ts-expect-error input must be a Standard Schema
+      add: { input: { parse: (x: unknown) => x }, handle: () => 1 },
+    },
+  });
+  defineActor({
+    name: "bad3",
+    initialState: () => 0,
+    events: { bumped: (s, _e: { by: number }) => s + 1 },
+    handlers: {
+      add: {
+        input: z.number(),
+        handle(ctx, by) {
+          // @ts-expect-error ctx is typed inside handle: unknown event
+          ctx.emit("nope", { by });
+          return ctx.state;
+        },
+      },
+    },
+  });
+}

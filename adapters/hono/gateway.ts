@@ -23,6 +23,7 @@ import { decodeBody, encodeReply, mediaType, readBody } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { sseResponse } from "./_sse.ts";
 import { duplexSocket } from "./_websocket.ts";
+import { openApiDocument, type OpenApiOptions } from "./openapi.ts";
 
 /**
  * What the gateway exposes. Nothing else is reachable: any other type or handler is `404`.
@@ -126,6 +127,11 @@ export interface GatewayOptions {
    * with `unavailable`, so the server's shutdown does not wait on them.
    */
   signal?: AbortSignal;
+  /**
+   * `GET /openapi.json`: the OpenAPI 3.1 document of what is exposed (title, version, a JSON
+   * Schema converter: see {@link OpenApiOptions}); `false`: no such route. @default {{}}
+   */
+  openapi?: OpenApiOptions | false;
 }
 
 interface Entry {
@@ -409,6 +415,14 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     const { body, contentType } = encodeReply(reply, req.headers.get("accept"));
     return c.body(body as Uint8Array<ArrayBuffer>, 200, { "content-type": contentType });
   };
+
+  if (options.openapi !== false) {
+    const auth = { tokenRequired: options.auth?.required === true };
+    app.get("/openapi.json", function openapi(c) {
+      const base = c.req.path.slice(0, -"/openapi.json".length);
+      return c.json(openApiDocument(exposed.values(), { base, ...auth }, options.openapi || {}));
+    });
+  }
 
   app.on(["GET", "POST"], "/:type/:id/:handler", function callActor(c) {
     return call(c, c.req.param("type"), c.req.param("id"), c.req.param("handler"));

@@ -46,5 +46,9 @@ export type {
   ClientStream,
   GatewayClient,
 } from "./client.ts";
+export { jsonSchemaOf, openApiDocument } from "./openapi.ts";
+export type { ExposedType, JsonSchema, OpenApiContext, OpenApiOptions } from "./openapi.ts";
 export type { ErrorBody } from "./_errors.ts";
 export { GatewayError } from "./_errors.ts";
+// the types the exports above refer to (so that this entry point documents on its own)
+export type * from "../../mod.ts";

@@ -17,10 +17,52 @@
  * @module
  */
 
-export {
-  type LibsqlJournal,
-  libsqlJournal,
-  type LibsqlJournalOptions,
-  SCHEMA_VERSION,
-} from "./journal.ts";
-export { libsqlStore, type LibsqlStoreOptions, STORE_SCHEMA_VERSION } from "./store.ts";
+import type { StoreBackend } from "../../mod.ts";
+import { createDatabaseDirs } from "./_dirs.ts";
+import { type LibsqlJournal, libsqlJournal as open, type LibsqlJournalOptions } from "./journal.ts";
+import { libsqlStore as openStore, type LibsqlStoreOptions } from "./store.ts";
+
+export { type LibsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
+export { type LibsqlStoreOptions, STORE_SCHEMA_VERSION } from "./store.ts";
+
+/**
+ * Opens a journal on a libSQL database (see {@link LibsqlJournalOptions} for the URLs and
+ * options, and {@link LibsqlJournal} for what it offers besides the `Journal` port). The
+ * directory of a `file:` database is created when it is missing. The database is opened,
+ * switched to WAL mode and given its schema on first use.
+ *
+ * @example
+ * ```ts
+ * import { libsqlJournal } from "@troupe/troupe/libsql";
+ * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
+ * const { epoch } = await journal.activate("account/alice"); // a new epoch fences older ones
+ * console.log(epoch); // 1
+ * await journal.close();
+ * ```
+ */
+export function libsqlJournal(options: LibsqlJournalOptions): LibsqlJournal {
+  createDatabaseDirs(options);
+  return open(options);
+}
+
+/**
+ * Opens a record store backend on a libSQL database by itself, for
+ * `createSystem({ store: libsqlStore({ url }) })` (usually not needed: a system with a libSQL
+ * journal keeps its stores in the journal's database). The directory of a `file:` database is
+ * created when it is missing.
+ *
+ * @example
+ * ```ts
+ * import { libsqlStore } from "@troupe/troupe/libsql";
+ * const backend = libsqlStore({ url: ":memory:" });
+ * const rev = await backend.set("carts", "u1", new Uint8Array([1]), { ifRevision: 0 }, Date.now());
+ * console.log(rev); // 1
+ * await backend.close();
+ * ```
+ */
+export function libsqlStore(options: LibsqlStoreOptions): StoreBackend {
+  createDatabaseDirs(options);
+  return openStore(options);
+}
+// the core types the exports above refer to (so that this entry point documents on its own)
+export type * from "../../mod.ts";

@@ -48,6 +48,7 @@ import {
 import { NatsKvBucket, replicatedCasIsSafe } from "./kv.ts";
 import type { NatsKvWatch } from "./kv_watch.ts";
 import type { NatsMeshOptions } from "./mesh.ts";
+import { checkJetStream } from "./setup.ts";
 
 /**
  * The {@link MeshConnection} of one node. Besides the port's methods it has members that
@@ -68,6 +69,7 @@ export class NatsMeshConnection implements MeshConnection {
   connected = true;
   readonly #jsmByTimeout = new Map<number, Promise<JetStreamManager>>();
   #closing: Promise<void> | undefined;
+  #setup: Promise<void> | undefined;
 
   /** Wraps a connected client; called by `natsMesh().connect`. Internal. */
   constructor(nc: NatsConnection, node: string, options: NatsMeshOptions) {
@@ -142,7 +144,10 @@ export class NatsMeshConnection implements MeshConnection {
   /** Tells the status listeners (logs errors when there are none). Internal. */
   emit(status: MeshStatus): void {
     if (status.type === "error" && this.#listeners.size === 0) {
-      console.error(`troupe nats mesh (node "${this.node}"):`, status.error);
+      // a permission violation's stack is the client's parser: its message says it all
+      const e = status.error;
+      const error = e instanceof natsErrors.PermissionViolationError ? e.message : e;
+      console.error(`troupe nats mesh (node "${this.node}"):`, error);
     }
     for (const l of this.#listeners) {
       try {
@@ -300,6 +305,9 @@ export class NatsMeshConnection implements MeshConnection {
     if (!(Number.isInteger(history) && history >= 1 && history <= 64)) {
       throw new RangeError(`Cannot open KV bucket "${bucket}" with history ${history}: 1 to 64`);
     }
+    // once: a server without JetStream, or a user without a node's permissions, fails here
+    const probe = Math.min(this.#options.kvTimeout ?? 5000, 2000);
+    await (this.#setup ??= checkJetStream(this.nc, this.node, this.#options.user, probe));
     const replicas = this.#replicas(options?.replicas);
     const deadline = performance.now() + 3 * (this.#options.connectTimeout ?? 10_000);
     const what = `Cannot open KV bucket "${bucket}"`;

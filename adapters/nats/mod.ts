@@ -26,5 +26,7 @@ export {
   type NatsClientUser,
   type NatsNodeUser,
 } from "./auth.ts";
-export type { Mesh } from "../../src/mesh/types.ts";
+// the core types the exports above refer to (so that this entry point documents on its own)
+export type * from "../../mod.ts";
 export type { TlsOptions } from "./mesh.ts";
+export { NatsSetupError, type NatsSetupReason } from "./setup.ts";

@@ -7,6 +7,15 @@
 
 import type { Context } from "./context.ts";
 import { type AccessMap, validateAccess } from "../auth/access.ts";
+import {
+  checkedItems,
+  checkedReply,
+  checkedYields,
+  type HandlerSchemas,
+  isSchema,
+  isStreamSchema,
+  type StandardSchemaV1,
+} from "./schema.ts";
 
 /** The types of an actor definition, carried as one record type parameter. */
 export interface ActorTypes {
@@ -81,18 +90,89 @@ export interface DefinitionOptions<S, E> {
   concurrency?: number;
 }
 
-/** The object literal given to {@link defineActor}. */
-export type ActorSpec<S, E, P, R> =
+/**
+ * A handler with a payload schema: `input` (a Standard Schema of Zod, Valibot, ArkType …, or
+ * `streamOf(schema)` for an input stream) is checked by the node that runs the handler before
+ * `handle` runs, and a payload that fails is refused with `bad_payload` (its `data.issues`
+ * lists `{ path, message }`). `output`, if given, checks the reply (each item, for a streaming
+ * handler) inside the turn: a reply that fails it fails the turn as a bug would (`internal`).
+ * The payload type is the schema's input type.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ * import { defineActor } from "@troupe/troupe";
+ *
+ * export const Account = defineActor({
+ *   name: "account",
+ *   initialState: () => ({ balance: 0 }),
+ *   events: { deposited: (s, e: { amount: number }) => ({ balance: s.balance + e.amount }) },
+ *   handlers: {
+ *     deposit: {
+ *       input: z.number().positive(),
+ *       output: z.number(),
+ *       handle(ctx, amount) { // amount: number
+ *         ctx.emit("deposited", { amount });
+ *         return ctx.state.balance;
+ *       },
+ *     },
+ *   },
+ * });
+ * ```
+ */
+export interface SchemaHandler<C, P> {
+  /** The payload's schema. */
+  input: StandardSchemaV1<P, unknown>;
+  /** The reply's schema (each item's, for a streaming handler). */
+  output?: StandardSchemaV1;
+  /**
+   * The handler, given the payload once it passed `input`. (A property, not a method: its
+   * payload parameter must accept what the schema accepts.)
+   */
+  handle: (ctx: C, payload: P) => unknown;
+}
+
+/**
+ * A handler function, `(ctx, payload) => reply`. Its parameters are checked bivariantly (like
+ * a method's), so that a handler's own payload annotation decides the payload type.
+ */
+export type HandlerFn<C, P> = { handler(ctx: C, payload: P): unknown }["handler"];
+
+/** The payload types of a `handlers` literal: a schema's input type, or the second parameter. */
+export type HandlerPayloads<H> = {
+  [K in keyof H]: H[K] extends { input: StandardSchemaV1<infer I, unknown> } ? I
+    : H[K] extends (ctx: never, payload: infer P) => unknown ? P
+    : never;
+};
+
+/** The result types of a `handlers` literal: what each function (or `handle`) returns. */
+export type HandlerResults<H> = {
+  [K in keyof H]: H[K] extends { handle(...args: never): infer R } ? R
+    : H[K] extends (...args: never) => infer R ? R
+    : never;
+};
+
+/**
+ * The object literal given to {@link defineActor}. `P` carries the payload types into the
+ * handlers (a schema's input type into `handle`), `H` is the literal's own type, from which
+ * the definition's payload and result types are read.
+ */
+export type ActorSpec<S, E, P, H> =
   & DefinitionOptions<S, E>
   & {
     /** The state of a fresh actor. */
     initialState?: () => S;
     /** Pure reducers, one per event type: `(state, payload) => newState`. */
     events?: { [K in keyof E]: (state: S, payload: E[K]) => S };
-    /** Message handlers, one message at a time per actor. */
+    /**
+     * Message handlers, one message at a time per actor: a function `(ctx, payload) => reply`,
+     * or `{ input, output?, handle }` with payload schemas (see {@link SchemaHandler}).
+     */
     handlers:
-      & { [K in keyof P]: (ctx: Context<S, E>, payload: P[K]) => unknown }
-      & { [K in keyof R]: (ctx: never, payload: never) => R[K] };
+      & {
+        [K in keyof P]: HandlerFn<Context<S, E>, P[K]> | SchemaHandler<Context<S, E>, P[K]>;
+      }
+      & H;
     /**
      * Who may call each handler, when the hosting node has `auth` (see {@link AccessMap});
      * `"*"` covers the handlers not listed, and a handler covered by neither is denied. A node
@@ -132,8 +212,10 @@ export interface ActorDefinition<T extends ActorTypes = AnyActorTypes> {
   readonly initialState: () => T["state"];
   /** The reducers. */
   readonly events: Readonly<Record<string, (state: T["state"], payload: unknown) => T["state"]>>;
-  /** The handlers. */
+  /** The handlers, as functions `(ctx, payload) => reply` (schema handlers wrapped). */
   readonly handlers: Readonly<Record<string, AnyFn>>;
+  /** The payload and reply schemas of the handlers that declare them. */
+  readonly schemas: Readonly<Record<string, HandlerSchemas>>;
   /** Handlers that are async generator functions (streaming). */
   readonly streaming: ReadonlySet<string>;
   /** Activation hook. */
@@ -161,6 +243,49 @@ function positiveInt(value: number | undefined, fallback: number, what: string):
     throw new RangeError(`Option "${what}" must be a positive integer, got ${value}`);
   }
   return value;
+}
+
+/** The `handle` of a `{ input, output?, handle }` handler, after checking its shape. */
+function schemaHandler(
+  where: string,
+  entry: unknown,
+  schemas: Record<string, HandlerSchemas>,
+  key: string,
+): unknown {
+  const what = `Handler "${where}"`;
+  if (typeof entry !== "object" || entry === null) {
+    throw new TypeError(`${what} is not a function or { input, handle }`);
+  }
+  const { input, output, handle } = entry as Partial<SchemaHandler<unknown, unknown>>;
+  if (typeof handle !== "function") throw new TypeError(`${what} has no handle() function`);
+  if (!isSchema(input)) {
+    throw new TypeError(`${what}: input is not a Standard Schema (Zod, Valibot, ArkType …)`);
+  }
+  if (output !== undefined && !isSchema(output)) {
+    throw new TypeError(`${what}: output is not a Standard Schema (Zod, Valibot, ArkType …)`);
+  }
+  schemas[key] = Object.freeze({ input, ...(output !== undefined ? { output } : {}) });
+  return handle;
+}
+
+/**
+ * A schema handler as a plain handler: the payload was checked on the message path; here the
+ * items of an input stream are checked as they are read, and the reply against `output`.
+ */
+function wrap(where: string, handle: AnyFn, schemas: HandlerSchemas): AnyFn {
+  const { input, output } = schemas;
+  const items = isStreamSchema(input) ? input.items : undefined;
+  const streams = handle instanceof AsyncGeneratorFunction || handle instanceof GeneratorFunction;
+  if (items === undefined && output === undefined) return handle;
+  return function checked(ctx: unknown, payload: unknown) {
+    const arg = items !== undefined && payload !== null && typeof payload === "object" &&
+        Symbol.asyncIterator in payload
+      ? checkedItems(payload as AsyncIterable<unknown>, items, where)
+      : payload;
+    const reply = handle(ctx, arg);
+    if (output === undefined) return reply;
+    return streams ? checkedYields(reply, output, where) : checkedReply(reply, output, where);
+  };
 }
 
 /**
@@ -199,10 +324,12 @@ export function defineActor<
   S = undefined,
   E extends object = Record<never, never>,
   P extends object = Record<never, never>,
-  R extends object = Record<never, never>,
+  H extends object = Record<never, never>,
 >(
-  spec: ActorSpec<S, E, P, R>,
-): ActorDefinition<{ state: S; events: E; payloads: P; results: R }> {
+  spec: ActorSpec<S, E, P, H>,
+): ActorDefinition<
+  { state: S; events: E; payloads: HandlerPayloads<H>; results: HandlerResults<H> }
+> {
   if (typeof spec !== "object" || spec === null) {
     throw new TypeError("defineActor() expects an object");
   }
@@ -214,13 +341,15 @@ export function defineActor<
     throw new TypeError(`Actor type "${spec.name}" needs a "handlers" object`);
   }
   const streaming = new Set<string>();
-  for (const [key, fn] of Object.entries(handlers)) {
-    if (typeof fn !== "function") {
-      throw new TypeError(`Handler "${key}" of actor type "${spec.name}" is not a function`);
-    }
+  const fns: Record<string, AnyFn> = {};
+  const schemas: Record<string, HandlerSchemas> = Object.create(null);
+  for (const [key, entry] of Object.entries(handlers)) {
+    const where = `${spec.name}.${key}`;
+    const fn = typeof entry === "function" ? entry : schemaHandler(where, entry, schemas, key);
     if (fn instanceof AsyncGeneratorFunction || fn instanceof GeneratorFunction) {
       streaming.add(key);
     }
+    fns[key] = schemas[key] ? wrap(where, fn as AnyFn, schemas[key]) : fn as AnyFn;
   }
   const events = (spec.events ?? {}) as Record<string, (s: S, p: unknown) => S>;
   for (const [key, fn] of Object.entries(events)) {
@@ -265,13 +394,14 @@ export function defineActor<
     upcasters,
     initialState,
     events,
-    handlers: handlers as Record<string, AnyFn>,
+    handlers: Object.freeze(fns),
+    schemas: Object.freeze(schemas),
     streaming,
     ...(spec.onActivate ? { onActivate: spec.onActivate } : {}),
     ...(spec.onPassivate ? { onPassivate: spec.onPassivate } : {}),
     ...(spec.access ? { access: Object.freeze({ ...spec.access }) as AccessMap } : {}),
   };
   return Object.freeze(def) as unknown as ActorDefinition<
-    { state: S; events: E; payloads: P; results: R }
+    { state: S; events: E; payloads: HandlerPayloads<H>; results: HandlerResults<H> }
   >;
 }

@@ -12,6 +12,7 @@ import type { Recovered } from "../journal/types.ts";
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import type { Dispatcher } from "../actor/ref.ts";
+import { PayloadGate } from "../actor/schema.ts";
 import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
@@ -92,6 +93,10 @@ export class Local implements ActivationHost<Call> {
   readonly #deps: LocalDeps;
   /** Activations passivating to make room. */
   readonly #evicting = new Set<Activation<Call>>();
+  /** Payload schemas: checked before auth and the mailbox, in arrival order per actor. */
+  readonly #payloads = new PayloadGate<Call, ActorDefinition<AnyActorTypes>>((def, call) =>
+    this.#checked(def, call)
+  );
 
   constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
     this.#deps = deps;
@@ -120,6 +125,11 @@ export class Local implements ActivationHost<Call> {
     if (refused) return call.reject(refused);
     // The handler's turn owns the caller's input stream: when it ends, the stream stops.
     if (call.input) call.finally(() => void call.input!.cancel());
+    this.#payloads.pass(def, call);
+  }
+
+  /** The rest of delivery, for a call whose payload passed its handler's schema. */
+  #checked(def: ActorDefinition<AnyActorTypes>, call: Call): void {
     const auth = this.#deps.auth;
     if (!auth) {
       call.admit(undefined);
