@@ -35,7 +35,7 @@ import type { Ownership } from "../directory/ownership.ts";
 import { Activations } from "../directory/activations.ts";
 import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
-import type { MeshConnection } from "../mesh/types.ts";
+import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
 import type { TimerWheel } from "../util/async.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
@@ -302,7 +302,13 @@ export class Dispatch implements Dispatcher {
     if (this.#deps.defs.has(type)) return await this.#deps.ownership.locate(type, id);
     const host = this.router.placeOf(type, id);
     if (host === undefined) return undefined;
-    return await this.activations.locateVia(host, type, id);
+    try {
+      return await this.activations.locateVia(host, type, id);
+    } catch (err) {
+      // That host is gone, or not answering yet: nobody can say where the actor runs now.
+      if (err instanceof MeshError) return undefined;
+      throw err;
+    }
   }
 
   // ---- pub/sub ----
