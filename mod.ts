@@ -129,6 +129,8 @@ export { isOwned } from "./src/journal/types.ts";
 export type {
   Append,
   Claim,
+  CommittedEvent,
+  IdempotencyRecord,
   Journal,
   NewEvent,
   Owned,
@@ -136,6 +138,7 @@ export type {
   Reminder,
   Snapshot,
   StoredEvent,
+  StoredReply,
 } from "./src/journal/types.ts";
 export { inProcessMesh } from "./src/mesh/in_process.ts";
 export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";
