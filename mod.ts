@@ -130,6 +130,8 @@ export { isOwned } from "./src/journal/types.ts";
 export type {
   Append,
   Claim,
+  CommittedEvent,
+  IdempotencyRecord,
   Journal,
   NewEvent,
   Owned,
@@ -137,6 +139,7 @@ export type {
   Reminder,
   Snapshot,
   StoredEvent,
+  StoredReply,
 } from "./src/journal/types.ts";
 export { inProcessMesh } from "./src/mesh/in_process.ts";
 export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";
@@ -190,6 +193,18 @@ export type {
   Widen,
 } from "./src/config/types.ts";
 export type { Codec } from "./src/codec/types.ts";
+export type {
+  ActorEvent,
+  ActorReport,
+  Cluster,
+  ClusterOptions,
+  ClusterStats,
+  InspectOptions,
+  LeaseReport,
+  NodeStats,
+  TypeReport,
+} from "./src/observe/cluster.ts";
+export type { RecentError } from "./src/observe/node.ts";
 
 /**
  * Starts a node. With no options it hosts nothing, keeps events in memory and runs on a

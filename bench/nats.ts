@@ -5,7 +5,12 @@
  *     library (throughput with 64 in flight, p50 latency one at a time);
  * (b) the same asks over WebSocket vs TCP;
  * (c) cold activation on a remote node (p50, p99) vs a warm ask;
- * (d) directory join/leave lag and kill -9 failover time (p50 over several runs).
+ * (d) directory join/leave lag and kill -9 failover time (p50 over several runs);
+ * and, in the same run, Moleculer 0.14 against raw NATS from Node.js (`bench/moleculer/`).
+ *
+ * CPU per request: utime + stime of this process (the client), of the host process and of the
+ * nats-server (`/proc/<pid>/stat`) over each measured phase, divided by the requests of the
+ * phase. Unlike throughput, it is not skewed much by other load on the machine.
  *
  * @module
  */
@@ -15,6 +20,8 @@ import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { wsconnect } from "@nats-io/nats-core";
 import { BenchEcho, BenchWorker } from "./actors.ts";
+import { CpuMeter, loadAverage, rawMux } from "./_proc.ts";
+import { benchMoleculer } from "./moleculer/run.ts";
 
 const PAYLOAD = new Uint8Array(64).fill(7);
 /** What users send: an object (encoded by Troupe on every ask), and raw bytes. */
@@ -30,10 +37,13 @@ interface Child {
   stop(): Promise<void>;
 }
 
-export function spawnNode(env: Record<string, string>): Child {
+export function spawnNode(
+  env: Record<string, string>,
+  script = new URL("./nats_node.ts", import.meta.url).pathname,
+): Child {
   const started = performance.now();
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./nats_node.ts", import.meta.url).pathname],
+    args: ["run", "-A", script],
     env,
     stdout: "piped",
     stderr: "inherit",
@@ -96,36 +106,6 @@ export async function throughput(
   return count / ((performance.now() - t0) / 1000);
 }
 
-/**
- * Request/reply at the protocol's fastest, as a baseline: one subscription on a reply prefix,
- * a token per request, a map of pending requests, one coarse timeout sweep.
- */
-function rawMux(
-  nc: Awaited<ReturnType<typeof connect>>,
-  subject: string,
-  data: Uint8Array,
-): () => Promise<unknown> {
-  const prefix = `_INBOX.${crypto.randomUUID().replaceAll("-", "")}`;
-  const pending = new Map<string, (d: Uint8Array) => void>();
-  let seq = 0;
-  nc.subscribe(`${prefix}.*`, {
-    callback: (_err, msg) => {
-      const token = msg.subject.slice(prefix.length + 1);
-      const done = pending.get(token);
-      if (done) {
-        pending.delete(token);
-        done(msg.data);
-      }
-    },
-  });
-  return () =>
-    new Promise((resolve) => {
-      const token = (++seq).toString(36);
-      pending.set(token, resolve);
-      nc.publish(subject, data, { reply: `${prefix}.${token}` });
-    });
-}
-
 async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -150,6 +130,9 @@ async function waitFor(cond: () => boolean, ms: number): Promise<number> {
   return performance.now() - t0;
 }
 
+let moleculerWhy = "";
+let moleculerVersion = "0.14";
+
 /** Runs all cluster benchmarks and prints the figures. */
 export async function benchNats(
   options: { seconds?: number; runs?: number; leaseTtl?: number } = {},
@@ -160,7 +143,11 @@ export async function benchNats(
   const results: Record<string, number> = {};
   await using cluster = await startNatsCluster({ servers: 1 });
   const prefix = "bench";
+  // The nodes share one libSQL journal file: actor ownership is recorded there.
+  const dir = await Deno.makeTempDir({ prefix: "troupe-bench-" });
+  using _cleanup = { [Symbol.dispose]: () => Deno.removeSync(dir, { recursive: true }) };
   const env = {
+    TROUPE_JOURNAL: `file:${dir}/journal.db`,
     TROUPE_SERVERS: cluster.urls[0]!,
     TROUPE_RAW_SERVERS: `${cluster.urls[0]},${cluster.wsUrls[0]}`,
     TROUPE_PREFIX: prefix,
@@ -200,11 +187,28 @@ export async function benchNats(
       const askRuns: number[] = [];
       const workRuns: number[] = [];
       const muxRuns: number[] = [];
+      // CPU µs per request of [client, host, nats-server], per phase and round.
+      const meter = new CpuMeter(["self", host.proc.pid, cluster.servers[0]!.pid!]);
+      const cpu: Record<string, number[][]> = { rawClient: [], rawMux: [], ask: [], worker: [] };
+      // TCP segments sent per request of the same processes (socket writes: how well replies and
+      // requests are batched).
+      const writes: Record<string, number[][]> = { rawClient: [], rawMux: [], ask: [], worker: [] };
+      const measured = async (phase: string, fn: () => Promise<unknown>) => {
+        let count = 0;
+        meter.start();
+        const rate = await throughput(async () => {
+          await fn();
+          count++;
+        }, seconds / 2);
+        cpu[phase]!.push(meter.stop().map((c) => c / count));
+        writes[phase]!.push(meter.writes().map((w) => w / count));
+        return rate;
+      };
       for (let round = 0; round < 3; round++) {
-        rawRuns.push(await throughput(clientRequest, seconds / 2));
-        muxRuns.push(await throughput(muxRequest, seconds / 2));
-        askRuns.push(await throughput(ask, seconds / 2));
-        workRuns.push(await throughput(work, seconds / 2));
+        rawRuns.push(await measured("rawClient", clientRequest));
+        muxRuns.push(await measured("rawMux", muxRequest));
+        askRuns.push(await measured("ask", ask));
+        workRuns.push(await measured("worker", work));
       }
       const k = name === "bytes" ? "" : "Obj";
       results[`rawClientPerSec${k}`] = pct(rawRuns, 0.5);
@@ -212,6 +216,12 @@ export async function benchNats(
       if (pct(muxRuns, 0.5) > pct(rawRuns, 0.5)) {
         rawRuns.splice(0, rawRuns.length, ...muxRuns);
         raw = muxRequest;
+      }
+      for (const [phase, rounds] of Object.entries(cpu)) {
+        ["Client", "Host", "Server"].forEach((side, j) => {
+          results[`cpu${side}_${phase}${k}`] = pct(rounds.map((r) => r[j]!), 0.5);
+          results[`writes${side}_${phase}${k}`] = pct(writes[phase]!.map((r) => r[j]!), 0.5);
+        });
       }
       results[`rawTcpPerSec${k}`] = pct(rawRuns, 0.5);
       results[`askTcpPerSec${k}`] = pct(askRuns, 0.5);
@@ -228,6 +238,21 @@ export async function benchNats(
       results[`workerLatencyRatio${k}`] = pct(workLat, 0.5) / pct(rawLat, 0.5);
     }
     await nc.close();
+    // Moleculer 0.14 from Node.js on the same nats-server, in the same run.
+    if (!Deno.env.get("BENCH_SKIP_MOLECULER")) {
+      const mol = await benchMoleculer({
+        natsUrl: cluster.urls[0]!,
+        serverPid: cluster.servers[0]!.pid!,
+        seconds: seconds / 2,
+      });
+      if ("skipped" in mol) {
+        results.moleculerSkipped = 1;
+        moleculerWhy = mol.skipped;
+      } else {
+        moleculerVersion = mol.version;
+        for (const [key, v] of Object.entries(mol.figures)) results[`mol_${key}`] = v;
+      }
+    }
     if (Deno.env.get("BENCH_ONLY_A")) return results;
 
     // (b) WebSocket vs TCP, same asks
@@ -261,6 +286,7 @@ export async function benchNats(
     const joins: number[] = [];
     const leaves: number[] = [];
     const failovers: number[] = [];
+    const locateErrors: string[] = [];
     for (let run = 0; run < runs * 2; run++) {
       if (Deno.env.get("BENCH_SKIP_D")) break;
       const name = `victim-${run}`;
@@ -281,7 +307,13 @@ export async function benchNats(
       for (let k = 0; k < 200 && !id; k++) {
         const candidate = `f-${run}-${k}`;
         await tcp.ref(BenchEcho, candidate).ask("ping", PAYLOAD);
-        if (await tcp.directory.locate(BenchEcho, candidate) === name) id = candidate;
+        // locate() asks the actor's placement host; one killed in an earlier run and not yet
+        // declared dead answers nothing (the call rejects with no_responders): count, go on.
+        const at = await tcp.directory.locate(BenchEcho, candidate).catch((err) => {
+          locateErrors.push(String(err).slice(0, 120));
+          return undefined;
+        });
+        if (at === name) id = candidate;
       }
       victim.kill("SIGKILL");
       const t0 = performance.now();
@@ -299,6 +331,10 @@ export async function benchNats(
     results.failoverMaxMs = Math.max(...failovers);
     results.failoverRuns = failovers.length;
     results.leaseTtlMs = leaseTtl;
+    results.locateErrors = locateErrors.length;
+    if (locateErrors.length) {
+      console.log(`directory.locate() failed ${locateErrors.length}×, first: ${locateErrors[0]}`);
+    }
   } finally {
     for (const c of clients) await c.close();
     await host.stop();
@@ -310,12 +346,30 @@ export async function benchNats(
 export function natsReport(r: Record<string, number>, indent = ""): string[] {
   const f = (n: number | undefined) =>
     n === undefined ? "-" : n >= 100 ? Math.round(n).toLocaleString("en") : n.toFixed(2);
+  const cpuLine = (k: string) => {
+    const c = (side: string, phase: string) => r[`cpu${side}_${phase}${k}`];
+    const side = (name: string, s: string) =>
+      `${name} ${f(c(s, "ask"))} (worker ${f(c(s, "worker"))}) vs ${f(c(s, "rawMux"))} mux / ${
+        f(c(s, "rawClient"))
+      } request()`;
+    const total = (phase: string) =>
+      ["Client", "Host", "Server"].reduce((a, s) => a + c(s, phase)!, 0);
+    return `    CPU µs per request, actor ask (worker) vs raw: ${side("client", "Client")}; ${
+      side("host", "Host")
+    }; ${side("nats-server", "Server")}; all three: ask ${f(total("ask"))}, worker ${
+      f(total("worker"))
+    }, raw mux ${f(total("rawMux"))} → ratio ${f(total("ask") / total("rawMux"))} (worker ${
+      f(total("worker") / total("rawMux"))
+    })`;
+  };
   const a = (k: string, what: string) => [
     `(a) ${what}: ask vs raw NATS request/reply, 64 in flight: ${f(r[`askTcpPerSec${k}`])}/s vs ${
       f(r[`rawTcpPerSec${k}`])
     }/s → ratio ${f(r[`throughputRatio${k}`])} (goal ≥ 0.95); raw baselines: client request() ${
       f(r[`rawClientPerSec${k}`])
-    }/s, hand-made mux ${f(r[`rawMuxPerSec${k}`])}/s`,
+    }/s (ratio ${f(r[`askTcpPerSec${k}`]! / r[`rawClientPerSec${k}`]!)}), hand-made mux ${
+      f(r[`rawMuxPerSec${k}`])
+    }/s (ratio ${f(r[`askTcpPerSec${k}`]! / r[`rawMuxPerSec${k}`]!)})`,
     `    p50 one at a time: ${f(r[`askP50Ms${k}`])} ms vs ${f(r[`rawP50Ms${k}`])} ms → ratio ${
       f(r[`latencyRatio${k}`])
     } (goal ≤ 1.1)`,
@@ -324,6 +378,31 @@ export function natsReport(r: Record<string, number>, indent = ""): string[] {
     } (goal ≥ 0.95); p50 ${f(r[`workerP50Ms${k}`])} ms → ratio ${
       f(r[`workerLatencyRatio${k}`])
     } (goal ≤ 1.1)`,
+    cpuLine(k),
+    `    TCP segments sent per request, ask (worker) vs raw mux / request(): ${
+      ["Client", "Host", "Server"].map((s) =>
+        `${s.toLowerCase()} ${f(r[`writes${s}_ask${k}`])} (${f(r[`writes${s}_worker${k}`])}) vs ${
+          f(r[`writes${s}_rawMux${k}`])
+        } / ${f(r[`writes${s}_rawClient${k}`])}`
+      ).join(", ")
+    }`,
+    r.moleculerSkipped
+      ? `    Moleculer: not run (${moleculerWhy})`
+      : r[`mol_molPerSec${k}`] === undefined
+      ? `    Moleculer: not run (BENCH_SKIP_MOLECULER)`
+      : `    Moleculer ${moleculerVersion} (Node.js, same nats-server): ${
+        f(r[`mol_molPerSec${k}`])
+      }/s vs raw nats v2 request() ${f(r[`mol_requestPerSec${k}`])}/s → ratio ${
+        f(r[`mol_ratioRequest${k}`])
+      }, vs hand-made mux ${f(r[`mol_muxPerSec${k}`])}/s → ratio ${
+        f(r[`mol_ratioMux${k}`])
+      }; CPU µs per request caller/responder/server: Moleculer ${
+        ["Caller", "Responder", "Server"].map((s) => f(r[`mol_molCpu${s}${k}`])).join(" / ")
+      }, raw mux ${
+        ["Caller", "Responder", "Server"].map((s) => f(r[`mol_muxCpu${s}${k}`])).join(" / ")
+      }, raw request() ${
+        ["Caller", "Responder", "Server"].map((s) => f(r[`mol_requestCpu${s}${k}`])).join(" / ")
+      }`,
   ];
   return [
     ...a("Obj", "object payload { user, amount, note: 64 chars }"),
@@ -343,6 +422,11 @@ export function natsReport(r: Record<string, number>, indent = ""): string[] {
 }
 
 if (import.meta.main) {
-  console.log("NATS cluster benchmarks (1 nats-server, node in another process)");
+  console.log(
+    `NATS cluster benchmarks (1 nats-server, node in another process) — ${
+      new Date().toISOString()
+    } — load average ${loadAverage().join(" ")}`,
+  );
   for (const line of natsReport(await benchNats())) console.log(line);
+  console.log(`load average at the end: ${loadAverage().join(" ")}`);
 }

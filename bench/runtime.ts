@@ -5,10 +5,9 @@
  *
  * @module
  */
+import { benchDurableAsks } from "./journal.ts";
 import { createSystem, defineActor } from "../mod.ts";
 import { libsqlJournal } from "../adapters/libsql/mod.ts";
-import { createClient } from "@libsql/client/node";
-import { msgpack } from "../src/codec/mod.ts";
 
 const Echo = defineActor({
   name: "echo",
@@ -114,71 +113,16 @@ export async function benchColdActivation(
   }
 }
 
-/**
- * Durable appends through the system: 1000 actors (activated first) each send 5 sequential
- * emitting asks, all actors at once, on a libSQL file (group commit); vs the same 5000 rows
- * inserted raw in 5 write transactions of 1000 (one multi-row INSERT each) on the same schema.
- */
-export async function benchDurableAsks(
-  options: { actors?: number; asks?: number; rounds?: number } = {},
-): Promise<{ perSecond: number; rawPerSecond: number; ratio: number }> {
-  const actors = options.actors ?? 1000;
-  const asks = options.asks ?? 5;
-  const rounds = options.rounds ?? 3;
-  const ours: number[] = [];
-  const raws: number[] = [];
-  for (let round = 0; round < rounds; round++) {
-    const dir = await Deno.makeTempDir({ prefix: "troupe-bench-" });
-    try {
-      const journal = libsqlJournal({ url: `file:${dir}/ours.db` });
-      const system = await createSystem({ actors: [Ledger], journal });
-      const refs = Array.from({ length: actors }, (_, i) => system.ref(Ledger, `l${i}`));
-      await Promise.all(refs.map((r) => r.ask("total")));
-      let t0 = performance.now();
-      await Promise.all(refs.map(async (r) => {
-        for (let k = 0; k < asks; k++) await r.ask("add", 1);
-      }));
-      ours.push((actors * asks) / ((performance.now() - t0) / 1000));
-      await system.close();
-      await journal.close();
-      // raw: the journal's own schema, the same rows, 5 transactions of 1000 rows
-      const url = `file:${dir}/raw.db`;
-      const j = libsqlJournal({ url });
-      await j.read("x", 1, 1);
-      await j.close();
-      const client = createClient({ url, intMode: "number", concurrency: 1 });
-      await client.execute("PRAGMA journal_mode = WAL");
-      await client.execute("PRAGMA synchronous = full");
-      const data = msgpack.encode(1);
-      const sql = `INSERT INTO events (actor, seq, type, version, data, at) VALUES ${
-        Array.from({ length: actors }, () => "(?,?,?,?,?,?)").join(",")
-      }`;
-      t0 = performance.now();
-      for (let k = 0; k < asks; k++) {
-        const args = [];
-        const at = Date.now();
-        for (let a = 0; a < actors; a++) args.push(`ledger/l${a}`, k + 1, "added", 1, data, at);
-        await client.batch([{ sql, args }], "write");
-      }
-      raws.push((actors * asks) / ((performance.now() - t0) / 1000));
-      client.close();
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  }
-  const med = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const perSecond = med(ours);
-  const rawPerSecond = med(raws);
-  return { perSecond, rawPerSecond, ratio: perSecond / rawPerSecond };
-}
+/** Durable asks through the system: see `bench/journal.ts`. */
+export { benchDurableAsks };
 
 if (import.meta.main) {
-  const durable = await benchDurableAsks();
+  const durable = await benchDurableAsks({ rounds: 1 });
   console.log(
-    `durable asks, 1000 actors × 5 sequential: ${
-      Math.round(durable.perSecond)
-    }/s vs raw 5 × 1000 ` +
-      `rows ${Math.round(durable.rawPerSecond)}/s → ratio ${durable.ratio.toFixed(2)}`,
+    `durable asks, 1000 actors × 20 sequential: ${Math.round(durable.perSecond[0]!)}/s vs raw ` +
+      `1000-row batches ${Math.round(durable.rawClient[0]!)} rows/s → ratio ${
+        (durable.perSecond[0]! / durable.rawClient[0]!).toFixed(2)
+      }`,
   );
   const ask = await benchAsk();
   console.log(

@@ -28,7 +28,12 @@ import type {
 import { createConfig, type ManagedConfig } from "./config/config.ts";
 import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
-import { DEFAULT_REPLY_PREFIXES } from "./dispatch/subjects.ts";
+import { DEFAULT_REPLY_PREFIXES, isReplySubject, subjects } from "./dispatch/subjects.ts";
+import { type Cluster, clusterClient } from "./observe/cluster.ts";
+import type { Responder } from "./observe/control.ts";
+import { measuredJournal } from "./observe/journal.ts";
+import { activity, NodeObserver } from "./observe/node.ts";
+import { serveObservation } from "./observe/serve.ts";
 import {
   allows,
   decide,
@@ -106,6 +111,11 @@ export interface SystemOptions {
    * Add your clients' `inboxPrefix`es if they do not start with `_INBOX`. @default {["_INBOX"]}
    */
   replyPrefixes?: readonly string[];
+  /**
+   * Answer NATS service discovery (`$SRV.PING|INFO|STATS`) as service `troupe`, so that
+   * `nats micro ls troupe` lists this node (docs/operating.md). @default {true}
+   */
+  serviceDiscovery?: boolean;
 }
 
 /** An event read back from an actor's log. */
@@ -157,6 +167,12 @@ export interface System extends AsyncDisposable {
   status(): SystemStatus;
   /** This node's dynamic config: merged sources, watches, `set` (cluster-wide through `fromKv`). */
   readonly config: Config;
+  /**
+   * What the cluster's nodes report about themselves, asked over the mesh: per node its types,
+   * activations, message rates, recent errors and leases; per actor where it runs, its seq and
+   * last events. The dashboard (`./hono`) shows it.
+   */
+  readonly cluster: Cluster;
   /** A ref to an actor (id optional for stateless workers). */
   ref<T extends ActorTypes>(
     def: ActorDefinition<T>,
@@ -263,6 +279,9 @@ class SystemImpl implements System {
   readonly node: string;
   readonly directory: Directory;
   readonly config: ManagedConfig;
+  readonly cluster: Cluster;
+  readonly #observer: NodeObserver;
+  #observing: Responder | undefined;
   readonly #log: Logger;
   readonly #journal: Journal;
   readonly #storage: Codec = msgpack;
@@ -336,6 +355,17 @@ class SystemImpl implements System {
       locate: (def, id) => this.#dispatch.locate(def.name, id),
       watch: (): AsyncIterable<DirectoryEvent> => this.#watch(),
     };
+    this.#observer = new NodeObserver(
+      node,
+      () => activity(this.#dispatch?.local, this.#defs.keys()),
+    );
+    this.cluster = clusterClient({
+      prefix: this.#prefix,
+      conn,
+      nodes: () => this.#membership.nodes(),
+      hostsOf: (type) => this.#membership.hostsOf(type),
+      locate: (type, id) => this.#dispatch.locate(type, id),
+    });
   }
 
   async start(): Promise<void> {
@@ -365,11 +395,12 @@ class SystemImpl implements System {
       conn: this.#conn,
       membership: this.#membership,
       ownership: this.#ownership,
-      journal: this.#journal,
+      journal: measuredJournal(this.#journal, this.#observer),
       storage: this.#storage,
       wireCodec,
       log: this.#log,
       wheel: this.#wheel,
+      observer: this.#observer,
       maxPayload: maxPayloadOf(options.maxPayload, this.#conn),
       askTimeout: options.askTimeout ?? 30_000,
       maxActivations,
@@ -386,6 +417,7 @@ class SystemImpl implements System {
       }
     });
     await this.#dispatch.start();
+    this.#observing = this.#serveObservation();
     const idle = Math.min(...[...this.#defs.values()].map((d) => d.idleAfter), 60_000);
     this.#idleTimer = setInterval(
       () => this.#dispatch.local.sweepIdle(),
@@ -403,6 +435,37 @@ class SystemImpl implements System {
       });
       this.#reminders.start();
     }
+  }
+
+  /** Answers `system.cluster` and NATS service discovery for this node. */
+  #serveObservation(): Responder {
+    const s = subjects(this.#prefix);
+    const replyPrefixes = this.#options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES;
+    return serveObservation({
+      micro: this.#options.serviceDiscovery !== false,
+      prefix: this.#prefix,
+      conn: this.#conn,
+      observer: this.#observer,
+      journal: this.#journal,
+      log: this.#log,
+      info: () => this.#membership.self,
+      stateless: (type) => this.#defs.get(type)?.stateless === true,
+      status: () => this.status(),
+      leases: () => this.#leases.holding().map((l) => ({ name: l.name, token: l.token })),
+      active: (type, id) => {
+        const act = this.#dispatch.local.activations.get(`${type}/${id}`);
+        return act?.status === "active" ? { seq: act.seq, queued: act.queued } : undefined;
+      },
+      history: (type, id, from) => {
+        const def = this.#defs.get(type);
+        return def ? this.history(def, id, { from }) : undefined;
+      },
+      replyAllowed: (subject) => isReplySubject(subject, replyPrefixes),
+      endpoint: (type) =>
+        this.#defs.get(type)?.stateless
+          ? { subject: s.worker(type), queueGroup: s.workerGroup(type) }
+          : { subject: s.hosted(this.node, type) },
+    });
   }
 
   // ---- public API ----
@@ -558,6 +621,7 @@ class SystemImpl implements System {
     this.#ownership.close();
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
+    await this.#observing?.close();
     this.#wheel.close();
     await this.config.close().catch((err) => this.#log.warn("Config close failed", { err }));
     await this.#conn.close().catch(() => {});

@@ -129,3 +129,44 @@ Deno.test("when the reminder leader closes, another node fires the due reminders
     await admin.close();
   }
 });
+
+Deno.test("only the elected reminder node prunes idempotency records", async () => {
+  const mesh = inProcessMesh({ leaseTtl: 1000 });
+  // Records are stored two days in the past: the first prune drops them.
+  const journal = memoryJournal({ now: () => Date.now() - 2 * 24 * 60 * 60 * 1000 });
+  const prunes = new Map<string, number>();
+  /** The shared journal, counting the prunes made through this node's copy. */
+  const counted = (node: string): typeof journal =>
+    new Proxy(journal, {
+      get(target, prop) {
+        if (prop === "pruneIdempotency") {
+          return (now: number) => {
+            prunes.set(node, (prunes.get(node) ?? 0) + 1);
+            return target.pruneIdempotency(now);
+          };
+        }
+        if (prop === "close") return () => Promise.resolve(); // closed once, below
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+  const nodes = await Promise.all(
+    ["a", "b", "c"].map((node) =>
+      createSystem({ actors: [Alarm], journal: counted(node), mesh, node, logger: "silent" })
+    ),
+  );
+  try {
+    await nodes[0]!.ref(Alarm, "p1").ask("set", 3_600_000, { idempotencyKey: "once" });
+    // Keys reach the journal scoped by caller: `a:<key>` for an anonymous caller.
+    assert.ok(await journal.reply("alarm/p1", "a:once"), "the record is stored");
+    await waitFor(
+      async () => (await journal.reply("alarm/p1", "a:once")) === undefined,
+      5000,
+      "the old record pruned",
+    );
+    assert.equal(prunes.size, 1, `one node pruned: ${JSON.stringify([...prunes])}`);
+  } finally {
+    for (const s of nodes) await s.close();
+    await journal.close();
+  }
+});

@@ -14,6 +14,7 @@ const rounds = Number(roundsArg);
 const system = await createSystem({ journal: url!, node: `racer-${id}`, logger: "error" });
 try {
   const store = system.store<{ round: number; by: string }>("race");
+  await store.get("k"); // opens the database (its thread) before the race starts
   console.log("ready");
   const reader = Deno.stdin.readable.getReader();
   let input = "";

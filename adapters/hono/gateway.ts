@@ -269,7 +269,7 @@ function entries(options: GatewayOptions): Map<string, Entry> {
 }
 
 /** The token of a request: `Authorization: Bearer <token>`; other schemes are refused. */
-function bearer(_req: Request, headers: Headers): string | undefined {
+export function bearer(req: Request, headers: Headers = req.headers): string | undefined {
   const header = headers.get("authorization");
   if (header === null) return undefined;
   const match = /^Bearer[ ]+([^ ]+)[ ]*$/i.exec(header);

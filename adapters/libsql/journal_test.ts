@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { journalConformance } from "../../src/journal/conformance.ts";
-import { createClient } from "@libsql/client/node";
+import { sqlite } from "../../tests/_sqlite.ts";
 import { type ActorError, UnavailableError } from "../../src/errors.ts";
 import { isOwned, type Journal, type Recovered } from "../../src/journal/types.ts";
-import { libsqlJournal, SCHEMA_VERSION } from "./journal.ts";
+import { libsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
 
 /** A fresh temp dir, removed with everything in it on dispose (`await using`). */
 async function tempDir(): Promise<{ readonly path: string } & AsyncDisposable> {
@@ -11,34 +11,49 @@ async function tempDir(): Promise<{ readonly path: string } & AsyncDisposable> {
   return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
-/** A journal on a file in its own temp dir; closing it removes the dir. */
-async function fileJournal(): Promise<Journal> {
-  const dir = await tempDir();
-  const j = libsqlJournal({ url: `file:${dir.path}/j.db` });
-  let closing: Promise<void> | undefined;
-  return {
-    activate: (actor, claim) => j.activate(actor, claim),
-    release: (actor, node, epoch) => j.release(actor, node, epoch),
-    owner: (actor) => j.owner(actor),
-    append: (append) => j.append(append),
-    read: (actor, from, limit) => j.read(actor, from, limit),
-    reply: (actor, key) => j.reply(actor, key),
-    dueReminders: (now, limit) => j.dueReminders(now, limit),
-    nextReminder: () => j.nextReminder(),
-    deleteReminder: (id) => j.deleteReminder(id),
-    close: () =>
-      closing ??= (async () => {
-        try {
-          await j.close();
-        } finally {
-          await dir[Symbol.asyncDispose]();
-        }
-      })(),
-  };
+/** `j` with `close()` also running `cleanup` afterwards (once). */
+function closing(j: Journal, cleanup: () => PromiseLike<void>): Journal {
+  let done: Promise<void> | undefined;
+  return new Proxy(j, {
+    get(target, prop) {
+      if (prop === "close") {
+        return () =>
+          done ??= (async () => {
+            try {
+              await target.close();
+            } finally {
+              await cleanup();
+            }
+          })();
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
 }
 
-journalConformance("libsql file:", fileJournal);
+/** A journal on a file in its own temp dir; closing it removes the dir. */
+async function fileJournal(
+  options: Omit<LibsqlJournalOptions, "url" | "shards"> = {},
+): Promise<Journal> {
+  const dir = await tempDir();
+  return closing(
+    libsqlJournal({ url: `file:${dir.path}/j.db`, ...options }),
+    () => dir[Symbol.asyncDispose](),
+  );
+}
+
+/** A journal on three shard files in a temp dir. */
+async function shardedJournal(): Promise<Journal> {
+  const dir = await tempDir();
+  const shards = [0, 1, 2].map((i) => `file:${dir.path}/s${i}.db`);
+  return closing(libsqlJournal({ shards }), () => dir[Symbol.asyncDispose]());
+}
+
+journalConformance("libsql file:", () => fileJournal());
 journalConformance("libsql :memory:", () => Promise.resolve(libsqlJournal({ url: ":memory:" })));
+journalConformance("libsql 3 shards", shardedJournal);
+journalConformance("libsql file: in-thread client", () => fileJournal({ worker: false }));
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -63,7 +78,7 @@ Deno.test("libsqlJournal() keeps data across close and reopen, with the schema v
     expectedSeq: 0,
     events: [ev("1"), ev("2")],
     snapshot: { seq: 1, version: 1, state: enc.encode("S1") },
-    idempotency: { key: "k", reply: enc.encode("r") },
+    idempotency: { key: "k", reply: enc.encode("r"), fingerprint: "h" },
     reminders: [{ id: "r1", actor: "t/a", handler: "h", data: enc.encode(""), due: 5 }],
   });
   await a.close();
@@ -74,12 +89,12 @@ Deno.test("libsqlJournal() keeps data across close and reopen, with the schema v
     assert.equal(rec.seq, 2);
     assert.equal(dec.decode(rec.snapshot!.state), "S1");
     assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), ["2"]);
-    assert.equal(dec.decode((await b.reply("t/a", "k"))!), "r");
+    assert.equal(dec.decode((await b.reply("t/a", "k"))!.reply), "r");
     assert.equal(await b.nextReminder(), 5);
   } finally {
     await b.close();
   }
-  const client = createClient({ url });
+  const client = sqlite(url);
   try {
     const rs = await client.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
     assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
@@ -95,7 +110,7 @@ Deno.test("libsqlJournal() refuses a database with a newer schema version", asyn
   const setup = libsqlJournal({ url });
   await setup.read("x", 1, 1);
   await setup.close();
-  const client = createClient({ url });
+  const client = sqlite(url);
   await client.execute("UPDATE troupe_meta SET value = 99 WHERE key = 'schema_version'");
   client.close();
   const j = libsqlJournal({ url });
@@ -283,13 +298,13 @@ Deno.test("a lock held by another connection fails appends with unavailable afte
   await using tmp = await tempDir();
   const url = `file:${tmp.path}/locked.db`;
   const j = libsqlJournal({ url, busyTimeoutMs: 200 });
-  const other = createClient({ url });
+  const other = sqlite(url);
   try {
     const { epoch } = await recover(j, "t/a");
     await j.append({ actor: "t/a", epoch, expectedSeq: 0, events: [ev("1")] });
     // The other client holds the write lock (BEGIN IMMEDIATE plus a write; in WAL mode this
     // is what BEGIN EXCLUSIVE holds against writers) until it rolls back.
-    const tx = await other.transaction("write");
+    const tx = other.transaction();
     await tx.execute("INSERT INTO troupe_meta (key, value) VALUES ('lock-test', 1)");
     const t0 = performance.now();
     await assert.rejects(
@@ -302,8 +317,7 @@ Deno.test("a lock held by another connection fails appends with unavailable afte
       },
     );
     assert.ok(performance.now() - t0 >= 150, "it waited for the busy timeout");
-    await tx.rollback();
-    tx.close();
+    tx.rollback();
     await j.append({ actor: "t/a", epoch, expectedSeq: 1, events: [ev("2")] });
     assert.deepEqual((await j.read("t/a", 1, 10)).map((e) => dec.decode(e.data)), ["1", "2"]);
   } finally {
@@ -458,14 +472,14 @@ Deno.test("idempotency records are pruned to maxPerActor and maxAgeMs", async ()
         epoch,
         expectedSeq: 0,
         events: [],
-        idempotency: { key: `k${i}`, reply: enc.encode(`r${i}`) },
+        idempotency: { key: `k${i}`, reply: enc.encode(`r${i}`), fingerprint: "h" },
       });
     }
     // Records stored in the same millisecond are ordered by key, which here is their order.
     await j.pruneIdempotency();
     assert.equal(await j.reply("t/a", "k2"), undefined);
-    assert.equal(dec.decode((await j.reply("t/a", "k3"))!), "r3");
-    assert.equal(dec.decode((await j.reply("t/a", "k5"))!), "r5");
+    assert.equal(dec.decode((await j.reply("t/a", "k3"))!.reply), "r3");
+    assert.equal(dec.decode((await j.reply("t/a", "k5"))!.reply), "r5");
     await j.pruneIdempotency(Date.now() + 120_000);
     assert.equal(await j.reply("t/a", "k5"), undefined);
   } finally {
@@ -480,15 +494,14 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
   try {
     const actors = Array.from({ length: 60 }, (_, i) => `t/m${i}`);
     const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
-    // t/m1: activated again, so epochs[1] is stale. t/m3: an event already stored past the
-    // head (written behind the journal's back), so its append hits the primary key.
+    // t/m1: activated again, so epochs[1] is stale. t/m3: the mark of its 32nd event already
+    // stored (written behind the journal's back), so its append of 32 events hits a key and
+    // fails the whole transaction: every append is then tried alone.
     await recover(j, "t/m1");
-    const other = createClient({ url });
-    await other.execute({
-      sql:
-        "INSERT INTO events (actor, seq, type, version, data, at) VALUES ('t/m3', 1, 'x', 1, x'00', 1)",
-      args: [],
-    });
+    const other = sqlite(url);
+    await other.execute(
+      "INSERT INTO event_marks (actor, seq, pos) SELECT id, 32, 999999 FROM activations WHERE actor = 't/m3'",
+    );
     other.close();
     const bad = new Set(["t/m1", "t/m2", "t/m3", "t/never"]);
     const all = [...actors, "t/never"];
@@ -497,9 +510,11 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
         actor,
         epoch: epochs[i] ?? 1,
         expectedSeq: actor === "t/m2" ? 5 : 0,
-        events: [ev(`${actor}#1`), ev(`${actor}#2`)],
+        events: actor === "t/m3"
+          ? Array.from({ length: 32 }, (_, k) => ev(`${actor}#${k + 1}`))
+          : [ev(`${actor}#1`), ev(`${actor}#2`)],
         snapshot: { seq: 1, version: 1, state: enc.encode(actor) },
-        idempotency: { key: "k", reply: enc.encode(actor) },
+        idempotency: { key: "k", reply: enc.encode(actor), fingerprint: "h" },
         reminders: [{ id: `r-${actor}`, actor, handler: "h", data: enc.encode(""), due: 1 }],
       })
     ));
@@ -512,12 +527,12 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
     const due = new Set((await j.dueReminders(10, 1000)).map((r) => r.id));
     for (const actor of all) {
       const texts = (await j.read(actor, 1, 10)).map((e) => dec.decode(e.data));
-      if (actor === "t/m3") assert.deepEqual(texts, ["\0"]);
-      else assert.deepEqual(texts, bad.has(actor) ? [] : [`${actor}#1`, `${actor}#2`]);
+      assert.deepEqual(texts, bad.has(actor) ? [] : [`${actor}#1`, `${actor}#2`]);
       assert.equal(await j.reply(actor, "k") !== undefined, !bad.has(actor));
       assert.equal(due.has(`r-${actor}`), !bad.has(actor));
     }
-    // The good ones chain on in the next commits; the stale one stays fenced.
+    // The good ones chain on in the next commits, so does t/m3 (no 32nd event now); the stale
+    // one stays fenced.
     const next = await Promise.allSettled(actors.map((actor, i) =>
       j.append({
         actor,
@@ -528,7 +543,7 @@ Deno.test("a group commit with stale, unexpected, unactivated and key-conflictin
     ));
     next.forEach((r, i) => {
       const actor = actors[i]!;
-      if (actor === "t/m1" || actor === "t/m3") assert.equal(r.status, "rejected", actor);
+      if (actor === "t/m1") assert.equal(r.status, "rejected", actor);
       else assert.equal(r.status, "fulfilled", actor);
     });
     const rec = await recover(j, "t/m0");
@@ -567,10 +582,10 @@ Deno.test("a group commit larger than one INSERT's parameter limit writes every 
   }
 });
 
-Deno.test("a schema version 1 file is migrated: activations gain an owner, the data stays", async () => {
+Deno.test("a schema version 1 file is migrated to version 3: owners, commit order and the logs as they were", async () => {
   await using tmp = await tempDir();
   const url = `file:${tmp.path}/v1.db`;
-  const client = createClient({ url });
+  const client = sqlite(url);
   try {
     // The version 1 schema and a row of each kind, as version 1 wrote them.
     await client.batch([
@@ -589,7 +604,17 @@ Deno.test("a schema version 1 file is migrated: activations gain an owner, the d
       "INSERT INTO troupe_meta VALUES ('schema_version', 1)",
       "INSERT INTO activations VALUES ('t/a', 3, 1)",
       { sql: "INSERT INTO events VALUES ('t/a', 1, 'noted', 1, ?, 1)", args: [enc.encode("old")] },
-    ], "write");
+      // Another actor with 40 events (past a mark) and a reply.
+      "INSERT INTO activations VALUES ('t/long', 2, 40)",
+      ...Array.from({ length: 40 }, (_, i) => ({
+        sql: "INSERT INTO events VALUES ('t/long', ?, 'noted', 1, ?, 1)",
+        args: [i + 1, enc.encode(`L${i + 1}`)],
+      })),
+      {
+        sql: "INSERT INTO idempotency VALUES ('t/long', 'k', ?, 1)",
+        args: [enc.encode("stored")],
+      },
+    ]);
   } finally {
     client.close();
   }
@@ -606,11 +631,31 @@ Deno.test("a schema version 1 file is migrated: activations gain an owner, the d
     assert.equal(won.seq, 1);
     assert.deepEqual(won.events.map((e) => dec.decode(e.data)), ["old"]);
     assert.deepEqual(await a.owner("t/a"), { owner: isOwned(ra) ? "n2" : "n1", epoch: 4 });
+    // The long log reads back whole and from any seq, and goes on at seq 41.
+    const texts = (events: readonly { data: Uint8Array }[]) =>
+      events.map((e) => dec.decode(e.data));
+    const all = Array.from({ length: 40 }, (_, i) => `L${i + 1}`);
+    assert.deepEqual(texts(await a.read("t/long", 1, 100)), all);
+    assert.deepEqual(texts(await a.read("t/long", 30, 5)), all.slice(29, 34));
+    const long = await recover(a, "t/long");
+    assert.equal(long.seq, 40);
+    assert.deepEqual(texts(long.events), all);
+    await a.append({ actor: "t/long", epoch: long.epoch, expectedSeq: 40, events: [ev("L41")] });
+    assert.deepEqual(texts(await a.read("t/long", 39, 10)), ["L39", "L40", "L41"]);
+    // A reply stored before fingerprints has none.
+    assert.deepEqual(await a.reply("t/long", "k"), { reply: enc.encode("stored") });
+    // Commit order: the migrated events first (by actor, then seq), then the new one.
+    const feed = await a.readCommitted(0, 0, 1000);
+    assert.deepEqual(feed.map((e) => `${e.actor}#${e.seq}`), [
+      "t/a#1",
+      ...all.map((_, i) => `t/long#${i + 1}`),
+      "t/long#41",
+    ]);
   } finally {
     await a.close();
     await b.close();
   }
-  const check = createClient({ url });
+  const check = sqlite(url);
   try {
     const rs = await check.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
     assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
@@ -662,6 +707,161 @@ Deno.test("three processes claim the same actors on one file: each actor has exa
     for (const [i, { node, epoch }] of owners) {
       assert.deepEqual(await j.owner(`claimed/${i}`), { owner: node, epoch });
     }
+  } finally {
+    await j.close();
+  }
+});
+
+Deno.test("shards: each actor's log, snapshot, reply and reminders in exactly one shard; reopening reads all back", async () => {
+  await using tmp = await tempDir();
+  const shards = [0, 1, 2].map((i) => `file:${tmp.path}/s${i}.db`);
+  const actors = Array.from({ length: 60 }, (_, i) => `t/a${i}`);
+  const a = libsqlJournal({ shards });
+  try {
+    assert.equal(a.shards, 3);
+    const epochs = await Promise.all(actors.map(async (x) => (await recover(a, x)).epoch));
+    await Promise.all(actors.map((actor, i) =>
+      a.append({
+        actor,
+        epoch: epochs[i]!,
+        expectedSeq: 0,
+        events: [ev(`${actor}:1`), ev(`${actor}:2`)],
+        snapshot: { seq: 1, version: 1, state: enc.encode(actor) },
+        idempotency: { key: "k", reply: enc.encode(actor), fingerprint: "h" },
+        reminders: [{ id: `r-${actor}`, actor, handler: "h", data: enc.encode(""), due: 5 }],
+      })
+    ));
+    // Every shard got some actors.
+    assert.deepEqual(new Set(actors.map((x) => a.shardOf(x))), new Set([0, 1, 2]));
+  } finally {
+    await a.close();
+  }
+  // In the files: each actor's rows in its shard only.
+  const where = new Map<string, Set<number>>();
+  for (const [i, url] of shards.entries()) {
+    const raw = sqlite(url);
+    try {
+      for (const table of ["activations", "snapshots", "idempotency", "reminders"]) {
+        const rows = (await raw.execute(`SELECT actor FROM ${table}`)).rows;
+        for (const r of rows) {
+          const key = `${table}:${r.actor}`;
+          where.set(key, (where.get(key) ?? new Set()).add(i));
+        }
+      }
+      const events = (await raw.execute(
+        "SELECT a.actor FROM events AS e JOIN activations AS a ON a.id = e.actor",
+      )).rows;
+      for (const r of events) {
+        const key = `events:${r.actor}`;
+        where.set(key, (where.get(key) ?? new Set()).add(i));
+      }
+      const meta = (await raw.execute(
+        "SELECT key, value FROM troupe_meta WHERE key IN ('shard_count', 'shard_index') ORDER BY key",
+      )).rows.map((r) => [r.key, Number(r.value)]);
+      assert.deepEqual(meta, [["shard_count", 3], ["shard_index", i]]);
+    } finally {
+      raw.close();
+    }
+  }
+  const b = libsqlJournal({ shards });
+  try {
+    for (const actor of actors) {
+      const shard = b.shardOf(actor);
+      for (const table of ["activations", "events", "snapshots", "idempotency", "reminders"]) {
+        assert.deepEqual(where.get(`${table}:${actor}`), new Set([shard]), `${table} of ${actor}`);
+      }
+      const rec = await recover(b, actor);
+      assert.equal(rec.seq, 2);
+      assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), [`${actor}:2`]);
+      assert.equal(dec.decode((await b.reply(actor, "k"))!.reply), actor);
+    }
+    const due = await b.dueReminders(10, 1000);
+    assert.deepEqual(due.map((r) => r.id).sort(), actors.map((x) => `r-${x}`).sort());
+    assert.equal(await b.nextReminder(), 5);
+    // Deleting through the journal finds each reminder's shard.
+    for (const r of due) await b.deleteReminder(r.id);
+    assert.equal(await b.nextReminder(), undefined);
+    let count = 0;
+    for (let s = 0; s < 3; s++) count += (await b.readCommitted(s, 0, 1000)).length;
+    assert.equal(count, actors.length * 2, "every event once across the shards");
+  } finally {
+    await b.close();
+  }
+});
+
+Deno.test("shards: opening with another count or order is refused with a clear error", async () => {
+  await using tmp = await tempDir();
+  const shards = [0, 1, 2].map((i) => `file:${tmp.path}/s${i}.db`);
+  const j = libsqlJournal({ shards });
+  await recover(j, "t/a");
+  await j.close();
+  const refused = async (options: LibsqlJournalOptions, pattern: RegExp) => {
+    const k = libsqlJournal(options);
+    try {
+      await assert.rejects(recover(k, "t/a"), (err: ActorError) => {
+        assert.equal(err.code, "unavailable");
+        assert.match(err.message, pattern);
+        return true;
+      });
+    } finally {
+      await k.close();
+    }
+  };
+  // Two of the three: each database says it is one of 3.
+  await refused(
+    { shards: shards.slice(0, 2) },
+    /is shard \d of 3 shards, but was opened as shard \d of 2/,
+  );
+  // Four: the three say 3, the new one would be fine alone.
+  await refused(
+    { shards: [...shards, `file:${tmp.path}/s3.db`] },
+    /is shard \d of 3 shards, but was opened as shard \d of 4/,
+  );
+  // The same three in another order.
+  await refused(
+    { shards: [shards[1]!, shards[0]!, shards[2]!] },
+    /same shard URLs, in the same order/,
+  );
+  // One of them alone, as a journal without shards.
+  await refused({ url: shards[0]! }, /is shard 0 of 3 shards, but was opened as shard 0 of 1/);
+  // And the right way still opens.
+  const ok = libsqlJournal({ shards });
+  try {
+    assert.equal((await recover(ok, "t/a")).epoch, 2);
+  } finally {
+    await ok.close();
+  }
+  assert.throws(() => libsqlJournal({ shards: [shards[0]!, shards[0]!] }), TypeError);
+  assert.throws(() => libsqlJournal({ url: shards[0]!, shards }), TypeError);
+});
+
+Deno.test("checkpoints run beside the writes: the database file takes the log while the WAL stays bounded", async () => {
+  await using tmp = await tempDir();
+  const path = `${tmp.path}/ckpt.db`;
+  const j = libsqlJournal({ url: `file:${path}`, synchronous: "normal" });
+  try {
+    const actors = Array.from({ length: 200 }, (_, i) => `t/c${i}`);
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
+    const data = new Uint8Array(200).fill(9);
+    const start = (await Deno.stat(path)).size;
+    // About 8 MB of events in many commits, over at least a few checkpoint intervals.
+    for (let round = 0; round < 200; round++) {
+      await Promise.all(actors.map((actor, i) =>
+        j.append({
+          actor,
+          epoch: epochs[i]!,
+          expectedSeq: round,
+          events: [{ type: "x", version: 1, data, at: 1 }],
+        })
+      ));
+    }
+    const db = (await Deno.stat(path)).size;
+    const wal = (await Deno.stat(`${path}-wal`)).size;
+    // The writer never checkpoints (wal_autocheckpoint = 0): the database file grew because
+    // the checkpoint thread copied the log into it meanwhile.
+    assert.ok(db > start + 4_000_000, `the database file grew by ${db - start} bytes`);
+    assert.ok(wal < 64 * 1024 * 1024, `the WAL is ${wal} bytes`);
+    assert.equal((await j.read("t/c7", 200, 1)).length, 1);
   } finally {
     await j.close();
   }

@@ -6,10 +6,12 @@
  * @module
  */
 
-import type { Client, InStatement, InValue } from "@libsql/client/node";
 import { ClosedError, UnavailableError } from "../../src/errors.ts";
 import { prefixEnd, storeConflict } from "../../src/store/keys.ts";
 import type { StoreBackend, StoredRecord } from "../../src/store/types.ts";
+import type { Rows } from "./_engine.ts";
+import type { Shard } from "./_shard.ts";
+import type { SqlValue, Stmt } from "./_sql.ts";
 import { bytes, libsqlJournal, type LibsqlJournalOptions } from "./journal.ts";
 
 /**
@@ -23,21 +25,6 @@ import { bytes, libsqlJournal, type LibsqlJournalOptions } from "./journal.ts";
  * ```
  */
 export const STORE_SCHEMA_VERSION = 1;
-
-/**
- * What the store needs of a database connection: the journal's, which opens the database on
- * first use and runs each call again while the database is busy, without blocking the event
- * loop for long (see `busyTimeoutMs` of `libsqlJournal`).
- */
-export interface LibsqlRunner {
-  /** The database URL, without its query string (for messages). */
-  readonly url: string;
-  /**
-   * Runs `fn` on the open client, retrying while the database is busy; rejects with the
-   * journal's typed errors (`unavailable`, `closed`, `internal`), saying `what` failed.
-   */
-  run<T>(what: string, fn: (client: Client) => Promise<T>): Promise<T>;
-}
 
 const DDL: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS store_records (store TEXT NOT NULL, key TEXT NOT NULL,
@@ -53,28 +40,20 @@ const DDL: readonly string[] = [
 const LIVE = "(expires_at IS NULL OR expires_at > ?)";
 
 /**
- * A {@link StoreBackend} on a connection (the journal's, from `libsqlJournal().openStore()`).
- * Closing it does not close the connection.
+ * A {@link StoreBackend} on a journal shard's database (the journal's first shard, from
+ * `libsqlJournal().openStore()`). Closing it leaves the journal open.
  *
  * Records live in `store_records(store, key, value, revision, expires_at)`. A write of an
  * existing key takes its revision + 1; a new key takes its store's floor + 1, where
  * `store_floors` holds, per store, the highest revision ever deleted or purged there; so a
  * key's revision only grows, also across a delete, and a plain write touches one table.
- * Every write runs in one `BEGIN IMMEDIATE` transaction (libSQL "write" batch) with its
- * revision check in SQL, so of concurrent compare-and-set writers, from any process sharing
- * the database, exactly one wins.
- *
- * @example
- * ```ts
- * import { libsqlJournal } from "@troupe/troupe/libsql";
- * const journal = libsqlJournal({ url: ":memory:" });
- * const store = journal.openStore(); // the same as storeOnConnection(<the journal's runner>)
- * await store.set("carts", "u1", new Uint8Array([1]), {}, Date.now());
- * await journal.close();
- * ```
+ * Writes are group-committed with the journal's other writes: the writes that arrive while a
+ * batch commits share the next `BEGIN IMMEDIATE` transaction, each with its revision check in
+ * SQL, so of concurrent compare-and-set writers, from any process sharing the database,
+ * exactly one wins, and each write succeeds or fails on its own.
  */
-export function storeOnConnection(runner: LibsqlRunner): StoreBackend {
-  return new LibsqlStore(runner);
+export function storeOnShard(shard: Shard, url: string): StoreBackend {
+  return new LibsqlStore(shard, url);
 }
 
 /**
@@ -122,98 +101,103 @@ export function libsqlStore(options: LibsqlStoreOptions): StoreBackend {
 
 /** The revision check of a write as SQL on `store_records`, with its arguments. */
 function check(store: string, key: string, ifRevision: number | undefined, now: number) {
-  if (ifRevision === undefined) return { sql: "1", args: [] as InValue[] };
+  if (ifRevision === undefined) return { sql: "1", args: [] as SqlValue[] };
   if (ifRevision === 0) {
     return {
       sql: `NOT EXISTS (SELECT 1 FROM store_records WHERE store = ? AND key = ? AND ${LIVE})`,
-      args: [store, key, now] as InValue[],
+      args: [store, key, now] as SqlValue[],
     };
   }
   return {
     sql: `EXISTS (SELECT 1 FROM store_records WHERE store = ? AND key = ? AND revision = ?
           AND ${LIVE})`,
-    args: [store, key, ifRevision, now] as InValue[],
+    args: [store, key, ifRevision, now] as SqlValue[],
   };
 }
 
 /** Reads the live revision (0 when none), for the message of a conflict. */
-function current(store: string, key: string, now: number): InStatement {
+function current(store: string, key: string, now: number): Stmt {
   return {
     sql: `SELECT revision FROM store_records WHERE store = ? AND key = ? AND ${LIVE}`,
     args: [store, key, now],
   };
 }
 
-function toRecord(r: Record<string, unknown>): StoredRecord {
-  const expiresAt = r.expires_at;
+/** A row `key, value, revision, expires_at` as a record. */
+function toRecord(r: unknown[]): StoredRecord {
+  const expiresAt = r[3];
   return {
-    key: String(r.key),
-    value: bytes(r.value),
-    revision: Number(r.revision),
+    key: String(r[0]),
+    value: bytes(r[1]),
+    revision: Number(r[2]),
     ...(expiresAt === null || expiresAt === undefined ? {} : { expiresAt: Number(expiresAt) }),
   };
 }
 
+/** The first column of the first row of a statement's rows (0 when none). */
+function first(rows: Rows | undefined): number {
+  return Number(rows?.[0]?.[0] ?? 0);
+}
+
 class LibsqlStore implements StoreBackend {
-  readonly #db: LibsqlRunner;
+  readonly #shard: Shard;
+  readonly #url: string;
   #schema: Promise<void> | undefined;
   #schemaReady = false;
   #closed = false;
 
-  constructor(runner: LibsqlRunner) {
-    this.#db = runner;
+  constructor(shard: Shard, url: string) {
+    this.#shard = shard;
+    this.#url = url;
   }
 
-  /** Runs `fn` once the tables exist (created on first use, by whichever process is first). */
-  async #run<T>(what: string, fn: (client: Client) => Promise<T>): Promise<T> {
-    if (this.#closed) {
-      throw new ClosedError(`Cannot ${what}: the record store on ${this.#db.url} is closed`);
+  /** Checks that the store is open and its tables exist (created by the first process to use them). */
+  async #ready(what: string): Promise<void> {
+    if (this.#closed || this.#shard.closed) {
+      throw new ClosedError(`Cannot ${what}: the record store on ${this.#url} is closed`);
     }
-    if (!this.#schemaReady) {
-      this.#schema ??= this.#createTables().then(
-        () => void (this.#schemaReady = true),
-        (err) => {
-          this.#schema = undefined; // the next call tries again
-          throw err;
-        },
-      );
-      await this.#schema;
-    }
-    return await this.#db.run(what, fn);
+    if (this.#schemaReady) return;
+    this.#schema ??= this.#createTables().then(
+      () => void (this.#schemaReady = true),
+      (err) => {
+        this.#schema = undefined; // the next call tries again
+        throw err;
+      },
+    );
+    await this.#schema;
   }
 
   async #createTables(): Promise<void> {
-    const rs = await this.#db.run("create the record store tables", (c) =>
-      c.batch([
-        ...DDL,
-        {
-          sql: `INSERT INTO troupe_meta (key, value) VALUES ('store_schema_version', ?)
-                ON CONFLICT (key) DO NOTHING`,
-          args: [STORE_SCHEMA_VERSION],
-        },
-        "SELECT value FROM troupe_meta WHERE key = 'store_schema_version'",
-      ], "write"));
-    const version = Number(rs[rs.length - 1]!.rows[0]?.value ?? 0);
+    const rs = await this.#shard.custom("create the record store tables", [
+      ...DDL.map((sql) => ({ sql, args: [] })),
+      {
+        sql: `INSERT INTO troupe_meta (key, value) VALUES ('store_schema_version', ?)
+              ON CONFLICT (key) DO NOTHING`,
+        args: [STORE_SCHEMA_VERSION],
+      },
+      { sql: "SELECT value FROM troupe_meta WHERE key = 'store_schema_version'", args: [] },
+    ]);
+    const version = first(rs[rs.length - 1]);
     if (version > STORE_SCHEMA_VERSION) {
       throw new UnavailableError(
-        `The record store tables in ${this.#db.url} have schema version ${version}, newer than this code supports (${STORE_SCHEMA_VERSION})`,
+        `The record store tables in ${this.#url} have schema version ${version}, newer than this code supports (${STORE_SCHEMA_VERSION})`,
       );
     }
   }
 
-  get(store: string, key: string, now: number): Promise<StoredRecord | undefined> {
-    return this.#run(`get "${key}" from store "${store}"`, async (c) => {
-      const rs = await c.execute({
-        sql: `SELECT key, value, revision, expires_at FROM store_records
-              WHERE store = ? AND key = ? AND ${LIVE}`,
-        args: [store, key, now],
-      });
-      const row = rs.rows[0];
-      return row ? toRecord(row) : undefined;
+  async get(store: string, key: string, now: number): Promise<StoredRecord | undefined> {
+    const what = `get "${key}" from store "${store}"`;
+    await this.#ready(what);
+    const rows = await this.#shard.readPoint(what, {
+      sql: `SELECT key, value, revision, expires_at FROM store_records
+            WHERE store = ? AND key = ? AND ${LIVE}`,
+      args: [store, key, now],
     });
+    const row = rows[0];
+    return row ? toRecord(row) : undefined;
   }
 
-  set(
+  async set(
     store: string,
     key: string,
     value: Uint8Array,
@@ -221,9 +205,11 @@ class LibsqlStore implements StoreBackend {
     now: number,
   ): Promise<number> {
     const { ifRevision } = options;
-    return this.#run(`set "${key}" in store "${store}"`, async (c) => {
-      const cond = check(store, key, ifRevision, now);
-      const stmts: InStatement[] = [{
+    const what = `set "${key}" in store "${store}"`;
+    await this.#ready(what);
+    const cond = check(store, key, ifRevision, now);
+    const [written, found] = await this.#shard.custom(what, [
+      {
         sql: `INSERT INTO store_records (store, key, value, revision, expires_at)
               SELECT ?, ?, ?, coalesce((SELECT revision FROM store_floors WHERE store = ?), 0) + 1,
                 ? WHERE ${cond.sql}
@@ -231,102 +217,102 @@ class LibsqlStore implements StoreBackend {
                 revision = store_records.revision + 1, expires_at = excluded.expires_at
               RETURNING revision`,
         args: [store, key, value, store, options.expiresAt ?? null, ...cond.args],
-      }];
-      const written = (await c.batch(stmts, "write"))[0]!.rows[0];
-      if (written) return Number(written.revision);
-      // Read after the transaction, for the message only: another writer may have moved on.
-      const found = (await c.execute(current(store, key, now))).rows[0]?.revision;
-      throw storeConflict("set", store, key, ifRevision!, Number(found ?? 0));
-    });
+      },
+      current(store, key, now), // in the same transaction: the revision that refused it
+    ]);
+    if (written!.length > 0) return first(written);
+    throw storeConflict("set", store, key, ifRevision!, first(found));
   }
 
-  delete(
+  async delete(
     store: string,
     key: string,
     options: { readonly ifRevision?: number },
     now: number,
   ): Promise<boolean> {
     const { ifRevision } = options;
-    return this.#run(`delete "${key}" from store "${store}"`, async (c) => {
-      if (ifRevision === 0) {
-        const rs = await c.execute(current(store, key, now));
-        const found = Number(rs.rows[0]?.revision ?? 0);
-        if (found !== 0) throw storeConflict("delete", store, key, 0, found);
-        return false;
-      }
-      // Without ifRevision an expired record is deleted too; the floor keeps its revision.
-      const where = ifRevision === undefined
-        ? { sql: "store = ? AND key = ?", args: [store, key] }
-        : {
-          sql: `store = ? AND key = ? AND revision = ? AND ${LIVE}`,
-          args: [store, key, ifRevision, now],
-        };
-      const rs = await c.batch([
-        {
-          sql: `INSERT INTO store_floors (store, revision)
-                SELECT store, revision FROM store_records WHERE ${where.sql}
-                ON CONFLICT (store) DO UPDATE SET revision = max(revision, excluded.revision)`,
-          args: where.args,
-        },
-        {
-          sql: `DELETE FROM store_records WHERE ${where.sql} RETURNING expires_at`,
-          args: where.args,
-        },
-      ], "write");
-      const row = rs[1]!.rows[0];
-      if (ifRevision === undefined) {
-        return row !== undefined && (row.expires_at === null || Number(row.expires_at) > now);
-      }
-      if (row) return true;
-      const found = (await c.execute(current(store, key, now))).rows[0]?.revision;
-      throw storeConflict("delete", store, key, ifRevision, Number(found ?? 0));
-    });
+    const what = `delete "${key}" from store "${store}"`;
+    await this.#ready(what);
+    if (ifRevision === 0) {
+      const found = first(await this.#shard.readPoint(what, current(store, key, now)));
+      if (found !== 0) throw storeConflict("delete", store, key, 0, found);
+      return false;
+    }
+    // Without ifRevision an expired record is deleted too; the floor keeps its revision.
+    const where = ifRevision === undefined
+      ? { sql: "store = ? AND key = ?", args: [store, key] as SqlValue[] }
+      : {
+        sql: `store = ? AND key = ? AND revision = ? AND ${LIVE}`,
+        args: [store, key, ifRevision, now] as SqlValue[],
+      };
+    const [, deleted, found] = await this.#shard.custom(what, [
+      {
+        sql: `INSERT INTO store_floors (store, revision)
+              SELECT store, revision FROM store_records WHERE ${where.sql}
+              ON CONFLICT (store) DO UPDATE SET revision = max(revision, excluded.revision)`,
+        args: where.args,
+      },
+      {
+        sql: `DELETE FROM store_records WHERE ${where.sql} RETURNING expires_at`,
+        args: where.args,
+      },
+      current(store, key, now),
+    ]);
+    const row = deleted![0];
+    if (ifRevision === undefined) {
+      return row !== undefined && (row[0] === null || Number(row[0]) > now);
+    }
+    if (row) return true;
+    throw storeConflict("delete", store, key, ifRevision, first(found));
   }
 
-  list(
+  async list(
     store: string,
     options: { readonly prefix: string; readonly after?: string; readonly limit: number },
     now: number,
   ): Promise<StoredRecord[]> {
     const { prefix, after, limit } = options;
-    return this.#run(`list store "${store}"`, async (c) => {
-      // A literal prefix is the key range [prefix, prefixEnd(prefix)): no LIKE, no escaping.
-      let sql = `SELECT key, value, revision, expires_at FROM store_records
-                 WHERE store = ? AND key >= ?`;
-      const args: InValue[] = [store, prefix];
-      const end = prefixEnd(prefix);
-      if (end !== undefined) {
-        sql += " AND key < ?";
-        args.push(end);
-      }
-      if (after !== undefined) {
-        sql += " AND key > ?";
-        args.push(after);
-      }
-      sql += ` AND ${LIVE} ORDER BY key LIMIT ?`;
-      args.push(now, limit);
-      const rs = await c.execute({ sql, args });
-      return rs.rows.map(toRecord);
-    });
+    const what = `list store "${store}"`;
+    await this.#ready(what);
+    // A literal prefix is the key range [prefix, prefixEnd(prefix)): no LIKE, no escaping.
+    let sql = `SELECT key, value, revision, expires_at FROM store_records
+               WHERE store = ? AND key >= ?`;
+    const args: SqlValue[] = [store, prefix];
+    const end = prefixEnd(prefix);
+    if (end !== undefined) {
+      sql += " AND key < ?";
+      args.push(end);
+    }
+    if (after !== undefined) {
+      sql += " AND key > ?";
+      args.push(after);
+    }
+    sql += ` AND ${LIVE} ORDER BY key LIMIT ?`;
+    args.push(now, limit);
+    const [rows] = await this.#shard.read(what, [{ sql, args }]);
+    return rows!.map(toRecord);
   }
 
-  purge(now: number, limit: number): Promise<number> {
-    return this.#run("purge expired store records", async (c) => {
-      // The same rows in both statements: a total order (the index's) and one transaction.
-      const expired = `SELECT rowid FROM store_records WHERE expires_at <= ?
-                       ORDER BY expires_at, rowid LIMIT ?`;
-      const [, rs] = await c.batch([
-        {
-          sql: `INSERT INTO store_floors (store, revision)
-                SELECT store, max(revision) FROM store_records WHERE rowid IN (${expired})
-                GROUP BY store
-                ON CONFLICT (store) DO UPDATE SET revision = max(revision, excluded.revision)`,
-          args: [now, limit],
-        },
-        { sql: `DELETE FROM store_records WHERE rowid IN (${expired})`, args: [now, limit] },
-      ], "write");
-      return rs!.rowsAffected;
-    });
+  async purge(now: number, limit: number): Promise<number> {
+    const what = "purge expired store records";
+    await this.#ready(what);
+    // The same rows in both statements: a total order (the index's) and one transaction.
+    const expired = `SELECT rowid FROM store_records WHERE expires_at <= ?
+                     ORDER BY expires_at, rowid LIMIT ?`;
+    const [, deleted] = await this.#shard.custom(what, [
+      {
+        sql: `INSERT INTO store_floors (store, revision)
+              SELECT store, max(revision) FROM store_records WHERE rowid IN (${expired})
+              GROUP BY store
+              ON CONFLICT (store) DO UPDATE SET revision = max(revision, excluded.revision)`,
+        args: [now, limit],
+      },
+      {
+        sql: `DELETE FROM store_records WHERE rowid IN (${expired}) RETURNING 1`,
+        args: [now, limit],
+      },
+    ]);
+    return deleted!.length;
   }
 
   close(): Promise<void> {

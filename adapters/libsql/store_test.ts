@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createClient } from "@libsql/client/node";
+import { sqlite } from "../../tests/_sqlite.ts";
 import { createSystem } from "../../mod.ts";
 import { msgpack } from "../../src/codec/mod.ts";
 import type { ActorError } from "../../src/errors.ts";
@@ -55,7 +55,7 @@ Deno.test("libsqlJournal().openStore() keeps records in the journal's database, 
     (err: ActorError) => err.code === "closed",
   );
 
-  const raw = createClient({ url });
+  const raw = sqlite(url);
   try {
     const rows = (await raw.execute("SELECT store, key, revision, expires_at FROM store_records"))
       .rows.map((r) => [r.store, r.key, Number(r.revision), r.expires_at]);
@@ -84,7 +84,7 @@ Deno.test("libsql store: a newer schema version of the store tables is refused",
   const url = `file:${tmp.path}/v.db`;
   const j = libsqlJournal({ url });
   await j.activate("t/a"); // creates troupe_meta
-  const raw = createClient({ url });
+  const raw = sqlite(url);
   await raw.execute(
     `INSERT INTO troupe_meta (key, value) VALUES ('store_schema_version', ${
       STORE_SCHEMA_VERSION + 1
@@ -135,7 +135,7 @@ Deno.test("the background purge removes expired rows from the database", async (
   const url = `file:${tmp.path}/purge.db`;
   const journal = libsqlJournal({ url });
   const stores = new Stores({ journal, codec: msgpack, maxPayload: 1 << 20, purgeIntervalMs: 20 });
-  const raw = createClient({ url });
+  const raw = sqlite(url);
   try {
     const s = stores.open("sessions");
     for (let i = 0; i < 5; i++) await s.set(`s${i}`, i, { ttl: 1 });

@@ -268,7 +268,8 @@ export function natsAuthConfig(options: NatsAuthConfigOptions): string {
     "$JS.FC.>",
     ...buckets.map((b) => `$KV.${b}.>`),
   ];
-  const nodeSubscribe = [`${prefix}.>`, `${nodeInbox}.>`];
+  // `$SRV.>`: nodes answer NATS service discovery (`nats micro ls troupe`).
+  const nodeSubscribe = [`${prefix}.>`, `${nodeInbox}.>`, "$SRV.>"];
   const nodes = options.nodes.map((n, i) => {
     const id = identity(n, `node user ${i + 1}`);
     unique(n);

@@ -266,6 +266,7 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
       // Probe the victim until another node serves it, from a client on every server (each
       // caller must leave the dead node by itself).
       const probes = [client, ...others];
+      const probeErrors: string[] = [];
       const servedAts = await Promise.all(probes.map(async (c) => {
         while (performance.now() - killedAt < TTL + 10_000) {
           try {
@@ -273,10 +274,14 @@ Deno.test("failover across processes on a 3-server NATS cluster", async (t) => {
             return performance.now();
           } catch (err) {
             windowErrors.push(code(err));
+            probeErrors.push((err as Error).message);
           }
         }
         return 0;
       }));
+      // A plain ask during the failover waits for the take-over (within its timeout): it is
+      // never bounced between a survivor that still names the dead owner and that owner.
+      assert.deepEqual(probeErrors.filter((m) => /moved \d+ times/.test(m)), []);
       const servedAt = Math.max(...servedAts);
       const recovery = servedAt - killedAt;
       const newHost = await client.directory.locate(Account, victim);

@@ -16,7 +16,10 @@ import {
   TimeoutError,
   UnavailableError,
 } from "../errors.ts";
+import { createHash } from "node:crypto";
 import type {
+  Append,
+  IdempotencyRecord,
   Journal,
   NewEvent,
   Recovered,
@@ -24,6 +27,7 @@ import type {
   Snapshot,
   StoredEvent,
 } from "../journal/types.ts";
+import type { NodeObserver, TypeStats } from "../observe/node.ts";
 import {
   type Deferred,
   deferred,
@@ -36,7 +40,7 @@ import type { Context } from "./context.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
 import type { Dispatcher } from "./ref.ts";
-import { TurnContext } from "./turn_context.ts";
+import { gatedDispatcher, TurnContext } from "./turn_context.ts";
 
 /** What an activation needs from its node; `M` is the node's message type. */
 export interface ActivationHost<M extends Envelope = Envelope> {
@@ -52,6 +56,8 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   readonly log: Logger;
   /** Deadlines. */
   readonly wheel: TimerWheel;
+  /** Traces turns and keeps the node's counts. */
+  readonly observer: NodeObserver;
   /** Publishes a pub/sub message (after commit). */
   publish(topic: string, payload: unknown): Promise<void>;
   /** Whether this node may not process messages at `now` (its lease lapsed). */
@@ -80,13 +86,6 @@ export class Redirect extends Error {
   }
 }
 
-/** Thrown by a journal write: ends the activation. */
-class JournalFailure extends Error {
-  constructor(readonly original: unknown) {
-    super("Journal write failed", { cause: original });
-  }
-}
-
 interface Staged {
   type: string;
   payload: unknown;
@@ -103,6 +102,37 @@ export function callerError(err: unknown, log: Logger, where: string): ActorErro
 }
 
 const IDEMPOTENCY_CACHE = 256;
+
+/** The reply of an earlier call with an idempotency key, as this activation remembers it. */
+interface KnownReply {
+  /** What that call was (handler and payload digest). */
+  readonly fingerprint: string;
+  /** Its reply. */
+  value: unknown;
+  /** Set while its turn's commit is in flight (its reply not released yet). */
+  held?: boolean;
+}
+
+/** An output held until the appends before it are durable. */
+interface Held {
+  /** They are durable: let it out. */
+  ok(): void;
+  /** A commit failed: refuse it with this error. */
+  fail(err: ActorError): void;
+}
+
+/** An append handed to the journal, and the outputs that wait for it. */
+interface InFlight {
+  /** Whether the journal answered. */
+  done: boolean;
+  /** The journal's error, if it failed. */
+  error: unknown;
+  /** Its reminders (the reminder service hears of them once durable). */
+  readonly reminders: readonly Reminder[];
+  /** Outputs released when it (and every append before it) is durable. */
+  held: Held[] | undefined;
+}
+
 /** Shared by every activation with nothing staged (an idle actor allocates no arrays). */
 const NONE: readonly never[] = Object.freeze([]);
 
@@ -131,6 +161,7 @@ export class Activation<M extends Envelope = Envelope> {
   #ready: Promise<void> | undefined;
 
   readonly #host: ActivationHost<M>;
+  readonly #stats: TypeStats;
   #queue: M[] = NONE as never;
   #head = 0;
   #running = false;
@@ -144,14 +175,28 @@ export class Activation<M extends Envelope = Envelope> {
   #staged: Staged[] = NONE as never;
   #reminders: Reminder[] = NONE as never;
   #publishes: [string, unknown][] = NONE as never;
-  #replies: Map<string, unknown> | undefined;
+  #replies: Map<string, KnownReply> | undefined;
   #stopped: Deferred<void> | undefined;
+  /** The state and seq the running turn rolls back to (its start, or its last commit point). */
+  #base: unknown;
+  #baseSeq = 0;
+  /** Messages the running turn sent. */
+  #sent = 0;
+  /**
+   * Appends handed to the journal and not yet released, oldest first: outputs of a turn wait
+   * behind the last one (an output gate); empty when nothing is in flight.
+   */
+  #inFlight: InFlight[] = NONE as never;
+  /** Set once a commit failed: the activation stopped, held outputs get this error. */
+  #failure: ActorError | undefined;
+  #outputs: Dispatcher | undefined;
 
   constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>, id: string) {
     this.#host = host;
     this.def = def;
     this.id = id;
     this.key = `${def.name}/${id}`;
+    this.#stats = host.observer.type(def.name);
     this.state = def.initialState();
     const ready = this.#start();
     ready.catch(() => {});
@@ -378,123 +423,347 @@ export class Activation<M extends Envelope = Envelope> {
   #turnOf(m: M): Promise<void> | undefined {
     this.#turn++;
     this.#current = m;
-    if (m.idempotencyKey !== undefined) return this.#idempotentTurn(m, m.idempotencyKey);
-    return this.#run(m);
+    return this.#host.observer.turn(this.#stats, this.id, m, this.#turnBody, this);
   }
 
-  async #idempotentTurn(m: M, key: string): Promise<void> {
-    if (this.#replies?.has(key)) return m.resolve(this.#replies.get(key));
+  #turnBody(m: M): Promise<void> | undefined {
+    this.#sent = 0;
+    if (m.idempotencyKey !== undefined) return this.#idempotentTurn(m, m.idempotencyKey);
+    return this.#run(m, undefined);
+  }
+
+  // ---- idempotency ---------------------------------------------------------------------
+
+  /**
+   * A message with an idempotency key: answered from the reply of the earlier call with that
+   * key (in memory, else from the journal) when there was one with effects, refused with
+   * `conflict` when that call was another one (another handler or payload), else run.
+   */
+  #idempotentTurn(m: M, key: string): Promise<void> | undefined {
+    const fingerprint = this.#fingerprint(m);
+    const known = this.#replies?.get(key);
+    if (known) return void this.#answerKnown(m, known, fingerprint);
+    return this.#lookup(m, key, fingerprint);
+  }
+
+  async #lookup(m: M, key: string, fingerprint: string): Promise<void> {
+    let stored;
     try {
-      const stored = await this.#host.journal.reply(this.key, key);
-      if (stored !== undefined) {
-        const value = this.#host.storage.decode(stored);
-        this.#remember(key, value);
-        return m.resolve(value);
-      }
+      stored = await this.#host.journal.reply(this.key, key);
     } catch (err) {
       return m.reject(new UnavailableError(`Journal read failed for ${this.key}`, { cause: err }));
     }
-    await this.#run(m);
+    if (stored === undefined) {
+      const r = this.#run(m, fingerprint);
+      if (r) await r;
+      return;
+    }
+    // A record written before fingerprints were stored has none: it is taken as this call.
+    const entry: KnownReply = { fingerprint: stored.fingerprint ?? fingerprint, value: undefined };
+    try {
+      entry.value = this.#host.storage.decode(stored.reply);
+    } catch (err) {
+      return m.reject(callerError(err, this.#host.log, `${this.key}.${m.handler} (stored reply)`));
+    }
+    this.#remember(key, entry);
+    this.#answerKnown(m, entry, fingerprint);
   }
 
-  #remember(key: string, value: unknown): void {
+  #answerKnown(m: M, known: KnownReply, fingerprint: string): void {
+    if (known.fingerprint !== fingerprint) {
+      return m.reject(new ConflictError("idempotency key reused for another call"));
+    }
+    if (!known.held) return m.resolve(known.value);
+    // The first call's turn is still committing: its reply leaves with it.
+    this.#hold({ ok: () => m.resolve(known.value), fail: (err) => this.#refuse(m, err) });
+  }
+
+  /** What a call was: its handler and a digest of its payload in the storage codec. */
+  #fingerprint(m: M): string {
+    let digest: string;
+    try {
+      digest = createHash("sha256").update(this.#host.storage.encode(m.payload)).digest(
+        "base64url",
+      );
+    } catch {
+      digest = "-"; // a payload the codec cannot encode (an input stream): bound to the handler
+    }
+    return `${m.handler}:${digest}`;
+  }
+
+  #remember(key: string, entry: KnownReply): void {
     const replies = this.#replies ??= new Map();
-    replies.set(key, value);
+    replies.delete(key);
+    replies.set(key, entry);
     if (replies.size > IDEMPOTENCY_CACHE) replies.delete(replies.keys().next().value!);
   }
 
-  #run(m: M): Promise<void> | undefined {
-    const before = this.state;
-    const beforeSeq = this.seq;
+  // ---- a turn --------------------------------------------------------------------------
+
+  #run(m: M, fingerprint: string | undefined): Promise<void> | undefined {
+    this.#base = this.state;
+    this.#baseSeq = this.seq;
     const ctx = new TurnContext(this, m, this.#host);
     let result: unknown;
     try {
       const fn = this.def.handlers[m.handler]!;
       result = fn(ctx, m.payload);
     } catch (err) {
-      this.#rollback(before, beforeSeq);
+      this.#rollback();
       m.reject(callerError(err, this.#host.log, `${this.key}.${m.handler}`));
       return undefined;
     }
-    if (m.kind === "stream") return this.#streamTurn(m, result, before, beforeSeq);
-    if (!isPromiseLike(result) && !this.#dirty(m.idempotencyKey)) {
-      m.resolve(result);
-      return undefined;
-    }
-    return this.#finish(m, result, before, beforeSeq);
+    if (m.kind === "stream") return this.#streamTurn(m, result);
+    if (isPromiseLike(result)) return this.#finish(m, result, fingerprint);
+    this.#end(m, result, fingerprint);
+    return undefined;
   }
 
-  #dirty(idempotencyKey: string | undefined): boolean {
-    return this.#staged.length > 0 || this.#reminders.length > 0 || this.#publishes.length > 0 ||
-      idempotencyKey !== undefined;
-  }
-
-  async #finish(m: M, pending: unknown, before: unknown, beforeSeq: number): Promise<void> {
+  async #finish(m: M, pending: unknown, fingerprint: string | undefined): Promise<void> {
     let result: unknown;
     try {
       result = await pending;
     } catch (err) {
-      this.#rollback(before, beforeSeq);
+      this.#rollback();
       m.reject(callerError(err, this.#host.log, `${this.key}.${m.handler}`));
       return;
     }
-    try {
-      await this.#commit(beforeSeq, m.idempotencyKey, result);
-    } catch (err) {
-      this.#rollback(before, beforeSeq);
-      const error = this.#commitError(err);
-      if (error instanceof Stopped) m.drop(error);
-      else m.reject(error);
-      return;
-    }
-    if (m.idempotencyKey !== undefined) this.#remember(m.idempotencyKey, result);
-    m.resolve(result);
+    this.#end(m, result, fingerprint);
   }
 
-  async #streamTurn(
-    m: M,
-    gen: unknown,
-    before: unknown,
-    beforeSeq: number,
-  ): Promise<void> {
+  /**
+   * The end of a turn whose handler returned `result`: its events, reminders and idempotency
+   * record go to the journal (without waiting: the next turn may run meanwhile), and its
+   * reply and publishes leave once they and everything before them are durable (the output
+   * gate). A turn with nothing to commit behind nothing in flight answers at once.
+   */
+  #end(m: M, result: unknown, fingerprint: string | undefined): void {
+    const key = m.idempotencyKey;
+    const publishes = this.#publishes;
+    const effects = this.#staged.length > 0 || this.#reminders.length > 0 ||
+      publishes.length > 0 || this.#sent > 0;
+    // A turn without effects stores nothing for its key (a repeat just runs again).
+    const record = key !== undefined && fingerprint !== undefined && effects;
+    const needsJournal = record || this.#staged.length > 0 || this.#reminders.length > 0;
+    if (this.status === "stopped" || (needsJournal && this.#host.fenced())) {
+      // Stopped meanwhile (lease lost, forced stop at shutdown): this turn applies nothing.
+      this.#rollback();
+      return m.drop(
+        new Stopped(`${this.key} stopped on node "${this.#host.node}" before its turn committed`),
+      );
+    }
+    this.#publishes = NONE as never;
+    let known: KnownReply | undefined;
+    if (needsJournal) {
+      let reply: Uint8Array | undefined;
+      try {
+        if (record) reply = this.#host.storage.encode(result);
+        this.#issue(record ? { key: key!, reply: reply!, fingerprint: fingerprint! } : undefined);
+      } catch (err) {
+        // An event, reminder or reply the codec cannot encode: the turn applies nothing.
+        this.#rollback();
+        return m.reject(callerError(err, this.#host.log, `${this.key}.${m.handler}`));
+      }
+      if (record) {
+        known = { fingerprint: fingerprint!, value: result, held: true };
+        this.#remember(key!, known);
+      }
+    }
+    if (this.#inFlight.length === 0) {
+      if (known) known.held = false;
+      this.#publish(publishes);
+      return m.resolve(result);
+    }
+    this.#hold({
+      ok: () => {
+        if (known) known.held = false;
+        this.#publish(publishes);
+        m.resolve(result);
+      },
+      fail: (err) => {
+        if (known && this.#replies?.get(key!) === known) this.#replies.delete(key!);
+        this.#refuse(m, err);
+      },
+    });
+  }
+
+  /**
+   * Hands what the turn staged so far (events, reminders) and its idempotency record to the
+   * journal as one append, chained after the appends still in flight; the turn's rollback
+   * point moves past it. Throws (nothing issued) when the codec cannot encode an event.
+   */
+  #issue(idempotency: IdempotencyRecord | undefined): void {
+    // Every activation holds an epoch from its claim before its first turn.
+    if (this.#epoch === undefined) throw new InternalError(`${this.key} has no epoch`);
+    const staged = this.#staged;
+    const reminders = this.#reminders;
+    const storage = this.#host.storage;
+    const events: NewEvent[] = staged.map((e) => ({
+      type: e.type,
+      version: this.def.eventVersions[e.type] ?? 1,
+      data: storage.encode(e.payload),
+      at: e.at,
+    }));
+    let snapshot: Snapshot | undefined;
+    if (events.length > 0 && this.seq - this.#snapshotSeq >= this.def.snapshotEvery) {
+      snapshot = {
+        seq: this.seq,
+        version: this.def.snapshotVersion,
+        state: storage.encode(this.state),
+      };
+      this.#snapshotSeq = this.seq;
+    }
+    const append: Append = {
+      actor: this.key,
+      epoch: this.#epoch,
+      expectedSeq: this.#baseSeq,
+      events,
+      ...(snapshot ? { snapshot } : {}),
+      ...(idempotency ? { idempotency } : {}),
+      ...(reminders.length > 0 ? { reminders } : {}),
+    };
+    this.#staged = NONE as never;
+    this.#reminders = NONE as never;
+    this.#base = this.state;
+    this.#baseSeq = this.seq;
+    const rec: InFlight = { done: false, error: undefined, reminders, held: undefined };
+    if (this.#inFlight.length === 0) this.#inFlight = [];
+    this.#inFlight.push(rec);
+    this.#host.journal.append(append).then(
+      () => this.#settle(rec, undefined),
+      (err) => this.#settle(rec, err ?? new InternalError("journal append failed")),
+    );
+  }
+
+  /** The journal answered an append: release what is durable now, in order. */
+  #settle(rec: InFlight, error: unknown): void {
+    rec.done = true;
+    rec.error = error;
+    const inFlight = this.#inFlight;
+    while (inFlight.length > 0 && inFlight[0]!.done) {
+      const r = inFlight.shift()!;
+      if (r.error !== undefined) this.#commitFailed(r.error);
+      const failure = this.#failure;
+      if (failure) {
+        // Everything held behind a failed commit is refused (the activation has stopped).
+        for (const h of r.held ?? []) h.fail(failure);
+        continue;
+      }
+      for (const m of r.reminders) this.#host.reminderScheduled(m.due);
+      for (const h of r.held ?? []) h.ok();
+    }
+    if (inFlight.length === 0 && this.#inFlight === inFlight) this.#inFlight = NONE as never;
+  }
+
+  /** Holds an output behind the appends in flight (released at once when there are none). */
+  #hold(h: Held): void {
+    if (this.#failure) return h.fail(this.#failure);
+    const last = this.#inFlight[this.#inFlight.length - 1];
+    if (!last) return h.ok();
+    (last.held ??= []).push(h);
+  }
+
+  /** A promise of {@link #hold}: undefined when nothing is in flight. */
+  #durable(): Promise<void> | undefined {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#inFlight.length === 0) return undefined;
+    return new Promise((ok, fail) => this.#hold({ ok, fail }));
+  }
+
+  /**
+   * What a message this turn sends must wait for (a commit point of the turn); the turn counts
+   * as having effects.
+   */
+  outputGate(): Promise<void> | undefined {
+    this.#sent++;
+    return this.#commitPoint();
+  }
+
+  /**
+   * A commit point inside the running turn: what it staged so far (events, reminders) goes to
+   * the journal now. Returns what an output must wait for: that append and every one before
+   * it; undefined when nothing is in flight. Rejects with the activation's failure if a commit
+   * failed.
+   */
+  #commitPoint(): Promise<void> | undefined {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#staged.length > 0 || this.#reminders.length > 0) {
+      if (this.status === "stopped" || this.#host.fenced()) {
+        return Promise.reject(
+          new Stopped(`${this.key} stopped on node "${this.#host.node}" before its turn committed`),
+        );
+      }
+      try {
+        this.#issue(undefined);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.#durable();
+  }
+
+  /** Refuses an output held behind a commit that failed. */
+  #refuse(m: M, error: ActorError): void {
+    if (error instanceof Stopped) m.drop(error);
+    else m.reject(error);
+  }
+
+  #publish(publishes: readonly [string, unknown][]): void {
+    for (const [topic, payload] of publishes) {
+      this.#host.publish(topic, payload).catch((err) =>
+        this.#host.log.warn(`Publish to "${topic}" from ${this.key} failed`, { error: String(err) })
+      );
+    }
+  }
+
+  /**
+   * A commit failed: the activation stops (the next one rebuilds the actor from its log), and
+   * every output still held behind it is refused with the error this returns to them.
+   */
+  #commitFailed(err: unknown): void {
+    if (this.#failure) return;
+    this.#failure = this.#commitError(err);
+  }
+
+  async #streamTurn(m: M, gen: unknown): Promise<void> {
     const sink = m.sink!;
-    let base = beforeSeq;
-    let snapshot = before;
     try {
       await pumpStream(
         gen as AsyncIterator<unknown> | Iterator<unknown>,
         sink,
         m.deadline,
         async () => {
-          // Events emitted by this step are durable before its item leaves.
-          if (this.#dirty(undefined)) {
-            await this.#commit(base, undefined, undefined);
-            base = this.seq;
-            snapshot = this.state;
-          }
+          // What this step emitted is durable, with everything before it, before its item
+          // leaves; its publishes leave with it.
+          const publishes = this.#publishes;
+          this.#publishes = NONE as never;
+          const gate = this.#commitPoint();
+          if (gate) await gate;
+          this.#publish(publishes);
         },
       );
     } catch (err) {
-      this.#rollback(snapshot, base);
+      this.#rollback();
       sink.error(
-        err instanceof JournalFailure
-          ? this.#commitError(err)
+        err instanceof ActorError && (err === this.#failure || err instanceof Stopped)
+          ? err
           : callerError(err, this.#host.log, `${this.key}.${m.handler}`),
       );
     }
     m.resolve(undefined);
   }
 
-  #rollback(state: unknown, seq: number): void {
-    this.state = state;
-    this.seq = seq;
+  /** Drops what the running turn staged since its last commit point. */
+  #rollback(): void {
+    this.state = this.#base;
+    this.seq = this.#baseSeq;
     this.#staged = NONE as never;
     this.#reminders = NONE as never;
     this.#publishes = NONE as never;
   }
 
   #commitError(err: unknown): ActorError {
-    const original = err instanceof JournalFailure ? err.original : err;
+    const original = err;
     if (original instanceof Stopped) return original;
     this.#stop();
     if (original instanceof ConflictError) {
@@ -510,62 +779,16 @@ export class Activation<M extends Envelope = Envelope> {
     return new UnavailableError(`Journal write of ${this.key} failed`, { cause: original });
   }
 
-  /** Appends staged events etc.; throws {@link JournalFailure}. */
-  async #commit(expectedSeq: number, idemKey: string | undefined, reply: unknown): Promise<void> {
-    const staged = this.#staged;
-    const reminders = this.#reminders;
-    const publishes = this.#publishes;
-    this.#staged = NONE as never;
-    this.#reminders = NONE as never;
-    this.#publishes = NONE as never;
-    const needsJournal = staged.length > 0 || reminders.length > 0 || idemKey !== undefined;
-    if (this.status === "stopped" || (needsJournal && this.#host.fenced())) {
-      // Stopped meanwhile (lease lost, forced stop at shutdown): this turn applies nothing.
-      throw new JournalFailure(
-        new Stopped(`${this.key} stopped on node "${this.#host.node}" before its turn committed`),
-      );
-    }
-    if (needsJournal) {
-      const storage = this.#host.storage;
-      try {
-        // Every activation holds an epoch from its claim before its first turn.
-        if (this.#epoch === undefined) throw new InternalError(`${this.key} has no epoch`);
-        const events: NewEvent[] = staged.map((e) => ({
-          type: e.type,
-          version: this.def.eventVersions[e.type] ?? 1,
-          data: storage.encode(e.payload),
-          at: e.at,
-        }));
-        let snapshot: Snapshot | undefined;
-        if (events.length > 0 && this.seq - this.#snapshotSeq >= this.def.snapshotEvery) {
-          snapshot = {
-            seq: this.seq,
-            version: this.def.snapshotVersion,
-            state: storage.encode(this.state),
-          };
-        }
-        await this.#host.journal.append({
-          actor: this.key,
-          epoch: this.#epoch,
-          expectedSeq,
-          events,
-          ...(snapshot ? { snapshot } : {}),
-          ...(idemKey !== undefined
-            ? { idempotency: { key: idemKey, reply: storage.encode(reply) } }
-            : {}),
-          ...(reminders.length > 0 ? { reminders } : {}),
-        });
-        if (snapshot) this.#snapshotSeq = snapshot.seq;
-      } catch (err) {
-        throw new JournalFailure(err);
-      }
-      for (const r of reminders) this.#host.reminderScheduled(r.due);
-    }
-    for (const [topic, payload] of publishes) {
-      this.#host.publish(topic, payload).catch((err) =>
-        this.#host.log.warn(`Publish to "${topic}" from ${this.key} failed`, { error: String(err) })
-      );
-    }
+  /** Waits until every append handed to the journal settled, or until `until` (monotonic ms). */
+  async #settled(until: number): Promise<void> {
+    const durable = this.#durable();
+    if (!durable) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      durable.catch(() => {}),
+      new Promise((resolve) => timer = setTimeout(resolve, Math.max(0, until - performance.now()))),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Runs `onActivate`/`onPassivate` as a turn of its own, bounded by `deadline`. */
@@ -586,8 +809,9 @@ export class Activation<M extends Envelope = Envelope> {
       accept() {},
       drop() {},
     };
-    const before = this.state;
-    const beforeSeq = this.seq;
+    this.#base = this.state;
+    this.#baseSeq = this.seq;
+    this.#sent = 0;
     const ctx = new TurnContext(this, m, this.#host, `${this.key}#hook`);
     try {
       await withDeadline(
@@ -595,11 +819,15 @@ export class Activation<M extends Envelope = Envelope> {
         deadline,
         () => new TimeoutError(`A lifecycle hook of ${this.key} did not end in time`),
       );
-      await this.#commit(beforeSeq, undefined, undefined);
     } catch (err) {
-      this.#rollback(before, beforeSeq);
+      this.#rollback();
       throw err;
     }
+    const publishes = this.#publishes;
+    this.#publishes = NONE as never;
+    const gate = this.#commitPoint();
+    if (gate) await gate;
+    this.#publish(publishes);
   }
 
   /** Stages an event (called by ctx.emit). */
@@ -625,10 +853,18 @@ export class Activation<M extends Envelope = Envelope> {
   }
 
   /**
+   * Where this activation's turns send messages (`ctx.ref`, `ctx.self`): each leaves once the
+   * events its turn emitted before it, and everything before them, are durable.
+   */
+  get outputs(): Dispatcher {
+    return this.#outputs ??= gatedDispatcher(this.#host.dispatcher, () => this.outputGate());
+  }
+
+  /**
    * Passivates: drains the mailbox, runs `onPassivate`, stops. With `graceful` false (lease
    * lost) it stops at once without the hook. Bounded: after `drainMs` the rest of the mailbox
    * is handed on; the running turn gets `drainMs` more, then it is abandoned (its caller gets
-   * `unavailable`, and it can commit nothing).
+   * `unavailable`, and it can commit nothing). Commits in flight end before it stops.
    */
   async passivate(graceful = true, drainMs = 30_000): Promise<void> {
     if (this.status === "stopping" || this.status === "stopped") return this.stoppedPromise;
@@ -660,6 +896,8 @@ export class Activation<M extends Envelope = Envelope> {
     } catch (err) {
       this.#host.log.warn(`onPassivate of ${this.key} failed`, { error: String(err) });
     }
+    // The replies of the last turns leave when their commits end (bounded like the drain).
+    await this.#settled(Math.max(until, performance.now() + 1000));
     return this.#stop();
   }
 

@@ -4,6 +4,9 @@
  * reminders as asks with the idempotency key `reminder:<id>`, so a reminder fired twice
  * (leader change, retry) is applied once.
  *
+ * The elected node also prunes the journal's idempotency records (at most every
+ * {@link PRUNE_EVERY_MS}): one node of the cluster does it, not each of them.
+ *
  * A reminder is deleted only once its ask succeeded. Any failure keeps it and retries it with
  * exponential backoff (from {@link RETRY_FIRST_MS} up to {@link RETRY_MAX_MS}, jittered):
  * failures are often transient in ways the error code cannot tell, such as
@@ -22,6 +25,7 @@ import type { Leader } from "../directory/types.ts";
 import type { Dispatcher } from "./ref.ts";
 import type { Logger } from "./envelope.ts";
 import type { ElectOptions } from "../directory/types.ts";
+import { withLink } from "../observe/tracing.ts";
 
 /** What the reminder service needs from its system. */
 export interface ReminderHost {
@@ -42,6 +46,8 @@ const BATCH = 100;
 export const RETRY_FIRST_MS = 250;
 /** Longest delay between two retries of a failed reminder, ms. */
 export const RETRY_MAX_MS = 60_000;
+/** How often the elected node prunes idempotency records, ms. */
+export const PRUNE_EVERY_MS = 60_000;
 /** Failures that say nothing about the reminder itself: not warned about at once. */
 const TRANSIENT = new Set(["unavailable", "timeout", "closed", "overloaded"]);
 
@@ -71,6 +77,8 @@ export class Reminders {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #running: Promise<void> | undefined;
   #nextDue = Infinity;
+  /** When this node last pruned idempotency records (monotonic ms); -Infinity: not yet. */
+  #lastPrune = -Infinity;
 
   constructor(host: ReminderHost) {
     this.#host = host;
@@ -134,6 +142,14 @@ export class Reminders {
     } catch (err) {
       h.log.warn("Reminder service: journal read failed", { error: String(err) });
     }
+    if (this.#active && performance.now() - this.#lastPrune >= PRUNE_EVERY_MS) {
+      this.#lastPrune = performance.now();
+      try {
+        await h.journal.pruneIdempotency(Date.now());
+      } catch (err) {
+        h.log.warn("Reminder service: pruning idempotency records failed", { error: String(err) });
+      }
+    }
     if (this.#active) this.#wake(next);
   }
 
@@ -145,11 +161,13 @@ export class Reminders {
     try {
       const payload = h.storage.decode(r.data);
       const token = await h.systemToken?.();
-      await h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
-        idempotencyKey: `reminder:${r.id}`,
-        timeout: 30_000,
-        ...(token !== undefined ? { token } : {}),
-      }, undefined);
+      // Its trace links to the turn that scheduled it.
+      await withLink(r.trace, () =>
+        h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
+          idempotencyKey: `reminder:${r.id}`,
+          timeout: 30_000,
+          ...(token !== undefined ? { token } : {}),
+        }, undefined));
     } catch (err) {
       const b = this.#backoff.get(r.id) ?? { attempts: 0, retryAt: 0 };
       b.attempts++;

@@ -11,7 +11,15 @@ import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 import type { Context } from "./context.ts";
 import type { Envelope } from "./envelope.ts";
 import type { ActivationHost } from "./activation.ts";
-import { type ActorRef, type Caller, type CallOrigin, makeRef } from "./ref.ts";
+import {
+  type ActorRef,
+  type ActorStream,
+  type Caller,
+  type CallOrigin,
+  type Dispatcher,
+  makeRef,
+} from "./ref.ts";
+import { traceField } from "../observe/tracing.ts";
 
 /** What one turn acts on: an activation, or one message of a stateless worker. */
 export interface TurnScope {
@@ -33,6 +41,70 @@ export interface TurnScope {
   schedule(reminder: Reminder): void;
   /** The id of the turn running now (call chains carry it, for deadlock detection). */
   readonly turnId: string;
+  /**
+   * Where the turn's messages go (`ctx.ref`, `ctx.self`) when they must wait for its commits
+   * (an activation's output gate). @default {the host's dispatcher}
+   */
+  readonly outputs?: Dispatcher;
+}
+
+/**
+ * A dispatcher whose messages leave only once `gate()` settles: `gate` is asked at the moment
+ * a message is sent (undefined: nothing to wait for) and may reject (the message fails with
+ * that error and is never sent).
+ */
+export function gatedDispatcher(
+  inner: Dispatcher,
+  gate: () => Promise<void> | undefined,
+): Dispatcher {
+  return {
+    send(type, id, kind, handler, payload, options, origin) {
+      const g = gate();
+      if (!g) return inner.send(type, id, kind, handler, payload, options, origin);
+      return g.then(() => inner.send(type, id, kind, handler, payload, options, origin));
+    },
+    stream(type, id, handler, payload, options, origin) {
+      const g = gate();
+      if (!g) return inner.stream(type, id, handler, payload, options, origin);
+      return new GatedStream(
+        g.then(() => inner.stream(type, id, handler, payload, options, origin)),
+      );
+    },
+  };
+}
+
+/** A stream opened once its gate settles. */
+class GatedStream implements ActorStream<unknown> {
+  readonly #opened: Promise<ActorStream<unknown>>;
+  #cancelled = false;
+  #it: AsyncIterator<unknown> | undefined;
+
+  constructor(opened: Promise<ActorStream<unknown>>) {
+    this.#opened = opened;
+    opened.then((s) => {
+      if (this.#cancelled) void s.cancel();
+    }, () => {});
+  }
+
+  async cancel(): Promise<void> {
+    this.#cancelled = true;
+    const s = await this.#opened.catch(() => undefined);
+    await s?.cancel();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<unknown> {
+    return {
+      next: async () => {
+        if (this.#cancelled) return { value: undefined, done: true };
+        this.#it ??= (await this.#opened)[Symbol.asyncIterator]();
+        return await this.#it.next();
+      },
+      return: async () => {
+        await this.cancel();
+        return { value: undefined, done: true };
+      },
+    };
+  }
 }
 
 /** The `ctx` of one turn of an activation or worker (see {@link Context}). */
@@ -92,10 +164,11 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     };
   }
   get self(): ActorRef<AnyActorTypes> {
-    return makeRef(this.#host.dispatcher, this.#act.def, this.#act.id, this.#callOrigin);
+    const outputs = this.#act.outputs ?? this.#host.dispatcher;
+    return makeRef(outputs, this.#act.def, this.#act.id, this.#callOrigin);
   }
   ref<T extends ActorTypes>(def: ActorDefinition<T>, id = ""): ActorRef<T> {
-    return makeRef(this.#host.dispatcher, def, id, this.#callOrigin);
+    return makeRef(this.#act.outputs ?? this.#host.dispatcher, def, id, this.#callOrigin);
   }
   publish(topic: string, payload: unknown): void {
     this.#act.stagePublish(topic, payload);
@@ -127,6 +200,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
       handler,
       data: this.#host.storage.encode(payload),
       due: Date.now() + delayMs,
+      ...traceField(),
     });
   }
 }

@@ -11,12 +11,14 @@ import { pumpStream } from "./stream.ts";
 import { type ActivationHost, callerError } from "./activation.ts";
 import { TurnContext, type TurnScope } from "./turn_context.ts";
 import { type Deferred, deferred } from "../util/async.ts";
+import type { TypeStats } from "../observe/node.ts";
 
 /** The instances of one stateless worker type on this node; `M` is the node's message type. */
 export class WorkerPool<M extends Envelope = Envelope> {
   /** The definition. */
   readonly def: ActorDefinition<AnyActorTypes>;
   readonly #host: ActivationHost<M>;
+  readonly #stats: TypeStats;
   readonly #queue: M[] = [];
   #running = 0;
   #turns = 0;
@@ -25,11 +27,17 @@ export class WorkerPool<M extends Envelope = Envelope> {
   constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>) {
     this.#host = host;
     this.def = def;
+    this.#stats = host.observer.type(def.name);
   }
 
   /** Messages running or queued. */
   get load(): number {
     return this.#running + this.#queue.length;
+  }
+
+  /** Messages queued. */
+  get queued(): number {
+    return this.#queue.length;
   }
 
   /** Queues a message and returns true, or rejects it with `overloaded` and returns false. */
@@ -62,7 +70,7 @@ export class WorkerPool<M extends Envelope = Envelope> {
         continue;
       }
       this.#running++;
-      this.#run(m).finally(() => {
+      this.#host.observer.turn(this.#stats, "", m, this.#run, this)!.finally(() => {
         this.#running--;
         this.#pump();
       });

@@ -93,6 +93,8 @@ export interface Leases {
   ): Promise<T>;
   /** Competes for leadership `name` in the background until resigned or closed. */
   elect(name: string, options?: ElectOptions): Leader;
+  /** The leases this node holds now (leaderships included). */
+  holding(): HeldLease[];
   /** Resigns every candidacy, releases every lease held, rejects every waiter (`ClosedError`). */
   close(): Promise<void>;
 }
@@ -346,6 +348,10 @@ class LeasesImpl implements Leases {
     const leader = new LeaderImpl(this, name, options);
     if (this.closing.signal.aborted) void leader.resign();
     return leader;
+  }
+
+  holding(): HeldLease[] {
+    return [...this.held];
   }
 
   async close(): Promise<void> {

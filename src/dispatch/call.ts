@@ -47,7 +47,7 @@ export interface CallInit {
    * (it is then also the payload on the node that runs the handler).
    */
   readonly input?: StreamChannel;
-  /** W3C trace context of the sender (`traceparent`, optionally `;tracestate`). */
+  /** W3C trace context of the sender (`traceparent`, then a space and `tracestate`). */
   readonly trace?: string;
   /** Arrived over the mesh (its caller is on another node, or is a raw mesh client). */
   readonly remote?: boolean;
@@ -123,6 +123,7 @@ export class Call implements Envelope {
   #key: string | undefined;
   readonly #on: Settlement;
   #state: CallState = "pending";
+  #failure: unknown;
   #finally: (() => void)[] | undefined;
   #timer: { wheel: TimerWheel; entry: WheelEntry } | undefined;
 
@@ -199,6 +200,11 @@ export class Call implements Envelope {
     return this.#state;
   }
 
+  /** The error the call ended with (reject, retry or drop); undefined otherwise. */
+  get failure(): unknown {
+    return this.#failure;
+  }
+
   /** Whether the caller has its outcome. */
   get settled(): boolean {
     return this.#state === "settled";
@@ -219,13 +225,13 @@ export class Call implements Envelope {
 
   /** Settles with an error. */
   reject(err: unknown): void {
-    if (this.#settle()) this.#on.reject(err);
+    if (this.#settle(err)) this.#on.reject(err);
     this.#ended();
   }
 
   /** Settles as "not processed, send it elsewhere" (see {@link Settlement.retry}). */
   retry(err: unknown): void {
-    if (this.#settle()) {
+    if (this.#settle(err)) {
       if (this.#on.retry) this.#on.retry(err);
       else this.#on.reject(err);
     }
@@ -234,7 +240,7 @@ export class Call implements Envelope {
 
   /** Settles as "dropped by a fenced node" (see {@link Settlement.drop}). */
   drop(err: unknown): void {
-    if (this.#settle()) {
+    if (this.#settle(err)) {
       if (this.#on.drop) this.#on.drop(err);
       else this.#on.reject(err);
     }
@@ -271,9 +277,10 @@ export class Call implements Envelope {
     (this.#finally ??= []).push(fn);
   }
 
-  #settle(): boolean {
+  #settle(failure?: unknown): boolean {
     if (this.#state === "settled") return false;
     this.#state = "settled";
+    this.#failure = failure;
     if (this.#timer) this.#timer.wheel.remove(this.#timer.entry);
     return true;
   }

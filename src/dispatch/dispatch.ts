@@ -35,8 +35,9 @@ import type { Ownership } from "../directory/ownership.ts";
 import { Activations } from "../directory/activations.ts";
 import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
-import type { MeshConnection } from "../mesh/types.ts";
+import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
+import type { NodeObserver, Sent } from "../observe/node.ts";
 import type { TimerWheel } from "../util/async.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
@@ -61,6 +62,8 @@ export interface DispatchDeps {
   readonly wireCodec: Codec;
   readonly log: Logger;
   readonly wheel: TimerWheel;
+  /** Traces, metrics and the node's counts (src/observe). */
+  readonly observer: NodeObserver;
   /** Largest payload sent or accepted, bytes. */
   readonly maxPayload: number;
   /** Default ask timeout, ms. */
@@ -106,6 +109,7 @@ export class Dispatch implements Dispatcher {
       storage: deps.storage,
       dispatcher: this,
       wheel: deps.wheel,
+      observer: deps.observer,
       publish: (topic, payload) => this.publish(topic, payload),
       fenced: (now) => deps.membership.isFenced(now),
       phase: () => this.#phase,
@@ -181,9 +185,10 @@ export class Dispatch implements Dispatcher {
     } catch (err) {
       return Promise.reject(err);
     }
+    const sent = this.#deps.observer.send(init); // undefined when OpenTelemetry is off
     return new Promise((resolve, reject) => {
-      const caller = new CallerSide(init, resolve, reject, this.#deps);
-      const call = new Call(init, caller);
+      const caller = new CallerSide(init, resolve, reject, this.#deps, sent);
+      const call = new Call(sent?.init ?? init, caller);
       const signal = options?.signal;
       if (signal) {
         if (signal.aborted) return call.reject(signal.reason);
@@ -218,10 +223,14 @@ export class Dispatch implements Dispatcher {
     signal?.addEventListener("abort", () => channel.abort(signal.reason), { once: true });
     // A consumer that stops reading stops the caller's input stream too.
     if (init.input) channel.signal.addEventListener("abort", () => init.input!.cancel());
+    const { observer } = this.#deps;
+    const sent = observer.send(init); // undefined when OpenTelemetry is off
     this.route(
-      new Call(init, {
+      new Call(sent?.init ?? init, {
+        accepted: () => observer.sent(sent, init),
         resolve() {},
         reject: (err) => {
+          observer.sent(sent, init, err);
           init.input?.cancel();
           channel.error(err);
         },
@@ -302,7 +311,13 @@ export class Dispatch implements Dispatcher {
     if (this.#deps.defs.has(type)) return await this.#deps.ownership.locate(type, id);
     const host = this.router.placeOf(type, id);
     if (host === undefined) return undefined;
-    return await this.activations.locateVia(host, type, id);
+    try {
+      return await this.activations.locateVia(host, type, id);
+    } catch (err) {
+      // That host is gone, or not answering yet: nobody can say where the actor runs now.
+      if (err instanceof MeshError) return undefined;
+      throw err;
+    }
   }
 
   // ---- pub/sub ----
@@ -407,6 +422,7 @@ class CallerSide implements Settlement {
     readonly resolveFn: (value: unknown) => void,
     readonly rejectFn: (err: unknown) => void,
     readonly deps: DispatchDeps,
+    readonly sent: Sent | undefined,
   ) {}
 
   /** Rejects `call` with the signal's reason when it aborts. */
@@ -416,9 +432,10 @@ class CallerSide implements Settlement {
     signal.addEventListener("abort", this.#onAbort, { once: true });
   }
 
-  #answer(): boolean {
+  #answer(err?: unknown): boolean {
     if (this.#answered) return false;
     this.#answered = true;
+    this.deps.observer.sent(this.sent, this.init, err);
     if (this.#onAbort) this.#signal!.removeEventListener("abort", this.#onAbort);
     return true;
   }
@@ -428,22 +445,25 @@ class CallerSide implements Settlement {
   }
 
   resolve(value: unknown, fromWire?: boolean): void {
-    if (!this.#answer()) return;
+    if (this.#answered) return;
     const max = this.deps.maxPayload;
     // A local reply is bounded like one that crossed the mesh (that one was, by its size).
     const { kind, type, id, handler } = this.init;
     if (kind === "ask" && !fromWire && sizeLowerBound(value, max) > max) {
       const target = id === "" ? type : `${type}/${id}`;
-      return this.rejectFn(
-        new BadPayloadError(`Reply of ${target}.${handler} exceeds the limit of ${max} bytes`),
+      const err = new BadPayloadError(
+        `Reply of ${target}.${handler} exceeds the limit of ${max} bytes`,
       );
+      this.#answer(err);
+      return this.rejectFn(err);
     }
+    this.#answer();
     this.resolveFn(kind === "ask" ? value : undefined);
   }
 
   reject(err: unknown): void {
     this.init.input?.cancel(); // refused or failed: the caller's input stream stops
-    if (this.#answer()) return this.rejectFn(err);
+    if (this.#answer(err)) return this.rejectFn(err);
     this.deps.log.debug(`A ${this.init.kind} failed after it was accepted`, {
       error: String(err),
     });

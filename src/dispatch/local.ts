@@ -28,6 +28,7 @@ import {
   UnknownActorTypeError,
 } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
+import type { NodeObserver } from "../observe/node.ts";
 import { type TimerWheel, withDeadline } from "../util/async.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
@@ -56,6 +57,7 @@ export interface LocalDeps extends
     | "dispatcher"
     | "log"
     | "wheel"
+    | "observer"
     | "publish"
     | "fenced"
     | "reminderScheduled"
@@ -310,6 +312,9 @@ export class Local implements ActivationHost<Call> {
   }
   get wheel(): TimerWheel {
     return this.#deps.wheel;
+  }
+  get observer(): NodeObserver {
+    return this.#deps.observer;
   }
   publish(topic: string, payload: unknown): Promise<void> {
     return this.#deps.publish(topic, payload);

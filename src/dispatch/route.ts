@@ -122,7 +122,10 @@ export class Remote {
     const d = this.#deps;
     let body: Uint8Array | undefined;
     let payload: Uint8Array | undefined;
+    /** Nodes to leave out of this call's decisions. */
     let avoid: Set<string> | undefined;
+    /** Nodes that did not take it at all (not listening, closing, gone). */
+    let down: Set<string> | undefined;
     let backoff = 10;
     let redirects = 0;
     // The caller's input stream goes out through one producer, whichever node ends up reading
@@ -180,6 +183,14 @@ export class Remote {
         case "done":
           return;
         case "redirect":
+          if (down?.has(outcome.node)) {
+            // Sent to a node that just failed us (not listening, closing): the node that
+            // redirected has not seen it go yet. Wait, then decide again: once membership says
+            // it is gone, the claim takes the actor over.
+            await delay(Math.min(backoff, Math.max(0, call.deadline - performance.now())));
+            backoff = Math.min(backoff * 2, 500);
+            continue;
+          }
           d.router.redirected(call.key, outcome.node, outcome.revision);
           if (++redirects > MAX_REDIRECTS) {
             return call.reject(
@@ -191,6 +202,7 @@ export class Remote {
           // Nobody processed it (a closing node, or no node listening): resend elsewhere.
           d.router.unlearn(call.key);
           (avoid ??= new Set()).add(outcome.node);
+          (down ??= new Set()).add(outcome.node);
           await delay(Math.min(backoff, Math.max(0, call.deadline - performance.now())));
           backoff = Math.min(backoff * 2, 500);
           continue;
@@ -206,6 +218,7 @@ export class Remote {
           }
           d.router.unlearn(call.key);
           (avoid ??= new Set()).add(outcome.node);
+          (down ??= new Set()).add(outcome.node);
           continue;
         case "late":
           if (call.deadline - performance.now() > 0 && resendable(call)) {

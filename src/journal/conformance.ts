@@ -205,7 +205,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       expectedSeq: 0,
       events: [ev("x")],
       snapshot: { seq: 1, version: 1, state: enc.encode("s") },
-      idempotency: { key: "k1", reply: enc.encode("r") },
+      idempotency: { key: "k1", reply: enc.encode("r"), fingerprint: "h:fp" },
       reminders: [{ id: "rem-c", actor: "t/c", handler: "h", data: enc.encode("d"), due: 10 }],
     };
     await rejectsWith(j.append(bad), "conflict", /seq/);
@@ -264,10 +264,10 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       expectedSeq: 0,
       events: [ev("1"), ev("2")],
       snapshot: { seq: 2, version: 1, state: enc.encode("S2") },
-      idempotency: { key: "msg-1", reply: enc.encode("reply-1") },
+      idempotency: { key: "msg-1", reply: enc.encode("reply-1"), fingerprint: "h:fp" },
       reminders,
     });
-    assert.equal(dec.decode((await j.reply("t/at", "msg-1"))!), "reply-1");
+    assert.equal(dec.decode((await j.reply("t/at", "msg-1"))!.reply), "reply-1");
     const due = await j.dueReminders(1000, 10);
     assert.deepEqual(due.map((r) => [r.id, r.actor, r.handler, dec.decode(r.data), r.due]), [
       ["r2", "t/at", "tock", "p2", 100],
@@ -284,7 +284,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
         expectedSeq: 2,
         events: [ev("3")],
         snapshot: { seq: 3, version: 1, state: enc.encode("S3") },
-        idempotency: { key: "msg-2", reply: enc.encode("reply-2") },
+        idempotency: { key: "msg-2", reply: enc.encode("reply-2"), fingerprint: "h:fp" },
         reminders: [{ id: "r3", actor: "t/at", handler: "h", data: enc.encode(""), due: 1 }],
       }),
       "conflict",
@@ -303,9 +303,11 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       epoch,
       expectedSeq: 0,
       events: [],
-      idempotency: { key: "k", reply: new Uint8Array([1, 2, 3]) },
+      idempotency: { key: "k", reply: new Uint8Array([1, 2, 3]), fingerprint: "h:fp" },
     });
-    assert.deepEqual([...(await j.reply("t/i", "k"))!], [1, 2, 3]);
+    const stored = await j.reply("t/i", "k");
+    assert.deepEqual([...stored!.reply], [1, 2, 3]);
+    assert.equal(stored!.fingerprint, "h:fp");
     assert.equal(await j.reply("t/i", "other"), undefined);
     assert.equal(await j.reply("t/other", "k"), undefined);
     assert.equal((await recover(j, "t/i")).seq, 0);
@@ -335,7 +337,7 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
         epoch: epochs[i]!,
         expectedSeq: i === 42 ? 7 : 0,
         events: [ev(actor)],
-        idempotency: { key: "k", reply: enc.encode(actor) },
+        idempotency: { key: "k", reply: enc.encode(actor), fingerprint: "h:fp" },
       })
     ));
     results.forEach((r, i) => {
@@ -397,6 +399,136 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     await j.deleteReminder("c");
     await j.deleteReminder("a");
     assert.equal(await j.nextReminder(), undefined);
+  });
+
+  test("appends of one actor made without waiting apply in call order; one that fails fails those that counted on it", async (j) => {
+    const { epoch } = await recover(j, "t/pipe");
+    // Ten appends in flight at once, each expecting the head the previous one leaves.
+    const first = await Promise.allSettled(Array.from({ length: 10 }, (_, i) =>
+      j.append({
+        actor: "t/pipe",
+        epoch,
+        expectedSeq: i * 2,
+        events: [ev(`${i}a`), ev(`${i}b`)],
+        idempotency: { key: `k${i}`, reply: enc.encode(`r${i}`), fingerprint: `h:${i}` },
+      })));
+    assert.deepEqual(first.map((r) => r.status), Array(10).fill("fulfilled"));
+    assert.deepEqual(
+      texts(await j.read("t/pipe", 1, 100)),
+      Array.from({ length: 10 }, (_, i) => [`${i}a`, `${i}b`]).flat(),
+    );
+    assert.equal((await j.reply("t/pipe", "k9"))?.fingerprint, "h:9");
+    // The first of the next three expects a wrong head: it and both that counted on it fail;
+    // an append made after them that expects the true head goes through.
+    const second = await Promise.allSettled([
+      j.append({ actor: "t/pipe", epoch, expectedSeq: 21, events: [ev("x1"), ev("x2")] }),
+      j.append({ actor: "t/pipe", epoch, expectedSeq: 23, events: [ev("y")] }),
+      j.append({ actor: "t/pipe", epoch, expectedSeq: 24, events: [ev("z")] }),
+      j.append({ actor: "t/pipe", epoch, expectedSeq: 20, events: [ev("ok")] }),
+    ]);
+    assert.deepEqual(second.map((r) => r.status), [
+      "rejected",
+      "rejected",
+      "rejected",
+      "fulfilled",
+    ]);
+    for (const r of second.slice(0, 3)) {
+      assert.equal((r as PromiseRejectedResult).reason.code, "conflict");
+    }
+    assert.deepEqual(texts(await j.read("t/pipe", 20, 10)), ["9b", "ok"]);
+    // After a newer activation, every append of the old epoch in flight fails.
+    const next = await recover(j, "t/pipe");
+    const third = await Promise.allSettled([
+      j.append({ actor: "t/pipe", epoch, expectedSeq: 21, events: [ev("late1")] }),
+      j.append({ actor: "t/pipe", epoch, expectedSeq: 22, events: [ev("late2")] }),
+    ]);
+    assert.deepEqual(third.map((r) => r.status), ["rejected", "rejected"]);
+    assert.equal(next.seq, 21);
+    assert.deepEqual(third.map((r) => (r as PromiseRejectedResult).reason.code), [
+      "conflict",
+      "conflict",
+    ]);
+    assert.equal((await j.read("t/pipe", 1, 100)).length, 21);
+  });
+
+  test("readCommitted() gives every event once, in commit order per shard, resumable after any position", async (j) => {
+    assert.ok(Number.isSafeInteger(j.shards) && j.shards >= 1);
+    const actors = Array.from({ length: 30 }, (_, i) => `t/feed-${i}`);
+    for (const a of actors) {
+      const s = j.shardOf(a);
+      assert.ok(Number.isSafeInteger(s) && s >= 0 && s < j.shards, `shardOf(${a}) = ${s}`);
+      assert.equal(j.shardOf(a), s, "the same shard each time");
+    }
+    const epochs = await Promise.all(actors.map(async (a) => (await recover(j, a)).epoch));
+    // Three rounds: each actor appends two events per round, all actors at once.
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(actors.map((actor, i) =>
+        j.append({
+          actor,
+          epoch: epochs[i]!,
+          expectedSeq: round * 2,
+          events: [ev(`${actor}:${round}a`), ev(`${actor}:${round}b`)],
+        })
+      ));
+    }
+    const seen = new Map<string, number[]>();
+    for (let shard = 0; shard < j.shards; shard++) {
+      // Read in small pages, resuming after the last position.
+      const all = [];
+      for (let after = 0;;) {
+        const page = await j.readCommitted(shard, after, 7);
+        assert.ok(page.length <= 7);
+        if (page.length === 0) break;
+        all.push(...page);
+        after = page[page.length - 1]!.position;
+      }
+      for (let i = 1; i < all.length; i++) {
+        assert.ok(all[i]!.position > all[i - 1]!.position, "positions increase");
+      }
+      for (const e of all) {
+        assert.equal(j.shardOf(e.actor), shard, `${e.actor} read from its shard`);
+        const seqs = seen.get(e.actor) ?? [];
+        seqs.push(e.seq);
+        seen.set(e.actor, seqs);
+        const round = Math.floor((e.seq - 1) / 2);
+        assert.equal(dec.decode(e.data), `${e.actor}:${round}${e.seq % 2 === 1 ? "a" : "b"}`);
+        assert.equal(e.type, "noted");
+      }
+      // All of round 0 (each actor's events 1, 2) committed before any of round 1.
+      const firstOfRound1 = all.findIndex((e) => e.seq === 3);
+      const lastOfRound0 = all.findLastIndex((e) => e.seq === 2);
+      assert.ok(lastOfRound0 < firstOfRound1, "commit order follows the rounds");
+      // Resuming after a position gives exactly what follows it.
+      const mid = all[Math.floor(all.length / 2)]!;
+      const rest = await j.readCommitted(shard, mid.position, 1000);
+      assert.deepEqual(
+        rest.map((e) => e.position),
+        all.filter((e) => e.position > mid.position).map((e) => e.position),
+      );
+    }
+    assert.equal(seen.size, actors.length);
+    for (const [actor, seqs] of seen) assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6], actor);
+    await assert.rejects(j.readCommitted(j.shards, 0, 10), RangeError);
+    await assert.rejects(j.readCommitted(0, -1, 10), RangeError);
+  });
+
+  test("pruneIdempotency() drops records past their age and keeps younger ones", async (j) => {
+    const { epoch } = await recover(j, "t/prune");
+    await j.append({
+      actor: "t/prune",
+      epoch,
+      expectedSeq: 0,
+      events: [],
+      idempotency: { key: "old", reply: enc.encode("r"), fingerprint: "h:fp" },
+    });
+    await j.pruneIdempotency(Date.now());
+    assert.ok(await j.reply("t/prune", "old"), "a fresh record is kept");
+    await j.pruneIdempotency(Date.now() + 48 * 60 * 60 * 1000);
+    assert.equal(
+      await j.reply("t/prune", "old"),
+      undefined,
+      "a record past the retention is dropped",
+    );
   });
 
   test("a claim on an actor without an owner records the claimer; owner() reads it", async (j) => {
@@ -509,6 +641,8 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
       j.activate("t/x", { node: "n1" }),
       j.release("t/x", "n1", epoch),
       j.owner("t/x"),
+      j.readCommitted(0, 0, 10),
+      j.pruneIdempotency(Date.now()),
       j.append({ actor: "t/x", epoch, expectedSeq: 1, events: [ev("2")] }),
       j.read("t/x", 1, 10),
       j.reply("t/x", "k"),

@@ -10,6 +10,7 @@ import { ClosedError, ConflictError } from "../errors.ts";
 import {
   type Append,
   type Claim,
+  type CommittedEvent,
   IDEMPOTENCY_RETENTION,
   type Journal,
   type Owned,
@@ -17,6 +18,7 @@ import {
   type Reminder,
   type Snapshot,
   type StoredEvent,
+  type StoredReply,
 } from "./types.ts";
 
 /** Options of {@link memoryJournal}. */
@@ -40,7 +42,7 @@ interface ActorLog {
   events: StoredEvent[];
   snapshot?: Snapshot;
   /** key → record; Map order is insertion order, i.e. oldest first. */
-  replies: Map<string, { reply: Uint8Array; at: number }>;
+  replies: Map<string, { reply: Uint8Array; fingerprint: string; at: number }>;
 }
 
 /**
@@ -72,6 +74,8 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const now = options.now ?? Date.now;
   const logs = new Map<string, ActorLog>();
   const reminders = new Map<string, Reminder>();
+  /** Every event in commit order: position n is at index n - 1. */
+  const committed: { actor: string; event: StoredEvent }[] = [];
   /**
    * The highest epoch of a record forgotten on release (see `release`): a record made again
    * starts above it, so an actor's epochs still only grow.
@@ -132,19 +136,22 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
       // Everything below cannot fail: the write is atomic.
       let s = seq;
       for (const e of a.events) {
-        l.events.push({
+        const event = {
           seq: ++s,
           type: e.type,
           version: e.version,
           data: e.data.slice(),
           at: e.at,
-        });
+        };
+        l.events.push(event);
+        committed.push({ actor: a.actor, event });
       }
       if (a.snapshot) l.snapshot = copySnapshot(a.snapshot);
       if (a.idempotency) {
         const t = now();
-        l.replies.delete(a.idempotency.key);
-        l.replies.set(a.idempotency.key, { reply: a.idempotency.reply.slice(), at: t });
+        const { key, reply, fingerprint } = a.idempotency;
+        l.replies.delete(key);
+        l.replies.set(key, { reply: reply.slice(), fingerprint, at: t });
         for (const [k, r] of l.replies) {
           if (l.replies.size > retention.maxPerActor || r.at < t - retention.maxAgeMs) {
             l.replies.delete(k);
@@ -184,10 +191,44 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
       return events.slice(start, start + Math.max(0, limit)).map(copyEvent);
     },
 
-    async reply(actor: string, key: string): Promise<Uint8Array | undefined> {
+    async reply(actor: string, key: string): Promise<StoredReply | undefined> {
       await Promise.resolve();
       check(`read a reply of ${JSON.stringify(actor)}`);
-      return logs.get(actor)?.replies.get(key)?.reply.slice();
+      const r = logs.get(actor)?.replies.get(key);
+      return r && { reply: r.reply.slice(), fingerprint: r.fingerprint };
+    },
+
+    async pruneIdempotency(at: number): Promise<void> {
+      await Promise.resolve();
+      check("prune idempotency records");
+      for (const l of logs.values()) {
+        for (const [k, r] of l.replies) {
+          if (l.replies.size > retention.maxPerActor || r.at < at - retention.maxAgeMs) {
+            l.replies.delete(k);
+          } else break;
+        }
+      }
+    },
+
+    shards: 1,
+
+    shardOf(actor: string): number {
+      if (typeof actor !== "string" || actor === "") {
+        throw new TypeError(`shardOf() needs an actor key, got ${String(actor)}`);
+      }
+      return 0;
+    },
+
+    async readCommitted(shard: number, after: number, limit: number): Promise<CommittedEvent[]> {
+      validateFeedRead(1, shard, after, limit);
+      await Promise.resolve();
+      check("read committed events");
+      const start = Math.max(0, Math.floor(after));
+      return committed.slice(start, start + limit).map(({ actor, event }, i) => ({
+        ...copyEvent(event),
+        actor,
+        position: start + i + 1,
+      }));
     },
 
     async dueReminders(at: number, limit: number): Promise<Reminder[]> {
@@ -239,6 +280,26 @@ export function validateClaim(actor: string, claim: Claim | undefined): void {
   }
 }
 
+/** Checks the arguments of {@link Journal.readCommitted} (a `RangeError` when out of range). */
+export function validateFeedRead(
+  shards: number,
+  shard: number,
+  after: number,
+  limit: number,
+): void {
+  if (!Number.isSafeInteger(shard) || shard < 0 || shard >= shards) {
+    throw new RangeError(
+      `Cannot read committed events: shard ${shard} does not exist (the journal has ${shards})`,
+    );
+  }
+  if (!Number.isSafeInteger(after) || after < 0) {
+    throw new RangeError(`Cannot read committed events: position ${after} is not a position`);
+  }
+  if (!Number.isSafeInteger(limit) || limit < 0) {
+    throw new RangeError(`Cannot read committed events: limit ${limit} is not a count`);
+  }
+}
+
 /**
  * Checks the shape of an append that does not depend on stored state. Throws `TypeError`
  * or `RangeError` (programming errors, not conflicts).
@@ -254,6 +315,16 @@ export function validateAppend(a: Append): void {
     throw new RangeError(
       `Cannot append to "${a.actor}": expectedSeq ${a.expectedSeq} is not a valid seq`,
     );
+  }
+  if (a.idempotency) {
+    const { key, reply, fingerprint } = a.idempotency;
+    if (
+      typeof key !== "string" || typeof fingerprint !== "string" || !(reply instanceof Uint8Array)
+    ) {
+      throw new TypeError(
+        `Cannot append to "${a.actor}": idempotency needs a string key, a Uint8Array reply and a string fingerprint`,
+      );
+    }
   }
   const last = a.expectedSeq + a.events.length;
   if (a.snapshot && (a.snapshot.seq > last || a.snapshot.seq < 0)) {
@@ -292,5 +363,6 @@ function copySnapshot(s: Snapshot): Snapshot {
 }
 
 function copyReminder(r: Reminder): Reminder {
-  return { id: r.id, actor: r.actor, handler: r.handler, data: r.data.slice(), due: r.due };
+  const copy = { id: r.id, actor: r.actor, handler: r.handler, data: r.data.slice(), due: r.due };
+  return r.trace === undefined ? copy : { ...copy, trace: r.trace };
 }

@@ -15,7 +15,7 @@ Deno.test("memoryJournal() keeps at most maxPerActor idempotency records, droppi
       epoch,
       expectedSeq: 0,
       events: [],
-      idempotency: { key, reply },
+      idempotency: { key, reply, fingerprint: "h" },
     });
     now += 1;
   }
@@ -27,7 +27,7 @@ Deno.test("memoryJournal() keeps at most maxPerActor idempotency records, droppi
     epoch,
     expectedSeq: 0,
     events: [],
-    idempotency: { key: "k5", reply },
+    idempotency: { key: "k5", reply, fingerprint: "h" },
   });
   assert.equal(await j.reply("t/a", "k4"), undefined);
   assert.ok(await j.reply("t/a", "k5"));

@@ -58,6 +58,8 @@ export interface Reminder {
   readonly data: Uint8Array;
   /** Wall-clock due time, ms since the epoch. */
   readonly due: number;
+  /** Trace context of the turn that scheduled it (its turn links to it), when traced. */
+  readonly trace?: string;
 }
 
 /** What an activation starts from. */
@@ -106,6 +108,45 @@ export function isOwned(r: Recovered | Owned): r is Owned {
   return "owner" in r;
 }
 
+/**
+ * The idempotency record of one call: its key (already scoped by caller), its encoded reply,
+ * and a fingerprint of the call (its handler and a digest of its encoded payload).
+ */
+export interface IdempotencyRecord {
+  /** The idempotency key. */
+  readonly key: string;
+  /** The encoded reply. */
+  readonly reply: Uint8Array;
+  /**
+   * What the call was. A later call with the same key and another fingerprint is another
+   * call: it is refused with `conflict`, never answered with this reply.
+   */
+  readonly fingerprint: string;
+}
+
+/** A stored reply, as {@link Journal.reply} finds it. */
+export interface StoredReply {
+  /** The encoded reply. */
+  readonly reply: Uint8Array;
+  /**
+   * The fingerprint of the call that stored it; absent for a record written before
+   * fingerprints were stored (such records expire with the retention).
+   */
+  readonly fingerprint?: string;
+}
+
+/** An event with its actor and its place in its shard's commit order. */
+export interface CommittedEvent extends StoredEvent {
+  /** Actor key `"<type>/<id>"`. */
+  readonly actor: string;
+  /**
+   * Its place in the commit order of its shard: positive, strictly increasing with the order
+   * in which events were committed (not necessarily contiguous). A reader that has seen
+   * every event up to position `p` finds every later commit after `p`.
+   */
+  readonly position: number;
+}
+
 /** One atomic write of an activation: events, and what must be stored with them. */
 export interface Append {
   /** Actor key. */
@@ -118,8 +159,8 @@ export interface Append {
   readonly events: readonly NewEvent[];
   /** A snapshot to store (its `seq` ≤ the last appended seq). */
   readonly snapshot?: Snapshot;
-  /** The idempotency key of the message and its encoded reply. */
-  readonly idempotency?: { readonly key: string; readonly reply: Uint8Array };
+  /** The idempotency record of the message (its key, encoded reply and fingerprint). */
+  readonly idempotency?: IdempotencyRecord;
   /** Reminders scheduled by the handler. */
   readonly reminders?: readonly Reminder[];
 }
@@ -152,12 +193,39 @@ export interface Journal {
    * longer current or `expectedSeq` is not the last seq; nothing is written then. Resolves
    * only once the write is durable. Concurrent appends may share one transaction (group
    * commit) but each succeeds or fails on its own.
+   *
+   * Appends of one actor are applied in the order they were called: a writer may append
+   * again before its previous append settled (its `expectedSeq` counting the events of the
+   * earlier one), so a busy actor commits many turns per transaction. If an earlier append
+   * fails, a later one that counted on its events fails its check.
    */
   append(append: Append): Promise<void>;
   /** Events of `actor` with `seq >= from`, in order, at most `limit` of them. */
   read(actor: string, from: number, limit: number): Promise<StoredEvent[]>;
-  /** The stored reply of an earlier message with this idempotency key, if remembered. */
-  reply(actor: string, key: string): Promise<Uint8Array | undefined>;
+  /**
+   * The stored reply of an earlier message with this idempotency key, with the fingerprint
+   * of that call, if remembered.
+   */
+  reply(actor: string, key: string): Promise<StoredReply | undefined>;
+  /**
+   * Drops idempotency records past the retention (older than its age, and the oldest of an
+   * actor past its count). One node of a cluster calls it at intervals (the reminder
+   * service's leader); a journal may also prune by itself where that costs nothing.
+   */
+  pruneIdempotency(now: number): Promise<void>;
+  /**
+   * How many shards the journal spreads actors over (1 without shards). Each shard has its
+   * own commit order.
+   */
+  readonly shards: number;
+  /** The shard (from 0) holding `actor`'s log, reminders, idempotency records and snapshot. */
+  shardOf(actor: string): number;
+  /**
+   * Events of every actor of shard `shard` committed after `position` (0: from the start),
+   * in commit order, at most `limit` of them: what an event feed follows. Events of one actor
+   * come in seq order. A reader resumes after the last position it saw.
+   */
+  readCommitted(shard: number, after: number, limit: number): Promise<CommittedEvent[]>;
   /** Reminders due at or before `now`, oldest first, at most `limit`. */
   dueReminders(now: number, limit: number): Promise<Reminder[]>;
   /** The earliest due time of any reminder, or undefined when there is none. */

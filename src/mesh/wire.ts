@@ -61,7 +61,7 @@ export interface WireRequest {
   streamTo?: string;
   /** Where the caller of an input stream takes credit (the payload is a stream). */
   inputFrom?: string;
-  /** W3C trace context (`traceparent`, optionally `;tracestate`). */
+  /** W3C trace context: `traceparent`, then a space and `tracestate` when there is one. */
   trace?: string;
 }
 

@@ -36,7 +36,15 @@ export function consoleLogger(level: LogLevel = "warn", name = "troupe"): Logger
   const out = (lvl: Exclude<LogLevel, "silent">, msg: string, data?: Record<string, unknown>) => {
     if (LEVELS[lvl] < min) return;
     const line = `[${name}] ${lvl.toUpperCase()} ${msg}`;
-    const fn = lvl === "error" ? console.error : lvl === "warn" ? console.warn : console.log;
+    // One console method per level: with OpenTelemetry on, Deno exports console output as
+    // log records with that severity (and the active span's trace and span ids).
+    const fn = lvl === "error"
+      ? console.error
+      : lvl === "warn"
+      ? console.warn
+      : lvl === "info"
+      ? console.info
+      : console.debug;
     if (data) fn(line, data);
     else fn(line);
   };

@@ -46,6 +46,10 @@ export async function startNode(
     activate: (actor, claim) => base.activate(actor, claim),
     release: (actor, node, epoch) => base.release(actor, node, epoch),
     owner: (actor) => base.owner(actor),
+    pruneIdempotency: (now) => base.pruneIdempotency(now),
+    shards: base.shards,
+    shardOf: (actor) => base.shardOf(actor),
+    readCommitted: (shard, after, limit) => base.readCommitted(shard, after, limit),
     async append(a) {
       const what = {
         node: e.node,

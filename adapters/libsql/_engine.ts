@@ -1,0 +1,573 @@
+/**
+ * The database side of one journal shard: opening and migrating its database, and running
+ * batches of writes and reads on an {@link Executor}. It runs in a worker thread that owns a
+ * local file's connection (`_worker.ts`), or on the calling thread with an asynchronous client
+ * for a remote server (`_connection.ts`). Nothing here touches the event loop's time budget
+ * on the main thread.
+ *
+ * @module
+ */
+
+import {
+  type ActivateRequest,
+  activateStatements,
+  type AppendGroup,
+  appendStatements,
+  DDL,
+  deleteRemindersStatements,
+  headsStatements,
+  localAppend,
+  MARK_EVERY,
+  migrationTo3,
+  releaseStatements,
+  SCHEMA_VERSION,
+  type SqlValue,
+  type Stmt,
+} from "./_sql.ts";
+import { decodeGroups } from "./_wire.ts";
+
+/** Rows of one statement, each row an array of column values. */
+export type Rows = unknown[][];
+
+/** What runs SQL: a local connection (in a worker) or a remote client. */
+export interface Executor {
+  /**
+   * Runs `stmts` in order in one write transaction (`BEGIN IMMEDIATE … COMMIT`) and returns
+   * the rows of each; on any error rolls back and throws.
+   */
+  write(stmts: readonly Stmt[]): Promise<Rows[]>;
+  /** Runs reads (in one read transaction when there are several). */
+  read(stmts: readonly Stmt[]): Promise<Rows[]>;
+  /** An interactive write transaction (migrations; every batch where `interactive`). */
+  transaction<T>(fn: (run: (stmt: Stmt) => Promise<Rows>) => Promise<T>): Promise<T>;
+  /**
+   * Whether a statement costs little enough (a local database) that a batch reads each
+   * step's rows before building the next, instead of sending all of it at once (a remote one).
+   */
+  readonly interactive: boolean;
+  /** Releases the connection. */
+  close(): void;
+}
+
+/** An error of the database, with SQLite's code when it has one (crosses the worker boundary). */
+export interface EngineError {
+  readonly name: string;
+  readonly message: string;
+  /** SQLite's code (`SQLITE_BUSY`, `SQLITE_CONSTRAINT_PRIMARYKEY`, …) or `CLOSED`, `SCHEMA`, `SHARDS`. */
+  readonly code?: string;
+}
+
+/** Whether an error says the database is locked (worth trying again later). */
+export function isBusyCode(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
+}
+
+/** A plain, cloneable form of any error. */
+export function toEngineError(err: unknown): EngineError {
+  if (err && typeof err === "object") {
+    const e = err as { name?: unknown; message?: unknown; code?: unknown; extendedCode?: unknown };
+    const code = typeof e.extendedCode === "string"
+      ? e.extendedCode
+      : typeof e.code === "string"
+      ? e.code
+      : undefined;
+    return {
+      name: typeof e.name === "string" ? e.name : "Error",
+      message: typeof e.message === "string" ? e.message : String(err),
+      ...(code !== undefined ? { code } : {}),
+    };
+  }
+  return { name: "Error", message: String(err) };
+}
+
+/** Thrown by the engine with a code of its own. */
+export class EngineFailure extends Error {
+  constructor(message: string, readonly code: string) {
+    super(message);
+    this.name = "EngineFailure";
+  }
+}
+
+/** What a shard database records about the shards it belongs to. */
+export interface ShardInfo {
+  /** This database's place among the shards. */
+  readonly index: number;
+  /** How many shards there are. */
+  readonly count: number;
+}
+
+/** A batch of writes committed in one transaction, as it is sent to the database thread. */
+export interface WriteBatch {
+  /** Append groups (at most one per actor), encoded by `encodeGroups` (`_wire.ts`). */
+  readonly groups: Uint8Array;
+  /** Releases of ownership. */
+  readonly releases: readonly { actor: string; node: string; epoch: number }[];
+  /** Activations (at most one per actor). */
+  readonly activations: readonly ActivateRequest[];
+  /** Reminders to delete, by id. */
+  readonly deletes: readonly string[];
+  /** Other writes (record store), each a list of statements whose rows come back. */
+  readonly custom: readonly (readonly Stmt[])[];
+  /** Wall clock for idempotency records. */
+  readonly now: number;
+}
+
+/** The outcome of one activation of a batch. */
+export type ActivateOutcome =
+  | {
+    readonly won: true;
+    readonly epoch: number;
+    readonly seq: number;
+    readonly snapshot?: { seq: number; version: number; state: Uint8Array };
+    readonly events: { seq: number; type: string; version: number; data: Uint8Array; at: number }[];
+  }
+  | { readonly won: false; readonly owner: string; readonly epoch: number };
+
+/** A batch with its groups decoded. */
+interface Batch extends Omit<WriteBatch, "groups"> {
+  readonly groups: readonly AppendGroup[];
+}
+
+/** What a batch did. */
+interface BatchResult {
+  /** Per append group: written, or refused with its actor's epoch and head then (if any). */
+  readonly groups: readonly (true | { epoch: number; seq: number } | null)[];
+  /** Per activation. */
+  readonly activations: readonly ActivateOutcome[];
+  /** Per custom write: the rows of each of its statements. */
+  readonly custom: readonly Rows[][];
+}
+
+/** Per item of a batch run alone after the whole batch failed. */
+export type Isolated<T> = { ok: true; value: T } | { ok: false; error: EngineError };
+
+/** Per append group of a batch: written, refused by its check, or failed. */
+export const GROUP_FAILED = 0, GROUP_WRITTEN = 1, GROUP_REFUSED = 2;
+
+/** The result of a batch whose items may have failed one by one. */
+export interface BatchOutcome {
+  /** Set when the batch as a whole failed (every item failed with it). */
+  readonly error?: EngineError;
+  /** Per group: {@link GROUP_WRITTEN}, {@link GROUP_REFUSED} or {@link GROUP_FAILED}. */
+  readonly groups: Uint8Array;
+  /** `[group, epoch, seq]`: the head a refused group's actor had (when it has one). */
+  readonly heads: readonly [number, number, number][];
+  /** `[group, error]` of the groups that failed. */
+  readonly groupErrors: readonly [number, EngineError][];
+  readonly releases: readonly Isolated<void>[];
+  readonly activations: readonly Isolated<ActivateOutcome>[];
+  readonly deletes: readonly Isolated<void>[];
+  readonly custom: readonly Isolated<Rows[]>[];
+}
+
+/** The outcome of each group, compactly (see {@link BatchOutcome}). */
+function groupsOutcome(
+  results: readonly Isolated<true | { epoch: number; seq: number } | null>[],
+): Pick<BatchOutcome, "groups" | "heads" | "groupErrors"> {
+  const groups = new Uint8Array(results.length);
+  const heads: [number, number, number][] = [];
+  const groupErrors: [number, EngineError][] = [];
+  results.forEach((r, i) => {
+    if (!r.ok) {
+      groups[i] = GROUP_FAILED;
+      groupErrors.push([i, r.error]);
+    } else if (r.value === true) groups[i] = GROUP_WRITTEN;
+    else {
+      groups[i] = GROUP_REFUSED;
+      if (r.value) heads.push([i, r.value.epoch, r.value.seq]);
+    }
+  });
+  return { groups, heads, groupErrors };
+}
+
+/** Options of {@link Engine}. */
+export interface EngineOptions {
+  /** For messages. */
+  readonly url: string;
+  /** Where the database is one of several shards. */
+  readonly shard?: ShardInfo;
+}
+
+/** A random token that marks the rows a statement let through (unique per batch). */
+function token(): number {
+  return Math.floor(Math.random() * 2 ** 52) + 1;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Runs the journal's operations on one shard's database. */
+export class Engine {
+  readonly #exec: Executor;
+  readonly #options: EngineOptions;
+
+  constructor(exec: Executor, options: EngineOptions) {
+    this.#exec = exec;
+    this.#options = options;
+  }
+
+  /** Creates or migrates the schema and checks the shard record. */
+  async open(): Promise<void> {
+    await this.#exec.transaction(async (run) => {
+      const meta = await run({
+        sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'troupe_meta'",
+        args: [],
+      });
+      const values = new Map<string, unknown>();
+      if (meta.length > 0) {
+        for (const [k, v] of await run({ sql: "SELECT key, value FROM troupe_meta", args: [] })) {
+          values.set(String(k), v);
+        }
+      }
+      const version = Number(values.get("schema_version") ?? 0);
+      if (version > SCHEMA_VERSION) {
+        throw new EngineFailure(
+          `The journal database ${this.#options.url} has schema version ${version}, newer than this code supports (${SCHEMA_VERSION})`,
+          "SCHEMA",
+        );
+      }
+      if (version < SCHEMA_VERSION) {
+        const stmts = version === 0 ? DDL : migrationTo3(version === 1);
+        for (const sql of stmts) await run({ sql, args: [] });
+        await run({
+          sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+          args: [SCHEMA_VERSION],
+        });
+      }
+      const shard = this.#options.shard ?? { index: 0, count: 1 };
+      const count = values.get("shard_count");
+      const index = values.get("shard_index");
+      if (count === undefined) {
+        // A database written before shards were recorded holds a journal of one shard.
+        const empty = version > 0 && shard.count > 1 && !(await this.#empty(run));
+        if (empty) {
+          throw new EngineFailure(
+            `The journal database ${this.#options.url} holds a journal without shards; it cannot become shard ${shard.index} of ${shard.count}`,
+            "SHARDS",
+          );
+        }
+        await run({
+          sql: `INSERT INTO troupe_meta (key, value) VALUES ('shard_count', ?), ('shard_index', ?)
+                ON CONFLICT (key) DO NOTHING`,
+          args: [shard.count, shard.index],
+        });
+      } else if (Number(count) !== shard.count || Number(index) !== shard.index) {
+        throw new EngineFailure(
+          `The journal database ${this.#options.url} is shard ${Number(index)} of ${
+            Number(count)
+          } shards, but was opened as shard ${shard.index} of ${shard.count}: open the journal with the same shard URLs, in the same order`,
+          "SHARDS",
+        );
+      }
+    });
+  }
+
+  async #empty(run: (stmt: Stmt) => Promise<Rows>): Promise<boolean> {
+    const rows = await run({
+      sql: "SELECT (SELECT count(*) FROM activations) + (SELECT count(*) FROM reminders)",
+      args: [],
+    });
+    return Number(rows[0]?.[0] ?? 0) === 0;
+  }
+
+  /**
+   * Commits a batch, retrying while the database is locked for up to `timeoutMs`. When the
+   * batch fails otherwise, each item is tried alone, so one bad item fails by itself.
+   */
+  async batch(w: WriteBatch, timeoutMs: number): Promise<BatchOutcome> {
+    const deadline = performance.now() + timeoutMs;
+    const b: Batch = { ...w, groups: decodeGroups(w.groups) };
+    try {
+      const r = await this.#retrying(deadline, () => this.#commit(b));
+      return {
+        ...groupsOutcome(r.groups.map((value) => ({ ok: true, value }))),
+        releases: b.releases.map(() => ({ ok: true, value: undefined })),
+        activations: r.activations.map((value) => ({ ok: true, value })),
+        deletes: b.deletes.map(() => ({ ok: true, value: undefined })),
+        custom: r.custom.map((value) => ({ ok: true, value })),
+      };
+    } catch (err) {
+      const error = toEngineError(err);
+      const items = b.groups.length + b.releases.length + b.activations.length +
+        b.deletes.length + b.custom.length;
+      if (items === 1 || isBusyCode(error.code) || error.code === "CLOSED") {
+        const failed = { ok: false as const, error };
+        return {
+          error,
+          ...groupsOutcome(b.groups.map(() => failed)),
+          releases: b.releases.map(() => failed),
+          activations: b.activations.map(() => failed),
+          deletes: b.deletes.map(() => failed),
+          custom: b.custom.map(() => failed),
+        };
+      }
+      return await this.#isolated(b, deadline);
+    }
+  }
+
+  async #isolated(b: Batch, deadline: number): Promise<BatchOutcome> {
+    const none: Batch = {
+      ...b,
+      groups: [],
+      releases: [],
+      activations: [],
+      deletes: [],
+      custom: [],
+    };
+    const one = async <T>(part: Partial<Batch>, pick: (r: BatchResult) => T) => {
+      try {
+        const r = await this.#retrying(deadline, () => this.#commit({ ...none, ...part }));
+        return { ok: true as const, value: pick(r) };
+      } catch (err) {
+        return { ok: false as const, error: toEngineError(err) };
+      }
+    };
+    const groups = [];
+    for (const g of b.groups) groups.push(await one({ groups: [g] }, (r) => r.groups[0]!));
+    const releases = [];
+    for (const x of b.releases) releases.push(await one({ releases: [x] }, () => undefined));
+    const activations = [];
+    for (const a of b.activations) {
+      activations.push(await one({ activations: [a] }, (r) => r.activations[0]!));
+    }
+    const deletes = [];
+    for (const d of b.deletes) deletes.push(await one({ deletes: [d] }, () => undefined));
+    const custom = [];
+    for (const c of b.custom) custom.push(await one({ custom: [c] }, (r) => r.custom[0]!));
+    return { ...groupsOutcome(groups), releases, activations, deletes, custom };
+  }
+
+  /** Runs `fn` again after short pauses while the database is locked, until `deadline`. */
+  async #retrying<T>(deadline: number, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isBusyCode(toEngineError(err).code) || performance.now() >= deadline) throw err;
+      }
+      // Between tries the thread serves other calls (reads do not wait for the lock).
+      const pause = Math.min(50, 2 ** attempt) * (0.5 + Math.random());
+      await delay(Math.min(pause, Math.max(0, deadline - performance.now())));
+    }
+  }
+
+  async #commit(b: Batch): Promise<BatchResult> {
+    if (this.#exec.interactive) {
+      return await this.#exec.transaction((run) => this.#commitLocal(b, run));
+    }
+    const stmts: Stmt[] = [];
+    const appendToken = token();
+    const appends = appendStatements(b.groups, appendToken, b.now);
+    for (const s of appends.stmts) stmts.push(s);
+    for (const s of releaseStatements(b.releases)) stmts.push(s);
+    for (const s of deleteRemindersStatements(b.deletes)) stmts.push(s);
+    const base = stmts.length;
+    const act = activateStatements(b.activations, token());
+    for (const s of act.stmts) stmts.push(s);
+    const customAt: [number, number][] = [];
+    for (const c of b.custom) {
+      customAt.push([stmts.length, stmts.length + c.length]);
+      for (const s of c) stmts.push(s);
+    }
+    const rows = stmts.length === 0 ? [] : await this.#exec.write(stmts);
+
+    // Appends: the head updates returned the actors that passed.
+    const passed = new Set<string>();
+    for (let i = 0; i < appends.heads; i++) for (const r of rows[i]!) passed.add(String(r[0]));
+    const refused = b.groups.filter((g) => !passed.has(g.actor)).map((g) => g.actor);
+    const heads = new Map<string, { epoch: number; seq: number }>();
+    if (refused.length > 0) {
+      // Read after the commit, for the message only.
+      try {
+        for (const rs of await this.#exec.read(headsStatements(refused))) {
+          for (const [actor, epoch, seq] of rs) {
+            heads.set(String(actor), { epoch: Number(epoch), seq: Number(seq) });
+          }
+        }
+      } catch {
+        // the messages get less precise, the outcome is the same
+      }
+    }
+    const groups = b.groups.map((g) =>
+      passed.has(g.actor) ? true as const : heads.get(g.actor) ?? null
+    );
+
+    const activations = activationOutcomes(b.activations, rows, base, act);
+    const custom = customAt.map(([from, to]) => rows.slice(from, to));
+    return { groups, activations, custom };
+  }
+
+  /** Row ids of actors, by key (they never change once a head row exists). */
+  readonly #ids = new Map<string, number>();
+
+  /** {@link #commit} on a local database, inside its write transaction. */
+  async #commitLocal(
+    b: Batch,
+    run: (stmt: Stmt) => Promise<Rows>,
+  ): Promise<BatchResult> {
+    const ids = this.#ids;
+    const groups = b.groups;
+    let results: (true | { epoch: number; seq: number } | null)[] = [];
+    if (groups.length > 0) {
+      const unknown = groups.filter((g) => !ids.has(g.actor)).map((g) => g.actor);
+      if (unknown.length > 0) {
+        if (ids.size + unknown.length > 100_000) ids.clear();
+        for (const s of localAppend.ids(unknown)) {
+          for (const [actor, id] of await run(s)) ids.set(String(actor), Number(id));
+        }
+      }
+      // Positions after the shard's last one, in group order.
+      let next = Number((await run(localAppend.top))[0]?.[0] ?? 0);
+      const first: number[] = [];
+      const heads: SqlValue[][] = [];
+      for (const g of groups) {
+        const id = ids.get(g.actor);
+        const n = g.events.length;
+        first.push(next + 1);
+        if (id !== undefined) {
+          heads.push([id, g.epoch, g.expectedSeq, g.expectedSeq + n, n > 0 ? next + n : null]);
+        }
+        next += n;
+      }
+      const prev = new Map<number, number | null>();
+      for (const s of localAppend.heads(heads)) {
+        for (const [id, p] of await run(s)) prev.set(Number(id), p === null ? null : Number(p));
+      }
+      const events: SqlValue[][] = [];
+      const marks: SqlValue[][] = [];
+      const snapshots: SqlValue[][] = [];
+      const replies: SqlValue[][] = [];
+      const reminders: SqlValue[][] = [];
+      const refused: string[] = [];
+      groups.forEach((g, i) => {
+        const id = ids.get(g.actor);
+        if (id === undefined || !prev.has(id)) return void refused.push(g.actor);
+        let before = prev.get(id)!;
+        let pos = first[i]!;
+        let seq = g.expectedSeq;
+        for (const e of g.events) {
+          seq++;
+          events.push([pos, id, seq, before, e.type, e.version, e.data, e.at]);
+          if (seq % MARK_EVERY === 0) marks.push([id, seq, pos]);
+          before = pos++;
+        }
+        const s = g.snapshot;
+        if (s) snapshots.push([g.actor, s.seq, s.version, s.state]);
+        for (const r of g.idempotency) {
+          replies.push([g.actor, r.key, r.fingerprint, r.reply, b.now]);
+        }
+        for (const r of g.reminders) reminders.push([r.id, r.actor, r.handler, r.data, r.due]);
+      });
+      const stmts: Stmt[] = [];
+      localAppend.events(stmts, events);
+      localAppend.marks(stmts, marks);
+      localAppend.snapshots(stmts, snapshots);
+      localAppend.replies(stmts, replies);
+      localAppend.reminders(stmts, reminders);
+      for (const s of stmts) await run(s);
+      // Why the refused were refused, read in the same transaction.
+      const found = new Map<string, { epoch: number; seq: number }>();
+      if (refused.length > 0) {
+        for (const s of headsStatements(refused)) {
+          for (const [actor, epoch, seq] of await run(s)) {
+            found.set(String(actor), { epoch: Number(epoch), seq: Number(seq) });
+          }
+        }
+      }
+      const refusedSet = new Set(refused);
+      results = groups.map((g) => refusedSet.has(g.actor) ? found.get(g.actor) ?? null : true);
+    }
+    for (const s of releaseStatements(b.releases)) await run(s);
+    for (const s of deleteRemindersStatements(b.deletes)) await run(s);
+    const act = activateStatements(b.activations, token());
+    const actRows: Rows[] = [];
+    for (const s of act.stmts) actRows.push(await run(s));
+    const custom: Rows[][] = [];
+    for (const c of b.custom) {
+      const out: Rows[] = [];
+      for (const s of c) out.push(await run(s));
+      custom.push(out);
+    }
+    return {
+      groups: results,
+      activations: activationOutcomes(b.activations, actRows, 0, act),
+      custom,
+    };
+  }
+
+  /** Runs reads. */
+  read(stmts: readonly Stmt[]): Promise<Rows[]> {
+    return this.#exec.read(stmts);
+  }
+
+  /** Runs writes in one transaction (pruning), retrying while the database is locked. */
+  write(stmts: readonly Stmt[], timeoutMs: number): Promise<Rows[]> {
+    return this.#retrying(performance.now() + timeoutMs, () => this.#exec.write(stmts));
+  }
+
+  /** Releases the connection. */
+  close(): void {
+    this.#exec.close();
+  }
+}
+
+type ActivateEvent = { seq: number; type: string; version: number; data: Uint8Array; at: number };
+
+/** The outcome of each activation of a batch, from the rows of its statements (from `base`). */
+function activationOutcomes(
+  requests: readonly ActivateRequest[],
+  rows: readonly Rows[],
+  base: number,
+  act: ReturnType<typeof activateStatements>,
+): ActivateOutcome[] {
+  const outcome = new Map<string, ActivateOutcome>();
+  const wins = new Map<string, { epoch: number; seq: number; events: ActivateEvent[] }>();
+  const snaps = new Map<string, { seq: number; version: number; state: Uint8Array }>();
+  for (let i = base + act.result; i < base + act.snapshots[0]; i++) {
+    for (const [actor, epoch, seq, owner, won] of rows[i]!) {
+      const key = String(actor);
+      if (Number(won) === 1) {
+        wins.set(key, { epoch: Number(epoch), seq: Number(seq), events: [] });
+      } else outcome.set(key, { won: false, owner: String(owner ?? ""), epoch: Number(epoch) });
+    }
+  }
+  for (let i = base + act.snapshots[0]; i < base + act.snapshots[1]; i++) {
+    for (const [actor, seq, version, state] of rows[i]!) {
+      snaps.set(String(actor), { seq: Number(seq), version: Number(version), state: blob(state) });
+    }
+  }
+  for (let i = base + act.events[0]; i < base + act.events[1]; i++) {
+    for (const [actor, seq, type, version, data, at] of rows[i]!) {
+      wins.get(String(actor))?.events.push({
+        seq: Number(seq),
+        type: String(type),
+        version: Number(version),
+        data: blob(data),
+        at: Number(at),
+      });
+    }
+  }
+  for (const [actor, w] of wins) {
+    w.events.sort((x, y) => x.seq - y.seq);
+    const snapshot = snaps.get(actor);
+    outcome.set(actor, {
+      won: true,
+      epoch: w.epoch,
+      seq: w.seq,
+      events: w.events,
+      ...(snapshot ? { snapshot } : {}),
+    });
+  }
+  return requests.map((a) => outcome.get(a.actor)!);
+}
+
+/** A blob column's value as bytes (`null` as empty). */
+export function blob(v: unknown): Uint8Array {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (v === null || v === undefined) return new Uint8Array(0);
+  throw new TypeError(`Expected a blob from the journal database, got ${typeof v}`);
+}

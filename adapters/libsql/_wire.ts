@@ -1,0 +1,234 @@
+/**
+ * The append groups of a batch in one flat buffer, for the trip to the database thread: a
+ * structured clone of the same objects (one per group, event and payload) costs several times
+ * more on the sending thread, and the buffer is transferred, not copied.
+ *
+ * Layout (little-endian): `u32 groups`, then per group: `str actor, f64 epoch, f64 expectedSeq,
+ * u32 events, [str type, u32 version, bytes data, f64 at]…, u8 snapshot?, [f64 seq, u32 version,
+ * bytes state], u32 replies, [str key, str fingerprint, bytes reply]…, u32 reminders, [str id,
+ * str actor, str handler, bytes data, f64 due]…`. `str` and `bytes` are `u32 length` + bytes.
+ *
+ * @module
+ */
+
+import type {
+  Append,
+  IdempotencyRecord,
+  NewEvent,
+  Reminder,
+  Snapshot,
+} from "../../src/journal/types.ts";
+import type { AppendGroup } from "./_sql.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+class Writer {
+  #buf: Uint8Array;
+  #view: DataView;
+  #at = 0;
+
+  constructor(size: number) {
+    this.#buf = new Uint8Array(size);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  #room(n: number): void {
+    if (this.#at + n <= this.#buf.length) return;
+    const next = new Uint8Array(Math.max(this.#buf.length * 2, this.#at + n));
+    next.set(this.#buf.subarray(0, this.#at));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+
+  u8(v: number): void {
+    this.#room(1);
+    this.#buf[this.#at++] = v;
+  }
+
+  u32(v: number): void {
+    this.#room(4);
+    this.#view.setUint32(this.#at, v, true);
+    this.#at += 4;
+  }
+
+  f64(v: number): void {
+    this.#room(8);
+    this.#view.setFloat64(this.#at, v, true);
+    this.#at += 8;
+  }
+
+  str(s: string): void {
+    // At most 3 bytes per UTF-16 unit.
+    this.#room(4 + s.length * 3);
+    const buf = this.#buf;
+    const start = this.#at + 4;
+    // Short ASCII strings (actor keys, event types) byte by byte: cheaper than a view and
+    // encodeInto() per string.
+    let i = 0;
+    for (; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[start + i] = c;
+    }
+    const written = i === s.length ? i : enc.encodeInto(s, buf.subarray(start)).written;
+    this.#view.setUint32(this.#at, written, true);
+    this.#at = start + written;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.#room(4 + b.length);
+    this.#view.setUint32(this.#at, b.length, true);
+    this.#buf.set(b, this.#at + 4);
+    this.#at += 4 + b.length;
+  }
+
+  /** The bytes written, in a buffer of their own (to transfer). */
+  done(): Uint8Array {
+    return this.#buf.slice(0, this.#at);
+  }
+}
+
+class Reader {
+  readonly #buf: Uint8Array;
+  readonly #view: DataView;
+  #at = 0;
+
+  constructor(buf: Uint8Array) {
+    this.#buf = buf;
+    this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+
+  u8(): number {
+    return this.#buf[this.#at++]!;
+  }
+
+  u32(): number {
+    const v = this.#view.getUint32(this.#at, true);
+    this.#at += 4;
+    return v;
+  }
+
+  f64(): number {
+    const v = this.#view.getFloat64(this.#at, true);
+    this.#at += 8;
+    return v;
+  }
+
+  str(): string {
+    const n = this.u32();
+    const s = dec.decode(this.#buf.subarray(this.#at, this.#at + n));
+    this.#at += n;
+    return s;
+  }
+
+  /** A view into the buffer (not a copy). */
+  bytes(): Uint8Array {
+    const n = this.u32();
+    const b = this.#buf.subarray(this.#at, this.#at + n);
+    this.#at += n;
+    return b;
+  }
+}
+
+/**
+ * Encodes groups of appends: each group's appends (one actor and epoch, each continuing the
+ * previous one) become one group: their events in order, the last snapshot, every reply and
+ * reminder.
+ */
+export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array {
+  const w = new Writer(256 + groups.length * 128);
+  w.u32(groups.length);
+  for (const appends of groups) {
+    const first = appends[0]!;
+    w.str(first.actor);
+    w.f64(first.epoch);
+    w.f64(first.expectedSeq);
+    let events = 0;
+    let replies = 0;
+    let reminders = 0;
+    let snapshot: Snapshot | undefined;
+    for (const a of appends) {
+      events += a.events.length;
+      if (a.idempotency) replies++;
+      reminders += a.reminders?.length ?? 0;
+      if (a.snapshot) snapshot = a.snapshot;
+    }
+    w.u32(events);
+    for (const a of appends) {
+      for (const e of a.events) {
+        w.str(e.type);
+        w.u32(e.version);
+        w.bytes(e.data);
+        w.f64(e.at);
+      }
+    }
+    if (snapshot) {
+      w.u8(1);
+      w.f64(snapshot.seq);
+      w.u32(snapshot.version);
+      w.bytes(snapshot.state);
+    } else w.u8(0);
+    w.u32(replies);
+    for (const a of appends) {
+      const i = a.idempotency;
+      if (!i) continue;
+      w.str(i.key);
+      w.str(i.fingerprint);
+      w.bytes(i.reply);
+    }
+    w.u32(reminders);
+    for (const a of appends) {
+      for (const r of a.reminders ?? []) {
+        w.str(r.id);
+        w.str(r.actor);
+        w.str(r.handler);
+        w.bytes(r.data);
+        w.f64(r.due);
+      }
+    }
+  }
+  return w.done();
+}
+
+/** Decodes what {@link encodeGroups} wrote (payloads are views into `buf`). */
+export function decodeGroups(buf: Uint8Array): AppendGroup[] {
+  const r = new Reader(buf);
+  const out: AppendGroup[] = [];
+  for (let n = r.u32(); n > 0; n--) {
+    const actor = r.str();
+    const epoch = r.f64();
+    const expectedSeq = r.f64();
+    const events: NewEvent[] = [];
+    for (let k = r.u32(); k > 0; k--) {
+      events.push({ type: r.str(), version: r.u32(), data: r.bytes(), at: r.f64() });
+    }
+    const snapshot: Snapshot | undefined = r.u8() === 1
+      ? { seq: r.f64(), version: r.u32(), state: r.bytes() }
+      : undefined;
+    const idempotency: IdempotencyRecord[] = [];
+    for (let k = r.u32(); k > 0; k--) {
+      idempotency.push({ key: r.str(), fingerprint: r.str(), reply: r.bytes() });
+    }
+    const reminders: Reminder[] = [];
+    for (let k = r.u32(); k > 0; k--) {
+      reminders.push({
+        id: r.str(),
+        actor: r.str(),
+        handler: r.str(),
+        data: r.bytes(),
+        due: r.f64(),
+      });
+    }
+    out.push({
+      actor,
+      epoch,
+      expectedSeq,
+      events,
+      ...(snapshot ? { snapshot } : {}),
+      idempotency,
+      reminders,
+    });
+  }
+  return out;
+}
