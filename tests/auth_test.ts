@@ -323,6 +323,27 @@ Deno.test("a stream ends with unauthorized when its caller's token expires", asy
   }
 });
 
+Deno.test("a stream whose token is valid for months keeps flowing (no timer overflow)", async () => {
+  const idp = await issuer();
+  const system = await createSystem({
+    actors: [Vault],
+    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+  });
+  try {
+    // 30 days: past setTimeout's 2^31 - 1 ms (24.8 days), which fired at once when exceeded.
+    const exp = Math.floor(Date.now() / 1000) + 30 * 24 * 3600;
+    const token = await idp.sign({ sub: "s" }, { exp });
+    const items: number[] = [];
+    for await (const i of system.ref(Vault, "long", { token }).stream("feed")) {
+      items.push(i as number);
+      if (items.length === 5) break;
+    }
+    assert.deepEqual(items, [0, 1, 2, 3, 4]);
+  } finally {
+    await system.close();
+  }
+});
+
 Deno.test("topic rules: who may publish and subscribe with a token", async () => {
   const idp = await issuer();
   const system = await createSystem({

@@ -361,6 +361,24 @@ Deno.test("locked-down NATS: a client user cannot reach node control, types outs
   assert.equal(await sys.client.ref(Counter, "y").ask("get", undefined), 0, "nothing was added");
 });
 
+Deno.test("locked-down NATS: a client allowed only echo cannot reach another type by naming it in the envelope", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  await using lim = await gateway(s, null, LIMITED); // call: ["echo"]
+  // On the subjects it may publish to (echo's node inbox and queue), an envelope naming counter:
+  // refused, nothing runs, nothing is activated.
+  for (const subject of [`${s.prefix}.n.n1.echo`, `${s.prefix}.w.echo`]) {
+    const r = await lim.nc.request(subject, ask("counter", "forged", "add", 5), { timeout: 5000 });
+    assert.equal(r.data[0], 1, `${subject}: an error reply`);
+    const err = unjson(r.data.subarray(1)) as { code: string; message: string };
+    assert.equal(err.code, "bad_payload", subject);
+    assert.match(err.message, /arrived on the subject of "echo"/);
+  }
+  assert.equal(await sys.client.directory.locate(Counter, "forged"), undefined, "not activated");
+  assert.equal(await sys.client.ref(Counter, "forged").ask("get", undefined), 0, "nothing added");
+  assert.deepEqual(lim.errors, []);
+});
+
 Deno.test("locked-down NATS: replies are bound to the requester; a reply subject naming another client's inbox reaches no one else", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
