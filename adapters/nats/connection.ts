@@ -22,6 +22,7 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
+  type DurableTopics,
   type KvBucket,
   type KvOptions,
   type MeshConnection,
@@ -45,6 +46,7 @@ import {
   toMeshMessage,
   toNatsHeaders,
 } from "./_util.ts";
+import { NatsDurableTopics } from "./durable.ts";
 import { NatsKvBucket, replicatedCasIsSafe } from "./kv.ts";
 import type { NatsKvWatch } from "./kv_watch.ts";
 import type { NatsMeshOptions } from "./mesh.ts";
@@ -305,10 +307,8 @@ export class NatsMeshConnection implements MeshConnection {
     if (!(Number.isInteger(history) && history >= 1 && history <= 64)) {
       throw new RangeError(`Cannot open KV bucket "${bucket}" with history ${history}: 1 to 64`);
     }
-    // once: a server without JetStream, or a user without a node's permissions, fails here
-    const probe = Math.min(this.#options.kvTimeout ?? 5000, 2000);
-    await (this.#setup ??= checkJetStream(this.nc, this.node, this.#options.user, probe));
-    const replicas = this.#replicas(options?.replicas);
+    await this.ensureJetStream();
+    const replicas = this.replicasFor(options?.replicas);
     const deadline = performance.now() + 3 * (this.#options.connectTimeout ?? 10_000);
     const what = `Cannot open KV bucket "${bucket}"`;
     const kvm = new Kvm(this.js);
@@ -336,6 +336,23 @@ export class NatsMeshConnection implements MeshConnection {
     return new NatsKvBucket(this, kv, bucket, String(info.created), serialized);
   }
 
+  /**
+   * Checks once that this connection may use JetStream: a server without it, or a user without
+   * a node's permissions, fails here with a `NatsSetupError`. Internal.
+   */
+  ensureJetStream(): Promise<void> {
+    const probe = Math.min(this.#options.kvTimeout ?? 5000, 2000);
+    return this.#setup ??= checkJetStream(this.nc, this.node, this.#options.user, probe);
+  }
+
+  /** This connection's durable topics (JetStream), made on first use. */
+  durableTopics(): DurableTopics {
+    this.#check();
+    return this.#durable ??= new NatsDurableTopics(this);
+  }
+
+  #durable: NatsDurableTopics | undefined;
+
   async deleteKv(bucket: string): Promise<void> {
     this.#check();
     if (!/^[A-Za-z0-9_-]+$/.test(bucket)) {
@@ -355,7 +372,8 @@ export class NatsMeshConnection implements MeshConnection {
     }
   }
 
-  #replicas(requested: number | undefined): number {
+  /** Replicas of a new stream: `requested`, else 3 with ≥ 3 known servers; clamped. Internal. */
+  replicasFor(requested: number | undefined): number {
     const info = this.nc.info;
     const size = Math.max(new Set(info?.connect_urls ?? []).size, this.#knownServers());
     const wanted = this.#options.replicas ?? requested ??
@@ -380,6 +398,7 @@ export class NatsMeshConnection implements MeshConnection {
 
   async #close(): Promise<void> {
     for (const w of [...this.watches]) w.stop();
+    await this.#durable?.close();
     if (!this.nc.isClosed()) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const bounded = new Promise<void>((resolve) => timer = setTimeout(resolve, 2000));

@@ -38,6 +38,7 @@ import { type Mesh, type MeshConnection, MeshError } from "../../src/mesh/types.
 import { delay } from "../../src/util/async.ts";
 import { backoff } from "./_util.ts";
 import { NatsMeshConnection } from "./connection.ts";
+import { checkDurableOptions } from "./durable.ts";
 
 export { replicatedCasIsSafe } from "./kv.ts";
 
@@ -158,6 +159,49 @@ export interface NatsMeshOptions {
    * creation retries up to `connectTimeout` × 3. @default {5000}
    */
   kvRetry?: number;
+  /**
+   * The JetStream stream behind durable topics (`publish(…, { durable: true })`,
+   * `subscribe(…, { durable })`): one stream per prefix, `<prefix>_topics`, made by the first
+   * node that uses it. A stream that exists keeps its settings (change them with `nats stream
+   * edit`). @default {{}} (see {@link NatsDurableTopicsOptions})
+   */
+  durableTopics?: NatsDurableTopicsOptions;
+}
+
+/**
+ * Settings of the JetStream stream behind durable topics, used when a node creates it.
+ *
+ * @example
+ * ```ts
+ * import { natsMesh } from "@troupe/troupe/nats";
+ *
+ * const mesh = natsMesh({
+ *   servers: "nats://127.0.0.1:4222",
+ *   durableTopics: { maxAge: 24 * 3_600_000, maxBytes: 256 * 1024 * 1024, replicas: 3 },
+ * });
+ * ```
+ */
+export interface NatsDurableTopicsOptions {
+  /** How long a message is kept, ms. @default {604800000} (7 days) */
+  maxAge?: number;
+  /**
+   * Most bytes kept; past it the oldest messages go. JetStream reserves it in the account's
+   * file store when the stream is made (a server with less room refuses it: `NatsSetupError`
+   * `"jetstream_no_room"`). @default {268435456} (256 MiB)
+   */
+  maxBytes?: number;
+  /**
+   * How long a publish's dedup id is remembered, ms (JetStream's `duplicate_window`).
+   * @default {120000}
+   */
+  duplicateWindow?: number;
+  /**
+   * Replicas of the stream (and its consumers). @default {3 when the client knows of 3 or
+   * more servers, else 1 (like the KV buckets)}
+   */
+  replicas?: number;
+  /** `"file"` (kept across server restarts) or `"memory"`. @default {"file"} */
+  storage?: "file" | "memory";
 }
 
 type Transport = "tcp" | "ws";
@@ -238,6 +282,7 @@ export function natsMesh(options: NatsMeshOptions): Mesh {
     throw new RangeError(`Cannot use replicas ${options.replicas}: must be 1 to 5`);
   }
   checkAuthOptions(options);
+  checkDurableOptions(options.durableTopics);
   return {
     kind: "nats",
     leaseTtl,

@@ -19,7 +19,13 @@
  * @module
  */
 
-export { NatsAuthError, natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
+export {
+  NatsAuthError,
+  type NatsDurableTopicsOptions,
+  natsMesh,
+  type NatsMeshOptions,
+  replicatedCasIsSafe,
+} from "./mesh.ts";
 export {
   NATS_SERVICE_REPLY_PREFIX,
   natsAuthConfig,

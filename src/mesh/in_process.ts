@@ -36,8 +36,14 @@
  */
 
 import { isValidSubject, subjectMatches } from "./subject.ts";
+import {
+  DurableStore,
+  type InProcessDurableOptions,
+  InProcessDurableTopics,
+} from "./in_process_durable.ts";
 import { createEventQueue } from "../util/queue.ts";
 import {
+  type DurableTopics,
   type KvBucket,
   type KvEntry,
   type KvIncarnation,
@@ -74,7 +80,14 @@ export interface InProcessMeshOptions {
   prefix?: string;
   /** Largest message (body plus headers) carried, in bytes. @default {1048576} */
   maxPayload?: number;
+  /**
+   * Limits of the durable topics' store (`publish(…, { durable: true })`), kept in memory for
+   * as long as this mesh value lives. @default {{}} (see {@link InProcessDurableOptions})
+   */
+  durable?: InProcessDurableOptions;
 }
+
+export type { InProcessDurableOptions };
 
 /**
  * Makes an in-process mesh: one cluster whose nodes are the connections made on it.
@@ -100,6 +113,8 @@ export function inProcessMesh(options: InProcessMeshOptions = {}): Mesh {
     throw new TypeError(`Cannot use prefix "${prefix}": must match [A-Za-z0-9_-]+`);
   }
   const cluster = new Cluster(maxPayload);
+  // cheap until used (no timer runs while nobody consumes); made now so bad limits throw here
+  cluster.store = new DurableStore({ prefix, route: (m) => cluster.route(m) }, options.durable);
   return {
     kind: "in-process",
     leaseTtl,
@@ -163,6 +178,8 @@ class Cluster {
   readonly root: TrieNode = trieNode();
   readonly cache = new Map<string, MatchResult>();
   readonly buckets = new Map<string, BucketState>();
+  /** The durable topics' store (set by `inProcessMesh`). */
+  store!: DurableStore;
   /** The `createdAt` of the latest incarnation of each bucket name. */
   readonly #created = new Map<string, number>();
   constructor(readonly maxPayload: number) {}
@@ -383,6 +400,7 @@ class InProcessConnection implements MeshConnection {
   readonly #pending = new Map<string, Pending>();
   readonly #listeners = new Set<(status: MeshStatus) => void>();
   readonly #watches = new Set<WatchImpl>();
+  #durable: InProcessDurableTopics | undefined;
   readonly #muxPrefix: string;
   #mux: Sub | undefined;
   #reqCounter = 0;
@@ -592,6 +610,16 @@ class InProcessConnection implements MeshConnection {
     }
   }
 
+  durableTopics(): DurableTopics {
+    this.#open();
+    return this.#durable ??= new InProcessDurableTopics(
+      this.cluster.store,
+      () => this.#openForNew(),
+      (subject, data, headers) => this.#message(subject, data, headers),
+      (err) => this.report(err),
+    );
+  }
+
   /** Throws `MeshError("closed")` once closed; used by bucket handles. */
   check(): void {
     this.#openForNew();
@@ -618,6 +646,7 @@ class InProcessConnection implements MeshConnection {
   async #close(): Promise<void> {
     this.#state = "draining";
     for (const w of [...this.#watches]) w.stop();
+    this.#durable?.close();
     const mux = this.#mux;
     const user = [...this.#subs].filter((s) => s !== mux);
     // Like a NATS drain: no new messages, queued ones are handled (their replies may still

@@ -1,0 +1,537 @@
+/**
+ * Durable topics on NATS: one JetStream stream per prefix (`<prefix>_topics`, capturing
+ * `<prefix>.d.>`), durable pull consumers with explicit acks, and deduplication by the
+ * `Nats-Msg-Id` header. Internal: `NatsMeshConnection.durableTopics()` returns it.
+ *
+ * Decisions:
+ * - The stream is made by the first node that needs it (a publish or a consumer), R3 when
+ *   the client knows of 3 or more servers (like the KV buckets). One that exists is used as
+ *   it is: its limits belong to the operator once made.
+ * - Consumers are created with `max_deliver: -1`: the node decides when a message has failed
+ *   often enough (the core's `maxDeliver`) and moves it to its dead-letter topic itself, so a
+ *   node that dies during the last attempt does not make the message vanish with a server
+ *   advisory; backoff between failures is the `nak` delay (JetStream's `backoff` only spaces
+ *   ack timeouts).
+ * - A `from: "new"` consumer starts after the stream's last sequence as its leader reports it,
+ *   never with `DeliverPolicy.New`: on nats-server 2.9.10 a consumer placed on a lagging
+ *   replica of an R3 stream would also deliver messages stored before it was created.
+ * - A consumption pulls only for its free room (`maxInFlight` minus messages not settled),
+ *   with 5 s long polls and 1 s idle heartbeats, so a pull lost with its server is noticed
+ *   within seconds and sent again (to the consumer's new leader).
+ * - A publish with a dedup id is retried while JetStream has no leader or does not answer
+ *   (the id makes a resend harmless within the duplicate window); without one, only while
+ *   nothing answered at all (nothing was stored).
+ *
+ * @module
+ */
+
+import { nanos } from "@nats-io/nats-core";
+import {
+  AckPolicy,
+  type ConsumerConfig,
+  type ConsumerInfo,
+  type ConsumerMessages,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiError,
+  type JsMsg,
+  type PubAck,
+  ReplayPolicy,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
+import { isValidSubject } from "../../src/mesh/subject.ts";
+import {
+  type DurableConsumer,
+  type DurableConsumerConfig,
+  type DurableConsumption,
+  type DurableMessage,
+  type DurablePublishOptions,
+  type DurableReceipt,
+  type DurableTopics,
+  MeshError,
+  type MeshHeaders,
+} from "../../src/mesh/types.ts";
+import { delay } from "../../src/util/async.ts";
+import {
+  backoff,
+  isNoResponders,
+  isStreamNotFound,
+  isTemporaryBucketOpen,
+  isTemporaryJs,
+  retry,
+  toNatsHeaders,
+} from "./_util.ts";
+import type { NatsMeshConnection } from "./connection.ts";
+import type { NatsDurableTopicsOptions } from "./mesh.ts";
+import { NatsSetupError } from "./setup.ts";
+
+/** Whether a stream create failed for want of storage (10047): not something a retry fixes. */
+function noRoom(err: unknown): boolean {
+  return err instanceof JetStreamApiError &&
+    (err.code === 10047 || /insufficient storage/i.test(err.message));
+}
+
+const CONSUMER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** The stream's default `max_bytes` (reserved in the account's file store). */
+const DEFAULT_MAX_BYTES = 256 * 1024 * 1024;
+const MAX_ID = 128;
+/** Long poll of one pull request, ms. */
+const PULL_EXPIRES = 5_000;
+/** Idle heartbeat of a pull request, ms. */
+const PULL_HEARTBEAT = 1_000;
+
+/**
+ * Throws a `RangeError`/`TypeError` for bad {@link NatsDurableTopicsOptions} (called by
+ * `natsMesh`, so a bad option fails at once). Internal.
+ */
+export function checkDurableOptions(o: NatsDurableTopicsOptions | undefined): void {
+  if (!o) return;
+  for (const k of ["maxAge", "maxBytes", "duplicateWindow"] as const) {
+    const v = o[k];
+    if (v !== undefined && !(v > 0)) {
+      throw new RangeError(`Cannot use durableTopics.${k} ${v}: must be positive`);
+    }
+  }
+  if (o.replicas !== undefined && !(o.replicas >= 1 && o.replicas <= 5)) {
+    throw new RangeError(`Cannot use durableTopics.replicas ${o.replicas}: must be 1 to 5`);
+  }
+  if (o.storage !== undefined && o.storage !== "file" && o.storage !== "memory") {
+    throw new TypeError(`Cannot use durableTopics.storage "${o.storage}": "file" or "memory"`);
+  }
+}
+
+/** The durable topics of one NATS mesh connection. Internal. */
+export class NatsDurableTopics implements DurableTopics {
+  readonly #conn: NatsMeshConnection;
+  readonly #prefix: string;
+  /** The stream's name. */
+  readonly stream: string;
+  readonly #subjects: string;
+  #ready: Promise<void> | undefined;
+  readonly #consumptions = new Set<NatsConsumption>();
+
+  constructor(conn: NatsMeshConnection) {
+    this.#conn = conn;
+    this.#prefix = conn.options.prefix ?? "troupe";
+    this.stream = `${this.#prefix}_topics`;
+    this.#subjects = `${this.#prefix}.d.>`;
+  }
+
+  #checkSubject(subject: string, wildcards: boolean): void {
+    if (
+      typeof subject !== "string" || !isValidSubject(subject, wildcards) ||
+      !subject.startsWith(`${this.#prefix}.d.`)
+    ) {
+      throw new TypeError(
+        `Cannot use subject "${subject}" for durable topics: it must be under "${this.#prefix}.d."`,
+      );
+    }
+  }
+
+  #closed(): boolean {
+    const nc = this.#conn.nc;
+    return nc.isClosed() || nc.isDraining();
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#closed()) throw new MeshError("closed", `${what}: connection closed`);
+  }
+
+  /** The stream exists (made once per connection; a failed attempt is tried again later). */
+  ensureStream(): Promise<void> {
+    const p = this.#ready ??= this.#makeStream();
+    p.catch(() => {
+      if (this.#ready === p) this.#ready = undefined;
+    });
+    return p;
+  }
+
+  async #makeStream(): Promise<void> {
+    const conn = this.#conn;
+    await conn.ensureJetStream();
+    const o = conn.options.durableTopics ?? {};
+    const jsm = await conn.jsm();
+    const what = `Cannot open the durable topics' stream "${this.stream}"`;
+    const deadline = performance.now() + 3 * (conn.options.connectTimeout ?? 10_000);
+    const info = await retry(
+      async () => {
+        try {
+          return await jsm.streams.info(this.stream);
+        } catch (err) {
+          if (!isStreamNotFound(err)) throw err;
+        }
+        try {
+          return await jsm.streams.add({
+            name: this.stream,
+            description: `Troupe durable topics (${this.#subjects})`,
+            subjects: [this.#subjects],
+            retention: RetentionPolicy.Limits,
+            discard: DiscardPolicy.Old,
+            storage: o.storage === "memory" ? StorageType.Memory : StorageType.File,
+            max_age: nanos(o.maxAge ?? 7 * 24 * 3_600_000),
+            max_bytes: o.maxBytes ?? DEFAULT_MAX_BYTES,
+            duplicate_window: nanos(o.duplicateWindow ?? 120_000),
+            num_replicas: conn.replicasFor(o.replicas),
+            allow_direct: false,
+          });
+        } catch (err) {
+          // made at the same moment by another node: read it
+          if (err instanceof JetStreamApiError && /already in use/i.test(err.message)) {
+            return await jsm.streams.info(this.stream);
+          }
+          throw err;
+        }
+      },
+      (err) => !noRoom(err) && isTemporaryBucketOpen(err),
+      deadline,
+      what,
+    ).catch((err) => {
+      if (!noRoom(err)) throw err;
+      throw new NatsSetupError(
+        "jetstream_no_room",
+        `${what}: the server's JetStream has no room for it (${
+          (err as Error).message
+        }): a stream reserves its maxBytes (${
+          o.maxBytes ?? DEFAULT_MAX_BYTES
+        } bytes) in the account's file store; lower \`durableTopics.maxBytes\` of natsMesh, ` +
+          `or raise \`max_file_store\` in the server's \`jetstream { }\` block`,
+        err,
+      );
+    });
+    if (!info.config.subjects?.includes(this.#subjects)) {
+      throw new TypeError(
+        `${what}: it exists without the subjects "${this.#subjects}" (it has ${
+          JSON.stringify(info.config.subjects ?? [])
+        }); delete it or add them with \`nats stream edit\``,
+      );
+    }
+    // the first writes must not fail while a replicated stream elects its leader
+    await retry(
+      async () => {
+        const si = await jsm.streams.info(this.stream);
+        if (si.config.num_replicas > 1 && !si.cluster?.leader) throw new MeshError("timeout", "");
+      },
+      (err) => isTemporaryBucketOpen(err) || err instanceof MeshError,
+      deadline,
+      what,
+    );
+  }
+
+  async publish(
+    subject: string,
+    data: Uint8Array,
+    options?: DurablePublishOptions,
+  ): Promise<DurableReceipt> {
+    const what = `Cannot store a message on "${subject}"`;
+    this.#checkOpen(what);
+    this.#checkSubject(subject, false);
+    const id = options?.id;
+    if (id !== undefined && (typeof id !== "string" || id === "" || id.length > MAX_ID)) {
+      throw new TypeError(`Cannot use dedup id "${String(id).slice(0, 40)}": 1 to 128 characters`);
+    }
+    await this.ensureStream();
+    const headers = toNatsHeaders(options?.headers);
+    const conn = this.#conn;
+    const deadline = performance.now() + (conn.options.kvRetry ?? 5000);
+    let again = false; // no responders after the stream was made: it may have been deleted
+    const ack: PubAck = await retry(
+      async () => {
+        if (again) {
+          again = false;
+          this.#ready = undefined;
+          await this.ensureStream();
+        }
+        return await conn.js.publish(subject, data, {
+          ...(id !== undefined ? { msgID: id } : {}),
+          ...(headers ? { headers } : {}),
+        });
+      },
+      (err) => {
+        if (this.#closed()) return false;
+        if (isNoResponders(err)) return again = true;
+        return id !== undefined && isTemporaryJs(err);
+      },
+      deadline,
+      what,
+    );
+    return { seq: ack.seq, duplicate: ack.duplicate };
+  }
+
+  async consumer(config: DurableConsumerConfig): Promise<DurableConsumer> {
+    const what = `Cannot open durable consumer "${config.name}"`;
+    this.#checkOpen(what);
+    if (typeof config.name !== "string" || !CONSUMER_NAME.test(config.name)) {
+      throw new TypeError(
+        `Cannot use durable consumer name "${config.name}": 1 to 64 of [A-Za-z0-9_-]`,
+      );
+    }
+    this.#checkSubject(config.filter, true);
+    if (!(config.ackWait > 0)) {
+      throw new RangeError(`Cannot use ackWait ${config.ackWait}: must be positive`);
+    }
+    await this.ensureStream();
+    await this.#ensureConsumer(config, what);
+    return {
+      name: config.name,
+      consume: (handler, options) => this.#consume(config, handler, options.maxInFlight),
+    };
+  }
+
+  /** Finds the consumer, or creates it from `config.from`; checks its filter. */
+  async #ensureConsumer(config: DurableConsumerConfig, what: string): Promise<ConsumerInfo> {
+    const conn = this.#conn;
+    const jsm = await conn.jsm();
+    const deadline = performance.now() + 3 * (conn.options.connectTimeout ?? 10_000);
+    const info = await retry(
+      async () => {
+        const found = await this.#info(config.name);
+        if (found) return found;
+        const start: Partial<ConsumerConfig> = { deliver_policy: DeliverPolicy.All };
+        if (config.from === "new") {
+          const si = await jsm.streams.info(this.stream); // from the leader
+          start.deliver_policy = DeliverPolicy.StartSequence;
+          start.opt_start_seq = si.state.last_seq + 1;
+        } else if (config.from instanceof Date) {
+          start.deliver_policy = DeliverPolicy.StartTime;
+          start.opt_start_time = config.from.toISOString();
+        }
+        try {
+          return await jsm.consumers.add(this.stream, {
+            durable_name: config.name,
+            ...(config.description !== undefined ? { description: config.description } : {}),
+            ack_policy: AckPolicy.Explicit,
+            ack_wait: nanos(config.ackWait),
+            max_deliver: -1,
+            filter_subject: config.filter,
+            replay_policy: ReplayPolicy.Instant,
+            ...start,
+          });
+        } catch (err) {
+          // made at the same moment by another node, maybe from another start: use it
+          if (err instanceof JetStreamApiError && /already (exists|in use)/i.test(err.message)) {
+            const again = await this.#info(config.name);
+            if (again) return again;
+          }
+          throw err;
+        }
+      },
+      isTemporaryJs,
+      deadline,
+      what,
+    );
+    if (info.config.filter_subject !== config.filter) {
+      throw new TypeError(
+        `Durable consumer "${config.name}" exists with filter "${info.config.filter_subject}", not "${config.filter}"`,
+      );
+    }
+    return info;
+  }
+
+  async #info(name: string): Promise<ConsumerInfo | undefined> {
+    const jsm = await this.#conn.jsm();
+    try {
+      return await jsm.consumers.info(this.stream, name);
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === 10014) return undefined;
+      throw err;
+    }
+  }
+
+  #consume(
+    config: DurableConsumerConfig,
+    handler: (msg: DurableMessage) => void,
+    maxInFlight: number,
+  ): DurableConsumption {
+    this.#checkOpen(`Cannot consume "${config.name}"`);
+    if (!(Number.isInteger(maxInFlight) && maxInFlight >= 1)) {
+      throw new RangeError(`Cannot consume with maxInFlight ${maxInFlight}: a positive integer`);
+    }
+    const c = new NatsConsumption(
+      this.#conn,
+      this.stream,
+      config,
+      handler,
+      maxInFlight,
+      () => this.#ensureConsumer(config, `Cannot open durable consumer "${config.name}"`),
+      (c) => this.#consumptions.delete(c),
+    );
+    this.#consumptions.add(c);
+    return c;
+  }
+
+  async deleteConsumer(name: string): Promise<void> {
+    const what = `Cannot delete durable consumer "${name}"`;
+    this.#checkOpen(what);
+    if (typeof name !== "string" || !CONSUMER_NAME.test(name)) {
+      throw new TypeError(`${what}: not a consumer name`);
+    }
+    await this.ensureStream();
+    const jsm = await this.#conn.jsm();
+    try {
+      await retry(
+        () => jsm.consumers.delete(this.stream, name),
+        isTemporaryJs,
+        performance.now() + (this.#conn.options.kvRetry ?? 5000),
+        what,
+      );
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+    }
+  }
+
+  /** Stops every consumption (the connection is closing). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#consumptions].map((c) => c.stop()));
+  }
+}
+
+/** One consumption: a loop of pulls sized to the free room. */
+class NatsConsumption implements DurableConsumption {
+  readonly #conn: NatsMeshConnection;
+  readonly #stream: string;
+  readonly #config: DurableConsumerConfig;
+  readonly #handler: (msg: DurableMessage) => void;
+  readonly #max: number;
+  readonly #ensure: () => Promise<unknown>;
+  readonly #onEnd: (c: NatsConsumption) => void;
+  #inFlight = 0;
+  #stopped = false;
+  #pull: ConsumerMessages | undefined;
+  #room: (() => void) | undefined;
+  readonly #sleep = new AbortController();
+  readonly closed: Promise<void>;
+
+  constructor(
+    conn: NatsMeshConnection,
+    stream: string,
+    config: DurableConsumerConfig,
+    handler: (msg: DurableMessage) => void,
+    max: number,
+    ensure: () => Promise<unknown>,
+    onEnd: (c: NatsConsumption) => void,
+  ) {
+    this.#conn = conn;
+    this.#stream = stream;
+    this.#config = config;
+    this.#handler = handler;
+    this.#max = max;
+    this.#ensure = ensure;
+    this.#onEnd = onEnd;
+    this.closed = this.#run().finally(() => {
+      this.#stopped = true;
+      this.#onEnd(this);
+    });
+  }
+
+  #closed(): boolean {
+    return this.#conn.nc.isClosed() || this.#conn.nc.isDraining();
+  }
+
+  async #run(): Promise<void> {
+    await Promise.resolve(); // never inside consume()
+    const conn = this.#conn;
+    let failures = 0;
+    while (!this.#stopped && !this.#closed()) {
+      if (this.#inFlight >= this.#max) {
+        await new Promise<void>((r) => this.#room = r);
+        this.#room = undefined;
+        continue;
+      }
+      try {
+        const consumer = await conn.js.consumers.get(this.#stream, this.#config.name);
+        if (this.#stopped) break;
+        const pull = await consumer.fetch({
+          max_messages: this.#max - this.#inFlight,
+          expires: PULL_EXPIRES,
+          idle_heartbeat: PULL_HEARTBEAT,
+        });
+        this.#pull = pull;
+        for await (const m of pull) {
+          if (this.#stopped) {
+            m.nak(); // stopped meanwhile: let another consumption have it now
+            continue;
+          }
+          this.#deliver(m);
+        }
+        failures = 0;
+      } catch (err) {
+        if (this.#stopped || this.#closed()) break;
+        if (err instanceof JetStreamApiError && (err.code === 10014 || isStreamNotFound(err))) {
+          await this.#ensure().catch(() => {}); // deleted under us: made again from `from`
+        }
+        try {
+          await delay(backoff(failures++ + 2), this.#sleep.signal);
+        } catch {
+          break; // stopped
+        }
+      } finally {
+        this.#pull = undefined;
+      }
+    }
+  }
+
+  #deliver(m: JsMsg): void {
+    this.#inFlight++;
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      this.#inFlight--;
+      try {
+        fn();
+      } catch {
+        // closed connection: the message comes back after ackWait
+      }
+      this.#room?.();
+    };
+    let headers: MeshHeaders = {};
+    try {
+      const h = m.headers;
+      if (h) { for (const k of h.keys()) headers[k] = h.get(k); }
+    } catch {
+      headers = {};
+    }
+    const id = headers["Nats-Msg-Id"];
+    const msg: DurableMessage = {
+      subject: m.subject,
+      headers,
+      data: m.data,
+      seq: m.seq,
+      deliveries: m.info.deliveryCount,
+      storedAt: Number(m.timestampNanos / 1_000_000n),
+      ...(id ? { id } : {}),
+      ack: () => settle(() => m.ack()),
+      nak: (delay?: number) => settle(() => m.nak(delay && delay > 0 ? delay : undefined)),
+      term: () => settle(() => m.term()),
+      working: () => {
+        if (!settled) {
+          try {
+            m.working();
+          } catch {
+            // closed: nothing to keep
+          }
+        }
+      },
+    };
+    try {
+      this.#handler(msg);
+    } catch (err) {
+      this.#conn.emit({ type: "error", error: err });
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      this.#sleep.abort();
+      this.#room?.();
+      try {
+        this.#pull?.stop();
+      } catch {
+        // ended already
+      }
+    }
+    await this.closed;
+  }
+}
