@@ -96,7 +96,15 @@ export type {
   System,
   SystemOptions,
   SystemStatus,
+  TopicPublishOptions,
+  TopicSubscribeOptions,
 } from "./src/system.ts";
+export type {
+  DeadLetterInfo,
+  Delivery,
+  DurableSubscribeOptions,
+  TopicHandler,
+} from "./src/dispatch/pubsub.ts";
 export type { AccessMap, AccessRule, Decision, SystemRule, TopicRule } from "./src/auth/access.ts";
 export type { AuthOptions, VerifyKey } from "./src/auth/verify.ts";
 export type {
@@ -142,8 +150,16 @@ export type {
   StoredReply,
 } from "./src/journal/types.ts";
 export { inProcessMesh } from "./src/mesh/in_process.ts";
-export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";
+export type { InProcessDurableOptions, InProcessMeshOptions } from "./src/mesh/in_process.ts";
 export type {
+  DurableConsumer,
+  DurableConsumerConfig,
+  DurableConsumption,
+  DurableMessage,
+  DurablePublishOptions,
+  DurableReceipt,
+  DurableStart,
+  DurableTopics,
   KvBucket,
   KvEntry,
   KvIncarnation,

@@ -28,6 +28,7 @@ import type {
 import { createConfig, type ManagedConfig } from "./config/config.ts";
 import type { Config, ConfigOptions } from "./config/types.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
+import type { DurableSubscribeOptions, TopicHandler } from "./dispatch/pubsub.ts";
 import { DEFAULT_REPLY_PREFIXES, isReplySubject, subjects } from "./dispatch/subjects.ts";
 import { type Cluster, clusterClient } from "./observe/cluster.ts";
 import type { Responder } from "./observe/control.ts";
@@ -130,10 +131,61 @@ export interface HistoryEvent<E = unknown> {
   readonly at: Date;
 }
 
+/**
+ * Options of {@link System.publish}.
+ *
+ * @example
+ * ```ts
+ * import type { TopicPublishOptions } from "@troupe/troupe";
+ * const options: TopicPublishOptions = { durable: true, id: "order-42-created" };
+ * ```
+ */
+export interface TopicPublishOptions {
+  /** The publisher's token: topic rules (`auth.topics`) decide whether it may publish. */
+  token?: string;
+  /**
+   * Store the message (durable topics: the mesh's store, JetStream on NATS): the promise
+   * resolves once it is stored, and durable subscriptions get it at least once, also if they
+   * run later. Plain subscribers get it too, live. @default {false}
+   */
+  durable?: boolean;
+  /**
+   * A durable message's id (1 to 128 characters): published again with the same id within the
+   * store's duplicate window (2 minutes by default), it is stored once. Durable subscribers see
+   * it as `delivery.id`. @default {a random id}
+   */
+  id?: string;
+}
+
+/**
+ * Options of {@link System.subscribe}: a plain subscription (live, at most once; `group`
+ * load-balances), or a durable one (`durable: name`, at least once; see
+ * {@link DurableSubscribeOptions}).
+ *
+ * @example
+ * ```ts
+ * import type { TopicSubscribeOptions } from "@troupe/troupe";
+ * const billing: TopicSubscribeOptions = { durable: "billing", from: "all", maxDeliver: 5 };
+ * const live: TopicSubscribeOptions = { group: "dashboards" };
+ * ```
+ */
+export interface TopicSubscribeOptions extends Partial<DurableSubscribeOptions> {
+  /** Queue group of a plain subscription: each message to one member of the group. */
+  group?: string;
+  /** The subscriber's token: topic rules (`auth.topics`) decide whether it may subscribe. */
+  token?: string;
+}
+
 /** A pub/sub subscription. */
 export interface Subscription {
   /** The topic pattern. */
   readonly topic: string;
+  /**
+   * Settles once the subscription is in place: its token (if any) was allowed, the mesh knows
+   * of it, and a durable subscription's consumer exists. Rejects (`forbidden`, `unauthorized`,
+   * `unavailable`, `TypeError`) when it was refused: it then delivers nothing.
+   */
+  readonly ready: Promise<void>;
   /** Stops delivery. Idempotent. */
   unsubscribe(): void;
   /** Same as `unsubscribe()`, for `using`. */
@@ -196,13 +248,45 @@ export interface System extends AsyncDisposable {
     id: string,
     options?: { from?: number },
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
-  /** Publishes to a topic (dot-separated tokens). */
-  publish(topic: string, payload: unknown, options?: { token?: string }): Promise<void>;
-  /** Subscribes to a topic pattern (`*` one token, `>` the rest); `group` load-balances. */
+  /**
+   * Publishes to a topic (dot-separated tokens): at most once to the subscribers there now,
+   * or, with `durable: true`, stored first (the promise resolves once it is) and delivered at
+   * least once to durable subscriptions, also those that start later.
+   *
+   * @example
+   * ```ts
+   * import { createSystem } from "@troupe/troupe";
+   * const system = await createSystem();
+   * await system.publish("orders.created", { id: 1 });                      // live only
+   * await system.publish("orders.created", { id: 2 }, { durable: true, id: "order-2" }); // stored
+   * await system.close();
+   * ```
+   */
+  publish(topic: string, payload: unknown, options?: TopicPublishOptions): Promise<void>;
+  /**
+   * Subscribes to a topic pattern (`*` one token, `>` the rest). Plain: live messages, at most
+   * once; `group` load-balances. With `durable: name`: a named consumer shared by every
+   * subscriber of that name and pattern on any node; messages wait for it, each is delivered
+   * at least once, again while the handler throws (`backoff`), then moved to `dead.<topic>`
+   * after `maxDeliver` deliveries. The handler's third argument says which delivery it is.
+   *
+   * @example
+   * ```ts
+   * import { createSystem } from "@troupe/troupe";
+   * const system = await createSystem();
+   * const sub = system.subscribe("orders.*", async (order, topic, delivery) => {
+   *   console.log(topic, order, delivery?.attempt);     // throw to get it again later
+   * }, { durable: "billing", from: "all", maxDeliver: 5 });
+   * await sub.ready;                                     // the consumer exists
+   * await system.publish("orders.created", { id: 1 }, { durable: true });
+   * sub.unsubscribe();
+   * await system.close();
+   * ```
+   */
   subscribe(
     topic: string,
-    handler: (payload: unknown, topic: string) => void | Promise<void>,
-    options?: { group?: string; token?: string },
+    handler: TopicHandler,
+    options?: TopicSubscribeOptions,
   ): Subscription;
   /** Acquires a lease, waiting until it is free. */
   lease(name: string, options?: LeaseOptions): Promise<Lease>;
@@ -530,28 +614,31 @@ class SystemImpl implements System {
     }
   }
 
-  async publish(topic: string, payload: unknown, options: { token?: string } = {}): Promise<void> {
+  async publish(topic: string, payload: unknown, options: TopicPublishOptions = {}): Promise<void> {
     if (options.token !== undefined) await this.#topicAllowed(topic, "publish", options.token);
-    return this.#dispatch.publish(topic, payload);
+    if (!options.durable) {
+      if (options.id !== undefined) {
+        throw new TypeError("publish(): `id` is for durable messages (`durable: true`)");
+      }
+      return this.#dispatch.publish(topic, payload);
+    }
+    if (this.#dispatch.phase === "closed") throw new ClosedError("The system is closed");
+    await this.#dispatch.pubsub.publishDurable(topic, payload, options.id);
   }
 
   subscribe(
     topic: string,
-    handler: (payload: unknown, topic: string) => void | Promise<void>,
-    options: { group?: string; token?: string } = {},
+    handler: TopicHandler,
+    options: TopicSubscribeOptions = {},
   ): Subscription {
-    const token = options.token;
-    if (token === undefined || !this.#auth) {
-      return this.#dispatch.subscribe(topic, handler, options.group);
-    }
+    const { token, ...rest } = options;
     // Nothing is delivered before the token is verified and a topic rule allows it.
-    let allowed = false;
-    const sub = this.#dispatch.subscribe(topic, (payload, name) => {
-      if (allowed) return handler(payload, name);
-    }, options.group);
-    this.#topicAllowed(topic, "subscribe", token).then(() => allowed = true, (err) => {
-      this.#log.warn(`Subscription to "${topic}" refused`, { error: String(err) });
-      sub.unsubscribe();
+    const gate = token === undefined || !this.#auth
+      ? undefined
+      : this.#topicAllowed(topic, "subscribe", token);
+    const sub = this.#dispatch.subscribe(topic, handler, rest, gate);
+    sub.ready.catch((err) => {
+      if (gate) this.#log.warn(`Subscription to "${topic}" refused`, { error: String(err) });
     });
     return sub;
   }

@@ -73,8 +73,8 @@ function noRoom(err: unknown): boolean {
 }
 
 const CONSUMER_NAME = /^[A-Za-z0-9_-]{1,64}$/;
-/** The stream's default `max_bytes` (reserved in the account's file store). */
-const DEFAULT_MAX_BYTES = 256 * 1024 * 1024;
+/** The stream's default `max_bytes`: none (a limit is reserved in the account's store). */
+const DEFAULT_MAX_BYTES = -1;
 const MAX_ID = 128;
 /** Long poll of one pull request, ms. */
 const PULL_EXPIRES = 5_000;
@@ -192,9 +192,7 @@ export class NatsDurableTopics implements DurableTopics {
         "jetstream_no_room",
         `${what}: the server's JetStream has no room for it (${
           (err as Error).message
-        }): a stream reserves its maxBytes (${
-          o.maxBytes ?? DEFAULT_MAX_BYTES
-        } bytes) in the account's file store; lower \`durableTopics.maxBytes\` of natsMesh, ` +
+        }): a stream reserves its maxBytes (${o.maxBytes} bytes) in the account's store; lower \`durableTopics.maxBytes\` of natsMesh, ` +
           `or raise \`max_file_store\` in the server's \`jetstream { }\` block`,
         err,
       );

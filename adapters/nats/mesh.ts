@@ -186,8 +186,10 @@ export interface NatsDurableTopicsOptions {
   maxAge?: number;
   /**
    * Most bytes kept; past it the oldest messages go. JetStream reserves it in the account's
-   * file store when the stream is made (a server with less room refuses it: `NatsSetupError`
-   * `"jetstream_no_room"`). @default {268435456} (256 MiB)
+   * store when the stream is made (a server with less room refuses it: `NatsSetupError`
+   * `"jetstream_no_room"`), which keeps durable topics from filling the store that the
+   * directory's buckets need: set it in production. @default {no limit: `maxAge` and the
+   * server's own limits bound the stream}
    */
   maxBytes?: number;
   /**

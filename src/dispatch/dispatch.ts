@@ -42,7 +42,12 @@ import type { TimerWheel } from "../util/async.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
-import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
+import {
+  PubSub,
+  type SubscribeOptions,
+  type TopicHandler,
+  type TopicSubscription,
+} from "./pubsub.ts";
 import { Remote } from "./route.ts";
 import { Router } from "./router.ts";
 import { Server } from "./serve.ts";
@@ -95,11 +100,19 @@ export class Dispatch implements Dispatcher {
   readonly activations: Activations;
   readonly #deps: DispatchDeps;
   readonly #subjects: Subjects;
+  /** Pub/sub: plain and durable topics (`pubsub.ts`, `durable.ts`). */
+  readonly pubsub: PubSub;
   #phase: Phase = "open";
 
   constructor(deps: DispatchDeps) {
     this.#deps = deps;
     this.#subjects = subjects(deps.prefix);
+    this.pubsub = new PubSub({
+      ...pick(deps),
+      conn: deps.conn,
+      subjects: this.#subjects,
+      wireCodec: deps.wireCodec,
+    });
     this.local = new Local({
       ...pick(deps),
       ownership: deps.ownership,
@@ -322,25 +335,21 @@ export class Dispatch implements Dispatcher {
 
   // ---- pub/sub ----
 
-  /** Publishes to a topic. */
+  /** Publishes to a topic (at most once). */
   publish(topic: string, payload: unknown): Promise<void> {
     if (this.#phase === "closed") return Promise.reject(new ClosedError("The system is closed"));
-    return publish(this.#pubsub(), topic, payload);
+    return this.pubsub.publish(topic, payload);
   }
 
-  /** Subscribes to a topic pattern. */
+  /** Subscribes to a topic pattern (plain, or durable: see `pubsub.ts`). */
   subscribe(
     topic: string,
-    handler: (payload: unknown, topic: string) => void | Promise<void>,
-    group: string | undefined,
+    handler: TopicHandler,
+    options: SubscribeOptions,
+    gate?: Promise<void>,
   ): TopicSubscription {
     if (this.#phase === "closed") throw new ClosedError("The system is closed");
-    return subscribe(this.#pubsub(), topic, handler, group);
-  }
-
-  #pubsub() {
-    const d = this.#deps;
-    return { ...pick(d), conn: d.conn, subjects: this.#subjects, wireCodec: d.wireCodec };
+    return this.pubsub.subscribe(topic, handler, options, gate);
   }
 
   // ---- lifecycle ----
@@ -351,6 +360,8 @@ export class Dispatch implements Dispatcher {
    */
   async drain(boundMs: number): Promise<void> {
     if (this.#phase !== "open") return;
+    // durable subscribers first: their handlers may still call actors
+    await this.pubsub.drain(boundMs);
     this.#phase = "draining";
     this.server.stopAccepting();
     await this.local.drain(boundMs);
