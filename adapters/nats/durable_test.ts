@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { durableTopicsConformance } from "../../src/mesh/durable_conformance.ts";
 import { type NatsCluster, startNatsCluster } from "../testing/nats_server.ts";
 import { natsMesh, NatsSetupError } from "./mod.ts";
+import { createSystem } from "../../mod.ts";
 
 // Servers shared by the conformance runs: started when this module loads (outside any test,
 // so that each test's sanitizers do not see them), stopped by the last test below.
@@ -112,6 +113,77 @@ Deno.test("natsMesh durable topics: bad stream options are refused at once", () 
   assert.throws(() => natsMesh({ servers: "x:1", durableTopics: { maxAge: 0 } }), RangeError);
   assert.throws(() => natsMesh({ servers: "x:1", durableTopics: { replicas: 7 } }), RangeError);
 });
+
+Deno.test({
+  name: "durable pub/sub on 3 servers: the stream leader's server is killed, nothing stored is lost",
+  sanitizeOps: true,
+  sanitizeResources: true,
+  async fn() {
+    await using cluster = await startNatsCluster({ servers: 3, websocket: false });
+    const mesh = natsMesh({
+      servers: cluster.urls,
+      prefix: "kill",
+      kvRetry: 20_000, // publishes wait through the election instead of failing
+      durableTopics: { replicas: 3 },
+    });
+    const publisher = await createSystem({ mesh, logger: "error", node: "pub" });
+    const subscriber = await createSystem({ mesh, logger: "error", node: "sub" });
+    try {
+      const seen = new Map<number, number>();
+      const sub = subscriber.subscribe("orders.*", (n) => {
+        seen.set(n as number, (seen.get(n as number) ?? 0) + 1);
+      }, { durable: "survivor", from: "all", ackWait: 2_000 });
+      await sub.ready;
+      for (let i = 0; i < 20; i++) {
+        await publisher.publish("orders.created", i, { durable: true, id: `o-${i}` });
+      }
+      await waitUntil(() => seen.size === 20, 10_000, "the first 20");
+      const leader = await streamLeader(cluster, "kill_topics");
+      const victim = cluster.servers.find((s) => s.name === leader);
+      assert.ok(victim, `the stream's leader: ${leader}`);
+      await victim.kill("SIGKILL");
+      const t0 = performance.now();
+      for (let i = 20; i < 40; i++) {
+        await publisher.publish("orders.created", i, { durable: true, id: `o-${i}` });
+      }
+      const published = performance.now() - t0;
+      await waitUntil(() => seen.size === 40, 30_000, "all 40 after the kill");
+      const twice = [...seen.values()].filter((n) => n > 1).length;
+      console.log(
+        `[kill] 20 durable publishes after the leader died took ${Math.round(published)} ms; ` +
+          `${twice} of 40 messages delivered more than once`,
+      );
+    } finally {
+      await subscriber.close();
+      await publisher.close();
+    }
+  },
+});
+
+/** Polls `ok` every 20 ms until it holds; throws after `ms`. */
+async function waitUntil(ok: () => boolean, ms: number, what: string): Promise<void> {
+  const end = performance.now() + ms;
+  while (!ok()) {
+    if (performance.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The server name of the leader of JetStream stream `name`, from the monitoring port. */
+async function streamLeader(cluster: NatsCluster, name: string): Promise<string | undefined> {
+  for (const server of cluster.servers) {
+    const res = await fetch(`${server.monitorUrl}/jsz?streams=true`);
+    const body = await res.json() as {
+      account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
+    };
+    for (const account of body.account_details ?? []) {
+      for (const st of account.stream_detail ?? []) {
+        if (st.name === name && st.cluster?.leader) return st.cluster.leader;
+      }
+    }
+  }
+  return undefined;
+}
 
 Deno.test("durable_test: stop the shared servers", async () => {
   await single.stop();
