@@ -44,7 +44,7 @@ import {
   type TopicRule,
 } from "./auth/access.ts";
 import { type AuthOptions, createVerifier, type Verifier } from "./auth/verify.ts";
-import { subjectMatches } from "./mesh/subject.ts";
+import { patternCovers } from "./mesh/subject.ts";
 import { ClosedError, ForbiddenError } from "./errors.ts";
 import type { Journal } from "./journal/types.ts";
 import { memoryJournal } from "./journal/memory.ts";
@@ -649,7 +649,7 @@ class SystemImpl implements System {
     if (!auth) return; // no auth: tokens are not checked
     const caller = await auth.verifier.verify(token);
     if (caller.roles.includes(SYSTEM_ROLE)) return;
-    const rule = auth.topics.find((r) => subjectMatches(r.topic, topic));
+    const rule = auth.topics.find((r) => patternCovers(r.topic, topic));
     if (!rule || !allows(rule[action] ?? "deny", caller, topic)) {
       throw new ForbiddenError(`Caller "${caller.sub}" may not ${action} "${topic}"`);
     }

@@ -38,6 +38,7 @@ export type {
   GatewayCorsOptions,
   GatewayLimits,
   GatewayOptions,
+  GatewayTopics,
   RateLimit,
 } from "./gateway.ts";
 export { client } from "./client.ts";

@@ -115,7 +115,8 @@ Deno.test("natsMesh durable topics: bad stream options are refused at once", () 
 });
 
 Deno.test({
-  name: "durable pub/sub on 3 servers: the stream leader's server is killed, nothing stored is lost",
+  name:
+    "durable pub/sub on 3 servers: the stream leader's server is killed, nothing stored is lost",
   sanitizeOps: true,
   sanitizeResources: true,
   async fn() {

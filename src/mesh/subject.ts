@@ -65,3 +65,32 @@ export function isValidSubject(subject: string, allowWildcards = false): boolean
   }
   return true;
 }
+
+/**
+ * Whether every subject that `requested` (a subject or a pattern) can match is matched by
+ * `pattern`: `orders.*` covers `orders.created` and `orders.*`, not `orders.>` (which also
+ * matches `orders.a.b`). For access rules over subscription patterns, where
+ * {@link subjectMatches} would take a wildcard of the request for a literal token.
+ *
+ * @example
+ * ```ts
+ * import { patternCovers } from "./subject.ts";
+ * patternCovers("chat.*", "chat.lobby"); // true
+ * patternCovers("chat.*", "chat.>");     // false
+ * patternCovers("chat.>", "chat.*.x");   // true
+ * ```
+ */
+export function patternCovers(pattern: string, requested: string): boolean {
+  const p = pattern.split(".");
+  const r = requested.split(".");
+  for (let i = 0; i < p.length; i++) {
+    const t = p[i];
+    if (t === ">") return i === p.length - 1 && r.length > i;
+    if (i >= r.length) return false;
+    const q = r[i];
+    if (q === ">") return false;
+    if (t === "*") continue;
+    if (q === "*" || q !== t) return false;
+  }
+  return p.length === r.length;
+}
