@@ -25,16 +25,14 @@
  * @module
  */
 
-import { nanos } from "@nats-io/nats-core";
+import { type Msg, nanos, type Subscription } from "@nats-io/nats-core";
 import {
   AckPolicy,
   type ConsumerConfig,
   type ConsumerInfo,
-  type ConsumerMessages,
   DeliverPolicy,
   DiscardPolicy,
   JetStreamApiError,
-  type JsMsg,
   type PubAck,
   ReplayPolicy,
   RetentionPolicy,
@@ -384,21 +382,43 @@ export class NatsDurableTopics implements DurableTopics {
   }
 }
 
-/** One consumption: a loop of pulls sized to the free room. */
+const enc = new TextEncoder();
+const ACK = enc.encode("+ACK");
+const NAK = enc.encode("-NAK");
+const TERM = enc.encode("+TERM");
+const WORKING = enc.encode("+WPI");
+
+/**
+ * One consumption: pull requests sized to the free room on one inbox subscription. Like the
+ * client's `consume()` (a standing pull, refilled before it runs dry), except that the room is
+ * what the handler has not settled yet (`maxInFlight`), not what the client has buffered.
+ *
+ * Messages asked for and not yet received are `#pending`; a 408 (request expired) gives back
+ * what it did not deliver, a 409 (leadership change, consumer deleted, …) or a 503 (no leader)
+ * forgets every request. A pull lost with its server is noticed by the missing idle
+ * heartbeats (1 s), then the consumer is looked up (and made again if it is gone) and pulled
+ * again. After such a reset a request thought lost may still deliver: the room can then be
+ * passed by at most one batch, for at most one pull's life (5 s).
+ */
 class NatsConsumption implements DurableConsumption {
   readonly #conn: NatsMeshConnection;
-  readonly #stream: string;
-  readonly #config: DurableConsumerConfig;
+  readonly #next: string;
   readonly #handler: (msg: DurableMessage) => void;
   readonly #max: number;
+  readonly #threshold: number;
   readonly #ensure: () => Promise<unknown>;
   readonly #onEnd: (c: NatsConsumption) => void;
+  readonly #sub: Subscription;
+  readonly #inbox: string;
+  readonly #timer: ReturnType<typeof setInterval>;
   #inFlight = 0;
+  #pending = 0;
+  #lastSeen = performance.now();
   #stopped = false;
-  #pull: ConsumerMessages | undefined;
-  #room: (() => void) | undefined;
-  readonly #sleep = new AbortController();
-  readonly closed: Promise<void>;
+  #recovering = false;
+  #failures = 0;
+  #resolveClosed!: () => void;
+  readonly closed: Promise<void> = new Promise((r) => this.#resolveClosed = r);
 
   constructor(
     conn: NatsMeshConnection,
@@ -410,78 +430,131 @@ class NatsConsumption implements DurableConsumption {
     onEnd: (c: NatsConsumption) => void,
   ) {
     this.#conn = conn;
-    this.#stream = stream;
-    this.#config = config;
+    this.#next = `$JS.API.CONSUMER.MSG.NEXT.${stream}.${config.name}`;
     this.#handler = handler;
     this.#max = max;
+    // pull when half the room is free, not for each freed slot (a pull per message)
+    this.#threshold = Math.ceil(max / 2);
     this.#ensure = ensure;
     this.#onEnd = onEnd;
-    this.closed = this.#run().finally(() => {
-      this.#stopped = true;
-      this.#onEnd(this);
-    });
+    this.#inbox = conn.inbox();
+    this.#sub = conn.nc.subscribe(this.#inbox, { callback: (err, msg) => this.#onMsg(err, msg) });
+    this.#timer = setInterval(() => this.#check(), PULL_HEARTBEAT);
+    queueMicrotask(() => this.#pull()); // never inside consume()
   }
 
-  #closed(): boolean {
+  #closedConn(): boolean {
     return this.#conn.nc.isClosed() || this.#conn.nc.isDraining();
   }
 
-  async #run(): Promise<void> {
-    await Promise.resolve(); // never inside consume()
-    const conn = this.#conn;
-    let failures = 0;
-    while (!this.#stopped && !this.#closed()) {
-      if (this.#inFlight >= this.#max) {
-        await new Promise<void>((r) => this.#room = r);
-        this.#room = undefined;
-        continue;
-      }
-      try {
-        const consumer = await conn.js.consumers.get(this.#stream, this.#config.name);
-        if (this.#stopped) break;
-        const pull = await consumer.fetch({
-          max_messages: this.#max - this.#inFlight,
-          expires: PULL_EXPIRES,
-          idle_heartbeat: PULL_HEARTBEAT,
-        });
-        this.#pull = pull;
-        for await (const m of pull) {
-          if (this.#stopped) {
-            m.nak(); // stopped meanwhile: let another consumption have it now
-            continue;
-          }
-          this.#deliver(m);
-        }
-        failures = 0;
-      } catch (err) {
-        if (this.#stopped || this.#closed()) break;
-        if (err instanceof JetStreamApiError && (err.code === 10014 || isStreamNotFound(err))) {
-          await this.#ensure().catch(() => {}); // deleted under us: made again from `from`
-        }
-        try {
-          await delay(backoff(failures++ + 2), this.#sleep.signal);
-        } catch {
-          break; // stopped
-        }
-      } finally {
-        this.#pull = undefined;
-      }
+  /** Asks for what the room allows, when that is at least the threshold. */
+  #pull(): void {
+    if (this.#stopped || this.#recovering) return;
+    if (this.#closedConn()) return void this.stop();
+    const want = this.#max - this.#inFlight - this.#pending;
+    if (want < this.#threshold && (want <= 0 || this.#pending > 0)) return;
+    const body = JSON.stringify({
+      batch: want,
+      expires: nanos(PULL_EXPIRES),
+      idle_heartbeat: nanos(PULL_HEARTBEAT),
+    });
+    try {
+      this.#conn.nc.publish(this.#next, enc.encode(body), { reply: this.#inbox });
+      this.#pending += want;
+    } catch {
+      // disconnected: the heartbeat check pulls again
     }
   }
 
-  #deliver(m: JsMsg): void {
+  #onMsg(err: Error | null, msg: Msg): void {
+    if (this.#stopped) return;
+    this.#lastSeen = performance.now();
+    if (err) return this.#recover();
+    const reply = msg.reply ?? "";
+    if (reply.startsWith("$JS.ACK.")) {
+      this.#failures = 0;
+      this.#pending = Math.max(0, this.#pending - 1);
+      return this.#deliver(msg, reply);
+    }
+    let code = 0;
+    let left = NaN;
+    try {
+      code = msg.headers?.code ?? 0;
+      left = Number(msg.headers?.get("Nats-Pending-Messages") || NaN);
+    } catch {
+      // malformed: ignored
+    }
+    if (code === 100) return; // idle heartbeat
+    if (code === 408 || code === 404) {
+      // expired (or nothing to give): what it did not deliver is free again
+      this.#pending = Number.isFinite(left) ? Math.max(0, this.#pending - left) : 0;
+      return this.#pull();
+    }
+    // 409 (leadership change, consumer deleted, too many pulls waiting), 503 (no leader), …
+    this.#recover();
+  }
+
+  /** Forgets the pulls, makes sure the consumer exists, then pulls again (with backoff). */
+  #recover(): void {
+    if (this.#recovering || this.#stopped) return;
+    this.#recovering = true;
+    this.#pending = 0;
+    void (async () => {
+      try {
+        await delay(backoff(this.#failures++));
+        if (!this.#stopped && !this.#closedConn()) await this.#ensure();
+      } catch {
+        // the store is away: the next check tries again
+      } finally {
+        this.#recovering = false;
+        this.#lastSeen = performance.now();
+        this.#pull();
+      }
+    })();
+  }
+
+  /** Every heartbeat: a pull that went silent (its server died, a reconnect) is replaced. */
+  #check(): void {
+    if (this.#stopped) return;
+    if (!this.#conn.connected) {
+      this.#lastSeen = performance.now(); // nothing can come while disconnected
+      return;
+    }
+    if (this.#pending > 0 && performance.now() - this.#lastSeen > 2 * PULL_HEARTBEAT + 500) {
+      return this.#recover();
+    }
+    this.#pull();
+  }
+
+  #deliver(m: Msg, reply: string): void {
+    // $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or the v2 form
+    // with <domain>.<account hash> after ACK and a random token at the end
+    const t = reply.split(".");
+    const o = t.length >= 12 ? 4 : 2;
+    const deliveries = Number(t[o + 2]);
+    const seq = Number(t[o + 3]);
+    let storedAt = Date.now();
+    try {
+      storedAt = Number(BigInt(t[o + 5]!) / 1_000_000n);
+    } catch {
+      // not a number: now will do
+    }
     this.#inFlight++;
     let settled = false;
-    const settle = (fn: () => void) => {
+    const nc = this.#conn.nc;
+    const send = (payload: Uint8Array) => {
+      try {
+        nc.publish(reply, payload);
+      } catch {
+        // closed: the message comes back after ackWait
+      }
+    };
+    const settle = (payload: Uint8Array) => {
       if (settled) return;
       settled = true;
       this.#inFlight--;
-      try {
-        fn();
-      } catch {
-        // closed connection: the message comes back after ackWait
-      }
-      this.#room?.();
+      send(payload);
+      this.#pull();
     };
     let headers: MeshHeaders = {};
     try {
@@ -495,21 +568,20 @@ class NatsConsumption implements DurableConsumption {
       subject: m.subject,
       headers,
       data: m.data,
-      seq: m.seq,
-      deliveries: m.info.deliveryCount,
-      storedAt: Number(m.timestampNanos / 1_000_000n),
+      seq,
+      deliveries,
+      storedAt,
       ...(id ? { id } : {}),
-      ack: () => settle(() => m.ack()),
-      nak: (delay?: number) => settle(() => m.nak(delay && delay > 0 ? delay : undefined)),
-      term: () => settle(() => m.term()),
+      ack: () => settle(ACK),
+      nak: (delayMs?: number) =>
+        settle(
+          delayMs && delayMs > 0
+            ? enc.encode(`-NAK ${JSON.stringify({ delay: nanos(delayMs) })}`)
+            : NAK,
+        ),
+      term: () => settle(TERM),
       working: () => {
-        if (!settled) {
-          try {
-            m.working();
-          } catch {
-            // closed: nothing to keep
-          }
-        }
+        if (!settled) send(WORKING);
       },
     };
     try {
@@ -519,17 +591,19 @@ class NatsConsumption implements DurableConsumption {
     }
   }
 
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
     if (!this.#stopped) {
       this.#stopped = true;
-      this.#sleep.abort();
-      this.#room?.();
+      clearInterval(this.#timer);
       try {
-        this.#pull?.stop();
+        // the server drops the pulls waiting for an inbox nobody listens on
+        this.#sub.unsubscribe();
       } catch {
-        // ended already
+        // closed already
       }
+      this.#onEnd(this);
+      this.#resolveClosed();
     }
-    await this.closed;
+    return this.closed;
   }
 }
