@@ -32,7 +32,20 @@ import { systemClock, type TimerId } from "../util/clock.ts";
 import type { TopicSubscription } from "./pubsub.ts";
 import type { Subjects } from "./subjects.ts";
 
-/** Why a message is on a dead-letter topic (`dead.<topic>`). */
+/**
+ * Why a message is on a dead-letter topic (`dead.<topic>`): `delivery.deadLetter`.
+ *
+ * @example
+ * ```ts
+ * import { createSystem } from "@troupe/troupe";
+ * const system = await createSystem();
+ * system.subscribe("dead.>", (payload, topic, delivery) => {
+ *   const why = delivery!.deadLetter!;
+ *   console.log(`${why.topic}: gave up after ${why.attempts} tries (${why.error})`);
+ * }, { durable: "ops" });
+ * await system.close();
+ * ```
+ */
 export interface DeadLetterInfo {
   /** The topic it was published to. */
   readonly topic: string;
@@ -44,7 +57,22 @@ export interface DeadLetterInfo {
   readonly error: string;
 }
 
-/** What a durable subscription's handler learns about the message (third argument). */
+/**
+ * What a durable subscription's handler learns about the message (third argument).
+ *
+ * @example
+ * ```ts
+ * import { createSystem, type Delivery } from "@troupe/troupe";
+ * const system = await createSystem();
+ * const done = new Set<string>();
+ * system.subscribe("orders.*", (order, _topic, delivery?: Delivery) => {
+ *   if (done.has(delivery!.id!)) return; // a repeat: at least once means maybe twice
+ *   done.add(delivery!.id!);
+ *   console.log(order, "attempt", delivery!.attempt, "stored", delivery!.publishedAt);
+ * }, { durable: "billing" });
+ * await system.close();
+ * ```
+ */
 export interface Delivery {
   /** The message's id: the `id` given to `publish`, else a random one. */
   readonly id: string | undefined;
@@ -63,6 +91,15 @@ export interface Delivery {
  * subscription, its {@link Delivery} (`undefined` for a plain one). A durable handler's
  * message is acknowledged when it returns (or its promise resolves), and delivered again when
  * it throws.
+ *
+ * @example
+ * ```ts
+ * import type { TopicHandler } from "@troupe/troupe";
+ * const bill: TopicHandler = async (order, topic, delivery) => {
+ *   if (delivery && delivery.attempt > 1) console.log(`retrying ${topic}`);
+ *   await Promise.resolve(order); // throw to get it again later
+ * };
+ * ```
  */
 export type TopicHandler = (
   payload: unknown,
@@ -70,7 +107,22 @@ export type TopicHandler = (
   delivery: Delivery | undefined,
 ) => void | Promise<void>;
 
-/** Options of a durable subscription (see `System.subscribe`). */
+/**
+ * Options of a durable subscription (see `System.subscribe`).
+ *
+ * @example
+ * ```ts
+ * import type { DurableSubscribeOptions } from "@troupe/troupe";
+ * const options: DurableSubscribeOptions = {
+ *   durable: "billing",
+ *   from: "all",
+ *   maxDeliver: 5,
+ *   backoff: [1_000, 10_000, 60_000],
+ *   ackWait: 30_000,
+ *   concurrency: 4,
+ * };
+ * ```
+ */
 export interface DurableSubscribeOptions {
   /**
    * The consumer's name: subscribers with the same name and topic pattern, on any node, share

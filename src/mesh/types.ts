@@ -395,7 +395,29 @@ export interface DurableConsumer {
  *   connections that used it (on NATS, the server's restarts too).
  */
 export interface DurableTopics {
-  /** Stores a message; resolves once it is stored. */
+  /**
+   * Stores a message; resolves once it is stored.
+   *
+   * @example
+   * ```ts
+   * import { inProcessMesh } from "./in_process.ts";
+   * const conn = await inProcessMesh().connect({ node: "n1" });
+   * const store = conn.durableTopics!();
+   * const { seq } = await store.publish("troupe.d.orders", new Uint8Array([1]), { id: "o-1" });
+   * const consumer = await store.consumer({
+   *   name: "billing",
+   *   filter: "troupe.d.>",
+   *   from: "all",
+   *   ackWait: 30_000,
+   * });
+   * const run = consumer.consume((msg) => {
+   *   console.log(msg.seq === seq, msg.deliveries); // true 1
+   *   msg.ack();
+   * }, { maxInFlight: 1 });
+   * await run.stop();
+   * await conn.close();
+   * ```
+   */
   publish(
     subject: string,
     data: Uint8Array,
