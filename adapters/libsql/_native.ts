@@ -136,9 +136,11 @@ export function nativeExecutor(options: NativeOptions): Executor {
    * transaction, each committed on its own. Reads and writes wait until it ends.
    */
   let open: PromiseWithResolvers<void> | undefined;
+  let closed = false;
   /** Runs `fn` (synchronous, on the connection) once no transaction is open. */
   const whenIdle = async <T>(fn: () => T): Promise<T> => {
     while (open) await open.promise;
+    if (closed) throw closedError();
     try {
       return fn();
     } catch (err) {
@@ -170,6 +172,7 @@ export function nativeExecutor(options: NativeOptions): Executor {
     },
     async transaction(fn) {
       while (open) await open.promise;
+      if (closed) throw closedError();
       const done = open = Promise.withResolvers<void>();
       try {
         try {
@@ -200,9 +203,14 @@ export function nativeExecutor(options: NativeOptions): Executor {
       }
     },
     close() {
+      closed = true;
       c.close();
     },
   };
+}
+
+function closedError(): Error {
+  return Object.assign(new Error("the journal database is closed"), { code: "CLOSED" });
 }
 
 /**
