@@ -61,9 +61,14 @@ export interface EngineError {
   readonly code?: string;
 }
 
-/** Whether an error says the database is locked (worth trying again later). */
+/**
+ * Whether an error says the database is locked (worth trying again later): busy, locked, or
+ * a lost race for WAL mode's locks (`SQLITE_PROTOCOL`).
+ */
 export function isBusyCode(code: string | undefined): boolean {
-  return code !== undefined && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
+  return code !== undefined &&
+    (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED") ||
+      code === "SQLITE_PROTOCOL");
 }
 
 /** A plain, cloneable form of any error. */

@@ -18,12 +18,14 @@ import type { SqlValue, Stmt } from "./_sql.ts";
 
 /**
  * SQLite's result code for an error of `node:sqlite`, which gives only its message here:
- * `SQLITE_BUSY`, `SQLITE_LOCKED`, `SQLITE_CONSTRAINT`, `SQLITE_READONLY`, `SQLITE_CANTOPEN`,
+ * `SQLITE_BUSY`, `SQLITE_LOCKED`, `SQLITE_PROTOCOL`, `SQLITE_CONSTRAINT`, `SQLITE_READONLY`, `SQLITE_CANTOPEN`,
  * `SQLITE_PERM`, or undefined.
  */
 export function sqliteCode(message: string): string | undefined {
   if (/database is locked|database is busy/i.test(message)) return "SQLITE_BUSY";
   if (/(table|schema) is locked/i.test(message)) return "SQLITE_LOCKED";
+  // WAL mode: a connection that lost the race to start a transaction many times over.
+  if (/locking protocol/i.test(message)) return "SQLITE_PROTOCOL";
   if (/constraint failed/i.test(message)) return "SQLITE_CONSTRAINT";
   if (/readonly database|read-only/i.test(message)) return "SQLITE_READONLY";
   if (/unable to open database/i.test(message)) return "SQLITE_CANTOPEN";

@@ -365,49 +365,53 @@ function everything(
   );
 }
 
-Deno.test("a busy database in the middle of a batch's transaction refuses the batch as a whole: every caller unavailable, nothing of it written; sent again, each write lands once", async () => {
-  await using tmp = await tempDir();
-  const url = `file:${tmp.path}/busy.db`;
-  const { j, store, epochs } = await prepared(url, 300);
-  try {
-    const before = state(url);
-    // Fails the insert of t/b's event (mid-transaction: after the heads moved) as a busy
-    // database does, rolling the transaction back, on every try.
-    const remove = inject(url, "database is locked", { payloads: ["t/b:1"] });
-    const refused = await everything(j, store, epochs);
-    for (const [k, r] of Object.entries(refused)) {
-      assert.ok(r.error instanceof UnavailableError, `${k}: ${String(r.error ?? "written")}`);
-    }
-    assert.deepEqual(state(url), before, "nothing of the refused batch is written");
-    assert.deepEqual(logViolations(url), []);
+for (
+  const message of ["database is locked", "database table is locked", "locking protocol"]
+) {
+  Deno.test(`a busy database ("${message}") in the middle of a batch's transaction refuses the batch as a whole: every caller unavailable, nothing of it written; sent again, each write lands once`, async () => {
+    await using tmp = await tempDir();
+    const url = `file:${tmp.path}/busy.db`;
+    const { j, store, epochs } = await prepared(url, 300);
+    try {
+      const before = state(url);
+      // Fails the insert of t/b's event (mid-transaction: after the heads moved) as a busy
+      // database does, rolling the transaction back, on every try.
+      const remove = inject(url, message, { payloads: ["t/b:1"] });
+      const refused = await everything(j, store, epochs);
+      for (const [k, r] of Object.entries(refused)) {
+        assert.ok(r.error instanceof UnavailableError, `${k}: ${String(r.error ?? "written")}`);
+      }
+      assert.deepEqual(state(url), before, "nothing of the refused batch is written");
+      assert.deepEqual(logViolations(url), []);
 
-    remove();
-    const written = await everything(j, store, epochs);
-    for (const [k, r] of Object.entries(written)) {
-      assert.equal(r.error, undefined, `${k}: ${r.error}`);
+      remove();
+      const written = await everything(j, store, epochs);
+      for (const [k, r] of Object.entries(written)) {
+        assert.equal(r.error, undefined, `${k}: ${r.error}`);
+      }
+      assert.deepEqual(logViolations(url), []);
+      const read = async (actor: string) =>
+        (await j.read(actor, 1, 10)).map((e) => [e.seq, dec.decode(e.data)]);
+      assert.deepEqual(await read("t/a"), [[1, "t/a:1"], [2, "t/a:2"], [3, "t/a:3"]]);
+      assert.deepEqual(await read("t/b"), [[1, "t/b:1"]]);
+      assert.deepEqual(await read("t/c"), [[1, "t/c:1"]]);
+      const after = state(url);
+      assert.deepEqual(after.heads, [
+        ["t/a", 1, 3, "n1"],
+        ["t/b", 1, 1, "n1"],
+        ["t/c", 1, 1, "n1"],
+        ["t/d", 1, 0, "n1"],
+        ["t/x", 1, 0, null],
+      ]);
+      assert.deepEqual(after.reminders, [["r1", "t/c"]]);
+      assert.deepEqual(after.replies, [["t/a", "k1"]]);
+      assert.deepEqual(after.records, [["s", "bad", 1], ["s", "good", 1]]);
+    } finally {
+      await store.close();
+      await j.close();
     }
-    assert.deepEqual(logViolations(url), []);
-    const read = async (actor: string) =>
-      (await j.read(actor, 1, 10)).map((e) => [e.seq, dec.decode(e.data)]);
-    assert.deepEqual(await read("t/a"), [[1, "t/a:1"], [2, "t/a:2"], [3, "t/a:3"]]);
-    assert.deepEqual(await read("t/b"), [[1, "t/b:1"]]);
-    assert.deepEqual(await read("t/c"), [[1, "t/c:1"]]);
-    const after = state(url);
-    assert.deepEqual(after.heads, [
-      ["t/a", 1, 3, "n1"],
-      ["t/b", 1, 1, "n1"],
-      ["t/c", 1, 1, "n1"],
-      ["t/d", 1, 0, "n1"],
-      ["t/x", 1, 0, null],
-    ]);
-    assert.deepEqual(after.reminders, [["r1", "t/c"]]);
-    assert.deepEqual(after.replies, [["t/a", "k1"]]);
-    assert.deepEqual(after.records, [["s", "bad", 1], ["s", "good", 1]]);
-  } finally {
-    await store.close();
-    await j.close();
-  }
-});
+  });
+}
 
 Deno.test("a statement failing otherwise in the middle of a batch's transaction fails only its own write: the others land, each caller its own outcome, no event under another actor", async () => {
   await using tmp = await tempDir();
