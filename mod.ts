@@ -116,6 +116,7 @@ export {
   ForbiddenError,
   InternalError,
   OverloadedError,
+  RateLimitedError,
   TimeoutError,
   UnauthorizedError,
   UnavailableError,

@@ -1,9 +1,17 @@
 /**
- * The HTTP gateway against its baseline, both over real HTTP on loopback (`Deno.serve`) and
- * calling the same in-process actor: (a) `POST /api/account/{id}/deposit` through `gateway()`
- * vs a bare Hono handler doing `system.ref(Account, id).ask("deposit", body)`, one request at
- * a time and 32 in flight; (b) SSE items/s of a streaming handler vs reading the same stream
- * in-process. Run alone: `deno run -A bench/gateway.ts`.
+ * The HTTP gateway against a bare Hono route, measured from outside the server's process with
+ * `wrk` (Debian's package): the server is a child process (`deno run -A bench/gateway.ts
+ * --serve`) with an in-process actor (no events, no auth) behind two routes on one port:
+ *
+ * - `POST /api/account/{id}/deposit` through `gateway()` with its limits switched on (rates
+ *   per address so high they never refuse, connection and stream caps, body timeout);
+ * - `POST /bare/{id}/deposit`, a bare Hono route doing `c.req.json()` → `ref.ask()` →
+ *   `c.json()`.
+ *
+ * `wrk -t1 -c<n> -d<s>` posts a 1-byte JSON body (`1`) to each in turn, after a warm-up,
+ * several rounds, and prints each round and the median ratio; at 32 and at 1 connection. Run
+ * alone, on a quiet machine: `deno run -A bench/gateway.ts [rounds] [seconds]`.
+ * `BENCH_CPU_PROF=<dir>` runs the server with `--cpu-prof` into that directory.
  *
  * @module
  */
@@ -19,135 +27,189 @@ const Account = defineActor({
       ctx.state = { balance: ctx.state.balance + amount };
       return ctx.state.balance;
     },
-    async *ticks(_ctx, n: number) {
-      for (let i = 0; i < n; i++) yield { i, at: 1_700_000_000_000 + i };
-    },
   },
 });
 
-/** One figure and its baseline. */
-export interface GatewayResult {
-  what: string;
-  gateway: number;
-  baseline: number;
-  ratio: number;
-}
-
-async function rate(
-  n: number,
-  inFlight: number,
-  one: (i: number) => Promise<void>,
-): Promise<number> {
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    while (next < n) await one(next++);
-  }));
-  return n / ((performance.now() - t0) / 1000);
-}
-
-const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** Runs the gateway benchmarks (three alternating rounds each, median kept). */
-export async function benchGateway(): Promise<GatewayResult[]> {
+/** The server: both routes on one port; prints `READY <port>`. */
+async function serve(): Promise<void> {
   const system = await createSystem({ actors: [Account], logger: "error" });
   const app = new Hono();
   app.post("/bare/:id/deposit", async (c) => {
     const amount = await c.req.json();
     return c.json(await system.ref(Account, c.req.param("id")).ask("deposit", amount));
   });
-  app.route("/api", gateway(system, { expose: [Account] }));
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
-  const base = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
-  const post = async (path: string) => {
-    const res = await fetch(`${base}${path}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: "1",
-    });
-    await res.arrayBuffer();
-    if (!res.ok) throw new Error(`${path}: ${res.status}`);
-  };
-  const out: GatewayResult[] = [];
+  app.route(
+    "/api",
+    gateway(system, {
+      expose: [Account],
+      limits: {
+        perIp: { rate: 1e9, burst: 1e9 }, // switched on, never refusing
+        maxConnections: 10_000,
+        maxStreams: 1_000,
+        maxStreamsPerCaller: 16,
+        bodyTimeout: 10_000,
+        maxBody: 1 << 20,
+      },
+    }),
+  );
+  const stop = new AbortController();
+  Deno.addSignalListener("SIGTERM", () => stop.abort());
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: stop.signal,
+    onListen: ({ port }) => console.log(`READY ${port}`),
+  }, app.fetch);
+  await server.finished;
+  await system.close();
+}
+
+/** One figure: the gateway and the bare route, each round, and the median ratios. */
+export interface GatewayResult {
+  connections: number;
+  /** Requests/s through the gateway, per round. */
+  gateway: number[];
+  /** Requests/s of the bare route, per round. */
+  bare: number[];
+  /** Median gateway / median bare requests/s. */
+  ratio: number;
+  /** The server's CPU time per request (user + system), µs: gateway, per round. */
+  gatewayCpu: number[];
+  /** The same for the bare route. */
+  bareCpu: number[];
+  /** Median bare / median gateway CPU per request: the ratio when the server is CPU-bound. */
+  cpuRatio: number;
+}
+
+/** User + system CPU seconds of a process so far (Linux `/proc/<pid>/stat`). */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function wrk(
+  url: string,
+  connections: number,
+  seconds: number,
+  script: string,
+): Promise<{ rps: number; requests: number }> {
+  const out = await new Deno.Command("wrk", {
+    args: ["-t1", `-c${connections}`, `-d${seconds}s`, "-s", script, url],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+  if (!out.success || !rps) {
+    throw new Error(`wrk failed: ${text}${new TextDecoder().decode(out.stderr)}`);
+  }
+  if (/Non-2xx/.test(text)) throw new Error(`wrk saw errors against ${url}:\n${text}`);
+  const requests = /(\d+) requests in/.exec(text);
+  return { rps: Number(rps[1]), requests: Number(requests?.[1] ?? 0) };
+}
+
+/** A wrk run with the server's CPU time per request, µs. */
+async function measure(pid: number, url: string, connections: number, s: number, script: string) {
+  const before = cpuSeconds(pid);
+  const { rps, requests } = await wrk(url, connections, s, script);
+  return { rps, cpu: (cpuSeconds(pid) - before) * 1e6 / requests };
+}
+
+/** Runs the server in a child process and measures both routes with wrk. */
+export async function benchGateway(rounds = 5, seconds = 5): Promise<GatewayResult[]> {
+  const dir = await Deno.makeTempDir({ prefix: "troupe-bench-gw-" });
+  const script = `${dir}/post.lua`;
+  await Deno.writeTextFile(
+    script,
+    'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n',
+  );
+  const prof = Deno.env.get("BENCH_CPU_PROF");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      ...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
+      new URL(import.meta.url).pathname,
+      "--serve",
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
   try {
-    for (const [inFlight, n] of [[1, 2_000], [32, 10_000]] as const) {
-      await rate(500, inFlight, (i) => post(`/api/account/w${i % 100}/deposit`)); // warm up
-      await rate(500, inFlight, (i) => post(`/bare/w${i % 100}/deposit`));
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!/READY \d+/.test(text)) {
+      const { done, value } = await lines.read();
+      if (done) throw new Error("The server ended before it was ready");
+      text += value;
+    }
+    lines.releaseLock();
+    child.stdout.cancel().catch(() => {});
+    const port = /READY (\d+)/.exec(text)![1];
+    const gw = `http://127.0.0.1:${port}/api/account/a/deposit`;
+    const bare = `http://127.0.0.1:${port}/bare/a/deposit`;
+    const out: GatewayResult[] = [];
+    for (const connections of [32, 1]) {
+      await wrk(gw, connections, 3, script); // warm-up, both
+      await wrk(bare, connections, 3, script);
       const g: number[] = [];
       const b: number[] = [];
-      for (let round = 0; round < 3; round++) {
-        g.push(await rate(n, inFlight, (i) => post(`/api/account/a${i % 100}/deposit`)));
-        b.push(await rate(n, inFlight, (i) => post(`/bare/a${i % 100}/deposit`)));
+      const gc: number[] = [];
+      const bc: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const one = await measure(child.pid, gw, connections, seconds, script);
+        const other = await measure(child.pid, bare, connections, seconds, script);
+        g.push(one.rps);
+        gc.push(one.cpu);
+        b.push(other.rps);
+        bc.push(other.cpu);
       }
-      const gateway = median(g);
-      const baseline = median(b);
       out.push({
-        what: `ask round trips/s over HTTP, ${inFlight} in flight`,
-        gateway,
-        baseline,
-        ratio: gateway / baseline,
+        connections,
+        gateway: g,
+        bare: b,
+        ratio: median(g) / median(b),
+        gatewayCpu: gc,
+        bareCpu: bc,
+        cpuRatio: median(bc) / median(gc),
       });
     }
-
-    const items = 50_000;
-    const sse = async () => {
-      const t0 = performance.now();
-      const res = await fetch(`${base}/api/account/s/ticks`, {
-        method: "POST",
-        headers: { "content-type": "application/json", accept: "text/event-stream" },
-        body: String(items),
-      });
-      // events end with a blank line: count "\n\n", across chunk boundaries too
-      let blank = 0;
-      let last = "";
-      const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        if (last === "\n" && value.startsWith("\n")) blank++;
-        for (let at = value.indexOf("\n\n"); at !== -1; at = value.indexOf("\n\n", at + 2)) blank++;
-        last = value.at(-1) ?? last;
-      }
-      const seen = blank - 1; // the opening ": stream" comment
-      if (seen !== items + 1) throw new Error(`SSE gave ${seen} events`); // + the end event
-      return items / ((performance.now() - t0) / 1000);
-    };
-    const local = async () => {
-      const t0 = performance.now();
-      let seen = 0;
-      for await (const _ of system.ref(Account, "l").stream("ticks", items)) seen++;
-      if (seen !== items) throw new Error(`stream gave ${seen}`);
-      return items / ((performance.now() - t0) / 1000);
-    };
-    const s: number[] = [];
-    const l: number[] = [];
-    for (let round = 0; round < 3; round++) {
-      s.push(await sse());
-      l.push(await local());
-    }
-    out.push({
-      what: "SSE items/s (one stream, 50k items of ~20 B)",
-      gateway: median(s),
-      baseline: median(l),
-      ratio: median(s) / median(l),
-    });
+    return out;
   } finally {
-    await server.shutdown();
-    await system.close();
+    child.kill("SIGTERM");
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
   }
-  return out;
 }
 
 if (import.meta.main) {
-  const f = (n: number) => Math.round(n).toLocaleString("en");
-  console.log(
-    `gateway benchmarks — Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores`,
-  );
-  for (const r of await benchGateway()) {
+  if (Deno.args[0] === "--serve") {
+    await serve();
+  } else {
+    const rounds = Number(Deno.args[0] ?? 5);
+    const seconds = Number(Deno.args[1] ?? 5);
+    const k = (n: number) => `${(n / 1000).toFixed(1)}k`;
     console.log(
-      `  ${r.what}: gateway ${f(r.gateway)}/s, baseline ${f(r.baseline)}/s → ratio ${
-        r.ratio.toFixed(2)
-      }`,
+      `gateway vs bare Hono route, wrk from outside the server — ${new Date().toISOString()}, ` +
+        `Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores, ` +
+        `load ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`,
     );
+    const us = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(" ");
+    for (const r of await benchGateway(rounds, seconds)) {
+      console.log(
+        `  ${String(r.connections).padStart(2)} connections: gateway ${
+          r.gateway.map(k).join(" ")
+        }` +
+          ` req/s; bare ${r.bare.map(k).join(" ")} req/s → ratio of medians ${r.ratio.toFixed(2)}` +
+          ` (per round ${r.gateway.map((g, i) => (g / r.bare[i]!).toFixed(2)).join(" ")})`,
+      );
+      console.log(
+        `      server CPU per request: gateway ${us(r.gatewayCpu)} µs; bare ${us(r.bareCpu)} µs` +
+          ` → ratio of medians ${r.cpuRatio.toFixed(2)}`,
+      );
+    }
   }
 }

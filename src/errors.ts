@@ -14,6 +14,7 @@ export type ErrorCode =
   | "unauthorized"
   | "forbidden"
   | "overloaded"
+  | "rate_limited"
   | "unavailable"
   | "deadlock"
   | "conflict"
@@ -206,6 +207,28 @@ export class OverloadedError extends ActorError {
   }
 }
 /**
+ * A caller (or client address) sent more than its rate allows; try again after a while.
+ *
+ * @example
+ * ```ts
+ * import { RateLimitedError } from "@troupe/troupe";
+ * const err = new RateLimitedError("Too many requests from 203.0.113.7");
+ * console.log(err.code); // "rate_limited"
+ * ```
+ */
+export class RateLimitedError extends ActorError {
+  /**
+   * Makes the error.
+   *
+   * @param message A sentence that says what was refused.
+   * @param options The cause and data.
+   */
+  constructor(message: string, options: CodedErrorOptions = {}) {
+    super(message, { ...options, code: "rate_limited" });
+  }
+}
+
+/**
  * No node can host the actor now, or the node that hosted it went away.
  *
  * @example
@@ -306,24 +329,40 @@ export class InternalError extends ActorError {
   }
 }
 
-type CodedErrorClass = new (message: string, options?: CodedErrorOptions) => ActorError;
+/** A class of {@link ActorError} with a fixed code (`new C(message, { data })`). */
+export type CodedErrorClass = new (message: string, options?: CodedErrorOptions) => ActorError;
 
-// A Map, not an object literal: a code from the wire such as "constructor" or "__proto__" must
-// not find a property of Object.prototype.
-const byCode: ReadonlyMap<string, CodedErrorClass> = new Map<string, CodedErrorClass>([
-  ["timeout", TimeoutError],
-  ["unknown_handler", UnknownHandlerError],
-  ["unknown_actor_type", UnknownActorTypeError],
-  ["bad_payload", BadPayloadError],
-  ["unauthorized", UnauthorizedError],
-  ["forbidden", ForbiddenError],
-  ["overloaded", OverloadedError],
-  ["unavailable", UnavailableError],
-  ["deadlock", DeadlockError],
-  ["conflict", ConflictError],
-  ["closed", ClosedError],
-  ["internal", InternalError],
-]);
+/**
+ * The one mapping from Troupe's error codes to their classes, used wherever an error comes
+ * back from the wire (the mesh, the HTTP client): a code missing here would come back as a
+ * plain {@link ActorError}. A Map, not an object literal: a code from the wire such as
+ * `constructor` or `__proto__` must not find a property of Object.prototype.
+ *
+ * @example
+ * ```ts
+ * import { errorClasses, ForbiddenError } from "./errors.ts";
+ * console.log(errorClasses.get("forbidden") === ForbiddenError); // true
+ * ```
+ */
+export const errorClasses: ReadonlyMap<string, CodedErrorClass> = new Map(
+  Object.entries(
+    {
+      timeout: TimeoutError,
+      unknown_handler: UnknownHandlerError,
+      unknown_actor_type: UnknownActorTypeError,
+      bad_payload: BadPayloadError,
+      unauthorized: UnauthorizedError,
+      forbidden: ForbiddenError,
+      overloaded: OverloadedError,
+      rate_limited: RateLimitedError,
+      unavailable: UnavailableError,
+      deadlock: DeadlockError,
+      conflict: ConflictError,
+      closed: ClosedError,
+      internal: InternalError,
+    } satisfies Record<ErrorCode, CodedErrorClass>, // every code of ErrorCode, checked
+  ),
+);
 
 /** The plain shape of an error on the wire. */
 export interface WireError {
@@ -355,7 +394,7 @@ export function toWireError(err: unknown, onMasked?: (err: unknown) => void): Wi
  * `constructor`) gives a plain {@link ActorError} with that code.
  */
 export function fromWireError(w: WireError): ActorError {
-  const C = byCode.get(w.code);
+  const C = errorClasses.get(w.code);
   const opts = w.data === undefined ? {} : { data: w.data };
   return C ? new C(w.message, opts) : new ActorError(w.message, { ...opts, code: w.code });
 }

@@ -5,9 +5,12 @@ import {
   ClosedError,
   ConflictError,
   DeadlockError,
+  errorClasses,
+  ForbiddenError,
   fromWireError,
   InternalError,
   OverloadedError,
+  RateLimitedError,
   TimeoutError,
   toWireError,
   UnauthorizedError,
@@ -48,13 +51,16 @@ Deno.test("fromWireError() gives the subclass of each of Troupe's own codes", ()
     unknown_actor_type: UnknownActorTypeError,
     bad_payload: BadPayloadError,
     unauthorized: UnauthorizedError,
+    forbidden: ForbiddenError,
     overloaded: OverloadedError,
+    rate_limited: RateLimitedError,
     unavailable: UnavailableError,
     deadlock: DeadlockError,
     conflict: ConflictError,
     closed: ClosedError,
     internal: InternalError,
   };
+  assert.deepEqual([...errorClasses.keys()].sort(), Object.keys(classes).sort());
   for (const [code, C] of Object.entries(classes)) {
     const err = fromWireError({ code, message: "m" });
     assert.equal(Object.getPrototypeOf(err), C.prototype, `code "${code}"`);

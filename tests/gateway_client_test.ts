@@ -1,8 +1,14 @@
 /** The typed fetch client against a gateway over real HTTP on loopback. */
 import assert from "node:assert/strict";
-import { ActorError, TimeoutError, UnknownHandlerError } from "../mod.ts";
+import {
+  ActorError,
+  ForbiddenError,
+  RateLimitedError,
+  TimeoutError,
+  UnknownHandlerError,
+} from "../mod.ts";
 import { client } from "../adapters/hono/mod.ts";
-import { openTicks, type Resize, startGateway, type Wallet } from "./gateway_fixtures.ts";
+import { openTicks, type Resize, startGateway, Wallet } from "./gateway_fixtures.ts";
 import { waitFor } from "./helpers.ts";
 
 type Api = { wallet: typeof Wallet; resize: typeof Resize };
@@ -92,4 +98,25 @@ Deno.test("client: tokens and idempotency keys travel as headers", async () => {
   assert.equal(seen[0]!.get("authorization"), "Bearer t0k");
   assert.equal(seen[0]!.get("idempotency-key"), "k1");
   assert.equal(seen[1]!.get("authorization"), "Bearer other");
+});
+
+Deno.test("client: every Troupe code comes back as its subclass (403 is a ForbiddenError)", async () => {
+  await using g = await startGateway();
+  const api = client<Api>(g.api);
+  await assert.rejects(api.wallet("e").raise("forbidden"), (err) => {
+    assert.ok(err instanceof ForbiddenError, String(err));
+    assert.equal(err.code, "forbidden");
+    return true;
+  });
+  await assert.rejects(api.wallet("e").raise("rate_limited"), RateLimitedError);
+});
+
+Deno.test("client: ids . and .. (and ~.) reach their own actor, not another route", async () => {
+  await using g = await startGateway();
+  const api = client<Api>(g.api);
+  const ids = [".", "..", "~.", "~~..", "...", "a/..", "%2e"];
+  for (const [i, id] of ids.entries()) assert.equal(await api.wallet(id).deposit(i + 1), i + 1);
+  for (const [i, id] of ids.entries()) {
+    assert.equal(await g.system.ref(Wallet, id).ask("balance"), i + 1, `id ${JSON.stringify(id)}`);
+  }
 });

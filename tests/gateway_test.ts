@@ -126,6 +126,28 @@ Deno.test("gateway: bad bodies are 400, other content types 415", async () => {
   });
   assert.equal(text.status, 415);
   assert.equal((await text.json()).error.code, "bad_payload");
+  // no Content-Type at all: what a page may send anywhere without a CORS preflight
+  const untyped = await fetch(`${g.api}/wallet/a/deposit`, {
+    method: "POST",
+    body: new Blob(["5"]), // a Blob without a type: fetch sends no Content-Type
+  });
+  assert.equal(untyped.status, 415);
+  assert.deepEqual(await untyped.json(), {
+    error: {
+      code: "bad_payload",
+      message: "A request body needs a Content-Type: application/json or application/msgpack",
+    },
+  });
+  // a form a page can post to any origin
+  const form = await fetch(`${g.api}/wallet/a/deposit`, {
+    method: "POST",
+    body: new URLSearchParams({ amount: "5" }),
+  });
+  assert.equal(form.status, 415);
+  await form.body?.cancel();
+  assert.equal(await g.system.ref(Wallet, "a").ask("balance"), 0, "nothing ran");
+  // an empty body needs no type (a handler without payload)
+  assert.equal((await fetch(`${g.api}/wallet/a/balance`, { method: "POST" })).status, 200);
   const proto = await fetch(`${g.api}/wallet/a/echo`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -241,8 +263,10 @@ Deno.test("gateway: Authorization must be a Bearer token; auth.required refuses 
   const none = await post(`${g.api}/wallet/a/balance`);
   assert.equal(none.status, 401);
   assert.equal((none.body as { error: { code: string } }).error.code, "unauthorized");
+  assert.equal(none.headers.get("www-authenticate"), "Bearer");
   const basic = await post(`${g.api}/wallet/a/balance`, undefined, { authorization: "Basic abc" });
   assert.equal(basic.status, 401);
+  assert.equal(basic.headers.get("www-authenticate"), 'Bearer error="invalid_token"');
   // a bearer token is forwarded to the node (which has no auth here, so the call runs)
   const bearer = await post(`${g.api}/wallet/a/balance`, undefined, {
     authorization: "Bearer x.y.z",
@@ -343,6 +367,7 @@ Deno.test("gateway: the Bearer token is the call's token, verified by the node (
       });
     const none = await call("/vault/alice/deposit");
     assert.equal(none.status, 401);
+    assert.equal(none.headers.get("www-authenticate"), "Bearer");
     assert.equal((await none.json()).error.code, "unauthorized");
     const bob = await idp.sign({ sub: "bob" });
     const alice = await idp.sign({ sub: "alice" });
@@ -351,7 +376,10 @@ Deno.test("gateway: the Bearer token is the call's token, verified by the node (
     assert.equal(forbidden.status, 403);
     assert.equal((await forbidden.json()).error.code, "forbidden");
     assert.equal(await (await call("/vault/alice/withdraw", alice)).json(), 0);
-    assert.equal((await call("/vault/alice/deposit", "garbage")).status, 401);
+    const garbage = await call("/vault/alice/deposit", "garbage");
+    assert.equal(garbage.status, 401);
+    assert.equal(garbage.headers.get("www-authenticate"), 'Bearer error="invalid_token"');
+    await garbage.body?.cancel();
   } finally {
     await system.close();
   }

@@ -99,6 +99,20 @@ Deno.test("websocket: a handler that is not exposed is refused before the upgrad
   assert.equal((await res.json()).error.code, "unknown_handler");
 });
 
+Deno.test("websocket: websocket: false turns the duplex route off (404 before the upgrade)", async () => {
+  await using g = await startGateway({ websocket: false });
+  const res = await fetch(`${g.api}/wallet/w/shout`, {
+    headers: {
+      upgrade: "websocket",
+      connection: "Upgrade",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "sec-websocket-version": "13",
+    },
+  });
+  assert.equal(res.status, 404);
+  assert.equal((await res.json()).error.code, "not_found");
+});
+
 Deno.test("websocket: duplex across the mesh, the gateway on a client node and the actor on a host (NATS)", async () => {
   await using cluster = await startNatsCluster({ servers: 1 });
   const prefix = `g${crypto.randomUUID().slice(0, 8)}`;

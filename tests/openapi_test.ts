@@ -151,6 +151,7 @@ Deno.test("openapi: errors and auth are described", async () => {
         "404",
         "405",
         "406",
+        "408",
         "409",
         "413",
         "415",

@@ -32,6 +32,7 @@ const statusByCode: ReadonlyMap<string, number> = new Map([
   ["method_not_allowed", 405],
   ["conflict", 409],
   ["overloaded", 429],
+  ["rate_limited", 429],
   ["unavailable", 503],
   ["closed", 503],
   ["timeout", 504],
@@ -39,6 +40,9 @@ const statusByCode: ReadonlyMap<string, number> = new Map([
   ["internal", 500],
   ["deadlock", 500],
 ]);
+
+/** Troupe's codes with an HTTP status of their own (every other code is a handler's: 422). */
+export const gatewayCodes: ReadonlySet<string> = new Set(statusByCode.keys());
 
 /**
  * The HTTP status of an error code: the table of the API contract, 422 for a handler's own
@@ -62,10 +66,18 @@ export function errorBody(err: unknown): ErrorBody {
 export class GatewayError extends ActorError {
   /** The HTTP status. */
   readonly status: number;
+  /** Seconds to send as `Retry-After` (429, 503), when the gateway knows better than its default. */
+  readonly retryAfter: number | undefined;
 
   /** Makes the error; `status` defaults to the status of `code`. */
-  constructor(message: string, code: string, status: number = statusOf(code)) {
+  constructor(
+    message: string,
+    code: string,
+    status: number = statusOf(code),
+    retryAfter?: number,
+  ) {
     super(message, { code });
     this.status = status;
+    this.retryAfter = retryAfter;
   }
 }

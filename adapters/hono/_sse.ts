@@ -3,7 +3,8 @@
  * when the handler returns, `event: error` with `{ code, message }` when it fails. The body
  * is pulled: the next item is asked for only once the last one was taken by the connection,
  * so the actor stream's credit window is the only buffer. A closed connection cancels the
- * stream (the handler's generator is closed).
+ * stream (the handler's generator is closed), and so does a client that takes nothing for
+ * `stallTimeout` ms (its connection is cut).
  *
  * @module
  */
@@ -20,6 +21,10 @@ export interface SseOptions {
   keepAlive: number;
   /** Headers to add (CORS, …). */
   headers?: HeadersInit;
+  /** Called once when the stream is over (ended, failed, or cancelled by the client). */
+  onDone?: () => void;
+  /** Ms an item may wait for the client to take it; then the stream is cancelled. */
+  stallTimeout?: number;
 }
 
 /** Makes the SSE response of a stream. */
@@ -27,10 +32,14 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
   const items = stream[Symbol.asyncIterator]();
   let finished = false;
   let timer: ReturnType<typeof setInterval> | undefined;
+  let stall: ReturnType<typeof setTimeout> | undefined;
   const finish = () => {
+    if (finished) return;
     finished = true;
     if (timer !== undefined) clearInterval(timer);
     timer = undefined;
+    clearTimeout(stall);
+    options.onDone?.();
   };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
@@ -42,6 +51,7 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
       }
     },
     async pull(controller) {
+      clearTimeout(stall); // the client took the last chunk
       let chunk: string;
       try {
         const next = await items.next();
@@ -60,7 +70,16 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
         await stream.cancel().catch(() => {});
       }
       controller.enqueue(encoder.encode(chunk));
-      if (finished) controller.close();
+      if (finished) return controller.close();
+      if (options.stallTimeout !== undefined) {
+        // the next pull comes when the connection took this chunk: a client that reads
+        // nothing must not hold the actor stream (and its node's resources) for ever
+        stall = setTimeout(() => {
+          finish();
+          stream.cancel().catch(() => {});
+          controller.error(new Error("The client took nothing for too long"));
+        }, options.stallTimeout);
+      }
     },
     async cancel() {
       finish();

@@ -8,26 +8,17 @@
 
 import {
   type ActorDefinition,
-  ActorError,
+  type ActorError,
   type ActorTypes,
   type Args,
   type AskKeys,
-  BadPayloadError,
-  ClosedError,
-  ConflictError,
-  DeadlockError,
-  InternalError,
   type ItemOf,
   json,
-  OverloadedError,
   type ReplyOf,
   type StreamKeys,
-  TimeoutError,
-  UnauthorizedError,
   UnavailableError,
-  UnknownActorTypeError,
-  UnknownHandlerError,
 } from "../../mod.ts";
+import { fromWireError } from "../../src/errors.ts";
 
 /** Options of one call made through a {@link client}. */
 export interface ClientCallOptions {
@@ -79,28 +70,9 @@ export type GatewayClient<R> = {
     : never;
 };
 
-const errorClasses: ReadonlyMap<
-  string,
-  new (message: string, options?: { data?: unknown }) => ActorError
-> = new Map<string, new (message: string, options?: { data?: unknown }) => ActorError>([
-  ["timeout", TimeoutError],
-  ["unknown_handler", UnknownHandlerError],
-  ["unknown_actor_type", UnknownActorTypeError],
-  ["bad_payload", BadPayloadError],
-  ["unauthorized", UnauthorizedError],
-  ["overloaded", OverloadedError],
-  ["unavailable", UnavailableError],
-  ["deadlock", DeadlockError],
-  ["conflict", ConflictError],
-  ["closed", ClosedError],
-  ["internal", InternalError],
-]);
-
-/** An {@link ActorError} from an error body, with Troupe's subclass for its code. */
+/** An {@link ActorError} from an error body: Troupe's one code → class mapping (`fromWireError`). */
 function toError(code: string, message: string, data: unknown): ActorError {
-  const options = data === undefined ? {} : { data };
-  const C = errorClasses.get(code);
-  return C ? new C(message, options) : new ActorError(message, { ...options, code });
+  return fromWireError(data === undefined ? { code, message } : { code, message, data });
 }
 
 async function errorOf(res: Response): Promise<ActorError> {
@@ -241,6 +213,15 @@ function segment(s: string): string {
 }
 
 /**
+ * An actor id as a path segment. `.` and `..` (also percent-encoded) are dot segments that
+ * every URL parser removes, so they go as `~.` and `~..`, and ids of that form as one more `~`
+ * (the gateway takes one `~` off: see `idFromPath` in gateway.ts).
+ */
+function idSegment(id: string): string {
+  return encodeURIComponent(/^~*\.{1,2}$/.test(id) ? `~${id}` : id);
+}
+
+/**
  * Makes a typed client of a {@link gateway} mounted at `baseUrl`. The type argument maps
  * each actor type name to its definition's type (only types are needed: import them with
  * `import type`). Replies and items are decoded with Troupe's JSON codec, so bigint, Date,
@@ -267,7 +248,7 @@ export function client<R>(baseUrl: string | URL, options: ClientOptions = {}): G
         return (payload?: unknown, call: ClientCallOptions = {}) => {
           const path = id === undefined
             ? `${base}/${segment(type)}/${segment(handler)}`
-            : `${base}/${segment(type)}/${segment(id)}/${segment(handler)}`;
+            : `${base}/${segment(type)}/${idSegment(id)}/${segment(handler)}`;
           const send = async (sse: boolean, signal: AbortSignal | undefined) => {
             const headers = new Headers(options.headers);
             for (const [k, v] of new Headers(call.headers)) headers.set(k, v);

@@ -9,21 +9,29 @@
 import { Hono } from "hono";
 import type { Context as HonoContext } from "hono";
 import { cors } from "hono/cors";
+import { routePath } from "hono/route";
 import {
   type ActorDefinition,
   ActorError,
   type ActorRef,
   type AskOptions,
+  type AuthOptions,
+  type Caller,
   defineActor,
   type StreamOptions,
   type System,
   UnavailableError,
 } from "../../mod.ts";
-import { decodeBody, encodeReply, mediaType, readBody } from "./_body.ts";
+import { createVerifier, type Verifier } from "../../src/auth/verify.ts";
+import { fromJsonText } from "../../src/codec/json.ts";
+import { mediaType, readPayload, replyResponse } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
+import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";
 import { sseResponse } from "./_sse.ts";
 import { duplexSocket } from "./_websocket.ts";
 import { openApiDocument, type OpenApiOptions } from "./openapi.ts";
+
+export type { RateLimit } from "./_limits.ts";
 
 /**
  * What the gateway exposes. Nothing else is reachable: any other type or handler is `404`.
@@ -59,6 +67,71 @@ export interface GatewayAuthOptions {
    * @default {the `Authorization: Bearer <jwt>` header}
    */
   token?: (req: Request) => string | undefined;
+  /**
+   * Verify tokens at the gateway too, with the same options as the nodes' `auth`: a bad token
+   * is refused with `401` before its call reaches a node, and `limits.perCaller` and
+   * `limits.maxStreamsPerCaller` count verified callers by `sub` (without it, every request
+   * counts against its client address). The node that runs the handler verifies the token
+   * again either way (cached).
+   */
+  verify?: AuthOptions;
+}
+
+/**
+ * The gateway's limits on what one client, one caller and everyone together may hold: safe
+ * for a gateway that faces the internet without a proxy in front. Over a rate: `429
+ * rate_limited` with `Retry-After`; over a cap of work in progress: `429 overloaded`.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayLimits } from "@troupe/troupe/hono";
+ * const limits: GatewayLimits = {
+ *   perCaller: { rate: 50, burst: 100 },
+ *   perIp: { rate: 20, burst: 40 },
+ *   maxStreamsPerCaller: 16,
+ *   bodyTimeout: 10_000,
+ * };
+ * ```
+ */
+export interface GatewayLimits {
+  /**
+   * Requests per second of one verified caller (needs `auth.verify`); over it, `429
+   * rate_limited`. @default {no limit}
+   */
+  perCaller?: RateLimit;
+  /**
+   * Requests per second from one client address (IPv6: one /64), for calls without a verified
+   * caller (and for the first, not yet verified, request of a token). @default {no limit}
+   */
+  perIp?: RateLimit;
+  /** Requests the gateway works on at once, open streams included. @default {10000} */
+  maxConnections?: number;
+  /** Server-Sent Event streams and WebSockets open at once. @default {1000} */
+  maxStreams?: number;
+  /**
+   * Streams open at once per verified caller (or, without one, per client address); over it,
+   * `429 rate_limited`. @default {16}
+   */
+  maxStreamsPerCaller?: number;
+  /** Ms to receive a whole request body; then `408 timeout`. @default {10000} */
+  bodyTimeout?: number;
+  /** Largest request body, bytes; a bigger one is `413`. @default {1048576} */
+  maxBody?: number;
+  /** Largest WebSocket frame, bytes; a bigger one closes the socket with 1009. @default {65536} */
+  maxFrame?: number;
+  /**
+   * Bytes queued per stream, each way: WebSocket input the handler has not taken (more closes
+   * the socket with 1008), and WebSocket output the client has not read (the stream waits; a
+   * client that reads nothing for `streamStall` ms is closed with 1008). Server-Sent Events
+   * queue one item at a time (the next is made only when the client took the last).
+   * @default {1048576}
+   */
+  maxBuffered?: number;
+  /**
+   * Ms a stream (SSE or WebSocket) may wait on a client that takes nothing before it is
+   * closed and its actor stream cancelled. @default {30000}
+   */
+  streamStall?: number;
 }
 
 /**
@@ -94,8 +167,8 @@ export type GatewayCors = boolean | GatewayCorsOptions;
  * import type { GatewayOptions } from "@troupe/troupe/hono";
  * const options: GatewayOptions = {
  *   expose: { account: ["deposit", "balance"] },
- *   maxBody: 64 * 1024,
  *   cors: { origin: "https://app.example" },
+ *   limits: { perIp: { rate: 20, burst: 40 }, maxBody: 64 * 1024 },
  * };
  * ```
  */
@@ -107,7 +180,29 @@ export interface GatewayOptions {
   actors?: readonly ActorDefinition<any>[];
   /** Token handling (see {@link GatewayAuthOptions}). @default {{ required: false }} */
   auth?: GatewayAuthOptions;
-  /** Largest request body, bytes; a bigger one is `413`. @default {1048576} */
+  /** Limits on rates, connections, streams, bodies and frames (see {@link GatewayLimits}). */
+  limits?: GatewayLimits;
+  /**
+   * Origins allowed to open a WebSocket (the `Origin` header a browser sends with an upgrade);
+   * another is refused with `403 forbidden`. A request without `Origin` (not from a browser)
+   * is allowed. @default {the CORS origins when `cors` is set, else only the gateway's own
+   * origin (the `Origin`'s host equals the request's `Host`)}
+   */
+  origins?: readonly string[];
+  /**
+   * The client address of a request, for `limits.perIp` and per-client stream counts.
+   * `info` is what the server passed (`Deno.serve`: `{ remoteAddr }`). Behind a proxy, take
+   * it from the proxy's header, and only from your own proxy.
+   * @default {`info.remoteAddr.hostname`}
+   */
+  clientAddress?: (req: Request, info: unknown) => string | undefined;
+  /**
+   * Whether the duplex route (a WebSocket upgrade of a handler's path) is open. Deno reads each
+   * WebSocket message whole, up to 64 MiB, before the gateway can refuse it: turn it off when
+   * `maxStreams` × 64 MiB is more memory than the process may take. @default {true}
+   */
+  websocket?: boolean;
+  /** Largest request body, bytes. @deprecated Use `limits.maxBody`. */
   maxBody?: number;
   /** Time an `ask` may take, ms; then `504 timeout`. @default {the system's askTimeout} */
   timeout?: number;
@@ -115,8 +210,6 @@ export interface GatewayOptions {
   streamTimeout?: number;
   /** Milliseconds between SSE keep-alive comments; 0 turns them off. @default {15000} */
   keepAlive?: number;
-  /** Input items of a WebSocket not yet taken by the handler, before the socket is closed. @default {256} */
-  maxBuffered?: number;
   /** Seconds sent in `Retry-After` with `429` and `503`. @default {1} */
   retryAfter?: number;
   /** CORS (see {@link GatewayCors}). @default {false} */
@@ -133,6 +226,9 @@ export interface GatewayOptions {
    */
   openapi?: OpenApiOptions | false;
 }
+
+/** The methods no call route takes (`405`). */
+const OTHER_METHODS = ["PUT", "PATCH", "DELETE", "OPTIONS"];
 
 interface Entry {
   readonly name: string;
@@ -173,8 +269,8 @@ function entries(options: GatewayOptions): Map<string, Entry> {
 }
 
 /** The token of a request: `Authorization: Bearer <token>`; other schemes are refused. */
-export function bearer(req: Request): string | undefined {
-  const header = req.headers.get("authorization");
+export function bearer(req: Request, headers: Headers = req.headers): string | undefined {
+  const header = headers.get("authorization");
   if (header === null) return undefined;
   const match = /^Bearer[ ]+([^ ]+)[ ]*$/i.exec(header);
   if (!match) {
@@ -190,26 +286,27 @@ export function bearer(req: Request): string | undefined {
  * it would end every stream at once); a closed SSE connection cancels its body instead.
  */
 function callOptions(
-  req: Request,
+  headers: Headers,
   token: string | undefined,
   timeout: number | undefined,
 ): AskOptions {
   const options: AskOptions = {};
   if (timeout !== undefined) options.timeout = timeout;
-  const key = req.headers.get("idempotency-key");
+  const key = headers.get("idempotency-key");
   if (key !== null && key !== "") options.idempotencyKey = key;
   if (token !== undefined) options.token = token;
   return options;
 }
 
-function wantsSse(req: Request): boolean {
-  return (req.headers.get("accept") ?? "").split(",").map(mediaType).includes("text/event-stream");
+/** Whether an `Accept` header asks for Server-Sent Events. */
+function wantsSse(accept: string): boolean {
+  return accept.includes("text/event-stream") &&
+    accept.split(",").map(mediaType).includes("text/event-stream");
 }
 
-function wantsAsync(req: Request): boolean {
-  return (req.headers.get("prefer") ?? "").split(",").some((p) =>
-    p.trim().toLowerCase() === "respond-async"
-  );
+/** Whether a `Prefer` header asks for `respond-async`. */
+function wantsAsync(prefer: string): boolean {
+  return prefer.split(",").some((p) => p.trim().toLowerCase() === "respond-async");
 }
 
 /** A ref by name for a type the gateway has no definition of. */
@@ -236,10 +333,17 @@ function refByName(system: System, name: string, id: string): ActorRef {
  *   a live member of the cluster, else `503`.
  *
  * Errors are `{ "error": { "code", "message", "data"? } }` with `bad_payload` 400 (413 for
- * a body over `maxBody`, 415 for another content type), `unauthorized` 401, `forbidden`
- * 403, `unknown_handler`/`unknown_actor_type` 404, `conflict` 409, `overloaded` 429 (with
- * `Retry-After`), `unavailable` and `closed` 503, `timeout` 504, a handler's own code 422,
- * Troupe's internal errors 500.
+ * a body over `limits.maxBody`, 415 for a body without a supported `Content-Type`),
+ * `unauthorized` 401 (with `WWW-Authenticate: Bearer`), `forbidden` 403 (also a WebSocket
+ * from an `Origin` not in `origins`), `unknown_handler`/`unknown_actor_type` 404, `timeout`
+ * 408 for a body not received within `limits.bodyTimeout`, `conflict` 409, `overloaded` and
+ * `rate_limited` 429 (with `Retry-After`), `unavailable` and `closed` 503, `timeout` 504 for a
+ * handler past its deadline, a handler's own code 422, Troupe's internal errors 500 (logged
+ * as one line each).
+ *
+ * Limits (see {@link GatewayLimits}) bound what clients can hold: requests and streams in
+ * progress, request rates per caller and per address, the time and size of a body, and the
+ * bytes queued per stream each way.
  *
  * @example
  * ```ts
@@ -273,20 +377,58 @@ function refByName(system: System, name: string, id: string): ActorRef {
  */
 export function gateway(system: System, options: GatewayOptions): Hono {
   const exposed = entries(options);
-  const maxBody = options.maxBody ?? 1024 * 1024;
+  const limits = options.limits ?? {};
+  const maxBody = positive(limits.maxBody ?? options.maxBody ?? 1024 * 1024, "limits.maxBody");
+  const bodyTimeout = positive(limits.bodyTimeout ?? 10_000, "limits.bodyTimeout");
+  const bodyDeadlines = new Deadlines(
+    bodyTimeout,
+    () =>
+      new GatewayError(`The request body did not arrive within ${bodyTimeout} ms`, "timeout", 408),
+  );
+  const maxFrame = positive(limits.maxFrame ?? 64 * 1024, "limits.maxFrame");
+  const maxBuffered = positive(limits.maxBuffered ?? 1024 * 1024, "limits.maxBuffered");
+  const streamStall = positive(limits.streamStall ?? 30_000, "limits.streamStall");
+  const maxConnections = positive(limits.maxConnections ?? 10_000, "limits.maxConnections");
+  const maxStreams = positive(limits.maxStreams ?? 1_000, "limits.maxStreams");
+  const streamsPer = new Counters(
+    positive(limits.maxStreamsPerCaller ?? 16, "limits.maxStreamsPerCaller"),
+  );
+  const perIp = limits.perIp ? new Buckets(limits.perIp, "limits.perIp") : undefined;
+  const perCaller = limits.perCaller
+    ? new Buckets(limits.perCaller, "limits.perCaller")
+    : undefined;
+  const verifier: Verifier | undefined = options.auth?.verify
+    ? createVerifier(options.auth.verify)
+    : undefined;
+  if (perCaller && !verifier) {
+    throw new TypeError(
+      "gateway(): limits.perCaller needs auth.verify (callers are known only once verified)",
+    );
+  }
   const streamTimeout = options.streamTimeout ?? 3_600_000;
   const keepAlive = options.keepAlive ?? 15_000;
-  const maxBuffered = options.maxBuffered ?? 256;
   const retryAfter = String(options.retryAfter ?? 1);
-  const tokenOf = options.auth?.token ?? bearer;
+  const custom = options.auth?.token;
+  const tokenOf = custom ? (req: Request, _headers: Headers) => custom(req) : bearer;
+  const clientAddress = options.clientAddress ?? remoteAddress;
+  /** The rate-limit key of a request's client address (see `addressKey`). */
+  const addressOf = (req: Request, info: unknown): string => {
+    const address = clientAddress(req, info);
+    return address === undefined ? "unknown" : addressKey(address);
+  };
+  const originAllowed = originCheck(options);
   // what ends streams when the gateway drains: an unavailable error, whatever the reason
   const draining = new AbortController();
-  if (options.signal?.aborted) draining.abort(new UnavailableError("The gateway is shutting down"));
-  options.signal?.addEventListener(
-    "abort",
-    () => draining.abort(new UnavailableError("The gateway is shutting down")),
-    { once: true },
-  );
+  let drained = false; // `draining.signal.aborted`, without its getter on every request
+  const drain = () => {
+    drained = true;
+    draining.abort(new UnavailableError("The gateway is shutting down"));
+  };
+  if (options.signal?.aborted) drain();
+  options.signal?.addEventListener("abort", drain, { once: true });
+  // work in progress: requests (streams included) and streams
+  let inProgress = 0;
+  let streamsOpen = 0;
   const app = new Hono();
 
   if (options.cors) {
@@ -321,101 +463,254 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     );
   });
 
-  const call = async (c: HonoContext, type: string, id: string | undefined, handler: string) => {
-    const req = c.req.raw;
-    if (draining.signal.aborted) throw draining.signal.reason;
-    const entry = exposed.get(type);
-    if (!entry) {
-      throw new GatewayError(`Actor type "${type}" is not exposed`, "unknown_actor_type");
+  /** Charges one request to `key`'s bucket; over the rate, `429 rate_limited`. */
+  const charge = (buckets: Buckets | undefined, key: string, who: string) => {
+    if (buckets === undefined) return;
+    const wait = buckets.take(key, Date.now());
+    if (wait > 0) {
+      throw new GatewayError(`Too many requests from ${who}`, "rate_limited", 429, wait);
     }
-    if (
-      entry.handlers ? !entry.handlers.has(handler) : !Object.hasOwn(entry.def!.handlers, handler)
-    ) {
-      throw new GatewayError(`Handler "${type}.${handler}" is not exposed`, "unknown_handler");
-    }
-    const def = entry.def;
-    if (id === undefined && def && !def.stateless) {
-      throw new GatewayError(
-        `Actor type "${type}" needs an id: /${type}/{id}/${handler}`,
-        "not_found",
-      );
-    }
-    const token = tokenOf(req);
-    if (token === undefined && options.auth?.required) {
-      throw new GatewayError("This gateway needs a Bearer token", "unauthorized");
-    }
-    const ref: ActorRef = def
-      ? system.ref(def, id ?? "") as unknown as ActorRef
-      : refByName(system, type, id ?? "");
-    const streaming = def?.streaming.has(handler);
-    const streamOptions = (): StreamOptions => ({
-      ...callOptions(req, token, undefined),
-      timeout: streamTimeout,
-      signal: draining.signal,
-    });
+  };
 
-    if ((req.headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
-      if (req.method !== "GET") {
-        throw new GatewayError("A WebSocket upgrade must be a GET", "method_not_allowed");
-      }
-      // read before the upgrade: the request's headers are gone after it
-      const wsOptions = streamOptions();
-      return duplexSocket(
-        req,
-        (input) => ref.stream(handler as never, input as never, wsOptions),
-        { maxBuffered, maxFrame: maxBody },
+  /**
+   * Who a request is, for the limits: a verified caller (`"\0" + sub`), else its client
+   * address. Charges the request to the bucket of whichever it is (and a token not verified
+   * yet to the address too: verifying costs more than refusing). Synchronous unless a token
+   * must be verified.
+   */
+  const admit = (
+    c: HonoContext,
+    token: string | undefined,
+  ): string | undefined | Promise<string> => {
+    if (token === undefined || verifier === undefined) {
+      if (perIp === undefined) return undefined; // the address is worked out if a stream needs it
+      const ip = addressOf(c.req.raw, c.env);
+      charge(perIp, ip, "this address");
+      return ip;
+    }
+    const caller: Caller | undefined = verifier.cached(token);
+    if (caller !== undefined) {
+      charge(perCaller, caller.sub, "this caller");
+      return "\0" + caller.sub;
+    }
+    charge(perIp, addressOf(c.req.raw, c.env), "this address");
+    return verifier.verify(token).then((caller) => {
+      charge(perCaller, caller.sub, "this caller");
+      return "\0" + caller.sub;
+    }, (err) => {
+      throw new GatewayError((err as Error).message, "unauthorized");
+    });
+  };
+
+  /**
+   * Holds one stream slot (total and per caller) until the returned release is called; `429`
+   * when either is full.
+   */
+  const openStream = (who: string): () => void => {
+    if (streamsOpen >= maxStreams) {
+      throw new GatewayError(`The gateway has ${maxStreams} streams open`, "overloaded");
+    }
+    if (!streamsPer.acquire(who)) {
+      throw new GatewayError(
+        `Too many streams open for this ${who.startsWith("\0") ? "caller" : "address"}`,
+        "rate_limited",
       );
     }
-    const sse = wantsSse(req);
-    let payload: unknown;
-    if (req.method === "GET") {
-      if (!sse) {
-        c.header("allow", "POST");
+    streamsOpen++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      streamsOpen--;
+      streamsPer.release(who);
+    };
+  };
+
+  /** One call, from its admission to its response (or its error's). */
+  const call = async (
+    c: HonoContext,
+    method: string,
+    type: string,
+    id: string | undefined,
+    handler: string,
+  ): Promise<Response> => {
+    // counted among the requests in progress by the caller; a stream keeps its place until it
+    // ends (see `giveBack`), everything else gives it back here
+    let held = false; // a stream took over the place
+    try {
+      const req = c.req.raw;
+      if (drained) throw draining.signal.reason;
+      const headers = req.headers;
+      const token = tokenOf(req, headers);
+      const admitted = admit(c, token);
+      const who = admitted instanceof Promise ? await admitted : admitted;
+      const entry = exposed.get(type);
+      if (!entry) {
+        throw new GatewayError(`Actor type "${type}" is not exposed`, "unknown_actor_type");
+      }
+      if (
+        entry.handlers ? !entry.handlers.has(handler) : !Object.hasOwn(entry.def!.handlers, handler)
+      ) {
+        throw new GatewayError(`Handler "${type}.${handler}" is not exposed`, "unknown_handler");
+      }
+      const def = entry.def;
+      if (id === undefined && def && !def.stateless) {
         throw new GatewayError(
-          "Call a handler with POST (GET is for Server-Sent Events and WebSocket)",
-          "method_not_allowed",
+          `Actor type "${type}" needs an id: /${type}/{id}/${handler}`,
+          "not_found",
         );
       }
-      const query = c.req.query("payload");
-      if (query !== undefined) {
-        if (query.length > maxBody) {
-          throw new GatewayError("The payload parameter is too large", "bad_payload", 413);
-        }
-        payload = decodeBody(new TextEncoder().encode(query), "application/json");
+      if (token === undefined && options.auth?.required) {
+        throw new GatewayError("This gateway needs a Bearer token", "unauthorized");
       }
-    } else {
-      payload = decodeBody(await readBody(req, maxBody), req.headers.get("content-type"));
-    }
-    if (sse) {
-      if (def && !streaming) {
+      const ref: ActorRef = def
+        ? system.ref(def, id ?? "") as unknown as ActorRef
+        : refByName(system, type, id ?? "");
+      const streaming = def?.streaming.has(handler);
+
+      if (method === "GET" && (headers.get("upgrade") ?? "").toLowerCase() === "websocket") {
+        if (options.websocket === false) {
+          throw new GatewayError("WebSockets are turned off on this gateway", "not_found");
+        }
+        if (!originAllowed(req)) {
+          throw new GatewayError(
+            `Origin "${headers.get("origin")}" may not open a WebSocket here`,
+            "forbidden",
+          );
+        }
+        // read before the upgrade: the request's headers are gone after it
+        const wsOptions = streamOptions(headers, token);
+        const release = openStream(who ?? addressOf(req, c.env));
+        held = true;
+        const done = giveBack();
+        return duplexSocket(
+          req,
+          (input) => ref.stream(handler as never, input as never, wsOptions),
+          {
+            maxBuffered,
+            maxFrame,
+            stallTimeout: streamStall,
+            onDone: () => {
+              release();
+              done();
+            },
+          },
+        );
+      }
+      const accept = headers.get("accept");
+      const sse = accept !== null && wantsSse(accept);
+      let payload: unknown;
+      if (method === "GET") {
+        if (!sse) {
+          throw new GatewayError(
+            "Call a handler with POST (GET is for Server-Sent Events and WebSocket)",
+            "method_not_allowed",
+          );
+        }
+        const query = c.req.query("payload");
+        if (query !== undefined) {
+          if (query.length > maxBody) {
+            throw new GatewayError("The payload parameter is too large", "bad_payload", 413);
+          }
+          payload = fromJsonText(query);
+        }
+      } else {
+        payload = readPayload(req, maxBody, bodyDeadlines);
+        if (payload instanceof Promise) payload = await payload;
+      }
+      if (sse) {
+        if (def && !streaming) {
+          throw new GatewayError(
+            `Handler "${type}.${handler}" does not stream: POST without Accept: text/event-stream`,
+            "bad_payload",
+            406,
+          );
+        }
+        const release = openStream(who ?? addressOf(req, c.env));
+        held = true;
+        const done = giveBack();
+        return sseResponse(
+          ref.stream(handler as never, payload as never, streamOptions(headers, token)),
+          {
+            keepAlive,
+            stallTimeout: streamStall,
+            onDone: () => {
+              release();
+              done();
+            },
+          },
+        );
+      }
+      if (streaming) {
         throw new GatewayError(
-          `Handler "${type}.${handler}" does not stream: POST without Accept: text/event-stream`,
+          `Handler "${type}.${handler}" streams: send Accept: text/event-stream or open a WebSocket`,
           "bad_payload",
           406,
         );
       }
-      return sseResponse(ref.stream(handler as never, payload as never, streamOptions()), {
-        keepAlive,
-      });
+      const askOptions = callOptions(headers, token, options.timeout);
+      const prefer = headers.get("prefer");
+      if (prefer !== null && wantsAsync(prefer)) {
+        await ref.tell(handler as never, payload as never, askOptions);
+        return new Response(null, {
+          status: 202,
+          headers: { "preference-applied": "respond-async" },
+        });
+      }
+      const reply = await ref.ask(handler as never, payload as never, askOptions);
+      return replyResponse(reply, accept);
+    } catch (err) {
+      return failed(c.req.raw, err);
+    } finally {
+      if (!held) inProgress--;
     }
-    if (streaming) {
-      throw new GatewayError(
-        `Handler "${type}.${handler}" streams: send Accept: text/event-stream or open a WebSocket`,
-        "bad_payload",
-        406,
-      );
-    }
-    const askOptions = callOptions(req, token, options.timeout);
-    if (wantsAsync(req)) {
-      await ref.tell(handler as never, payload as never, askOptions);
-      c.header("preference-applied", "respond-async");
-      return c.body(null, 202);
-    }
-    const reply = await ref.ask(handler as never, payload as never, askOptions);
-    const { body, contentType } = encodeReply(reply, req.headers.get("accept"));
-    return c.body(body as Uint8Array<ArrayBuffer>, 200, { "content-type": contentType });
   };
 
+  /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
+  const streamOptions = (headers: Headers, token: string | undefined): StreamOptions => {
+    const o = callOptions(headers, token, undefined) as StreamOptions;
+    o.timeout = streamTimeout;
+    o.signal = draining.signal;
+    return o;
+  };
+
+  /** A stream keeps its place among the requests in progress until it ends. */
+  const giveBack = (): () => void => {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      inProgress--;
+    };
+  };
+
+  /** The error response of a request (errors are handled here, not by `app.onError`). */
+  const failed = (req: Request, err: unknown): Response => {
+    const body = errorBody(err);
+    const status = err instanceof GatewayError ? err.status : statusOf(body.error.code);
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (status === 429 || status === 503) {
+      const wait = err instanceof GatewayError ? err.retryAfter : undefined;
+      headers["retry-after"] = wait === undefined ? retryAfter : String(wait);
+    }
+    if (status === 401) {
+      headers["www-authenticate"] = req.headers.has("authorization")
+        ? 'Bearer error="invalid_token"'
+        : "Bearer";
+    }
+    if (status === 405) headers["allow"] = "POST";
+    // a body that was not read whole leaves the connection in an unknown state: close it
+    if (status === 408 || status === 413) headers["connection"] = "close";
+    // a failure of the gateway itself (the core logs and masks the handlers' own): one line
+    if (!(err instanceof ActorError)) console.error(`gateway: internal error: ${oneLine(err)}`);
+    return new Response(JSON.stringify(body), { status, headers });
+  };
+
+  /**
+   * Every call goes through this one route, `/*` of the gateway: one handler per request lets
+   * Hono skip its middleware chain, and the path is split here (`/{type}/{id}/{handler}`, or
+   * `/{type}/{handler}` for a stateless type; anything else is `404 not_found`).
+   */
   if (options.openapi !== false) {
     const auth = { tokenRequired: options.auth?.required === true };
     app.get("/openapi.json", function openapi(c) {
@@ -424,30 +719,145 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     });
   }
 
-  app.on(["GET", "POST"], "/:type/:id/:handler", function callActor(c) {
-    return call(c, c.req.param("type"), c.req.param("id"), c.req.param("handler"));
-  });
-  app.on(["GET", "POST"], "/:type/:handler", function callWorker(c) {
-    return call(c, c.req.param("type"), undefined, c.req.param("handler"));
-  });
+  /**
+   * Starts a call as one request in progress (a stream keeps its place until it ends: see
+   * `giveBack`); over `maxConnections`, `429 overloaded` at once.
+   */
+  const start = (
+    c: HonoContext,
+    method: "GET" | "POST",
+    type: string,
+    id: string | undefined,
+    handler: string,
+  ): Response | Promise<Response> => {
+    if (inProgress >= maxConnections) {
+      return failed(
+        c.req.raw,
+        new GatewayError(`The gateway is working on ${maxConnections} requests`, "overloaded"),
+      );
+    }
+    inProgress++;
+    return call(c, method, type, id, handler);
+  };
 
-  // a route, not `app.notFound()`: a mounted app's notFound handler is not used by its parent
-  app.all("*", function notFound(c) {
-    return c.json(
-      errorBody(new GatewayError(`No route ${c.req.method} ${c.req.path}`, "not_found")),
-      404,
+  /** A call route: the method is known from the route (reading `req.method` costs an op). */
+  const route = (method: "GET" | "POST") =>
+    function gatewayRoute(c: HonoContext): Response | Promise<Response> {
+      const parts = pathParts(c);
+      if (parts === undefined) {
+        return failed(
+          c.req.raw,
+          new GatewayError(`No route ${method} ${c.req.path}`, "not_found"),
+        );
+      }
+      return parts.length === 3
+        ? start(c, method, parts[0]!, idFromPath(parts[1]!), parts[2]!)
+        : start(c, method, parts[0]!, undefined, parts[1]!);
+    };
+  // One route per method, each on `/*` of the gateway: a request matches one handler (Hono then
+  // skips its middleware chain), and the path is split here (`/{type}/{id}/{handler}`, or
+  // `/{type}/{handler}` for a stateless type), cheaper than Hono's parameters.
+  app.post("/*", route("POST"));
+  app.get("/*", route("GET"));
+  app.on(OTHER_METHODS, "/*", function otherMethod(c) {
+    return failed(
+      c.req.raw,
+      new GatewayError(`Method ${c.req.method} is not allowed`, "method_not_allowed"),
     );
   });
 
-  app.onError(function onError(err, c) {
-    const body = errorBody(err);
-    const status = err instanceof GatewayError ? err.status : statusOf(body.error.code);
-    if (status === 429 || status === 503) c.header("retry-after", retryAfter);
-    // a failure of the gateway itself (the core logs and masks the handlers' own)
-    if (!(err instanceof ActorError)) console.error("gateway: internal error", err);
-    // deno-lint-ignore no-explicit-any
-    return c.json(body, status as any);
-  });
-
   return app;
+}
+
+/** The route a gateway's `/*` was last matched as, and its segments before the `*`. */
+let mountRoute = "";
+let mountSegments = 0;
+
+/**
+ * The two or three path segments of a request below the gateway's mount point
+ * (percent-decoded), or undefined for any other path (an empty segment included). The mount
+ * point is as many segments as the matched route (`<mount>/*`) has before its `*`.
+ */
+function pathParts(c: HonoContext): string[] | undefined {
+  const route = routePath(c);
+  if (route !== mountRoute) {
+    mountSegments = route.split("/").length - 2; // "/api/*" → 1, "/*" → 0
+    mountRoute = route;
+  }
+  const path = c.req.path;
+  let at = 0;
+  for (let i = 0; i < mountSegments && at !== -1; i++) at = path.indexOf("/", at + 1);
+  if (at === -1) return undefined;
+  const parts: string[] = [];
+  while (at !== -1) {
+    if (parts.length === 3) return undefined;
+    const next = path.indexOf("/", at + 1);
+    const part = next === -1 ? path.slice(at + 1) : path.slice(at + 1, next);
+    if (part === "") return undefined;
+    parts.push(part.includes("%") ? decodeSegment(part) : part);
+    at = next;
+  }
+  return parts.length < 2 ? undefined : parts;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment; // not valid percent-encoding: taken as it is
+  }
+}
+
+function positive(value: number, what: string): number {
+  if (!(value > 0)) throw new RangeError(`gateway(): ${what} must be positive, got ${value}`);
+  return value;
+}
+
+/** `Deno.serve`'s client address (`info.remoteAddr.hostname`), when there is one. */
+function remoteAddress(_req: Request, info: unknown): string | undefined {
+  const addr = (info as { remoteAddr?: { hostname?: unknown } } | undefined)?.remoteAddr;
+  return typeof addr?.hostname === "string" ? addr.hostname : undefined;
+}
+
+/**
+ * An id from its path segment: `~.` and `~..` stand for `.` and `..` (dot segments that URL
+ * parsers remove), and one `~` comes off any `~…~.`/`~…~..` (the client's `idSegment`).
+ */
+function idFromPath(segment: string): string {
+  return segment.charCodeAt(0) === 0x7e && /^~+\.{1,2}$/.test(segment) ? segment.slice(1) : segment;
+}
+
+/** Whether a WebSocket upgrade's `Origin` is allowed (see `GatewayOptions.origins`). */
+function originCheck(options: GatewayOptions): (req: Request) => boolean {
+  let allowed: ((origin: string) => boolean) | undefined;
+  if (options.origins !== undefined) {
+    const list = new Set(options.origins);
+    allowed = (o) => list.has(o);
+  } else if (options.cors) {
+    const origin = options.cors === true ? "*" : options.cors.origin ?? "*";
+    if (typeof origin === "function") allowed = (o) => !!origin(o);
+    else if (origin === "*") allowed = () => true;
+    else {
+      const list = new Set(typeof origin === "string" ? [origin] : origin);
+      allowed = (o) => list.has(o);
+    }
+  }
+  return (req) => {
+    const origin = req.headers.get("origin");
+    if (origin === null) return true; // not a browser: browsers always send it with an upgrade
+    if (allowed) return allowed(origin);
+    // same origin only: the page's host is the host it asked
+    try {
+      return new URL(origin).host === req.headers.get("host");
+    } catch {
+      return false;
+    }
+  };
+}
+
+/** An error as one log line: its name, message and the place it was thrown. */
+function oneLine(err: unknown): string {
+  if (!(err instanceof Error)) return String(err).slice(0, 500);
+  const at = err.stack?.split("\n").find((l) => l.trim().startsWith("at "))?.trim();
+  return `${err.name}: ${err.message}`.replaceAll("\n", " ").slice(0, 500) + (at ? ` (${at})` : "");
 }

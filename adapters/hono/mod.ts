@@ -36,7 +36,9 @@ export type {
   GatewayAuthOptions,
   GatewayCors,
   GatewayCorsOptions,
+  GatewayLimits,
   GatewayOptions,
+  RateLimit,
 } from "./gateway.ts";
 export { client } from "./client.ts";
 export type {

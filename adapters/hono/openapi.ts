@@ -127,6 +127,7 @@ const ERROR_RESPONSES: readonly [status: number, name: string, description: stri
   [401, "Unauthorized", "`unauthorized`: no valid token where one is needed"],
   [403, "Forbidden", "`forbidden`: a valid caller that no access rule allows"],
   [404, "NotFound", "`unknown_handler`, `unknown_actor_type`, `not_found`: not exposed"],
+  [408, "RequestTimeout", "`timeout`: the body did not arrive within the gateway's `bodyTimeout`"],
   [409, "Conflict", "`conflict`: an idempotency key reused for another call"],
   [413, "PayloadTooLarge", "`bad_payload`: a body over the gateway's `maxBody`"],
   [415, "UnsupportedMediaType", "`bad_payload`: a body that is neither JSON nor MessagePack"],

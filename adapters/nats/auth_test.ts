@@ -3,12 +3,18 @@
  * Troupe client system and plain NATS client users: what works, and each denial.
  */
 import assert from "node:assert/strict";
-import { rawBody } from "../../tests/_wire.ts";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { errors as natsErrors, nkeys, type Status } from "@nats-io/nats-core";
 import { Kvm } from "@nats-io/kv";
 import { createSystem, defineActor, memoryJournal, type System } from "../../mod.ts";
-import { natsAuthConfig, NatsAuthError, natsMesh, type NatsMeshOptions } from "./mod.ts";
+import {
+  NATS_SERVICE_REPLY_PREFIX,
+  natsAuthConfig,
+  NatsAuthError,
+  natsMesh,
+  type NatsMeshOptions,
+} from "./mod.ts";
+import { rawBody } from "../../tests/_wire.ts";
 import { type NatsCluster, startNatsCluster } from "../testing/mod.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 import { clusterSteps } from "../../tests/cluster_suite.ts";
@@ -27,10 +33,20 @@ const Counter = defineActor({
   },
 });
 
+/** A worker type: what a plain client user calls by request on `<prefix>.w.echo`. */
+const Echo = defineActor({
+  name: "echo",
+  stateless: true,
+  handlers: { say: (_ctx, value: unknown) => value },
+});
+
 const NODE = { user: "node", pass: "node-pw" };
 const EDGE = { user: "edge", pass: "edge-pw" }; // a Troupe client system: a node identity
 const GW = { user: "gw", pass: "gw-pw" }; // a plain NATS client user
 const GW_INBOX = "_INBOX_gw";
+const LIMITED = { user: "lim", pass: "lim-pw" }; // a client user that may call echo only
+const VICTIM = { user: "victim", pass: "victim-pw" }; // another client user
+const VICTIM_INBOX = "_INBOX_victim";
 
 interface Setup extends AsyncDisposable {
   prefix: string;
@@ -50,7 +66,11 @@ async function lockedDown(extra = "", account?: string): Promise<Setup> {
   const config = natsAuthConfig({
     prefix,
     nodes: [NODE, EDGE, { nkey: kp.getPublicKey() }],
-    clients: [GW],
+    clients: [
+      { ...GW, inboxPrefix: GW_INBOX },
+      { ...LIMITED, call: ["echo"] },
+      { ...VICTIM, inboxPrefix: VICTIM_INBOX },
+    ],
     ...(account === undefined ? {} : { account }),
   });
   const nats = await startNatsCluster({ config: config + extra, websocket: false });
@@ -67,7 +87,10 @@ function mesh(s: Setup, auth: Partial<NatsMeshOptions>): ReturnType<typeof natsM
   return natsMesh({ servers: s.url, prefix: s.prefix, leaseTtl: 2000, ...auth });
 }
 
-/** A node (NKey user) hosting Counter and a Troupe client system (user/pass node user). */
+/**
+ * A node (NKey user) hosting Counter and the Echo worker, accepting the reply subjects of
+ * requests from client accounts, and a Troupe client system (user/pass node user).
+ */
 async function systems(s: Setup): Promise<{ node: System; client: System } & AsyncDisposable> {
   const journal = memoryJournal();
   const started: System[] = [];
@@ -78,11 +101,12 @@ async function systems(s: Setup): Promise<{ node: System; client: System } & Asy
   try {
     started.push(
       await createSystem({
-        actors: [Counter],
+        actors: [Counter, Echo],
         mesh: mesh(s, { nkeySeed: s.nodeSeed }),
         journal,
         node: "n1",
         logger: "error",
+        replyPrefixes: ["_INBOX", NATS_SERVICE_REPLY_PREFIX],
       }),
     );
     started.push(
@@ -95,14 +119,15 @@ async function systems(s: Setup): Promise<{ node: System; client: System } & Asy
   return { node: started[0]!, client: started[1]!, [Symbol.asyncDispose]: close };
 }
 
-/** A plain NATS client as the gw user, with the permission errors the server reported. */
+/** A plain NATS client (the gw user by default), with the permission errors the server reported. */
 async function gateway(
   s: Setup,
   inboxPrefix: string | null = GW_INBOX,
+  user: { user: string; pass: string } = GW,
 ): Promise<{ nc: NatsConnection; errors: string[] } & AsyncDisposable> {
   const nc = await connect({
     servers: s.url,
-    ...GW,
+    ...user,
     ...(inboxPrefix === null ? {} : { inboxPrefix }),
     timeout: 5000,
   });
@@ -147,7 +172,7 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 const unjson = (b: Uint8Array) => JSON.parse(new TextDecoder().decode(b));
 
-/** A raw `ask` request's body, in JSON. */
+/** A raw `ask` request's body, in JSON (the core's wire format, through tests/_wire.ts). */
 function ask(type: string, id: string, handler: string, payload: unknown) {
   return rawBody({ type, id, handler, contentType: "application/json" }, json(payload));
 }
@@ -158,27 +183,39 @@ function okValue(data: Uint8Array): unknown {
   return unjson(data.subarray(1));
 }
 
-Deno.test("locked-down NATS: node users host and call; a client user requests an actor", async () => {
+Deno.test("locked-down NATS: node users host and call; a client user requests workers and actors", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
   // a Troupe client system (node identity "edge") reaches the actor on the NKey node
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
-  // a plain client user requests the active actor's subject and gets the answer
+  // a plain client user (its own account) requests the worker and gets the answer
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "c", "add", 3), {
+  const reply = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", { n: 3 }), {
     timeout: 5000,
   });
-  assert.equal(okValue(reply.data), 5);
+  assert.deepEqual(okValue(reply.data), { n: 3 });
+  // and an actor of a type it may call, on the node that hosts it (any node: a node that does
+  // not own the actor answers with a redirect)
+  const added = await gw.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "c", "add", 3), {
+    timeout: 5000,
+  });
+  assert.equal(okValue(added.data), 5);
   assert.equal(await sys.client.ref(Counter, "c").ask("get", undefined), 5);
   assert.deepEqual(gw.errors, []);
+  // with nats.js's default inbox prefix too: the client's account is its own
+  await using plain = await gateway(s, null, LIMITED);
+  const again = await plain.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", "hi"), {
+    timeout: 5000,
+  });
+  assert.equal(okValue(again.data), "hi");
 });
 
-Deno.test("locked-down NATS in an account of its own: the same rights", async () => {
-  await using s = await lockedDown("", "TROUPE");
+Deno.test("locked-down NATS: the nodes' account may have any name, with the same rights", async () => {
+  await using s = await lockedDown("", "TRP");
   await using sys = await systems(s);
   assert.equal(await sys.client.ref(Counter, "c").ask("add", 2), 2);
   await using gw = await gateway(s);
-  const reply = await gw.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "c", "add", 3), {
+  const reply = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", 5), {
     timeout: 5000,
   });
   assert.equal(okValue(reply.data), 5);
@@ -196,14 +233,19 @@ Deno.test("natsAuthConfig: refuses what would not work", () => {
   assert.throws(() => natsAuthConfig({ prefix: "a.b", nodes }), /prefix/);
   assert.throws(() => natsAuthConfig({ nodes, clients: [{ ...NODE }] }), /twice/);
   assert.throws(
-    () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX.gw" }] }),
-    /inside the nodes' inbox prefix/,
-  );
-  assert.throws(
     () => natsAuthConfig({ nodes, clients: [{ ...GW, inboxPrefix: "_INBOX_gw.>" }] }),
     /not a subject prefix/,
   );
   assert.throws(() => natsAuthConfig({ nodes: [{ nkey: "SU123" }] }), /nkey/);
+  assert.throws(() => natsAuthConfig({ nodes, account: "a b" }), /account/);
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ user: "a.b", pass: "x" }] }),
+    /give one as account/,
+  );
+  assert.throws(
+    () => natsAuthConfig({ nodes, clients: [{ ...GW, account: "TROUPE" }] }),
+    /not its own/,
+  );
   const text = natsAuthConfig({
     prefix: "p",
     nodes,
@@ -213,7 +255,10 @@ Deno.test("natsAuthConfig: refuses what would not work", () => {
     text,
     /publish: \{ allow: \["p\.n\.\*\.account", "p\.w\.account", "p\.t\.orders\.>"\] \}/,
   );
-  assert.match(text, /subscribe: \{ allow: \["_INBOX_gw\.>"\] \}/);
+  assert.match(text, /subscribe: \{ allow: \["_INBOX\.>"\] \}/);
+  assert.match(text, /\{ service: "p\.n\.\*\.account", accounts: \["TROUPE_gw"\] \}/);
+  assert.match(text, /\{ service: \{ account: "TROUPE", subject: "p\.w\.account" \} \}/);
+  assert.doesNotMatch(text, /allow_responses|p\.a\./);
 });
 
 Deno.test("locked-down NATS: a client user cannot write the directory's buckets", async () => {
@@ -251,16 +296,15 @@ Deno.test("locked-down NATS: a client user cannot write the directory's buckets"
   assert.ok(sys.node.directory.nodes().every((n) => n.id !== "evil"));
 });
 
-Deno.test("locked-down NATS: a client user cannot subscribe to node inboxes or swallow requests", async () => {
+Deno.test("locked-down NATS: a client user cannot subscribe to node or worker subjects or swallow requests", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
-  assert.equal(await sys.client.ref(Counter, "x").ask("add", 1), 1); // active on n1
   await using gw = await gateway(s);
   const swallowed: string[] = [];
   const sub = gw.nc.subscribe(`${s.prefix}.n.>`, {
     callback: (e, m) => void (e ? undefined : swallowed.push(m.subject)),
   });
-  const workers = gw.nc.subscribe(`${s.prefix}.w.>`, { queue: "w-counter" });
+  const workers = gw.nc.subscribe(`${s.prefix}.w.>`, { queue: "w-echo" });
   const [closed, closedW] = await within(
     Promise.all([sub.closed, workers.closed]),
     5000,
@@ -271,68 +315,152 @@ Deno.test("locked-down NATS: a client user cannot subscribe to node inboxes or s
   assert.ok(closedW instanceof natsErrors.PermissionViolationError, String(closedW));
   // requests still reach the node, none reached the client
   for (let i = 0; i < 5; i++) await sys.client.ref(Counter, "x").ask("add", 1);
-  assert.equal(await sys.client.ref(Counter, "x").ask("get", undefined), 6);
+  assert.equal(await sys.client.ref(Counter, "x").ask("get", undefined), 5);
+  for (let i = 0; i < 5; i++) {
+    const r = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", i), {
+      timeout: 5000,
+    });
+    assert.equal(okValue(r.data), i);
+  }
   assert.deepEqual(swallowed, []);
 });
 
-Deno.test("locked-down NATS: a client user cannot reach node control subjects, JetStream, or others' inboxes", async () => {
+Deno.test("locked-down NATS: a client user cannot reach node control, types outside call, JetStream, or others' inboxes", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
-  await using gw = await gateway(s);
-  // node-to-node control (directory queries): denied (raw publish and request)
-  gw.nc.publish(`${s.prefix}.c.dir.n1`, json({ after: "" }));
+  await using lim = await gateway(s, null, LIMITED); // call: ["echo"]
+  // node-to-node control and an actor type not in its call list: denied
+  lim.nc.publish(`${s.prefix}.c.n1`, json(1));
   await assert.rejects(
-    gw.nc.request(`${s.prefix}.c.dir.n1`, json({ after: "" }), { timeout: 3000 }),
-    /Permissions Violation for Publish to ".*\.c\.dir\.n1"/,
+    lim.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "y", "add", 1), {
+      timeout: 3000,
+    }),
+    /Permissions Violation for Publish to ".*\.n\.n1\.counter"/,
   );
-  // the JetStream API: denied
-  await assert.rejects(
-    gw.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
-    /Permissions Violation for Publish to "\$JS\.API\.INFO"/,
-  );
-  // subscribing outside its inbox prefix (the nodes' inboxes, another client's): denied
-  for (const subject of ["_INBOX.>", "_INBOX_other.>", ">"]) {
-    const closed = await within(gw.nc.subscribe(subject).closed, 5000, `${subject} refused`);
-    assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
-  }
   await eventually(
-    () => gw.errors.some((e) => /Publish to ".*\.c\.dir\.n1"/.test(e)),
+    () => lim.errors.some((e) => /Publish to ".*\.c\.n1"/.test(e)),
     5000,
     "the publish violation",
   );
-  assert.equal(sys.node.directory.nodes().length, 2);
-  // a client without its inbox prefix cannot even receive replies
-  assert.equal(await sys.client.ref(Counter, "z").ask("add", 1), 1); // active on n1
-  await using plain = await gateway(s, null); // inboxes under _INBOX
+  // the JetStream API: denied
   await assert.rejects(
-    plain.nc.request(`${s.prefix}.n.n1.counter`, ask("counter", "z", "add", 1), {
-      timeout: 3000,
-    }),
+    lim.nc.request("$JS.API.INFO", new Uint8Array(), { timeout: 3000 }),
+    /Permissions Violation for Publish to "\$JS\.API\.INFO"/,
   );
-  await eventually(
-    () => plain.errors.some((e) => /Subscription to "_INBOX\./.test(e)),
-    5000,
-    "the subscription violation",
-  );
+  // subscribing outside its inbox prefix (another client's, a node's, everything): denied
+  await using gw = await gateway(s);
+  for (const subject of ["_INBOX.>", VICTIM_INBOX + ".>", ">"]) {
+    const closed = await within(gw.nc.subscribe(subject).closed, 5000, `${subject} refused`);
+    assert.ok(closed instanceof natsErrors.PermissionViolationError, `${subject}: ${closed}`);
+  }
+  // the worker it may call still answers
+  const r = await lim.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", 7), {
+    timeout: 5000,
+  });
+  assert.equal(okValue(r.data), 7);
+  assert.equal(await sys.client.ref(Counter, "y").ask("get", undefined), 0, "nothing was added");
 });
 
-Deno.test("locked-down NATS: a request whose reply subject names a JetStream or KV API is refused", async () => {
+Deno.test("locked-down NATS: a client allowed only echo cannot reach another type by naming it in the envelope", async () => {
   await using s = await lockedDown();
   await using sys = await systems(s);
-  assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1); // active on n1
+  await using lim = await gateway(s, null, LIMITED); // call: ["echo"]
+  // On the subjects it may publish to (echo's node inbox and queue), an envelope naming counter:
+  // refused, nothing runs, nothing is activated.
+  for (const subject of [`${s.prefix}.n.n1.echo`, `${s.prefix}.w.echo`]) {
+    const r = await lim.nc.request(subject, ask("counter", "forged", "add", 5), { timeout: 5000 });
+    assert.equal(r.data[0], 1, `${subject}: an error reply`);
+    const err = unjson(r.data.subarray(1)) as { code: string; message: string };
+    assert.equal(err.code, "bad_payload", subject);
+    assert.match(err.message, /arrived on the subject of "echo"/);
+  }
+  assert.equal(await sys.client.directory.locate(Counter, "forged"), undefined, "not activated");
+  assert.equal(await sys.client.ref(Counter, "forged").ask("get", undefined), 0, "nothing added");
+  assert.deepEqual(lim.errors, []);
+});
+
+Deno.test("locked-down NATS: replies are bound to the requester; a reply subject naming another client's inbox reaches no one else", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
+  await using gw = await gateway(s); // the attacker, inbox prefix _INBOX_gw
+  await using victim = await gateway(s, VICTIM_INBOX, VICTIM);
+  const stolen: string[] = [];
+  victim.nc.subscribe(`${VICTIM_INBOX}.>`, {
+    callback: (e, m) => void (e ? undefined : stolen.push(new TextDecoder().decode(m.data))),
+  });
+  await victim.nc.flush();
+  // a real node (the Echo worker) is asked to answer into the victim's inbox
+  gw.nc.publish(`${s.prefix}.w.echo`, ask("echo", "", "say", "forged"), {
+    reply: `${VICTIM_INBOX}.stolen`,
+  });
+  // the attacker's own request after it (same connection, same worker queue: answered after)
+  const own = await gw.nc.request(`${s.prefix}.w.echo`, ask("echo", "", "say", "mine"), {
+    timeout: 5000,
+  });
+  assert.equal(okValue(own.data), "mine");
+  // everything the server routed to the victim before has arrived once its round trip is done
+  await victim.nc.flush();
+  assert.deepEqual(stolen, []);
+  // a raw node user standing in for a node (any wire format): it sees a reply subject the
+  // server made, answers twice, and publishes into the victim's inbox prefix directly
+  const nodeConn = await connect({ servers: s.url, ...NODE, timeout: 5000 });
+  try {
+    const seenReplies: string[] = [];
+    nodeConn.subscribe(`${s.prefix}.n.*.probe`, {
+      callback: (e, m) => {
+        if (e || !m.reply) return;
+        seenReplies.push(m.reply);
+        m.respond(json("first"));
+        m.respond(json("second"));
+        nodeConn.publish(`${VICTIM_INBOX}.direct`, json("direct")); // no route into accounts
+      },
+    });
+    await nodeConn.flush();
+    gw.nc.publish(`${s.prefix}.n.n9.probe`, json(1), { reply: `${VICTIM_INBOX}.probe` });
+    const answers: string[] = [];
+    const inbox = `${GW_INBOX}.probe2`;
+    gw.nc.subscribe(inbox, { callback: (e, m) => void (e ? 0 : answers.push(unjson(m.data))) });
+    gw.nc.publish(`${s.prefix}.n.n9.probe`, json(2), { reply: inbox });
+    await gw.nc.flush();
+    await eventually(() => answers.length > 0, 5000, "the probe's answer");
+    assert.ok(
+      seenReplies.length === 2 &&
+        seenReplies.every((r) => r.startsWith(`${NATS_SERVICE_REPLY_PREFIX}.`)),
+      `the node saw reply subjects the server made: ${seenReplies}`,
+    );
+    // one answer per request: the mapping ends with the first (the node's second answer and
+    // its direct publishes were handled by the server before its flush returned)
+    await nodeConn.flush();
+    await gw.nc.flush();
+    assert.deepEqual(answers, ["first"]);
+  } finally {
+    await nodeConn.close();
+  }
+  await victim.nc.flush();
+  assert.deepEqual(stolen, []);
+  assert.deepEqual(gw.errors, []);
+  assert.ok(sys.node.directory.nodes().length > 0);
+});
+
+Deno.test("locked-down NATS: a reply subject naming a JetStream or KV API lands in the client's own account", async () => {
+  await using s = await lockedDown();
+  await using sys = await systems(s);
   await using gw = await gateway(s);
-  const subject = `${s.prefix}.n.n1.counter`;
-  // the node may write these; the client names them as the reply subject of its requests
-  gw.nc.publish(subject, ask("counter", "r", "add", 1), {
+  const subject = `${s.prefix}.w.echo`;
+  // the node may write these in its account; the client names them as its reply subject
+  gw.nc.publish(subject, ask("echo", "", "say", { node: "forged" }), {
     reply: `$KV.${s.prefix}_nodes.forged`,
   });
-  gw.nc.publish(subject, ask("counter", "r", "echo", {}), { // replies `{}`: a valid purge
-    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_nodes`,
+  gw.nc.publish(subject, ask("echo", "", "say", {}), {
+    reply: `$JS.API.STREAM.PURGE.KV_${s.prefix}_nodes`, // a purge of the membership bucket
   });
   await gw.nc.flush();
-  // the node refuses both requests (the reply subject is not an inbox): nothing is applied…
-  await sys.client.ref(Counter, "r").ask("echo", 1); // after the requests above (one mailbox)
-  assert.equal(await sys.client.ref(Counter, "r").ask("get", undefined), 1, "the add was refused");
+  assert.equal(await sys.client.ref(Counter, "r").ask("add", 1), 1);
+  // the requests above were answered before this one (one worker queue, in order)
+  const r = await gw.nc.request(subject, ask("echo", "", "say", 1), {
+    timeout: 5000,
+  });
+  assert.equal(okValue(r.data), 1);
   const conn = await mesh(s, NODE).connect({ node: "reader" });
   try {
     assert.equal(await (await conn.kv(`${s.prefix}_nodes`)).get("forged") ?? null, null);
@@ -408,15 +536,14 @@ Deno.test("natsMesh: creds and credsFile authenticate (the file's NKey seed sign
 });
 
 Deno.test("natsMesh inboxPrefix: a mesh connection limited to its own inbox prefix works", async () => {
-  // a client-like identity whose only subscriptions are `_INBOX_gw.>`: requests, inboxes and
-  // the mux all use the prefix (a connection that did not would fail on its first request)
+  // a client identity whose only subscriptions are `_INBOX_gw.>`: requests, inboxes and the
+  // mux all use the prefix (a connection that did not would fail on its first request)
   await using s = await lockedDown();
-  await using sys = await systems(s);
-  assert.equal(await sys.client.ref(Counter, "p").ask("add", 4), 4);
+  await using _sys = await systems(s);
   const conn = await mesh(s, { ...GW, inboxPrefix: GW_INBOX }).connect({ node: "gw" });
   try {
     assert.ok(conn.inbox().startsWith(`${GW_INBOX}.`));
-    const reply = await conn.request(`${s.prefix}.n.n1.counter`, ask("counter", "p", "add", 1), {
+    const reply = await conn.request(`${s.prefix}.w.echo`, ask("echo", "", "say", 5), {
       timeout: 5000,
     });
     assert.equal(okValue(reply.data), 5);

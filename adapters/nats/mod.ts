@@ -21,6 +21,7 @@
 
 export { NatsAuthError, natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
 export {
+  NATS_SERVICE_REPLY_PREFIX,
   natsAuthConfig,
   type NatsAuthConfigOptions,
   type NatsClientUser,

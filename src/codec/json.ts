@@ -284,28 +284,58 @@ export function jsonCodec(options: JsonCodecOptions = {}): Codec {
   return {
     contentType: JSON_CONTENT_TYPE,
     encode(value: unknown): Uint8Array {
-      try {
-        return encoder.encode(JSON.stringify(toTree(value, 0, [], maxDepth)));
-      } catch (cause) {
-        throw asBadPayload("JSON", "encode", cause); // e.g. from a throwing toJSON()
-      }
+      return encoder.encode(toJsonText(value, maxDepth));
     },
     decode(bytes: Uint8Array): unknown {
       if (!(bytes instanceof Uint8Array)) throw decodeError("it is not a Uint8Array");
-      let parsed: unknown;
+      let text: string;
       try {
-        parsed = JSON.parse(decoder.decode(bytes));
+        text = decoder.decode(bytes);
       } catch (cause) {
-        const reason = cause instanceof TypeError ? "it is not valid UTF-8" : String(cause);
-        throw decodeError(reason, cause);
+        throw decodeError("it is not valid UTF-8", cause);
       }
-      try {
-        return revive(parsed, 0, maxDepth);
-      } catch (cause) {
-        throw asBadPayload("JSON", "decode", cause);
-      }
+      return fromJsonText(text, maxDepth);
     },
   };
+}
+
+/**
+ * The JSON text of a value, as {@link jsonCodec} writes it before UTF-8 (for an HTTP
+ * response, which takes text without a copy through a byte array). @internal
+ */
+export function toJsonText(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): string {
+  try {
+    return JSON.stringify(toTree(value, 0, [], maxDepth));
+  } catch (cause) {
+    throw asBadPayload("JSON", "encode", cause); // e.g. from a throwing toJSON()
+  }
+}
+
+/** A value from JSON text, as {@link jsonCodec} reads it after UTF-8. @internal */
+export function fromJsonText(text: string, maxDepth: number = DEFAULT_MAX_DEPTH): unknown {
+  // A short text with no `$` (no tag), no `\` (no escaped one) and no `__proto__` has nothing
+  // to revive and cannot nest deeper than half its length: JSON.parse's value is the answer.
+  if (
+    text.length < 2 * maxDepth && !text.includes("$") && !text.includes("\\") &&
+    !text.includes("__proto__")
+  ) {
+    try {
+      return JSON.parse(text);
+    } catch (cause) {
+      throw decodeError(String(cause), cause);
+    }
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (cause) {
+    throw decodeError(String(cause), cause);
+  }
+  try {
+    return revive(parsed, 0, maxDepth);
+  } catch (cause) {
+    throw asBadPayload("JSON", "decode", cause);
+  }
 }
 
 /**

@@ -3,13 +3,17 @@
  *
  * The file's directory is watched rather than the file: editors and deploy tools often write a
  * temporary file and rename it over the old one (and Kubernetes swaps a symlinked directory),
- * which replaces the file a file watch would follow. Every event in the directory schedules a
- * re-read after a short debounce; a re-read that finds the same text does nothing.
+ * which replaces the file a file watch would follow. When the path is a symlink, the directory
+ * of every link on the way and of the file it finally names are watched as well (an edit of a
+ * link's target in another directory is no event in the link's directory); the set is worked
+ * out again on every re-read, so a link pointed elsewhere is followed. Every event schedules a
+ * re-read after a short debounce; a re-read that finds the same text does nothing. A watch
+ * that stops (its directory removed) shows in `health()` until a re-read sets it up again.
  *
  * @module
  */
 
-import { dirname, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import type { ConfigSource, ConfigSourceContext, RunningConfigSource } from "./types.ts";
 
 /** Options of {@link fromFile}. */
@@ -73,6 +77,34 @@ export function fromFile(path: string, options: FromFileOptions = {}): ConfigSou
   };
 }
 
+/** Most symlinks followed from the configured path to the file. */
+const MAX_LINKS = 16;
+
+/**
+ * The directories to watch for `path`: its own, and, when it is a symlink, the directory of
+ * every link it goes through and of the file at the end (sorted, without repeats).
+ */
+async function watchedDirs(path: string): Promise<string[]> {
+  const dirs = new Set([dirname(path)]);
+  let at = path;
+  for (let i = 0; i < MAX_LINKS; i++) {
+    let target: string;
+    try {
+      target = await Deno.readLink(at);
+    } catch {
+      break; // not a link (or gone): `at` is the end of the chain
+    }
+    at = isAbsolute(target) ? target : resolve(dirname(at), target);
+    dirs.add(dirname(at));
+  }
+  try {
+    dirs.add(dirname(await Deno.realPath(path))); // directories that are links on the way
+  } catch {
+    // a dangling link or no file: reading it says so
+  }
+  return [...dirs].sort();
+}
+
 class FileSource implements RunningConfigSource {
   readonly #abs: string;
   readonly #shown: string;
@@ -81,11 +113,15 @@ class FileSource implements RunningConfigSource {
   readonly #parse: (text: string) => unknown;
   #context!: ConfigSourceContext;
   #watcher: Deno.FsWatcher | undefined;
-  #loop: Promise<void> = Promise.resolve();
+  #dirs = "";
+  readonly #loops = new Set<Promise<void>>();
+  #started = false;
   #reloading: Promise<void> = Promise.resolve();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #burstAt: number | undefined;
   #lastText: string | undefined;
+  /** Why the watch is not working, while it is not. */
+  #watchError: string | undefined;
   #stopped = false;
 
   constructor(
@@ -105,7 +141,7 @@ class FileSource implements RunningConfigSource {
   async start(context: ConfigSourceContext): Promise<void> {
     this.#context = context;
     // Watch first, so a change between the first read and the watch is not missed.
-    const watcher = this.#watcher = Deno.watchFs(dirname(this.#abs), { recursive: false });
+    this.#watch(await watchedDirs(this.#abs));
     try {
       const text = await this.#read();
       if (text === undefined && !this.#optional) {
@@ -114,19 +150,63 @@ class FileSource implements RunningConfigSource {
       const doc = text === undefined ? {} : this.#parseText(text);
       this.#lastText = text;
       if (!context.update(doc)) throw new Error(`File "${this.#shown}" was refused`);
+      this.#started = true;
     } catch (err) {
-      watcher.close();
+      this.#stopped = true;
+      this.#closeWatcher();
       throw err;
     }
-    this.#loop = (async () => {
+  }
+
+  /** Watches `dirs` (replacing the watch of another set). */
+  #watch(dirs: string[]): void {
+    const key = dirs.join("\n");
+    if (key === this.#dirs && this.#watcher) return;
+    this.#closeWatcher();
+    this.#dirs = key;
+    let watcher: Deno.FsWatcher;
+    try {
+      watcher = this.#watcher = Deno.watchFs(dirs, { recursive: false });
+    } catch (err) {
+      // a directory on the way is missing: the next event of another one, or none
+      this.#watcher = undefined;
+      this.#dirs = "";
+      if (!this.#started) throw err;
+      this.#watchFailed(`Cannot watch "${this.#shown}": ${errorText(err)}`);
+      return;
+    }
+    const loop = (async () => {
       try {
         for await (const _ of watcher) this.#schedule();
+        if (!this.#stopped && this.#watcher === watcher) {
+          this.#watchFailed(`Watching "${this.#shown}" stopped`);
+        }
       } catch (err) {
-        if (!this.#stopped) {
-          context.logger.warn(`Watching "${this.#shown}" stopped: ${errorText(err)}`);
+        if (!this.#stopped && this.#watcher === watcher) {
+          this.#watchFailed(`Watching "${this.#shown}" stopped: ${errorText(err)}`);
         }
       }
     })();
+    this.#loops.add(loop);
+    loop.finally(() => this.#loops.delete(loop));
+  }
+
+  #watchFailed(message: string): void {
+    this.#watcher = undefined;
+    this.#dirs = "";
+    this.#watchError = message;
+    this.#context.logger.warn(message);
+    this.#context.fail(`${message}: edits of the file are not seen`);
+  }
+
+  #closeWatcher(): void {
+    const w = this.#watcher;
+    this.#watcher = undefined;
+    try {
+      w?.close();
+    } catch {
+      // closed already
+    }
   }
 
   #schedule(): void {
@@ -144,6 +224,12 @@ class FileSource implements RunningConfigSource {
 
   async #reload(): Promise<void> {
     if (this.#stopped) return;
+    // follow the links again: a link pointed elsewhere (or a directory swapped) moves the watch
+    const dirs = await watchedDirs(this.#abs);
+    if (this.#stopped) return;
+    const moved = dirs.join("\n") !== this.#dirs;
+    this.#watch(dirs);
+    if (moved && this.#watcher) this.#schedule(); // an edit between the old watch and the new
     let text: string | undefined;
     try {
       text = await this.#read();
@@ -151,7 +237,10 @@ class FileSource implements RunningConfigSource {
       if (!this.#stopped) this.#context.fail(`Cannot read "${this.#shown}": ${errorText(err)}`);
       return;
     }
-    if (this.#stopped || text === this.#lastText) return;
+    if (this.#stopped) return;
+    const rewatched = this.#watchError !== undefined && this.#watcher !== undefined;
+    if (rewatched) this.#watchError = undefined;
+    if (text === this.#lastText && !rewatched) return;
     this.#lastText = text;
     if (text === undefined) {
       if (this.#optional) this.#context.update({});
@@ -194,12 +283,8 @@ class FileSource implements RunningConfigSource {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
-    try {
-      this.#watcher?.close();
-    } catch {
-      // closed already
-    }
-    await this.#loop;
+    this.#closeWatcher();
+    await Promise.all([...this.#loops]);
     await this.#reloading;
   }
 }

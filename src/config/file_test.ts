@@ -180,3 +180,74 @@ Deno.test("fromFile() reads YAML (by extension) and reports YAML errors without 
   assert.equal(config.get("limits.maxTransfer", 0), 7);
   assert.equal(config.health()[0]!.ok, true);
 });
+
+Deno.test("fromFile() on a symlink into another directory sees edits of the target", async () => {
+  await using a = await tempDir();
+  await using b = await tempDir();
+  await using c = await tempDir();
+  await Deno.writeTextFile(`${b}/real.json`, JSON.stringify({ v: 1 }));
+  await Deno.symlink(`${b}/real.json`, `${a}/config.json`);
+  await using config = await createConfig({ sources: [fromFile(`${a}/config.json`)] });
+  assert.equal(config.get("v"), 1);
+  // an edit in place of the target: no event in the link's directory
+  let changed = nextChange(config);
+  await Deno.writeTextFile(`${b}/real.json`, JSON.stringify({ v: 2 }));
+  await changed;
+  assert.equal(config.get("v"), 2);
+  // the link pointed elsewhere (a new link renamed over it), then that target edited
+  await Deno.writeTextFile(`${c}/other.json`, JSON.stringify({ v: 3 }));
+  changed = nextChange(config);
+  await Deno.symlink(`${c}/other.json`, `${a}/.config.json.new`);
+  await Deno.rename(`${a}/.config.json.new`, `${a}/config.json`);
+  await changed;
+  assert.equal(config.get("v"), 3);
+  changed = nextChange(config);
+  await Deno.writeTextFile(`${c}/other.json`, JSON.stringify({ v: 4 }));
+  await changed;
+  assert.equal(config.get("v"), 4);
+  assert.deepEqual(config.health().map((h) => h.ok), [true]);
+});
+
+Deno.test("fromFile() on a relative symlink chain (Kubernetes' ..data layout) sees edits and swaps", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir}/..v1`);
+  await Deno.writeTextFile(`${dir}/..v1/config.json`, JSON.stringify({ v: 1 }));
+  await Deno.symlink("..v1", `${dir}/..data`);
+  await Deno.symlink("..data/config.json", `${dir}/config.json`);
+  await using config = await createConfig({ sources: [fromFile(`${dir}/config.json`)] });
+  assert.equal(config.get("v"), 1);
+  let changed = nextChange(config);
+  await Deno.writeTextFile(`${dir}/..v1/config.json`, JSON.stringify({ v: 2 }));
+  await changed;
+  assert.equal(config.get("v"), 2);
+  // the swap: a new version directory, ..data renamed over, the old one removed
+  await Deno.mkdir(`${dir}/..v2`);
+  await Deno.writeTextFile(`${dir}/..v2/config.json`, JSON.stringify({ v: 3 }));
+  changed = nextChange(config);
+  await Deno.symlink("..v2", `${dir}/..data_tmp`);
+  await Deno.rename(`${dir}/..data_tmp`, `${dir}/..data`);
+  await Deno.remove(`${dir}/..v1`, { recursive: true });
+  await changed;
+  assert.equal(config.get("v"), 3);
+  changed = nextChange(config);
+  await Deno.writeTextFile(`${dir}/..v2/config.json`, JSON.stringify({ v: 4 }));
+  await changed;
+  assert.equal(config.get("v"), 4);
+  assert.deepEqual(config.health().map((h) => h.ok), [true]);
+});
+
+Deno.test("fromFile(): health() is not ok once the file's directory is gone", async () => {
+  const parent = await tempDir();
+  await using _ = parent;
+  const dir = `${parent}/conf`;
+  await Deno.mkdir(dir);
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ v: 1 }));
+  await using config = await createConfig({ sources: [fromFile(`${dir}/config.json`)] }, {
+    logger: capture(),
+  });
+  assert.equal(config.health()[0]!.ok, true);
+  await Deno.remove(dir, { recursive: true });
+  const error = await nextHealth(config, false, 2_000);
+  assert.match(error, /does not exist|not seen|stopped/);
+  assert.equal(config.get("v"), 1, "the last good value stays");
+});

@@ -12,8 +12,12 @@
 
 import { encodeToken, isValidSubject } from "../mesh/subject.ts";
 
-/** Inbox prefixes a node answers to by default: `_INBOX.…` and per-user `_INBOX_<user>.…`. */
-export const DEFAULT_REPLY_PREFIXES: readonly string[] = ["_INBOX"];
+/**
+ * Inbox prefixes a node answers to by default: `_INBOX.…`, per-user `_INBOX_<user>.…`, and
+ * `_R_.…`, the reply subjects nats-server gives requests that cross from a client's account into
+ * the nodes' (it maps the one answer back to the requester; see `natsAuthConfig()`).
+ */
+export const DEFAULT_REPLY_PREFIXES: readonly string[] = ["_INBOX", "_R_"];
 
 /**
  * Whether a node may publish to `subject` on a caller's behalf (a reply, stream items, stream
