@@ -241,6 +241,11 @@ export function durableTopicsConformance(
     await probed.count(1);
     await p.stop();
     const oldAt = probed.msgs[0]!.storedAt;
+    // "new" must be stored in a later millisecond than "old" (an in-process store's clock)
+    const until = performance.now() + waitMs;
+    while (Date.now() <= oldAt + 1 && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
     await da.publish(`${base}.x`, bytes("new"));
     const cDate = await consumerOf(da, {
       name: `${consumer}d`,
