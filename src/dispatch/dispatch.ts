@@ -42,12 +42,7 @@ import type { TimerWheel } from "../util/async.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
-import {
-  PubSub,
-  type SubscribeOptions,
-  type TopicHandler,
-  type TopicSubscription,
-} from "./pubsub.ts";
+import { PubSub, type TopicHandler, type TopicOptions, type TopicSubscription } from "./pubsub.ts";
 import { Remote } from "./route.ts";
 import { Router } from "./router.ts";
 import { Server } from "./serve.ts";
@@ -346,7 +341,7 @@ export class Dispatch implements Dispatcher {
   subscribe(
     topic: string,
     handler: TopicHandler,
-    options: SubscribeOptions,
+    options: TopicOptions,
     gate?: Promise<void>,
   ): TopicSubscription {
     if (this.#phase === "closed") throw new ClosedError("The system is closed");

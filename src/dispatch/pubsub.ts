@@ -59,7 +59,7 @@ export interface TopicSubscription {
 }
 
 /** Options of {@link PubSub.subscribe}. */
-export interface SubscribeOptions extends Partial<DurableSubscribeOptions> {
+export interface TopicOptions extends Partial<DurableSubscribeOptions> {
   /** Queue group of a plain subscription: each message to one member. */
   group?: string;
 }
@@ -162,7 +162,7 @@ export class PubSub {
   subscribe(
     topic: string,
     handler: TopicHandler,
-    options: SubscribeOptions = {},
+    options: TopicOptions = {},
     gate?: Promise<void>,
   ): TopicSubscription {
     checkTopic(topic, true);
