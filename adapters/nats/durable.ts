@@ -28,12 +28,12 @@
 import { type Msg, nanos, type Subscription } from "@nats-io/nats-core";
 import {
   AckPolicy,
+  type ApiError,
   type ConsumerConfig,
   type ConsumerInfo,
   DeliverPolicy,
   DiscardPolicy,
   JetStreamApiError,
-  type PubAck,
   ReplayPolicy,
   RetentionPolicy,
   StorageType,
@@ -58,7 +58,6 @@ import {
   isTemporaryBucketOpen,
   isTemporaryJs,
   retry,
-  toNatsHeaders,
 } from "./_util.ts";
 import type { NatsMeshConnection } from "./connection.ts";
 import type { NatsDurableTopicsOptions } from "./mesh.ts";
@@ -226,32 +225,57 @@ export class NatsDurableTopics implements DurableTopics {
     if (id !== undefined && (typeof id !== "string" || id === "" || id.length > MAX_ID)) {
       throw new TypeError(`Cannot use dedup id "${String(id).slice(0, 40)}": 1 to 128 characters`);
     }
-    await this.ensureStream();
-    const headers = toNatsHeaders(options?.headers);
+    await (this.#ready ?? this.ensureStream());
+    const headers: MeshHeaders = id === undefined
+      ? options?.headers ?? {}
+      : { ...options?.headers, "Nats-Msg-Id": id };
     const conn = this.#conn;
     const deadline = performance.now() + (conn.options.kvRetry ?? 5000);
     let again = false; // no responders after the stream was made: it may have been deleted
-    const ack: PubAck = await retry(
+    return await retry(
       async () => {
         if (again) {
           again = false;
           this.#ready = undefined;
           await this.ensureStream();
         }
-        return await conn.js.publish(subject, data, {
-          ...(id !== undefined ? { msgID: id } : {}),
-          ...(headers ? { headers } : {}),
-        });
+        return await this.#store(subject, data, headers);
       },
       (err) => {
         if (this.#closed()) return false;
-        if (isNoResponders(err)) return again = true;
-        return id !== undefined && isTemporaryJs(err);
+        if (isNoResponders(err) || (err instanceof MeshError && err.code === "no_responders")) {
+          return again = true;
+        }
+        return id !== undefined &&
+          ((err instanceof MeshError && err.code === "timeout") || isTemporaryJs(err));
       },
       deadline,
       what,
     );
-    return { seq: ack.seq, duplicate: ack.duplicate };
+  }
+
+  /**
+   * One JetStream publish: a request to the subject, answered by the stream's leader with a
+   * publish ack (`{ stream, seq, duplicate? }`) or `{ error }`. Sent through the connection's own
+   * request mux, not the client's `js.publish`: the client builds an `Error`, with its stack
+   * trace, for every request it completes (see docs/architecture.md, the NATS client).
+   */
+  async #store(subject: string, data: Uint8Array, headers: MeshHeaders): Promise<DurableReceipt> {
+    const reply = await this.#conn.request(subject, data, {
+      headers,
+      timeout: this.#conn.options.kvTimeout ?? 5000,
+    });
+    let ack: { seq?: number; duplicate?: boolean; error?: ApiError };
+    try {
+      ack = JSON.parse(decoder.decode(reply.data));
+    } catch (err) {
+      throw new TypeError(`Not a JetStream publish ack from "${subject}"`, { cause: err });
+    }
+    if (ack.error) throw new JetStreamApiError(ack.error);
+    if (typeof ack.seq !== "number") {
+      throw new TypeError(`Not a JetStream publish ack from "${subject}"`);
+    }
+    return { seq: ack.seq, duplicate: ack.duplicate === true };
   }
 
   async consumer(config: DurableConsumerConfig): Promise<DurableConsumer> {
@@ -383,6 +407,7 @@ export class NatsDurableTopics implements DurableTopics {
 }
 
 const enc = new TextEncoder();
+const decoder = new TextDecoder();
 const ACK = enc.encode("+ACK");
 const NAK = enc.encode("-NAK");
 const TERM = enc.encode("+TERM");
