@@ -16,7 +16,9 @@
  * - KV `history` is accepted but only the latest revision of a key is kept;
  * - a bucket's `createdAt` is `Date.now()` at creation, made strictly larger than that of
  *   an earlier incarnation of the same name;
- * - `maxPayload` counts the body plus the headers as NATS encodes them (string lengths).
+ * - `maxPayload` counts the body plus the headers as NATS encodes them (string lengths);
+ * - durable topics (`durableTopics()`) are kept in memory for as long as the mesh value lives,
+ *   within the limits of the `durable` option, and time them with `Date.now()`.
  *
  * @example
  * ```ts
