@@ -88,6 +88,9 @@ export type {
   TellOptions,
 } from "./src/actor/ref.ts";
 export { consoleLogger } from "./src/actor/envelope.ts";
+export type { FeedEvent, FeedOptions } from "./src/actor/feed.ts";
+export type { Projection, ProjectionOptions } from "./src/actor/projection.ts";
+export type { ContextPublishOptions } from "./src/actor/context.ts";
 export type { Logger, LogLevel } from "./src/actor/envelope.ts";
 export type {
   Directory,

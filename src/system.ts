@@ -10,6 +10,9 @@ import { consoleLogger, type Logger, type LogLevel } from "./actor/envelope.ts";
 import { type ActorRef, makeRef, type RefOptions } from "./actor/ref.ts";
 import { upcast } from "./actor/activation.ts";
 import { Reminders } from "./actor/reminders.ts";
+import { type FeedEvent, type FeedOptions, readFeed } from "./actor/feed.ts";
+import { type Projection, type ProjectionOptions, startProjection } from "./actor/projection.ts";
+import { Outbox } from "./dispatch/outbox.ts";
 import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
 import { Stores } from "./store/store.ts";
 import type { Store, StoreBackend } from "./store/types.ts";
@@ -189,6 +192,20 @@ export interface System extends AsyncDisposable {
     id: string,
     options?: { from?: number },
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
+  /**
+   * Every event of every actor of `def`'s type, in the journal's commit order (per actor in seq
+   * order), from `options.after` (a position of an earlier event) on, then live ones.
+   */
+  feed<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    options?: FeedOptions,
+  ): AsyncIterable<FeedEvent<T["events"][keyof T["events"]]>>;
+  /**
+   * Runs projection `name` (on one node of the cluster at a time): `handle` gets every event of
+   * the types in `from`, in order, checkpointed; a restart or failover resumes after the last
+   * checkpoint (at least once: write by key).
+   */
+  projection(name: string, options: ProjectionOptions): Projection;
   /** Publishes to a topic (dot-separated tokens). */
   publish(topic: string, payload: unknown, options?: { token?: string }): Promise<void>;
   /** Subscribes to a topic pattern (`*` one token, `>` the rest); `group` load-balances. */
@@ -290,6 +307,10 @@ class SystemImpl implements System {
   #leases!: Leases;
   #dispatch!: Dispatch;
   #reminders: Reminders | undefined;
+  #outbox: Outbox | undefined;
+  readonly #projections = new Set<Projection>();
+  /** Aborted when `close()` starts: feeds end. */
+  readonly #closed = new AbortController();
   #closing: Promise<void> | undefined;
   readonly #auth:
     | { verifier: Verifier; rules: readonly SystemRule[]; topics: readonly TopicRule[] }
@@ -401,6 +422,7 @@ class SystemImpl implements System {
       replyPrefixes: options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES,
       defs: this.#defs,
       reminderScheduled: (due) => this.#reminders?.scheduled(due),
+      forwardOutbox: (actor, messages) => this.#outbox?.forward(actor, messages),
       configView: () => this.config.view(),
     });
     this.#unfence = this.#membership.on((e) => {
@@ -429,6 +451,16 @@ class SystemImpl implements System {
           : {}),
       });
       this.#reminders.start();
+    }
+    if (this.#defs.size > 0) {
+      this.#outbox = new Outbox({
+        journal: this.#journal,
+        log: this.#log,
+        prefix: this.#prefix,
+        publish: this.#dispatch.durablePublish(),
+        elect: (name, o) => this.#leases.elect(name, o),
+      });
+      this.#outbox.start();
     }
   }
 
@@ -525,6 +557,35 @@ class SystemImpl implements System {
     }
   }
 
+  feed<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    options: FeedOptions = {},
+  ): AsyncIterable<FeedEvent<T["events"][keyof T["events"]]>> {
+    if (!def || typeof def.name !== "string") {
+      throw new TypeError("system.feed() expects a definition from defineActor()");
+    }
+    // A feed ends with its system: closing aborts its signal.
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.#closed.signal])
+      : this.#closed.signal;
+    return readFeed(this.#journal, this.#storage, [def], { ...options, signal }) as AsyncIterable<
+      FeedEvent<T["events"][keyof T["events"]]>
+    >;
+  }
+
+  projection(name: string, options: ProjectionOptions): Projection {
+    if (this.#closing) throw new ClosedError("The system is closed");
+    const p = startProjection({
+      journal: this.#journal,
+      storage: this.#storage,
+      log: this.#log,
+      checkpoints: this.store<string>("troupe-projections"),
+      elect: (n, o) => this.#leases.elect(n, o),
+    }, name, options);
+    this.#projections.add(p);
+    return p;
+  }
+
   async publish(topic: string, payload: unknown, options: { token?: string } = {}): Promise<void> {
     if (options.token !== undefined) await this.#topicAllowed(topic, "publish", options.token);
     return this.#dispatch.publish(topic, payload);
@@ -608,7 +669,10 @@ class SystemImpl implements System {
   async #close(): Promise<void> {
     const bound = this.#options.drainTimeout ?? 10_000;
     clearInterval(this.#idleTimer);
+    this.#closed.abort();
+    await Promise.allSettled([...this.#projections].map((p) => p.stop()));
     await this.#reminders?.stop();
+    await this.#outbox?.stop();
     await this.#dispatch.drain(bound);
     this.#unfence?.();
     await this.#leases.close().catch((err) => this.#log.warn("Lease release failed", { err }));

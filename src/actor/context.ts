@@ -8,6 +8,15 @@ import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
 import type { ActorRef, Caller } from "./ref.ts";
 import type { ConfigView } from "../config/types.ts";
 
+/** Options of `ctx.publish`. */
+export interface ContextPublishOptions {
+  /**
+   * Stored with the turn's events and forwarded to the durable topic after the commit: the
+   * message is published if and only if the turn commits, at least once. @default {false}
+   */
+  durable?: boolean;
+}
+
 /**
  * What a handler sees and can do. `state` reflects every event emitted so far in this turn.
  *
@@ -46,17 +55,30 @@ export interface Context<S, E> {
   readonly self: ActorRef<AnyActorTypes>;
   /** A ref to another actor; asks through it inherit this turn's deadline. */
   ref<T extends ActorTypes>(def: ActorDefinition<T>, id?: string): ActorRef<T>;
-  /** Publishes to a topic once this turn's events are durable. */
-  publish(topic: string, payload: unknown): void;
+  /**
+   * Publishes to a topic once this turn's events are durable. With `durable: true` the message
+   * is stored with the turn's events in the same commit (a transactional outbox) and forwarded
+   * to the durable topic afterwards: published if and only if the turn commits, at least once.
+   */
+  publish(topic: string, payload: unknown, options?: ContextPublishOptions): void;
   /** The verified identity of the sender, when auth is on. */
   readonly caller: Caller | undefined;
   /** Aborted when the caller's deadline passes. */
   readonly signal: AbortSignal;
   /**
-   * Schedules a durable reminder: `handler(payload)` is sent to this actor after `delayMs`,
-   * also after a restart or failover. Stored with this turn's events.
+   * Schedules a durable reminder: `handler(payload)` is sent to this actor `when` — a delay in
+   * ms, a `Date`, or a cron expression (`"0 9 * * 1"`: Mondays at 9:00; five or six fields, UTC) that repeats —
+   * also after a restart or failover. Stored with this turn's events. A `name` replaces an
+   * earlier reminder of that name of this actor. A repeating reminder whose runs were missed
+   * while the cluster was down runs once, then at its next time (not once per missed run). It
+   * runs with this turn's caller, never with more rights.
    */
-  schedule(delayMs: number, handler: string, payload?: unknown): void;
+  schedule(when: number | Date | string, handler: string, payload?: unknown, options?: {
+    /** A name of this actor's reminders: scheduling it again replaces it; `cancel(name)` drops it. */
+    name?: string;
+  }): void;
+  /** Cancels this actor's reminder named `name` (with this turn's commit). Unknown names are ignored. */
+  cancel(name: string): void;
   /**
    * The node's config as it was when this turn started: a change (even a `set()` by this
    * handler) shows from the next turn on.

@@ -8,7 +8,8 @@ import type { ConfigView } from "../config/types.ts";
 import { TimeoutError } from "../errors.ts";
 import type { Reminder } from "../journal/types.ts";
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
-import type { Context } from "./context.ts";
+import type { Context, ContextPublishOptions } from "./context.ts";
+import { namedReminderId, nextCronRun } from "./cron.ts";
 import type { Envelope } from "./envelope.ts";
 import type { ActivationHost } from "./activation.ts";
 import {
@@ -35,10 +36,12 @@ export interface TurnScope {
   readonly seq: number;
   /** Applies and stages an event. */
   emit(type: string, payload: unknown): void;
-  /** Stages (or sends) a publish. */
-  stagePublish(topic: string, payload: unknown): void;
+  /** Stages (or sends) a publish; `durable`: into the turn's outbox (with its commit). */
+  stagePublish(topic: string, payload: unknown, durable?: boolean): void;
   /** Stages a reminder. */
   schedule(reminder: Reminder): void;
+  /** Stages the cancellation of a reminder (by id). */
+  cancel(id: string): void;
   /** The id of the turn running now (call chains carry it, for deadlock detection). */
   readonly turnId: string;
   /**
@@ -171,8 +174,8 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   ref<T extends ActorTypes>(def: ActorDefinition<T>, id = ""): ActorRef<T> {
     return makeRef(this.#act.outputs ?? this.#host.dispatcher, def, id, this.#callOrigin);
   }
-  publish(topic: string, payload: unknown): void {
-    this.#act.stagePublish(topic, payload);
+  publish(topic: string, payload: unknown, options?: ContextPublishOptions): void {
+    this.#act.stagePublish(topic, payload, options?.durable === true);
   }
   get signal(): AbortSignal {
     if (!this.#controller) {
@@ -188,19 +191,44 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     }
     return this.#controller.signal;
   }
-  schedule(delayMs: number, handler: string, payload?: unknown): void {
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      throw new RangeError(`ctx.schedule() needs a delay ≥ 0 ms, got ${delayMs}`);
-    }
+  schedule(
+    when: number | Date | string,
+    handler: string,
+    payload?: unknown,
+    options: { name?: string } = {},
+  ): void {
     if (!(handler in this.#act.def.handlers)) {
       throw new TypeError(`ctx.schedule(): actor type "${this.type}" has no handler "${handler}"`);
     }
+    const now = Date.now();
+    let due: number;
+    let cron: string | undefined;
+    if (typeof when === "number") {
+      if (!Number.isFinite(when) || when < 0) {
+        throw new RangeError(`ctx.schedule() needs a delay ≥ 0 ms, got ${when}`);
+      }
+      due = now + when;
+    } else if (when instanceof Date) {
+      due = when.getTime();
+      if (Number.isNaN(due)) throw new RangeError("ctx.schedule() got an invalid Date");
+    } else if (typeof when === "string") {
+      cron = when;
+      due = nextCronRun(when, now); // throws a TypeError for a bad expression
+    } else {
+      throw new TypeError("ctx.schedule() needs a delay in ms, a Date or a cron expression");
+    }
+    const name = options.name;
+    if (name !== undefined && (typeof name !== "string" || name === "" || name.length > 256)) {
+      throw new TypeError("ctx.schedule(): a reminder's name is a string of 1 to 256 characters");
+    }
     this.#act.schedule({
-      id: crypto.randomUUID(),
+      id: name === undefined ? crypto.randomUUID() : namedReminderId(this.#act.key, name),
       actor: this.#act.key,
       handler,
       data: this.#host.storage.encode(payload),
-      due: Date.now() + delayMs,
+      due,
+      ...(cron !== undefined ? { cron } : {}),
+      ...(name !== undefined ? { name } : {}),
       ...traceField(),
       // It runs with the identity that scheduled it (as verified now), never with more.
       ...(this.caller
@@ -208,4 +236,11 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
         : {}),
     });
   }
+  cancel(name: string): void {
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError("ctx.cancel() needs the name of a reminder");
+    }
+    this.#act.cancel(namedReminderId(this.#act.key, name));
+  }
+
 }

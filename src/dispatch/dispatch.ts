@@ -34,7 +34,7 @@ import type { Membership } from "../directory/membership.ts";
 import type { Ownership } from "../directory/ownership.ts";
 import { Activations } from "../directory/activations.ts";
 import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
-import type { Journal } from "../journal/types.ts";
+import type { Journal, OutboxMessage } from "../journal/types.ts";
 import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
 import type { NodeObserver, Sent } from "../observe/node.ts";
@@ -43,6 +43,7 @@ import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
 import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
+import type { DurablePublish } from "./outbox.ts";
 import { Remote } from "./route.ts";
 import { Router } from "./router.ts";
 import { Server } from "./serve.ts";
@@ -78,6 +79,8 @@ export interface DispatchDeps {
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
+  /** A turn's outbox messages are durable: forward them. */
+  forwardOutbox?(actor: string, messages: readonly OutboxMessage[]): void;
   /** The node's config as it is now. */
   configView(): ConfigView;
 }
@@ -114,6 +117,7 @@ export class Dispatch implements Dispatcher {
       fenced: (now) => deps.membership.isFenced(now),
       phase: () => this.#phase,
       reminderScheduled: (due) => deps.reminderScheduled(due),
+      forwardOutbox: (actor, messages) => deps.forwardOutbox?.(actor, messages),
       configView: () => deps.configView(),
       activated: (act) => this.activations.activated(act.def.name, act.id),
       deactivated: (act) => this.activations.deactivated(act.def.name, act.id),
@@ -327,6 +331,14 @@ export class Dispatch implements Dispatcher {
   publish(topic: string, payload: unknown): Promise<void> {
     if (this.#phase === "closed") return Promise.reject(new ClosedError("The system is closed"));
     return publish(this.#pubsub(), topic, payload);
+  }
+
+  /**
+   * How this node publishes a stored message to a durable topic (the outbox forwards with it),
+   * or undefined when the mesh has no durable topics.
+   */
+  durablePublish(): DurablePublish | undefined {
+    return undefined; // wired to the durable pub/sub of the mesh (issue 18, durable topics)
   }
 
   /** Subscribes to a topic pattern. */

@@ -8,7 +8,7 @@
  */
 
 import { Activation, type ActivationHost, Redirect } from "../actor/activation.ts";
-import type { Recovered } from "../journal/types.ts";
+import type { OutboxMessage, Recovered } from "../journal/types.ts";
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import type { Dispatcher } from "../actor/ref.ts";
@@ -64,6 +64,7 @@ export interface LocalDeps extends
     | "publish"
     | "fenced"
     | "reminderScheduled"
+    | "forwardOutbox"
     | "configView"
   > {
   readonly ownership: Ownership;
@@ -331,6 +332,9 @@ export class Local implements ActivationHost<Call> {
   }
   fenced(now?: number): boolean {
     return this.#deps.fenced(now);
+  }
+  forwardOutbox(actor: string, messages: readonly OutboxMessage[]): void {
+    this.#deps.forwardOutbox?.(actor, messages);
   }
   reminderScheduled(due: number): void {
     this.#deps.reminderScheduled(due);

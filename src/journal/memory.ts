@@ -15,6 +15,7 @@ import {
   type Journal,
   type Owned,
   type Recovered,
+  type OutboxMessage,
   type Reminder,
   type Snapshot,
   type StoredEvent,
@@ -74,6 +75,8 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const now = options.now ?? Date.now;
   const logs = new Map<string, ActorLog>();
   const reminders = new Map<string, Reminder>();
+  /** Outbox messages not yet forwarded, in commit order. */
+  const outbox = new Map<string, OutboxMessage>();
   /** Every event in commit order: position n is at index n - 1. */
   const committed: { actor: string; event: StoredEvent }[] = [];
   /**
@@ -158,7 +161,9 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
           } else break;
         }
       }
+      for (const id of a.cancelReminders ?? []) reminders.delete(id);
       for (const r of a.reminders ?? []) reminders.set(r.id, copyReminder(r));
+      for (const m of a.outbox ?? []) outbox.set(m.id, { ...m, data: m.data.slice() });
     },
 
     async release(actor: string, node: string, epoch: number): Promise<void> {
@@ -253,6 +258,27 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
       await Promise.resolve();
       check(`delete reminder ${JSON.stringify(id)}`);
       reminders.delete(id);
+    },
+
+    async rescheduleReminder(id: string, fromDue: number, toDue: number): Promise<void> {
+      await Promise.resolve();
+      check(`reschedule reminder ${JSON.stringify(id)}`);
+      const r = reminders.get(id);
+      if (r && r.due === fromDue) reminders.set(id, { ...r, due: toDue });
+    },
+
+    async readOutbox(shard: number, limit: number): Promise<OutboxMessage[]> {
+      validateFeedRead(1, shard, 0, limit);
+      await Promise.resolve();
+      check("read the outbox");
+      return [...outbox.values()].slice(0, limit).map((m) => ({ ...m, data: m.data.slice() }));
+    },
+
+    async deleteOutbox(shard: number, ids: readonly string[]): Promise<void> {
+      validateFeedRead(1, shard, 0, 0);
+      await Promise.resolve();
+      check("delete from the outbox");
+      for (const id of ids) outbox.delete(id);
     },
 
     close(): Promise<void> {
@@ -371,5 +397,7 @@ function copyReminder(r: Reminder): Reminder {
     due: r.due,
     ...(r.trace === undefined ? {} : { trace: r.trace }),
     ...(r.caller === undefined ? {} : { caller: r.caller.slice() }),
+    ...(r.cron === undefined ? {} : { cron: r.cron }),
+    ...(r.name === undefined ? {} : { name: r.name }),
   };
 }
