@@ -575,13 +575,17 @@ class SystemImpl implements System {
 
   projection(name: string, options: ProjectionOptions): Projection {
     if (this.#closing) throw new ClosedError("The system is closed");
-    const p = startProjection({
-      journal: this.#journal,
-      storage: this.#storage,
-      log: this.#log,
-      checkpoints: this.store<string>("troupe-projections"),
-      elect: (n, o) => this.#leases.elect(n, o),
-    }, name, options);
+    const p = startProjection(
+      {
+        journal: this.#journal,
+        storage: this.#storage,
+        log: this.#log,
+        checkpoints: this.store<string>("troupe-projections"),
+        elect: (n, o) => this.#leases.elect(n, o),
+      },
+      name,
+      options,
+    );
     this.#projections.add(p);
     return p;
   }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createSystem, defineActor, inProcessMesh, memoryJournal, type System } from "../mod.ts";
 import { startSystems } from "../adapters/testing/mod.ts";
+import { libsqlJournal } from "../adapters/libsql/mod.ts";
 import { waitFor } from "./helpers.ts";
 
 const Account = defineActor({
@@ -128,7 +129,7 @@ Deno.test("projection: in order, checkpointed; killed mid-way, another node resu
     assert.equal(onA.running, true);
     await a.close(); // a goes away in the middle of event 8, before its checkpoint
     await waitFor(() => onB.running, 10_000, "b to take the projection over");
-    await waitFor(async () => onB.position !== undefined && onB.lag === 0, 10_000, "b caught up");
+    await waitFor(() => onB.position !== undefined && onB.lag === 0, 10_000, "b caught up");
     // more events: b follows them live
     await systems.client.ref(Account, "p0").ask("deposit", 100);
     await waitFor(async () => (await store.get("p0:8")) !== undefined, 5_000, "live event");
@@ -186,5 +187,50 @@ Deno.test("named reminders are replaced by name and cancelled by name; a cron re
   } finally {
     await system.close();
     await journal.close();
+  }
+});
+
+Deno.test("feed over three libSQL shards: every event once, each shard in commit order, resumable", async () => {
+  const dir = await Deno.makeTempDir();
+  const journal = libsqlJournal({
+    shards: [0, 1, 2].map((i) => `file:${dir}/shard-${i}.db`),
+  });
+  const system = await createSystem({ actors: [Account], journal });
+  try {
+    const sent: string[] = [];
+    await Promise.all(Array.from({ length: 12 }, async (_, a) => {
+      for (let i = 0; i < 5; i++) {
+        await system.ref(Account, `s${a}`).ask("deposit", i);
+        sent.push(`s${a}:${i}`);
+      }
+    }));
+    const shardsUsed = new Set(sent.map((k) => journal.shardOf(`account/${k.split(":")[0]}`)));
+    assert.equal(shardsUsed.size, 3, "the accounts spread over the three shards");
+    const seen: { key: string; position: string }[] = [];
+    for await (const e of system.feed(Account, { live: false })) {
+      seen.push({
+        key: `${e.id}:${(e.payload as { amount: number }).amount}`,
+        position: e.position,
+      });
+    }
+    assert.deepEqual([...seen.map((s) => s.key)].sort(), [...sent].sort(), "each event once");
+    for (let a = 0; a < 12; a++) {
+      const own = seen.filter((s) => s.key.startsWith(`s${a}:`)).map((s) => s.key);
+      assert.deepEqual(own, [0, 1, 2, 3, 4].map((i) => `s${a}:${i}`), `s${a} in seq order`);
+    }
+    // resume from the middle: the rest, none twice, none missing
+    const rest: string[] = [];
+    for await (const e of system.feed(Account, { after: seen[25]!.position, live: false })) {
+      rest.push(`${e.id}:${(e.payload as { amount: number }).amount}`);
+    }
+    assert.deepEqual(rest, seen.slice(26).map((s) => s.key));
+    // a position of a journal with another number of shards is refused
+    await assert.rejects(async () => {
+      for await (const _ of system.feed(Account, { after: "f1.3", live: false })) { /* none */ }
+    }, /3 shards|1 shards/);
+  } finally {
+    await system.close();
+    await journal.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -14,6 +14,7 @@ import {
   type CommittedEvent,
   IDEMPOTENCY_RETENTION,
   type Journal,
+  type OutboxMessage,
   type Owned,
   type Recovered,
   type Reminder,
@@ -26,8 +27,13 @@ import { blob } from "./_engine.ts";
 import { Shard } from "./_shard.ts";
 import {
   committedStatement,
+  deleteOutboxStatements,
+  outboxStatement,
   pruneStatements,
   readStatement,
+  REMINDER_COLUMNS,
+  reminderOf,
+  rescheduleStatement,
   SCHEMA_VERSION as VERSION,
 } from "./_sql.ts";
 import { storeOnShard } from "./store.ts";
@@ -40,7 +46,7 @@ import { storeOnShard } from "./store.ts";
  * @example
  * ```ts
  * import { SCHEMA_VERSION } from "@troupe/troupe/libsql";
- * console.log(SCHEMA_VERSION); // 3
+ * console.log(SCHEMA_VERSION); // 4
  * ```
  */
 export const SCHEMA_VERSION: number = VERSION;
@@ -401,19 +407,13 @@ class LibsqlJournalImpl implements LibsqlJournal {
     await this.#ready();
     const parts = await Promise.all(this.#shards.map((s, i) =>
       s.read("read due reminders", [{
-        sql: `SELECT id, actor, handler, data, due FROM reminders
-              WHERE due <= ? ORDER BY due, id LIMIT ?`,
+        sql: `SELECT ${REMINDER_COLUMNS} FROM reminders WHERE due <= ? ORDER BY due, id LIMIT ?`,
         args: [now, n],
       }]).then((rows) =>
-        rows[0]!.map(([id, actor, handler, data, due]) => {
-          if (this.shards > 1) this.#reminderShard.set(String(id), i);
-          return {
-            id: String(id),
-            actor: String(actor),
-            handler: String(handler),
-            data: copy(data),
-            due: Number(due),
-          };
+        rows[0]!.map((row) => {
+          const r = reminderOf(row, copy);
+          if (this.shards > 1) this.#reminderShard.set(r.id, i);
+          return r;
         })
       )
     ));
@@ -450,6 +450,35 @@ class LibsqlJournalImpl implements LibsqlJournal {
       return;
     }
     await Promise.all(this.#shards.map((s) => s.deleteReminder(id)));
+  }
+
+  async rescheduleReminder(id: string, fromDue: number, toDue: number): Promise<void> {
+    await this.#ready();
+    const stmt = rescheduleStatement(id, fromDue, toDue);
+    const known = this.#reminderShard.get(id);
+    const shards = known !== undefined ? [this.#shards[known]!] : this.#shards;
+    await Promise.all(shards.map((s) => s.custom(`reschedule reminder "${id}"`, [stmt])));
+  }
+
+  async readOutbox(shard: number, limit: number): Promise<OutboxMessage[]> {
+    validateFeedRead(this.shards, shard, 0, limit);
+    if (limit === 0) return [];
+    await this.#ready();
+    const rows = await this.#shards[shard]!.read("read the outbox", [outboxStatement(limit)]);
+    return rows[0]!.map(([id, topic, data, contentType, at]) => ({
+      id: String(id),
+      topic: String(topic),
+      data: copy(data),
+      contentType: String(contentType),
+      at: Number(at),
+    }));
+  }
+
+  async deleteOutbox(shard: number, ids: readonly string[]): Promise<void> {
+    validateFeedRead(this.shards, shard, 0, 0);
+    if (ids.length === 0) return;
+    await this.#ready();
+    await this.#shards[shard]!.custom("delete from the outbox", deleteOutboxStatements(ids));
   }
 
   async pruneIdempotency(now: number = Date.now()): Promise<void> {

@@ -102,6 +102,8 @@ Deno.test("reads sent while a batch commits never run inside its transaction: th
       events: [ev(`${actor}:1`), ev(`${actor}:2`)],
       idempotency: [],
       reminders: [],
+      cancels: [],
+      outbox: [],
     }]);
     const written = conn.batch(
       batch({

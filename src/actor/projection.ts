@@ -105,10 +105,13 @@ export function startProjection(
           break;
         } catch (err) {
           const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt++);
-          host.log.warn(`Projection "${name}" failed on ${e.actorType}/${e.id}#${e.seq}; retrying`, {
-            error: String(err),
-            retryInMs: wait,
-          });
+          host.log.warn(
+            `Projection "${name}" failed on ${e.actorType}/${e.id}#${e.seq}; retrying`,
+            {
+              error: String(err),
+              retryInMs: wait,
+            },
+          );
           await delay(wait, signal).catch(() => {});
         }
       }

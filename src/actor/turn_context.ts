@@ -242,5 +242,4 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     }
     this.#act.cancel(namedReminderId(this.#act.key, name));
   }
-
 }
