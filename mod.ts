@@ -69,7 +69,7 @@ export type {
   StandardSchemaV1,
   StreamSchema,
 } from "./src/actor/schema.ts";
-export type { Context } from "./src/actor/context.ts";
+export type { Context } from "./src/actor/define.ts";
 export type {
   ActorRef,
   ActorStream,

@@ -22,7 +22,7 @@ import {
 } from "../../src/journal/types.ts";
 import type { StoreBackend, StoreSource } from "../../src/store/types.ts";
 import { connect } from "./_connection.ts";
-import { blob } from "./_engine.ts";
+import { bytes } from "./_engine.ts";
 import { Shard } from "./_shard.ts";
 import {
   committedStatement,
@@ -356,7 +356,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       seq: Number(seq),
       type: String(type),
       version: Number(version),
-      data: copy(data),
+      data: bytes(data),
       at: Number(at),
     }));
   }
@@ -370,7 +370,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     const r = rows[0];
     if (!r) return undefined;
     return {
-      reply: copy(r[0]),
+      reply: bytes(r[0]),
       ...(r[1] === null || r[1] === undefined ? {} : { fingerprint: String(r[1]) }),
     };
   }
@@ -391,7 +391,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       seq: Number(seq),
       type: String(type),
       version: Number(version),
-      data: copy(data),
+      data: bytes(data),
       at: Number(at),
     }));
   }
@@ -411,7 +411,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
             id: String(id),
             actor: String(actor),
             handler: String(handler),
-            data: copy(data),
+            data: bytes(data),
             due: Number(due),
           };
         })
@@ -473,25 +473,4 @@ class LibsqlJournalImpl implements LibsqlJournal {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/**
- * A copy of a blob column's bytes in a plain `Uint8Array` of its own (the driver's values
- * may be Node `Buffer`s, whose `slice()` is a view, not a copy).
- */
-function copy(v: unknown): Uint8Array {
-  return new Uint8Array(blob(v));
-}
-
-/**
- * A blob column's value as bytes (a copy); `null` as empty.
- *
- * @example
- * ```ts
- * import { bytes } from "./journal.ts";
- * console.log(bytes(new Uint8Array([1, 2])).length); // 2
- * ```
- */
-export function bytes(v: unknown): Uint8Array {
-  return copy(v);
 }

@@ -7,7 +7,7 @@ import { storeConformance } from "../../src/store/conformance.ts";
 import { Stores } from "../../src/store/store.ts";
 import type { StoreBackend } from "../../src/store/types.ts";
 import { libsqlJournal } from "./journal.ts";
-import { libsqlStore, STORE_SCHEMA_VERSION } from "./store.ts";
+import { libsqlStore, STORE_SCHEMA_VERSION } from "./mod.ts";
 
 const dec = new TextDecoder();
 const enc = new TextEncoder();

@@ -5,7 +5,9 @@
  * @module
  */
 
-import type { Context } from "./context.ts";
+import type { ActorTypes, AnyActorTypes, AnyFn } from "./types.ts";
+import type { ActorRef, Caller } from "./ref.ts";
+import type { ConfigView } from "../config/types.ts";
 import { type AccessMap, validateAccess } from "../auth/access.ts";
 import {
   checkedItems,
@@ -17,43 +19,69 @@ import {
   type StandardSchemaV1,
 } from "./schema.ts";
 
-/** The types of an actor definition, carried as one record type parameter. */
-export interface ActorTypes {
-  /** The state. */
-  state: unknown;
-  /** Event payloads by event type. */
-  events: object;
-  /** Handler payloads by handler name (`unknown` where the handler takes none). */
-  payloads: object;
-  /** Handler results by handler name (an `AsyncIterable` for streaming handlers). */
-  results: object;
-}
-
-/** Any actor's types (used where the exact types do not matter). */
-export interface AnyActorTypes extends ActorTypes {
-  /** Any state. */
-  // deno-lint-ignore no-explicit-any
-  state: any;
-  /** Any events. */
-  // deno-lint-ignore no-explicit-any
-  events: Record<string, any>;
-  /** Any payloads. */
-  // deno-lint-ignore no-explicit-any
-  payloads: Record<string, any>;
-  /** Any results. */
-  // deno-lint-ignore no-explicit-any
-  results: Record<string, any>;
-}
-
-/** A handler function of any shape. */
-// deno-lint-ignore no-explicit-any
-export type AnyFn = (...args: any[]) => any;
+export type { ActorTypes, AnyActorTypes, AnyFn } from "./types.ts";
 
 /**
  * Upcasters of one event type: `upcasters[v]` turns a payload written with version `v` into
  * version `v + 1`. The event's current version is one more than the highest key.
  */
 export type Upcasters = Record<number, (payload: unknown) => unknown>;
+
+/**
+ * What a handler sees and can do. `state` reflects every event emitted so far in this turn.
+ *
+ * @example
+ * ```ts
+ * import { defineActor } from "@troupe/troupe";
+ * const Greeter = defineActor({
+ *   name: "greeter",
+ *   initialState: () => ({ greeted: 0 }),
+ *   events: { greeted: (s, _e: { who: string }) => ({ greeted: s.greeted + 1 }) },
+ *   handlers: {
+ *     greet(ctx, who: string) {
+ *       ctx.emit("greeted", { who });
+ *       ctx.schedule(60_000, "remind", who); // durable reminder
+ *       return `hello ${who} (#${ctx.state.greeted}, seq ${ctx.seq})`;
+ *     },
+ *     remind(_ctx, _who: string) {},
+ *   },
+ * });
+ * ```
+ */
+export interface Context<S, E> {
+  /** The actor id. */
+  readonly id: string;
+  /** The actor type. */
+  readonly type: string;
+  /** The id of the node running this turn. */
+  readonly node: string;
+  /** The current state (assignable for actors without events). */
+  state: S;
+  /** Sequence number of the last applied event. */
+  readonly seq: number;
+  /** Applies an event to the state now; it is persisted before the reply is sent. */
+  emit<K extends keyof E & string>(type: K, payload: E[K]): void;
+  /** A ref to this actor (messages to it queue behind the current turn). */
+  readonly self: ActorRef<AnyActorTypes>;
+  /** A ref to another actor; asks through it inherit this turn's deadline. */
+  ref<T extends ActorTypes>(def: ActorDefinition<T>, id?: string): ActorRef<T>;
+  /** Publishes to a topic once this turn's events are durable. */
+  publish(topic: string, payload: unknown): void;
+  /** The verified identity of the sender, when auth is on. */
+  readonly caller: Caller | undefined;
+  /** Aborted when the caller's deadline passes. */
+  readonly signal: AbortSignal;
+  /**
+   * Schedules a durable reminder: `handler(payload)` is sent to this actor after `delayMs`,
+   * also after a restart or failover. Stored with this turn's events.
+   */
+  schedule(delayMs: number, handler: string, payload?: unknown): void;
+  /**
+   * The node's config as it was when this turn started: a change (even a `set()` by this
+   * handler) shows from the next turn on.
+   */
+  readonly config: ConfigView;
+}
 
 /** A hook run inside the actor's turn (it may emit events). */
 export type Hook<S, E> = (ctx: Context<S, E>) => void | Promise<void>;
