@@ -13,7 +13,7 @@
  *   adapter lazily (a dynamic `import()`), so importing it never loads libSQL.
  * - **Adapters** import only `mod.ts`, `spi.ts`, their own folder's files and other adapters'
  *   entry points (`adapters/<name>/mod.ts`). Their tests may also import `tests/` (the shared
- *   integration suites and fixtures), never `src/`.
+ *   integration suites and fixtures) and `examples/`, never `src/`.
  * - **No file cycles**, in any folder (static imports: a dynamic `import()` loads later and
  *   closes no cycle).
  *
@@ -116,9 +116,11 @@ function broken(from: string, imp: Import): string | undefined {
     if (to === "mod.ts" || to === "spi.ts") return undefined;
     if (adapterOf(to) === adapter) return undefined;
     if (/^adapters\/[^/]+\/mod\.ts$/.test(to)) return undefined;
-    if (isTest(from) && to.startsWith("tests/")) return undefined;
+    if (isTest(from) && (to.startsWith("tests/") || to.startsWith("examples/"))) return undefined;
     return `adapters/${adapter} imports ${to}: adapters import only mod.ts, spi.ts, their own ` +
-      `files and other adapters' mod.ts${isTest(from) ? " (their tests also tests/)" : ""}`;
+      `files and other adapters' mod.ts${
+        isTest(from) ? " (their tests also tests/, examples/)" : ""
+      }`;
   }
   return undefined;
 }

@@ -11,13 +11,7 @@
  * @module
  */
 
-import type {
-  Append,
-  IdempotencyRecord,
-  NewEvent,
-  Reminder,
-  Snapshot,
-} from "../../src/journal/types.ts";
+import type { Append, IdempotencyRecord, NewEvent, Reminder, Snapshot } from "../../spi.ts";
 import type { AppendGroup } from "./_sql.ts";
 
 const enc = new TextEncoder();

@@ -6,8 +6,7 @@
  * @module
  */
 
-import { ClosedError } from "../../src/errors.ts";
-import { validateAppend, validateClaim, validateFeedRead } from "../../src/journal/memory.ts";
+import { ClosedError } from "../../mod.ts";
 import {
   type Append,
   type Claim,
@@ -17,10 +16,14 @@ import {
   type Owned,
   type Recovered,
   type Reminder,
+  type StoreBackend,
   type StoredEvent,
   type StoredReply,
-} from "../../src/journal/types.ts";
-import type { StoreBackend, StoreSource } from "../../src/store/types.ts";
+  type StoreSource,
+  validateAppend,
+  validateClaim,
+  validateFeedRead,
+} from "../../spi.ts";
 import { connect } from "./_connection.ts";
 import { bytes } from "./_engine.ts";
 import { Shard } from "./_shard.ts";
@@ -185,7 +188,7 @@ export interface LibsqlJournal extends Journal, StoreSource {
  *
  * @example
  * ```ts
- * import { isOwned } from "@troupe/troupe";
+ * import { isOwned } from "@troupe/troupe/spi";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
  * const rec = await journal.activate("account/alice", { node: "n1" });

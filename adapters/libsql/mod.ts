@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { isOwned } from "@troupe/troupe";
+ * import { isOwned } from "@troupe/troupe/spi";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
  * const rec = await journal.activate("account/alice", { node: "n1" });
@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { StoreBackend } from "../../mod.ts";
+import type { StoreBackend } from "../../spi.ts";
 import { createDatabaseDirs } from "./_dirs.ts";
 import { type LibsqlJournal, libsqlJournal as open, type LibsqlJournalOptions } from "./journal.ts";
 
@@ -87,5 +87,3 @@ export function libsqlStore(options: LibsqlStoreOptions): StoreBackend {
     },
   };
 }
-// the core types the exports above refer to (so that this entry point documents on its own)
-export type * from "../../mod.ts";

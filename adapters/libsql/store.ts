@@ -6,9 +6,8 @@
  * @module
  */
 
-import { ClosedError, UnavailableError } from "../../src/errors.ts";
-import { prefixEnd, storeConflict } from "../../src/store/keys.ts";
-import type { StoreBackend, StoredRecord } from "../../src/store/types.ts";
+import { ClosedError, UnavailableError } from "../../mod.ts";
+import { prefixEnd, type StoreBackend, storeConflict, type StoredRecord } from "../../spi.ts";
 import { bytes, type Rows } from "./_engine.ts";
 import type { Shard } from "./_shard.ts";
 import type { SqlValue, Stmt } from "./_sql.ts";

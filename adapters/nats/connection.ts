@@ -32,8 +32,9 @@ import {
   type PublishOptions,
   type RequestOptions,
   type SubscribeOptions,
-} from "../../src/mesh/types.ts";
-import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
+  TimerWheel,
+  type WheelEntry,
+} from "../../spi.ts";
 import {
   checkRequestSubject,
   checkSubject,

@@ -14,7 +14,7 @@ import {
   type KvIncarnation,
   type KvWatch,
   MeshError,
-} from "../../src/mesh/types.ts";
+} from "../../spi.ts";
 import { EMPTY, isNoResponders, isStreamNotFound, retry } from "./_util.ts";
 import { type KvHost, NatsKvWatch, startingWatches } from "./kv_watch.ts";
 

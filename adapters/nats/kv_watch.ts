@@ -13,9 +13,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
 } from "@nats-io/jetstream";
-import type { KvEntry, KvWatch } from "../../src/mesh/types.ts";
-import { delay } from "../../src/util/async.ts";
-import { createEventQueue } from "../../src/util/queue.ts";
+import { createEventQueue, delay, type KvEntry, type KvWatch } from "../../spi.ts";
 import { backoff, EMPTY } from "./_util.ts";
 
 const HEARTBEAT_MS = 1000;

@@ -34,8 +34,7 @@ import {
   wsconnect,
   type WsSocketFactory,
 } from "@nats-io/nats-core";
-import { type Mesh, type MeshConnection, MeshError } from "../../src/mesh/types.ts";
-import { delay } from "../../src/util/async.ts";
+import { delay, installSocketGuard, type Mesh, type MeshConnection, MeshError } from "../../spi.ts";
 import { backoff } from "./_util.ts";
 import { NatsMeshConnection } from "./connection.ts";
 import type { NatsMeshOptions } from "./options.ts";
@@ -195,32 +194,6 @@ async function authOptions(options: NatsMeshOptions): Promise<Partial<Connection
   }
   if (options.inboxPrefix !== undefined) out.inboxPrefix = options.inboxPrefix;
   return out;
-}
-
-const SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
-let socketGuard = false;
-
-/**
- * The NATS client for Node removes its sockets' `error` listeners for short windows (after it
- * read the server's INFO, and when it discards a socket): a connection reset by a server that
- * dies, or that refuses a login, in such a window surfaces as an uncaught exception that would end
- * the process. Troupe installs one narrow guard: an uncaught error whose code is a socket error
- * and that comes from the runtime's TCP layer is logged (the client sees the closed socket and
- * reconnects) instead of ending the process. Anything else stays uncaught.
- */
-export function installSocketGuard(): void {
-  if (socketGuard || typeof globalThis.addEventListener !== "function") return;
-  socketGuard = true;
-  globalThis.addEventListener("error", (event) => {
-    const err = (event as ErrorEvent).error as { code?: unknown; stack?: unknown } | undefined;
-    if (
-      err && typeof err.code === "string" && SOCKET_ERRORS.has(err.code) &&
-      typeof err.stack === "string" && /TCPWrap|stream_base_commons|net\./.test(err.stack)
-    ) {
-      event.preventDefault();
-      console.warn(`troupe nats mesh: ignored a late socket error (${err.code})`);
-    }
-  });
 }
 
 async function connectNode(

@@ -29,6 +29,4 @@ export {
   type NatsClientUser,
   type NatsNodeUser,
 } from "./auth.ts";
-// the core types the exports above refer to (so that this entry point documents on its own)
-export type * from "../../mod.ts";
 export { NatsSetupError, type NatsSetupReason } from "./setup.ts";
