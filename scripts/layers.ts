@@ -97,8 +97,8 @@ function broken(from: string, imp: Import): string | undefined {
       return `src/ imports ${to}, outside src/`;
     }
     const a = rank(from), b = rank(to);
-    if (a === undefined) return `${layerOf(from)} is not a layer (add it to LAYERS in order)`;
-    if (b === undefined) return `${layerOf(to)} is not a layer (add it to LAYERS in order)`;
+    if (a === undefined || b === undefined) return undefined; // reported once per file
+
     if (b < a) return `${layerOf(from)} imports ${to}, of ${layerOf(to)}, a layer above it`;
     return undefined;
   }
@@ -190,6 +190,12 @@ export function violations(graph: Graph): Violation[] {
   const out: Violation[] = [];
   const files = [...graph.keys()].filter(covered).sort();
   for (const file of files) {
+    if (file.startsWith("src/") && rank(file) === undefined) {
+      out.push({
+        file,
+        message: `${layerOf(file)} is not a layer (add it to LAYERS, in its place)`,
+      });
+    }
     const seen = new Set<string>();
     for (const imp of graph.get(file) ?? []) {
       const message = broken(file, imp);
