@@ -123,7 +123,7 @@ export { createEventQueue } from "./src/util/queue.ts";
 export type { EventQueue } from "./src/util/queue.ts";
 export { installSocketGuard } from "./src/util/socket_guard.ts";
 export { createVerifier } from "./src/auth/verify.ts";
-export type { Verifier } from "./src/auth/verify.ts";
+export type { Verified, Verifier } from "./src/auth/verify.ts";
 
 // ---- type helpers of the user API, and the parts of the cluster view ----
 
