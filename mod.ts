@@ -33,7 +33,8 @@
  * @module
  */
 
-import { createSystem as createSystemCore, type System, type SystemOptions } from "./src/system.ts";
+import { createSystem as createSystemCore, type System } from "./src/system.ts";
+import type { SystemOptions } from "./src/options.ts";
 
 // Actor types, and what their handlers see.
 export { defineActor } from "./src/actor/define.ts";

@@ -31,6 +31,7 @@ import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Context } from "./define.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
+import { upcast } from "../journal/history.ts";
 import type { Dispatcher } from "./ref.ts";
 import { gatedDispatcher, TurnContext, type TurnHost } from "./turn_context.ts";
 
@@ -897,22 +898,4 @@ export class Activation<M extends Envelope = Envelope> {
   get current(): M | undefined {
     return this.#current;
   }
-}
-
-/** Applies the upcasters from `version` to the definition's current version. */
-export function upcast(
-  def: ActorDefinition<AnyActorTypes>,
-  type: string,
-  version: number,
-  payload: unknown,
-): unknown {
-  const chain = def.upcasters[type];
-  const current = def.eventVersions[type] ?? 1;
-  let p = payload;
-  for (let v = version; v < current; v++) {
-    const up = chain?.[v];
-    if (!up) throw new InternalError(`No upcaster for event "${type}" from version ${v}`);
-    p = up(p);
-  }
-  return p;
 }
