@@ -13,7 +13,7 @@ import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./actor/define.
 import { type ActorRef, makeRef, type RefOptions } from "./actor/ref.ts";
 import { Reminders } from "./actor/reminders.ts";
 import type { Decision } from "./auth/access.ts";
-import { json, msgpack } from "./codec/mod.ts";
+import { msgpack } from "./codec/mod.ts";
 import type { Codec } from "./codec/types.ts";
 import { createConfig, type ManagedConfig } from "./config/config.ts";
 import type { Config } from "./config/types.ts";
@@ -424,5 +424,3 @@ class SystemImpl implements System {
     return this.close();
   }
 }
-
-export { json, msgpack };
