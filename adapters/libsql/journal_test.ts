@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sqlite } from "../../tests/_sqlite.ts";
+import { logViolations, sqlite } from "../../tests/_sqlite.ts";
 import { type ActorError, UnavailableError } from "../../mod.ts";
 import { isOwned, type Journal, journalConformance, type Recovered } from "../../spi.ts";
 import { libsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
@@ -236,6 +236,7 @@ Deno.test("a second process appends to the same file concurrently: no loss, no d
       results.flatMap((r) => r.mine).sort(),
     );
     assert.equal(log.length, results[0]!.ok + results[1]!.ok);
+    assert.deepEqual(logViolations(url), []);
   } finally {
     await j.close();
   }
