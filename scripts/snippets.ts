@@ -16,7 +16,8 @@
  *   give it: a production database, an identity provider, a server that keeps running);
  * - `no-check`: shown, never checked (for code that is not TypeScript for Deno).
  *
- * An HTML comment on the line above a block, `<!-- snippet: declare const system: System; -->`,
+ * An HTML comment above a block (blank lines between are fine),
+ * `<!-- snippet: declare const system: System; -->`,
  * is code the reader does not see that goes in front of the block when it is checked: the
  * declarations (and imports) a short excerpt leaves out.
  *
@@ -88,7 +89,9 @@ export function parseSnippets(doc: string, text: string): Snippet[] {
       body.push(lines[j]!.slice(Math.min(indent, /^\s*/.exec(lines[j]!)![0].length)));
     }
     const file = attrs.find((a) => a.startsWith("file="))?.slice("file=".length);
-    const above = i > 0 ? /^<!--\s*snippet:\s*([\s\S]*?)\s*-->\s*$/.exec(lines[i - 1]!) : null;
+    let k = i - 1; // the nearest line above that is not blank (deno fmt puts one between)
+    while (k >= 0 && lines[k]!.trim() === "") k--;
+    const above = k >= 0 ? /^<!--\s*snippet:\s*([\s\S]*?)\s*-->\s*$/.exec(lines[k]!) : null;
     const natsAttr = attrs.find((a) => a === "nats" || a.startsWith("nats="));
     const kind = attrs.includes("no-check")
       ? "skip"

@@ -23,6 +23,7 @@ Deno.test("snippets: blocks are programs, modules, fragments, NATS programs or s
     "y;",
     "```",
     "<!-- snippet: declare const z: number; -->",
+    "",
     "```ts norun",
     "z;",
     "```",
@@ -37,7 +38,7 @@ Deno.test("snippets: blocks are programs, modules, fragments, NATS programs or s
     ["fragment", 7, 0],
     ["program", 10, 3],
     ["skip", 13, 0],
-    ["program", 17, 0],
+    ["program", 18, 0],
   ]);
   assert.equal(s[5]!.norun, true, "norun: a program that is checked, never run");
   assert.equal(s[0]!.norun, undefined);
