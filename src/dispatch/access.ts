@@ -28,6 +28,9 @@ export interface NodeAuth {
   readonly topics: readonly TopicRule[];
 }
 
+/** What runs an allowed call (one function per node: nothing is allocated per call). */
+export type Pass = (def: ActorDefinition<AnyActorTypes>, call: Call) => void;
+
 /** How a publish or subscribe uses a topic. */
 export type TopicAction = "publish" | "subscribe";
 
@@ -46,14 +49,14 @@ export class Access {
 
   /**
    * Decides a call that passed the message checks and its payload schema: admits it with its
-   * verified caller and calls `pass`, or rejects it (`unauthorized`, `forbidden`). A stream
+   * verified caller and calls `pass(def, call)`, or rejects it (`unauthorized`, `forbidden`). A stream
    * lives no longer than its caller's token.
    */
-  call(def: ActorDefinition<AnyActorTypes>, call: Call, pass: () => void): void {
+  call(def: ActorDefinition<AnyActorTypes>, call: Call, pass: Pass): void {
     const auth = this.#auth;
     if (!auth) {
       call.admit(undefined);
-      return pass();
+      return pass(def, call);
     }
     const token = call.token;
     if (token === undefined) return this.#decided(auth, def, call, NOBODY, pass);
@@ -70,7 +73,7 @@ export class Access {
     def: ActorDefinition<AnyActorTypes>,
     call: Call,
     verified: Verified,
-    pass: () => void,
+    pass: Pass,
   ): void {
     const { caller } = verified;
     // Where the message comes from: proven by a reminder's cluster token, or set on this node.
@@ -104,7 +107,7 @@ export class Access {
       call.finally(() => clearTimeout(timer));
       sink.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
     }
-    pass();
+    pass(def, call);
   }
 
   /**

@@ -120,8 +120,12 @@ export class Local implements ActivationHost<Call> {
 
   /** The rest of delivery, for a call whose payload passed its handler's schema. */
   #checked(def: ActorDefinition<AnyActorTypes>, call: Call): void {
-    this.#deps.access.call(def, call, () => this.#enqueue(def, call));
+    this.#deps.access.call(def, call, this.#enqueueAllowed);
   }
+
+  /** `#enqueue`, bound once, for the access check to call. */
+  readonly #enqueueAllowed = (def: ActorDefinition<AnyActorTypes>, call: Call): void =>
+    this.#enqueue(def, call);
 
   #enqueue(def: ActorDefinition<AnyActorTypes>, call: Call): void {
     if (def.stateless) {
