@@ -4,11 +4,11 @@ import {
   ActorError,
   createSystem,
   defineActor,
-  type Journal,
   memoryJournal,
   type System,
   TimeoutError,
 } from "../mod.ts";
+import type { Journal } from "../spi.ts";
 import { Account, Counter, Resize, resizeLoad } from "./fixtures.ts";
 import { within } from "./helpers.ts";
 

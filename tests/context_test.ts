@@ -5,11 +5,11 @@ import {
   ActorError,
   createSystem,
   defineActor,
-  type Journal,
   memoryJournal,
   type System,
   TimeoutError,
 } from "../mod.ts";
+import type { Journal } from "../spi.ts";
 import { waitFor, within } from "./helpers.ts";
 
 Deno.test("ctx.signal aborts with a timeout reason when the caller's deadline passes", async () => {

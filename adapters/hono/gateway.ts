@@ -22,8 +22,7 @@ import {
   type System,
   UnavailableError,
 } from "../../mod.ts";
-import { createVerifier, type Verifier } from "../../src/auth/verify.ts";
-import { fromJsonText } from "../../src/codec/json.ts";
+import { createVerifier, fromJsonText, type Verifier } from "../../spi.ts";
 import { mediaType, readPayload, replyResponse } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";

@@ -582,7 +582,15 @@ function activationOutcomes(
   return requests.map((a) => outcome.get(a.actor)!);
 }
 
-/** A blob column's value as bytes (`null` as empty). */
+/**
+ * A blob column's value as bytes in a plain `Uint8Array` of its own (a copy: the driver's
+ * values may be Node `Buffer`s, whose `slice()` is a view); `null` as empty.
+ */
+export function bytes(v: unknown): Uint8Array {
+  return new Uint8Array(blob(v));
+}
+
+/** A blob column's value as bytes (`null` as empty), a view where it can be. */
 export function blob(v: unknown): Uint8Array {
   if (v instanceof Uint8Array) return v;
   if (v instanceof ArrayBuffer) return new Uint8Array(v);

@@ -19,13 +19,7 @@
  * @module
  */
 
-import type {
-  IdempotencyRecord,
-  NewEvent,
-  OutboxMessage,
-  Reminder,
-  Snapshot,
-} from "../../src/journal/types.ts";
+import type { IdempotencyRecord, NewEvent, OutboxMessage, Reminder, Snapshot } from "../../spi.ts";
 
 /** A value bound to a statement. */
 export type SqlValue = string | number | bigint | Uint8Array | null;

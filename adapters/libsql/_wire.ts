@@ -21,7 +21,7 @@ import type {
   OutboxMessage,
   Reminder,
   Snapshot,
-} from "../../src/journal/types.ts";
+} from "../../spi.ts";
 import type { AppendGroup } from "./_sql.ts";
 
 const enc = new TextEncoder();

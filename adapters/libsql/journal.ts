@@ -6,8 +6,7 @@
  * @module
  */
 
-import { ClosedError } from "../../src/errors.ts";
-import { validateAppend, validateClaim, validateFeedRead } from "../../src/journal/memory.ts";
+import { ClosedError } from "../../mod.ts";
 import {
   type Append,
   type Claim,
@@ -18,12 +17,16 @@ import {
   type Owned,
   type Recovered,
   type Reminder,
+  type StoreBackend,
   type StoredEvent,
   type StoredReply,
-} from "../../src/journal/types.ts";
-import type { StoreBackend, StoreSource } from "../../src/store/types.ts";
+  type StoreSource,
+  validateAppend,
+  validateClaim,
+  validateFeedRead,
+} from "../../spi.ts";
 import { connect } from "./_connection.ts";
-import { blob } from "./_engine.ts";
+import { bytes } from "./_engine.ts";
 import { Shard } from "./_shard.ts";
 import {
   committedStatement,
@@ -191,7 +194,7 @@ export interface LibsqlJournal extends Journal, StoreSource {
  *
  * @example
  * ```ts
- * import { isOwned } from "@troupe/troupe";
+ * import { isOwned } from "@troupe/troupe/spi";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
  * const rec = await journal.activate("account/alice", { node: "n1" });
@@ -362,7 +365,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       seq: Number(seq),
       type: String(type),
       version: Number(version),
-      data: copy(data),
+      data: bytes(data),
       at: Number(at),
     }));
   }
@@ -376,7 +379,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     const r = rows[0];
     if (!r) return undefined;
     return {
-      reply: copy(r[0]),
+      reply: bytes(r[0]),
       ...(r[1] === null || r[1] === undefined ? {} : { fingerprint: String(r[1]) }),
     };
   }
@@ -397,7 +400,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       seq: Number(seq),
       type: String(type),
       version: Number(version),
-      data: copy(data),
+      data: bytes(data),
       at: Number(at),
     }));
   }
@@ -411,7 +414,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
         args: [now, n],
       }]).then((rows) =>
         rows[0]!.map((row) => {
-          const r = reminderOf(row, copy);
+          const r = reminderOf(row, bytes);
           if (this.shards > 1) this.#reminderShard.set(r.id, i);
           return r;
         })
@@ -468,7 +471,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     return rows[0]!.map(([id, topic, data, contentType, at]) => ({
       id: String(id),
       topic: String(topic),
-      data: copy(data),
+      data: bytes(data),
       contentType: String(contentType),
       at: Number(at),
     }));
@@ -502,25 +505,4 @@ class LibsqlJournalImpl implements LibsqlJournal {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/**
- * A copy of a blob column's bytes in a plain `Uint8Array` of its own (the driver's values
- * may be Node `Buffer`s, whose `slice()` is a view, not a copy).
- */
-function copy(v: unknown): Uint8Array {
-  return new Uint8Array(blob(v));
-}
-
-/**
- * A blob column's value as bytes (a copy); `null` as empty.
- *
- * @example
- * ```ts
- * import { bytes } from "./journal.ts";
- * console.log(bytes(new Uint8Array([1, 2])).length); // 2
- * ```
- */
-export function bytes(v: unknown): Uint8Array {
-  return copy(v);
 }

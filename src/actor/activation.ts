@@ -5,9 +5,6 @@
  * @module
  */
 
-import type { Codec } from "../codec/types.ts";
-import { isValidSubject } from "../mesh/subject.ts";
-import type { ConfigView } from "../config/types.ts";
 import {
   ActorError,
   ConflictError,
@@ -30,34 +27,22 @@ import type {
   StoredEvent,
 } from "../journal/types.ts";
 import type { NodeObserver, TypeStats } from "../observe/node.ts";
-import {
-  type Deferred,
-  deferred,
-  isPromiseLike,
-  type TimerWheel,
-  withDeadline,
-} from "../util/async.ts";
+import { type Deferred, deferred, isPromiseLike, withDeadline } from "../util/async.ts";
 import type { ActorDefinition, AnyActorTypes } from "./define.ts";
-import type { Context } from "./context.ts";
+import type { Context } from "./define.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
+import { upcast } from "../journal/history.ts";
+import { isValidSubject } from "../mesh/subject.ts";
 import type { Dispatcher } from "./ref.ts";
-import { gatedDispatcher, TurnContext } from "./turn_context.ts";
+import { gatedDispatcher, TurnContext, type TurnHost } from "./turn_context.ts";
 
 /** What an activation needs from its node; `M` is the node's message type. */
-export interface ActivationHost<M extends Envelope = Envelope> {
-  /** This node's id. */
-  readonly node: string;
+export interface ActivationHost<M extends Envelope = Envelope> extends TurnHost {
   /** The journal. */
   readonly journal: Journal;
-  /** Codec for stored events, snapshots and replies. */
-  readonly storage: Codec;
-  /** Sends messages (for `ctx.ref`). */
-  readonly dispatcher: Dispatcher;
   /** Logs. */
   readonly log: Logger;
-  /** Deadlines. */
-  readonly wheel: TimerWheel;
   /** Traces turns and keeps the node's counts. */
   readonly observer: NodeObserver;
   /** Publishes a pub/sub message (after commit); `durable`: to a durable topic. */
@@ -81,8 +66,6 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   claim(activation: Activation<M>): Promise<Recovered>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
-  /** The node's config as it is now (a turn keeps the one it started with). */
-  configView(): ConfigView;
 }
 
 /** Thrown by `host.claim()`: the actor is owned by another live node. */
@@ -970,22 +953,4 @@ export class Activation<M extends Envelope = Envelope> {
   get current(): M | undefined {
     return this.#current;
   }
-}
-
-/** Applies the upcasters from `version` to the definition's current version. */
-export function upcast(
-  def: ActorDefinition<AnyActorTypes>,
-  type: string,
-  version: number,
-  payload: unknown,
-): unknown {
-  const chain = def.upcasters[type];
-  const current = def.eventVersions[type] ?? 1;
-  let p = payload;
-  for (let v = version; v < current; v++) {
-    const up = chain?.[v];
-    if (!up) throw new InternalError(`No upcaster for event "${type}" from version ${v}`);
-    p = up(p);
-  }
-  return p;
 }

@@ -12,7 +12,7 @@
 import { delay } from "../util/async.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Journal } from "../journal/types.ts";
-import { upcast } from "./activation.ts";
+import { upcast } from "../journal/history.ts";
 import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 
 /** One event of a feed. */

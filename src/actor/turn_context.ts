@@ -7,11 +7,17 @@
 import type { ConfigView } from "../config/types.ts";
 import { TimeoutError } from "../errors.ts";
 import type { Reminder } from "../journal/types.ts";
-import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
-import type { Context, ContextPublishOptions } from "./context.ts";
+import type { Codec } from "../codec/types.ts";
+import type { TimerWheel } from "../util/async.ts";
+import type {
+  ActorDefinition,
+  ActorTypes,
+  AnyActorTypes,
+  Context,
+  ContextPublishOptions,
+} from "./define.ts";
 import { namedReminderId, nextCronRun } from "./cron.ts";
 import type { Envelope } from "./envelope.ts";
-import type { ActivationHost } from "./activation.ts";
 import {
   type ActorRef,
   type ActorStream,
@@ -21,6 +27,23 @@ import {
   makeRef,
 } from "./ref.ts";
 import { traceField } from "../observe/tracing.ts";
+
+/**
+ * What a turn's context needs from its node (an activation's host has all of it, and more:
+ * `ActivationHost` in activation.ts extends this).
+ */
+export interface TurnHost {
+  /** This node's id. */
+  readonly node: string;
+  /** Codec for stored events, snapshots and replies. */
+  readonly storage: Codec;
+  /** Sends messages (for `ctx.ref`). */
+  readonly dispatcher: Dispatcher;
+  /** Deadlines. */
+  readonly wheel: TimerWheel;
+  /** The node's config as it is now (a turn keeps the one it started with). */
+  configView(): ConfigView;
+}
 
 /** What one turn acts on: an activation, or one message of a stateless worker. */
 export interface TurnScope {
@@ -114,7 +137,7 @@ class GatedStream implements ActorStream<unknown> {
 export class TurnContext implements Context<unknown, Record<string, unknown>> {
   readonly #act: TurnScope;
   readonly #m: Envelope;
-  readonly #host: ActivationHost<Envelope>;
+  readonly #host: TurnHost;
   readonly #turnId: string | undefined;
   /** The config view when the turn started. */
   readonly config: ConfigView;
@@ -122,7 +145,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   #origin: CallOrigin | undefined;
 
   /** `turnId`: this turn's id when it is not the scope's current one (lifecycle hooks). */
-  constructor(act: TurnScope, m: Envelope, host: ActivationHost<Envelope>, turnId?: string) {
+  constructor(act: TurnScope, m: Envelope, host: TurnHost, turnId?: string) {
     this.#act = act;
     this.#m = m;
     this.#host = host;

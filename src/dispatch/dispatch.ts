@@ -37,11 +37,14 @@ import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../error
 import type { Journal, OutboxMessage } from "../journal/types.ts";
 import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
-import type { NodeObserver, Sent } from "../observe/node.ts";
+import { activity, type NodeObserver, type Sent } from "../observe/node.ts";
+import type { TypeGauge } from "../observe/metrics.ts";
 import type { TimerWheel } from "../util/async.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
-import { Local, type LocalAuth } from "./local.ts";
+import { Access, type NodeAuth } from "./access.ts";
+import type { Decision } from "../auth/access.ts";
+import { Local } from "./local.ts";
 import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
 import type { DurablePublish } from "./outbox.ts";
 import { Remote } from "./route.ts";
@@ -72,7 +75,7 @@ export interface DispatchDeps {
   /** Most activations on this node. */
   readonly maxActivations: number;
   /** Auth, when the node has it on. */
-  readonly auth?: LocalAuth | undefined;
+  readonly auth?: NodeAuth | undefined;
   /** Inbox prefixes replies and stream frames may go to. */
   readonly replyPrefixes: readonly string[];
   /** Types this node hosts. */
@@ -96,18 +99,23 @@ export class Dispatch implements Dispatcher {
   readonly server: Server;
   /** The actors active here, and the cluster-wide view of them (`directory.watch()`). */
   readonly activations: Activations;
+  /** Who may call what, and who may use which topic. */
+  readonly access: Access;
   readonly #deps: DispatchDeps;
   readonly #subjects: Subjects;
   #phase: Phase = "open";
+  #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #unfence: (() => void) | undefined;
 
   constructor(deps: DispatchDeps) {
     this.#deps = deps;
     this.#subjects = subjects(deps.prefix);
+    this.access = new Access(deps.auth);
     this.local = new Local({
       ...pick(deps),
       ownership: deps.ownership,
       maxActivations: deps.maxActivations,
-      auth: deps.auth,
+      access: this.access,
       journal: deps.journal,
       storage: deps.storage,
       dispatcher: this,
@@ -165,10 +173,47 @@ export class Dispatch implements Dispatcher {
     return this.#phase;
   }
 
-  /** Starts serving requests from other nodes. */
+  /**
+   * Starts serving requests from other nodes, passivating idle actors, and dropping every
+   * activation at once when the node loses its lease (fenced).
+   */
   start(): Promise<void> {
+    const d = this.#deps;
+    this.#unfence = d.membership.on((e) => {
+      if (e.type === "fenced") {
+        d.log.warn("Node lost its lease: dropping its activations", { reason: e.reason });
+        this.local.dropAll();
+      }
+    });
+    const idle = Math.min(...[...d.defs.values()].map((def) => def.idleAfter), 60_000);
+    this.#idleTimer = setInterval(
+      () => this.local.sweepIdle(),
+      Math.max(10, Math.min(1000, idle / 2)),
+    );
     this.activations.start();
     return this.server.start();
+  }
+
+  // ---- what the node reports ----
+
+  /** Activations and queued messages per hosted type, now (for the observer's gauges). */
+  activity(): TypeGauge[] {
+    return activity(this.local, this.#deps.defs.keys());
+  }
+
+  /** The seq and queue of actor `type/id` when it is active here, else undefined. */
+  activeActor(type: string, id: string): { seq: number; queued: number } | undefined {
+    const act = this.local.activations.get(`${type}/${id}`);
+    return act?.status === "active" ? { seq: act.seq, queued: act.queued } : undefined;
+  }
+
+  /** Which rule would decide a call, as local delivery decides it (see {@link Access.explain}). */
+  explain(
+    def: ActorDefinition<AnyActorTypes>,
+    handler: string,
+    options: { id?: string; token?: string },
+  ): Promise<Decision> {
+    return this.access.explain(def, handler, options);
   }
 
   // ---- 1. the call ----
@@ -327,9 +372,13 @@ export class Dispatch implements Dispatcher {
 
   // ---- pub/sub ----
 
-  /** Publishes to a topic. */
-  publish(topic: string, payload: unknown): Promise<void> {
-    if (this.#phase === "closed") return Promise.reject(new ClosedError("The system is closed"));
+  /**
+   * Publishes to a topic. With a token, its holder must be allowed to publish there (a topic
+   * rule of the node's auth).
+   */
+  async publish(topic: string, payload: unknown, token?: string): Promise<void> {
+    if (this.#phase === "closed") throw new ClosedError("The system is closed");
+    if (token !== undefined) await this.access.topic(topic, "publish", token);
     return publish(this.#pubsub(), topic, payload);
   }
 
@@ -341,14 +390,30 @@ export class Dispatch implements Dispatcher {
     return undefined; // wired to the durable pub/sub of the mesh (issue 18, durable topics)
   }
 
-  /** Subscribes to a topic pattern. */
+  /**
+   * Subscribes to a topic pattern. With a token (and auth on), nothing is delivered before the
+   * token is verified and a topic rule allows its holder to subscribe; a refusal is logged and
+   * ends the subscription.
+   */
   subscribe(
     topic: string,
     handler: (payload: unknown, topic: string) => void | Promise<void>,
-    group: string | undefined,
+    options: { group?: string | undefined; token?: string | undefined } = {},
   ): TopicSubscription {
     if (this.#phase === "closed") throw new ClosedError("The system is closed");
-    return subscribe(this.#pubsub(), topic, handler, group);
+    const { group, token } = options;
+    if (token === undefined || !this.access.auth) {
+      return subscribe(this.#pubsub(), topic, handler, group);
+    }
+    let allowed = false;
+    const sub = subscribe(this.#pubsub(), topic, (payload, name) => {
+      if (allowed) return handler(payload, name);
+    }, group);
+    this.access.topic(topic, "subscribe", token).then(() => allowed = true, (err) => {
+      this.#deps.log.warn(`Subscription to "${topic}" refused`, { error: String(err) });
+      sub.unsubscribe();
+    });
+    return sub;
   }
 
   #pubsub() {
@@ -365,14 +430,24 @@ export class Dispatch implements Dispatcher {
   async drain(boundMs: number): Promise<void> {
     if (this.#phase !== "open") return;
     this.#phase = "draining";
+    clearInterval(this.#idleTimer);
     this.server.stopAccepting();
     await this.local.drain(boundMs);
     this.server.drainedOut();
+    this.#stopFenceWatch();
+  }
+
+  /** Drained (or closing): a lost lease has nothing left to drop. */
+  #stopFenceWatch(): void {
+    this.#unfence?.();
+    this.#unfence = undefined;
   }
 
   /** Shutdown, last part: nothing more is sent or handled; subscriptions end. */
   async close(boundMs: number): Promise<void> {
     this.#phase = "closed";
+    clearInterval(this.#idleTimer);
+    this.#stopFenceWatch();
     this.remote.close();
     this.router.close();
     this.activations.close();

@@ -71,8 +71,9 @@ async function rejectsWith(p: Promise<unknown>, code: string, match?: RegExp): P
  *
  * @example
  * ```ts
- * import { journalConformance } from "./conformance.ts";
- * import { memoryJournal } from "./memory.ts";
+ * // my_journal_test.ts, run by `deno test`
+ * import { memoryJournal } from "@troupe/troupe";
+ * import { journalConformance } from "@troupe/troupe/spi";
  * journalConformance("memory", () => Promise.resolve(memoryJournal()));
  * ```
  */

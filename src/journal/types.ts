@@ -198,6 +198,16 @@ export interface Append {
 /**
  * Where an actor's events live. Every method may be called concurrently; implementations
  * serialize what must be serialized.
+ *
+ * @example
+ * ```ts
+ * import { createSystem, memoryJournal } from "@troupe/troupe";
+ * import { type Journal, journalConformance } from "@troupe/troupe/spi";
+ * const wrap = (inner: Journal): Journal => ({ ...inner }); // your adapter
+ * journalConformance("my journal", () => Promise.resolve(wrap(memoryJournal())));
+ * const system = await createSystem({ journal: wrap(memoryJournal()) });
+ * await system.close();
+ * ```
  */
 export interface Journal {
   /**
@@ -275,7 +285,15 @@ export interface Journal {
   close(): Promise<void>;
 }
 
-/** How long and how many idempotency records a journal keeps per actor. */
+/**
+ * How long and how many idempotency records a journal keeps per actor.
+ *
+ * @example
+ * ```ts
+ * import { IDEMPOTENCY_RETENTION } from "@troupe/troupe/spi";
+ * console.log(IDEMPOTENCY_RETENTION.maxPerActor, IDEMPOTENCY_RETENTION.maxAgeMs);
+ * ```
+ */
 export const IDEMPOTENCY_RETENTION = {
   /** Records younger than this are always kept. */
   maxAgeMs: 24 * 60 * 60 * 1000,

@@ -7,7 +7,8 @@
  * `APPEND {json}` (`node`, `actor`, `epoch`, `first`, `n`) after every successful append and
  * `APPEND_FAILED {json}` after a refused one.
  */
-import { createSystem, type Journal, type System, type SystemOptions } from "../../mod.ts";
+import { createSystem, type System, type SystemOptions } from "../../mod.ts";
+import type { Journal } from "../../spi.ts";
 import { wrapJournal } from "../_journal.ts";
 import { natsMesh } from "../../adapters/nats/mod.ts";
 import { libsqlJournal } from "../../adapters/libsql/mod.ts";
