@@ -6,13 +6,8 @@
  * and a node that stops while it holds a message.
  */
 import assert from "node:assert/strict";
-import {
-  createSystem,
-  type Delivery,
-  type Mesh,
-  type MeshConnection,
-  type System,
-} from "../mod.ts";
+import { createSystem, type Delivery, type System } from "../mod.ts";
+import type { Mesh, MeshConnection } from "../spi.ts";
 import { inProcessMesh } from "../src/mesh/in_process.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";

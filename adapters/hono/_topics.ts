@@ -10,9 +10,8 @@
  * @module
  */
 
-import { type AccessRule, json, type Subscription } from "../../mod.ts";
-import { allows, type Caller } from "../../src/auth/access.ts";
-import { isValidSubject, patternCovers } from "../../src/mesh/subject.ts";
+import type { AccessRule, Caller, Subscription } from "../../mod.ts";
+import { allows, isValidSubject, json, patternCovers } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
 
 const encoder = new TextEncoder();

@@ -18,7 +18,8 @@
  * @module
  */
 
-import { type ActorStream, json } from "../../mod.ts";
+import type { ActorStream } from "../../mod.ts";
+import { json } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
 
 const decoder = new TextDecoder();

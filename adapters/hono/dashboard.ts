@@ -12,10 +12,10 @@ import {
   type AccessRule,
   type ActorStream,
   defineActor,
-  json,
   type System,
   UnavailableError,
 } from "../../mod.ts";
+import { json } from "../../spi.ts";
 import { DASHBOARD_CSS, DASHBOARD_JS, dashboardHtml } from "./_dashboard_page.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { sseResponse } from "./_sse.ts";

@@ -22,14 +22,12 @@ import {
   type System,
   UnavailableError,
 } from "../../mod.ts";
-import { createVerifier, type Verifier } from "../../src/auth/verify.ts";
-import { fromJsonText } from "../../src/codec/json.ts";
+import { createVerifier, fromJsonText, isValidSubject, type Verifier } from "../../spi.ts";
 import { mediaType, readPayload, replyResponse } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";
 import { sseResponse } from "./_sse.ts";
 import { type GatewayTopics, topicAllowed, topicResponse, topicRules } from "./_topics.ts";
-import { isValidSubject } from "../../src/mesh/subject.ts";
 import { duplexSocket } from "./_websocket.ts";
 import { openApiDocument, type OpenApiOptions } from "./openapi.ts";
 

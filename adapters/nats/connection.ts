@@ -33,8 +33,9 @@ import {
   type PublishOptions,
   type RequestOptions,
   type SubscribeOptions,
-} from "../../src/mesh/types.ts";
-import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
+  TimerWheel,
+  type WheelEntry,
+} from "../../spi.ts";
 import {
   checkRequestSubject,
   checkSubject,
@@ -48,15 +49,15 @@ import {
 } from "./_util.ts";
 import { NatsDurableTopics } from "./durable.ts";
 import { NatsKvBucket, replicatedCasIsSafe } from "./kv.ts";
-import type { NatsKvWatch } from "./kv_watch.ts";
-import type { NatsMeshOptions } from "./mesh.ts";
+import type { KvHost, NatsKvWatch } from "./kv_watch.ts";
+import type { NatsMeshOptions } from "./options.ts";
 import { checkJetStream } from "./setup.ts";
 
 /**
  * The {@link MeshConnection} of one node. Besides the port's methods it has members that
  * only the NATS adapter's modules use (`kv.ts`, `kv_watch.ts`), marked internal.
  */
-export class NatsMeshConnection implements MeshConnection {
+export class NatsMeshConnection implements MeshConnection, KvHost {
   /** The NATS client connection. Internal. */
   readonly nc: NatsConnection;
   readonly node: string;

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { type Msg, nanos, type Subscription } from "@nats-io/nats-core";
+import { type Msg, nanos, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import {
   AckPolicy,
   type ApiError,
@@ -34,12 +34,13 @@ import {
   DeliverPolicy,
   DiscardPolicy,
   JetStreamApiError,
+  type JetStreamManager,
   ReplayPolicy,
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
-import { isValidSubject } from "../../src/mesh/subject.ts";
 import {
+  delay,
   type DurableConsumer,
   type DurableConsumerConfig,
   type DurableConsumption,
@@ -47,10 +48,13 @@ import {
   type DurablePublishOptions,
   type DurableReceipt,
   type DurableTopics,
+  isValidSubject,
   MeshError,
   type MeshHeaders,
-} from "../../src/mesh/types.ts";
-import { delay } from "../../src/util/async.ts";
+  type MeshMessage,
+  type MeshStatus,
+  type RequestOptions,
+} from "../../spi.ts";
 import {
   backoff,
   isNoResponders,
@@ -59,9 +63,30 @@ import {
   isTemporaryJs,
   retry,
 } from "./_util.ts";
-import type { NatsMeshConnection } from "./connection.ts";
-import type { NatsDurableTopicsOptions } from "./mesh.ts";
+import type { NatsDurableTopicsOptions, NatsMeshOptions } from "./options.ts";
 import { NatsSetupError } from "./setup.ts";
+
+/** What durable topics need from their connection (`NatsMeshConnection`). */
+export interface DurableHost {
+  /** The NATS client connection. */
+  readonly nc: NatsConnection;
+  /** The mesh's options. */
+  readonly options: NatsMeshOptions;
+  /** Whether the client is connected now. */
+  readonly connected: boolean;
+  /** Checks once that the server runs JetStream (a clear setup error otherwise). */
+  ensureJetStream(): Promise<void>;
+  /** The JetStream manager. */
+  jsm(): Promise<JetStreamManager>;
+  /** Replicas for a stream: what is asked, clamped to the known cluster. */
+  replicasFor(requested: number | undefined): number;
+  /** A request through the connection's own mux. */
+  request(subject: string, data: Uint8Array, options: RequestOptions): Promise<MeshMessage>;
+  /** A new inbox subject. */
+  inbox(): string;
+  /** Reports a status to the connection's listeners. */
+  emit(status: MeshStatus): void;
+}
 
 /** Whether a stream create failed for want of storage (10047): not something a retry fixes. */
 function noRoom(err: unknown): boolean {
@@ -100,7 +125,7 @@ export function checkDurableOptions(o: NatsDurableTopicsOptions | undefined): vo
 
 /** The durable topics of one NATS mesh connection. Internal. */
 export class NatsDurableTopics implements DurableTopics {
-  readonly #conn: NatsMeshConnection;
+  readonly #conn: DurableHost;
   readonly #prefix: string;
   /** The stream's name. */
   readonly stream: string;
@@ -108,7 +133,7 @@ export class NatsDurableTopics implements DurableTopics {
   #ready: Promise<void> | undefined;
   readonly #consumptions = new Set<NatsConsumption>();
 
-  constructor(conn: NatsMeshConnection) {
+  constructor(conn: DurableHost) {
     this.#conn = conn;
     this.#prefix = conn.options.prefix ?? "troupe";
     this.stream = `${this.#prefix}_topics`;
@@ -426,7 +451,7 @@ const WORKING = enc.encode("+WPI");
  * passed by at most one batch, for at most one pull's life (5 s).
  */
 class NatsConsumption implements DurableConsumption {
-  readonly #conn: NatsMeshConnection;
+  readonly #conn: DurableHost;
   readonly #next: string;
   readonly #handler: (msg: DurableMessage) => void;
   readonly #max: number;
@@ -446,7 +471,7 @@ class NatsConsumption implements DurableConsumption {
   readonly closed: Promise<void> = new Promise((r) => this.#resolveClosed = r);
 
   constructor(
-    conn: NatsMeshConnection,
+    conn: DurableHost,
     stream: string,
     config: DurableConsumerConfig,
     handler: (msg: DurableMessage) => void,

@@ -4,8 +4,8 @@
  * JetStream is a clear error, the stream is made once with the configured limits.
  */
 import assert from "node:assert/strict";
-import { durableTopicsConformance } from "../../src/mesh/durable_conformance.ts";
-import { type NatsCluster, startNatsCluster } from "../testing/nats_server.ts";
+import { durableTopicsConformance } from "../../spi.ts";
+import { type NatsCluster, startNatsCluster } from "../testing/mod.ts";
 import { natsMesh, NatsSetupError } from "./mod.ts";
 import { createSystem } from "../../mod.ts";
 

@@ -8,7 +8,7 @@
  */
 
 import { errors as natsErrors, type NatsConnection } from "@nats-io/nats-core";
-import { delay } from "../../src/util/async.ts";
+import { delay } from "../../spi.ts";
 
 /** Why a NATS server cannot serve a Troupe node as it is set up. */
 export type NatsSetupReason = "jetstream_missing" | "not_a_node_user" | "jetstream_no_room";

@@ -17,6 +17,4 @@ export type { NatsCluster, NatsClusterOptions, ServerHandle } from "./nats_serve
 export { startNodeProcess } from "./node_process.ts";
 export { startSystems } from "./systems.ts";
 export type { StartSystemsOptions, TestSystems } from "./systems.ts";
-// the types the helpers above refer to (the whole public API of the main module)
-export type * from "../../mod.ts";
 export type { NodeProcess, NodeProcessOptions } from "./node_process.ts";

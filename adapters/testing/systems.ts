@@ -8,12 +8,11 @@
 import {
   createSystem,
   inProcessMesh,
-  type Journal,
   memoryJournal,
-  type Mesh,
   type System,
   type SystemOptions,
 } from "../../mod.ts";
+import type { Journal, Mesh } from "../../spi.ts";
 import { natsMesh } from "../nats/mod.ts";
 import type { NatsCluster } from "./nats_server.ts";
 

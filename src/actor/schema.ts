@@ -16,7 +16,7 @@ import { BadPayloadError, InternalError, TimeoutError } from "../errors.ts";
  *
  * @example
  * ```ts
- * import type { StandardSchemaV1 } from "@troupe/troupe";
+ * import type { StandardSchemaV1 } from "@troupe/troupe/spi";
  * // a hand-written schema: a positive number
  * const positive: StandardSchemaV1<number> = {
  *   "~standard": {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import type { Logger } from "../util/log.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
 import type { Mesh } from "../mesh/types.ts";
-import { waitFor } from "../../tests/helpers.ts";
+import { waitFor } from "../util/_testing.ts";
 import { ConfigError, createConfig, type ManagedConfig } from "./config.ts";
 import type { ConfigOptions } from "./types.ts";
 import { fromKv } from "./kv.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { delay, waitFor } from "../../tests/helpers.ts";
+import { delay, waitFor } from "../util/_testing.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
 import type { Mesh, MeshConnection } from "../mesh/types.ts";
 import { UnavailableError } from "../errors.ts";

@@ -29,8 +29,23 @@ import {
 } from "../mesh/types.ts";
 import { H } from "../mesh/wire.ts";
 import { systemClock, type TimerId } from "../util/clock.ts";
-import type { TopicSubscription } from "./pubsub.ts";
 import type { Subjects } from "./subjects.ts";
+
+/** A live topic subscription. */
+export interface TopicSubscription {
+  /** The topic pattern. */
+  readonly topic: string;
+  /**
+   * Settles once the subscription is in place: the token (if any) was allowed, the mesh knows
+   * of it (and a durable subscription's consumer exists). Rejects when it was refused; the
+   * subscription then delivers nothing.
+   */
+  readonly ready: Promise<void>;
+  /** Stops delivery. Idempotent. */
+  unsubscribe(): void;
+  /** Same as `unsubscribe()`, for `using`. */
+  [Symbol.dispose](): void;
+}
 
 /**
  * Why a message is on a dead-letter topic (`dead.<topic>`): `delivery.deadLetter`.

@@ -22,10 +22,15 @@ import {
   type MeshSubscription,
 } from "../mesh/types.ts";
 import { H } from "../mesh/wire.ts";
-import { type DurableSubscribeOptions, DurableSubscription, type TopicHandler } from "./durable.ts";
+import {
+  type DurableSubscribeOptions,
+  DurableSubscription,
+  type TopicHandler,
+  type TopicSubscription,
+} from "./durable.ts";
 import type { Subjects } from "./subjects.ts";
 
-export type { DurableSubscribeOptions, TopicHandler } from "./durable.ts";
+export type { DurableSubscribeOptions, TopicHandler, TopicSubscription } from "./durable.ts";
 export type { DeadLetterInfo, Delivery } from "./durable.ts";
 
 /** What pub/sub needs from its node. */
@@ -41,22 +46,6 @@ export interface PubSubDeps {
 export const MAX_TOPIC_LENGTH = 1024;
 /** Longest dedup id of a durable publish. */
 export const MAX_MESSAGE_ID = 128;
-
-/** A live topic subscription. */
-export interface TopicSubscription {
-  /** The topic pattern. */
-  readonly topic: string;
-  /**
-   * Settles once the subscription is in place: the token (if any) was allowed, the mesh knows
-   * of it (and a durable subscription's consumer exists). Rejects when it was refused; the
-   * subscription then delivers nothing.
-   */
-  readonly ready: Promise<void>;
-  /** Stops delivery. Idempotent. */
-  unsubscribe(): void;
-  /** Same as `unsubscribe()`, for `using`. */
-  [Symbol.dispose](): void;
-}
 
 /** Options of {@link PubSub.subscribe}. */
 export interface TopicOptions extends Partial<DurableSubscribeOptions> {

@@ -5,7 +5,7 @@ import { type Membership, startMembership } from "../directory/membership.ts";
 import { Placement, rendezvous } from "../directory/placement.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
 import type { MeshConnection } from "../mesh/types.ts";
-import { waitFor } from "../../tests/helpers.ts";
+import { waitFor } from "../util/_testing.ts";
 import { Call } from "./call.ts";
 import { Router } from "./router.ts";
 

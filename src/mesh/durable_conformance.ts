@@ -27,7 +27,7 @@ import type { MeshFixture } from "./conformance.ts";
  *
  * @example
  * ```ts
- * import type { DurableTopicsConformanceOptions } from "./durable_conformance.ts";
+ * import type { DurableTopicsConformanceOptions } from "@troupe/troupe/spi";
  * const options: DurableTopicsConformanceOptions = { waitMs: 8000, ackWait: 1000 };
  * ```
  */
@@ -46,8 +46,8 @@ export interface DurableTopicsConformanceOptions {
  *
  * @example
  * ```ts ignore
- * import { durableTopicsConformance } from "./durable_conformance.ts";
- * import { inProcessMesh } from "./in_process.ts";
+ * import { durableTopicsConformance } from "@troupe/troupe/spi";
+ * import { inProcessMesh } from "@troupe/troupe";
  *
  * durableTopicsConformance("in-process mesh", () =>
  *   Promise.resolve({ mesh: inProcessMesh(), cleanup: () => Promise.resolve() }));

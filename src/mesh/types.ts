@@ -78,7 +78,16 @@ export interface MeshSubscription {
 /** Why a mesh call failed. */
 export type MeshErrorCode = "no_responders" | "timeout" | "closed" | "kv_conflict" | "max_payload";
 
-/** An error of the mesh port. */
+/**
+ * An error of the mesh port.
+ *
+ * @example
+ * ```ts
+ * import { MeshError } from "@troupe/troupe/spi";
+ * const err = new MeshError("no_responders", "No node listens on troupe.n.api-1.account");
+ * if (err.code === "no_responders") console.log("try another node");
+ * ```
+ */
 export class MeshError extends Error {
   /** What went wrong. */
   readonly code: MeshErrorCode;
@@ -159,6 +168,17 @@ export interface MeshConnection {
 
 /**
  * A mesh: what `createSystem({ mesh })` takes. `connect` is called once per system (node).
+ *
+ * @example
+ * ```ts
+ * import { createSystem } from "@troupe/troupe";
+ * import { meshConformance, type Mesh } from "@troupe/troupe/spi";
+ * declare function myMesh(): Mesh; // your adapter: connect() gives a MeshConnection per node
+ * meshConformance("my mesh", () =>
+ *   Promise.resolve({ mesh: myMesh(), cleanup: () => Promise.resolve() }));
+ * const system = await createSystem({ mesh: myMesh() });
+ * await system.close();
+ * ```
  */
 export interface Mesh {
   /** A short name for logs: "in-process", "nats". */

@@ -15,7 +15,17 @@ export interface Deferred<T> {
   reject(reason?: unknown): void;
 }
 
-/** Makes a {@link Deferred}. */
+/**
+ * Makes a {@link Deferred}.
+ *
+ * @example
+ * ```ts
+ * import { deferred } from "@troupe/troupe/spi";
+ * const ready = deferred<number>();
+ * setTimeout(() => ready.resolve(42), 1);
+ * console.log(await ready.promise); // 42
+ * ```
+ */
 export function deferred<T>(): Deferred<T> {
   let resolve!: (value: T | PromiseLike<T>) => void;
   let reject!: (reason?: unknown) => void;
@@ -26,7 +36,16 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts. */
+/**
+ * Resolves after `ms`, or rejects with the signal's reason when it aborts.
+ *
+ * @example
+ * ```ts
+ * import { delay } from "@troupe/troupe/spi";
+ * const ac = new AbortController();
+ * await delay(5, ac.signal); // 5 ms later; rejects at once if `ac` aborts
+ * ```
+ */
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
@@ -57,6 +76,15 @@ interface Slot extends WheelEntry {
  * A coarse timer wheel: many deadlines share one timer, with a precision of `tick` ms.
  * Cheaper than a `setTimeout` per request when thousands are in flight; the timer runs only
  * while entries are pending, so nothing is left behind when it is empty.
+ *
+ * @example
+ * ```ts
+ * import { TimerWheel } from "@troupe/troupe/spi";
+ * const wheel = new TimerWheel(5);
+ * const entry = wheel.add(performance.now() + 1_000, () => console.log("timed out"));
+ * wheel.remove(entry); // answered in time
+ * wheel.close();
+ * ```
  */
 export class TimerWheel {
   readonly #tick: number;
@@ -66,7 +94,10 @@ export class TimerWheel {
   #closed = false;
   #idleTicks = 0;
 
-  /** @param tick Precision in ms. */
+  /**
+   * A wheel of `tick` ms precision.
+   * @param tick Precision in ms.
+   */
   constructor(tick = 5) {
     this.#tick = tick;
   }
@@ -152,7 +183,15 @@ export class TimerWheel {
   }
 }
 
-/** Whether a value is a thenable. */
+/**
+ * Whether a value is a thenable.
+ *
+ * @example
+ * ```ts
+ * import { isPromiseLike } from "@troupe/troupe/spi";
+ * console.log(isPromiseLike(Promise.resolve(1)), isPromiseLike(1)); // true false
+ * ```
+ */
 export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return value !== null && (typeof value === "object" || typeof value === "function") &&
     typeof (value as { then?: unknown }).then === "function";
@@ -161,6 +200,17 @@ export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 /**
  * Awaits `value` (a promise or a plain value) until `deadline` (`performance.now()` clock);
  * past it, rejects with `onTimeout()`. The timer is cleared either way.
+ *
+ * @example
+ * ```ts
+ * import { withDeadline } from "@troupe/troupe/spi";
+ * const answer = await withDeadline(
+ *   Promise.resolve("fast"),
+ *   performance.now() + 100,
+ *   () => new Error("too slow"),
+ * );
+ * console.log(answer); // "fast"
+ * ```
  */
 export function withDeadline<T>(
   value: T | PromiseLike<T>,
