@@ -24,7 +24,7 @@
  * @module
  */
 
-import { createSystem, defineActor, type System } from "../mod.ts";
+import { createSystem, defineActor, inProcessMesh, type System } from "../mod.ts";
 import type { Journal } from "../spi.ts";
 import { libsqlJournal } from "../adapters/libsql/mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
@@ -183,7 +183,13 @@ export async function benchOutbox(
   try {
     {
       const journal = libsqlJournal({ url: `file:${dir}/mem.db` });
-      const system = await createSystem({ actors: [Shop], journal, logger: "error" });
+      const system = await createSystem({
+        actors: [Shop],
+        journal,
+        // room for every message of the run (100,000 by default), so delivery can be checked
+        mesh: inProcessMesh({ durable: { maxMessages: 10_000_000 } }),
+        logger: "error",
+      });
       try {
         for (const [k, v] of Object.entries(await onSystem(system, journal, undefined, o))) {
           out[`in-process mesh, ${k}`] = v;

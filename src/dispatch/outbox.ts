@@ -41,6 +41,14 @@ export const SWEEP_AFTER_MS = 2_000;
 const SWEEP_EVERY_MS = 1_000;
 const SWEEP_BATCH = 256;
 
+/** Forwarded ids of one shard waiting for their delete (see `Outbox.#forget`). */
+interface Forgetting {
+  ids: string[];
+  /** The delete that takes the ids queued now, once the one running is done. */
+  next: Promise<void> | undefined;
+  running: Promise<void> | undefined;
+}
+
 /** The outbox forwarders of one node (see the module doc). */
 export class Outbox {
   readonly #host: OutboxHost;
@@ -48,6 +56,8 @@ export class Outbox {
   #sweeping: AbortController | undefined;
   #loop: Promise<void> | undefined;
   readonly #inFlight = new Set<Promise<void>>();
+  /** Per shard: forwarded ids waiting to be deleted, and the delete in flight. */
+  readonly #forgetting = new Map<number, Forgetting>();
 
   constructor(host: OutboxHost) {
     this.#host = host;
@@ -87,11 +97,31 @@ export class Outbox {
         break; // keep their order: the sweep resumes from the first not forwarded
       }
     }
-    if (done.length > 0) {
-      await h.journal.deleteOutbox(shard, done).catch((err) =>
+    if (done.length > 0) await this.#forget(shard, done);
+  }
+
+  /**
+   * Deletes forwarded messages: one delete in flight per shard, and the ids forwarded
+   * meanwhile (by the turns committed together, typically) go in the next one, so each commit
+   * carries one statement rather than one per turn.
+   */
+  #forget(shard: number, ids: readonly string[]): Promise<void> {
+    let f = this.#forgetting.get(shard);
+    if (!f) this.#forgetting.set(shard, f = { ids: [], next: undefined, running: undefined });
+    const q = f;
+    q.ids.push(...ids);
+    return q.next ??= (async () => {
+      await q.running;
+      q.next = undefined;
+      const batch = q.ids;
+      q.ids = [];
+      const h = this.#host;
+      const run = q.running = h.journal.deleteOutbox(shard, batch).catch((err) =>
         h.log.debug("Outbox: forwarded messages not deleted yet", { error: String(err) })
       );
-    }
+      await run;
+      if (q.running === run) q.running = undefined;
+    })();
   }
 
   async #sweepLoop(signal: AbortSignal): Promise<void> {
