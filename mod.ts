@@ -205,6 +205,7 @@ export type {
   TypeReport,
 } from "./src/observe/cluster.ts";
 export type { RecentError } from "./src/observe/node.ts";
+export type { Clock, TimerId } from "./src/util/clock.ts";
 
 /**
  * Starts a node. With no options it hosts nothing, keeps events in memory and runs on a

@@ -50,6 +50,7 @@ import { memoryJournal } from "./journal/memory.ts";
 import { inProcessMesh } from "./mesh/in_process.ts";
 import type { Mesh, MeshConnection } from "./mesh/types.ts";
 import { TimerWheel } from "./util/async.ts";
+import { type Clock, systemClock, type TimerId } from "./util/clock.ts";
 import { createEventQueue } from "./util/queue.ts";
 
 /** Options of {@link createSystem}. */
@@ -116,6 +117,15 @@ export interface SystemOptions {
    * `nats micro ls troupe` lists this node (docs/operating.md). @default {true}
    */
   serviceDiscovery?: boolean;
+  /**
+   * Where this node reads time and sets timers: call deadlines, idle passivation, reminders,
+   * membership and lease timing, config debounce, store TTLs and the purge, stream and drain
+   * bounds. Tests pass `virtualClock()` from `./testing` and move time with `advance(ms)`.
+   * The NATS client's own timers (pings, reconnects, request timeouts on the wire) and the
+   * libSQL journal's lock waits stay on real time: they follow a real network and disk.
+   * @default {systemClock: the host's time}
+   */
+  clock?: Clock;
 }
 
 /** An event read back from an actor's log. */
@@ -157,6 +167,11 @@ export interface Directory {
 export interface System extends AsyncDisposable {
   /** This node's id. */
   readonly node: string;
+  /**
+   * This node's clock (`createSystem({ clock })`): what adapters on top of the system, such
+   * as the gateway's rate limits, read time from.
+   */
+  readonly clock: Clock;
   /** Who is in the cluster and where actors run. */
   readonly directory: Directory;
   /**
@@ -238,32 +253,45 @@ export async function createSystem(
   const log = typeof options.logger === "object"
     ? options.logger
     : consoleLogger(options.logger ?? "warn", node);
+  const clock = options.clock ?? systemClock;
   let journal: Journal;
   let ownsJournal = false;
   if (options.journal === undefined) {
-    journal = memoryJournal();
+    journal = memoryJournal({ now: clock.now });
     ownsJournal = true;
   } else if (typeof options.journal === "string") {
-    if (options.journal === ":memory:" && !internals.resolveJournal) journal = memoryJournal();
-    else if (!internals.resolveJournal) {
+    if (options.journal === ":memory:" && !internals.resolveJournal) {
+      journal = memoryJournal({ now: clock.now });
+    } else if (!internals.resolveJournal) {
       throw new TypeError(
         `A journal URL ("${options.journal}") needs the libSQL adapter: import createSystem from the package root, or pass libsqlJournal({ url })`,
       );
     } else journal = await internals.resolveJournal(options.journal);
     ownsJournal = true;
   } else journal = options.journal;
-  const mesh = options.mesh ?? inProcessMesh();
+  const mesh = options.mesh ?? inProcessMesh({ clock });
   let conn: MeshConnection | undefined;
   let config: ManagedConfig | undefined;
   try {
-    conn = await mesh.connect({ node });
+    conn = await mesh.connect({ node, clock });
     config = await createConfig(options.config, {
       node,
       logger: log,
       mesh: conn,
       prefix: mesh.prefix,
+      clock,
     });
-    const system = new SystemImpl(node, options, log, journal, ownsJournal, mesh, conn, config);
+    const system = new SystemImpl(
+      node,
+      options,
+      log,
+      clock,
+      journal,
+      ownsJournal,
+      mesh,
+      conn,
+      config,
+    );
     await system.start();
     return system;
   } catch (err) {
@@ -285,7 +313,8 @@ class SystemImpl implements System {
   readonly #log: Logger;
   readonly #journal: Journal;
   readonly #storage: Codec = msgpack;
-  readonly #wheel = new TimerWheel(5);
+  readonly clock: Clock;
+  readonly #wheel: TimerWheel;
   readonly #defs = new Map<string, ActorDefinition<AnyActorTypes>>();
   readonly #conn: MeshConnection;
   readonly #prefix: string;
@@ -301,7 +330,7 @@ class SystemImpl implements System {
   readonly #auth:
     | { verifier: Verifier; rules: readonly SystemRule[]; topics: readonly TopicRule[] }
     | undefined;
-  #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #idleTimer: TimerId | undefined;
   #unfence: (() => void) | undefined;
   readonly #stores: Stores;
 
@@ -309,6 +338,7 @@ class SystemImpl implements System {
     node: string,
     options: SystemOptions,
     log: Logger,
+    clock: Clock,
     journal: Journal,
     ownsJournal: boolean,
     mesh: Mesh,
@@ -318,6 +348,8 @@ class SystemImpl implements System {
     this.node = node;
     this.config = config;
     this.#log = log;
+    this.clock = clock;
+    this.#wheel = new TimerWheel(clock, 5);
     this.#journal = journal;
     this.#ownsJournal = ownsJournal;
     this.#options = options;
@@ -328,6 +360,7 @@ class SystemImpl implements System {
       journal,
       codec: this.#storage,
       maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+      clock,
       onError: (msg, err) => log.warn(msg, { err }),
     });
     this.#ttl = options.leaseTtl ?? mesh.leaseTtl;
@@ -346,7 +379,7 @@ class SystemImpl implements System {
       this.#defs.set(def.name, def);
     }
     this.#auth = options.auth && {
-      verifier: createVerifier(options.auth),
+      verifier: createVerifier(options.auth, clock),
       rules: options.auth.rules ?? [],
       topics: options.auth.topics ?? [],
     };
@@ -358,6 +391,7 @@ class SystemImpl implements System {
     this.#observer = new NodeObserver(
       node,
       () => activity(this.#dispatch?.local, this.#defs.keys()),
+      { clock },
     );
     this.cluster = clusterClient({
       prefix: this.#prefix,
@@ -365,6 +399,7 @@ class SystemImpl implements System {
       nodes: () => this.#membership.nodes(),
       hostsOf: (type) => this.#membership.hostsOf(type),
       locate: (type, id) => this.#dispatch.locate(type, id),
+      clock,
     });
   }
 
@@ -377,12 +412,14 @@ class SystemImpl implements System {
     if (!(maxActivations >= 1)) {
       throw new RangeError(`maxActivations must be at least 1, got ${maxActivations}`);
     }
-    const info: NodeInfo = { id: this.node, types: [...this.#defs.keys()], since: Date.now() };
+    const clock = this.clock;
+    const info: NodeInfo = { id: this.node, types: [...this.#defs.keys()], since: clock.now() };
     this.#membership = await startMembership(this.#conn, {
       prefix: this.#prefix,
       node: info,
       ttl: this.#ttl,
       onWarning: (m) => this.#log.warn(m),
+      clock,
     });
     this.#ownership = createOwnership(this.#membership, { journal: this.#journal });
     this.#leases = await createLeases(this.#conn, this.#membership, {
@@ -399,6 +436,7 @@ class SystemImpl implements System {
       storage: this.#storage,
       wireCodec,
       log: this.#log,
+      clock,
       wheel: this.#wheel,
       observer: this.#observer,
       maxPayload: maxPayloadOf(options.maxPayload, this.#conn),
@@ -419,7 +457,7 @@ class SystemImpl implements System {
     await this.#dispatch.start();
     this.#observing = this.#serveObservation();
     const idle = Math.min(...[...this.#defs.values()].map((d) => d.idleAfter), 60_000);
-    this.#idleTimer = setInterval(
+    this.#idleTimer = clock.setInterval(
       () => this.#dispatch.local.sweepIdle(),
       Math.max(10, Math.min(1000, idle / 2)),
     );
@@ -430,6 +468,7 @@ class SystemImpl implements System {
         dispatcher: this.#dispatch,
         log: this.#log,
         prefix: this.#prefix,
+        clock,
         elect: (name, o) => this.#leases.elect(name, o),
         ...(this.#auth ? { systemToken: () => this.#auth!.verifier.systemToken() } : {}),
       });
@@ -613,7 +652,7 @@ class SystemImpl implements System {
    */
   async #close(): Promise<void> {
     const bound = this.#options.drainTimeout ?? 10_000;
-    clearInterval(this.#idleTimer);
+    this.clock.clearInterval(this.#idleTimer);
     await this.#reminders?.stop();
     await this.#dispatch.drain(bound);
     this.#unfence?.();

@@ -1,7 +1,16 @@
 /** Small helpers shared by the tests (not part of the package). */
 import assert from "node:assert/strict";
 import { BadPayloadError } from "../src/errors.ts";
-export { delay } from "../src/util/async.ts";
+import { delay as clockDelay } from "../src/util/async.ts";
+import { systemClock } from "../src/util/clock.ts";
+
+/**
+ * Resolves after `ms` of real time: for the process and chaos tests, which need real time.
+ * Tests of timing inside one process run on a `virtualClock()` instead.
+ */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return clockDelay(systemClock, ms, signal);
+}
 
 /** Asserts that `fn` throws a `BadPayloadError` (code `bad_payload`) matching `pattern`. */
 export function rejectsBadPayload(fn: () => unknown, pattern?: RegExp): BadPayloadError {

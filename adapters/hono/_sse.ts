@@ -11,6 +11,7 @@
 
 import { type ActorStream, json } from "../../mod.ts";
 import { errorBody } from "./_errors.ts";
+import { systemClock, type TimerId } from "../../src/util/clock.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -31,27 +32,29 @@ export interface SseOptions {
 export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): Response {
   const items = stream[Symbol.asyncIterator]();
   let finished = false;
-  let timer: ReturnType<typeof setInterval> | undefined;
-  let stall: ReturnType<typeof setTimeout> | undefined;
+  // Real time, not the system's clock: keep-alives and the stall bound face a real socket.
+  const clock = systemClock;
+  let timer: TimerId | undefined;
+  let stall: TimerId | undefined;
   const finish = () => {
     if (finished) return;
     finished = true;
-    if (timer !== undefined) clearInterval(timer);
+    if (timer !== undefined) clock.clearInterval(timer);
     timer = undefined;
-    clearTimeout(stall);
+    clock.clearTimeout(stall);
     options.onDone?.();
   };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(encoder.encode(": stream\n\n"));
       if (options.keepAlive > 0) {
-        timer = setInterval(() => {
+        timer = clock.setInterval(() => {
           if (!finished) controller.enqueue(encoder.encode(": keep-alive\n\n"));
         }, options.keepAlive);
       }
     },
     async pull(controller) {
-      clearTimeout(stall); // the client took the last chunk
+      clock.clearTimeout(stall); // the client took the last chunk
       let chunk: string;
       try {
         const next = await items.next();
@@ -74,7 +77,7 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
       if (options.stallTimeout !== undefined) {
         // the next pull comes when the connection took this chunk: a client that reads
         // nothing must not hold the actor stream (and its node's resources) for ever
-        stall = setTimeout(() => {
+        stall = clock.setTimeout(() => {
           finish();
           stream.cancel().catch(() => {});
           controller.error(new Error("The client took nothing for too long"));

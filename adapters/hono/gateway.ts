@@ -398,7 +398,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     ? new Buckets(limits.perCaller, "limits.perCaller")
     : undefined;
   const verifier: Verifier | undefined = options.auth?.verify
-    ? createVerifier(options.auth.verify)
+    ? createVerifier(options.auth.verify, system.clock)
     : undefined;
   if (perCaller && !verifier) {
     throw new TypeError(
@@ -466,7 +466,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   /** Charges one request to `key`'s bucket; over the rate, `429 rate_limited`. */
   const charge = (buckets: Buckets | undefined, key: string, who: string) => {
     if (buckets === undefined) return;
-    const wait = buckets.take(key, Date.now());
+    const wait = buckets.take(key, system.clock.now());
     if (wait > 0) {
       throw new GatewayError(`Too many requests from ${who}`, "rate_limited", 429, wait);
     }

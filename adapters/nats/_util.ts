@@ -16,6 +16,7 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import { MeshError, type MeshHeaders, type MeshMessage } from "../../src/mesh/types.ts";
 import { isValidSubject } from "../../src/mesh/subject.ts";
 import { delay } from "../../src/util/async.ts";
+import { systemClock } from "../../src/util/clock.ts";
 
 /** Delay before retry number `attempt` (from 0), in ms: exponential up to 1 s, jittered. */
 export function backoff(attempt: number): number {
@@ -40,7 +41,7 @@ export async function retry<T>(
     } catch (err) {
       const left = deadline - performance.now();
       if (!retryable(err) || left <= 0) throw toMeshError(err, what);
-      await delay(Math.min(backoff(attempt), left));
+      await delay(systemClock, Math.min(backoff(attempt), left));
     }
   }
 }

@@ -34,6 +34,7 @@ import {
   type SubscribeOptions,
 } from "../../src/mesh/types.ts";
 import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
+import { systemClock } from "../../src/util/clock.ts";
 import {
   checkRequestSubject,
   checkSubject,
@@ -234,7 +235,7 @@ export class NatsMeshConnection implements MeshConnection {
   #muxSeq = 0;
   /** Requests waiting for their reply, by token. */
   readonly #pending = new Map<string, PendingRequest>();
-  readonly #deadlines = new TimerWheel(5);
+  readonly #deadlines = new TimerWheel(systemClock, 5);
 
   #startMux(): string {
     const prefix = this.inbox();

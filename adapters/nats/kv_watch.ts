@@ -10,6 +10,7 @@ import { type Msg, nanos, type Subscription } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
 import type { KvEntry, KvWatch } from "../../src/mesh/types.ts";
 import { delay } from "../../src/util/async.ts";
+import { systemClock } from "../../src/util/clock.ts";
 import { createEventQueue } from "../../src/util/queue.ts";
 import { backoff, EMPTY } from "./_util.ts";
 import type { NatsMeshConnection } from "./connection.ts";
@@ -158,7 +159,7 @@ export class NatsKvWatch implements KvWatch {
         } catch {
           if (this.#conn.nc.isClosed()) return this.stop();
           try {
-            await delay(backoff(attempt + 3), this.#stopSleep.signal);
+            await delay(systemClock, backoff(attempt + 3), this.#stopSleep.signal);
           } catch {
             return;
           }

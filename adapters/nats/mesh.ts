@@ -36,6 +36,7 @@ import {
 } from "@nats-io/nats-core";
 import { type Mesh, type MeshConnection, MeshError } from "../../src/mesh/types.ts";
 import { delay } from "../../src/util/async.ts";
+import { systemClock } from "../../src/util/clock.ts";
 import { backoff } from "./_util.ts";
 import { NatsMeshConnection } from "./connection.ts";
 
@@ -389,7 +390,11 @@ async function connectNode(
         );
       }
     }
-    await delay(Math.min(backoff(attempt++), Math.max(0, deadline - performance.now())), signal);
+    await delay(
+      systemClock,
+      Math.min(backoff(attempt++), Math.max(0, deadline - performance.now())),
+      signal,
+    );
   }
   throw new MeshError(
     "timeout",

@@ -9,6 +9,7 @@
 
 import { errors as natsErrors, type NatsConnection } from "@nats-io/nats-core";
 import { delay } from "../../src/util/async.ts";
+import { systemClock } from "../../src/util/clock.ts";
 
 /** Why a NATS server cannot serve a Troupe node as it is set up. */
 export type NatsSetupReason = "jetstream_missing" | "not_a_node_user";
@@ -103,7 +104,7 @@ export async function checkJetStream(
       }
       if (noResponders(err)) {
         if (performance.now() < grace) {
-          await delay(200);
+          await delay(systemClock, 200);
           continue;
         }
         throw jetStreamMissing(node, nc, err);

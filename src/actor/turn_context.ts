@@ -176,7 +176,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   get signal(): AbortSignal {
     if (!this.#controller) {
       const c = this.#controller = new AbortController();
-      const left = this.#m.deadline - performance.now();
+      const left = this.#m.deadline - this.#host.clock.monotonic();
       if (left <= 0) c.abort(new TimeoutError("The caller's deadline passed"));
       else {
         this.#host.wheel.add(
@@ -199,7 +199,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
       actor: this.#act.key,
       handler,
       data: this.#host.storage.encode(payload),
-      due: Date.now() + delayMs,
+      due: this.#host.clock.now() + delayMs,
       ...traceField(),
     });
   }

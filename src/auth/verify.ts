@@ -20,6 +20,7 @@ import {
 } from "jose";
 import { UnauthorizedError } from "../errors.ts";
 import { type Caller, SYSTEM_ROLE, type SystemRule, type TopicRule } from "./access.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 
 /** A key to verify tokens with: a public `CryptoKey` or a JWK (with `kid` to pick among several). */
 export type VerifyKey = CryptoKey | JsonWebKey & { kid?: string; alg?: string };
@@ -97,6 +98,8 @@ const bytes = (s: string | Uint8Array) => typeof s === "string" ? new TextEncode
 
 /**
  * Makes the verifier of a node's `auth` options. Throws `TypeError` for incomplete options.
+ * Tokens' `exp`, `nbf` and `iat`, the cache and the system token follow `clock`'s wall time
+ * (the node's clock; `systemClock` by default).
  *
  * @example
  * ```ts
@@ -110,7 +113,7 @@ const bytes = (s: string | Uint8Array) => typeof s === "string" ? new TextEncode
  * await v.verify("not a token").catch((err) => err.code); // "unauthorized"
  * ```
  */
-export function createVerifier(options: AuthOptions): Verifier {
+export function createVerifier(options: AuthOptions, clock: Clock = systemClock): Verifier {
   const algorithms = [...(options.algorithms ?? [])];
   if (algorithms.length === 0) {
     throw new TypeError("auth.algorithms is required: list the accepted algorithms");
@@ -199,12 +202,16 @@ export function createVerifier(options: AuthOptions): Verifier {
           algorithms: ["HS256"],
           issuer: SYSTEM_ISSUER,
           requiredClaims: ["exp"],
+          currentDate: new Date(clock.now()),
         })).payload;
         const caller: Caller = { sub: "system", roles: [SYSTEM_ROLE], claims: payload };
         remember(token, caller, payload.exp!);
         return caller;
       }
-      payload = (await jwtVerify(token, key as Uint8Array, verifyOptions)).payload;
+      payload = (await jwtVerify(token, key as Uint8Array, {
+        ...verifyOptions,
+        currentDate: new Date(clock.now()), // `exp`, `nbf` and `iat` on the node's clock
+      })).payload;
     } catch (err) {
       throw new UnauthorizedError(`Token refused: ${(err as Error).message}`, { cause: err });
     }
@@ -229,7 +236,7 @@ export function createVerifier(options: AuthOptions): Verifier {
     cached(token) {
       const hit = cache.get(token);
       if (!hit) return undefined;
-      if (hit.until <= Date.now()) {
+      if (hit.until <= clock.now()) {
         cache.delete(token);
         return undefined;
       }
@@ -246,8 +253,8 @@ export function createVerifier(options: AuthOptions): Verifier {
       return p;
     },
     async systemToken() {
-      if (system && system.until - Date.now() > 60_000) return system.token;
-      const now = Math.floor(Date.now() / 1000);
+      if (system && system.until - clock.now() > 60_000) return system.token;
+      const now = Math.floor(clock.now() / 1000);
       const token = await new SignJWT({})
         .setProtectedHeader({ alg: "HS256", typ: "troupe-system" })
         .setIssuer(SYSTEM_ISSUER)

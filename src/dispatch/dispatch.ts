@@ -39,6 +39,7 @@ import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
 import type { NodeObserver, Sent } from "../observe/node.ts";
 import type { TimerWheel } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Local, type LocalAuth } from "./local.ts";
@@ -61,6 +62,9 @@ export interface DispatchDeps {
   /** Codec of messages this node sends. */
   readonly wireCodec: Codec;
   readonly log: Logger;
+  /** The node's clock: every deadline and timer of the path. */
+  readonly clock: Clock;
+  /** Call deadlines (on {@link clock}). */
   readonly wheel: TimerWheel;
   /** Traces, metrics and the node's counts (src/observe). */
   readonly observer: NodeObserver;
@@ -258,13 +262,18 @@ export class Dispatch implements Dispatcher {
     if (bad) throw bad;
     const token = options?.token ?? origin?.token;
     const timeout = resolveTimeout(options?.timeout, this.#deps.askTimeout);
-    let deadline = performance.now() + timeout;
+    let deadline = this.#deps.clock.monotonic() + timeout;
     if (origin && origin.deadline < deadline) deadline = origin.deadline;
     // An (async) iterable payload is the caller's input stream: sent item by item, with flow
     // control, to the handler, which reads it as an AsyncIterable. (A payload's size is bounded
     // where it goes: encoded for the mesh, or without encoding by local delivery.)
     const input = isStreamSource(payload)
-      ? openInput(payload, (options as StreamOptions | undefined)?.window ?? 16, deadline)
+      ? openInput(
+        this.#deps.clock,
+        payload,
+        (options as StreamOptions | undefined)?.window ?? 16,
+        deadline,
+      )
       : undefined;
     return {
       kind,
@@ -384,6 +393,7 @@ export function isStreamSource(
  * source, bounded by the call's deadline; cancelling the channel closes the source.
  */
 function openInput(
+  clock: Clock,
   source: AsyncIterable<unknown> | Iterable<unknown>,
   window: number,
   deadline: number,
@@ -392,7 +402,7 @@ function openInput(
   const it = Symbol.asyncIterator in source
     ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
     : (source as Iterable<unknown>)[Symbol.iterator]();
-  pumpStream(it, channel, deadline).catch((err) =>
+  pumpStream(clock, it, channel, deadline).catch((err) =>
     channel.error(
       err instanceof ActorError
         ? err
@@ -471,8 +481,8 @@ class CallerSide implements Settlement {
 }
 
 /** The fields every step shares. */
-function pick(d: DispatchDeps): { node: string; log: Logger; maxPayload: number } {
-  return { node: d.node, log: d.log, maxPayload: d.maxPayload };
+function pick(d: DispatchDeps): { node: string; log: Logger; maxPayload: number; clock: Clock } {
+  return { node: d.node, log: d.log, maxPayload: d.maxPayload, clock: d.clock };
 }
 
 /**

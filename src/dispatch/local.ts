@@ -30,13 +30,12 @@ import {
 import type { Journal } from "../journal/types.ts";
 import type { NodeObserver } from "../observe/node.ts";
 import { type TimerWheel, withDeadline } from "../util/async.ts";
+import { type Clock, MAX_TIMER_MS, type TimerId } from "../util/clock.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
 
 /** How many idle activations eviction compares (see `Local.#makeRoom`). */
 const LRU_SAMPLE = 16;
-/** The longest delay `setTimeout` takes without overflowing (about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The auth of a node: how tokens are verified, and its system-wide rules. */
 export interface LocalAuth {
@@ -56,6 +55,7 @@ export interface LocalDeps extends
     | "storage"
     | "dispatcher"
     | "log"
+    | "clock"
     | "wheel"
     | "observer"
     | "publish"
@@ -96,13 +96,12 @@ export class Local implements ActivationHost<Call> {
   /** Activations passivating to make room. */
   readonly #evicting = new Set<Activation<Call>>();
   /** Payload schemas: checked before auth and the mailbox, in arrival order per actor. */
-  readonly #payloads = new PayloadGate<Call, ActorDefinition<AnyActorTypes>>((def, call) =>
-    this.#checked(def, call)
-  );
+  readonly #payloads: PayloadGate<Call, ActorDefinition<AnyActorTypes>>;
 
   constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
     this.#deps = deps;
     this.defs = defs;
+    this.#payloads = new PayloadGate(deps.clock, (def, call) => this.#checked(def, call));
     for (const def of defs.values()) {
       if (def.stateless) this.workers.set(def.name, new WorkerPool(this, def));
     }
@@ -169,15 +168,16 @@ export class Local implements ActivationHost<Call> {
       // time: a longer delay would overflow setTimeout and fire at once).
       const sink = call.sink;
       const expires = caller.claims.exp * 1000;
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      const clock = this.#deps.clock;
+      let timer: TimerId | undefined;
       const arm = () => {
-        const left = expires - Date.now();
+        const left = expires - clock.now();
         if (left <= 0) return sink.error(new UnauthorizedError("The caller's token expired"));
-        timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+        timer = clock.setTimeout(arm, Math.min(left, MAX_TIMER_MS));
       };
       arm();
-      call.finally(() => clearTimeout(timer));
-      sink.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+      call.finally(() => clock.clearTimeout(timer));
+      sink.signal.addEventListener("abort", () => clock.clearTimeout(timer), { once: true });
     }
     this.#enqueue(def, call);
   }
@@ -261,7 +261,7 @@ export class Local implements ActivationHost<Call> {
 
   /** Passivates activations idle for longer than their type's `idleAfter`. */
   sweepIdle(): void {
-    const now = performance.now();
+    const now = this.#deps.clock.monotonic();
     for (const act of this.activations.values()) {
       if (
         act.status === "active" && !act.busy && act.queued === 0 &&
@@ -279,16 +279,19 @@ export class Local implements ActivationHost<Call> {
 
   /** Drains and passivates every activation, then waits for the worker pools (bounded). */
   async drain(boundMs: number): Promise<void> {
-    const until = performance.now() + boundMs;
+    const clock = this.#deps.clock;
+    const until = clock.monotonic() + boundMs;
     await Promise.allSettled([
       ...[...this.activations.values()].map((a) => a.passivate(true, boundMs)),
-      ...[...this.workers.values()].map((w) => withDeadline(w.idle(), until, () => new Error()))
+      ...[...this.workers.values()].map((w) =>
+        withDeadline(clock, w.idle(), until, () => new Error())
+      )
         .map((p) => p.catch(() => {})),
     ]);
     // Activations started by the drain itself (nested calls) get the rest of the bound.
     const rest = [...this.activations.values()];
     if (rest.length > 0) {
-      const left = Math.max(0, until - performance.now());
+      const left = Math.max(0, until - clock.monotonic());
       await Promise.allSettled(rest.map((a) => a.passivate(true, left)));
     }
   }
@@ -309,6 +312,9 @@ export class Local implements ActivationHost<Call> {
   }
   get log(): Logger {
     return this.#deps.log;
+  }
+  get clock(): Clock {
+    return this.#deps.clock;
   }
   get wheel(): TimerWheel {
     return this.#deps.wheel;

@@ -7,6 +7,7 @@
  */
 
 import { ClosedError, ConflictError } from "../errors.ts";
+import { systemClock } from "../util/clock.ts";
 import {
   type Append,
   type Claim,
@@ -29,8 +30,9 @@ export interface MemoryJournalOptions {
    */
   readonly retention?: { readonly maxAgeMs: number; readonly maxPerActor: number };
   /**
-   * The wall clock used to timestamp idempotency records (ms since the epoch).
-   * @default {Date.now}
+   * The wall clock used to timestamp idempotency records (ms since the epoch): a system's
+   * clock's `now` (`createSystem({ clock })` gives it to the journal it makes itself).
+   * @default {systemClock.now}
    */
   readonly now?: () => number;
 }
@@ -71,7 +73,7 @@ interface ActorLog {
  */
 export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const retention = options.retention ?? IDEMPOTENCY_RETENTION;
-  const now = options.now ?? Date.now;
+  const now = options.now ?? systemClock.now;
   const logs = new Map<string, ActorLog>();
   const reminders = new Map<string, Reminder>();
   /** Every event in commit order: position n is at index n - 1. */

@@ -24,6 +24,7 @@ import {
 import { encodeToken } from "../mesh/subject.ts";
 import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import type { RecentError } from "./node.ts";
+import type { Clock } from "../util/clock.ts";
 
 /** One actor type on one node. */
 export interface TypeReport {
@@ -186,6 +187,8 @@ export interface ClusterClientDeps {
   hostsOf(type: string): string[];
   /** The node where `type/id` is active, if any. */
   locate(type: string, id: string): Promise<string | undefined>;
+  /** The node's clock (the time a report was made). */
+  readonly clock: Clock;
 }
 
 /** A {@link Cluster} that asks the nodes over the mesh. */
@@ -240,7 +243,7 @@ export function clusterClient(d: ClusterClientDeps): Cluster {
         else unreachable.push(live[i]!.id);
       });
       nodes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      return { at: Date.now(), nodes, unreachable };
+      return { at: d.clock.now(), nodes, unreachable };
     },
     async node(id, options) {
       try {

@@ -81,7 +81,7 @@ export function nodeStats(d: ControlDeps): NodeStats {
     types: info.types,
     since: info.since,
     status: d.status(),
-    at: Date.now(),
+    at: d.observer.clock.now(),
     actors,
     errors: d.observer.errors(),
     leases: d.leases(),

@@ -1,9 +1,12 @@
 /**
  * Small async helpers that `@std/async` would give (JSR is unreachable here): delays,
- * deferreds, and a coarse timer wheel for the many short deadlines of RPC.
+ * deferreds, and a timer wheel for the many short deadlines of RPC. Every timer runs on a
+ * {@link Clock} given by the caller (the node's, or `systemClock` where time is the network's).
  *
  * @module
  */
+
+import type { Clock, TimerId } from "./clock.ts";
 
 /** A promise with its resolve/reject exposed. */
 export interface Deferred<T> {
@@ -26,15 +29,15 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-/** Resolves after `ms`, or rejects with the signal's reason when it aborts. */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms` on `clock`, or rejects with the signal's reason when it aborts. */
+export function delay(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
     const onAbort = () => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       reject(signal!.reason);
     };
-    const timer = setTimeout(() => {
+    const timer = clock.setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
@@ -44,7 +47,7 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
 
 /** A scheduled callback of a {@link TimerWheel}. */
 export interface WheelEntry {
-  /** Monotonic deadline (`performance.now()` clock). */
+  /** Deadline on the wheel's clock (`clock.monotonic()`). */
   readonly at: number;
 }
 
@@ -54,34 +57,46 @@ interface Slot extends WheelEntry {
 }
 
 /**
- * A coarse timer wheel: many deadlines share one timer, with a precision of `tick` ms.
- * Cheaper than a `setTimeout` per request when thousands are in flight; the timer runs only
- * while entries are pending, so nothing is left behind when it is empty.
+ * Deadlines for many calls at once: entries are grouped in buckets of `tick` ms and the wheel
+ * holds one timer of its clock, armed for the earliest entry of the earliest bucket. Cheaper
+ * than a `setTimeout` per request when thousands are in flight: the timer is re-armed only when
+ * an entry earlier than it comes, or when it fires; an entry removed before its time costs no
+ * timer at all. (The first design ticked every `tick` ms while entries were pending: 200 wake-ups
+ * a second, and as many steps for a virtual clock to run through.)
  */
 export class TimerWheel {
+  readonly #clock: Clock;
   readonly #tick: number;
   readonly #buckets = new Map<number, Set<Slot>>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  /** Bucket numbers, a min-heap; a number whose bucket emptied stays until it reaches the top. */
+  readonly #heap: number[] = [];
+  #timer: TimerId | undefined;
+  /** When the timer fires (monotonic ms); Infinity when none is armed. */
+  #timerAt = Infinity;
   #size = 0;
   #closed = false;
-  #idleTicks = 0;
 
-  /** @param tick Precision in ms. */
-  constructor(tick = 5) {
+  /**
+   * @param clock The clock whose timer the wheel uses, and whose `monotonic()` deadlines are on.
+   * @param tick Width of a bucket in ms. @default {5}
+   */
+  constructor(clock: Clock, tick = 5) {
+    this.#clock = clock;
     this.#tick = tick;
   }
 
-  /** Calls `fn` once `performance.now() >= at` (up to `tick` ms late). */
+  /** Calls `fn` once `clock.monotonic() >= at`. */
   add(at: number, fn: () => void): WheelEntry {
     const bucket = Math.ceil(at / this.#tick);
     const slot: Slot = { at, fn, bucket };
     let set = this.#buckets.get(bucket);
-    if (!set) this.#buckets.set(bucket, set = new Set());
+    if (!set) {
+      this.#buckets.set(bucket, set = new Set());
+      heapPush(this.#heap, bucket);
+    }
     set.add(slot);
     this.#size++;
-    if (this.#timer === undefined && !this.#closed) {
-      this.#timer = setInterval(() => this.#run(), this.#tick);
-    }
+    if (at < this.#timerAt && !this.#closed) this.#arm(at);
     return slot;
   }
 
@@ -94,6 +109,7 @@ export class TimerWheel {
     if (set?.delete(slot)) {
       this.#size--;
       if (set.size === 0) this.#buckets.delete(slot.bucket);
+      if (this.#size === 0) this.#disarm(); // nothing left to wait for
     }
   }
 
@@ -102,39 +118,67 @@ export class TimerWheel {
     return this.#size;
   }
 
-  #run(): void {
-    // The timer keeps running while entries come and go (starting and stopping it per request
-    // costs more than a tick); it stops after a second without any entry.
-    if (this.#size === 0) {
-      if (++this.#idleTicks * this.#tick >= 1000) this.#stop();
-      return;
-    }
-    this.#idleTicks = 0;
-    const now = performance.now();
+  #arm(at: number): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = this.#clock.setTimeout(this.#run, Math.max(0, at - this.#clock.monotonic()));
+  }
+
+  #disarm(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    this.#heap.length = 0;
+  }
+
+  #run = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const now = this.#clock.monotonic();
     const due: Slot[] = [];
-    for (const [bucket, set] of this.#buckets) {
+    const heap = this.#heap;
+    let next = Infinity;
+    while (heap.length > 0) {
+      const bucket = heap[0]!;
+      const set = this.#buckets.get(bucket);
+      if (!set) {
+        heapPop(heap); // emptied before its time
+        continue;
+      }
       for (const slot of set) {
         if (slot.at <= now) {
           due.push(slot);
           set.delete(slot);
           this.#size--;
-        }
+        } else if (slot.at < next) next = slot.at;
       }
-      if (set.size === 0) this.#buckets.delete(bucket);
+      if (set.size > 0) break; // the rest of this bucket is not due yet
+      this.#buckets.delete(bucket);
+      heapPop(heap);
     }
+    if (next === Infinity && heap.length > 0) next = this.#earliest();
+    if (next !== Infinity && !this.#closed) this.#arm(next);
     for (const slot of due) {
       const fn = slot.fn;
       slot.fn = undefined;
       fn?.();
     }
-  }
+  };
 
-  #stop(): void {
-    this.#idleTicks = 0;
-    if (this.#timer !== undefined) {
-      clearInterval(this.#timer);
-      this.#timer = undefined;
+  /** The earliest entry's deadline (the top bucket is not empty when this is called). */
+  #earliest(): number {
+    const heap = this.#heap;
+    while (heap.length > 0) {
+      const set = this.#buckets.get(heap[0]!);
+      if (!set) {
+        heapPop(heap);
+        continue;
+      }
+      let min = Infinity;
+      for (const slot of set) if (slot.at < min) min = slot.at;
+      return min;
     }
+    return Infinity;
   }
 
   /** Fires every pending entry now and stops the timer. */
@@ -143,13 +187,42 @@ export class TimerWheel {
     const all = [...this.#buckets.values()].flatMap((s) => [...s]);
     this.#buckets.clear();
     this.#size = 0;
-    this.#stop();
+    this.#disarm();
     for (const slot of all) {
       const fn = slot.fn;
       slot.fn = undefined;
       fn?.();
     }
   }
+}
+
+function heapPush(heap: number[], value: number): void {
+  let i = heap.length;
+  heap.push(value);
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent]! <= value) break;
+    heap[i] = heap[parent]!;
+    i = parent;
+  }
+  heap[i] = value;
+}
+
+function heapPop(heap: number[]): void {
+  const last = heap.pop()!;
+  if (heap.length === 0) return;
+  let i = 0;
+  const n = heap.length;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const c = r < n && heap[r]! < heap[l]! ? r : l;
+    if (heap[c]! >= last) break;
+    heap[i] = heap[c]!;
+    i = c;
+  }
+  heap[i] = last;
 }
 
 /** Whether a value is a thenable. */
@@ -159,25 +232,26 @@ export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 }
 
 /**
- * Awaits `value` (a promise or a plain value) until `deadline` (`performance.now()` clock);
+ * Awaits `value` (a promise or a plain value) until `deadline` (`clock.monotonic()` time);
  * past it, rejects with `onTimeout()`. The timer is cleared either way.
  */
 export function withDeadline<T>(
+  clock: Clock,
   value: T | PromiseLike<T>,
   deadline: number,
   onTimeout: () => Error,
 ): Promise<T> {
   if (!isPromiseLike(value)) return Promise.resolve(value);
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
+    const timer = clock.setTimeout(
       () => reject(onTimeout()),
-      Math.max(0, deadline - performance.now()),
+      Math.max(0, deadline - clock.monotonic()),
     );
     value.then((v) => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       resolve(v);
     }, (err) => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       reject(err);
     });
   });
