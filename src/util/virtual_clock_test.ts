@@ -136,7 +136,7 @@ Deno.test("TimerWheel: fires each entry at its deadline exactly, on the wheel's 
   assert.equal(clock.pending, 0, "no timer is left once the wheel is empty");
 });
 
-Deno.test("TimerWheel: removing every entry disarms it; close() fires what is left", async () => {
+Deno.test("TimerWheel: removing every entry disarms it; close() fires what is left", () => {
   const clock = virtualClock(START);
   const wheel = new TimerWheel(clock, 5);
   const a = wheel.add(100, () => {});
