@@ -297,7 +297,8 @@ class MembershipImpl implements Membership {
   #echoAt: number;
   #validUntil = -Infinity;
   #fenced = false;
-  #fencedAt = 0;
+  /** Fences so far: a heartbeat sent while fenced, with the count unchanged, came after the last. */
+  #fences = 0;
   #closed = false;
   #paused = false;
   #inFlight: Promise<void> | undefined;
@@ -341,7 +342,7 @@ class MembershipImpl implements Membership {
     if (this.#hosts) {
       const sentAt = this.#clock.monotonic();
       await this.#bucket.put(this.#key, this.#heartbeatValue());
-      this.#acknowledged(sentAt);
+      this.#acknowledged(sentAt, false);
       this.#scheduleHeartbeat(this.ttl / 3);
     }
     // The members of now, read before anyone asks: the watch delivers the bucket a moment
@@ -499,6 +500,8 @@ class MembershipImpl implements Membership {
   #heartbeat(): void {
     if (this.#closed || this.#paused || this.#inFlight) return;
     const sentAt = this.#clock.monotonic();
+    // Sent after the fence (not merely at the same time: a virtual clock has equal times).
+    const afterFence = this.#fenced ? this.#fences : false;
     let timer: TimerId | undefined;
     // Stop waiting for a put after ttl / 3 and send another (a put that lands late is
     // harmless: only acknowledged puts extend the lease), so that heartbeats go through as
@@ -515,7 +518,7 @@ class MembershipImpl implements Membership {
     this.#inFlight = Promise.race([put, timeout]).then(
       () => {
         if (this.#closed) return;
-        this.#acknowledged(sentAt);
+        this.#acknowledged(sentAt, afterFence);
         this.#scheduleHeartbeat(this.ttl / 3);
       },
       (err) => {
@@ -534,7 +537,8 @@ class MembershipImpl implements Membership {
     });
   }
 
-  #acknowledged(sentAt: number): void {
+  /** `afterFence`: the fence count when it was sent while fenced, else false. */
+  #acknowledged(sentAt: number, afterFence: number | false): void {
     this.#lastHeartbeatError = undefined;
     this.#validUntil = Math.max(this.#validUntil, sentAt + this.ttl);
     // Our own heartbeat is a heartbeat we have seen, even before the watch echoes it.
@@ -549,7 +553,9 @@ class MembershipImpl implements Membership {
       this.#clock.monotonic(),
       0,
     );
-    if (this.#fenced && sentAt > this.#fencedAt && this.#clock.monotonic() <= this.#validUntil) {
+    if (
+      this.#fenced && afterFence === this.#fences && this.#clock.monotonic() <= this.#validUntil
+    ) {
       this.#fenced = false;
       this.#emit({ type: "unfenced" });
     }
@@ -575,7 +581,7 @@ class MembershipImpl implements Membership {
   #fence(reason: "heartbeat_failed" | "expired", error?: unknown): void {
     if (this.#fenced || this.#closed) return;
     this.#fenced = true;
-    this.#fencedAt = this.#clock.monotonic();
+    this.#fences++;
     this.#clock.clearTimeout(this.#fenceTimer);
     this.#fenceTimer = undefined;
     this.#emit(
