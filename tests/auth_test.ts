@@ -370,10 +370,14 @@ Deno.test("topic rules: who may publish and subscribe with a token", async () =>
     const got: unknown[] = [];
     const sub = system.subscribe("orders.*", (p) => void got.push(p), { token: user });
     // Nothing is delivered before the subscriber's token is verified: wait until a probe is.
-    await waitFor(async () => {
-      await system.publish("orders.probe", "probe", { token: shop });
-      return got.includes("probe");
-    }, 5_000, "the subscription to be allowed");
+    await waitFor(
+      async () => {
+        await system.publish("orders.probe", "probe", { token: shop });
+        return got.includes("probe");
+      },
+      5_000,
+      "the subscription to be allowed",
+    );
     got.length = 0;
     await system.publish("orders.created", 1, { token: shop });
     await refused(system.publish("orders.created", 2, { token: user }), "forbidden");
