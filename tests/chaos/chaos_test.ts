@@ -36,6 +36,7 @@ Deno.test("chaos: graceful restarts under load: no deposit times out", async () 
   const report = await runChaos({ cycles: 6, seed, kinds: ["graceful-restart"] });
   for (const line of summarize(report)) console.log(line);
   for (const line of report.errorSamples) console.log(`[chaos] ${line}`);
+  if (Deno.env.get("CHAOS_VERBOSE")) console.log(report.nodeWarnings.join("\n"));
   assert.deepEqual(violations(report), [], `invariant violations with CHAOS_SEED=${seed}`);
   const timeouts = Object.entries(report.errorsByFault["graceful-restart"] ?? {})
     .filter(([what]) => what.endsWith(" timeout"));
