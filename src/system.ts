@@ -34,14 +34,7 @@ import type { Responder } from "./observe/control.ts";
 import { measuredJournal } from "./observe/journal.ts";
 import { activity, NodeObserver } from "./observe/node.ts";
 import { serveObservation } from "./observe/serve.ts";
-import {
-  allows,
-  decide,
-  type Decision,
-  SYSTEM_ROLE,
-  type SystemRule,
-  type TopicRule,
-} from "./auth/access.ts";
+import { allows, decide, type Decision, type SystemRule, type TopicRule } from "./auth/access.ts";
 import { type AuthOptions, createVerifier, type Verifier } from "./auth/verify.ts";
 import { subjectMatches } from "./mesh/subject.ts";
 import { ClosedError, ForbiddenError } from "./errors.ts";
@@ -470,7 +463,9 @@ class SystemImpl implements System {
         prefix: this.#prefix,
         clock,
         elect: (name, o) => this.#leases.elect(name, o),
-        ...(this.#auth ? { systemToken: () => this.#auth!.verifier.systemToken() } : {}),
+        ...(this.#auth
+          ? { delegate: (caller, from) => this.#auth!.verifier.delegate(caller, from) }
+          : {}),
       });
       this.#reminders.start();
     }
@@ -600,7 +595,6 @@ class SystemImpl implements System {
     const auth = this.#auth;
     if (!auth) return; // no auth: tokens are not checked
     const caller = await auth.verifier.verify(token);
-    if (caller.roles.includes(SYSTEM_ROLE)) return;
     const rule = auth.topics.find((r) => subjectMatches(r.topic, topic));
     if (!rule || !allows(rule[action] ?? "deny", caller, topic)) {
       throw new ForbiddenError(`Caller "${caller.sub}" may not ${action} "${topic}"`);

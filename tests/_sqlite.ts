@@ -49,3 +49,49 @@ export function sqlite(url: string) {
     close: () => db.close(),
   };
 }
+
+/**
+ * What is wrong with the logs of a journal's database: every head's chain of `prev` links must
+ * run through its own actor's events only, seq by seq down to 1, and every event must be in
+ * exactly one log (as many events as the heads' seqs add up to). Empty when all is well.
+ *
+ * @example
+ * ```ts
+ * logViolations("file:/tmp/j.db"); // [] or ["t/b: at position 7 seq 1 expected, found actor id 1 seq 1", …]
+ * ```
+ */
+export function logViolations(url: string): string[] {
+  const db = sqlite(url);
+  try {
+    db.execute("BEGIN"); // one snapshot, while other processes may still write
+    const out = db.execute(`
+      WITH RECURSIVE chain(id, actor, pos, n) AS (
+        SELECT id, actor, pos, seq FROM activations WHERE pos IS NOT NULL
+        UNION ALL
+        SELECT c.id, c.actor, e.prev, c.n - 1 FROM chain AS c JOIN events AS e ON e.pos = c.pos
+        WHERE e.prev IS NOT NULL AND c.n > 1
+      )
+      SELECT c.actor AS head, c.pos AS at_pos, c.n AS wanted, e.actor AS found_id,
+        e.seq AS found_seq FROM chain AS c
+      LEFT JOIN events AS e ON e.pos = c.pos
+      WHERE e.pos IS NULL OR e.actor != c.id OR e.seq != c.n
+        OR (e.prev IS NULL AND e.seq != 1) OR (c.n = 1 AND e.prev IS NOT NULL)`).rows.map((r) =>
+      `${r[0]}: at position ${r[1]} seq ${r[2]} expected, found actor id ${r[3]} seq ${r[4]}`
+    );
+    for (
+      const r of db.execute("SELECT actor FROM activations WHERE seq > 0 AND pos IS NULL").rows
+    ) {
+      out.push(`${r[0]}: a head without a position`);
+    }
+    const [[events, seqs]] = db.execute(
+      "SELECT (SELECT count(*) FROM events), (SELECT coalesce(sum(seq), 0) FROM activations)",
+    ).rows as unknown as [[number, number]];
+    if (Number(events) !== Number(seqs)) {
+      out.push(`${events} events, but the heads' seqs add up to ${seqs}`);
+    }
+    db.execute("COMMIT");
+    return out;
+  } finally {
+    db.close();
+  }
+}

@@ -56,6 +56,7 @@ export const Vault = defineActor({
     whoami: "authenticated",
     relay: "authenticated",
     remind: "authenticated",
+    reminded: "self",
     feed: "authenticated",
     "*": "deny",
   },
@@ -103,4 +104,32 @@ export const Plain = defineActor({
   name: "plain",
   initialState: () => 0,
   handlers: { ping: () => "pong" },
+});
+
+/** What the Safe actor's reminders saw. */
+export const safeSeen = { touched: [] as (string | undefined)[] };
+
+/**
+ * A public handler that schedules reminders: one to an admin-only handler (it must run only if
+ * the scheduler was an admin), one to a handler only the actor itself may call.
+ */
+export const Safe = defineActor({
+  name: "safe",
+  initialState: () => ({ wiped: false }),
+  events: { wiped: (_s, _e: Record<string, never>) => ({ wiped: true }) },
+  access: { poke: "public", peek: "public", wipe: "role:admin", touch: "self" },
+  handlers: {
+    poke(ctx) {
+      ctx.schedule(5, "wipe");
+      ctx.schedule(5, "touch");
+      return "scheduled";
+    },
+    wipe(ctx) {
+      ctx.emit("wiped", {});
+    },
+    touch(ctx) {
+      safeSeen.touched.push(ctx.caller?.sub);
+    },
+    peek: (ctx) => ctx.state.wiped,
+  },
 });

@@ -7,10 +7,20 @@ import assert from "node:assert/strict";
 import { rawBody } from "./_wire.ts";
 import { Status } from "../src/mesh/wire.ts";
 import { base64url, exportJWK, generateKeyPair, SignJWT } from "jose";
-import { ActorError, createSystem, inProcessMesh, type System } from "../mod.ts";
+import { ActorError, createSystem, inProcessMesh, memoryJournal, type System } from "../mod.ts";
 import { startSystems, virtualClock } from "../adapters/testing/mod.ts";
 import { waitFor } from "./helpers.ts";
-import { AUDIENCE, ISSUER, issuer, Plain, seen, Vault, Who } from "./auth_fixtures.ts";
+import {
+  AUDIENCE,
+  ISSUER,
+  issuer,
+  Plain,
+  Safe,
+  safeSeen,
+  seen,
+  Vault,
+  Who,
+} from "./auth_fixtures.ts";
 
 function code(err: unknown): string {
   return err instanceof ActorError ? err.code : `not an ActorError: ${err}`;
@@ -78,7 +88,7 @@ Deno.test("access rules: public, authenticated, roles, predicates, deny; ctx.cal
   }
 });
 
-Deno.test("calls made in a turn carry the original caller; reminders run as the system principal", async () => {
+Deno.test("calls made in a turn carry the original caller; a reminder runs as its scheduler", async () => {
   const idp = await issuer();
   const systems = await startSystems({
     actors: [Vault, Who],
@@ -102,14 +112,19 @@ Deno.test("calls made in a turn carry the original caller; reminders run as the 
       sub: "alice",
       roles: [],
     });
-    // the reminder handler is listed nowhere ("*": deny), yet the system principal may run it
+    // the reminder's handler allows only the actor itself ("self"); it runs as alice, who
+    // scheduled it, whichever node fires it (a token the cluster signed carries her identity)
     seen.reminded.length = 0;
     assert.equal(await c.ref(Vault, "r1", { token: alice }).ask("remind"), "scheduled");
     const until = performance.now() + 5000;
     while (seen.reminded.length === 0 && performance.now() < until) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    assert.deepEqual(seen.reminded, ["system"]);
+    assert.deepEqual(seen.reminded, ["alice"]);
+    // and nobody else may call it: not alice from outside, not a stranger
+    await assert.rejects(c.ref(Vault, "r1", { token: alice }).ask("reminded"), {
+      code: "forbidden",
+    });
   } finally {
     await systems.close();
   }
@@ -418,5 +433,54 @@ Deno.test("an anonymous caller never gets a signed-in caller's stored reply, wha
     );
   } finally {
     await system.close();
+  }
+});
+
+Deno.test("a reminder never has more rights than whoever scheduled it: an anonymous one cannot reach an admin handler", async () => {
+  const idp = await issuer();
+  const journal = memoryJournal();
+  const systems = await startSystems({
+    actors: [Safe],
+    nodes: 2,
+    journal,
+    system: {
+      logger: "silent",
+      auth: {
+        keys: [idp.jwk],
+        algorithms: ["ES256"],
+        issuer: ISSUER,
+        audience: AUDIENCE,
+        clusterSecret: "a shared secret of the test cluster, 32+ bytes",
+      },
+    },
+  });
+  try {
+    const c = systems.client;
+    safeSeen.touched.length = 0;
+    // an anonymous call to a public handler schedules a wipe (role:admin) and a touch (self)
+    assert.equal(await c.ref(Safe, "anon").ask("poke"), "scheduled");
+    const settled = async () => {
+      const until = performance.now() + 10_000;
+      while (performance.now() < until) {
+        if (await journal.nextReminder() === undefined) return;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.fail("the reminders were not settled");
+    };
+    await settled();
+    assert.equal(await c.ref(Safe, "anon").ask("peek"), false, "the wipe never ran");
+    assert.deepEqual(safeSeen.touched, [undefined], "self ran, as nobody");
+    // an admin's reminder keeps the admin's rights
+    const admin = await idp.sign({ sub: "ada", roles: ["admin"] });
+    assert.equal(await c.ref(Safe, "adm", { token: admin }).ask("poke"), "scheduled");
+    await settled();
+    assert.equal(await c.ref(Safe, "adm").ask("peek"), true, "the admin's wipe ran");
+    assert.deepEqual(safeSeen.touched, [undefined, "ada"]);
+    // "self" is not for outsiders, signed in or not
+    await assert.rejects(c.ref(Safe, "adm", { token: admin }).ask("touch"), { code: "forbidden" });
+    await assert.rejects(c.ref(Safe, "adm").ask("touch"), { code: "unauthorized" });
+  } finally {
+    await systems.close();
+    await journal.close();
   }
 });

@@ -38,7 +38,11 @@ export interface Executor {
   write(stmts: readonly Stmt[]): Promise<Rows[]>;
   /** Runs reads (in one read transaction when there are several). */
   read(stmts: readonly Stmt[]): Promise<Rows[]>;
-  /** An interactive write transaction (migrations; every batch where `interactive`). */
+  /**
+   * An interactive write transaction (migrations; every batch where `interactive`). The
+   * connection is the transaction's alone until it ends: other calls wait, and no statement
+   * of it ever runs outside it (if the transaction ended early, the rest is refused).
+   */
   transaction<T>(fn: (run: (stmt: Stmt) => Promise<Rows>) => Promise<T>): Promise<T>;
   /**
    * Whether a statement costs little enough (a local database) that a batch reads each
@@ -57,9 +61,14 @@ export interface EngineError {
   readonly code?: string;
 }
 
-/** Whether an error says the database is locked (worth trying again later). */
+/**
+ * Whether an error says the database is locked (worth trying again later): busy, locked, or
+ * a lost race for WAL mode's locks (`SQLITE_PROTOCOL`).
+ */
 export function isBusyCode(code: string | undefined): boolean {
-  return code !== undefined && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"));
+  return code !== undefined &&
+    (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED") ||
+      code === "SQLITE_PROTOCOL");
 }
 
 /** A plain, cloneable form of any error. */

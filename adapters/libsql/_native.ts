@@ -18,12 +18,14 @@ import type { SqlValue, Stmt } from "./_sql.ts";
 
 /**
  * SQLite's result code for an error of `node:sqlite`, which gives only its message here:
- * `SQLITE_BUSY`, `SQLITE_LOCKED`, `SQLITE_CONSTRAINT`, `SQLITE_READONLY`, `SQLITE_CANTOPEN`,
+ * `SQLITE_BUSY`, `SQLITE_LOCKED`, `SQLITE_PROTOCOL`, `SQLITE_CONSTRAINT`, `SQLITE_READONLY`, `SQLITE_CANTOPEN`,
  * `SQLITE_PERM`, or undefined.
  */
 export function sqliteCode(message: string): string | undefined {
   if (/database is locked|database is busy/i.test(message)) return "SQLITE_BUSY";
   if (/(table|schema) is locked/i.test(message)) return "SQLITE_LOCKED";
+  // WAL mode: a connection that lost the race to start a transaction many times over.
+  if (/locking protocol/i.test(message)) return "SQLITE_PROTOCOL";
   if (/constraint failed/i.test(message)) return "SQLITE_CONSTRAINT";
   if (/readonly database|read-only/i.test(message)) return "SQLITE_READONLY";
   if (/unable to open database/i.test(message)) return "SQLITE_CANTOPEN";
@@ -69,6 +71,14 @@ class Connection {
 
   exec(sql: string): void {
     this.db.exec(sql);
+  }
+
+  /**
+   * Whether a transaction is open on this connection (SQLite's autocommit flag). A runtime
+   * whose `node:sqlite` does not tell says yes.
+   */
+  get inTransaction(): boolean {
+    return (this.db as { readonly isTransaction?: boolean }).isTransaction ?? true;
   }
 
   rollback(): void {
@@ -120,58 +130,104 @@ export function nativeExecutor(options: NativeOptions): Executor {
     c.close();
     throw coded(err);
   }
+  /**
+   * Set while a write transaction is open. The connection is then the transaction's alone:
+   * the database thread takes messages between the steps of a transaction (each `await` of
+   * it), and a read that began, failed or rolled back there would end the transaction
+   * (SQLite has one per connection), leaving the rest of its statements to run outside any
+   * transaction, each committed on its own. Reads and writes wait until it ends.
+   */
+  let open: PromiseWithResolvers<void> | undefined;
+  let closed = false;
+  /** Runs `fn` (synchronous, on the connection) once no transaction is open. */
+  const whenIdle = async <T>(fn: () => T): Promise<T> => {
+    while (open) await open.promise;
+    if (closed) throw closedError();
+    try {
+      return fn();
+    } catch (err) {
+      throw coded(err);
+    }
+  };
+  /** Runs `stmts` in one transaction begun with `begin`, all at once (nothing awaited). */
+  const atOnce = (begin: string, stmts: readonly Stmt[]): Rows[] => {
+    c.exec(begin);
+    try {
+      const out: Rows[] = [];
+      for (const s of stmts) out.push(c.run(s));
+      c.exec("COMMIT");
+      return out;
+    } catch (err) {
+      c.rollback();
+      throw err;
+    }
+  };
   return {
     interactive: true,
     write(stmts) {
-      try {
-        c.exec("BEGIN IMMEDIATE");
-        const out: Rows[] = [];
-        for (const s of stmts) out.push(c.run(s));
-        c.exec("COMMIT");
-        return Promise.resolve(out);
-      } catch (err) {
-        c.rollback();
-        return Promise.reject(coded(err));
-      }
+      return whenIdle(() => stmts.length === 0 ? [] : atOnce("BEGIN IMMEDIATE", stmts));
     },
     read(stmts) {
-      try {
-        if (stmts.length === 1) return Promise.resolve([c.run(stmts[0]!)]);
-        c.exec("BEGIN");
-        const out: Rows[] = [];
-        for (const s of stmts) out.push(c.run(s));
-        c.exec("COMMIT");
-        return Promise.resolve(out);
-      } catch (err) {
-        c.rollback();
-        return Promise.reject(coded(err));
-      }
+      return whenIdle(() =>
+        stmts.length === 0 ? [] : stmts.length === 1 ? [c.run(stmts[0]!)] : atOnce("BEGIN", stmts)
+      );
     },
     async transaction(fn) {
+      while (open) await open.promise;
+      if (closed) throw closedError();
+      const done = open = Promise.withResolvers<void>();
       try {
-        c.exec("BEGIN IMMEDIATE");
-      } catch (err) {
-        throw coded(err);
-      }
-      try {
-        const result = await fn((s) => {
-          try {
-            return Promise.resolve(c.run(s));
-          } catch (err) {
-            return Promise.reject(coded(err));
-          }
-        });
-        c.exec("COMMIT");
-        return result;
-      } catch (err) {
-        c.rollback();
-        throw coded(err);
+        try {
+          c.exec("BEGIN IMMEDIATE");
+        } catch (err) {
+          throw coded(err);
+        }
+        try {
+          const result = await fn((s) => {
+            // Never run a statement of the transaction outside it.
+            if (!c.inTransaction) return Promise.reject(ended(s.sql));
+            try {
+              return Promise.resolve(c.run(s));
+            } catch (err) {
+              return Promise.reject(coded(err));
+            }
+          });
+          if (!c.inTransaction) throw ended("COMMIT");
+          c.exec("COMMIT");
+          return result;
+        } catch (err) {
+          if (c.inTransaction) c.rollback();
+          throw coded(err);
+        }
+      } finally {
+        open = undefined;
+        done.resolve();
       }
     },
     close() {
+      closed = true;
       c.close();
     },
   };
+}
+
+function closedError(): Error {
+  return Object.assign(new Error("the journal database is closed"), { code: "CLOSED" });
+}
+
+/**
+ * The error of a statement of a write transaction that found the transaction already ended
+ * (rolled back): it is not run, so nothing of the transaction is written.
+ */
+function ended(sql: string): Error {
+  return Object.assign(
+    new Error(
+      `the write transaction ended before it was done (rolled back, nothing of it written); not run: ${
+        sql.replace(/\s+/g, " ").slice(0, 80)
+      }`,
+    ),
+    { code: "TRANSACTION_ENDED" },
+  );
 }
 
 /** Runs a passive checkpoint on its own connection; returns the WAL's frames and those copied. */

@@ -2,7 +2,9 @@
  * The worker thread of one local journal shard: it owns the database connection, so no
  * SQLite call (a commit's fsync, a wait for a lock held by another process, preparing a
  * statement) ever runs on the main thread. Writes run one batch at a time, in the order they
- * arrive; reads run between them (also while a write waits for a lock held elsewhere).
+ * arrive; reads run between them (also while a write waits for a lock held elsewhere), never
+ * inside a write's transaction: the thread takes messages between the steps of a transaction,
+ * so the executor holds them until it ends (`nativeExecutor`).
  *
  * A second instance in checkpoint mode owns another connection and runs passive checkpoints
  * when asked, so that no commit runs one.

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { journalConformance } from "../../src/journal/conformance.ts";
-import { sqlite } from "../../tests/_sqlite.ts";
+import { logViolations, sqlite } from "../../tests/_sqlite.ts";
 import { type ActorError, UnavailableError } from "../../src/errors.ts";
 import { isOwned, type Journal, type Recovered } from "../../src/journal/types.ts";
 import { libsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
@@ -237,6 +237,7 @@ Deno.test("a second process appends to the same file concurrently: no loss, no d
       results.flatMap((r) => r.mine).sort(),
     );
     assert.equal(log.length, results[0]!.ok + results[1]!.ok);
+    assert.deepEqual(logViolations(url), []);
   } finally {
     await j.close();
   }

@@ -275,7 +275,9 @@ export class Activation<M extends Envelope = Envelope> {
         this.#host.stopped(this, this.#drainQueue(), err);
         throw err;
       }
-      const error = err instanceof ActorError
+      // An activation that could not start is unavailable for now (the journal's own failure
+      // included); only a refusal with a meaning of its own (fenced, closed) keeps its code.
+      const error = err instanceof ActorError && err.code !== "internal"
         ? err
         : new UnavailableError(`Activation of ${this.key} failed`, { cause: err });
       this.#host.log.error(`Activation of ${this.key} failed`, { error: String(err) });

@@ -133,6 +133,8 @@ export interface CallOrigin {
   readonly chain: readonly string[];
   /** The sender's raw token, forwarded on nested calls (verified again where they run). */
   readonly token?: string;
+  /** The actor (`type/id`) whose turn sends it (the access entry `"self"`; never on the wire). */
+  readonly from?: string;
 }
 
 /** The kind of a message. */

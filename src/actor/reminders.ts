@@ -24,6 +24,7 @@ import type { Codec } from "../codec/types.ts";
 import type { Leader } from "../directory/types.ts";
 import type { Dispatcher } from "./ref.ts";
 import type { Logger } from "./envelope.ts";
+import type { Caller } from "./ref.ts";
 import type { ElectOptions } from "../directory/types.ts";
 import { withLink } from "../observe/tracing.ts";
 import type { Clock, TimerId } from "../util/clock.ts";
@@ -38,8 +39,12 @@ export interface ReminderHost {
   /** The node's clock: reminders are due on its wall time, polled on its timers. */
   readonly clock: Clock;
   elect(name: string, options: ElectOptions): Leader;
-  /** A token of the system principal (when the node has auth): reminders run as it. */
-  systemToken?(): Promise<string>;
+  /**
+   * A token (when the node has auth) for a message actor `from` sends itself on behalf of
+   * `caller`, the identity that scheduled the reminder (as verified then): the reminder runs with
+   * it, never with more. The access entry `"self"` lets an actor's own reminders in.
+   */
+  delegate?(caller: Caller | undefined, from: string): Promise<string>;
 }
 
 const POLL_MS = 1000;
@@ -53,6 +58,8 @@ export const RETRY_MAX_MS = 60_000;
 export const PRUNE_EVERY_MS = 60_000;
 /** Failures that say nothing about the reminder itself: not warned about at once. */
 const TRANSIENT = new Set(["unavailable", "timeout", "closed", "overloaded"]);
+/** Refusals of the reminder's own identity: final. */
+const REFUSED = new Set(["forbidden", "unauthorized"]);
 
 /**
  * Delay before retry number `attempt` (from 1) of a failed reminder: exponential from
@@ -163,7 +170,7 @@ export class Reminders {
     const actorId = r.actor.slice(slash + 1);
     try {
       const payload = h.storage.decode(r.data);
-      const token = await h.systemToken?.();
+      const token = await h.delegate?.(reminderCaller(h.storage, r), r.actor);
       // Its trace links to the turn that scheduled it.
       await withLink(r.trace, () =>
         h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
@@ -172,6 +179,15 @@ export class Reminders {
           ...(token !== undefined ? { token } : {}),
         }, undefined));
     } catch (err) {
+      if (err instanceof ActorError && REFUSED.has(err.code)) {
+        // The identity it was scheduled with may not run it: no retry would change that.
+        h.log.warn(`Reminder ${r.id} for ${r.actor}.${r.handler} refused (${err.code}); dropped`, {
+          error: err.message,
+        });
+        this.#backoff.delete(r.id);
+        await h.journal.deleteReminder(r.id).catch(() => {});
+        return;
+      }
       const b = this.#backoff.get(r.id) ?? { attempts: 0, retryAt: 0 };
       b.attempts++;
       const wait = reminderRetryDelay(b.attempts);
@@ -210,5 +226,23 @@ export class Reminders {
     this.#host.clock.clearTimeout(this.#timer);
     await this.#running;
     await this.#leader?.resign();
+  }
+}
+
+/** The identity a reminder was scheduled with (undefined: an anonymous caller, or unreadable). */
+function reminderCaller(storage: Codec, r: Reminder): Caller | undefined {
+  if (r.caller === undefined) return undefined;
+  try {
+    const c = storage.decode(r.caller) as { sub?: unknown; roles?: unknown; claims?: unknown };
+    if (typeof c?.sub !== "string" || c.sub === "") return undefined;
+    return {
+      sub: c.sub,
+      roles: Array.isArray(c.roles) ? c.roles.filter((x) => typeof x === "string") : [],
+      claims: typeof c.claims === "object" && c.claims !== null
+        ? c.claims as Record<string, unknown>
+        : {},
+    };
+  } catch {
+    return undefined; // never more rights than it can prove
   }
 }

@@ -161,6 +161,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
       deadline: this.#m.deadline,
       chain: [...this.#m.chain, this.#turnId ?? this.#act.turnId],
       ...(this.#m.token !== undefined ? { token: this.#m.token } : {}),
+      from: this.#act.key,
     };
   }
   get self(): ActorRef<AnyActorTypes> {
@@ -201,6 +202,10 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
       data: this.#host.storage.encode(payload),
       due: this.#host.clock.now() + delayMs,
       ...traceField(),
+      // It runs with the identity that scheduled it (as verified now), never with more.
+      ...(this.caller
+        ? { caller: this.#host.storage.encode({ ...this.caller, roles: [...this.caller.roles] }) }
+        : {}),
     });
   }
 }

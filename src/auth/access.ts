@@ -20,6 +20,8 @@ export interface Caller {
  * One access rule of a handler:
  * - `"public"`: anyone, no token needed;
  * - `"authenticated"`: any verified caller;
+ * - `"self"`: the actor itself (its reminders, and what it sends through `ctx.self`), with the
+ *   identity its message carries, whoever that is;
  * - `"deny"`: nobody;
  * - `"role:<name>"`: a verified caller holding that role;
  * - a predicate `(caller, id) => boolean` over the verified caller and the actor id;
@@ -28,6 +30,7 @@ export interface Caller {
 export type AccessRule =
   | "public"
   | "authenticated"
+  | "self"
   | "deny"
   | `role:${string}`
   | ((caller: Caller, id: string) => boolean)
@@ -76,10 +79,7 @@ export interface Decision {
   readonly by: string;
 }
 
-/** The system principal: reminders and the node's own calls made with a system token. */
-export const SYSTEM_ROLE = "troupe:system";
-
-const KEYWORDS = new Set(["public", "authenticated", "deny"]);
+const KEYWORDS = new Set(["public", "authenticated", "self", "deny"]);
 
 /** Checks an access map when an actor type is defined; throws `TypeError` for a bad one. */
 export function validateAccess(type: string, access: unknown, handlers: readonly string[]): void {
@@ -107,14 +107,23 @@ function checkRule(rule: unknown, where: string): void {
   throw new TypeError(
     `${where}: "${
       String(rule)
-    }" is not a rule ("public", "authenticated", "deny", "role:<name>", a predicate or an array)`,
+    }" is not a rule ("public", "authenticated", "self", "deny", "role:<name>", a predicate or an array)`,
   );
 }
 
-/** Whether one rule allows `caller` (undefined: no valid token) on actor `id`. */
-export function allows(rule: AccessRule, caller: Caller | undefined, id: string): boolean {
+/**
+ * Whether one rule allows `caller` (undefined: no valid token) on actor `id`; `self`: the
+ * message comes from that actor itself (see {@link decide}).
+ */
+export function allows(
+  rule: AccessRule,
+  caller: Caller | undefined,
+  id: string,
+  self = false,
+): boolean {
   if (typeof rule === "string") {
     if (rule === "public") return true;
+    if (rule === "self") return self;
     if (caller === undefined || rule === "deny") return false;
     if (rule === "authenticated") return true;
     return caller.roles.includes(rule.slice(5));
@@ -127,7 +136,7 @@ export function allows(rule: AccessRule, caller: Caller | undefined, id: string)
       return false; // a predicate that throws allows nothing
     }
   }
-  return rule.some((r) => allows(r, caller, id));
+  return rule.some((r) => allows(r, caller, id, self));
 }
 
 function glob(pattern: string, value: string): boolean {
@@ -143,7 +152,9 @@ function glob(pattern: string, value: string): boolean {
  * Decides a call to `type.handler` on actor `id` by `caller` (undefined: no valid token), for
  * a node with auth on: system rules first, then the type's `access` (a type without one needs
  * an authenticated caller for every handler; a handler not listed and without `"*"` is denied).
- * The system principal may call anything.
+ * `from`: the actor that sent the message, when that is proven (a reminder, carrying a token the
+ * cluster signed; or a call made on this node by one of its turns): the rule `"self"` allows it
+ * when it is this very actor. Nothing else grants more: there is no system principal.
  */
 export function decide(
   type: string,
@@ -152,13 +163,14 @@ export function decide(
   caller: Caller | undefined,
   access: AccessMap | undefined,
   rules: readonly SystemRule[] = [],
+  from?: string,
 ): Decision {
   const refuse = (by: string): Decision => ({
     allowed: false,
-    code: caller === undefined ? "unauthorized" : "forbidden",
+    code: caller === undefined && from === undefined ? "unauthorized" : "forbidden",
     by,
   });
-  if (caller?.roles.includes(SYSTEM_ROLE)) return { allowed: true, by: "system principal" };
+  const self = from !== undefined && from === `${type}/${id}`;
   let best: { rule: SystemRule; name: string } | undefined;
   rules.forEach((rule, i) => {
     if (!glob(rule.type ?? "*", type) || !glob(rule.handler ?? "*", handler)) return;
@@ -181,7 +193,7 @@ export function decide(
   const key = Object.hasOwn(access, handler) ? handler : Object.hasOwn(access, "*") ? "*" : "";
   if (key === "") return refuse(`access: "${handler}" not listed and no "*"`);
   const rule = access[key]!;
-  return allows(rule, caller, id)
+  return allows(rule, caller, id, self)
     ? { allowed: true, by: `access.${key}` }
     : refuse(`access.${key}`);
 }

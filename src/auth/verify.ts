@@ -3,8 +3,9 @@
  * checked for signature (with the configured keys only: no key embedded in the token is ever
  * used), algorithm (from the configured list), `exp`, `iss`, `aud`, `sub` (all required) and
  * `nbf`, optionally the header's `typ` and the token's age (`iat`), and cached until they
- * expire. The system principal (reminders) travels as a short-lived token
- * signed with the cluster secret.
+ * expire. A reminder travels with a short-lived token signed with the cluster secret that names
+ * the identity that scheduled it (as verified then) and the actor it belongs to: never more
+ * rights than that identity had, and no system principal at all.
  *
  * @module
  */
@@ -19,7 +20,7 @@ import {
   SignJWT,
 } from "jose";
 import { UnauthorizedError } from "../errors.ts";
-import { type Caller, SYSTEM_ROLE, type SystemRule, type TopicRule } from "./access.ts";
+import type { Caller, SystemRule, TopicRule } from "./access.ts";
 import { type Clock, systemClock } from "../util/clock.ts";
 
 /** A key to verify tokens with: a public `CryptoKey` or a JWK (with `kid` to pick among several). */
@@ -60,9 +61,9 @@ export interface AuthOptions {
   /** Who may publish and subscribe to topics with a token. */
   topics?: readonly TopicRule[];
   /**
-   * Secret shared by the nodes of a cluster, to sign the system principal's tokens (reminders
-   * cross nodes with them). @default {a random secret of this node: reminders then work only
-   * for actors hosted where they fire}
+   * Secret shared by the nodes of a cluster, to sign the tokens reminders fire with (they carry
+   * the identity that scheduled them across nodes). @default {a random secret of this node:
+   * reminders then work only for actors hosted where they fire}
    */
   clusterSecret?: string | Uint8Array;
   /** Longest token accepted, in bytes. @default {8192} */
@@ -73,19 +74,38 @@ export interface AuthOptions {
   jwksTimeout?: number;
 }
 
+/**
+ * What a message's token proves: who sent it (undefined: nobody signed in), and, for a token
+ * the cluster signed for a reminder, the actor the message comes from.
+ */
+export interface Verified {
+  /** The verified identity, if any. */
+  readonly caller: Caller | undefined;
+  /** The actor (`type/id`) that sent it, proven by the cluster's signature. */
+  readonly from?: string;
+}
+
 /** Verifies tokens, with a cache; see {@link createVerifier}. */
 export interface Verifier {
-  /** The caller of a token already verified and not yet expired, without waiting. */
+  /** The caller of a user's token already verified and not yet expired, without waiting. */
   cached(token: string): Caller | undefined;
-  /** Verifies a token; rejects with `UnauthorizedError`. */
+  /** Verifies a user's token; rejects with `UnauthorizedError`. */
   verify(token: string): Promise<Caller>;
-  /** A token for the system principal (cached; renewed before it expires). */
-  systemToken(): Promise<string>;
+  /** What a message's token proves (a user's token, or a reminder's), without waiting. */
+  cachedMessage(token: string): Verified | undefined;
+  /** Verifies a message's token (a user's token, or a reminder's); rejects `unauthorized`. */
+  verifyMessage(token: string): Promise<Verified>;
+  /**
+   * A short-lived token, signed with the cluster secret, for a message that actor `from` sends
+   * itself on behalf of `caller` (the identity that scheduled a reminder, as verified then).
+   */
+  delegate(caller: Caller | undefined, from: string): Promise<string>;
 }
 
 const CACHE_MAX = 10_000;
-const SYSTEM_ISSUER = "troupe:system";
-const SYSTEM_TTL_S = 600;
+const CLUSTER_ISSUER = "troupe:cluster";
+const CLUSTER_TYP = "troupe-delegated";
+const CLUSTER_TTL_S = 600;
 const EMBEDDED_KEY_HEADERS = ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"];
 
 function defaultRoles(claims: Readonly<Record<string, unknown>>): readonly string[] {
@@ -98,7 +118,7 @@ const bytes = (s: string | Uint8Array) => typeof s === "string" ? new TextEncode
 
 /**
  * Makes the verifier of a node's `auth` options. Throws `TypeError` for incomplete options.
- * Tokens' `exp`, `nbf` and `iat`, the cache and the system token follow `clock`'s wall time
+ * Tokens' `exp`, `nbf` and `iat`, the cache and delegated tokens follow `clock`'s wall time
  * (the node's clock; `systemClock` by default).
  *
  * @example
@@ -171,16 +191,16 @@ export function createVerifier(options: AuthOptions, clock: Clock = systemClock)
     ...(options.typ !== undefined ? { typ: options.typ } : {}),
     ...(options.maxTokenAge !== undefined ? { maxTokenAge: options.maxTokenAge } : {}),
   };
-  const cache = new Map<string, { caller: Caller; until: number }>();
-  const pending = new Map<string, Promise<Caller>>();
-  let system: { token: string; until: number } | undefined;
+  const cache = new Map<string, { verified: Verified; until: number }>();
+  const pending = new Map<string, Promise<Verified>>();
 
-  const remember = (token: string, caller: Caller, exp: number) => {
+  const remember = (token: string, verified: Verified, exp: number) => {
     if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
-    cache.set(token, { caller, until: exp * 1000 });
+    cache.set(token, { verified, until: exp * 1000 });
+    return verified;
   };
 
-  const check = async (token: string): Promise<Caller> => {
+  const check = async (token: string): Promise<Verified> => {
     if (token.length > maxBytes) {
       throw new UnauthorizedError(
         `Token of ${token.length} bytes exceeds the limit of ${maxBytes}`,
@@ -197,16 +217,15 @@ export function createVerifier(options: AuthOptions, clock: Clock = systemClock)
     }
     let payload: JWTPayload;
     try {
-      if (header.alg === "HS256" && isSystemToken(token)) {
+      if (header.alg === "HS256" && header.typ === CLUSTER_TYP) {
         payload = (await jwtVerify(token, clusterSecret, {
           algorithms: ["HS256"],
-          issuer: SYSTEM_ISSUER,
+          issuer: CLUSTER_ISSUER,
+          typ: CLUSTER_TYP,
           requiredClaims: ["exp"],
           currentDate: new Date(clock.now()),
         })).payload;
-        const caller: Caller = { sub: "system", roles: [SYSTEM_ROLE], claims: payload };
-        remember(token, caller, payload.exp!);
-        return caller;
+        return remember(token, delegated(payload), payload.exp!);
       }
       payload = (await jwtVerify(token, key as Uint8Array, {
         ...verifyOptions,
@@ -219,58 +238,79 @@ export function createVerifier(options: AuthOptions, clock: Clock = systemClock)
       throw new UnauthorizedError('Token refused: its "sub" claim must be a non-empty string');
     }
     const claims = payload as Readonly<Record<string, unknown>>;
-    const caller: Caller = {
-      sub: payload.sub,
-      roles: roles(claims).filter((r) => r !== SYSTEM_ROLE),
-      claims,
-    };
+    const caller: Caller = { sub: payload.sub, roles: roles(claims), claims };
     // cached no longer than it is valid: until `exp`, or until it is too old
     const tooOld = options.maxTokenAge === undefined
       ? Infinity
       : payload.iat! + options.maxTokenAge + (options.clockTolerance ?? 0);
-    remember(token, caller, Math.min(payload.exp!, tooOld));
-    return caller;
+    return remember(token, { caller }, Math.min(payload.exp!, tooOld));
+  };
+
+  const cachedMessage = (token: string): Verified | undefined => {
+    const hit = cache.get(token);
+    if (!hit) return undefined;
+    if (hit.until <= clock.now()) {
+      cache.delete(token);
+      return undefined;
+    }
+    return hit.verified;
+  };
+  const verifyMessage = (token: string): Promise<Verified> => {
+    const hit = cachedMessage(token);
+    if (hit) return Promise.resolve(hit);
+    let p = pending.get(token);
+    if (!p) {
+      p = check(token).finally(() => pending.delete(token));
+      pending.set(token, p);
+    }
+    return p;
+  };
+  /** A user's token: a reminder's is not one (it names an actor, not only a caller). */
+  const userOnly = (v: Verified): Caller => {
+    if (v.from !== undefined || v.caller === undefined) {
+      throw new UnauthorizedError("Token refused: a cluster token is not a caller's token");
+    }
+    return v.caller;
   };
 
   return {
     cached(token) {
-      const hit = cache.get(token);
-      if (!hit) return undefined;
-      if (hit.until <= clock.now()) {
-        cache.delete(token);
-        return undefined;
-      }
-      return hit.caller;
+      const v = cachedMessage(token);
+      return v === undefined || v.from !== undefined ? undefined : v.caller;
     },
-    verify(token) {
-      const hit = this.cached(token);
-      if (hit) return Promise.resolve(hit);
-      let p = pending.get(token);
-      if (!p) {
-        p = check(token).finally(() => pending.delete(token));
-        pending.set(token, p);
-      }
-      return p;
-    },
-    async systemToken() {
-      if (system && system.until - clock.now() > 60_000) return system.token;
+    verify: (token) => verifyMessage(token).then(userOnly),
+    cachedMessage,
+    verifyMessage,
+    async delegate(caller, from) {
       const now = Math.floor(clock.now() / 1000);
-      const token = await new SignJWT({})
-        .setProtectedHeader({ alg: "HS256", typ: "troupe-system" })
-        .setIssuer(SYSTEM_ISSUER)
+      const troupe: Record<string, unknown> = { from };
+      if (caller) {
+        troupe.sub = caller.sub;
+        troupe.roles = [...caller.roles];
+        troupe.claims = caller.claims;
+      }
+      return await new SignJWT({ troupe })
+        .setProtectedHeader({ alg: "HS256", typ: CLUSTER_TYP })
+        .setIssuer(CLUSTER_ISSUER)
         .setIssuedAt(now)
-        .setExpirationTime(now + SYSTEM_TTL_S)
+        .setExpirationTime(now + CLUSTER_TTL_S)
         .sign(clusterSecret);
-      system = { token, until: (now + SYSTEM_TTL_S) * 1000 };
-      return token;
     },
   };
 }
 
-function isSystemToken(token: string): boolean {
-  try {
-    return decodeProtectedHeader(token).typ === "troupe-system";
-  } catch {
-    return false;
+/** What a cluster token for a reminder proves: its actor, and the identity that scheduled it. */
+function delegated(payload: JWTPayload): Verified {
+  const t = payload.troupe as
+    | { from?: unknown; sub?: unknown; roles?: unknown; claims?: unknown }
+    | undefined;
+  if (typeof t?.from !== "string") {
+    throw new UnauthorizedError("Token refused: a cluster token without its actor");
   }
+  if (typeof t.sub !== "string" || t.sub === "") return { caller: undefined, from: t.from };
+  const roles = Array.isArray(t.roles) ? t.roles.filter((r) => typeof r === "string") : [];
+  const claims = typeof t.claims === "object" && t.claims !== null
+    ? t.claims as Readonly<Record<string, unknown>>
+    : {};
+  return { caller: { sub: t.sub, roles, claims }, from: t.from };
 }

@@ -12,7 +12,6 @@
 import type { Envelope, StreamSink } from "../actor/envelope.ts";
 import type { StreamChannel } from "../actor/stream.ts";
 import type { Caller, MessageKind } from "../actor/ref.ts";
-import { SYSTEM_ROLE } from "../auth/access.ts";
 import type { TimerWheel, WheelEntry } from "../util/async.ts";
 
 /** The data of a call. */
@@ -51,6 +50,11 @@ export interface CallInit {
   readonly trace?: string;
   /** Arrived over the mesh (its caller is on another node, or is a raw mesh client). */
   readonly remote?: boolean;
+  /**
+   * The actor (`type/id`) whose turn sent it, on this node: trusted because nothing outside
+   * this process sets it (it never crosses the mesh; a reminder proves it with a cluster token).
+   */
+  readonly from?: string;
 }
 
 /** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
@@ -120,6 +124,7 @@ export class Call implements Envelope {
   /** The idempotency key as the caller gave it. */
   readonly rawIdempotencyKey: string | undefined;
   #caller: Caller | undefined | typeof NO_CALLER = NO_CALLER;
+  #from: string | undefined;
   #scopedKey: string | undefined;
   #key: string | undefined;
   readonly #on: Settlement;
@@ -144,6 +149,7 @@ export class Call implements Envelope {
     if (init.input !== undefined) this.input = init.input;
     if (init.trace !== undefined) this.trace = init.trace;
     this.remote = init.remote === true;
+    this.#from = init.from;
     this.#on = on;
   }
 
@@ -158,30 +164,34 @@ export class Call implements Envelope {
     return this.#caller !== NO_CALLER;
   }
 
+  /** The actor that sent it, when that is proven (see {@link CallInit.from}, {@link admit}). */
+  get from(): string | undefined {
+    return this.#from;
+  }
+
   /**
    * Records the identity verified for this call's token on the node that runs the handler
-   * (`undefined`: an anonymous call). Only the first record counts: a call handed on again
-   * (from a stopping activation) keeps its caller.
+   * (`undefined`: an anonymous call), and the actor it comes from when its token proves it (a
+   * reminder). Only the first record counts: a call handed on again (from a stopping
+   * activation) keeps its caller.
    */
-  admit(caller: Caller | undefined): void {
-    if (this.#caller === NO_CALLER) this.#caller = caller;
+  admit(caller: Caller | undefined, from?: string): void {
+    if (this.#caller !== NO_CALLER) return;
+    this.#caller = caller;
+    if (from !== undefined) this.#from = from;
   }
 
   /**
    * The idempotency key scoped by the verified caller, so that one caller never sees another's
-   * reply: `a:<key>` for anonymous callers (a namespace of their own), `s:<key>` for the
-   * system principal, `u:<length of sub>:<sub>:<key>` for a signed-in caller.
+   * reply: `a:<key>` for anonymous callers (a namespace of their own), `u:<length of sub>:<sub>:<key>`
+   * for a signed-in caller.
    */
   get idempotencyKey(): string | undefined {
     const raw = this.rawIdempotencyKey;
     if (raw === undefined) return undefined;
     if (this.#scopedKey !== undefined) return this.#scopedKey;
     const c = this.caller;
-    const scoped = c === undefined
-      ? `a:${raw}`
-      : c.roles.includes(SYSTEM_ROLE)
-      ? `s:${raw}`
-      : `u:${c.sub.length}:${c.sub}:${raw}`;
+    const scoped = c === undefined ? `a:${raw}` : `u:${c.sub.length}:${c.sub}:${raw}`;
     if (this.admitted) this.#scopedKey = scoped;
     return scoped;
   }

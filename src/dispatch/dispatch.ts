@@ -285,6 +285,7 @@ export class Dispatch implements Dispatcher {
       deadline,
       chain: origin?.chain ?? [],
       ...(token !== undefined ? { token } : {}),
+      ...(origin?.from !== undefined ? { from: origin.from } : {}),
       ...(options?.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
       ...(sink ? { sink } : {}),
     };

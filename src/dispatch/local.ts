@@ -17,8 +17,8 @@ import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
 import type { Ownership } from "../directory/ownership.ts";
-import { type Caller, decide, type SystemRule } from "../auth/access.ts";
-import type { Verifier } from "../auth/verify.ts";
+import { decide, type SystemRule } from "../auth/access.ts";
+import type { Verified, Verifier } from "../auth/verify.ts";
 import {
   ClosedError,
   ForbiddenError,
@@ -33,6 +33,9 @@ import { type TimerWheel, withDeadline } from "../util/async.ts";
 import { type Clock, MAX_TIMER_MS, type TimerId } from "../util/clock.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
+
+/** What no token proves. */
+const NOBODY: Verified = Object.freeze({ caller: undefined });
 
 /** How many idle activations eviction compares (see `Local.#makeRoom`). */
 const LRU_SAMPLE = 16;
@@ -138,11 +141,11 @@ export class Local implements ActivationHost<Call> {
     }
     // Identity comes from the token alone, verified here (cached until it expires).
     const token = call.token;
-    if (token === undefined) return this.#authorized(auth, def, call, undefined);
-    const known = auth.verifier.cached(token);
+    if (token === undefined) return this.#authorized(auth, def, call, NOBODY);
+    const known = auth.verifier.cachedMessage(token);
     if (known) return this.#authorized(auth, def, call, known);
-    auth.verifier.verify(token).then(
-      (caller) => this.#authorized(auth, def, call, caller),
+    auth.verifier.verifyMessage(token).then(
+      (verified) => this.#authorized(auth, def, call, verified),
       (err) => call.reject(err),
     );
   }
@@ -151,18 +154,25 @@ export class Local implements ActivationHost<Call> {
     auth: LocalAuth,
     def: ActorDefinition<AnyActorTypes>,
     call: Call,
-    caller: Caller | undefined,
+    verified: Verified,
   ): void {
-    const d = decide(def.name, call.handler, call.id, caller, def.access, auth.rules);
+    const { caller } = verified;
+    // Where the message comes from: proven by a reminder's cluster token, or set on this node.
+    const from = verified.from ?? call.from;
+    const d = decide(def.name, call.handler, call.id, caller, def.access, auth.rules, from);
     if (!d.allowed) {
       const what = `${def.name}.${call.handler}`;
       return call.reject(
         d.code === "unauthorized"
           ? new UnauthorizedError(`${what} needs a valid token (${d.by})`)
-          : new ForbiddenError(`Caller "${caller!.sub}" may not call ${what} (${d.by})`),
+          : new ForbiddenError(
+            `${
+              caller ? `Caller "${caller.sub}"` : `A message from ${from}`
+            } may not call ${what} (${d.by})`,
+          ),
       );
     }
-    call.admit(caller);
+    call.admit(caller, verified.from);
     if (call.kind === "stream" && call.sink && typeof caller?.claims.exp === "number") {
       // A stream lives no longer than its caller's token (a timer of at most 2^31 - 1 ms at a
       // time: a longer delay would overflow setTimeout and fire at once).

@@ -365,6 +365,13 @@ function copySnapshot(s: Snapshot): Snapshot {
 }
 
 function copyReminder(r: Reminder): Reminder {
-  const copy = { id: r.id, actor: r.actor, handler: r.handler, data: r.data.slice(), due: r.due };
-  return r.trace === undefined ? copy : { ...copy, trace: r.trace };
+  return {
+    id: r.id,
+    actor: r.actor,
+    handler: r.handler,
+    data: r.data.slice(),
+    due: r.due,
+    ...(r.trace === undefined ? {} : { trace: r.trace }),
+    ...(r.caller === undefined ? {} : { caller: r.caller.slice() }),
+  };
 }

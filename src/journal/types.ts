@@ -60,6 +60,11 @@ export interface Reminder {
   readonly due: number;
   /** Trace context of the turn that scheduled it (its turn links to it), when traced. */
   readonly trace?: string;
+  /**
+   * The identity that scheduled it, as verified then (encoded by the runtime; opaque to the
+   * journal): the reminder runs with it, never with more. Absent: an anonymous caller.
+   */
+  readonly caller?: Uint8Array;
 }
 
 /** What an activation starts from. */

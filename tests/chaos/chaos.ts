@@ -36,6 +36,7 @@ import {
   type LogEntry,
   type Sent,
 } from "./checks.ts";
+import { logViolations } from "../_sqlite.ts";
 
 const NODE_SCRIPT = new URL("../nodes/chaos_node.ts", import.meta.url);
 
@@ -122,6 +123,11 @@ export interface ChaosReport {
   phantom: string[];
   /** Logs whose seqs are not 1..n. */
   seqGaps: string[];
+  /**
+   * Read from the database file: a log whose chain runs through another actor's event, or
+   * events in no log (see `logViolations` in tests/_sqlite.ts).
+   */
+  logs: string[];
   /** A stale writer wrote after a newer epoch, or two appends covered one seq. */
   forks: string[];
   /** Balances that differ from the sum of their log. */
@@ -567,6 +573,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       duplicated: [],
       phantom: [],
       seqGaps: [],
+      logs: [],
       forks: [],
       balances: [],
       registerLost: [],
@@ -665,6 +672,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
     report.ops.registers.unknown = report.ops.registers.ops - report.ops.registers.known;
 
+    // every log of the database file, registers and other actors too
+    report.logs.push(...logViolations(sc.journal));
+
     for (const p of sc.all) {
       for (const line of p.stderr()) {
         report.nodeWarnings.push(`${p.info.node}/${p.pid}: ${line.slice(0, 200)}`);
@@ -736,7 +746,7 @@ export function summarize(r: ChaosReport): string[] {
       JSON.stringify(Object.fromEntries(kinds))
     }`,
     `[chaos] operations ${r.ops.total}: deposits ${r.ops.deposits.sent} (acknowledged ${r.ops.deposits.acked}, ${r.ops.deposits.attempts} attempts), plain asks ${r.ops.plain.sent} (acknowledged ${r.ops.plain.acked}, unknown ${r.ops.plain.unknown}), tells ${r.ops.tells.sent} (accepted ${r.ops.tells.accepted}, applied ${r.ops.tells.applied}), register ops ${r.ops.registers.ops} on ${r.ops.registers.keys} keys (overlapping another op on their key ${r.ops.registers.concurrent}, unknown outcome ${r.ops.registers.unknown}, at most ${r.ops.registers.maxPerKey} per key, longest search ${r.maxSearchSteps} steps)`,
-    `[chaos] lost ${r.lost.length}, duplicated ${r.duplicated.length}, phantom ${r.phantom.length}, seq gaps ${r.seqGaps.length}, forks ${r.forks.length}, balance mismatches ${r.balances.length}, register writes lost ${r.registerLost.length}, linearizability violations ${r.linearizability.length} (undecided ${r.undecided.length}); unacknowledged after heal ${r.unacknowledged.length}; appends refused by the fence ${r.fencedAppends}`,
+    `[chaos] lost ${r.lost.length}, duplicated ${r.duplicated.length}, phantom ${r.phantom.length}, seq gaps ${r.seqGaps.length}, logs off their chain ${r.logs.length}, forks ${r.forks.length}, balance mismatches ${r.balances.length}, register writes lost ${r.registerLost.length}, linearizability violations ${r.linearizability.length} (undecided ${r.undecided.length}); unacknowledged after heal ${r.unacknowledged.length}; appends refused by the fence ${r.fencedAppends}`,
     `[chaos] worst deposit wait per fault kind (ms): ${
       JSON.stringify(
         Object.fromEntries(Object.entries(r.unavailability).map(([k, v]) => [k, Math.round(v)])),
@@ -762,6 +772,7 @@ export function summarize(r: ChaosReport): string[] {
       ...r.duplicated,
       ...r.phantom,
       ...r.seqGaps,
+      ...r.logs,
       ...r.forks,
       ...r.balances,
       ...r.registerLost,
@@ -780,6 +791,7 @@ export function violations(r: ChaosReport): string[] {
     ...r.duplicated,
     ...r.phantom,
     ...r.seqGaps,
+    ...r.logs,
     ...r.forks,
     ...r.balances,
     ...r.registerLost,
