@@ -224,9 +224,9 @@ export type { Clock, TimerId } from "./src/util/clock.ts";
  */
 export function createSystem(options: SystemOptions = {}): Promise<System> {
   return createSystemCore(options, {
-    resolveJournal: async (url) => {
+    resolveJournal: async (url, now) => {
       const { libsqlJournal } = await import("./adapters/libsql/mod.ts");
-      return libsqlJournal({ url });
+      return libsqlJournal({ url, now });
     },
   });
 }

@@ -226,8 +226,8 @@ export interface System extends AsyncDisposable {
 
 /** Internal hooks for the public `createSystem` in mod.ts. */
 export interface SystemInternals {
-  /** Opens a journal from a URL string. */
-  resolveJournal?: (url: string) => Promise<Journal>;
+  /** Opens a journal from a URL string (`now`: the node's wall clock, to date records). */
+  resolveJournal?: (url: string, now: () => number) => Promise<Journal>;
 }
 
 const TYPE_NAME = /^[a-z][a-z0-9_-]*$/;
@@ -259,7 +259,7 @@ export async function createSystem(
       throw new TypeError(
         `A journal URL ("${options.journal}") needs the libSQL adapter: import createSystem from the package root, or pass libsqlJournal({ url })`,
       );
-    } else journal = await internals.resolveJournal(options.journal);
+    } else journal = await internals.resolveJournal(options.journal, clock.now);
     ownsJournal = true;
   } else journal = options.journal;
   const mesh = options.mesh ?? inProcessMesh({ clock });

@@ -21,6 +21,7 @@ import {
   type StoredReply,
 } from "../../src/journal/types.ts";
 import type { StoreBackend, StoreSource } from "../../src/store/types.ts";
+import { systemClock } from "../../src/util/clock.ts";
 import { connect } from "./_connection.ts";
 import { blob } from "./_engine.ts";
 import { Shard } from "./_shard.ts";
@@ -108,6 +109,11 @@ export interface LibsqlJournalOptions {
    * @default {IDEMPOTENCY_RETENTION}
    */
   readonly retention?: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  /**
+   * The wall clock that dates idempotency records (ms since the epoch): a system's clock's
+   * `now` (`createSystem({ journal: url, clock })` gives it). @default {systemClock.now}
+   */
+  readonly now?: () => number;
   /**
    * Local files and `:memory:`: run the database on a worker thread that owns the connection
    * (`true`), or on this thread through `@libsql/client` (`false`: each commit then blocks
@@ -220,6 +226,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   readonly shards: number;
   readonly #shards: readonly Shard[];
   readonly #retention: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  readonly #now: () => number;
   /** Which shard a reminder read by dueReminders() lives in (for deleteReminder). */
   readonly #reminderShard = new Map<string, number>();
   #closed = false;
@@ -246,6 +253,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     this.url = this.shardUrls[0]!;
     this.shards = urls.length;
     this.#retention = options.retention ?? IDEMPOTENCY_RETENTION;
+    this.#now = options.now ?? systemClock.now;
     const busyTimeoutMs = Math.max(0, options.busyTimeoutMs ?? 5000);
     this.#shards = urls.map((url, index) =>
       new Shard(
@@ -262,6 +270,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
           url: this.shardUrls[index]!,
           busyTimeoutMs,
           maxBatch: Math.max(1, options.maxBatch ?? 2000),
+          now: this.#now,
         },
       )
     );
@@ -452,7 +461,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     await Promise.all(this.#shards.map((s) => s.deleteReminder(id)));
   }
 
-  async pruneIdempotency(now: number = Date.now()): Promise<void> {
+  async pruneIdempotency(now: number = this.#now()): Promise<void> {
     const stmts = pruneStatements(now - this.#retention.maxAgeMs, this.#retention.maxPerActor);
     await this.#ready();
     await Promise.all(this.#shards.map((s) => s.write("prune idempotency records", stmts)));
