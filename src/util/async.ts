@@ -58,18 +58,22 @@ interface Slot extends WheelEntry {
 
 /**
  * Deadlines for many calls at once: entries are grouped in buckets of `tick` ms and the wheel
- * holds one timer of its clock, armed for the earliest entry of the earliest bucket. Cheaper
- * than a `setTimeout` per request when thousands are in flight: the timer is re-armed only when
- * an entry earlier than it comes, or when it fires; an entry removed before its time costs no
- * timer at all. (The first design ticked every `tick` ms while entries were pending: 200 wake-ups
- * a second, and as many steps for a virtual clock to run through.)
+ * holds one timer of its clock, armed for the earliest entry. Cheaper than a `setTimeout` per
+ * request when thousands are in flight: the timer is re-armed only when an entry earlier than
+ * it comes, or when it fires; an entry removed before its time costs no timer at all (the timer
+ * stays armed until its time even when the wheel empties: disarming it then made every lone call
+ * pay a timer). Buckets are found in time order through a min-heap of bucket numbers, rebuilt
+ * from the live buckets whenever stale numbers outgrow them, so memory follows the entries
+ * pending. The first design ticked every `tick` ms while entries were pending: 200 wake-ups a
+ * second, and as many steps for a virtual clock to run through.
  */
 export class TimerWheel {
   readonly #clock: Clock;
   readonly #tick: number;
+  /** The buckets that hold entries (an emptied bucket is deleted). */
   readonly #buckets = new Map<number, Set<Slot>>();
-  /** Bucket numbers, a min-heap; a number whose bucket emptied stays until it reaches the top. */
-  readonly #heap: number[] = [];
+  /** Bucket numbers, a min-heap; numbers of deleted buckets stay until they surface. */
+  #heap: number[] = [];
   #timer: TimerId | undefined;
   /** When the timer fires (monotonic ms); Infinity when none is armed. */
   #timerAt = Infinity;
@@ -92,6 +96,7 @@ export class TimerWheel {
     let set = this.#buckets.get(bucket);
     if (!set) {
       this.#buckets.set(bucket, set = new Set());
+      if (this.#heap.length > 2 * this.#buckets.size + 64) this.#compact();
       heapPush(this.#heap, bucket);
     }
     set.add(slot);
@@ -109,7 +114,6 @@ export class TimerWheel {
     if (set?.delete(slot)) {
       this.#size--;
       if (set.size === 0) this.#buckets.delete(slot.bucket);
-      if (this.#size === 0) this.#disarm(); // nothing left to wait for
     }
   }
 
@@ -118,17 +122,17 @@ export class TimerWheel {
     return this.#size;
   }
 
+  /** Drops the numbers of deleted buckets from the heap (each live bucket once). */
+  #compact(): void {
+    const heap: number[] = [];
+    for (const bucket of this.#buckets.keys()) heapPush(heap, bucket);
+    this.#heap = heap;
+  }
+
   #arm(at: number): void {
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timerAt = at;
     this.#timer = this.#clock.setTimeout(this.#run, Math.max(0, at - this.#clock.monotonic()));
-  }
-
-  #disarm(): void {
-    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#timerAt = Infinity;
-    this.#heap.length = 0;
   }
 
   #run = (): void => {
@@ -152,11 +156,11 @@ export class TimerWheel {
           this.#size--;
         } else if (slot.at < next) next = slot.at;
       }
-      if (set.size > 0) break; // the rest of this bucket is not due yet
+      // Entries of later buckets are later than every entry of this one.
+      if (set.size > 0) break;
       this.#buckets.delete(bucket);
       heapPop(heap);
     }
-    if (next === Infinity && heap.length > 0) next = this.#earliest();
     if (next !== Infinity && !this.#closed) this.#arm(next);
     for (const slot of due) {
       const fn = slot.fn;
@@ -165,29 +169,16 @@ export class TimerWheel {
     }
   };
 
-  /** The earliest entry's deadline (the top bucket is not empty when this is called). */
-  #earliest(): number {
-    const heap = this.#heap;
-    while (heap.length > 0) {
-      const set = this.#buckets.get(heap[0]!);
-      if (!set) {
-        heapPop(heap);
-        continue;
-      }
-      let min = Infinity;
-      for (const slot of set) if (slot.at < min) min = slot.at;
-      return min;
-    }
-    return Infinity;
-  }
-
   /** Fires every pending entry now and stops the timer. */
   close(): void {
     this.#closed = true;
     const all = [...this.#buckets.values()].flatMap((s) => [...s]);
     this.#buckets.clear();
+    this.#heap = [];
     this.#size = 0;
-    this.#disarm();
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
     for (const slot of all) {
       const fn = slot.fn;
       slot.fn = undefined;

@@ -133,16 +133,20 @@ Deno.test("TimerWheel: fires each entry at its deadline exactly, on the wheel's 
   await clock.advance(2000);
   assert.deepEqual(fired, ["b@1001", "a@1003", "e@1500", "d@2500"]);
   assert.equal(wheel.size, 0);
-  assert.equal(clock.pending, 0, "no timer is left once the wheel is empty");
+  assert.equal(clock.pending, 0, "no timer is left once every entry fired");
 });
 
-Deno.test("TimerWheel: removing every entry disarms it; close() fires what is left", () => {
+Deno.test("TimerWheel: an emptied wheel's timer finds nothing and stops; close() fires what is left", async () => {
   const clock = virtualClock(START);
   const wheel = new TimerWheel(clock, 5);
-  const a = wheel.add(100, () => {});
+  let fired = 0;
+  const a = wheel.add(100, () => fired++);
   assert.equal(clock.pending, 1);
   wheel.remove(a);
-  assert.equal(clock.pending, 0);
+  assert.equal(clock.pending, 1, "armed until its time: a lone call pays no timer");
+  await clock.advance(100);
+  assert.equal(fired, 0, "a removed entry never fires");
+  assert.equal(clock.pending, 0, "nothing left: not re-armed");
   let closed = 0;
   wheel.add(50_000, () => closed++);
   wheel.add(60_000, () => closed++);
