@@ -33,62 +33,40 @@
  * @module
  */
 
-import { createSystem as createSystemCore, type System, type SystemOptions } from "./src/system.ts";
+import { createSystem as createSystemCore, type System } from "./src/system.ts";
+import type { SystemOptions } from "./src/options.ts";
 
+// Actor types, and what their handlers see.
 export { defineActor } from "./src/actor/define.ts";
 export type {
   ActorDefinition,
-  ActorSpec,
   ActorTypes,
-  AnyActorTypes,
-  AnyFn,
-  DefinitionOptions,
+  Context,
+  ContextPublishOptions,
   EventsOf,
-  HandlerFn,
-  HandlerPayloads,
-  HandlerResults,
-  Hook,
-  SchemaHandler,
+  ScheduleOptions,
   StateOf,
   Upcasters,
 } from "./src/actor/define.ts";
 export { streamOf } from "./src/actor/schema.ts";
-export type {
-  HandlerSchemas,
-  InferInput,
-  InferOutput,
-  PayloadIssue,
-  StandardSchemaFailure,
-  StandardSchemaIssue,
-  StandardSchemaOptions,
-  StandardSchemaPathSegment,
-  StandardSchemaProps,
-  StandardSchemaResult,
-  StandardSchemaSuccess,
-  StandardSchemaTypes,
-  StandardSchemaV1,
-  StreamSchema,
-} from "./src/actor/schema.ts";
-export type { Context } from "./src/actor/context.ts";
+export type { PayloadIssue } from "./src/actor/schema.ts";
+
+// Talking to actors.
 export type {
   ActorRef,
   ActorStream,
-  Args,
-  AskKeys,
   AskOptions,
   Caller,
-  HandlerKeys,
-  ItemOf,
-  PayloadArg,
   PayloadOf,
   RefOptions,
   ReplyOf,
-  StreamKeys,
   StreamOptions,
   TellOptions,
 } from "./src/actor/ref.ts";
-export { consoleLogger } from "./src/actor/envelope.ts";
-export type { Logger, LogLevel } from "./src/actor/envelope.ts";
+
+// A node.
+export type { FeedEvent, FeedOptions } from "./src/actor/feed.ts";
+export type { Projection, ProjectionOptions } from "./src/actor/projection.ts";
 export type {
   Directory,
   HistoryEvent,
@@ -96,17 +74,23 @@ export type {
   System,
   SystemOptions,
   SystemStatus,
+  TopicPublishOptions,
+  TopicSubscribeOptions,
 } from "./src/system.ts";
-export type { AccessMap, AccessRule, Decision, SystemRule, TopicRule } from "./src/auth/access.ts";
-export type { AuthOptions, VerifyKey } from "./src/auth/verify.ts";
 export type {
-  DirectoryEvent,
-  ElectOptions,
-  Leader,
-  Lease,
-  LeaseOptions,
-  NodeInfo,
-} from "./src/directory/types.ts";
+  DeadLetterInfo,
+  Delivery,
+  DurableSubscribeOptions,
+  TopicHandler,
+} from "./src/dispatch/pubsub.ts";
+export { consoleLogger } from "./src/util/log.ts";
+export type { Logger, LogLevel } from "./src/util/log.ts";
+export { memoryJournal } from "./src/journal/memory.ts";
+export type { MemoryJournalOptions } from "./src/journal/memory.ts";
+export { inProcessMesh } from "./src/mesh/in_process.ts";
+export type { InProcessDurableOptions, InProcessMeshOptions } from "./src/mesh/in_process.ts";
+
+// Errors callers catch.
 export {
   ActorError,
   BadPayloadError,
@@ -124,56 +108,31 @@ export {
   UnknownHandlerError,
 } from "./src/errors.ts";
 export type { ActorErrorOptions, ErrorCode } from "./src/errors.ts";
-export { memoryJournal } from "./src/journal/memory.ts";
-export type { MemoryJournalOptions } from "./src/journal/memory.ts";
-export { isOwned } from "./src/journal/types.ts";
+
+// Identities and access rules.
+export type { AccessMap, AccessRule, Decision, SystemRule, TopicRule } from "./src/auth/access.ts";
+export type { AuthOptions, VerifyKey } from "./src/auth/verify.ts";
+
+// Leases, elections and the directory.
 export type {
-  Append,
-  Claim,
-  CommittedEvent,
-  IdempotencyRecord,
-  Journal,
-  NewEvent,
-  Owned,
-  Recovered,
-  Reminder,
-  Snapshot,
-  StoredEvent,
-  StoredReply,
-} from "./src/journal/types.ts";
-export { inProcessMesh } from "./src/mesh/in_process.ts";
-export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";
-export type {
-  KvBucket,
-  KvEntry,
-  KvIncarnation,
-  KvOptions,
-  KvWatch,
-  Mesh,
-  MeshConnection,
-  MeshErrorCode,
-  MeshHeaders,
-  MeshMessage,
-  MeshStatus,
-  MeshSubscription,
-  PublishOptions,
-  RequestHandle,
-  RequestOptions,
-  SubscribeOptions,
-} from "./src/mesh/types.ts";
-export { MeshError } from "./src/mesh/types.ts";
-export { memoryStore } from "./src/store/memory.ts";
+  DirectoryEvent,
+  ElectOptions,
+  Leader,
+  Lease,
+  LeaseOptions,
+  NodeInfo,
+} from "./src/directory/types.ts";
+
+// Records.
 export type {
   Store,
-  StoreBackend,
   StoreDeleteOptions,
-  StoredRecord,
   StoreListOptions,
   StoreRecord,
   StoreSetOptions,
-  StoreSource,
 } from "./src/store/types.ts";
-export { json, msgpack } from "./src/codec/mod.ts";
+
+// Dynamic config.
 export { ConfigError } from "./src/config/config.ts";
 export { fromEnv } from "./src/config/env.ts";
 export type { FromEnvOptions } from "./src/config/env.ts";
@@ -184,28 +143,13 @@ export type { FromKvOptions } from "./src/config/kv.ts";
 export type {
   Config,
   ConfigOptions,
-  ConfigSource,
-  ConfigSourceContext,
   ConfigView,
   ConfigWatch,
-  RunningConfigSource,
   SourceHealth,
-  Widen,
 } from "./src/config/types.ts";
-export type { Codec } from "./src/codec/types.ts";
-export type {
-  ActorEvent,
-  ActorReport,
-  Cluster,
-  ClusterOptions,
-  ClusterStats,
-  InspectOptions,
-  LeaseReport,
-  NodeStats,
-  TypeReport,
-} from "./src/observe/cluster.ts";
-export type { RecentError } from "./src/observe/node.ts";
-export type { Clock, TimerId } from "./src/util/clock.ts";
+
+// What the cluster's nodes report (`system.cluster`; the parts of its reports are in `./spi`).
+export type { Cluster } from "./src/observe/cluster.ts";
 
 /**
  * Starts a node. With no options it hosts nothing, keeps events in memory and runs on a

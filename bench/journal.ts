@@ -20,7 +20,8 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { createClient } from "@libsql/client/node";
-import { createSystem, defineActor, isOwned } from "../mod.ts";
+import { createSystem, defineActor } from "../mod.ts";
+import { isOwned } from "../spi.ts";
 import { libsqlJournal, type LibsqlJournalOptions } from "../adapters/libsql/mod.ts";
 import { msgpack } from "../src/codec/mod.ts";
 

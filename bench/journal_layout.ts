@@ -137,6 +137,8 @@ const layouts: Record<string, () => Layout> = {
           events: [{ type: "added", version: 1, data: DATA, at: 1 }],
           idempotency: [],
           reminders: [],
+          cancels: [],
+          outbox: [],
         }));
         for (const s of appendStatements(groups, round + 1, 1).stmts) run(s);
       },

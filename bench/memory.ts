@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { createSystem, defineActor, type Mesh } from "../mod.ts";
+import { createSystem, defineActor } from "../mod.ts";
+import type { Mesh } from "../spi.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
 

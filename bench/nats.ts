@@ -14,7 +14,8 @@
  *
  * @module
  */
-import { createSystem, msgpack, type System } from "../mod.ts";
+import { createSystem, type System } from "../mod.ts";
+import { msgpack } from "../spi.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { connect } from "@nats-io/transport-node";

@@ -10,7 +10,8 @@
  *
  * @module
  */
-import type { ActorDefinition, AnyActorTypes, System } from "../mod.ts";
+import type { ActorDefinition, System } from "../mod.ts";
+import type { AnyActorTypes } from "../spi.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { pct, spawnNode } from "./nats.ts";
 import { snapshot } from "./observe.ts";

@@ -11,7 +11,8 @@
  * @module
  */
 import { connect } from "@nats-io/transport-node";
-import type { ActorDefinition, AnyActorTypes, SystemOptions } from "../mod.ts";
+import type { ActorDefinition, SystemOptions } from "../mod.ts";
+import type { AnyActorTypes } from "../spi.ts";
 import { pct } from "./nats.ts";
 
 const root = Deno.env.get("BENCH_ROOT")!;

@@ -10,7 +10,8 @@
 import { z } from "zod";
 import * as v from "valibot";
 import { cpuUsage } from "node:process";
-import { createSystem, defineActor, type StandardSchemaV1 } from "../mod.ts";
+import { createSystem, defineActor } from "../mod.ts";
+import type { StandardSchemaV1 } from "../spi.ts";
 
 const zod = z.object({ amount: z.number().positive() });
 const vali = v.object({ amount: v.pipe(v.number(), v.minValue(0)) });

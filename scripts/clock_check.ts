@@ -28,6 +28,11 @@ export const ALLOWED: Readonly<Record<string, string>> = {
   "src/mesh/conformance.ts": "a suite run by deno test against real meshes (NATS): real waits",
   "src/journal/conformance.ts": "a suite run by deno test against real journals: real waits",
   "src/store/conformance.ts": "a suite run by deno test against real stores: real waits",
+  "src/mesh/durable_conformance.ts":
+    "a suite run by deno test against real durable topics (JetStream): real waits",
+  "src/util/_testing.ts": "helpers of the unit tests: bounded waits for real work, in real time",
+  "adapters/hono/_topics.ts":
+    "topic streams face real sockets: keep-alives, the stall bound and a stream's lifetime",
 };
 
 /** A direct use of the host's time. */

@@ -1,7 +1,10 @@
 /**
- * `deno doc --lint` on every entry point of the package (deno.json `exports`), each on its own,
- * so that each documents itself: a type an entry's exports refer to must be exported by that
- * entry too.
+ * `deno doc --lint` on every entry point of the package (deno.json `exports`). The two core
+ * entries, `.` (mod.ts: what users write) and `./spi` (spi.ts: what adapter authors write),
+ * share their types: `SystemOptions` in mod.ts takes a `Journal` of spi.ts, a conformance suite
+ * of spi.ts throws mod.ts's errors. So each entry is linted together with those two, and a type
+ * any entry refers to must be exported by that entry or by one of the two (the package
+ * documents it once, wherever users find it), instead of every entry re-exporting the whole API.
  *
  * One diagnostic is not ours and is let through, by name: `… references private type 'Hono'`,
  * the app class of the npm package hono that `gateway()` returns. Deno 2.9 flags types of other
@@ -15,6 +18,8 @@
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const UPSTREAM = [/references private type 'Hono'$/];
+/** The entries every entry is linted with. */
+const CORE = ["./mod.ts", "./spi.ts"];
 
 /** The diagnostics of one `deno doc --lint` output, as their first lines. */
 export function diagnostics(output: string): string[] {
@@ -26,8 +31,9 @@ if (import.meta.main) {
   const entries = Object.values(config.exports as Record<string, string>);
   let failed = 0;
   for (const entry of entries) {
+    const files = [entry, ...CORE.filter((c) => c !== entry)];
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["doc", "--lint", entry],
+      args: ["doc", "--lint", ...files],
       cwd: REPO,
       env: { NO_COLOR: "1" },
       stdout: "piped",

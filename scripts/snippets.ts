@@ -12,9 +12,16 @@
  *   block scope), never run;
  * - `nats`: a program that needs NATS, run with `NATS_URL` set to a throw-away nats-server
  *   started for it (`nats=3`: a 3-server cluster);
+ * - `norun`: a whole program that is type-checked but never run (it needs what a test cannot
+ *   give it: a production database, an identity provider, a server that keeps running);
  * - `no-check`: shown, never checked (for code that is not TypeScript for Deno).
  *
- * Usage: `deno run -A scripts/snippets.ts [file.md …]` (default: README.md and
+ * An HTML comment above a block (blank lines between are fine),
+ * `<!-- snippet: declare const system: System; -->`,
+ * is code the reader does not see that goes in front of the block when it is checked: the
+ * declarations (and imports) a short excerpt leaves out.
+ *
+ * Usage: `deno run -A scripts/snippets.ts [file.md …]` (default: README.md, docs/*.md and
  * docs/guide/*.md). Exit code 1 when a snippet fails; the last line is
  * "N snippets: N checked, N run twice, N failed".
  *
@@ -37,6 +44,10 @@ export interface Snippet {
   readonly file?: string;
   /** NATS servers a program needs (0: none). */
   readonly nats: 0 | 1 | 3;
+  /** A program that is type-checked, never run (`norun`). */
+  readonly norun?: boolean;
+  /** Code in front of the block when checked (the `<!-- snippet: … -->` above it). */
+  readonly prelude?: string;
 }
 
 /** The outcome of one snippet. */
@@ -78,6 +89,9 @@ export function parseSnippets(doc: string, text: string): Snippet[] {
       body.push(lines[j]!.slice(Math.min(indent, /^\s*/.exec(lines[j]!)![0].length)));
     }
     const file = attrs.find((a) => a.startsWith("file="))?.slice("file=".length);
+    let k = i - 1; // the nearest line above that is not blank (deno fmt puts one between)
+    while (k >= 0 && lines[k]!.trim() === "") k--;
+    const above = k >= 0 ? /^<!--\s*snippet:\s*([\s\S]*?)\s*-->\s*$/.exec(lines[k]!) : null;
     const natsAttr = attrs.find((a) => a === "nats" || a.startsWith("nats="));
     const kind = attrs.includes("no-check")
       ? "skip"
@@ -93,6 +107,8 @@ export function parseSnippets(doc: string, text: string): Snippet[] {
       kind,
       ...(file !== undefined ? { file } : {}),
       nats: natsAttr === undefined ? 0 : natsAttr === "nats=3" ? 3 : 1,
+      ...(kind === "program" && attrs.includes("norun") ? { norun: true } : {}),
+      ...(above ? { prelude: above[1]! + "\n" } : {}),
     });
     i = j;
   }
@@ -216,10 +232,10 @@ export async function checkSnippets(
           continue;
         }
         let name = s.file ?? `snippet_${String(n + 1).padStart(2, "0")}_line${s.line}.ts`;
-        let code = s.code;
+        let code = (s.prelude ?? "") + s.code;
         if (s.kind === "fragment" && last) {
-          const base = splitImports(last.code);
-          const own = splitImports(s.code);
+          const base = splitImports((last.prelude ?? "") + last.code);
+          const own = splitImports(code);
           code = [
             ...mergeImports([...base.imports, ...own.imports]),
             base.body,
@@ -235,7 +251,7 @@ export async function checkSnippets(
         files.set(`${dir}/${name}`, s);
         if (s.kind === "program") {
           last = s;
-          programs.push([`${dir}/${name}`, s]);
+          if (!s.norun) programs.push([`${dir}/${name}`, s]);
         }
       }
     }
@@ -253,7 +269,7 @@ export async function checkSnippets(
     for (const [path, s] of files) {
       if (failedFiles.has(path)) {
         results.push({ snippet: s, ok: false, ran: false, error: excerpt(check.output, path) });
-      } else if (s.kind !== "program") {
+      } else if (s.kind !== "program" || s.norun) {
         results.push({ snippet: s, ok: true, ran: false });
       }
     }
@@ -316,8 +332,10 @@ if (import.meta.main) {
   let docs = Deno.args;
   if (docs.length === 0) {
     docs = ["README.md"];
-    for await (const e of Deno.readDir(`${REPO}/docs/guide`)) {
-      if (e.isFile && e.name.endsWith(".md")) docs.push(`docs/guide/${e.name}`);
+    for (const dir of ["docs", "docs/guide"]) {
+      for await (const e of Deno.readDir(`${REPO}/${dir}`)) {
+        if (e.isFile && e.name.endsWith(".md")) docs.push(`${dir}/${e.name}`);
+      }
     }
     docs = docs.map((d) => `${REPO}/${d}`).sort();
   }

@@ -377,6 +377,16 @@ export interface WireError {
 /**
  * Turns any thrown value into what may cross the wire: an {@link ActorError} keeps its code,
  * message and data; anything else becomes `internal` (and `onMasked` is told, to log it).
+ *
+ * @example
+ * ```ts
+ * import { ActorError } from "@troupe/troupe";
+ * import { toWireError } from "@troupe/troupe/spi";
+ * console.log(toWireError(new ActorError("no funds", { code: "insufficient" })));
+ * // { code: "insufficient", message: "no funds" }
+ * console.log(toWireError(new Error("db password is x"), (err) => console.error(err)));
+ * // { code: "internal", message: "Internal error" }
+ * ```
  */
 export function toWireError(err: unknown, onMasked?: (err: unknown) => void): WireError {
   if (err instanceof ActorError) {
@@ -392,6 +402,14 @@ export function toWireError(err: unknown, onMasked?: (err: unknown) => void): Wi
  * Rebuilds an error from the wire, with the subclass of its code where Troupe has one. Any
  * other code (a handler's own, or one that names an `Object.prototype` property such as
  * `constructor`) gives a plain {@link ActorError} with that code.
+ *
+ * @example
+ * ```ts
+ * import { TimeoutError } from "@troupe/troupe";
+ * import { fromWireError } from "@troupe/troupe/spi";
+ * const err = fromWireError({ code: "timeout", message: "ask account/a.deposit timed out" });
+ * console.log(err instanceof TimeoutError); // true
+ * ```
  */
 export function fromWireError(w: WireError): ActorError {
   const C = errorClasses.get(w.code);

@@ -18,8 +18,6 @@ import {
   UnknownActorTypeError,
   UnknownHandlerError,
 } from "./errors.ts";
-import { json } from "./codec/json.ts";
-import { msgpack } from "./codec/msgpack.ts";
 
 // Names that an object literal would find on Object.prototype.
 const PROTOTYPE_NAMES = [
@@ -90,23 +88,5 @@ Deno.test("toWireError() masks anything but an ActorError as internal and report
     const w = toWireError(thrown, (e) => masked.push(e));
     assert.deepEqual(w, { code: "internal", message: "Internal error" });
     assert.deepEqual(masked, [thrown]);
-  }
-});
-
-Deno.test("an error with a prototype-named code crosses both codecs and comes back as an ActorError", () => {
-  for (const codec of [msgpack, json]) {
-    for (const code of PROTOTYPE_NAMES) {
-      const sent = new ActorError(`Failed with ${code}`, { code, data: { list: [1, 2n] } });
-      const w = codec.decode(codec.encode(toWireError(sent))) as {
-        code: string;
-        message: string;
-        data?: unknown;
-      };
-      const err = fromWireError(w);
-      assert.ok(err instanceof ActorError, `${codec.contentType}, code "${code}"`);
-      assert.equal(err.code, code);
-      assert.equal(err.message, `Failed with ${code}`);
-      assert.deepEqual(err.data, { list: [1, 2n] });
-    }
   }
 });

@@ -1,142 +1,109 @@
 /**
- * `createSystem`: one node of a Troupe cluster. It wires the mesh (routing, membership,
- * ownership, leases), the journal and the hosted actor types, and owns their lifecycle.
+ * `createSystem`: one node of a Troupe cluster, and the composition root of the runtime. The
+ * options become one validated configuration (`nodeConfig`, options.ts); this file opens what
+ * it names (journal, mesh connection, config), wires the parts (membership, ownership, leases,
+ * the message path, reminders, stores, the observer) and owns their lifecycle. Each role lives
+ * in its own module: access checks in the message path (`dispatch/access.ts`), history with the
+ * journal (`journal/history.ts`), the directory view with the directory (`directory/view.ts`).
  *
  * @module
  */
 
 import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./actor/define.ts";
-import { consoleLogger, type Logger, type LogLevel } from "./actor/envelope.ts";
 import { type ActorRef, makeRef, type RefOptions } from "./actor/ref.ts";
-import { upcast } from "./actor/activation.ts";
 import { Reminders } from "./actor/reminders.ts";
-import { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./codec/mod.ts";
-import { Stores } from "./store/store.ts";
-import type { Store, StoreBackend } from "./store/types.ts";
+import type { Decision } from "./auth/access.ts";
+import { msgpack } from "./codec/mod.ts";
+import { type FeedEvent, type FeedOptions, readFeed } from "./actor/feed.ts";
+import { type Projection, type ProjectionOptions, startProjection } from "./actor/projection.ts";
+import { Outbox } from "./dispatch/outbox.ts";
 import type { Codec } from "./codec/types.ts";
+import { createConfig, type ManagedConfig } from "./config/config.ts";
+import type { Config } from "./config/types.ts";
 import { createLeases, type Leases } from "./directory/leases.ts";
 import { type Membership, startMembership } from "./directory/membership.ts";
 import { createOwnership, type Ownership } from "./directory/ownership.ts";
-import type {
-  DirectoryEvent,
-  ElectOptions,
-  Leader,
-  Lease,
-  LeaseOptions,
-  NodeInfo,
-} from "./directory/types.ts";
-import { createConfig, type ManagedConfig } from "./config/config.ts";
-import type { Config, ConfigOptions } from "./config/types.ts";
+import type { ElectOptions, Leader, Lease, LeaseOptions, NodeInfo } from "./directory/types.ts";
+import { type Directory, directoryView } from "./directory/view.ts";
 import { Dispatch } from "./dispatch/dispatch.ts";
-import { DEFAULT_REPLY_PREFIXES, isReplySubject, subjects } from "./dispatch/subjects.ts";
+import type { DurableSubscribeOptions, TopicHandler } from "./dispatch/pubsub.ts";
+import { isReplySubject, subjects } from "./dispatch/subjects.ts";
+import { ClosedError } from "./errors.ts";
+import { type HistoryEvent, readHistory } from "./journal/history.ts";
+import { memoryJournal } from "./journal/memory.ts";
+import type { Journal } from "./journal/types.ts";
+import { inProcessMesh } from "./mesh/in_process.ts";
+import type { MeshConnection } from "./mesh/types.ts";
 import { type Cluster, clusterClient } from "./observe/cluster.ts";
 import type { Responder } from "./observe/control.ts";
 import { measuredJournal } from "./observe/journal.ts";
-import { activity, NodeObserver } from "./observe/node.ts";
+import { NodeObserver } from "./observe/node.ts";
 import { serveObservation } from "./observe/serve.ts";
-import { allows, decide, type Decision, type SystemRule, type TopicRule } from "./auth/access.ts";
-import { type AuthOptions, createVerifier, type Verifier } from "./auth/verify.ts";
-import { subjectMatches } from "./mesh/subject.ts";
-import { ClosedError, ForbiddenError } from "./errors.ts";
-import type { Journal } from "./journal/types.ts";
-import { memoryJournal } from "./journal/memory.ts";
-import { inProcessMesh } from "./mesh/in_process.ts";
-import type { Mesh, MeshConnection } from "./mesh/types.ts";
+import { type NodeConfig, nodeConfig, type SystemOptions } from "./options.ts";
+import { Stores } from "./store/store.ts";
+import type { Store } from "./store/types.ts";
 import { TimerWheel } from "./util/async.ts";
-import { type Clock, systemClock, type TimerId } from "./util/clock.ts";
-import { createEventQueue } from "./util/queue.ts";
+import type { Clock } from "./util/clock.ts";
 
-/** Options of {@link createSystem}. */
-export interface SystemOptions {
-  /** Actor types this node hosts (empty: a client node). @default {[]} */
-  // deno-lint-ignore no-explicit-any
-  actors?: readonly ActorDefinition<any>[];
+export type { SystemOptions } from "./options.ts";
+export type { HistoryEvent } from "./journal/history.ts";
+export type { Directory } from "./directory/view.ts";
+
+/**
+ * Options of {@link System.publish}.
+ *
+ * @example
+ * ```ts
+ * import type { TopicPublishOptions } from "@troupe/troupe";
+ * const options: TopicPublishOptions = { durable: true, id: "order-42-created" };
+ * ```
+ */
+export interface TopicPublishOptions {
+  /** The publisher's token: topic rules (`auth.topics`) decide whether it may publish. */
+  token?: string;
   /**
-   * Where events live: a libSQL URL (`file:`, `:memory:`, `libsql://`, `http(s)://`) or a
-   * {@link Journal}. @default {an in-memory journal: state lasts as long as the process}
+   * Store the message (durable topics: the mesh's store, JetStream on NATS): the promise
+   * resolves once it is stored, and durable subscriptions get it at least once, also if they
+   * run later. Plain subscribers get it too, live. @default {false}
    */
-  journal?: string | Journal;
-  /** The mesh. @default {a private in-process mesh: a one-node cluster} */
-  mesh?: Mesh;
-  /** This node's id. @default {a random unique id} */
-  node?: string;
-  /** A logger, or the level for the console logger. @default {"warn"} */
-  logger?: Logger | LogLevel;
-  /** Largest encoded payload accepted or sent, bytes. @default {1048576} */
-  maxPayload?: number;
-  /** Content type of messages this node sends. @default {"application/msgpack"} */
-  contentType?: string;
-  /** Default ask timeout, ms. @default {30000} */
-  askTimeout?: number;
-  /** Membership/ownership lease time to live, ms. @default {the mesh's leaseTtl} */
-  leaseTtl?: number;
-  /** Whether this node runs the durable reminder service (when elected). @default {true} */
-  reminders?: boolean;
+  durable?: boolean;
   /**
-   * Most actors active on this node at once. Past it, the least recently used idle ones
-   * passivate to make room; when none is idle, new activations get `overloaded`.
-   * @default {100000}
+   * A durable message's id (1 to 128 characters): published again with the same id within the
+   * store's duplicate window (2 minutes by default), it is stored once. Durable subscribers see
+   * it as `delivery.id`. @default {a random id}
    */
-  maxActivations?: number;
-  /**
-   * Bound of a graceful `close()`, ms: mailboxes and worker pools drain for at most this long,
-   * then what is left is answered "send it elsewhere" and turns still running are abandoned.
-   * @default {10000}
-   */
-  drainTimeout?: number;
-  /**
-   * Where `system.store(name)` keeps records. @default {the journal's database when the
-   * journal offers one (a libSQL journal: URL or object), else memory shared by the systems
-   * given the same journal object}
-   */
-  store?: StoreBackend;
-  /** Dynamic config: sources, defaults, `validate`, secrets (see `system.config`). @default {{}} */
-  config?: ConfigOptions;
-  /**
-   * Identities and access rules: how callers' tokens (JWTs) are verified, and system-wide
-   * rules. With it, every handler needs an allowed caller (`access` in `defineActor`;
-   * `"authenticated"` for types without one). @default {no auth: tokens are not checked, and
-   * types that declare `access` cannot be hosted}
-   */
-  auth?: AuthOptions;
-  /**
-   * Inbox prefixes this node publishes replies and stream frames to: the first token of a
-   * caller's reply subject must start with one of them (`$…` and Troupe subjects never pass).
-   * Add your clients' `inboxPrefix`es if they do not start with `_INBOX`. @default {["_INBOX"]}
-   */
-  replyPrefixes?: readonly string[];
-  /**
-   * Answer NATS service discovery (`$SRV.PING|INFO|STATS`) as service `troupe`, so that
-   * `nats micro ls troupe` lists this node (docs/operating.md). @default {true}
-   */
-  serviceDiscovery?: boolean;
-  /**
-   * Where this node reads time and sets timers: call deadlines, idle passivation, reminders,
-   * membership and lease timing, config debounce, store TTLs and the purge, stream and drain
-   * bounds. Tests pass `virtualClock()` from `./testing` and move time with `advance(ms)`.
-   * The NATS client's own timers (pings, reconnects, request timeouts on the wire) and the
-   * libSQL journal's lock waits stay on real time: they follow a real network and disk.
-   * @default {systemClock: the host's time}
-   */
-  clock?: Clock;
+  id?: string;
 }
 
-/** An event read back from an actor's log. */
-export interface HistoryEvent<E = unknown> {
-  /** Position in the log. */
-  readonly seq: number;
-  /** Event type. */
-  readonly type: string;
-  /** Payload, upcast to the current version. */
-  readonly payload: E;
-  /** When it was appended. */
-  readonly at: Date;
+/**
+ * Options of {@link System.subscribe}: a plain subscription (live, at most once; `group`
+ * load-balances), or a durable one (`durable: name`, at least once; see
+ * {@link DurableSubscribeOptions}).
+ *
+ * @example
+ * ```ts
+ * import type { TopicSubscribeOptions } from "@troupe/troupe";
+ * const billing: TopicSubscribeOptions = { durable: "billing", from: "all", maxDeliver: 5 };
+ * const live: TopicSubscribeOptions = { group: "dashboards" };
+ * ```
+ */
+export interface TopicSubscribeOptions extends Partial<DurableSubscribeOptions> {
+  /** Queue group of a plain subscription: each message to one member of the group. */
+  group?: string;
+  /** The subscriber's token: topic rules (`auth.topics`) decide whether it may subscribe. */
+  token?: string;
 }
 
 /** A pub/sub subscription. */
 export interface Subscription {
   /** The topic pattern. */
   readonly topic: string;
+  /**
+   * Settles once the subscription is in place: its token (if any) was allowed, the mesh knows
+   * of it, and a durable subscription's consumer exists. Rejects (`forbidden`, `unauthorized`,
+   * `unavailable`, `TypeError`) when it was refused: it then delivers nothing.
+   */
+  readonly ready: Promise<void>;
   /** Stops delivery. Idempotent. */
   unsubscribe(): void;
   /** Same as `unsubscribe()`, for `using`. */
@@ -145,16 +112,6 @@ export interface Subscription {
 
 /** See {@link System.status}. */
 export type SystemStatus = "running" | "fenced" | "closing" | "closed";
-
-/** Who is in the cluster and what runs where. */
-export interface Directory {
-  /** Live nodes. */
-  nodes(): NodeInfo[];
-  /** The node hosting an actor now, or undefined. */
-  locate<T extends ActorTypes>(def: ActorDefinition<T>, id: string): Promise<string | undefined>;
-  /** Node joins/leaves and activations. Break out of the loop to stop. */
-  watch(): AsyncIterable<DirectoryEvent>;
-}
 
 /** One node of a Troupe cluster: see {@link createSystem}. */
 export interface System extends AsyncDisposable {
@@ -204,13 +161,59 @@ export interface System extends AsyncDisposable {
     id: string,
     options?: { from?: number },
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
-  /** Publishes to a topic (dot-separated tokens). */
-  publish(topic: string, payload: unknown, options?: { token?: string }): Promise<void>;
-  /** Subscribes to a topic pattern (`*` one token, `>` the rest); `group` load-balances. */
+  /**
+   * Every event of every actor of `def`'s type, in the journal's commit order (per actor in seq
+   * order), from `options.after` (a position of an earlier event) on, then live ones.
+   */
+  feed<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    options?: FeedOptions,
+  ): AsyncIterable<FeedEvent<T["events"][keyof T["events"]]>>;
+  /**
+   * Runs projection `name` (on one node of the cluster at a time): `handle` gets every event of
+   * the types in `from`, in order, checkpointed; a restart or failover resumes after the last
+   * checkpoint (at least once: write by key).
+   */
+  projection(name: string, options: ProjectionOptions): Projection;
+  /**
+   * Publishes to a topic (dot-separated tokens): at most once to the subscribers there now,
+   * or, with `durable: true`, stored first (the promise resolves once it is) and delivered at
+   * least once to durable subscriptions, also those that start later.
+   *
+   * @example
+   * ```ts
+   * import { createSystem } from "@troupe/troupe";
+   * const system = await createSystem();
+   * await system.publish("orders.created", { id: 1 });                      // live only
+   * await system.publish("orders.created", { id: 2 }, { durable: true, id: "order-2" }); // stored
+   * await system.close();
+   * ```
+   */
+  publish(topic: string, payload: unknown, options?: TopicPublishOptions): Promise<void>;
+  /**
+   * Subscribes to a topic pattern (`*` one token, `>` the rest). Plain: live messages, at most
+   * once; `group` load-balances. With `durable: name`: a named consumer shared by every
+   * subscriber of that name and pattern on any node; messages wait for it, each is delivered
+   * at least once, again while the handler throws (`backoff`), then moved to `dead.<topic>`
+   * after `maxDeliver` deliveries. The handler's third argument says which delivery it is.
+   *
+   * @example
+   * ```ts
+   * import { createSystem } from "@troupe/troupe";
+   * const system = await createSystem();
+   * const sub = system.subscribe("orders.*", async (order, topic, delivery) => {
+   *   console.log(topic, order, delivery?.attempt);     // throw to get it again later
+   * }, { durable: "billing", from: "all", maxDeliver: 5 });
+   * await sub.ready;                                     // the consumer exists
+   * await system.publish("orders.created", { id: 1 }, { durable: true });
+   * sub.unsubscribe();
+   * await system.close();
+   * ```
+   */
   subscribe(
     topic: string,
-    handler: (payload: unknown, topic: string) => void | Promise<void>,
-    options?: { group?: string; token?: string },
+    handler: TopicHandler,
+    options?: TopicSubscribeOptions,
   ): Subscription;
   /** Acquires a lease, waiting until it is free. */
   lease(name: string, options?: LeaseOptions): Promise<Lease>;
@@ -230,8 +233,6 @@ export interface SystemInternals {
   resolveJournal?: (url: string, now: () => number) => Promise<Journal>;
 }
 
-const TYPE_NAME = /^[a-z][a-z0-9_-]*$/;
-
 /**
  * Starts a node. See `createSystem` in `mod.ts` for the public entry (it adds libSQL URLs).
  */
@@ -239,52 +240,43 @@ export async function createSystem(
   options: SystemOptions = {},
   internals: SystemInternals = {},
 ): Promise<System> {
-  const node = options.node ?? `node-${crypto.randomUUID().slice(0, 8)}`;
-  if (!/^[A-Za-z0-9_-]+$/.test(node)) {
-    throw new TypeError(`Node id must match /^[A-Za-z0-9_-]+$/, got "${node}"`);
-  }
-  const log = typeof options.logger === "object"
-    ? options.logger
-    : consoleLogger(options.logger ?? "warn", node);
-  const clock = options.clock ?? systemClock;
+  const cfg = nodeConfig(options);
+  const clock = cfg.clock;
   let journal: Journal;
   let ownsJournal = false;
-  if (options.journal === undefined) {
+  if (cfg.journal === undefined) {
     journal = memoryJournal({ now: clock.now });
     ownsJournal = true;
-  } else if (typeof options.journal === "string") {
-    if (options.journal === ":memory:" && !internals.resolveJournal) {
+  } else if (typeof cfg.journal === "string") {
+    if (cfg.journal === ":memory:" && !internals.resolveJournal) {
       journal = memoryJournal({ now: clock.now });
     } else if (!internals.resolveJournal) {
       throw new TypeError(
-        `A journal URL ("${options.journal}") needs the libSQL adapter: import createSystem from the package root, or pass libsqlJournal({ url })`,
+        `A journal URL ("${cfg.journal}") needs the libSQL adapter: import createSystem from the package root, or pass libsqlJournal({ url })`,
       );
-    } else journal = await internals.resolveJournal(options.journal, clock.now);
+    } else journal = await internals.resolveJournal(cfg.journal, clock.now);
     ownsJournal = true;
-  } else journal = options.journal;
-  const mesh = options.mesh ?? inProcessMesh({ clock });
+  } else journal = cfg.journal;
+  const mesh = cfg.mesh ?? inProcessMesh({ clock });
   let conn: MeshConnection | undefined;
   let config: ManagedConfig | undefined;
   try {
-    conn = await mesh.connect({ node, clock });
-    config = await createConfig(options.config, {
-      node,
-      logger: log,
+    conn = await mesh.connect({ node: cfg.node, clock });
+    config = await createConfig(cfg.config, {
+      node: cfg.node,
+      logger: cfg.log,
       mesh: conn,
       prefix: mesh.prefix,
       clock,
     });
-    const system = new SystemImpl(
-      node,
-      options,
-      log,
-      clock,
+    const system = new SystemImpl(cfg, {
       journal,
       ownsJournal,
-      mesh,
+      prefix: mesh.prefix,
+      leaseTtl: cfg.leaseTtl ?? mesh.leaseTtl,
       conn,
       config,
-    );
+    });
     await system.start();
     return system;
   } catch (err) {
@@ -295,208 +287,166 @@ export async function createSystem(
   }
 }
 
+/** What `createSystem` opened for a node. */
+interface Opened {
+  readonly journal: Journal;
+  /** Whether the node closes the journal (it opened it). */
+  readonly ownsJournal: boolean;
+  /** The mesh's subject prefix. */
+  readonly prefix: string;
+  /** Membership/ownership lease time to live, ms. */
+  readonly leaseTtl: number;
+  readonly conn: MeshConnection;
+  readonly config: ManagedConfig;
+}
+
 /** A node: wiring (membership, ownership, leases, the message path, reminders) and lifecycle. */
 class SystemImpl implements System {
   readonly node: string;
   readonly directory: Directory;
   readonly config: ManagedConfig;
   readonly cluster: Cluster;
+  readonly #cfg: NodeConfig;
+  readonly #opened: Opened;
   readonly #observer: NodeObserver;
   #observing: Responder | undefined;
-  readonly #log: Logger;
-  readonly #journal: Journal;
   readonly #storage: Codec = msgpack;
   readonly clock: Clock;
   readonly #wheel: TimerWheel;
-  readonly #defs = new Map<string, ActorDefinition<AnyActorTypes>>();
-  readonly #conn: MeshConnection;
-  readonly #prefix: string;
-  readonly #ttl: number;
-  readonly #ownsJournal: boolean;
-  readonly #options: SystemOptions;
   #membership!: Membership;
   #ownership!: Ownership;
   #leases!: Leases;
   #dispatch!: Dispatch;
   #reminders: Reminders | undefined;
+  #outbox: Outbox | undefined;
+  readonly #projections = new Set<Projection>();
+  /** Aborted when `close()` starts: feeds end. */
+  readonly #closed = new AbortController();
   #closing: Promise<void> | undefined;
-  readonly #auth:
-    | { verifier: Verifier; rules: readonly SystemRule[]; topics: readonly TopicRule[] }
-    | undefined;
-  #idleTimer: TimerId | undefined;
-  #unfence: (() => void) | undefined;
   readonly #stores: Stores;
 
-  constructor(
-    node: string,
-    options: SystemOptions,
-    log: Logger,
-    clock: Clock,
-    journal: Journal,
-    ownsJournal: boolean,
-    mesh: Mesh,
-    conn: MeshConnection,
-    config: ManagedConfig,
-  ) {
-    this.node = node;
-    this.config = config;
-    this.#log = log;
-    this.clock = clock;
-    this.#wheel = new TimerWheel(clock, 5);
-    this.#journal = journal;
-    this.#ownsJournal = ownsJournal;
-    this.#options = options;
-    this.#conn = conn;
-    this.#prefix = mesh.prefix;
+  constructor(cfg: NodeConfig, opened: Opened) {
+    this.node = cfg.node;
+    this.clock = cfg.clock;
+    this.#wheel = new TimerWheel(cfg.clock, 5);
+    this.config = opened.config;
+    this.#cfg = cfg;
+    this.#opened = opened;
     this.#stores = new Stores({
-      ...(options.store ? { backend: options.store } : {}),
-      journal,
+      ...(cfg.store ? { backend: cfg.store } : {}),
+      journal: opened.journal,
       codec: this.#storage,
-      maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
-      clock,
-      onError: (msg, err) => log.warn(msg, { err }),
+      maxPayload: cfg.maxPayload,
+      onError: (msg, err) => cfg.log.warn(msg, { err }),
+      clock: cfg.clock,
     });
-    this.#ttl = options.leaseTtl ?? mesh.leaseTtl;
-    for (const def of options.actors ?? []) {
-      if (!def || typeof def.name !== "string" || !TYPE_NAME.test(def.name) || !def.handlers) {
-        throw new TypeError("createSystem(): every entry of `actors` must come from defineActor()");
-      }
-      if (this.#defs.has(def.name)) {
-        throw new TypeError(`createSystem(): actor type "${def.name}" is listed twice`);
-      }
-      if (def.access && !options.auth) {
-        throw new TypeError(
-          `createSystem(): actor type "${def.name}" declares access rules, so the node needs auth`,
-        );
-      }
-      this.#defs.set(def.name, def);
-    }
-    this.#auth = options.auth && {
-      verifier: createVerifier(options.auth, clock),
-      rules: options.auth.rules ?? [],
-      topics: options.auth.topics ?? [],
-    };
-    this.directory = {
+    this.directory = directoryView({
       nodes: () => this.#membership.nodes(),
-      locate: (def, id) => this.#dispatch.locate(def.name, id),
-      watch: (): AsyncIterable<DirectoryEvent> => this.#watch(),
-    };
-    this.#observer = new NodeObserver(
-      node,
-      () => activity(this.#dispatch?.local, this.#defs.keys()),
-      { clock },
-    );
+      locate: (type, id) => this.#dispatch.locate(type, id),
+      watches: () => [this.#membership.watch(), this.#dispatch.activations.watch()],
+    });
+    this.#observer = new NodeObserver(cfg.node, () => this.#dispatch?.activity() ?? [], {
+      clock: cfg.clock,
+    });
     this.cluster = clusterClient({
-      prefix: this.#prefix,
-      conn,
+      prefix: opened.prefix,
+      conn: opened.conn,
       nodes: () => this.#membership.nodes(),
       hostsOf: (type) => this.#membership.hostsOf(type),
       locate: (type, id) => this.#dispatch.locate(type, id),
-      clock,
+      clock: cfg.clock,
     });
   }
 
   async start(): Promise<void> {
-    const options = this.#options;
-    const ct = options.contentType ?? msgpack.contentType;
-    const wireCodec = codecFor(ct);
-    if (!wireCodec) throw new TypeError(`No codec for content type "${ct}"`);
-    const maxActivations = options.maxActivations ?? 100_000;
-    if (!(maxActivations >= 1)) {
-      throw new RangeError(`maxActivations must be at least 1, got ${maxActivations}`);
-    }
-    const clock = this.clock;
-    const info: NodeInfo = { id: this.node, types: [...this.#defs.keys()], since: clock.now() };
-    this.#membership = await startMembership(this.#conn, {
-      prefix: this.#prefix,
+    const cfg = this.#cfg;
+    const { conn, prefix, journal } = this.#opened;
+    const info: NodeInfo = { id: this.node, types: [...cfg.defs.keys()], since: cfg.clock.now() };
+    this.#membership = await startMembership(conn, {
+      prefix,
       node: info,
-      ttl: this.#ttl,
-      onWarning: (m) => this.#log.warn(m),
-      clock,
+      ttl: this.#opened.leaseTtl,
+      onWarning: (m) => cfg.log.warn(m),
+      clock: cfg.clock,
     });
-    this.#ownership = createOwnership(this.#membership, { journal: this.#journal });
-    this.#leases = await createLeases(this.#conn, this.#membership, {
-      prefix: this.#prefix,
-      node: this.node,
-    });
+    this.#ownership = createOwnership(this.#membership, { journal });
+    this.#leases = await createLeases(conn, this.#membership, { prefix, node: this.node });
     this.#dispatch = new Dispatch({
       node: this.node,
-      prefix: this.#prefix,
-      conn: this.#conn,
+      prefix,
+      conn,
       membership: this.#membership,
       ownership: this.#ownership,
-      journal: measuredJournal(this.#journal, this.#observer),
+      journal: measuredJournal(journal, this.#observer),
       storage: this.#storage,
-      wireCodec,
-      log: this.#log,
-      clock,
+      wireCodec: cfg.wireCodec,
+      log: cfg.log,
+      clock: cfg.clock,
       wheel: this.#wheel,
       observer: this.#observer,
-      maxPayload: maxPayloadOf(options.maxPayload, this.#conn),
-      askTimeout: options.askTimeout ?? 30_000,
-      maxActivations,
-      auth: this.#auth,
-      replyPrefixes: options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES,
-      defs: this.#defs,
+      // never above what the mesh connection can carry
+      maxPayload: Math.min(cfg.maxPayload, conn.maxPayload),
+      askTimeout: cfg.askTimeout,
+      maxActivations: cfg.maxActivations,
+      auth: cfg.auth,
+      replyPrefixes: cfg.replyPrefixes,
+      defs: cfg.defs,
       reminderScheduled: (due) => this.#reminders?.scheduled(due),
+      forwardOutbox: (actor, messages) => this.#outbox?.forward(actor, messages),
       configView: () => this.config.view(),
-    });
-    this.#unfence = this.#membership.on((e) => {
-      if (e.type === "fenced") {
-        this.#log.warn("Node lost its lease: dropping its activations", { reason: e.reason });
-        this.#dispatch.local.dropAll();
-      }
     });
     await this.#dispatch.start();
     this.#observing = this.#serveObservation();
-    const idle = Math.min(...[...this.#defs.values()].map((d) => d.idleAfter), 60_000);
-    this.#idleTimer = clock.setInterval(
-      () => this.#dispatch.local.sweepIdle(),
-      Math.max(10, Math.min(1000, idle / 2)),
-    );
-    if (options.reminders !== false && this.#defs.size > 0) {
+    if (cfg.reminders && cfg.defs.size > 0) {
+      const auth = cfg.auth;
       this.#reminders = new Reminders({
-        journal: this.#journal,
+        journal,
         storage: this.#storage,
         dispatcher: this.#dispatch,
-        log: this.#log,
-        prefix: this.#prefix,
-        clock,
+        log: cfg.log,
+        prefix,
+        clock: cfg.clock,
         elect: (name, o) => this.#leases.elect(name, o),
-        ...(this.#auth
-          ? { delegate: (caller, from) => this.#auth!.verifier.delegate(caller, from) }
-          : {}),
+        ...(auth ? { delegate: (caller, from) => auth.verifier.delegate(caller, from) } : {}),
       });
       this.#reminders.start();
+    }
+    if (cfg.defs.size > 0) {
+      this.#outbox = new Outbox({
+        journal,
+        log: cfg.log,
+        prefix,
+        clock: cfg.clock,
+        publish: this.#dispatch.durablePublish(),
+        elect: (name, o) => this.#leases.elect(name, o),
+      });
+      this.#outbox.start();
     }
   }
 
   /** Answers `system.cluster` and NATS service discovery for this node. */
   #serveObservation(): Responder {
-    const s = subjects(this.#prefix);
-    const replyPrefixes = this.#options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES;
+    const cfg = this.#cfg;
+    const s = subjects(this.#opened.prefix);
     return serveObservation({
-      micro: this.#options.serviceDiscovery !== false,
-      prefix: this.#prefix,
-      conn: this.#conn,
+      micro: cfg.serviceDiscovery,
+      prefix: this.#opened.prefix,
+      conn: this.#opened.conn,
       observer: this.#observer,
-      journal: this.#journal,
-      log: this.#log,
+      journal: this.#opened.journal,
+      log: cfg.log,
       info: () => this.#membership.self,
-      stateless: (type) => this.#defs.get(type)?.stateless === true,
+      stateless: (type) => cfg.defs.get(type)?.stateless === true,
       status: () => this.status(),
       leases: () => this.#leases.holding().map((l) => ({ name: l.name, token: l.token })),
-      active: (type, id) => {
-        const act = this.#dispatch.local.activations.get(`${type}/${id}`);
-        return act?.status === "active" ? { seq: act.seq, queued: act.queued } : undefined;
-      },
+      active: (type, id) => this.#dispatch.activeActor(type, id),
       history: (type, id, from) => {
-        const def = this.#defs.get(type);
+        const def = cfg.defs.get(type);
         return def ? this.history(def, id, { from }) : undefined;
       },
-      replyAllowed: (subject) => isReplySubject(subject, replyPrefixes),
+      replyAllowed: (subject) => isReplySubject(subject, cfg.replyPrefixes),
       endpoint: (type) =>
-        this.#defs.get(type)?.stateless
+        cfg.defs.get(type)?.stateless
           ? { subject: s.worker(type), queueGroup: s.workerGroup(type) }
           : { subject: s.hosted(this.node, type) },
     });
@@ -527,78 +477,83 @@ class SystemImpl implements System {
     return makeRef(this.#dispatch, def, id, undefined, opts);
   }
 
-  async explain<T extends ActorTypes>(
+  explain<T extends ActorTypes>(
     def: ActorDefinition<T>,
     handler: string,
     options: { id?: string; token?: string } = {},
   ): Promise<Decision> {
-    const auth = this.#auth;
-    if (!auth) return { allowed: true, by: "no auth on this node" };
-    const caller = options.token === undefined
-      ? undefined
-      : await auth.verifier.verify(options.token);
-    return decide(def.name, handler, options.id ?? "", caller, def.access, auth.rules);
+    const any = def as unknown as ActorDefinition<AnyActorTypes>;
+    return this.#dispatch.explain(any, handler, options);
   }
 
-  async *history<T extends ActorTypes>(
+  history<T extends ActorTypes>(
     def: ActorDefinition<T>,
     id: string,
     options: { from?: number } = {},
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>> {
-    const key = `${def.name}/${id}`;
-    let next = Math.max(1, options.from ?? 1);
-    for (;;) {
-      if (this.#dispatch.phase === "closed") throw new ClosedError("The system is closed");
-      const page = await this.#journal.read(key, next, 500);
-      for (const e of page) {
-        const payload = upcast(
-          def as unknown as ActorDefinition<AnyActorTypes>,
-          e.type,
-          e.version,
-          this.#storage.decode(e.data),
-        ) as T["events"][keyof T["events"]];
-        yield { seq: e.seq, type: e.type, payload, at: new Date(e.at) };
-      }
-      if (page.length < 500) return;
-      next = page[page.length - 1]!.seq + 1;
-    }
+    return readHistory(this.#opened.journal, `${def.name}/${id}`, def, {
+      ...(options.from !== undefined ? { from: options.from } : {}),
+      decode: (data) => this.#storage.decode(data),
+      closed: () => this.#dispatch.phase === "closed",
+    }) as AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
   }
 
-  async publish(topic: string, payload: unknown, options: { token?: string } = {}): Promise<void> {
-    if (options.token !== undefined) await this.#topicAllowed(topic, "publish", options.token);
-    return this.#dispatch.publish(topic, payload);
+  feed<T extends ActorTypes>(
+    def: ActorDefinition<T>,
+    options: FeedOptions = {},
+  ): AsyncIterable<FeedEvent<T["events"][keyof T["events"]]>> {
+    if (!def || typeof def.name !== "string") {
+      throw new TypeError("system.feed() expects a definition from defineActor()");
+    }
+    // A feed ends with its system: closing aborts its signal.
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.#closed.signal])
+      : this.#closed.signal;
+    return readFeed(this.#opened.journal, this.#storage, [def], {
+      ...options,
+      signal,
+      clock: this.clock,
+    }) as AsyncIterable<
+      FeedEvent<T["events"][keyof T["events"]]>
+    >;
+  }
+
+  projection(name: string, options: ProjectionOptions): Projection {
+    if (this.#closing) throw new ClosedError("The system is closed");
+    const p = startProjection(
+      {
+        journal: this.#opened.journal,
+        storage: this.#storage,
+        log: this.#cfg.log,
+        clock: this.clock,
+        checkpoints: this.store<string>("troupe-projections"),
+        elect: (n, o) => this.#leases.elect(n, o),
+      },
+      name,
+      options,
+    );
+    this.#projections.add(p);
+    return p;
+  }
+
+  publish(topic: string, payload: unknown, options: TopicPublishOptions = {}): Promise<void> {
+    if (!options.durable) {
+      if (options.id !== undefined) {
+        return Promise.reject(
+          new TypeError("publish(): `id` is for durable messages (`durable: true`)"),
+        );
+      }
+      return this.#dispatch.publish(topic, payload, options.token);
+    }
+    return this.#dispatch.publishDurable(topic, payload, options.id, options.token);
   }
 
   subscribe(
     topic: string,
-    handler: (payload: unknown, topic: string) => void | Promise<void>,
-    options: { group?: string; token?: string } = {},
+    handler: TopicHandler,
+    options: TopicSubscribeOptions = {},
   ): Subscription {
-    const token = options.token;
-    if (token === undefined || !this.#auth) {
-      return this.#dispatch.subscribe(topic, handler, options.group);
-    }
-    // Nothing is delivered before the token is verified and a topic rule allows it.
-    let allowed = false;
-    const sub = this.#dispatch.subscribe(topic, (payload, name) => {
-      if (allowed) return handler(payload, name);
-    }, options.group);
-    this.#topicAllowed(topic, "subscribe", token).then(() => allowed = true, (err) => {
-      this.#log.warn(`Subscription to "${topic}" refused`, { error: String(err) });
-      sub.unsubscribe();
-    });
-    return sub;
-  }
-
-  /** Throws `unauthorized`/`forbidden` unless the token's holder may use `topic` this way. */
-  async #topicAllowed(topic: string, action: "publish" | "subscribe", token: string) {
-    const auth = this.#auth;
-    if (!auth) return; // no auth: tokens are not checked
-    const caller = await auth.verifier.verify(token);
-    const rule = auth.topics.find((r) => subjectMatches(r.topic, topic));
-    if (!rule || !allows(rule[action] ?? "deny", caller, topic)) {
-      throw new ForbiddenError(`Caller "${caller.sub}" may not ${action} "${topic}"`);
-    }
+    return this.#dispatch.subscribe(topic, handler, options);
   }
 
   lease(name: string, options?: LeaseOptions): Promise<Lease> {
@@ -620,20 +575,6 @@ class SystemImpl implements System {
     return this.#stores.open<V>(name);
   }
 
-  #watch(): AsyncIterable<DirectoryEvent> {
-    const queue = createEventQueue<DirectoryEvent>();
-    const sources = [this.#membership.watch(), this.#dispatch.activations.watch()];
-    let ended = 0;
-    for (const source of sources) {
-      void (async () => {
-        for await (const e of source) queue.push(e);
-        if (++ended === sources.length) queue.stop();
-      })();
-    }
-    queue.onStop(() => sources.forEach((w) => w.stop()));
-    return queue;
-  }
-
   close(): Promise<void> {
     return this.#closing ??= this.#close();
   }
@@ -645,33 +586,26 @@ class SystemImpl implements System {
    * re-place at once; then unsubscribe and disconnect.
    */
   async #close(): Promise<void> {
-    const bound = this.#options.drainTimeout ?? 10_000;
-    this.clock.clearInterval(this.#idleTimer);
+    const bound = this.#cfg.drainTimeout;
+    const log = this.#cfg.log;
+    this.#closed.abort();
+    await Promise.allSettled([...this.#projections].map((p) => p.stop()));
     await this.#reminders?.stop();
+    await this.#outbox?.stop();
     await this.#dispatch.drain(bound);
-    this.#unfence?.();
-    await this.#leases.close().catch((err) => this.#log.warn("Lease release failed", { err }));
+    await this.#leases.close().catch((err) => log.warn("Lease release failed", { err }));
     this.#ownership.close();
     await this.#membership.close().catch(() => {});
     await this.#dispatch.close(bound);
     await this.#observing?.close();
     this.#wheel.close();
-    await this.config.close().catch((err) => this.#log.warn("Config close failed", { err }));
-    await this.#conn.close().catch(() => {});
+    await this.config.close().catch((err) => log.warn("Config close failed", { err }));
+    await this.#opened.conn.close().catch(() => {});
     await this.#stores.close();
-    if (this.#ownsJournal) await this.#journal.close();
+    if (this.#opened.ownsJournal) await this.#opened.journal.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
 }
-
-/** The payload limit: the option, never above what the mesh connection can carry. */
-function maxPayloadOf(option: number | undefined, conn: MeshConnection): number {
-  const limit = option ?? DEFAULT_MAX_PAYLOAD;
-  if (!(limit > 0)) throw new RangeError(`maxPayload must be positive, got ${limit}`);
-  return Math.min(limit, conn.maxPayload);
-}
-
-export { json, msgpack };

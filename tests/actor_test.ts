@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
+import { wrapJournal } from "./_journal.ts";
 import {
   ActorError,
   createSystem,
   defineActor,
-  type Journal,
   memoryJournal,
   type System,
   TimeoutError,
 } from "../mod.ts";
+import type { Journal } from "../spi.ts";
 import { Account, Counter, Resize, resizeLoad } from "./fixtures.ts";
 import { advanceUntil, within } from "./helpers.ts";
 import { virtualClock } from "../adapters/testing/mod.ts";
@@ -644,25 +645,12 @@ Deno.test("AskOptions.signal: an already aborted signal rejects at once", async 
 Deno.test("a snapshot of another version is ignored: the state is replayed from the log", async () => {
   const base = memoryJournal();
   const snapshots: { seq: number; version: number }[] = [];
-  const journal: Journal = {
-    activate: (a, c) => base.activate(a, c),
-    release: (a, n, e) => base.release(a, n, e),
-    owner: (a) => base.owner(a),
-    pruneIdempotency: (n) => base.pruneIdempotency(n),
-    shards: base.shards,
-    shardOf: (a) => base.shardOf(a),
-    readCommitted: (s, a, l) => base.readCommitted(s, a, l),
-    read: (a, f, l) => base.read(a, f, l),
-    reply: (a, k) => base.reply(a, k),
-    dueReminders: (n, l) => base.dueReminders(n, l),
-    nextReminder: () => base.nextReminder(),
-    deleteReminder: (id) => base.deleteReminder(id),
-    close: () => base.close(),
+  const journal: Journal = wrapJournal(base, {
     async append(a) {
       await base.append(a);
       if (a.snapshot) snapshots.push({ seq: a.snapshot.seq, version: a.snapshot.version });
     },
-  };
+  });
   let reduced = 0; // reducer calls: during an activation, the events replayed
   const V1 = defineActor({
     name: "tally",

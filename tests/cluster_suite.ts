@@ -10,12 +10,11 @@ import {
   createSystem,
   DeadlockError,
   defineActor,
-  type Journal,
   memoryJournal,
-  type Mesh,
   type System,
   type SystemOptions,
 } from "../mod.ts";
+import type { Journal, Mesh } from "../spi.ts";
 
 /** A fresh cluster for one test: `mesh()` gives each node its mesh. */
 export interface ClusterFixture {

@@ -1,14 +1,15 @@
 /** What a handler observes through `ctx`: its deadline signal, and publishes held until commit. */
 import assert from "node:assert/strict";
+import { wrapJournal } from "./_journal.ts";
 import {
   ActorError,
   createSystem,
   defineActor,
-  type Journal,
   memoryJournal,
   type System,
   TimeoutError,
 } from "../mod.ts";
+import type { Journal } from "../spi.ts";
 import { advanceUntil, waitFor, within } from "./helpers.ts";
 import { virtualClock } from "../adapters/testing/mod.ts";
 
@@ -95,20 +96,7 @@ function holdableJournal() {
   const base = memoryJournal();
   let gate: Promise<void> | undefined;
   let waiting = Promise.withResolvers<void>();
-  const journal: Journal = {
-    activate: (a, c) => base.activate(a, c),
-    release: (a, n, e) => base.release(a, n, e),
-    owner: (a) => base.owner(a),
-    pruneIdempotency: (n) => base.pruneIdempotency(n),
-    shards: base.shards,
-    shardOf: (a) => base.shardOf(a),
-    readCommitted: (s, a, l) => base.readCommitted(s, a, l),
-    read: (a, f, l) => base.read(a, f, l),
-    reply: (a, k) => base.reply(a, k),
-    dueReminders: (n, l) => base.dueReminders(n, l),
-    nextReminder: () => base.nextReminder(),
-    deleteReminder: (id) => base.deleteReminder(id),
-    close: () => base.close(),
+  const journal: Journal = wrapJournal(base, {
     async append(a) {
       if (gate) {
         waiting.resolve();
@@ -116,7 +104,7 @@ function holdableJournal() {
       }
       return base.append(a);
     },
-  };
+  });
   return {
     journal,
     /** Holds appends from now on; call the result to let them through. */

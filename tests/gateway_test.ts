@@ -1,7 +1,8 @@
 /** The HTTP gateway over real HTTP on loopback: routes, status codes, limits, health. */
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { createSystem, msgpack } from "../mod.ts";
+import { createSystem } from "../mod.ts";
+import { msgpack } from "../spi.ts";
 import { gateway } from "../adapters/hono/mod.ts";
 import { post, Resize, serve, startGateway, Wallet } from "./gateway_fixtures.ts";
 import { AUDIENCE, ISSUER, issuer, Vault } from "./auth_fixtures.ts";

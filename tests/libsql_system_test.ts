@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { createSystem, defineActor } from "../mod.ts";
+import { msgpack } from "../spi.ts";
+import { libsqlJournal } from "../adapters/libsql/mod.ts";
+import { Stores } from "../src/store/store.ts";
 import { Account } from "./fixtures.ts";
+import { sqlite } from "./_sqlite.ts";
 
 Deno.test("a journal URL persists events in a libSQL file across systems", async () => {
   const dir = await Deno.makeTempDir();
@@ -124,4 +128,30 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("libsql store: the background purge removes expired rows from the database", async () => {
+  const dir = await Deno.makeTempDir();
+  const url = `file:${dir}/purge.db`;
+  const journal = libsqlJournal({ url });
+  const stores = new Stores({ journal, codec: msgpack, maxPayload: 1 << 20, purgeIntervalMs: 20 });
+  const raw = sqlite(url);
+  try {
+    const s = stores.open("sessions");
+    for (let i = 0; i < 5; i++) await s.set(`s${i}`, i, { ttl: 1 });
+    await s.set("keep", 1);
+    const count = async () =>
+      Number((await raw.execute("SELECT count(*) AS n FROM store_records")).rows[0]!.n);
+    const deadline = Date.now() + 5_000;
+    while ((await count()) > 1) {
+      assert.ok(Date.now() < deadline, "expired rows were not purged within 5 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual((await Array.fromAsync(s.list())).map((r) => r.key), ["keep"]);
+  } finally {
+    raw.close();
+    await stores.close();
+    await journal.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

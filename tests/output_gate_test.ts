@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { waitFor } from "./helpers.ts";
-import { type ActorError, createSystem, defineActor, type Journal, memoryJournal } from "../mod.ts";
+import { type ActorError, createSystem, defineActor, memoryJournal } from "../mod.ts";
+import type { Journal } from "../spi.ts";
 import type { Append } from "../src/journal/types.ts";
 
 /** A memory journal whose appends can be held, then let through or failed. */

@@ -4,16 +4,8 @@
  * it, and a stale location costs one redirect, never a wrong answer.
  */
 import assert from "node:assert/strict";
-import {
-  createSystem,
-  defineActor,
-  inProcessMesh,
-  memoryJournal,
-  type Mesh,
-  type MeshConnection,
-  type MeshSubscription,
-  type System,
-} from "../mod.ts";
+import { createSystem, defineActor, inProcessMesh, memoryJournal, type System } from "../mod.ts";
+import type { Mesh, MeshConnection, MeshSubscription } from "../spi.ts";
 import { Placement } from "../src/directory/placement.ts";
 import { virtualClock } from "../adapters/testing/mod.ts";
 import { advanceUntil } from "./helpers.ts";

@@ -1,7 +1,8 @@
 /** Actor types with payload schemas (Zod and Valibot), shared by the schema tests. */
 import { z } from "zod";
 import * as v from "valibot";
-import { defineActor, type StandardSchemaV1, streamOf } from "../mod.ts";
+import { defineActor, streamOf } from "../mod.ts";
+import type { StandardSchemaV1 } from "../spi.ts";
 
 /** A ledger: every handler but `balance` declares a payload schema. */
 export const Ledger = defineActor({

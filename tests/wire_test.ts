@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { ActorError, createSystem, defineActor, inProcessMesh, json, msgpack } from "../mod.ts";
+import { ActorError, createSystem, defineActor, inProcessMesh } from "../mod.ts";
+import { json, msgpack } from "../spi.ts";
 import { Account, Counter } from "./fixtures.ts";
 import { decodeReply, Status } from "../src/mesh/wire.ts";
 import { codeOf, rawBody, rawRequest } from "./_wire.ts";

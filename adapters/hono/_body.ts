@@ -7,8 +7,7 @@
  * @module
  */
 
-import { msgpack } from "../../mod.ts";
-import { fromJsonText, json, toJsonText } from "../../src/codec/json.ts";
+import { fromJsonText, json, msgpack, toJsonText } from "../../spi.ts";
 import { GatewayError } from "./_errors.ts";
 import type { Deadlines } from "./_limits.ts";
 

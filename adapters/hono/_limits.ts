@@ -9,7 +9,7 @@
  * @module
  */
 
-import { systemClock, type TimerId } from "../../src/util/clock.ts";
+import { systemClock, type TimerId } from "../../spi.ts";
 
 /** A token bucket's settings: `rate` tokens per second, at most `burst` saved up. */
 export interface RateLimit {

@@ -9,9 +9,10 @@
  * @module
  */
 
-import { type ActorStream, json } from "../../mod.ts";
+import type { ActorStream } from "../../mod.ts";
+import { json } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
-import { systemClock, type TimerId } from "../../src/util/clock.ts";
+import { systemClock, type TimerId } from "../../spi.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -18,9 +18,10 @@
  * @module
  */
 
-import { type ActorStream, json } from "../../mod.ts";
+import type { ActorStream } from "../../mod.ts";
+import { json } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
-import { systemClock } from "../../src/util/clock.ts";
+import { systemClock } from "../../spi.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();

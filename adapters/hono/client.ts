@@ -10,15 +10,17 @@ import {
   type ActorDefinition,
   type ActorError,
   type ActorTypes,
-  type Args,
-  type AskKeys,
-  type ItemOf,
-  json,
   type ReplyOf,
-  type StreamKeys,
   UnavailableError,
 } from "../../mod.ts";
-import { fromWireError } from "../../src/errors.ts";
+import {
+  type Args,
+  type AskKeys,
+  fromWireError,
+  type ItemOf,
+  json,
+  type StreamKeys,
+} from "../../spi.ts";
 
 /** Options of one call made through a {@link client}. */
 export interface ClientCallOptions {

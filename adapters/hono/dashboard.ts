@@ -12,15 +12,15 @@ import {
   type AccessRule,
   type ActorStream,
   defineActor,
-  json,
   type System,
   UnavailableError,
 } from "../../mod.ts";
+import { json } from "../../spi.ts";
 import { DASHBOARD_CSS, DASHBOARD_JS, dashboardHtml } from "./_dashboard_page.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { sseResponse } from "./_sse.ts";
 import { bearer } from "./gateway.ts";
-import { systemClock, type TimerId } from "../../src/util/clock.ts";
+import { systemClock, type TimerId } from "../../spi.ts";
 
 /** Options of {@link dashboard}. */
 export interface DashboardOptions {

@@ -22,16 +22,17 @@ import {
   type System,
   UnavailableError,
 } from "../../mod.ts";
-import { createVerifier, type Verifier } from "../../src/auth/verify.ts";
-import { fromJsonText } from "../../src/codec/json.ts";
+import { createVerifier, fromJsonText, isValidSubject, type Verifier } from "../../spi.ts";
 import { mediaType, readPayload, replyResponse } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";
 import { sseResponse } from "./_sse.ts";
+import { type GatewayTopics, topicAllowed, topicResponse, topicRules } from "./_topics.ts";
 import { duplexSocket } from "./_websocket.ts";
 import { openApiDocument, type OpenApiOptions } from "./openapi.ts";
 
 export type { RateLimit } from "./_limits.ts";
+export type { GatewayTopics } from "./_topics.ts";
 
 /**
  * What the gateway exposes. Nothing else is reachable: any other type or handler is `404`.
@@ -225,7 +226,23 @@ export interface GatewayOptions {
    * Schema converter: see {@link OpenApiOptions}); `false`: no such route. @default {{}}
    */
   openapi?: OpenApiOptions | false;
+  /**
+   * Pub/sub topics served as Server-Sent Events on `GET /_topics/{topic}` (a topic or a
+   * pattern, such as `chat.lobby` or `chat.*`): each message published there (plain or
+   * durable) is one `data:` line of JSON, live, from the moment the stream opened. Patterns map
+   * to who may follow them (see {@link GatewayTopics}); rules other than `"public"` need
+   * `auth.verify`. The caller's token also goes to `system.subscribe`, so the system's own
+   * topic rules (`auth.topics` of `createSystem`) apply too. Streams count against the stream
+   * limits; a client more than `limits.maxBuffered` bytes behind is cut off (an `EventSource`
+   * reconnects). @default {{} (no topic is served)}
+   */
+  topics?: GatewayTopics;
 }
+
+/** The path segment of pub/sub topics: `/_topics/{topic}` (no actor type starts with `_`). */
+const TOPICS = "_topics";
+/** The path segment of an event feed, `/{type}/_feed`: reserved, never an id or a handler. */
+const FEED = "_feed";
 
 /** The methods no call route takes (`405`). */
 const OTHER_METHODS = ["PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -329,6 +346,8 @@ function refByName(system: System, name: string, id: string): ActorRef {
  *   in `?payload=`, for `EventSource`): Server-Sent Events of a streaming handler.
  * - The same path with a WebSocket upgrade (`GET`): duplex; each text frame in is one input
  *   item (JSON), each item out one frame.
+ * - `GET /_topics/{topic}` (a topic or pattern allowed by `topics`): the topic's messages as
+ *   Server-Sent Events, one `data:` line of JSON each.
  * - `GET /healthz`: `200` while the process serves. `GET /readyz`: `200` while this node is
  *   a live member of the cluster, else `503`.
  *
@@ -400,6 +419,12 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   const verifier: Verifier | undefined = options.auth?.verify
     ? createVerifier(options.auth.verify, system.clock)
     : undefined;
+  const topics = topicRules(options.topics);
+  if (topics.needsCaller && !verifier) {
+    throw new TypeError(
+      'gateway(): topics rules other than "public" need auth.verify (the gateway decides who may follow a topic)',
+    );
+  }
   if (perCaller && !verifier) {
     throw new TypeError(
       "gateway(): limits.perCaller needs auth.verify (callers are known only once verified)",
@@ -666,6 +691,76 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     }
   };
 
+  /** `GET /_topics/{topic}`: the topic's messages as Server-Sent Events (see `_topics.ts`). */
+  const followTopic = async (c: HonoContext, topic: string): Promise<Response> => {
+    let held = false; // a stream took over the place among the requests in progress
+    try {
+      const req = c.req.raw;
+      if (drained) throw draining.signal.reason;
+      const token = tokenOf(req, req.headers);
+      const admitted = admit(c, token);
+      const who = admitted instanceof Promise ? await admitted : admitted;
+      if (topic.length > 1024 || !isValidSubject(topic, true)) {
+        throw new GatewayError(`Topic "${topic.slice(0, 80)}" is not valid`, "bad_payload");
+      }
+      const rule = topics.ruleFor(topic);
+      if (rule === undefined) {
+        throw new GatewayError(`Topic "${topic}" is not served here`, "not_found");
+      }
+      if (token === undefined && (options.auth?.required || rule !== "public")) {
+        throw new GatewayError("Following this topic needs a Bearer token", "unauthorized");
+      }
+      if (rule !== "public") {
+        const caller = await verifier!.verify(token!).catch((err) => {
+          throw new GatewayError((err as Error).message, "unauthorized");
+        });
+        if (!topicAllowed(rule, caller, topic)) {
+          throw new GatewayError(`Caller "${caller.sub}" may not follow "${topic}"`, "forbidden");
+        }
+      }
+      const release = openStream(who ?? addressOf(req, c.env));
+      held = true;
+      const done = giveBack();
+      // messages that come before the response exists wait here (a few)
+      let early: unknown[] | undefined = [];
+      let deliver = (payload: unknown) => {
+        if (early!.length < 1024) early!.push(payload);
+      };
+      const sub = system.subscribe(
+        topic,
+        (payload) => deliver(payload),
+        token === undefined ? {} : { token },
+      );
+      try {
+        await sub.ready; // the system's topic rules, and the mesh knows of it
+      } catch (err) {
+        sub.unsubscribe();
+        release();
+        done();
+        throw err;
+      }
+      return topicResponse(sub, (d) => {
+        for (const payload of early!) d(payload);
+        early = undefined;
+        deliver = d;
+      }, {
+        keepAlive,
+        maxBuffered,
+        stallTimeout: streamStall,
+        lifetime: streamTimeout,
+        signal: draining.signal,
+        onDone: () => {
+          release();
+          done();
+        },
+      });
+    } catch (err) {
+      return failed(c.req.raw, err);
+    } finally {
+      if (!held) inProgress--;
+    }
+  };
+
   /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
   const streamOptions = (headers: Headers, token: string | undefined): StreamOptions => {
     const o = callOptions(headers, token, undefined) as StreamOptions;
@@ -750,10 +845,44 @@ export function gateway(system: System, options: GatewayOptions): Hono {
           new GatewayError(`No route ${method} ${c.req.path}`, "not_found"),
         );
       }
+      if (parts[0] === TOPICS) return topicRoute(c, method, parts);
+      if (parts[1] === FEED) {
+        // reserved for the event feed (`/{type}/_feed`): never an actor id or a handler
+        return failed(
+          c.req.raw,
+          new GatewayError(`No event feed of "${parts[0]}" is served here`, "not_found"),
+        );
+      }
       return parts.length === 3
         ? start(c, method, parts[0]!, idFromPath(parts[1]!), parts[2]!)
         : start(c, method, parts[0]!, undefined, parts[1]!);
     };
+  /** `/_topics/{topic}`: GET only, counted among the requests in progress like a call. */
+  const topicRoute = (
+    c: HonoContext,
+    method: "GET" | "POST",
+    parts: string[],
+  ): Response | Promise<Response> => {
+    if (parts.length !== 2) {
+      return failed(c.req.raw, new GatewayError(`No route ${c.req.path}`, "not_found"));
+    }
+    if (method !== "GET") {
+      const res = failed(
+        c.req.raw,
+        new GatewayError("Follow a topic with GET (Server-Sent Events)", "method_not_allowed"),
+      );
+      res.headers.set("allow", "GET");
+      return res;
+    }
+    if (inProgress >= maxConnections) {
+      return failed(
+        c.req.raw,
+        new GatewayError(`The gateway is working on ${maxConnections} requests`, "overloaded"),
+      );
+    }
+    inProgress++;
+    return followTopic(c, parts[1]!);
+  };
   // One route per method, each on `/*` of the gateway: a request matches one handler (Hono then
   // skips its middleware chain), and the path is split here (`/{type}/{id}/{handler}`, or
   // `/{type}/{handler}` for a stateless type), cheaper than Hono's parameters.

@@ -38,6 +38,7 @@ export type {
   GatewayCorsOptions,
   GatewayLimits,
   GatewayOptions,
+  GatewayTopics,
   RateLimit,
 } from "./gateway.ts";
 export { client } from "./client.ts";
@@ -54,5 +55,3 @@ export type { ErrorBody } from "./_errors.ts";
 export { dashboard } from "./dashboard.ts";
 export type { DashboardOptions } from "./dashboard.ts";
 export { GatewayError } from "./_errors.ts";
-// the types the exports above refer to (so that this entry point documents on its own)
-export type * from "../../mod.ts";

@@ -7,7 +7,8 @@
  * @module
  */
 
-import type { ActorDefinition, StandardSchemaV1, StreamSchema } from "../../mod.ts";
+import type { ActorDefinition } from "../../mod.ts";
+import type { StandardSchemaV1, StreamSchema } from "../../spi.ts";
 
 /** A JSON Schema (2020-12), as an object. */
 export type JsonSchema = Record<string, unknown>;

@@ -18,8 +18,10 @@ import {
   headsStatements,
   localAppend,
   MARK_EVERY,
+  MIGRATION_TO_4,
   migrationTo3,
   releaseStatements,
+  reminderRow,
   SCHEMA_VERSION,
   type SqlValue,
   type Stmt,
@@ -237,7 +239,9 @@ export class Engine {
         );
       }
       if (version < SCHEMA_VERSION) {
-        const stmts = version === 0 ? DDL : migrationTo3(version === 1);
+        const stmts = version === 0
+          ? DDL
+          : [...(version < 3 ? migrationTo3(version === 1) : []), ...MIGRATION_TO_4];
         for (const sql of stmts) await run({ sql, args: [] });
         await run({
           sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
@@ -449,6 +453,8 @@ export class Engine {
       const snapshots: SqlValue[][] = [];
       const replies: SqlValue[][] = [];
       const reminders: SqlValue[][] = [];
+      const cancels: SqlValue[][] = [];
+      const outbox: SqlValue[][] = [];
       const refused: string[] = [];
       groups.forEach((g, i) => {
         const id = ids.get(g.actor);
@@ -467,14 +473,18 @@ export class Engine {
         for (const r of g.idempotency) {
           replies.push([g.actor, r.key, r.fingerprint, r.reply, b.now]);
         }
-        for (const r of g.reminders) reminders.push([r.id, r.actor, r.handler, r.data, r.due]);
+        for (const id of g.cancels) cancels.push([id]);
+        for (const r of g.reminders) reminders.push([r.id, ...reminderRow(r)]);
+        for (const m of g.outbox) outbox.push([m.id, m.topic, m.data, m.contentType, m.at]);
       });
       const stmts: Stmt[] = [];
       localAppend.events(stmts, events);
       localAppend.marks(stmts, marks);
       localAppend.snapshots(stmts, snapshots);
       localAppend.replies(stmts, replies);
+      localAppend.cancels(stmts, cancels);
       localAppend.reminders(stmts, reminders);
+      localAppend.outbox(stmts, outbox);
       for (const s of stmts) await run(s);
       // Why the refused were refused, read in the same transaction.
       const found = new Map<string, { epoch: number; seq: number }>();
@@ -572,7 +582,15 @@ function activationOutcomes(
   return requests.map((a) => outcome.get(a.actor)!);
 }
 
-/** A blob column's value as bytes (`null` as empty). */
+/**
+ * A blob column's value as bytes in a plain `Uint8Array` of its own (a copy: the driver's
+ * values may be Node `Buffer`s, whose `slice()` is a view); `null` as empty.
+ */
+export function bytes(v: unknown): Uint8Array {
+  return new Uint8Array(blob(v));
+}
+
+/** A blob column's value as bytes (`null` as empty), a view where it can be. */
 export function blob(v: unknown): Uint8Array {
   if (v instanceof Uint8Array) return v;
   if (v instanceof ArrayBuffer) return new Uint8Array(v);

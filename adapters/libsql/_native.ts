@@ -58,7 +58,9 @@ class Connection {
     let p = this.#cache.get(s.sql);
     if (!p) {
       const stmt = this.db.prepare(s.sql);
-      stmt.setReturnArrays(true);
+      // Typed through a cast: Deno's own node:sqlite types (what a user project of this
+      // package is checked with) lack setReturnArrays, which the runtime has.
+      (stmt as StatementSync & { setReturnArrays(on: boolean): void }).setReturnArrays(true);
       p = { stmt, reader: stmt.columns().length > 0 };
       if (this.#cache.size > 500) this.#cache.clear();
       this.#cache.set(s.sql, p);

@@ -15,9 +15,15 @@ import {
   ConflictError,
   InternalError,
   UnavailableError,
-} from "../../src/errors.ts";
-import { staleEpoch, unexpectedSeq } from "../../src/journal/memory.ts";
-import type { Append, Claim, Owned, Recovered } from "../../src/journal/types.ts";
+} from "../../mod.ts";
+import {
+  type Append,
+  type Claim,
+  type Owned,
+  type Recovered,
+  staleEpoch,
+  unexpectedSeq,
+} from "../../spi.ts";
 import type { Connection } from "./_connection.ts";
 import {
   type ActivateOutcome,

@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { IdempotencyRecord, NewEvent, Reminder, Snapshot } from "../../src/journal/types.ts";
+import type { IdempotencyRecord, NewEvent, OutboxMessage, Reminder, Snapshot } from "../../spi.ts";
 
 /** A value bound to a statement. */
 export type SqlValue = string | number | bigint | Uint8Array | null;
@@ -31,7 +31,7 @@ export interface Stmt {
 }
 
 /** The schema version this code writes (`troupe_meta.schema_version`). */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 /** Every this many events of an actor, one row in `event_marks`. */
 export const MARK_EVERY = 32;
@@ -57,8 +57,24 @@ export const DDL: readonly string[] = [
     WITHOUT ROWID`,
   `CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)`,
   `CREATE TABLE IF NOT EXISTS reminders (id TEXT PRIMARY KEY, actor TEXT NOT NULL,
-    handler TEXT NOT NULL, data BLOB NOT NULL, due INTEGER NOT NULL)`,
+    handler TEXT NOT NULL, data BLOB NOT NULL, due INTEGER NOT NULL, cron TEXT, name TEXT,
+    trace TEXT, caller BLOB)`,
   `CREATE INDEX IF NOT EXISTS reminders_due ON reminders (due, id)`,
+  `CREATE TABLE IF NOT EXISTS outbox (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL, data BLOB NOT NULL, content_type TEXT NOT NULL, at INTEGER NOT NULL)`,
+];
+
+/**
+ * From version 3 to 4: reminders gain their cron expression, name, trace context and the
+ * identity that scheduled them; the transactional outbox.
+ */
+export const MIGRATION_TO_4: readonly string[] = [
+  "ALTER TABLE reminders ADD COLUMN cron TEXT",
+  "ALTER TABLE reminders ADD COLUMN name TEXT",
+  "ALTER TABLE reminders ADD COLUMN trace TEXT",
+  "ALTER TABLE reminders ADD COLUMN caller BLOB",
+  `CREATE TABLE IF NOT EXISTS outbox (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL, data BLOB NOT NULL, content_type TEXT NOT NULL, at INTEGER NOT NULL)`,
 ];
 
 /**
@@ -152,8 +168,46 @@ export interface AppendGroup {
   readonly events: readonly NewEvent[];
   readonly snapshot?: Snapshot;
   readonly idempotency: readonly IdempotencyRecord[];
+  /** The reminders the group leaves scheduled (none also in `cancels`). */
   readonly reminders: readonly Reminder[];
+  /** Ids of reminders the group cancelled. */
+  readonly cancels: readonly string[];
+  /** Its outbox messages. */
+  readonly outbox: readonly OutboxMessage[];
 }
+
+/** The columns of a reminder row after its id: `actor, handler, data, due, cron, name, trace, caller`. */
+export function reminderRow(r: Reminder): SqlValue[] {
+  return [
+    r.actor,
+    r.handler,
+    r.data,
+    r.due,
+    r.cron ?? null,
+    r.name ?? null,
+    r.trace ?? null,
+    r.caller ?? null,
+  ];
+}
+
+/** A reminder from `id, actor, handler, data, due, cron, name, trace, caller` (a row). */
+export function reminderOf(row: readonly unknown[], copy: (b: unknown) => Uint8Array): Reminder {
+  const [id, actor, handler, data, due, cron, name, trace, caller] = row;
+  return {
+    id: String(id),
+    actor: String(actor),
+    handler: String(handler),
+    data: copy(data),
+    due: Number(due),
+    ...(cron === null || cron === undefined ? {} : { cron: String(cron) }),
+    ...(name === null || name === undefined ? {} : { name: String(name) }),
+    ...(trace === null || trace === undefined ? {} : { trace: String(trace) }),
+    ...(caller === null || caller === undefined ? {} : { caller: copy(caller) }),
+  };
+}
+
+/** The columns a reminder is read with (see {@link reminderOf}). */
+export const REMINDER_COLUMNS = "id, actor, handler, data, due, cron, name, trace, caller";
 
 /**
  * The statements of one group commit of appends. `token` marks the head rows the fence let
@@ -174,6 +228,8 @@ export function appendStatements(
   const snapshots: SqlValue[][] = [];
   const replies: SqlValue[][] = [];
   const reminders: SqlValue[][] = [];
+  const cancels: SqlValue[][] = [];
+  const outbox: SqlValue[][] = [];
   let offset = 0;
   for (const g of groups) {
     const n = g.events.length;
@@ -189,7 +245,9 @@ export function appendStatements(
       snapshots.push([g.actor, s.seq, s.version, s.state]);
     }
     for (const i of g.idempotency) replies.push([g.actor, i.key, i.fingerprint, i.reply, now]);
-    for (const r of g.reminders) reminders.push([g.actor, r.id, r.actor, r.handler, r.data, r.due]);
+    for (const r of g.reminders) reminders.push([g.actor, r.id, ...reminderRow(r)]);
+    for (const id of g.cancels) cancels.push([g.actor, id]);
+    for (const m of g.outbox) outbox.push([g.actor, m.id, m.topic, m.data, m.contentType, m.at]);
   }
   chunked(
     stmts,
@@ -257,12 +315,32 @@ export function appendStatements(
   );
   chunked(
     stmts,
+    cancels,
+    2,
+    (v) => `DELETE FROM reminders WHERE id IN (SELECT v.column2 FROM (VALUES ${v}) AS v ${joined})`,
+    [],
+    [token],
+  );
+  chunked(
+    stmts,
     reminders,
+    10,
+    (v) =>
+      `INSERT OR REPLACE INTO reminders (${REMINDER_COLUMNS})
+       SELECT v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8,
+         v.column9, v.column10
+       FROM (VALUES ${v}) AS v ${joined}`,
+    [],
+    [token],
+  );
+  chunked(
+    stmts,
+    outbox,
     6,
     (v) =>
-      `INSERT OR REPLACE INTO reminders (id, actor, handler, data, due)
+      `INSERT INTO outbox (id, topic, data, content_type, at)
        SELECT v.column2, v.column3, v.column4, v.column5, v.column6
-       FROM (VALUES ${v}) AS v ${joined}`,
+       FROM (VALUES ${v}) AS v ${joined} WHERE true ON CONFLICT (id) DO NOTHING`,
     [],
     [token],
   );
@@ -346,16 +424,64 @@ export const localAppend = {
       (v) => `INSERT OR REPLACE INTO idempotency (actor, key, fingerprint, reply, at) VALUES ${v}`,
     );
   },
-  /** Rows `[id, actor, handler, data, due]`. */
+  /** Rows `[id, ...reminderRow]`. */
   reminders(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
     chunked(
       out,
       rows,
+      9,
+      (v) => `INSERT OR REPLACE INTO reminders (${REMINDER_COLUMNS}) VALUES ${v}`,
+    );
+  },
+  /** Rows `[id]`: reminders cancelled. */
+  cancels(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(
+      out,
+      rows,
+      1,
+      (v) => `DELETE FROM reminders WHERE id IN (SELECT column1 FROM (VALUES ${v}))`,
+    );
+  },
+  /** Rows `[id, topic, data, content_type, at]`. */
+  outbox(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+    chunked(
+      out,
+      rows,
       5,
-      (v) => `INSERT OR REPLACE INTO reminders (id, actor, handler, data, due) VALUES ${v}`,
+      (v) =>
+        `INSERT INTO outbox (id, topic, data, content_type, at) VALUES ${v}
+         ON CONFLICT (id) DO NOTHING`,
     );
   },
 };
+
+/** Moves a repeating reminder to its next due time if it is still the one that fired. */
+export function rescheduleStatement(id: string, fromDue: number, toDue: number): Stmt {
+  return {
+    sql: "UPDATE reminders SET due = ? WHERE id = ? AND due = ?",
+    args: [toDue, id, fromDue],
+  };
+}
+
+/** The oldest outbox messages. */
+export function outboxStatement(limit: number): Stmt {
+  return {
+    sql: "SELECT id, topic, data, content_type, at FROM outbox ORDER BY pos LIMIT ?",
+    args: [limit],
+  };
+}
+
+/** Forgets outbox messages by id. */
+export function deleteOutboxStatements(ids: readonly string[]): Stmt[] {
+  const stmts: Stmt[] = [];
+  chunked(
+    stmts,
+    ids.map((id) => [id]),
+    1,
+    (v) => `DELETE FROM outbox WHERE id IN (SELECT column1 FROM (VALUES ${v}))`,
+  );
+  return stmts;
+}
 
 /** The epoch and head of each actor (to say why an append was refused). */
 export function headsStatements(actors: readonly string[]): Stmt[] {

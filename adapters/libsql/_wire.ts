@@ -6,7 +6,10 @@
  * Layout (little-endian): `u32 groups`, then per group: `str actor, f64 epoch, f64 expectedSeq,
  * u32 events, [str type, u32 version, bytes data, f64 at]…, u8 snapshot?, [f64 seq, u32 version,
  * bytes state], u32 replies, [str key, str fingerprint, bytes reply]…, u32 reminders, [str id,
- * str actor, str handler, bytes data, f64 due]…`. `str` and `bytes` are `u32 length` + bytes.
+ * str actor, str handler, bytes data, f64 due, u8 optional fields (1 cron, 2 name, 4 trace,
+ * 8 caller), str cron?, str name?, str trace?, bytes caller?]…, u32 cancels, [str id]…, u32
+ * outbox, [str id, str topic, bytes data, str contentType, f64 at]…`. `str` and `bytes` are
+ * `u32 length` + bytes.
  *
  * @module
  */
@@ -15,9 +18,10 @@ import type {
   Append,
   IdempotencyRecord,
   NewEvent,
+  OutboxMessage,
   Reminder,
   Snapshot,
-} from "../../src/journal/types.ts";
+} from "../../spi.ts";
 import type { AppendGroup } from "./_sql.ts";
 
 const enc = new TextEncoder();
@@ -146,13 +150,24 @@ export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array
     w.f64(first.expectedSeq);
     let events = 0;
     let replies = 0;
-    let reminders = 0;
+    let outbox = 0;
     let snapshot: Snapshot | undefined;
+    // Reminders scheduled and cancelled along the appends, in their order: the last word on
+    // each id wins (scheduled, or cancelled).
+    const reminders = new Map<string, Reminder | null>();
     for (const a of appends) {
       events += a.events.length;
       if (a.idempotency) replies++;
-      reminders += a.reminders?.length ?? 0;
+      outbox += a.outbox?.length ?? 0;
       if (a.snapshot) snapshot = a.snapshot;
+      for (const id of a.cancelReminders ?? []) {
+        reminders.delete(id);
+        reminders.set(id, null);
+      }
+      for (const r of a.reminders ?? []) {
+        reminders.delete(r.id);
+        reminders.set(r.id, r);
+      }
     }
     w.u32(events);
     for (const a of appends) {
@@ -177,14 +192,34 @@ export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array
       w.str(i.fingerprint);
       w.bytes(i.reply);
     }
-    w.u32(reminders);
+    const scheduled = [...reminders.values()].filter((r) => r !== null);
+    w.u32(scheduled.length);
+    for (const r of scheduled) {
+      w.str(r.id);
+      w.str(r.actor);
+      w.str(r.handler);
+      w.bytes(r.data);
+      w.f64(r.due);
+      w.u8(
+        (r.cron !== undefined ? 1 : 0) | (r.name !== undefined ? 2 : 0) |
+          (r.trace !== undefined ? 4 : 0) | (r.caller !== undefined ? 8 : 0),
+      );
+      if (r.cron !== undefined) w.str(r.cron);
+      if (r.name !== undefined) w.str(r.name);
+      if (r.trace !== undefined) w.str(r.trace);
+      if (r.caller !== undefined) w.bytes(r.caller);
+    }
+    const cancelled = [...reminders].filter(([, r]) => r === null).map(([id]) => id);
+    w.u32(cancelled.length);
+    for (const id of cancelled) w.str(id);
+    w.u32(outbox);
     for (const a of appends) {
-      for (const r of a.reminders ?? []) {
-        w.str(r.id);
-        w.str(r.actor);
-        w.str(r.handler);
-        w.bytes(r.data);
-        w.f64(r.due);
+      for (const m of a.outbox ?? []) {
+        w.str(m.id);
+        w.str(m.topic);
+        w.bytes(m.data);
+        w.str(m.contentType);
+        w.f64(m.at);
       }
     }
   }
@@ -212,12 +247,30 @@ export function decodeGroups(buf: Uint8Array): AppendGroup[] {
     }
     const reminders: Reminder[] = [];
     for (let k = r.u32(); k > 0; k--) {
+      const id = r.str(), actor = r.str(), handler = r.str(), data = r.bytes(), due = r.f64();
+      const flags = r.u8();
       reminders.push({
+        id,
+        actor,
+        handler,
+        data,
+        due,
+        ...(flags & 1 ? { cron: r.str() } : {}),
+        ...(flags & 2 ? { name: r.str() } : {}),
+        ...(flags & 4 ? { trace: r.str() } : {}),
+        ...(flags & 8 ? { caller: r.bytes() } : {}),
+      });
+    }
+    const cancels: string[] = [];
+    for (let k = r.u32(); k > 0; k--) cancels.push(r.str());
+    const outbox: OutboxMessage[] = [];
+    for (let k = r.u32(); k > 0; k--) {
+      outbox.push({
         id: r.str(),
-        actor: r.str(),
-        handler: r.str(),
+        topic: r.str(),
         data: r.bytes(),
-        due: r.f64(),
+        contentType: r.str(),
+        at: r.f64(),
       });
     }
     out.push({
@@ -228,6 +281,8 @@ export function decodeGroups(buf: Uint8Array): AppendGroup[] {
       ...(snapshot ? { snapshot } : {}),
       idempotency,
       reminders,
+      cancels,
+      outbox,
     });
   }
   return out;

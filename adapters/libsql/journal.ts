@@ -6,29 +6,38 @@
  * @module
  */
 
-import { ClosedError } from "../../src/errors.ts";
-import { validateAppend, validateClaim, validateFeedRead } from "../../src/journal/memory.ts";
+import { ClosedError } from "../../mod.ts";
 import {
   type Append,
   type Claim,
   type CommittedEvent,
   IDEMPOTENCY_RETENTION,
   type Journal,
+  type OutboxMessage,
   type Owned,
   type Recovered,
   type Reminder,
+  type StoreBackend,
   type StoredEvent,
   type StoredReply,
-} from "../../src/journal/types.ts";
-import type { StoreBackend, StoreSource } from "../../src/store/types.ts";
-import { systemClock } from "../../src/util/clock.ts";
+  type StoreSource,
+  systemClock,
+  validateAppend,
+  validateClaim,
+  validateFeedRead,
+} from "../../spi.ts";
 import { connect } from "./_connection.ts";
-import { blob } from "./_engine.ts";
+import { bytes } from "./_engine.ts";
 import { Shard } from "./_shard.ts";
 import {
   committedStatement,
+  deleteOutboxStatements,
+  outboxStatement,
   pruneStatements,
   readStatement,
+  REMINDER_COLUMNS,
+  reminderOf,
+  rescheduleStatement,
   SCHEMA_VERSION as VERSION,
 } from "./_sql.ts";
 import { storeOnShard } from "./store.ts";
@@ -41,7 +50,7 @@ import { storeOnShard } from "./store.ts";
  * @example
  * ```ts
  * import { SCHEMA_VERSION } from "@troupe/troupe/libsql";
- * console.log(SCHEMA_VERSION); // 3
+ * console.log(SCHEMA_VERSION); // 4
  * ```
  */
 export const SCHEMA_VERSION: number = VERSION;
@@ -191,7 +200,7 @@ export interface LibsqlJournal extends Journal, StoreSource {
  *
  * @example
  * ```ts
- * import { isOwned } from "@troupe/troupe";
+ * import { isOwned } from "@troupe/troupe/spi";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
  * const rec = await journal.activate("account/alice", { node: "n1" });
@@ -365,7 +374,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       seq: Number(seq),
       type: String(type),
       version: Number(version),
-      data: copy(data),
+      data: bytes(data),
       at: Number(at),
     }));
   }
@@ -379,7 +388,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     const r = rows[0];
     if (!r) return undefined;
     return {
-      reply: copy(r[0]),
+      reply: bytes(r[0]),
       ...(r[1] === null || r[1] === undefined ? {} : { fingerprint: String(r[1]) }),
     };
   }
@@ -400,7 +409,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
       seq: Number(seq),
       type: String(type),
       version: Number(version),
-      data: copy(data),
+      data: bytes(data),
       at: Number(at),
     }));
   }
@@ -410,19 +419,13 @@ class LibsqlJournalImpl implements LibsqlJournal {
     await this.#ready();
     const parts = await Promise.all(this.#shards.map((s, i) =>
       s.read("read due reminders", [{
-        sql: `SELECT id, actor, handler, data, due FROM reminders
-              WHERE due <= ? ORDER BY due, id LIMIT ?`,
+        sql: `SELECT ${REMINDER_COLUMNS} FROM reminders WHERE due <= ? ORDER BY due, id LIMIT ?`,
         args: [now, n],
       }]).then((rows) =>
-        rows[0]!.map(([id, actor, handler, data, due]) => {
-          if (this.shards > 1) this.#reminderShard.set(String(id), i);
-          return {
-            id: String(id),
-            actor: String(actor),
-            handler: String(handler),
-            data: copy(data),
-            due: Number(due),
-          };
+        rows[0]!.map((row) => {
+          const r = reminderOf(row, bytes);
+          if (this.shards > 1) this.#reminderShard.set(r.id, i);
+          return r;
         })
       )
     ));
@@ -461,6 +464,35 @@ class LibsqlJournalImpl implements LibsqlJournal {
     await Promise.all(this.#shards.map((s) => s.deleteReminder(id)));
   }
 
+  async rescheduleReminder(id: string, fromDue: number, toDue: number): Promise<void> {
+    await this.#ready();
+    const stmt = rescheduleStatement(id, fromDue, toDue);
+    const known = this.#reminderShard.get(id);
+    const shards = known !== undefined ? [this.#shards[known]!] : this.#shards;
+    await Promise.all(shards.map((s) => s.custom(`reschedule reminder "${id}"`, [stmt])));
+  }
+
+  async readOutbox(shard: number, limit: number): Promise<OutboxMessage[]> {
+    validateFeedRead(this.shards, shard, 0, limit);
+    if (limit === 0) return [];
+    await this.#ready();
+    const rows = await this.#shards[shard]!.read("read the outbox", [outboxStatement(limit)]);
+    return rows[0]!.map(([id, topic, data, contentType, at]) => ({
+      id: String(id),
+      topic: String(topic),
+      data: bytes(data),
+      contentType: String(contentType),
+      at: Number(at),
+    }));
+  }
+
+  async deleteOutbox(shard: number, ids: readonly string[]): Promise<void> {
+    validateFeedRead(this.shards, shard, 0, 0);
+    if (ids.length === 0) return;
+    await this.#ready();
+    await this.#shards[shard]!.custom("delete from the outbox", deleteOutboxStatements(ids));
+  }
+
   async pruneIdempotency(now: number = this.#now()): Promise<void> {
     const stmts = pruneStatements(now - this.#retention.maxAgeMs, this.#retention.maxPerActor);
     await this.#ready();
@@ -482,25 +514,4 @@ class LibsqlJournalImpl implements LibsqlJournal {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/**
- * A copy of a blob column's bytes in a plain `Uint8Array` of its own (the driver's values
- * may be Node `Buffer`s, whose `slice()` is a view, not a copy).
- */
-function copy(v: unknown): Uint8Array {
-  return new Uint8Array(blob(v));
-}
-
-/**
- * A blob column's value as bytes (a copy); `null` as empty.
- *
- * @example
- * ```ts
- * import { bytes } from "./journal.ts";
- * console.log(bytes(new Uint8Array([1, 2])).length); // 2
- * ```
- */
-export function bytes(v: unknown): Uint8Array {
-  return copy(v);
 }

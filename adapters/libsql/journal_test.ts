@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { journalConformance } from "../../src/journal/conformance.ts";
 import { logViolations, sqlite } from "../../tests/_sqlite.ts";
-import { type ActorError, UnavailableError } from "../../src/errors.ts";
-import { isOwned, type Journal, type Recovered } from "../../src/journal/types.ts";
+import { type ActorError, UnavailableError } from "../../mod.ts";
+import { isOwned, type Journal, journalConformance, type Recovered } from "../../spi.ts";
 import { libsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
 
 /** A fresh temp dir, removed with everything in it on dispose (`await using`). */

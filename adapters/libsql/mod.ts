@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { isOwned } from "@troupe/troupe";
+ * import { isOwned } from "@troupe/troupe/spi";
  * import { libsqlJournal } from "@troupe/troupe/libsql";
  * const journal = libsqlJournal({ url: "file:./data/troupe.db" });
  * const rec = await journal.activate("account/alice", { node: "n1" });
@@ -17,13 +17,23 @@
  * @module
  */
 
-import type { StoreBackend } from "../../mod.ts";
+import type { StoreBackend } from "../../spi.ts";
 import { createDatabaseDirs } from "./_dirs.ts";
 import { type LibsqlJournal, libsqlJournal as open, type LibsqlJournalOptions } from "./journal.ts";
-import { libsqlStore as openStore, type LibsqlStoreOptions } from "./store.ts";
 
 export { type LibsqlJournal, type LibsqlJournalOptions, SCHEMA_VERSION } from "./journal.ts";
-export { type LibsqlStoreOptions, STORE_SCHEMA_VERSION } from "./store.ts";
+export { STORE_SCHEMA_VERSION } from "./store.ts";
+
+/**
+ * Options of {@link libsqlStore}: those of {@link libsqlJournal}, whose connection it opens.
+ *
+ * @example
+ * ```ts
+ * import type { LibsqlStoreOptions } from "@troupe/troupe/libsql";
+ * const options: LibsqlStoreOptions = { url: "file:./data/troupe.db" };
+ * ```
+ */
+export type LibsqlStoreOptions = LibsqlJournalOptions;
 
 /**
  * Opens a journal on a libSQL database (see {@link LibsqlJournalOptions} for the URLs and
@@ -47,9 +57,11 @@ export function libsqlJournal(options: LibsqlJournalOptions): LibsqlJournal {
 
 /**
  * Opens a record store backend on a libSQL database by itself, for
- * `createSystem({ store: libsqlStore({ url }) })` (usually not needed: a system with a libSQL
- * journal keeps its stores in the journal's database). The directory of a `file:` database is
- * created when it is missing.
+ * `createSystem({ store: libsqlStore({ url }) })` or used directly (usually not needed: a
+ * system with a libSQL journal keeps its stores in the journal's database). It opens the
+ * database as {@link libsqlJournal} does (WAL, busy handling, the journal's tables too), and
+ * closing it closes that connection. The directory of a `file:` database is created when it is
+ * missing.
  *
  * @example
  * ```ts
@@ -61,8 +73,17 @@ export function libsqlJournal(options: LibsqlJournalOptions): LibsqlJournal {
  * ```
  */
 export function libsqlStore(options: LibsqlStoreOptions): StoreBackend {
-  createDatabaseDirs(options);
-  return openStore(options);
+  const journal = libsqlJournal(options);
+  const store = journal.openStore();
+  return {
+    get: (...args) => store.get(...args),
+    set: (...args) => store.set(...args),
+    delete: (...args) => store.delete(...args),
+    list: (...args) => store.list(...args),
+    purge: (...args) => store.purge(...args),
+    close: async () => {
+      await store.close();
+      await journal.close();
+    },
+  };
 }
-// the core types the exports above refer to (so that this entry point documents on its own)
-export type * from "../../mod.ts";

@@ -6,13 +6,11 @@
  * @module
  */
 
-import { ClosedError, UnavailableError } from "../../src/errors.ts";
-import { prefixEnd, storeConflict } from "../../src/store/keys.ts";
-import type { StoreBackend, StoredRecord } from "../../src/store/types.ts";
-import type { Rows } from "./_engine.ts";
+import { ClosedError, UnavailableError } from "../../mod.ts";
+import { prefixEnd, type StoreBackend, storeConflict, type StoredRecord } from "../../spi.ts";
+import { bytes, type Rows } from "./_engine.ts";
 import type { Shard } from "./_shard.ts";
 import type { SqlValue, Stmt } from "./_sql.ts";
-import { bytes, libsqlJournal, type LibsqlJournalOptions } from "./journal.ts";
 
 /**
  * The version of the record store's tables, recorded in `troupe_meta`
@@ -54,49 +52,6 @@ const LIVE = "(expires_at IS NULL OR expires_at > ?)";
  */
 export function storeOnShard(shard: Shard, url: string): StoreBackend {
   return new LibsqlStore(shard, url);
-}
-
-/**
- * Options of {@link libsqlStore}: those of `libsqlJournal`, whose connection it opens.
- *
- * @example
- * ```ts
- * import type { LibsqlStoreOptions } from "@troupe/troupe/libsql";
- * const options: LibsqlStoreOptions = { url: "file:./data/troupe.db" };
- * ```
- */
-export type LibsqlStoreOptions = LibsqlJournalOptions;
-
-/**
- * Opens a record store backend on a libSQL database by itself, for a system given as
- * `createSystem({ store: libsqlStore({ url }) })` or used directly. Usually not needed: a
- * system with a libSQL journal keeps its stores in the journal's database already. It opens
- * the database as `libsqlJournal` does (WAL, busy handling, the journal's tables too), and
- * closing it closes that connection.
- *
- * @example
- * ```ts
- * import { libsqlStore } from "@troupe/troupe/libsql";
- * const backend = libsqlStore({ url: ":memory:" });
- * const rev = await backend.set("carts", "u1", new Uint8Array([1]), { ifRevision: 0 }, Date.now());
- * console.log(rev); // 1
- * await backend.close();
- * ```
- */
-export function libsqlStore(options: LibsqlStoreOptions): StoreBackend {
-  const journal = libsqlJournal(options);
-  const store = journal.openStore();
-  return {
-    get: (...args) => store.get(...args),
-    set: (...args) => store.set(...args),
-    delete: (...args) => store.delete(...args),
-    list: (...args) => store.list(...args),
-    purge: (...args) => store.purge(...args),
-    close: async () => {
-      await store.close();
-      await journal.close();
-    },
-  };
 }
 
 /** The revision check of a write as SQL on `store_records`, with its arguments. */

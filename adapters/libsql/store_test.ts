@@ -1,13 +1,10 @@
 import assert from "node:assert/strict";
 import { sqlite } from "../../tests/_sqlite.ts";
 import { createSystem } from "../../mod.ts";
-import { msgpack } from "../../src/codec/mod.ts";
-import type { ActorError } from "../../src/errors.ts";
-import { storeConformance } from "../../src/store/conformance.ts";
-import { Stores } from "../../src/store/store.ts";
-import type { StoreBackend } from "../../src/store/types.ts";
+import type { ActorError } from "../../mod.ts";
+import { type StoreBackend, storeConformance } from "../../spi.ts";
 import { libsqlJournal } from "./journal.ts";
-import { libsqlStore, STORE_SCHEMA_VERSION } from "./store.ts";
+import { libsqlStore, STORE_SCHEMA_VERSION } from "./mod.ts";
 
 const dec = new TextDecoder();
 const enc = new TextEncoder();
@@ -127,31 +124,6 @@ Deno.test("two systems on one libSQL file share their stores", async () => {
   } finally {
     await a.close();
     await b.close();
-  }
-});
-
-Deno.test("the background purge removes expired rows from the database", async () => {
-  await using tmp = await tempDir();
-  const url = `file:${tmp.path}/purge.db`;
-  const journal = libsqlJournal({ url });
-  const stores = new Stores({ journal, codec: msgpack, maxPayload: 1 << 20, purgeIntervalMs: 20 });
-  const raw = sqlite(url);
-  try {
-    const s = stores.open("sessions");
-    for (let i = 0; i < 5; i++) await s.set(`s${i}`, i, { ttl: 1 });
-    await s.set("keep", 1);
-    const count = async () =>
-      Number((await raw.execute("SELECT count(*) AS n FROM store_records")).rows[0]!.n);
-    const deadline = Date.now() + 5_000;
-    while ((await count()) > 1) {
-      assert.ok(Date.now() < deadline, "expired rows were not purged within 5 s");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    assert.deepEqual((await Array.fromAsync(s.list())).map((r) => r.key), ["keep"]);
-  } finally {
-    raw.close();
-    await stores.close();
-    await journal.close();
   }
 });
 

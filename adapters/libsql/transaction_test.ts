@@ -20,9 +20,8 @@ import type { AppendGroup } from "./_sql.ts";
 import { encodeGroups } from "./_wire.ts";
 import { logViolations, sqlite } from "../../tests/_sqlite.ts";
 import { libsqlJournal } from "./journal.ts";
-import { isOwned, type Journal, type Recovered } from "../../src/journal/types.ts";
-import { InternalError, UnavailableError } from "../../src/errors.ts";
-import type { StoreBackend } from "../../src/store/types.ts";
+import { InternalError, UnavailableError } from "../../mod.ts";
+import { isOwned, type Journal, type Recovered, type StoreBackend } from "../../spi.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -102,6 +101,8 @@ Deno.test("reads sent while a batch commits never run inside its transaction: th
       events: [ev(`${actor}:1`), ev(`${actor}:2`)],
       idempotency: [],
       reminders: [],
+      cancels: [],
+      outbox: [],
     }]);
     const written = conn.batch(
       batch({

@@ -13,10 +13,14 @@ import {
   type MsgHdrs,
 } from "@nats-io/nats-core";
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { MeshError, type MeshHeaders, type MeshMessage } from "../../src/mesh/types.ts";
-import { isValidSubject } from "../../src/mesh/subject.ts";
-import { delay } from "../../src/util/async.ts";
-import { systemClock } from "../../src/util/clock.ts";
+import {
+  delay,
+  isValidSubject,
+  MeshError,
+  type MeshHeaders,
+  type MeshMessage,
+  systemClock,
+} from "../../spi.ts";
 
 /** Delay before retry number `attempt` (from 0), in ms: exponential up to 1 s, jittered. */
 export function backoff(attempt: number): number {

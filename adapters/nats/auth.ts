@@ -9,7 +9,7 @@
  * @module
  */
 
-import { encodeToken } from "../../src/mesh/subject.ts";
+import { encodeToken } from "../../spi.ts";
 
 /** A node identity: a user name and password, or an NKey public key (`U…`). */
 export type NatsNodeUser = { user: string; pass: string } | { nkey: string };

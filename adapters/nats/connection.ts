@@ -22,6 +22,7 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import {
+  type DurableTopics,
   type KvBucket,
   type KvOptions,
   type MeshConnection,
@@ -32,9 +33,10 @@ import {
   type PublishOptions,
   type RequestOptions,
   type SubscribeOptions,
-} from "../../src/mesh/types.ts";
-import { TimerWheel, type WheelEntry } from "../../src/util/async.ts";
-import { systemClock } from "../../src/util/clock.ts";
+  systemClock,
+  TimerWheel,
+  type WheelEntry,
+} from "../../spi.ts";
 import {
   checkRequestSubject,
   checkSubject,
@@ -46,16 +48,17 @@ import {
   toMeshMessage,
   toNatsHeaders,
 } from "./_util.ts";
+import { NatsDurableTopics } from "./durable.ts";
 import { NatsKvBucket, replicatedCasIsSafe } from "./kv.ts";
-import type { NatsKvWatch } from "./kv_watch.ts";
-import type { NatsMeshOptions } from "./mesh.ts";
+import type { KvHost, NatsKvWatch } from "./kv_watch.ts";
+import type { NatsMeshOptions } from "./options.ts";
 import { checkJetStream } from "./setup.ts";
 
 /**
  * The {@link MeshConnection} of one node. Besides the port's methods it has members that
  * only the NATS adapter's modules use (`kv.ts`, `kv_watch.ts`), marked internal.
  */
-export class NatsMeshConnection implements MeshConnection {
+export class NatsMeshConnection implements MeshConnection, KvHost {
   /** The NATS client connection. Internal. */
   readonly nc: NatsConnection;
   readonly node: string;
@@ -306,10 +309,8 @@ export class NatsMeshConnection implements MeshConnection {
     if (!(Number.isInteger(history) && history >= 1 && history <= 64)) {
       throw new RangeError(`Cannot open KV bucket "${bucket}" with history ${history}: 1 to 64`);
     }
-    // once: a server without JetStream, or a user without a node's permissions, fails here
-    const probe = Math.min(this.#options.kvTimeout ?? 5000, 2000);
-    await (this.#setup ??= checkJetStream(this.nc, this.node, this.#options.user, probe));
-    const replicas = this.#replicas(options?.replicas);
+    await this.ensureJetStream();
+    const replicas = this.replicasFor(options?.replicas);
     const deadline = performance.now() + 3 * (this.#options.connectTimeout ?? 10_000);
     const what = `Cannot open KV bucket "${bucket}"`;
     const kvm = new Kvm(this.js);
@@ -337,6 +338,23 @@ export class NatsMeshConnection implements MeshConnection {
     return new NatsKvBucket(this, kv, bucket, String(info.created), serialized);
   }
 
+  /**
+   * Checks once that this connection may use JetStream: a server without it, or a user without
+   * a node's permissions, fails here with a `NatsSetupError`. Internal.
+   */
+  ensureJetStream(): Promise<void> {
+    const probe = Math.min(this.#options.kvTimeout ?? 5000, 2000);
+    return this.#setup ??= checkJetStream(this.nc, this.node, this.#options.user, probe);
+  }
+
+  /** This connection's durable topics (JetStream), made on first use. */
+  durableTopics(): DurableTopics {
+    this.#check();
+    return this.#durable ??= new NatsDurableTopics(this);
+  }
+
+  #durable: NatsDurableTopics | undefined;
+
   async deleteKv(bucket: string): Promise<void> {
     this.#check();
     if (!/^[A-Za-z0-9_-]+$/.test(bucket)) {
@@ -356,7 +374,8 @@ export class NatsMeshConnection implements MeshConnection {
     }
   }
 
-  #replicas(requested: number | undefined): number {
+  /** Replicas of a new stream: `requested`, else 3 with ≥ 3 known servers; clamped. Internal. */
+  replicasFor(requested: number | undefined): number {
     const info = this.nc.info;
     const size = Math.max(new Set(info?.connect_urls ?? []).size, this.#knownServers());
     const wanted = this.#options.replicas ?? requested ??
@@ -381,6 +400,7 @@ export class NatsMeshConnection implements MeshConnection {
 
   async #close(): Promise<void> {
     for (const w of [...this.watches]) w.stop();
+    await this.#durable?.close();
     if (!this.nc.isClosed()) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const bounded = new Promise<void>((resolve) => timer = setTimeout(resolve, 2000));

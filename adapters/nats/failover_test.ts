@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { delay, waitFor } from "../../tests/helpers.ts";
 import { ActorError, createSystem, type System } from "../../mod.ts";
 import { natsMesh } from "./mod.ts";
-import { defaultMargin } from "../../src/directory/membership.ts";
 import {
   type NatsCluster,
   type NodeProcess,
@@ -23,8 +22,8 @@ const BANK = new URL("../../tests/nodes/bank_node.ts", import.meta.url);
 const TTL = 1500;
 /** The lease of the NATS-server-killed scenario: natsMesh's default. */
 const C_TTL = 10_000;
-/** The membership margin for TTL (see `defaultMargin`). */
-const MARGIN = defaultMargin(TTL);
+/** The membership margin for TTL: `defaultMargin` of src/directory/membership.ts. */
+const MARGIN = Math.min(1000, Math.max(250, TTL / 5));
 
 /** One message per error code seen, for the report. */
 const samples = new Map<string, string>();

@@ -14,10 +14,9 @@ import {
   type KvIncarnation,
   type KvWatch,
   MeshError,
-} from "../../src/mesh/types.ts";
+} from "../../spi.ts";
 import { EMPTY, isNoResponders, isStreamNotFound, retry } from "./_util.ts";
-import type { NatsMeshConnection } from "./connection.ts";
-import { NatsKvWatch, startingWatches } from "./kv_watch.ts";
+import { type KvHost, NatsKvWatch, startingWatches } from "./kv_watch.ts";
 
 /**
  * Whether compare-and-set (create, update) is serialized on a replicated stream of this
@@ -54,18 +53,18 @@ export function incarnationOf(created: string): KvIncarnation {
 }
 
 /**
- * A KV bucket: a JetStream KV opened by {@link NatsMeshConnection.kv}. Internal.
+ * A KV bucket: a JetStream KV opened by `KvHost.kv`. Internal.
  */
 export class NatsKvBucket implements KvBucket {
   readonly name: string;
   readonly incarnation: string;
   readonly serializedCas: boolean;
-  readonly #conn: NatsMeshConnection;
+  readonly #conn: KvHost;
   readonly #kv: KV;
   readonly #prefix: string;
 
   constructor(
-    conn: NatsMeshConnection,
+    conn: KvHost,
     kv: KV,
     name: string,
     incarnation: string,

@@ -6,18 +6,43 @@
  * @module
  */
 
-import { type Msg, nanos, type Subscription } from "@nats-io/nats-core";
-import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream";
-import type { KvEntry, KvWatch } from "../../src/mesh/types.ts";
-import { delay } from "../../src/util/async.ts";
-import { systemClock } from "../../src/util/clock.ts";
-import { createEventQueue } from "../../src/util/queue.ts";
+import { type Msg, nanos, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+} from "@nats-io/jetstream";
+import { createEventQueue, delay, type KvEntry, type KvWatch, systemClock } from "../../spi.ts";
 import { backoff, EMPTY } from "./_util.ts";
-import type { NatsMeshConnection } from "./connection.ts";
 
 const HEARTBEAT_MS = 1000;
 /** A consumer without interest for this long is deleted by the server. */
 const INACTIVE_MS = 5000;
+
+/**
+ * What buckets and watches use of their node's connection (`NatsMeshConnection` in
+ * connection.ts implements it): declared here, so that neither imports the connection.
+ * Internal.
+ */
+export interface KvHost {
+  /** The NATS client connection. */
+  readonly nc: NatsConnection;
+  /** The JetStream client (KV deletes publish through it). */
+  readonly js: JetStreamClient;
+  /** The mesh's options that KV calls read. */
+  readonly options: { readonly kvRetry?: number | undefined };
+  /** Watches, told about reconnects. */
+  readonly watches: Set<NatsKvWatch>;
+  /** Whether the client is connected now. */
+  readonly connected: boolean;
+  /** A new inbox subject. */
+  inbox(): string;
+  /** The JetStream manager (KV timeout). */
+  jsm(): Promise<JetStreamManager>;
+  /** A JetStream manager whose requests time out after `timeout` ms (at most the KV one). */
+  jsmWithTimeout(timeout: number): Promise<JetStreamManager>;
+}
 
 /**
  * Watches being set up in this process, by bucket: writes to that bucket from this process
@@ -32,7 +57,7 @@ export const startingWatches = new Map<string, Set<Promise<void>>>();
  * missing, or after a reconnect.
  */
 export class NatsKvWatch implements KvWatch {
-  readonly #conn: NatsMeshConnection;
+  readonly #conn: KvHost;
   readonly #bucket: string;
   readonly #filter: string;
   readonly #initial: boolean;
@@ -57,7 +82,7 @@ export class NatsKvWatch implements KvWatch {
   readonly ready: Promise<void>;
 
   /** Starts watching `filter` in `bucket`; called by `NatsKvBucket.watch`. */
-  constructor(conn: NatsMeshConnection, bucket: string, filter: string, initial: boolean) {
+  constructor(conn: KvHost, bucket: string, filter: string, initial: boolean) {
     this.#conn = conn;
     this.#bucket = bucket;
     this.#filter = filter;

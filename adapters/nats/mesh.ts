@@ -34,13 +34,18 @@ import {
   wsconnect,
   type WsSocketFactory,
 } from "@nats-io/nats-core";
-import { type Mesh, type MeshConnection, MeshError } from "../../src/mesh/types.ts";
-import { delay } from "../../src/util/async.ts";
-import { systemClock } from "../../src/util/clock.ts";
+import {
+  delay,
+  installSocketGuard,
+  type Mesh,
+  type MeshConnection,
+  MeshError,
+  systemClock,
+} from "../../spi.ts";
 import { backoff } from "./_util.ts";
 import { NatsMeshConnection } from "./connection.ts";
-
-export { replicatedCasIsSafe } from "./kv.ts";
+import { checkDurableOptions } from "./durable.ts";
+import type { NatsMeshOptions } from "./options.ts";
 
 /**
  * The server refused the credentials (wrong user, password, token, NKey or creds, or an
@@ -62,103 +67,6 @@ export class NatsAuthError extends Error {
     this.name = "NatsAuthError";
     this.servers = servers;
   }
-}
-
-/**
- * Options of {@link natsMesh}.
- *
- * @example
- * ```ts
- * import { natsMesh, type NatsMeshOptions } from "@troupe/troupe/nats";
- *
- * const options: NatsMeshOptions = {
- *   servers: ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"],
- *   user: "troupe",
- *   pass: "s3cret",
- *   leaseTtl: 5_000,
- * };
- * const mesh = natsMesh(options);
- * ```
- */
-export interface NatsMeshOptions {
-  /**
-   * Server URLs: `nats://host:port`, `tls://host:port` or `host:port` use TCP;
-   * `ws://` or `wss://` use WebSocket. All URLs of one mesh must use the same transport.
-   */
-  servers: string | string[];
-  /** First token of every Troupe subject and of bucket names. @default {"troupe"} */
-  prefix?: string;
-  /** User name (with `pass`). Use one way to authenticate: user/pass, token, NKey or creds. */
-  user?: string;
-  /** Password of `user`. */
-  pass?: string;
-  /** Token. */
-  token?: string;
-  /**
-   * NKey seed of an NKey user (`SU…`), for a server whose `authorization` lists
-   * `{ nkey: "U…" }`: the client signs the server's nonce, the seed never leaves the process.
-   */
-  nkeySeed?: string;
-  /**
-   * Path of a `.creds` file (a user JWT and its NKey seed, as written by `nsc`), for a
-   * server in operator (JWT) mode; read once per connect (`--allow-read` on that path).
-   */
-  credsFile?: string;
-  /** The content of a `.creds` file (instead of `credsFile`). */
-  creds?: string;
-  /**
-   * Prefix of the connection's inbox subjects (reply subscriptions of requests, stream
-   * inboxes, JetStream replies and KV watch deliveries). A server that limits a user to
-   * subscribing `<inboxPrefix>.>` (see `natsAuthConfig`) needs it set to the same value.
-   * @default {"_INBOX"}
-   */
-  inboxPrefix?: string;
-  /**
-   * TLS options for TCP connections (`wss://` URLs use the runtime's TLS). Setting it (even
-   * to `{}`) makes the client refuse a server that does not offer TLS; a `tls://` URL among
-   * `servers` does the same (natsMesh then sets `{}` when this is unset), so that a server
-   * impersonating a plain one never receives the credentials in clear. Without either, the
-   * client uses TLS only when the server asks for it.
-   */
-  tls?: TlsOptions;
-  /**
-   * Lease time-to-live for membership and ownership, in ms: a crashed node's actors move after
-   * about `leaseTtl + 1 s`. Keep it above the time the NATS cluster needs to elect a new
-   * JetStream leader after losing a server (measured 4.6–7 s on nats-server 2.9.10 with R3
-   * buckets): a node whose heartbeats cannot be written for `leaseTtl` fences itself.
-   * @default {10000}
-   */
-  leaseTtl?: number;
-  /** Connection name shown by the server. @default {"troupe:<node>"} */
-  name?: string;
-  /**
-   * KV replicas. When set, it overrides what the core asks for; otherwise the core's
-   * request is used, else 3 when the client knows of 3 or more servers in the cluster (so the
-   * directory survives the loss of a server), else 1. Always clamped to the known cluster
-   * size (and 5). Before nats-server 2.9.21 (see {@link replicatedCasIsSafe}) replicated
-   * compare-and-set can let two writers win: Troupe's correctness then rests on the
-   * journal's epoch fence, never on the KV alone (see docs/architecture.md).
-   */
-  replicas?: number;
-  /** Client ping interval in ms; two missed pings mark the connection dead. @default {2000} */
-  pingInterval?: number;
-  /**
-   * Which WebSocket client `ws://`/`wss://` servers use. `"auto"` takes the `ws` package
-   * (its sockets disable Nagle's algorithm: with the runtime's own WebSocket, many requests
-   * in flight stall on delayed ACKs, ~20x slower on loopback) and falls back to the
-   * runtime's `WebSocket` where that package cannot load (edge runtimes). @default {"auto"}
-   */
-  webSocket?: "auto" | "native" | "ws";
-  /** How long `connect` keeps trying to reach a server, in ms. @default {10000} */
-  connectTimeout?: number;
-  /** Timeout of JetStream API calls (KV reads and writes), in ms. @default {5000} */
-  kvTimeout?: number;
-  /**
-   * How long KV calls keep retrying while JetStream has no responders (a stream without a
-   * leader: fresh replicated bucket, leader election after a server died), in ms; bucket
-   * creation retries up to `connectTimeout` × 3. @default {5000}
-   */
-  kvRetry?: number;
 }
 
 type Transport = "tcp" | "ws";
@@ -192,24 +100,6 @@ function classify(servers: string[]): Transport {
   return kind!;
 }
 
-/** TLS settings of TCP connections (the same fields as the NATS client's `TlsOptions`). */
-export interface TlsOptions {
-  /** Start TLS before the server's INFO (the server needs `handshake_first: true`). */
-  handshakeFirst?: boolean;
-  /** Path of the client certificate (PEM). */
-  certFile?: string;
-  /** The client certificate (PEM). */
-  cert?: string;
-  /** Path of the CA certificate(s) to trust (PEM). */
-  caFile?: string;
-  /** The CA certificate(s) to trust (PEM). */
-  ca?: string;
-  /** Path of the client key (PEM). */
-  keyFile?: string;
-  /** The client key (PEM). */
-  key?: string;
-}
-
 /**
  * A {@link Mesh} on NATS: core NATS for routing and pub/sub, JetStream KV for membership,
  * ownership and leases. Pass it to `createSystem({ mesh })`.
@@ -239,6 +129,7 @@ export function natsMesh(options: NatsMeshOptions): Mesh {
     throw new RangeError(`Cannot use replicas ${options.replicas}: must be 1 to 5`);
   }
   checkAuthOptions(options);
+  checkDurableOptions(options.durableTopics);
   return {
     kind: "nats",
     leaseTtl,
@@ -312,32 +203,6 @@ async function authOptions(options: NatsMeshOptions): Promise<Partial<Connection
   }
   if (options.inboxPrefix !== undefined) out.inboxPrefix = options.inboxPrefix;
   return out;
-}
-
-const SOCKET_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
-let socketGuard = false;
-
-/**
- * The NATS client for Node removes its sockets' `error` listeners for short windows (after it
- * read the server's INFO, and when it discards a socket): a connection reset by a server that
- * dies, or that refuses a login, in such a window surfaces as an uncaught exception that would end
- * the process. Troupe installs one narrow guard: an uncaught error whose code is a socket error
- * and that comes from the runtime's TCP layer is logged (the client sees the closed socket and
- * reconnects) instead of ending the process. Anything else stays uncaught.
- */
-export function installSocketGuard(): void {
-  if (socketGuard || typeof globalThis.addEventListener !== "function") return;
-  socketGuard = true;
-  globalThis.addEventListener("error", (event) => {
-    const err = (event as ErrorEvent).error as { code?: unknown; stack?: unknown } | undefined;
-    if (
-      err && typeof err.code === "string" && SOCKET_ERRORS.has(err.code) &&
-      typeof err.stack === "string" && /TCPWrap|stream_base_commons|net\./.test(err.stack)
-    ) {
-      event.preventDefault();
-      console.warn(`troupe nats mesh: ignored a late socket error (${err.code})`);
-    }
-  });
 }
 
 async function connectNode(

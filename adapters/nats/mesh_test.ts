@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
-import { meshConformance } from "../../src/mesh/conformance.ts";
-import { type MeshConnection, MeshError } from "../../src/mesh/types.ts";
-import { type NatsCluster, startNatsCluster } from "../testing/nats_server.ts";
+import { createSystem } from "../../mod.ts";
+import { meshConformance, type MeshConnection, MeshError } from "../../spi.ts";
+import { type NatsCluster, startNatsCluster } from "../testing/mod.ts";
 import { natsMesh, replicatedCasIsSafe } from "./mod.ts";
-import { startMembership } from "../../src/directory/membership.ts";
-import { createLeases } from "../../src/directory/leases.ts";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 
@@ -345,18 +343,14 @@ Deno.test("a node never gives up reconnecting (server down for longer than 10 at
 
 Deno.test("lease tokens keep increasing when an operator deletes and recreates the leases bucket", async () => {
   const prefix = `lt${crypto.randomUUID().slice(0, 8)}`;
-  const conn = await natsMesh({ servers: single.urls, prefix }).connect({ node: "lt-a" });
-  const m = await startMembership(conn, {
-    prefix,
-    node: { id: "lt-a", types: [], since: Date.now() },
-    ttl: 5000,
-    onWarning: () => {},
-  });
-  const leases = await createLeases(conn, m, { prefix, ttl: 600, onWarning: () => {} });
+  const mesh = natsMesh({ servers: single.urls, prefix });
+  const system = await createSystem({ mesh, node: "lt-a", logger: "error" });
+  const conn = await mesh.connect({ node: "lt-tool" });
   try {
     const tokens: number[] = [];
-    for (let i = 0; i < 3; i++) await leases.lock("job", (l) => void tokens.push(l.token));
-    const held = await leases.lease("other");
+    const ttl = 600;
+    for (let i = 0; i < 3; i++) await system.lock("job", (l) => void tokens.push(l.token), { ttl });
+    const held = await system.lease("other", { ttl });
     // The operator's tools: the JetStream API, not the mesh.
     const nc = await connect({ servers: single.urls });
     try {
@@ -366,13 +360,12 @@ Deno.test("lease tokens keep increasing when an operator deletes and recreates t
     }
     await conn.kv(`${prefix}_leases`); // created again: revisions restart at 1
     await eventually(10_000, () => Promise.resolve(assert.ok(held.signal.aborted, "held lost")));
-    await leases.lock("job", (l) => void tokens.push(l.token));
+    await system.lock("job", (l) => void tokens.push(l.token), { ttl });
     for (let i = 1; i < tokens.length; i++) {
       assert.ok(tokens[i]! > tokens[i - 1]!, `tokens ${tokens.join(", ")} strictly increase`);
     }
   } finally {
-    await leases.close();
-    await m.close();
+    await system.close();
     await conn.close();
   }
 });

@@ -19,7 +19,9 @@
  * @module
  */
 
-export { NatsAuthError, natsMesh, type NatsMeshOptions, replicatedCasIsSafe } from "./mesh.ts";
+export { NatsAuthError, natsMesh } from "./mesh.ts";
+export type { NatsDurableTopicsOptions, NatsMeshOptions, TlsOptions } from "./options.ts";
+export { replicatedCasIsSafe } from "./kv.ts";
 export {
   NATS_SERVICE_REPLY_PREFIX,
   natsAuthConfig,
@@ -27,7 +29,4 @@ export {
   type NatsClientUser,
   type NatsNodeUser,
 } from "./auth.ts";
-// the core types the exports above refer to (so that this entry point documents on its own)
-export type * from "../../mod.ts";
-export type { TlsOptions } from "./mesh.ts";
 export { NatsSetupError, type NatsSetupReason } from "./setup.ts";

@@ -8,16 +8,17 @@
  */
 
 import { errors as natsErrors, type NatsConnection } from "@nats-io/nats-core";
-import { delay } from "../../src/util/async.ts";
-import { systemClock } from "../../src/util/clock.ts";
+import { delay, systemClock } from "../../spi.ts";
 
 /** Why a NATS server cannot serve a Troupe node as it is set up. */
-export type NatsSetupReason = "jetstream_missing" | "not_a_node_user";
+export type NatsSetupReason = "jetstream_missing" | "not_a_node_user" | "jetstream_no_room";
 
 /**
  * The NATS server cannot serve a Troupe node as it is set up: JetStream is not enabled
  * (`reason: "jetstream_missing"`), or the user lacks a node's permissions, such as a client
  * user of `natsAuthConfig()` (`"not_a_node_user"`). `createSystem` fails with it at once.
+ * The first durable publish or subscription fails with `"jetstream_no_room"` when the
+ * server's JetStream cannot reserve the durable topics' stream (`durableTopics.maxBytes`).
  *
  * @example
  * ```ts

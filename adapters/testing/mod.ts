@@ -17,9 +17,7 @@ export { findNatsServer, startNatsCluster } from "./nats_server.ts";
 export type { NatsCluster, NatsClusterOptions, ServerHandle } from "./nats_server.ts";
 export { startNodeProcess } from "./node_process.ts";
 export { startSystems } from "./systems.ts";
-export { virtualClock } from "../../src/util/virtual_clock.ts";
-export type { VirtualClock } from "../../src/util/virtual_clock.ts";
+export { virtualClock } from "../../spi.ts";
+export type { VirtualClock } from "../../spi.ts";
 export type { StartSystemsOptions, TestSystems } from "./systems.ts";
-// the types the helpers above refer to (the whole public API of the main module)
-export type * from "../../mod.ts";
 export type { NodeProcess, NodeProcessOptions } from "./node_process.ts";

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { installSocketGuard } from "../nats/mesh.ts";
+import { installSocketGuard } from "../../spi.ts";
 
 /** Options of {@link startNatsCluster}. */
 export interface NatsClusterOptions {

@@ -8,14 +8,13 @@
 import {
   createSystem,
   inProcessMesh,
-  type Journal,
   memoryJournal,
-  type Mesh,
   type System,
   type SystemOptions,
 } from "../../mod.ts";
+import type { Journal, Mesh } from "../../spi.ts";
 import { natsMesh } from "../nats/mod.ts";
-import { systemClock } from "../../src/util/clock.ts";
+import { systemClock } from "../../spi.ts";
 import type { NatsCluster } from "./nats_server.ts";
 
 /** Options of {@link startSystems}. */

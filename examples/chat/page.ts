@@ -63,7 +63,7 @@ async function call(handler, payload) {
   if (!res.ok) throw new Error(body.error.message);
   return body;
 }
-const live = new EventSource("/rooms/" + room + "/live");
+const live = new EventSource("/api/_topics/chat." + room);
 live.onopen = async () => {
   $("status").textContent = "live";
   for (const m of await call("recent")) show(m);   // after the feed is open: nothing is missed

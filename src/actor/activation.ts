@@ -5,8 +5,6 @@
  * @module
  */
 
-import type { Codec } from "../codec/types.ts";
-import type { ConfigView } from "../config/types.ts";
 import {
   ActorError,
   ConflictError,
@@ -22,6 +20,7 @@ import type {
   IdempotencyRecord,
   Journal,
   NewEvent,
+  OutboxMessage,
   Recovered,
   Reminder,
   Snapshot,
@@ -37,22 +36,18 @@ import {
   withDeadline,
 } from "../util/async.ts";
 import type { ActorDefinition, AnyActorTypes } from "./define.ts";
-import type { Context } from "./context.ts";
+import type { Context } from "./define.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
+import { upcast } from "../journal/history.ts";
+import { isValidSubject } from "../mesh/subject.ts";
 import type { Dispatcher } from "./ref.ts";
-import { gatedDispatcher, TurnContext } from "./turn_context.ts";
+import { gatedDispatcher, TurnContext, type TurnHost } from "./turn_context.ts";
 
 /** What an activation needs from its node; `M` is the node's message type. */
-export interface ActivationHost<M extends Envelope = Envelope> {
-  /** This node's id. */
-  readonly node: string;
+export interface ActivationHost<M extends Envelope = Envelope> extends TurnHost {
   /** The journal. */
   readonly journal: Journal;
-  /** Codec for stored events, snapshots and replies. */
-  readonly storage: Codec;
-  /** Sends messages (for `ctx.ref`). */
-  readonly dispatcher: Dispatcher;
   /** Logs. */
   readonly log: Logger;
   /** The node's clock: deadlines, idle times, event timestamps. */
@@ -61,8 +56,13 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   readonly wheel: TimerWheel;
   /** Traces turns and keeps the node's counts. */
   readonly observer: NodeObserver;
-  /** Publishes a pub/sub message (after commit). */
-  publish(topic: string, payload: unknown): Promise<void>;
+  /** Publishes a pub/sub message (after commit); `durable`: to a durable topic. */
+  publish(topic: string, payload: unknown, options?: { durable?: boolean }): Promise<void>;
+  /**
+   * A turn's outbox messages are durable (stored with its events): forward them to their
+   * durable topics (at least once; a node that dies first leaves them to the outbox sweep).
+   */
+  forwardOutbox?(actor: string, messages: readonly OutboxMessage[]): void;
   /** Whether this node may not process messages at `now` (its lease lapsed). */
   fenced(now?: number): boolean;
   /**
@@ -77,8 +77,6 @@ export interface ActivationHost<M extends Envelope = Envelope> {
   claim(activation: Activation<M>): Promise<Recovered>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
-  /** The node's config as it is now (a turn keeps the one it started with). */
-  configView(): ConfigView;
 }
 
 /** Thrown by `host.claim()`: the actor is owned by another live node. */
@@ -132,6 +130,8 @@ interface InFlight {
   error: unknown;
   /** Its reminders (the reminder service hears of them once durable). */
   readonly reminders: readonly Reminder[];
+  /** Its outbox messages (forwarded once durable). */
+  readonly outbox: readonly OutboxMessage[];
   /** Outputs released when it (and every append before it) is durable. */
   held: Held[] | undefined;
 }
@@ -177,6 +177,8 @@ export class Activation<M extends Envelope = Envelope> {
   // Everything below is allocated on first use: an idle actor keeps little more than its state.
   #staged: Staged[] = NONE as never;
   #reminders: Reminder[] = NONE as never;
+  #cancels: string[] = NONE as never;
+  #outbox: OutboxMessage[] = NONE as never;
   #publishes: [string, unknown][] = NONE as never;
   #replies: Map<string, KnownReply> | undefined;
   #stopped: Deferred<void> | undefined;
@@ -547,11 +549,10 @@ export class Activation<M extends Envelope = Envelope> {
   #end(m: M, result: unknown, fingerprint: string | undefined): void {
     const key = m.idempotencyKey;
     const publishes = this.#publishes;
-    const effects = this.#staged.length > 0 || this.#reminders.length > 0 ||
-      publishes.length > 0 || this.#sent > 0;
+    const effects = this.#journaled() || publishes.length > 0 || this.#sent > 0;
     // A turn without effects stores nothing for its key (a repeat just runs again).
     const record = key !== undefined && fingerprint !== undefined && effects;
-    const needsJournal = record || this.#staged.length > 0 || this.#reminders.length > 0;
+    const needsJournal = record || this.#journaled();
     if (this.status === "stopped" || (needsJournal && this.#host.fenced())) {
       // Stopped meanwhile (lease lost, forced stop at shutdown): this turn applies nothing.
       this.#rollback();
@@ -604,6 +605,8 @@ export class Activation<M extends Envelope = Envelope> {
     if (this.#epoch === undefined) throw new InternalError(`${this.key} has no epoch`);
     const staged = this.#staged;
     const reminders = this.#reminders;
+    const cancels = this.#cancels;
+    const outbox = this.#outbox;
     const storage = this.#host.storage;
     const events: NewEvent[] = staged.map((e) => ({
       type: e.type,
@@ -628,12 +631,16 @@ export class Activation<M extends Envelope = Envelope> {
       ...(snapshot ? { snapshot } : {}),
       ...(idempotency ? { idempotency } : {}),
       ...(reminders.length > 0 ? { reminders } : {}),
+      ...(cancels.length > 0 ? { cancelReminders: cancels } : {}),
+      ...(outbox.length > 0 ? { outbox } : {}),
     };
     this.#staged = NONE as never;
     this.#reminders = NONE as never;
+    this.#cancels = NONE as never;
+    this.#outbox = NONE as never;
     this.#base = this.state;
     this.#baseSeq = this.seq;
-    const rec: InFlight = { done: false, error: undefined, reminders, held: undefined };
+    const rec: InFlight = { done: false, error: undefined, reminders, outbox, held: undefined };
     if (this.#inFlight.length === 0) this.#inFlight = [];
     this.#inFlight.push(rec);
     this.#host.journal.append(append).then(
@@ -657,6 +664,7 @@ export class Activation<M extends Envelope = Envelope> {
         continue;
       }
       for (const m of r.reminders) this.#host.reminderScheduled(m.due);
+      if (r.outbox.length > 0) this.#host.forwardOutbox?.(this.key, r.outbox);
       for (const h of r.held ?? []) h.ok();
     }
     if (inFlight.length === 0 && this.#inFlight === inFlight) this.#inFlight = NONE as never;
@@ -694,7 +702,7 @@ export class Activation<M extends Envelope = Envelope> {
    */
   #commitPoint(): Promise<void> | undefined {
     if (this.#failure) return Promise.reject(this.#failure);
-    if (this.#staged.length > 0 || this.#reminders.length > 0) {
+    if (this.#journaled()) {
       if (this.status === "stopped" || this.#host.fenced()) {
         return Promise.reject(
           new Stopped(`${this.key} stopped on node "${this.#host.node}" before its turn committed`),
@@ -767,7 +775,15 @@ export class Activation<M extends Envelope = Envelope> {
     this.seq = this.#baseSeq;
     this.#staged = NONE as never;
     this.#reminders = NONE as never;
+    this.#cancels = NONE as never;
+    this.#outbox = NONE as never;
     this.#publishes = NONE as never;
+  }
+
+  /** Whether the running turn staged anything that goes to the journal with its commit. */
+  #journaled(): boolean {
+    return this.#staged.length > 0 || this.#reminders.length > 0 || this.#cancels.length > 0 ||
+      this.#outbox.length > 0;
   }
 
   #commitError(err: unknown): ActorError {
@@ -852,16 +868,44 @@ export class Activation<M extends Envelope = Envelope> {
     this.#staged.push({ type, payload, at: this.#host.clock.now() });
   }
 
-  /** Stages a reminder. */
+  /** Stages a reminder (one with the id of another staged in this turn replaces it). */
   schedule(reminder: Reminder): void {
     if (this.#reminders.length === 0) this.#reminders = [];
+    else this.#reminders = this.#reminders.filter((r) => r.id !== reminder.id);
     this.#reminders.push(reminder);
+    if (this.#cancels.length > 0) this.#cancels = this.#cancels.filter((id) => id !== reminder.id);
   }
 
-  /** Stages a publish. */
-  stagePublish(topic: string, payload: unknown): void {
-    if (this.#publishes.length === 0) this.#publishes = [];
-    this.#publishes.push([topic, payload]);
+  /** Stages the cancellation of a reminder. */
+  cancel(id: string): void {
+    if (this.#cancels.length === 0) this.#cancels = [];
+    this.#cancels.push(id);
+    // A reminder scheduled earlier in this very turn under that id is cancelled too.
+    if (this.#reminders.length > 0) this.#reminders = this.#reminders.filter((r) => r.id !== id);
+  }
+
+  /**
+   * Stages a publish: sent once the turn is durable; `durable`: stored with the turn's events
+   * (the outbox) and forwarded to the durable topic after the commit.
+   */
+  stagePublish(topic: string, payload: unknown, durable = false): void {
+    if (!durable) {
+      if (this.#publishes.length === 0) this.#publishes = [];
+      this.#publishes.push([topic, payload]);
+      return;
+    }
+    if (!isValidSubject(topic)) {
+      throw new TypeError(`Topic "${topic.slice(0, 80)}" is not valid (dot-separated tokens)`);
+    }
+    if (this.#outbox.length === 0) this.#outbox = [];
+    const storage = this.#host.storage;
+    this.#outbox.push({
+      id: crypto.randomUUID(),
+      topic,
+      data: storage.encode(payload),
+      contentType: storage.contentType,
+      at: this.#host.clock.now(),
+    });
   }
 
   /**
@@ -928,22 +972,4 @@ export class Activation<M extends Envelope = Envelope> {
   get current(): M | undefined {
     return this.#current;
   }
-}
-
-/** Applies the upcasters from `version` to the definition's current version. */
-export function upcast(
-  def: ActorDefinition<AnyActorTypes>,
-  type: string,
-  version: number,
-  payload: unknown,
-): unknown {
-  const chain = def.upcasters[type];
-  const current = def.eventVersions[type] ?? 1;
-  let p = payload;
-  for (let v = version; v < current; v++) {
-    const up = chain?.[v];
-    if (!up) throw new InternalError(`No upcaster for event "${type}" from version ${v}`);
-    p = up(p);
-  }
-  return p;
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
+import type { ActorTypes, AnyActorTypes } from "./types.ts";
 
 export type { Caller } from "../auth/access.ts";
 
@@ -233,10 +233,21 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
   }
 }
 
+/**
+ * What {@link makeRef} reads of a definition: its name, and its types (an `ActorDefinition`
+ * has both; the phantom field is never set).
+ */
+export interface Addressed<T extends ActorTypes> {
+  /** The actor type name. */
+  readonly name: string;
+  /** Phantom field carrying the types. */
+  readonly __types?: T;
+}
+
 /** Makes a typed ref for a definition. */
 export function makeRef<T extends ActorTypes>(
   dispatcher: Dispatcher,
-  def: ActorDefinition<T>,
+  def: Addressed<T>,
   id: string,
   origin?: CallOrigin,
   options?: RefOptions,

@@ -19,6 +19,7 @@
  */
 
 import { ActorError } from "../errors.ts";
+import { nextCronRun } from "./cron.ts";
 import type { Journal, Reminder } from "../journal/types.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Leader } from "../directory/types.ts";
@@ -174,7 +175,8 @@ export class Reminders {
       // Its trace links to the turn that scheduled it.
       await withLink(r.trace, () =>
         h.dispatcher.send(type, actorId, "ask", r.handler, payload, {
-          idempotencyKey: `reminder:${r.id}`,
+          // One run per due time: a repeating reminder's next run is another message.
+          idempotencyKey: `reminder:${r.id}:${r.due}`,
           timeout: 30_000,
           ...(token !== undefined ? { token } : {}),
         }, undefined));
@@ -213,10 +215,22 @@ export class Reminders {
     }
     this.#backoff.delete(r.id);
     try {
-      await h.journal.deleteReminder(r.id);
+      let next: number | undefined;
+      try {
+        // Its next run after now: runs missed while nobody fired them run once, not each.
+        if (r.cron !== undefined) next = nextCronRun(r.cron, this.#host.clock.now());
+      } catch (err) {
+        h.log.warn(`Reminder ${r.id}: its cron expression names no next run; dropped`, {
+          error: String(err),
+        });
+      }
+      if (next !== undefined) await h.journal.rescheduleReminder(r.id, r.due, next);
+      else await h.journal.deleteReminder(r.id);
     } catch (err) {
       // It fires again later; its idempotency key answers without applying it twice.
-      h.log.warn(`Reminder ${r.id} ran but could not be deleted`, { error: String(err) });
+      h.log.warn(`Reminder ${r.id} ran but could not be deleted or moved`, {
+        error: String(err),
+      });
     }
   }
 

@@ -17,7 +17,7 @@ import type { Clock, TimerId } from "../util/clock.ts";
  *
  * @example
  * ```ts
- * import type { StandardSchemaV1 } from "@troupe/troupe";
+ * import type { StandardSchemaV1 } from "@troupe/troupe/spi";
  * // a hand-written schema: a positive number
  * const positive: StandardSchemaV1<number> = {
  *   "~standard": {

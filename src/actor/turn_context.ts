@@ -7,10 +7,18 @@
 import type { ConfigView } from "../config/types.ts";
 import { TimeoutError } from "../errors.ts";
 import type { Reminder } from "../journal/types.ts";
-import type { ActorDefinition, ActorTypes, AnyActorTypes } from "./define.ts";
-import type { Context } from "./context.ts";
+import type { Codec } from "../codec/types.ts";
+import type { TimerWheel } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
+import type {
+  ActorDefinition,
+  ActorTypes,
+  AnyActorTypes,
+  Context,
+  ContextPublishOptions,
+} from "./define.ts";
+import { namedReminderId, nextCronRun } from "./cron.ts";
 import type { Envelope } from "./envelope.ts";
-import type { ActivationHost } from "./activation.ts";
 import {
   type ActorRef,
   type ActorStream,
@@ -20,6 +28,25 @@ import {
   makeRef,
 } from "./ref.ts";
 import { traceField } from "../observe/tracing.ts";
+
+/**
+ * What a turn's context needs from its node (an activation's host has all of it, and more:
+ * `ActivationHost` in activation.ts extends this).
+ */
+export interface TurnHost {
+  /** This node's id. */
+  readonly node: string;
+  /** The node's clock: deadlines, reminders' due times. */
+  readonly clock: Clock;
+  /** Codec for stored events, snapshots and replies. */
+  readonly storage: Codec;
+  /** Sends messages (for `ctx.ref`). */
+  readonly dispatcher: Dispatcher;
+  /** Deadlines. */
+  readonly wheel: TimerWheel;
+  /** The node's config as it is now (a turn keeps the one it started with). */
+  configView(): ConfigView;
+}
 
 /** What one turn acts on: an activation, or one message of a stateless worker. */
 export interface TurnScope {
@@ -35,10 +62,12 @@ export interface TurnScope {
   readonly seq: number;
   /** Applies and stages an event. */
   emit(type: string, payload: unknown): void;
-  /** Stages (or sends) a publish. */
-  stagePublish(topic: string, payload: unknown): void;
+  /** Stages (or sends) a publish; `durable`: into the turn's outbox (with its commit). */
+  stagePublish(topic: string, payload: unknown, durable?: boolean): void;
   /** Stages a reminder. */
   schedule(reminder: Reminder): void;
+  /** Stages the cancellation of a reminder (by id). */
+  cancel(id: string): void;
   /** The id of the turn running now (call chains carry it, for deadlock detection). */
   readonly turnId: string;
   /**
@@ -111,7 +140,7 @@ class GatedStream implements ActorStream<unknown> {
 export class TurnContext implements Context<unknown, Record<string, unknown>> {
   readonly #act: TurnScope;
   readonly #m: Envelope;
-  readonly #host: ActivationHost<Envelope>;
+  readonly #host: TurnHost;
   readonly #turnId: string | undefined;
   /** The config view when the turn started. */
   readonly config: ConfigView;
@@ -119,7 +148,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   #origin: CallOrigin | undefined;
 
   /** `turnId`: this turn's id when it is not the scope's current one (lifecycle hooks). */
-  constructor(act: TurnScope, m: Envelope, host: ActivationHost<Envelope>, turnId?: string) {
+  constructor(act: TurnScope, m: Envelope, host: TurnHost, turnId?: string) {
     this.#act = act;
     this.#m = m;
     this.#host = host;
@@ -171,8 +200,8 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   ref<T extends ActorTypes>(def: ActorDefinition<T>, id = ""): ActorRef<T> {
     return makeRef(this.#act.outputs ?? this.#host.dispatcher, def, id, this.#callOrigin);
   }
-  publish(topic: string, payload: unknown): void {
-    this.#act.stagePublish(topic, payload);
+  publish(topic: string, payload: unknown, options?: ContextPublishOptions): void {
+    this.#act.stagePublish(topic, payload, options?.durable === true);
   }
   get signal(): AbortSignal {
     if (!this.#controller) {
@@ -188,24 +217,55 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     }
     return this.#controller.signal;
   }
-  schedule(delayMs: number, handler: string, payload?: unknown): void {
-    if (!Number.isFinite(delayMs) || delayMs < 0) {
-      throw new RangeError(`ctx.schedule() needs a delay ≥ 0 ms, got ${delayMs}`);
-    }
+  schedule(
+    when: number | Date | string,
+    handler: string,
+    payload?: unknown,
+    options: { name?: string } = {},
+  ): void {
     if (!(handler in this.#act.def.handlers)) {
       throw new TypeError(`ctx.schedule(): actor type "${this.type}" has no handler "${handler}"`);
     }
+    const now = this.#host.clock.now();
+    let due: number;
+    let cron: string | undefined;
+    if (typeof when === "number") {
+      if (!Number.isFinite(when) || when < 0) {
+        throw new RangeError(`ctx.schedule() needs a delay ≥ 0 ms, got ${when}`);
+      }
+      due = now + when;
+    } else if (when instanceof Date) {
+      due = when.getTime();
+      if (Number.isNaN(due)) throw new RangeError("ctx.schedule() got an invalid Date");
+    } else if (typeof when === "string") {
+      cron = when;
+      due = nextCronRun(when, now); // throws a TypeError for a bad expression
+    } else {
+      throw new TypeError("ctx.schedule() needs a delay in ms, a Date or a cron expression");
+    }
+    const name = options.name;
+    if (name !== undefined && (typeof name !== "string" || name === "" || name.length > 256)) {
+      throw new TypeError("ctx.schedule(): a reminder's name is a string of 1 to 256 characters");
+    }
     this.#act.schedule({
-      id: crypto.randomUUID(),
+      id: name === undefined ? crypto.randomUUID() : namedReminderId(this.#act.key, name),
       actor: this.#act.key,
       handler,
       data: this.#host.storage.encode(payload),
-      due: this.#host.clock.now() + delayMs,
+      due,
+      ...(cron !== undefined ? { cron } : {}),
+      ...(name !== undefined ? { name } : {}),
       ...traceField(),
       // It runs with the identity that scheduled it (as verified now), never with more.
       ...(this.caller
         ? { caller: this.#host.storage.encode({ ...this.caller, roles: [...this.caller.roles] }) }
         : {}),
     });
+  }
+  cancel(name: string): void {
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError("ctx.cancel() needs the name of a reminder");
+    }
+    this.#act.cancel(namedReminderId(this.#act.key, name));
   }
 }

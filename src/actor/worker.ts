@@ -94,13 +94,16 @@ export class WorkerPool<M extends Envelope = Envelope> {
       emit() {
         throw new TypeError(`Stateless worker type "${def.name}" cannot emit events`);
       },
-      stagePublish(topic, payload) {
-        host.publish(topic, payload).catch((err) =>
+      stagePublish(topic, payload, durable) {
+        host.publish(topic, payload, { durable: durable === true }).catch((err) =>
           host.log.warn(`Publish to "${topic}" failed`, { error: String(err) })
         );
       },
       schedule() {
         throw new TypeError(`Stateless worker type "${def.name}" cannot schedule reminders`);
+      },
+      cancel() {
+        throw new TypeError(`Stateless worker type "${def.name}" has no reminders to cancel`);
       },
       turnId: `${def.name}#w${++this.#turns}`,
     };

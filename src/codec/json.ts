@@ -301,7 +301,14 @@ export function jsonCodec(options: JsonCodecOptions = {}): Codec {
 
 /**
  * The JSON text of a value, as {@link jsonCodec} writes it before UTF-8 (for an HTTP
- * response, which takes text without a copy through a byte array). @internal
+ * response, which takes text without a copy through a byte array).
+ *
+ * @example
+ * ```ts
+ * import { fromJsonText, toJsonText } from "@troupe/troupe/spi";
+ * const text = toJsonText({ at: new Date(0), n: 1n }); // Date and bigint are tagged
+ * console.log(fromJsonText(text)); // { at: 1970-01-01T00:00:00.000Z, n: 1n }
+ * ```
  */
 export function toJsonText(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): string {
   try {
@@ -311,7 +318,15 @@ export function toJsonText(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH)
   }
 }
 
-/** A value from JSON text, as {@link jsonCodec} reads it after UTF-8. @internal */
+/**
+ * A value from JSON text, as {@link jsonCodec} reads it after UTF-8.
+ *
+ * @example
+ * ```ts
+ * import { fromJsonText } from "@troupe/troupe/spi";
+ * console.log(fromJsonText('{"a":[1,2]}')); // { a: [ 1, 2 ] }
+ * ```
+ */
 export function fromJsonText(text: string, maxDepth: number = DEFAULT_MAX_DEPTH): unknown {
   // A short text with no `$` (no tag), no `\` (no escaped one) and no `__proto__` has nothing
   // to revive and cannot nest deeper than half its length: JSON.parse's value is the answer.

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { rejectsBadPayload as rejects } from "../../tests/helpers.ts";
+import { rejectsBadPayload as rejects } from "../util/_testing.ts";
 import { json, jsonCodec } from "./json.ts";
 
 const enc = new TextEncoder();

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { rejectsBadPayload as rejects } from "../../tests/helpers.ts";
+import { rejectsBadPayload as rejects } from "../util/_testing.ts";
 import { checkPayloadSize, codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./mod.ts";
+import { ActorError, fromWireError, toWireError } from "../errors.ts";
 
 Deno.test("codecFor() finds the built-in codecs, ignoring parameters and case", () => {
   assert.equal(codecFor("application/msgpack"), msgpack);
@@ -56,5 +57,34 @@ Deno.test("both codecs word their errors alike and turn a throwing toJSON() into
       () => codec.decode(new Uint8Array([0xc1])),
       new RegExp(`^Cannot decode a ${format} payload: `),
     );
+  }
+});
+
+// Names that an object literal would find on Object.prototype.
+const PROTOTYPE_NAMES = [
+  "constructor",
+  "toString",
+  "__proto__",
+  "hasOwnProperty",
+  "valueOf",
+  "isPrototypeOf",
+  "__defineGetter__",
+];
+
+Deno.test("an error with a prototype-named code crosses both codecs and comes back as an ActorError", () => {
+  for (const codec of [msgpack, json]) {
+    for (const code of PROTOTYPE_NAMES) {
+      const sent = new ActorError(`Failed with ${code}`, { code, data: { list: [1, 2n] } });
+      const w = codec.decode(codec.encode(toWireError(sent))) as {
+        code: string;
+        message: string;
+        data?: unknown;
+      };
+      const err = fromWireError(w);
+      assert.ok(err instanceof ActorError, `${codec.contentType}, code "${code}"`);
+      assert.equal(err.code, code);
+      assert.equal(err.message, `Failed with ${code}`);
+      assert.deepEqual(err.data, { list: [1, 2n] });
+    }
   }
 });

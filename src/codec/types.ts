@@ -8,6 +8,17 @@
  * A codec. `decode` must be safe for untrusted bytes: it throws `BadPayloadError` (code
  * `bad_payload`) for anything it cannot decode, never loops forever, never builds cyclic or
  * prototype-polluting values, and bounds nesting depth.
+ *
+ * @example
+ * ```ts
+ * import type { Codec } from "@troupe/troupe/spi";
+ * const text: Codec = {
+ *   contentType: "text/plain",
+ *   encode: (value) => new TextEncoder().encode(String(value)),
+ *   decode: (bytes) => new TextDecoder().decode(bytes),
+ * };
+ * console.log(text.decode(text.encode("hi"))); // "hi"
+ * ```
  */
 export interface Codec {
   /** The content type it handles, e.g. `application/msgpack`. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Logger } from "../util/log.ts";
-import { within } from "../../tests/helpers.ts";
+import { within } from "../util/_testing.ts";
 import { ConfigError, createConfig, type ManagedConfig } from "./config.ts";
 import { fromFile, parseJson } from "./file.ts";
 

@@ -162,7 +162,8 @@ export interface RunningConfigSource {
  *
  * @example
  * ```ts
- * import { type ConfigSource, createSystem } from "@troupe/troupe";
+ * import { createSystem } from "@troupe/troupe";
+ * import { type ConfigSource } from "@troupe/troupe/spi";
  *
  * // a source that re-reads a value every 5 s
  * function fromFlags(read: () => Record<string, unknown>): ConfigSource {

@@ -34,16 +34,20 @@ import type { Membership } from "../directory/membership.ts";
 import type { Ownership } from "../directory/ownership.ts";
 import { Activations } from "../directory/activations.ts";
 import { ActorError, BadPayloadError, ClosedError, TimeoutError } from "../errors.ts";
-import type { Journal } from "../journal/types.ts";
+import type { Journal, OutboxMessage } from "../journal/types.ts";
 import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
-import type { NodeObserver, Sent } from "../observe/node.ts";
+import { activity, type NodeObserver, type Sent } from "../observe/node.ts";
+import type { TypeGauge } from "../observe/metrics.ts";
 import type { TimerWheel } from "../util/async.ts";
-import type { Clock } from "../util/clock.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
-import { Local, type LocalAuth } from "./local.ts";
-import { publish, subscribe, type TopicSubscription } from "./pubsub.ts";
+import { Access, type NodeAuth } from "./access.ts";
+import type { Decision } from "../auth/access.ts";
+import { Local } from "./local.ts";
+import { PubSub, type TopicHandler, type TopicOptions, type TopicSubscription } from "./pubsub.ts";
+import type { DurablePublish } from "./outbox.ts";
 import { Remote } from "./route.ts";
 import { Router } from "./router.ts";
 import { Server } from "./serve.ts";
@@ -75,13 +79,15 @@ export interface DispatchDeps {
   /** Most activations on this node. */
   readonly maxActivations: number;
   /** Auth, when the node has it on. */
-  readonly auth?: LocalAuth | undefined;
+  readonly auth?: NodeAuth | undefined;
   /** Inbox prefixes replies and stream frames may go to. */
   readonly replyPrefixes: readonly string[];
   /** Types this node hosts. */
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
   /** A reminder was committed. */
   reminderScheduled(due: number): void;
+  /** A turn's outbox messages are durable: forward them. */
+  forwardOutbox?(actor: string, messages: readonly OutboxMessage[]): void;
   /** The node's config as it is now. */
   configView(): ConfigView;
 }
@@ -97,18 +103,31 @@ export class Dispatch implements Dispatcher {
   readonly server: Server;
   /** The actors active here, and the cluster-wide view of them (`directory.watch()`). */
   readonly activations: Activations;
+  /** Who may call what, and who may use which topic. */
+  readonly access: Access;
   readonly #deps: DispatchDeps;
   readonly #subjects: Subjects;
+  /** Pub/sub: plain and durable topics (`pubsub.ts`, `durable.ts`). */
+  readonly pubsub: PubSub;
   #phase: Phase = "open";
+  #idleTimer: TimerId | undefined;
+  #unfence: (() => void) | undefined;
 
   constructor(deps: DispatchDeps) {
     this.#deps = deps;
     this.#subjects = subjects(deps.prefix);
+    this.access = new Access(deps.auth, deps.clock);
+    this.pubsub = new PubSub({
+      ...pick(deps),
+      conn: deps.conn,
+      subjects: this.#subjects,
+      wireCodec: deps.wireCodec,
+    });
     this.local = new Local({
       ...pick(deps),
       ownership: deps.ownership,
       maxActivations: deps.maxActivations,
-      auth: deps.auth,
+      access: this.access,
       journal: deps.journal,
       storage: deps.storage,
       dispatcher: this,
@@ -118,6 +137,7 @@ export class Dispatch implements Dispatcher {
       fenced: (now) => deps.membership.isFenced(now),
       phase: () => this.#phase,
       reminderScheduled: (due) => deps.reminderScheduled(due),
+      forwardOutbox: (actor, messages) => deps.forwardOutbox?.(actor, messages),
       configView: () => deps.configView(),
       activated: (act) => this.activations.activated(act.def.name, act.id),
       deactivated: (act) => this.activations.deactivated(act.def.name, act.id),
@@ -165,10 +185,47 @@ export class Dispatch implements Dispatcher {
     return this.#phase;
   }
 
-  /** Starts serving requests from other nodes. */
+  /**
+   * Starts serving requests from other nodes, passivating idle actors, and dropping every
+   * activation at once when the node loses its lease (fenced).
+   */
   start(): Promise<void> {
+    const d = this.#deps;
+    this.#unfence = d.membership.on((e) => {
+      if (e.type === "fenced") {
+        d.log.warn("Node lost its lease: dropping its activations", { reason: e.reason });
+        this.local.dropAll();
+      }
+    });
+    const idle = Math.min(...[...d.defs.values()].map((def) => def.idleAfter), 60_000);
+    this.#idleTimer = d.clock.setInterval(
+      () => this.local.sweepIdle(),
+      Math.max(10, Math.min(1000, idle / 2)),
+    );
     this.activations.start();
     return this.server.start();
+  }
+
+  // ---- what the node reports ----
+
+  /** Activations and queued messages per hosted type, now (for the observer's gauges). */
+  activity(): TypeGauge[] {
+    return activity(this.local, this.#deps.defs.keys());
+  }
+
+  /** The seq and queue of actor `type/id` when it is active here, else undefined. */
+  activeActor(type: string, id: string): { seq: number; queued: number } | undefined {
+    const act = this.local.activations.get(`${type}/${id}`);
+    return act?.status === "active" ? { seq: act.seq, queued: act.queued } : undefined;
+  }
+
+  /** Which rule would decide a call, as local delivery decides it (see {@link Access.explain}). */
+  explain(
+    def: ActorDefinition<AnyActorTypes>,
+    handler: string,
+    options: { id?: string; token?: string },
+  ): Promise<Decision> {
+    return this.access.explain(def, handler, options);
   }
 
   // ---- 1. the call ----
@@ -332,25 +389,62 @@ export class Dispatch implements Dispatcher {
 
   // ---- pub/sub ----
 
-  /** Publishes to a topic. */
-  publish(topic: string, payload: unknown): Promise<void> {
-    if (this.#phase === "closed") return Promise.reject(new ClosedError("The system is closed"));
-    return publish(this.#pubsub(), topic, payload);
+  /**
+   * Publishes to a topic, at most once. With a token, its holder must be allowed to publish
+   * there (a topic rule of the node's auth).
+   */
+  async publish(topic: string, payload: unknown, token?: string): Promise<void> {
+    if (this.#phase === "closed") throw new ClosedError("The system is closed");
+    if (token !== undefined) await this.access.topic(topic, "publish", token);
+    return this.pubsub.publish(topic, payload);
   }
 
-  /** Subscribes to a topic pattern. */
+  /**
+   * Stores a message on a durable topic; resolves once stored. With a token, as
+   * {@link publish}.
+   */
+  async publishDurable(
+    topic: string,
+    payload: unknown,
+    id: string | undefined,
+    token?: string,
+  ): Promise<void> {
+    if (this.#phase === "closed") throw new ClosedError("The system is closed");
+    if (token !== undefined) await this.access.topic(topic, "publish", token);
+    await this.pubsub.publishDurable(topic, payload, id);
+  }
+
+  /**
+   * How this node publishes a stored message to a durable topic (the outbox forwards with it),
+   * or undefined when the mesh has no durable topics.
+   */
+  durablePublish(): DurablePublish | undefined {
+    if (typeof this.#deps.conn.durableTopics !== "function") return undefined;
+    return async (topic, data, contentType, id) => {
+      await this.pubsub.publishEncoded(topic, data, contentType, id);
+    };
+  }
+
+  /**
+   * Subscribes to a topic pattern (plain, or durable: see `pubsub.ts`). With a token (and auth
+   * on), nothing is delivered before the token is verified and a topic rule allows its holder
+   * to subscribe; a refusal is logged and ends the subscription.
+   */
   subscribe(
     topic: string,
-    handler: (payload: unknown, topic: string) => void | Promise<void>,
-    group: string | undefined,
+    handler: TopicHandler,
+    options: TopicOptions & { token?: string | undefined } = {},
   ): TopicSubscription {
     if (this.#phase === "closed") throw new ClosedError("The system is closed");
-    return subscribe(this.#pubsub(), topic, handler, group);
-  }
-
-  #pubsub() {
-    const d = this.#deps;
-    return { ...pick(d), conn: d.conn, subjects: this.#subjects, wireCodec: d.wireCodec };
+    const { token, ...rest } = options;
+    const gate = token === undefined || !this.access.auth
+      ? undefined
+      : this.access.topic(topic, "subscribe", token);
+    const sub = this.pubsub.subscribe(topic, handler, rest, gate);
+    sub.ready.catch((err) => {
+      if (gate) this.#deps.log.warn(`Subscription to "${topic}" refused`, { error: String(err) });
+    });
+    return sub;
   }
 
   // ---- lifecycle ----
@@ -361,15 +455,27 @@ export class Dispatch implements Dispatcher {
    */
   async drain(boundMs: number): Promise<void> {
     if (this.#phase !== "open") return;
+    // durable subscribers first: their handlers may still call actors
+    await this.pubsub.drain(boundMs);
     this.#phase = "draining";
+    this.#deps.clock.clearInterval(this.#idleTimer);
     this.server.stopAccepting();
     await this.local.drain(boundMs);
     this.server.drainedOut();
+    this.#stopFenceWatch();
+  }
+
+  /** Drained (or closing): a lost lease has nothing left to drop. */
+  #stopFenceWatch(): void {
+    this.#unfence?.();
+    this.#unfence = undefined;
   }
 
   /** Shutdown, last part: nothing more is sent or handled; subscriptions end. */
   async close(boundMs: number): Promise<void> {
     this.#phase = "closed";
+    this.#deps.clock.clearInterval(this.#idleTimer);
+    this.#stopFenceWatch();
     this.remote.close();
     this.router.close();
     this.activations.close();

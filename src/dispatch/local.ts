@@ -8,7 +8,7 @@
  */
 
 import { Activation, type ActivationHost, Redirect } from "../actor/activation.ts";
-import type { Recovered } from "../journal/types.ts";
+import type { OutboxMessage, Recovered } from "../journal/types.ts";
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
 import type { Logger } from "../actor/envelope.ts";
 import type { Dispatcher } from "../actor/ref.ts";
@@ -17,35 +17,22 @@ import { WorkerPool } from "../actor/worker.ts";
 import type { Codec } from "../codec/types.ts";
 import type { ConfigView } from "../config/types.ts";
 import type { Ownership } from "../directory/ownership.ts";
-import { decide, type SystemRule } from "../auth/access.ts";
-import type { Verified, Verifier } from "../auth/verify.ts";
 import {
   ClosedError,
-  ForbiddenError,
   OverloadedError,
-  UnauthorizedError,
   UnavailableError,
   UnknownActorTypeError,
 } from "../errors.ts";
 import type { Journal } from "../journal/types.ts";
 import type { NodeObserver } from "../observe/node.ts";
 import { type TimerWheel, withDeadline } from "../util/async.ts";
-import { type Clock, MAX_TIMER_MS, type TimerId } from "../util/clock.ts";
+import type { Clock } from "../util/clock.ts";
+import type { Access } from "./access.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
 
-/** What no token proves. */
-const NOBODY: Verified = Object.freeze({ caller: undefined });
-
 /** How many idle activations eviction compares (see `Local.#makeRoom`). */
 const LRU_SAMPLE = 16;
-
-/** The auth of a node: how tokens are verified, and its system-wide rules. */
-export interface LocalAuth {
-  readonly verifier: Verifier;
-  readonly rules: readonly SystemRule[];
-}
-
 /**
  * What local delivery needs from its node: what an activation needs (it passes those on), and
  * the rest of the path.
@@ -64,6 +51,7 @@ export interface LocalDeps extends
     | "publish"
     | "fenced"
     | "reminderScheduled"
+    | "forwardOutbox"
     | "configView"
   > {
   readonly ownership: Ownership;
@@ -71,8 +59,8 @@ export interface LocalDeps extends
   readonly maxPayload: number;
   /** Most activations on this node. */
   readonly maxActivations: number;
-  /** Auth, when the node has it on. */
-  readonly auth?: LocalAuth | undefined;
+  /** Who may call what (auth, when the node has it on). */
+  readonly access: Access;
   /**
    * Where the node is in its life: `draining` lets running turns finish (their nested calls
    * may still activate actors here); `closed` activates nothing.
@@ -134,63 +122,12 @@ export class Local implements ActivationHost<Call> {
 
   /** The rest of delivery, for a call whose payload passed its handler's schema. */
   #checked(def: ActorDefinition<AnyActorTypes>, call: Call): void {
-    const auth = this.#deps.auth;
-    if (!auth) {
-      call.admit(undefined);
-      return this.#enqueue(def, call);
-    }
-    // Identity comes from the token alone, verified here (cached until it expires).
-    const token = call.token;
-    if (token === undefined) return this.#authorized(auth, def, call, NOBODY);
-    const known = auth.verifier.cachedMessage(token);
-    if (known) return this.#authorized(auth, def, call, known);
-    auth.verifier.verifyMessage(token).then(
-      (verified) => this.#authorized(auth, def, call, verified),
-      (err) => call.reject(err),
-    );
+    this.#deps.access.call(def, call, this.#enqueueAllowed);
   }
 
-  #authorized(
-    auth: LocalAuth,
-    def: ActorDefinition<AnyActorTypes>,
-    call: Call,
-    verified: Verified,
-  ): void {
-    const { caller } = verified;
-    // Where the message comes from: proven by a reminder's cluster token, or set on this node.
-    const from = verified.from ?? call.from;
-    const d = decide(def.name, call.handler, call.id, caller, def.access, auth.rules, from);
-    if (!d.allowed) {
-      const what = `${def.name}.${call.handler}`;
-      return call.reject(
-        d.code === "unauthorized"
-          ? new UnauthorizedError(`${what} needs a valid token (${d.by})`)
-          : new ForbiddenError(
-            `${
-              caller ? `Caller "${caller.sub}"` : `A message from ${from}`
-            } may not call ${what} (${d.by})`,
-          ),
-      );
-    }
-    call.admit(caller, verified.from);
-    if (call.kind === "stream" && call.sink && typeof caller?.claims.exp === "number") {
-      // A stream lives no longer than its caller's token (a timer of at most 2^31 - 1 ms at a
-      // time: a longer delay would overflow setTimeout and fire at once).
-      const sink = call.sink;
-      const expires = caller.claims.exp * 1000;
-      const clock = this.#deps.clock;
-      let timer: TimerId | undefined;
-      const arm = () => {
-        const left = expires - clock.now();
-        if (left <= 0) return sink.error(new UnauthorizedError("The caller's token expired"));
-        timer = clock.setTimeout(arm, Math.min(left, MAX_TIMER_MS));
-      };
-      arm();
-      call.finally(() => clock.clearTimeout(timer));
-      sink.signal.addEventListener("abort", () => clock.clearTimeout(timer), { once: true });
-    }
+  /** `#enqueue`, bound once, for the access check to call. */
+  readonly #enqueueAllowed = (def: ActorDefinition<AnyActorTypes>, call: Call): void =>
     this.#enqueue(def, call);
-  }
 
   #enqueue(def: ActorDefinition<AnyActorTypes>, call: Call): void {
     if (def.stateless) {
@@ -337,6 +274,9 @@ export class Local implements ActivationHost<Call> {
   }
   fenced(now?: number): boolean {
     return this.#deps.fenced(now);
+  }
+  forwardOutbox(actor: string, messages: readonly OutboxMessage[]): void {
+    this.#deps.forwardOutbox?.(actor, messages);
   }
   reminderScheduled(due: number): void {
     this.#deps.reminderScheduled(due);

@@ -3,7 +3,7 @@
  * `<prefix>.n.<node>.<type>` a node's inbox for one hosted type (one subscription per node per
  * type, so NATS interest grows with nodes × types, never with actors, and permissions can
  * still be written per type), `<prefix>.w.<type>` a worker type's queue group,
- * `<prefix>.t.<topic>` pub/sub; under `<prefix>.c.>` node-to-node control (nodes only):
+ * `<prefix>.t.<topic>` pub/sub, `<prefix>.d.<topic>` durable topics (stored by the mesh); under `<prefix>.c.>` node-to-node control (nodes only):
  * `<prefix>.c.dir.<node>` a node's directory queries, `<prefix>.c.ev.<node>` its directory events.
  * Names are encoded into subject-safe tokens.
  *
@@ -47,6 +47,8 @@ export interface Subjects {
   workerGroup(type: string): string;
   /** A pub/sub topic (or pattern). */
   topic(topic: string): string;
+  /** A durable topic (or pattern): stored by the mesh's durable topics. */
+  durable(topic: string): string;
   /** Directory events published by `node` (`*`: every node's). */
   events(node: string): string;
 }
@@ -73,6 +75,7 @@ export function subjects(prefix: string): Subjects {
     worker: (type) => `${prefix}.w.${encodeToken(type)}`,
     workerGroup: (type) => `w-${encodeToken(type)}`,
     topic: (topic) => `${prefix}.t.${topic}`,
+    durable: (topic) => `${prefix}.d.${topic}`,
     events: (node) => `${prefix}.c.ev.${node === "*" ? "*" : encodeToken(node)}`,
   };
 }

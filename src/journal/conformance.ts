@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ActorError } from "../errors.ts";
+import { ActorError, ConflictError } from "../errors.ts";
 import {
   type Append,
   type Claim,
@@ -71,8 +71,9 @@ async function rejectsWith(p: Promise<unknown>, code: string, match?: RegExp): P
  *
  * @example
  * ```ts
- * import { journalConformance } from "./conformance.ts";
- * import { memoryJournal } from "./memory.ts";
+ * // my_journal_test.ts, run by `deno test`
+ * import { memoryJournal } from "@troupe/troupe";
+ * import { journalConformance } from "@troupe/troupe/spi";
  * journalConformance("memory", () => Promise.resolve(memoryJournal()));
  * ```
  */
@@ -399,6 +400,104 @@ export function journalConformance(name: string, open: () => Promise<Journal>): 
     await j.deleteReminder("c");
     await j.deleteReminder("a");
     assert.equal(await j.nextReminder(), undefined);
+  });
+
+  test("reminders keep their cron, name, trace and caller; a cancel in an append deletes, a reschedule moves only the same one", async (j) => {
+    const { epoch } = await recover(j, "t/cr");
+    const caller = enc.encode("who");
+    const tick: Reminder = {
+      id: "t/cr#tick",
+      actor: "t/cr",
+      handler: "h",
+      data: enc.encode("x"),
+      due: 100,
+      cron: "*/5 * * * *",
+      name: "tick",
+      trace: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+      caller,
+    };
+    const plain: Reminder = {
+      id: "p",
+      actor: "t/cr",
+      handler: "h",
+      data: enc.encode("y"),
+      due: 50,
+    };
+    await j.append({ actor: "t/cr", epoch, expectedSeq: 0, events: [], reminders: [tick, plain] });
+    const due = await j.dueReminders(1000, 10);
+    assert.deepEqual(due.map((r) => ({ ...r, data: dec.decode(r.data) })), [
+      { ...plain, data: "y" },
+      { ...tick, data: "x" },
+    ]);
+    // moved only from the due it fired at
+    await j.rescheduleReminder("t/cr#tick", 999, 500); // not its due: nothing
+    assert.deepEqual((await j.dueReminders(1000, 10)).map((r) => [r.id, r.due]), [
+      ["p", 50],
+      ["t/cr#tick", 100],
+    ]);
+    await j.rescheduleReminder("t/cr#tick", 100, 500);
+    await j.rescheduleReminder("unknown", 1, 2);
+    assert.deepEqual((await j.dueReminders(1000, 10)).map((r) => [r.id, r.due]), [
+      ["p", 50],
+      ["t/cr#tick", 500],
+    ]);
+    // a cancel rides on an append (with its fence): a refused append cancels nothing
+    await assert.rejects(
+      j.append({
+        actor: "t/cr",
+        epoch: epoch + 7,
+        expectedSeq: 0,
+        events: [],
+        cancelReminders: ["p"],
+      }),
+      ConflictError,
+    );
+    assert.equal((await j.dueReminders(1000, 10)).length, 2);
+    await j.append({
+      actor: "t/cr",
+      epoch,
+      expectedSeq: 0,
+      events: [],
+      cancelReminders: ["p", "never-was"],
+    });
+    assert.deepEqual((await j.dueReminders(1000, 10)).map((r) => r.id), ["t/cr#tick"]);
+    await j.deleteReminder("t/cr#tick");
+  });
+
+  test("the outbox: stored with the turn's commit (not with a refused one), read oldest first, deleted by id", async (j) => {
+    const { epoch } = await recover(j, "t/o");
+    const shard = j.shardOf("t/o");
+    const m = (id: string) => ({
+      id,
+      topic: "orders.created",
+      data: enc.encode(id),
+      contentType: "application/msgpack",
+      at: 1,
+    });
+    assert.deepEqual(await j.readOutbox(shard, 10), []);
+    await j.append({
+      actor: "t/o",
+      epoch,
+      expectedSeq: 0,
+      events: [ev("e1")],
+      outbox: [m("a"), m("b")],
+    });
+    await assert.rejects(
+      j.append({ actor: "t/o", epoch, expectedSeq: 0, events: [ev("stale")], outbox: [m("x")] }),
+      ConflictError,
+    );
+    await j.append({ actor: "t/o", epoch, expectedSeq: 1, events: [ev("e2")], outbox: [m("c")] });
+    const stored = await j.readOutbox(shard, 10);
+    assert.deepEqual(stored.map((x) => [x.id, x.topic, dec.decode(x.data), x.contentType]), [
+      ["a", "orders.created", "a", "application/msgpack"],
+      ["b", "orders.created", "b", "application/msgpack"],
+      ["c", "orders.created", "c", "application/msgpack"],
+    ]);
+    assert.deepEqual((await j.readOutbox(shard, 2)).map((x) => x.id), ["a", "b"]);
+    await j.deleteOutbox(shard, ["a", "c", "unknown"]);
+    assert.deepEqual((await j.readOutbox(shard, 10)).map((x) => x.id), ["b"]);
+    await j.deleteOutbox(shard, ["b"]);
+    assert.deepEqual(await j.readOutbox(shard, 10), []);
   });
 
   test("appends of one actor made without waiting apply in call order; one that fails fails those that counted on it", async (j) => {

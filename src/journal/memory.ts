@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ClosedError, ConflictError } from "../errors.ts";
+import { ClosedError } from "../errors.ts";
 import { systemClock } from "../util/clock.ts";
 import {
   type Append,
@@ -14,6 +14,7 @@ import {
   type CommittedEvent,
   IDEMPOTENCY_RETENTION,
   type Journal,
+  type OutboxMessage,
   type Owned,
   type Recovered,
   type Reminder,
@@ -21,6 +22,13 @@ import {
   type StoredEvent,
   type StoredReply,
 } from "./types.ts";
+import {
+  staleEpoch,
+  unexpectedSeq,
+  validateAppend,
+  validateClaim,
+  validateFeedRead,
+} from "./validate.ts";
 
 /** Options of {@link memoryJournal}. */
 export interface MemoryJournalOptions {
@@ -76,6 +84,8 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const now = options.now ?? systemClock.now;
   const logs = new Map<string, ActorLog>();
   const reminders = new Map<string, Reminder>();
+  /** Outbox messages not yet forwarded, in commit order. */
+  const outbox = new Map<string, OutboxMessage>();
   /** Every event in commit order: position n is at index n - 1. */
   const committed: { actor: string; event: StoredEvent }[] = [];
   /**
@@ -160,7 +170,9 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
           } else break;
         }
       }
+      for (const id of a.cancelReminders ?? []) reminders.delete(id);
       for (const r of a.reminders ?? []) reminders.set(r.id, copyReminder(r));
+      for (const m of a.outbox ?? []) outbox.set(m.id, { ...m, data: m.data.slice() });
     },
 
     async release(actor: string, node: string, epoch: number): Promise<void> {
@@ -257,99 +269,32 @@ export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
       reminders.delete(id);
     },
 
+    async rescheduleReminder(id: string, fromDue: number, toDue: number): Promise<void> {
+      await Promise.resolve();
+      check(`reschedule reminder ${JSON.stringify(id)}`);
+      const r = reminders.get(id);
+      if (r && r.due === fromDue) reminders.set(id, { ...r, due: toDue });
+    },
+
+    async readOutbox(shard: number, limit: number): Promise<OutboxMessage[]> {
+      validateFeedRead(1, shard, 0, limit);
+      await Promise.resolve();
+      check("read the outbox");
+      return [...outbox.values()].slice(0, limit).map((m) => ({ ...m, data: m.data.slice() }));
+    },
+
+    async deleteOutbox(shard: number, ids: readonly string[]): Promise<void> {
+      validateFeedRead(1, shard, 0, 0);
+      await Promise.resolve();
+      check("delete from the outbox");
+      for (const id of ids) outbox.delete(id);
+    },
+
     close(): Promise<void> {
       closed = true;
       return Promise.resolve();
     },
   };
-}
-
-/** Checks a claim's shape (a programming error is a `TypeError`). */
-export function validateClaim(actor: string, claim: Claim | undefined): void {
-  if (typeof actor !== "string" || actor === "") {
-    throw new TypeError(`Cannot activate: actor must be a non-empty string, got ${String(actor)}`);
-  }
-  if (claim === undefined) return;
-  if (typeof claim.node !== "string" || claim.node === "") {
-    throw new TypeError(
-      `Cannot activate "${actor}": claim.node must be a non-empty string, got ${
-        String(claim.node)
-      }`,
-    );
-  }
-  if (claim.takeOver !== undefined && typeof claim.takeOver !== "string") {
-    throw new TypeError(`Cannot activate "${actor}": claim.takeOver must be a string`);
-  }
-}
-
-/** Checks the arguments of {@link Journal.readCommitted} (a `RangeError` when out of range). */
-export function validateFeedRead(
-  shards: number,
-  shard: number,
-  after: number,
-  limit: number,
-): void {
-  if (!Number.isSafeInteger(shard) || shard < 0 || shard >= shards) {
-    throw new RangeError(
-      `Cannot read committed events: shard ${shard} does not exist (the journal has ${shards})`,
-    );
-  }
-  if (!Number.isSafeInteger(after) || after < 0) {
-    throw new RangeError(`Cannot read committed events: position ${after} is not a position`);
-  }
-  if (!Number.isSafeInteger(limit) || limit < 0) {
-    throw new RangeError(`Cannot read committed events: limit ${limit} is not a count`);
-  }
-}
-
-/**
- * Checks the shape of an append that does not depend on stored state. Throws `TypeError`
- * or `RangeError` (programming errors, not conflicts).
- */
-export function validateAppend(a: Append): void {
-  if (typeof a.actor !== "string" || a.actor === "") {
-    throw new TypeError(`Cannot append: actor must be a non-empty string, got ${String(a.actor)}`);
-  }
-  if (!Number.isSafeInteger(a.epoch) || a.epoch < 0) {
-    throw new RangeError(`Cannot append to "${a.actor}": epoch ${a.epoch} is not a valid epoch`);
-  }
-  if (!Number.isSafeInteger(a.expectedSeq) || a.expectedSeq < 0) {
-    throw new RangeError(
-      `Cannot append to "${a.actor}": expectedSeq ${a.expectedSeq} is not a valid seq`,
-    );
-  }
-  if (a.idempotency) {
-    const { key, reply, fingerprint } = a.idempotency;
-    if (
-      typeof key !== "string" || typeof fingerprint !== "string" || !(reply instanceof Uint8Array)
-    ) {
-      throw new TypeError(
-        `Cannot append to "${a.actor}": idempotency needs a string key, a Uint8Array reply and a string fingerprint`,
-      );
-    }
-  }
-  const last = a.expectedSeq + a.events.length;
-  if (a.snapshot && (a.snapshot.seq > last || a.snapshot.seq < 0)) {
-    throw new RangeError(
-      `Cannot append to "${a.actor}": snapshot seq ${a.snapshot.seq} is after the last appended seq ${last}`,
-    );
-  }
-}
-
-/** The conflict of an append whose epoch is not the current one. */
-export function staleEpoch(a: Append, current: number): ConflictError {
-  return new ConflictError(
-    current === 0
-      ? `Cannot append to "${a.actor}": epoch ${a.epoch} is stale (the actor was never activated)`
-      : `Cannot append to "${a.actor}": epoch ${a.epoch} is stale (current epoch is ${current})`,
-  );
-}
-
-/** The conflict of an append whose expected seq is not the head. */
-export function unexpectedSeq(a: Append, head: number): ConflictError {
-  return new ConflictError(
-    `Cannot append to "${a.actor}" at epoch ${a.epoch}: expected seq ${a.expectedSeq} but the log ends at ${head}`,
-  );
 }
 
 function byDue(a: Reminder, b: Reminder): number {
@@ -373,5 +318,7 @@ function copyReminder(r: Reminder): Reminder {
     due: r.due,
     ...(r.trace === undefined ? {} : { trace: r.trace }),
     ...(r.caller === undefined ? {} : { caller: r.caller.slice() }),
+    ...(r.cron === undefined ? {} : { cron: r.cron }),
+    ...(r.name === undefined ? {} : { name: r.name }),
   };
 }

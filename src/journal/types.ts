@@ -65,6 +65,27 @@ export interface Reminder {
    * journal): the reminder runs with it, never with more. Absent: an anonymous caller.
    */
   readonly caller?: Uint8Array;
+  /** A cron expression: after each run it is due again at the next time it names. */
+  readonly cron?: string;
+  /** Its name, when it was scheduled with one (its id is then derived from actor and name). */
+  readonly name?: string;
+}
+
+/**
+ * A message a turn publishes durably (`ctx.publish(topic, payload, { durable: true })`): stored
+ * with the turn's events in the same commit (a transactional outbox), forwarded afterwards.
+ */
+export interface OutboxMessage {
+  /** Unique id: the deduplication id of its publication. */
+  readonly id: string;
+  /** Topic. */
+  readonly topic: string;
+  /** Encoded payload. */
+  readonly data: Uint8Array;
+  /** Content type of `data`. */
+  readonly contentType: string;
+  /** Wall-clock time of the turn, ms since the epoch. */
+  readonly at: number;
 }
 
 /** What an activation starts from. */
@@ -166,13 +187,27 @@ export interface Append {
   readonly snapshot?: Snapshot;
   /** The idempotency record of the message (its key, encoded reply and fingerprint). */
   readonly idempotency?: IdempotencyRecord;
-  /** Reminders scheduled by the handler. */
+  /** Reminders scheduled by the handler (one with the id of a stored one replaces it). */
   readonly reminders?: readonly Reminder[];
+  /** Ids of reminders the handler cancelled (deleted in the same commit; unknown ids ignored). */
+  readonly cancelReminders?: readonly string[];
+  /** Messages the handler published durably: stored in the same commit (the outbox). */
+  readonly outbox?: readonly OutboxMessage[];
 }
 
 /**
  * Where an actor's events live. Every method may be called concurrently; implementations
  * serialize what must be serialized.
+ *
+ * @example
+ * ```ts
+ * import { createSystem, memoryJournal } from "@troupe/troupe";
+ * import { type Journal, journalConformance } from "@troupe/troupe/spi";
+ * const wrap = (inner: Journal): Journal => ({ ...inner }); // your adapter
+ * journalConformance("my journal", () => Promise.resolve(wrap(memoryJournal())));
+ * const system = await createSystem({ journal: wrap(memoryJournal()) });
+ * await system.close();
+ * ```
  */
 export interface Journal {
   /**
@@ -237,11 +272,28 @@ export interface Journal {
   nextReminder(): Promise<number | undefined>;
   /** Removes a reminder (after it fired). Idempotent. */
   deleteReminder(id: string): Promise<void>;
+  /**
+   * Moves a repeating reminder that fired at `fromDue` to `toDue`, only if it is still the same
+   * one (its `due` is still `fromDue`: a reminder replaced or cancelled meanwhile is left alone).
+   */
+  rescheduleReminder(id: string, fromDue: number, toDue: number): Promise<void>;
+  /** Up to `limit` outbox messages of shard `shard` not yet forwarded, oldest first. */
+  readOutbox(shard: number, limit: number): Promise<OutboxMessage[]>;
+  /** Forgets outbox messages once forwarded. Idempotent. */
+  deleteOutbox(shard: number, ids: readonly string[]): Promise<void>;
   /** Waits for pending writes, then releases the database. Idempotent. */
   close(): Promise<void>;
 }
 
-/** How long and how many idempotency records a journal keeps per actor. */
+/**
+ * How long and how many idempotency records a journal keeps per actor.
+ *
+ * @example
+ * ```ts
+ * import { IDEMPOTENCY_RETENTION } from "@troupe/troupe/spi";
+ * console.log(IDEMPOTENCY_RETENTION.maxPerActor, IDEMPOTENCY_RETENTION.maxAgeMs);
+ * ```
+ */
 export const IDEMPOTENCY_RETENTION = {
   /** Records younger than this are always kept. */
   maxAgeMs: 24 * 60 * 60 * 1000,

@@ -25,8 +25,8 @@ import {
  *
  * @example
  * ```ts
- * import type { MeshFixture } from "./conformance.ts";
- * import { inProcessMesh } from "./in_process.ts";
+ * import { inProcessMesh } from "@troupe/troupe";
+ * import type { MeshFixture } from "@troupe/troupe/spi";
  *
  * const fixture: MeshFixture = { mesh: inProcessMesh(), cleanup: () => Promise.resolve() };
  * ```
@@ -42,9 +42,9 @@ export interface MeshFixture {
  * Options of {@link meshConformance}.
  *
  * @example
- * ```ts ignore
- * import { meshConformance, type MeshConformanceOptions } from "./conformance.ts";
- * import { inProcessMesh } from "./in_process.ts";
+ * ```ts
+ * import { inProcessMesh } from "@troupe/troupe";
+ * import { meshConformance, type MeshConformanceOptions } from "@troupe/troupe/spi";
  *
  * // e.g. a replicated (R3) NATS 2.9.10 bucket, where concurrent CAS is not serialized
  * const options: MeshConformanceOptions = {
@@ -87,9 +87,9 @@ export interface MeshConformanceOptions {
  * Registers the mesh conformance tests (`Deno.test`) under the prefix `name`.
  *
  * @example
- * ```ts ignore
- * import { meshConformance } from "./conformance.ts";
- * import { inProcessMesh } from "./in_process.ts";
+ * ```ts
+ * import { inProcessMesh } from "@troupe/troupe";
+ * import { meshConformance } from "@troupe/troupe/spi";
  *
  * meshConformance("in-process mesh", () =>
  *   Promise.resolve({ mesh: inProcessMesh(), cleanup: () => Promise.resolve() }));

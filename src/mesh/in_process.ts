@@ -18,7 +18,9 @@
  *   that of an earlier incarnation of the same name;
  * - request timeouts run on the connecting node's clock (`connect({ clock })`, which
  *   `createSystem` passes), else on the mesh's;
- * - `maxPayload` counts the body plus the headers as NATS encodes them (string lengths).
+ * - `maxPayload` counts the body plus the headers as NATS encodes them (string lengths);
+ * - durable topics (`durableTopics()`) are kept in memory for as long as the mesh value lives,
+ *   within the limits of the `durable` option, and time them with the mesh's clock.
  *
  * @example
  * ```ts
@@ -38,9 +40,15 @@
  */
 
 import { isValidSubject, subjectMatches } from "./subject.ts";
+import {
+  DurableStore,
+  type InProcessDurableOptions,
+  InProcessDurableTopics,
+} from "./in_process_durable.ts";
 import { createEventQueue } from "../util/queue.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import {
+  type DurableTopics,
   type KvBucket,
   type KvEntry,
   type KvIncarnation,
@@ -82,7 +90,14 @@ export interface InProcessMeshOptions {
    * without a clock of their own. @default {systemClock}
    */
   clock?: Clock;
+  /**
+   * Limits of the durable topics' store (`publish(…, { durable: true })`), kept in memory for
+   * as long as this mesh value lives. @default {{}} (see {@link InProcessDurableOptions})
+   */
+  durable?: InProcessDurableOptions;
 }
+
+export type { InProcessDurableOptions };
 
 /**
  * Makes an in-process mesh: one cluster whose nodes are the connections made on it.
@@ -109,6 +124,11 @@ export function inProcessMesh(options: InProcessMeshOptions = {}): Mesh {
   }
   const clock = options.clock ?? systemClock;
   const cluster = new Cluster(maxPayload, clock);
+  // cheap until used (no timer runs while nobody consumes); made now so bad limits throw here
+  cluster.store = new DurableStore(
+    { prefix, route: (m) => cluster.route(m), clock },
+    options.durable,
+  );
   return {
     kind: "in-process",
     leaseTtl,
@@ -173,6 +193,8 @@ class Cluster {
   readonly root: TrieNode = trieNode();
   readonly cache = new Map<string, MatchResult>();
   readonly buckets = new Map<string, BucketState>();
+  /** The durable topics' store (set by `inProcessMesh`). */
+  store!: DurableStore;
   /** The `createdAt` of the latest incarnation of each bucket name. */
   readonly #created = new Map<string, number>();
   constructor(readonly maxPayload: number, readonly clock: Clock) {}
@@ -393,6 +415,7 @@ class InProcessConnection implements MeshConnection {
   readonly #pending = new Map<string, Pending>();
   readonly #listeners = new Set<(status: MeshStatus) => void>();
   readonly #watches = new Set<WatchImpl>();
+  #durable: InProcessDurableTopics | undefined;
   readonly #muxPrefix: string;
   #mux: Sub | undefined;
   #reqCounter = 0;
@@ -602,6 +625,16 @@ class InProcessConnection implements MeshConnection {
     }
   }
 
+  durableTopics(): DurableTopics {
+    this.#open();
+    return this.#durable ??= new InProcessDurableTopics(
+      this.cluster.store,
+      () => this.#openForNew(),
+      (subject, data, headers) => this.#message(subject, data, headers),
+      (err) => this.report(err),
+    );
+  }
+
   /** Throws `MeshError("closed")` once closed; used by bucket handles. */
   check(): void {
     this.#openForNew();
@@ -628,6 +661,7 @@ class InProcessConnection implements MeshConnection {
   async #close(): Promise<void> {
     this.#state = "draining";
     for (const w of [...this.#watches]) w.stop();
+    this.#durable?.close();
     const mux = this.#mux;
     const user = [...this.#subs].filter((s) => s !== mux);
     // Like a NATS drain: no new messages, queued ones are handled (their replies may still

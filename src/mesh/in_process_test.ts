@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { setImmediate } from "node:timers";
 import { meshConformance } from "./conformance.ts";
+import { durableTopicsConformance } from "./durable_conformance.ts";
 import { inProcessMesh } from "./in_process.ts";
 import { MeshError, type MeshMessage } from "./types.ts";
 
@@ -175,3 +176,8 @@ test("in-process subscriptions with many subjects route without leaks", async ()
   await assert.rejects(a.request("troupe.a.acct.7", new Uint8Array(), { timeout: 100 }), MeshError);
   await a.close();
 });
+
+durableTopicsConformance(
+  "in-process mesh",
+  () => Promise.resolve({ mesh: inProcessMesh(), cleanup: () => Promise.resolve() }),
+);

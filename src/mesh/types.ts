@@ -80,7 +80,16 @@ export interface MeshSubscription {
 /** Why a mesh call failed. */
 export type MeshErrorCode = "no_responders" | "timeout" | "closed" | "kv_conflict" | "max_payload";
 
-/** An error of the mesh port. */
+/**
+ * An error of the mesh port.
+ *
+ * @example
+ * ```ts
+ * import { MeshError } from "@troupe/troupe/spi";
+ * const err = new MeshError("no_responders", "No node listens on troupe.n.api-1.account");
+ * if (err.code === "no_responders") console.log("try another node");
+ * ```
+ */
 export class MeshError extends Error {
   /** What went wrong. */
   readonly code: MeshErrorCode;
@@ -149,12 +158,29 @@ export interface MeshConnection {
   deleteKv?(bucket: string): Promise<void>;
   /** Registers a status listener; returns a function that removes it. */
   onStatus(listener: (status: MeshStatus) => void): () => void;
+  /**
+   * Durable topics: a store of messages with named consumers that acknowledge what they
+   * handled (see {@link DurableTopics}). Optional: a mesh may not offer it; durable pub/sub
+   * then fails with a clear error. The same object on every call.
+   */
+  durableTopics?(): DurableTopics;
   /** Closes the connection: drains subscriptions, then disconnects. Idempotent. */
   close(): Promise<void>;
 }
 
 /**
  * A mesh: what `createSystem({ mesh })` takes. `connect` is called once per system (node).
+ *
+ * @example
+ * ```ts
+ * import { createSystem } from "@troupe/troupe";
+ * import { meshConformance, type Mesh } from "@troupe/troupe/spi";
+ * declare function myMesh(): Mesh; // your adapter: connect() gives a MeshConnection per node
+ * meshConformance("my mesh", () =>
+ *   Promise.resolve({ mesh: myMesh(), cleanup: () => Promise.resolve() }));
+ * const system = await createSystem({ mesh: myMesh() });
+ * await system.close();
+ * ```
  */
 export interface Mesh {
   /** A short name for logs: "in-process", "nats". */
@@ -271,4 +297,165 @@ export interface KvBucket {
    * latest operation is a delete), then live changes (deletes included), in revision order.
    */
   watch(options?: { key?: string; initial?: boolean }): KvWatch;
+}
+
+// ---------------------------------------------------------------------------------------
+// Durable topics: an optional capability of a connection.
+
+/** Options of {@link DurableTopics.publish}. */
+export interface DurablePublishOptions {
+  /** Headers stored with the message. */
+  headers?: MeshHeaders;
+  /**
+   * Deduplication id: a second message with the same id published within the store's
+   * duplicate window is not stored again (its receipt says `duplicate: true`). On NATS it is
+   * the `Nats-Msg-Id` header. At most 128 characters.
+   */
+  id?: string;
+}
+
+/** What {@link DurableTopics.publish} resolves with once the message is stored. */
+export interface DurableReceipt {
+  /** Its position in the store: strictly increasing per store. */
+  readonly seq: number;
+  /** Whether an earlier message with the same id was stored instead (nothing new stored). */
+  readonly duplicate: boolean;
+}
+
+/** Where a named consumer created now starts (a consumer that exists keeps its place). */
+export type DurableStart = "all" | "new" | Date;
+
+/** What {@link DurableTopics.consumer} creates or joins. */
+export interface DurableConsumerConfig {
+  /** The consumer's name, unique per store: `[A-Za-z0-9_-]`, at most 64 characters. */
+  readonly name: string;
+  /** Subjects it receives (wildcards allowed), under `<prefix>.d.`. */
+  readonly filter: string;
+  /**
+   * Where a consumer created now starts: every message stored (`"all"`), only those stored
+   * after it was created (`"new"`), or those stored at or after a time.
+   */
+  readonly from: DurableStart;
+  /**
+   * Ms a delivered message may stay unsettled (no `ack`, `nak`, `term` nor `working` call)
+   * before it is delivered again.
+   */
+  readonly ackWait: number;
+  /** A note for operators (NATS: the consumer's description). */
+  readonly description?: string;
+}
+
+/**
+ * A message delivered by a named consumer. Exactly one of `ack`, `nak` or `term` settles it;
+ * until then it counts against the consumption's `maxInFlight` and, once `ackWait` passes
+ * without a call, it is delivered again (to this or another consumption of the consumer).
+ */
+export interface DurableMessage {
+  /** The subject it was published to. */
+  readonly subject: string;
+  /** The headers it was stored with (the dedup id header included on NATS). */
+  readonly headers: MeshHeaders;
+  /** The body. */
+  readonly data: Uint8Array;
+  /** Its position in the store. */
+  readonly seq: number;
+  /** How many times it was delivered to this consumer, this one included (1 the first time). */
+  readonly deliveries: number;
+  /** When it was stored, ms since the Unix epoch (the store's clock). */
+  readonly storedAt: number;
+  /** The deduplication id it was published with, if any. */
+  readonly id?: string;
+  /** Handled: the consumer never delivers it again. */
+  ack(): void;
+  /** Not handled: deliver it again after `delay` ms (at once when 0 or omitted). */
+  nak(delay?: number): void;
+  /** Never deliver it again (without it counting as handled). */
+  term(): void;
+  /** Still being handled: restarts its `ackWait`. */
+  working(): void;
+}
+
+/** A running consumption of a named consumer: see {@link DurableConsumer.consume}. */
+export interface DurableConsumption {
+  /**
+   * Stops receiving: no message is delivered to the handler after this resolves. Messages
+   * already delivered stay the handler's to settle (unsettled ones come back after
+   * `ackWait`). Idempotent.
+   */
+  stop(): Promise<void>;
+  /** Settles once the consumption ended: after `stop()`, or when its connection closed. */
+  readonly closed: Promise<void>;
+}
+
+/** A named consumer of a {@link DurableTopics} store: shared by every consumption of it. */
+export interface DurableConsumer {
+  /** Its name. */
+  readonly name: string;
+  /**
+   * Delivers messages to `handler`, each message to one consumption of the consumer (of any
+   * node), at most `maxInFlight` unsettled ones to this consumption at once. Messages come in
+   * store order the first time; a message delivered again comes when it is due, after later
+   * ones. The handler is called asynchronously, never inside `consume`.
+   */
+  consume(
+    handler: (msg: DurableMessage) => void,
+    options: { maxInFlight: number },
+  ): DurableConsumption;
+}
+
+/**
+ * Durable topics (optional capability of a {@link MeshConnection}): a store of the messages
+ * published to subjects under `<prefix>.d.` (the mesh's prefix), kept by its limits (age,
+ * size), and named consumers that each receive every stored message matching their filter,
+ * at least once: a message goes to one consumption of a consumer at a time and comes back
+ * until it is acknowledged or terminated. On NATS: one JetStream stream per prefix and durable
+ * pull consumers; in process: memory shared by the connections of one mesh.
+ *
+ * Semantics every implementation keeps (checked by `durableTopicsConformance`):
+ * - `publish` resolves once the message is stored; a message with the `id` of one stored
+ *   within the duplicate window is not stored again;
+ * - stored messages are also published on the mesh (plain subscribers of the subject get
+ *   them, at most once, like any message);
+ * - a consumer receives the messages stored from its start on, matching its filter, in store
+ *   order; `nak`ed messages and those not settled within `ackWait` come again with
+ *   `deliveries` one higher; `ack`ed and `term`ed ones never do;
+ * - a consumer lives on with its position when no consumption runs, and outlives the
+ *   connections that used it (on NATS, the server's restarts too).
+ */
+export interface DurableTopics {
+  /**
+   * Stores a message; resolves once it is stored.
+   *
+   * @example
+   * ```ts
+   * import { inProcessMesh } from "./in_process.ts";
+   * const conn = await inProcessMesh().connect({ node: "n1" });
+   * const store = conn.durableTopics!();
+   * const { seq } = await store.publish("troupe.d.orders", new Uint8Array([1]), { id: "o-1" });
+   * const consumer = await store.consumer({
+   *   name: "billing",
+   *   filter: "troupe.d.>",
+   *   from: "all",
+   *   ackWait: 30_000,
+   * });
+   * const run = consumer.consume((msg) => {
+   *   console.log(msg.seq === seq, msg.deliveries); // true 1
+   *   msg.ack();
+   * }, { maxInFlight: 1 });
+   * await run.stop();
+   * await conn.close();
+   * ```
+   */
+  publish(
+    subject: string,
+    data: Uint8Array,
+    options?: DurablePublishOptions,
+  ): Promise<DurableReceipt>;
+  /**
+   * Joins the named consumer, creating it when missing (from `config.from`). Rejects with a
+   * `TypeError` when a consumer of that name exists with another filter.
+   */
+  consumer(config: DurableConsumerConfig): Promise<DurableConsumer>;
+  /** Deletes a named consumer with its position (for operators' tools and tests). */
+  deleteConsumer(name: string): Promise<void>;
 }

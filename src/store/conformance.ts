@@ -46,8 +46,8 @@ interface Fixture {
  *
  * @example
  * ```ts
- * import { storeConformance } from "./conformance.ts";
- * import { memoryStore } from "./memory.ts";
+ * // my_store_test.ts, run by `deno test`
+ * import { memoryStore, storeConformance } from "@troupe/troupe/spi";
  * storeConformance("memory", () => Promise.resolve(memoryStore()));
  * ```
  */

@@ -55,7 +55,7 @@ const toRecord = (key: string, e: Entry): StoredRecord => ({
  *
  * @example
  * ```ts
- * import { memoryStore } from "@troupe/troupe";
+ * import { memoryStore } from "@troupe/troupe/spi";
  * const backend = memoryStore();
  * await backend.set("carts", "u1", new Uint8Array([1]), { ifRevision: 0 }, Date.now());
  * console.log(await backend.list("carts", { prefix: "u", limit: 10 }, Date.now()));

@@ -150,7 +150,7 @@ export interface Store<V = unknown> {
  *
  * @example
  * ```ts
- * import type { StoredRecord } from "@troupe/troupe";
+ * import type { StoredRecord } from "@troupe/troupe/spi";
  * const r: StoredRecord = { key: "u1", value: new Uint8Array([0xc0]), revision: 3 };
  * ```
  */
@@ -176,7 +176,7 @@ export interface StoredRecord {
  *
  * @example
  * ```ts
- * import { memoryStore, type StoreBackend } from "@troupe/troupe";
+ * import { memoryStore, type StoreBackend } from "@troupe/troupe/spi";
  * const backend: StoreBackend = memoryStore();
  * const revision = await backend.set("carts", "u1", new Uint8Array([1]), {}, Date.now());
  * console.log((await backend.get("carts", "u1", Date.now()))?.revision === revision); // true
@@ -236,7 +236,7 @@ export interface StoreBackend {
  *
  * @example
  * ```ts
- * import { memoryStore, type StoreSource } from "@troupe/troupe";
+ * import { memoryStore, type StoreSource } from "@troupe/troupe/spi";
  * const source: StoreSource = { openStore: () => memoryStore() };
  * ```
  */

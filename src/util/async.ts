@@ -18,7 +18,17 @@ export interface Deferred<T> {
   reject(reason?: unknown): void;
 }
 
-/** Makes a {@link Deferred}. */
+/**
+ * Makes a {@link Deferred}.
+ *
+ * @example
+ * ```ts
+ * import { deferred } from "@troupe/troupe/spi";
+ * const ready = deferred<number>();
+ * setTimeout(() => ready.resolve(42), 1);
+ * console.log(await ready.promise); // 42
+ * ```
+ */
 export function deferred<T>(): Deferred<T> {
   let resolve!: (value: T | PromiseLike<T>) => void;
   let reject!: (reason?: unknown) => void;
@@ -29,7 +39,16 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-/** Resolves after `ms` on `clock`, or rejects with the signal's reason when it aborts. */
+/**
+ * Resolves after `ms` on `clock`, or rejects with the signal's reason when it aborts.
+ *
+ * @example
+ * ```ts
+ * import { delay, systemClock } from "@troupe/troupe/spi";
+ * const ac = new AbortController();
+ * await delay(systemClock, 5, ac.signal); // 5 ms later; rejects at once if `ac` aborts
+ * ```
+ */
 export function delay(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
@@ -66,6 +85,15 @@ interface Slot extends WheelEntry {
  * from the live buckets whenever stale numbers outgrow them, so memory follows the entries
  * pending. The first design ticked every `tick` ms while entries were pending: 200 wake-ups a
  * second, and as many steps for a virtual clock to run through.
+ *
+ * @example
+ * ```ts
+ * import { systemClock, TimerWheel } from "@troupe/troupe/spi";
+ * const wheel = new TimerWheel(systemClock, 5);
+ * const entry = wheel.add(systemClock.monotonic() + 1_000, () => console.log("timed out"));
+ * wheel.remove(entry); // answered in time
+ * wheel.close();
+ * ```
  */
 export class TimerWheel {
   readonly #clock: Clock;
@@ -81,6 +109,7 @@ export class TimerWheel {
   #closed = false;
 
   /**
+   * A wheel on `clock`.
    * @param clock The clock whose timer the wheel uses, and whose `monotonic()` deadlines are on.
    * @param tick Width of a bucket in ms. @default {5}
    */
@@ -216,7 +245,15 @@ function heapPop(heap: number[]): void {
   heap[i] = last;
 }
 
-/** Whether a value is a thenable. */
+/**
+ * Whether a value is a thenable.
+ *
+ * @example
+ * ```ts
+ * import { isPromiseLike } from "@troupe/troupe/spi";
+ * console.log(isPromiseLike(Promise.resolve(1)), isPromiseLike(1)); // true false
+ * ```
+ */
 export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return value !== null && (typeof value === "object" || typeof value === "function") &&
     typeof (value as { then?: unknown }).then === "function";
@@ -225,6 +262,18 @@ export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 /**
  * Awaits `value` (a promise or a plain value) until `deadline` (`clock.monotonic()` time);
  * past it, rejects with `onTimeout()`. The timer is cleared either way.
+ *
+ * @example
+ * ```ts
+ * import { systemClock, withDeadline } from "@troupe/troupe/spi";
+ * const answer = await withDeadline(
+ *   systemClock,
+ *   Promise.resolve("fast"),
+ *   systemClock.monotonic() + 100,
+ *   () => new Error("too slow"),
+ * );
+ * console.log(answer); // "fast"
+ * ```
  */
 export function withDeadline<T>(
   clock: Clock,

@@ -45,7 +45,15 @@ export interface Clock {
   unref(id: TimerId): void;
 }
 
-/** The longest delay a host timer takes without overflowing (about 24.8 days). */
+/**
+ * The longest delay a host timer takes without overflowing (about 24.8 days).
+ *
+ * @example
+ * ```ts
+ * import { MAX_TIMER_MS } from "@troupe/troupe/spi";
+ * const wait = (ms: number) => Math.min(ms, MAX_TIMER_MS); // re-arm past it
+ * ```
+ */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**

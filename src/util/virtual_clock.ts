@@ -13,7 +13,7 @@ import { type Clock, systemClock, type TimerId } from "./clock.ts";
  *
  * @example
  * ```ts
- * import { virtualClock } from "./virtual_clock.ts";
+ * import { virtualClock } from "@troupe/troupe/testing";
  * const clock = virtualClock(new Date("2026-01-01T00:00:00Z"));
  * let fired = false;
  * clock.setTimeout(() => fired = true, 1_000);

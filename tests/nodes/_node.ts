@@ -7,7 +7,9 @@
  * `APPEND {json}` (`node`, `actor`, `epoch`, `first`, `n`) after every successful append and
  * `APPEND_FAILED {json}` after a refused one.
  */
-import { createSystem, type Journal, type System, type SystemOptions } from "../../mod.ts";
+import { createSystem, type System, type SystemOptions } from "../../mod.ts";
+import type { Journal } from "../../spi.ts";
+import { wrapJournal } from "../_journal.ts";
 import { natsMesh } from "../../adapters/nats/mod.ts";
 import { libsqlJournal } from "../../adapters/libsql/mod.ts";
 
@@ -42,14 +44,7 @@ export async function startNode(
 ): Promise<{ system: System; env: ReturnType<typeof nodeEnv> }> {
   const e = nodeEnv(name);
   const base = libsqlJournal({ url: e.journalUrl });
-  const journal: Journal = !e.trace ? base : {
-    activate: (actor, claim) => base.activate(actor, claim),
-    release: (actor, node, epoch) => base.release(actor, node, epoch),
-    owner: (actor) => base.owner(actor),
-    pruneIdempotency: (now) => base.pruneIdempotency(now),
-    shards: base.shards,
-    shardOf: (actor) => base.shardOf(actor),
-    readCommitted: (shard, after, limit) => base.readCommitted(shard, after, limit),
+  const journal: Journal = !e.trace ? base : wrapJournal(base, {
     async append(a) {
       const what = {
         node: e.node,
@@ -66,13 +61,7 @@ export async function startNode(
       }
       if (what.n > 0 || options.traceEmpty !== false) console.log(`APPEND ${JSON.stringify(what)}`);
     },
-    read: (actor, from, limit) => base.read(actor, from, limit),
-    reply: (actor, key) => base.reply(actor, key),
-    dueReminders: (now, limit) => base.dueReminders(now, limit),
-    nextReminder: () => base.nextReminder(),
-    deleteReminder: (id) => base.deleteReminder(id),
-    close: () => base.close(),
-  };
+  });
   const system = await createSystem({
     actors,
     journal,
