@@ -175,3 +175,47 @@ Deno.test("virtual clock: a lease holder that stops renewing loses it; a waiter 
     await b.close();
   }
 });
+
+Deno.test("virtual clock: a cron reminder runs at each of its times, is replaced by name, and cancelled by name", async () => {
+  const clock = virtualClock(START);
+  const runs: string[] = [];
+  const Report = defineActor({
+    name: "report",
+    initialState: () => 0,
+    events: { ran: (n: number, _e: null) => n + 1 },
+    handlers: {
+      every(ctx, cron: string) {
+        ctx.schedule(cron, "run", cron, { name: "report" });
+      },
+      stop(ctx) {
+        ctx.cancel("report");
+      },
+      run(ctx, cron: string) {
+        runs.push(`${cron} @ ${new Date(clock.now()).toISOString().slice(11, 19)}`);
+        ctx.emit("ran", null);
+      },
+      ran: (ctx) => ctx.state,
+    },
+  });
+  const system = await createSystem({ actors: [Report], clock, logger: "error" });
+  try {
+    const report = system.ref(Report, "daily");
+    await report.ask("every", "*/5 * * * *"); // every five minutes
+    await clock.advance(15 * 60_000);
+    assert.deepEqual(runs, [
+      "*/5 * * * * @ 00:05:00",
+      "*/5 * * * * @ 00:10:00",
+      "*/5 * * * * @ 00:15:00",
+    ]);
+    // the same name replaces it: hourly from now on, the five-minute one is gone
+    await report.ask("every", "0 * * * *");
+    await clock.advance(HOUR);
+    assert.deepEqual(runs.slice(3), ["0 * * * * @ 01:00:00"]);
+    await report.ask("stop");
+    await clock.advance(3 * HOUR);
+    assert.equal(runs.length, 4, "cancelled by name: no run after stop");
+    assert.equal(await report.ask("ran"), 4);
+  } finally {
+    await system.close();
+  }
+});
