@@ -164,8 +164,13 @@ export type {
   HandlerKeys,
   ItemOf,
   PayloadArg,
+  PayloadOf,
+  ReplyOf,
   StreamKeys,
 } from "./src/actor/ref.ts";
+export type { DeadLetterInfo } from "./src/dispatch/pubsub.ts";
+export type { InProcessDurableOptions } from "./src/mesh/in_process.ts";
+export type { ConfigWatch, SourceHealth } from "./src/config/types.ts";
 export type {
   HandlerSchemas,
   InferInput,

@@ -37,7 +37,7 @@ export interface FeedEvent<E = unknown> {
 /** Options of `system.feed()`. */
 export interface FeedOptions {
   /** Resume after this position (from an event's `position`). @default {from the start} */
-  after?: string;
+  after?: string | undefined;
   /** Keep following new events once every stored one was read. @default {true} */
   live?: boolean;
   /** Ends the feed. */
