@@ -11,6 +11,7 @@ import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import { defaultMargin, type Membership, startMembership } from "./membership.ts";
 import { createLeases, type HeldLease, type Leases, leaseToken } from "./leases.ts";
+import { advanceUntil as until } from "../util/_testing.ts";
 
 const TTL = 300;
 const MARGIN = defaultMargin(TTL); // what waiters add to the holder's ttl
@@ -26,20 +27,6 @@ interface TestNode {
 function cluster(): { mesh: Mesh; clock: VirtualClock } {
   const clock = virtualClock(new Date("2026-01-01T00:00:00Z"));
   return { mesh: inProcessMesh({ clock }), clock };
-}
-
-/** Advances `clock` 1 ms at a time until `cond` holds; fails after `limit` virtual ms. */
-async function until(
-  clock: VirtualClock,
-  cond: () => boolean | Promise<boolean>,
-  limit: number,
-  what: string,
-): Promise<void> {
-  const end = clock.monotonic() + limit;
-  while (!(await cond())) {
-    if (clock.monotonic() >= end) throw new Error(`Not within ${limit} virtual ms: ${what}`);
-    await clock.advance(1);
-  }
 }
 
 async function join(mesh: Mesh, clock: VirtualClock, id: string): Promise<TestNode> {

@@ -9,6 +9,7 @@ import type { KvBucket, Mesh, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import type { DirectoryEvent } from "./types.ts";
 import { type Membership, type MembershipEvent, startMembership } from "./membership.ts";
+import { advanceUntil as until } from "../util/_testing.ts";
 
 const TTL = 300;
 const MARGIN = 200;
@@ -17,20 +18,6 @@ const MARGIN = 200;
 function cluster(): { mesh: Mesh; clock: VirtualClock } {
   const clock = virtualClock(new Date("2026-01-01T00:00:00Z"));
   return { mesh: inProcessMesh({ leaseTtl: TTL, clock }), clock };
-}
-
-/** Advances `clock` 1 ms at a time until `cond` holds; fails after `limit` virtual ms. */
-async function until(
-  clock: VirtualClock,
-  cond: () => boolean | Promise<boolean>,
-  limit: number,
-  what: string,
-): Promise<void> {
-  const end = clock.monotonic() + limit;
-  while (!(await cond())) {
-    if (clock.monotonic() >= end) throw new Error(`Not within ${limit} virtual ms: ${what}`);
-    await clock.advance(1);
-  }
 }
 
 interface TestNode {

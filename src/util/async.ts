@@ -7,6 +7,7 @@
  */
 
 import type { Clock, TimerId } from "./clock.ts";
+import { heapPop, heapPush } from "./heap.ts";
 
 /** A promise with its resolve/reject exposed. */
 export interface Deferred<T> {
@@ -126,7 +127,7 @@ export class TimerWheel {
     if (!set) {
       this.#buckets.set(bucket, set = new Set());
       if (this.#heap.length > 2 * this.#buckets.size + 64) this.#compact();
-      heapPush(this.#heap, bucket);
+      heapPush(this.#heap, bucket, lessNumber);
     }
     set.add(slot);
     this.#size++;
@@ -154,7 +155,7 @@ export class TimerWheel {
   /** Drops the numbers of deleted buckets from the heap (each live bucket once). */
   #compact(): void {
     const heap: number[] = [];
-    for (const bucket of this.#buckets.keys()) heapPush(heap, bucket);
+    for (const bucket of this.#buckets.keys()) heapPush(heap, bucket, lessNumber);
     this.#heap = heap;
   }
 
@@ -175,7 +176,7 @@ export class TimerWheel {
       const bucket = heap[0]!;
       const set = this.#buckets.get(bucket);
       if (!set) {
-        heapPop(heap); // emptied before its time
+        heapPop(heap, lessNumber); // emptied before its time
         continue;
       }
       for (const slot of set) {
@@ -188,7 +189,7 @@ export class TimerWheel {
       // Entries of later buckets are later than every entry of this one.
       if (set.size > 0) break;
       this.#buckets.delete(bucket);
-      heapPop(heap);
+      heapPop(heap, lessNumber);
     }
     if (next !== Infinity && !this.#closed) this.#arm(next);
     for (const slot of due) {
@@ -214,35 +215,6 @@ export class TimerWheel {
       fn?.();
     }
   }
-}
-
-function heapPush(heap: number[], value: number): void {
-  let i = heap.length;
-  heap.push(value);
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (heap[parent]! <= value) break;
-    heap[i] = heap[parent]!;
-    i = parent;
-  }
-  heap[i] = value;
-}
-
-function heapPop(heap: number[]): void {
-  const last = heap.pop()!;
-  if (heap.length === 0) return;
-  let i = 0;
-  const n = heap.length;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= n) break;
-    const r = l + 1;
-    const c = r < n && heap[r]! < heap[l]! ? r : l;
-    if (heap[c]! >= last) break;
-    heap[i] = heap[c]!;
-    i = c;
-  }
-  heap[i] = last;
 }
 
 /**
@@ -295,4 +267,8 @@ export function withDeadline<T>(
       reject(err);
     });
   });
+}
+
+function lessNumber(a: number, b: number): boolean {
+  return a < b;
 }

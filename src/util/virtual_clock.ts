@@ -7,6 +7,7 @@
 
 import { setImmediate } from "node:timers";
 import { type Clock, systemClock, type TimerId } from "./clock.ts";
+import { heapPop, heapPush } from "./heap.ts";
 
 /**
  * A clock whose time moves only when the test says: see {@link virtualClock}.
@@ -196,7 +197,7 @@ class VirtualClockImpl implements VirtualClock {
       every,
     };
     this.#timers.set(timer.id, timer);
-    push(this.#heap, timer);
+    heapPush(this.#heap, timer, before);
     if (ms === 0) this.#pump();
     return timer.id as unknown as TimerId;
   }
@@ -207,19 +208,19 @@ class VirtualClockImpl implements VirtualClock {
     while (heap.length > 0) {
       const t = heap[0]!;
       if (this.#timers.get(t.id) === t) return t; // else cancelled
-      pop(heap);
+      heapPop(heap, before);
     }
     return undefined;
   }
 
   /** Takes `t` (the top of the heap) off it, re-queues it if it is an interval, and calls it. */
   #fire(t: VirtualTimer): void {
-    pop(this.#heap);
+    heapPop(this.#heap, before);
     if (t.every === undefined) this.#timers.delete(t.id);
     else {
       t.at += t.every;
       t.seq = ++this.#seq;
-      push(this.#heap, t);
+      heapPush(this.#heap, t, before);
     }
     t.fn();
   }
@@ -256,33 +257,4 @@ function settle(): Promise<void> {
 
 function before(a: VirtualTimer, b: VirtualTimer): boolean {
   return a.at < b.at || (a.at === b.at && a.seq < b.seq);
-}
-
-function push(heap: VirtualTimer[], t: VirtualTimer): void {
-  let i = heap.length;
-  heap.push(t);
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (!before(t, heap[parent]!)) break;
-    heap[i] = heap[parent]!;
-    i = parent;
-  }
-  heap[i] = t;
-}
-
-function pop(heap: VirtualTimer[]): void {
-  const last = heap.pop()!;
-  if (heap.length === 0) return;
-  let i = 0;
-  const n = heap.length;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= n) break;
-    const r = l + 1;
-    const c = r < n && before(heap[r]!, heap[l]!) ? r : l;
-    if (!before(heap[c]!, last)) break;
-    heap[i] = heap[c]!;
-    i = c;
-  }
-  heap[i] = last;
 }
