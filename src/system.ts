@@ -506,6 +506,7 @@ class SystemImpl implements System {
         log: this.#cfg.log,
         checkpoints: this.store<string>("troupe-projections"),
         elect: (n, o) => this.#leases.elect(n, o),
+        observe: (g) => this.#observer.projection(g),
       },
       name,
       options,
