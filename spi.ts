@@ -194,6 +194,7 @@ export type {
   InspectOptions,
   LeaseReport,
   NodeStats,
+  ProjectionReport,
   TypeReport,
 } from "./src/observe/cluster.ts";
 export type { RecentError } from "./src/observe/node.ts";

@@ -528,6 +528,7 @@ class SystemImpl implements System {
         clock: this.clock,
         checkpoints: this.store<string>("troupe-projections"),
         elect: (n, o) => this.#leases.elect(n, o),
+        observe: (g) => this.#observer.projection(g),
       },
       name,
       options,

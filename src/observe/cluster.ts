@@ -56,6 +56,18 @@ export interface LeaseReport {
   readonly token: number;
 }
 
+/** A projection started on a node (`system.projection`). */
+export interface ProjectionReport {
+  /** Its name. */
+  readonly name: string;
+  /** Whether this node runs it now (else it stands by). */
+  readonly running: boolean;
+  /** How far behind the journal it is, ms (0 where it does not run; see `Projection.lag`). */
+  readonly lag: number;
+  /** The position of the last event it handled on this node. */
+  readonly position?: string;
+}
+
 /** What a node reports about itself. */
 export interface NodeStats {
   /** The node id. */
@@ -74,6 +86,8 @@ export interface NodeStats {
   readonly errors: readonly RecentError[];
   /** Leases it holds (reminder and user elections included). */
   readonly leases: readonly LeaseReport[];
+  /** The projections started on it, running or standing by. */
+  readonly projections: readonly ProjectionReport[];
 }
 
 /** The whole cluster, as its nodes report it. */

@@ -85,6 +85,12 @@ export function nodeStats(d: ControlDeps): NodeStats {
     actors,
     errors: d.observer.errors(),
     leases: d.leases(),
+    projections: [...d.observer.projections()].map((p) => ({
+      name: p.name,
+      running: p.running,
+      lag: Math.round(p.lag),
+      ...(p.position !== undefined ? { position: p.position } : {}),
+    })),
   };
 }
 

@@ -13,7 +13,7 @@
 
 import type { Span } from "@opentelemetry/api";
 import { AttributeCache, type GaugeSource, getInstruments, metricsOn } from "./metrics.ts";
-import type { TypeGauge } from "./metrics.ts";
+import type { ProjectionGauge, TypeGauge } from "./metrics.ts";
 import { endSpan, errorCode, type Kind, runIn, startProcess, startSend } from "./tracing.ts";
 import { tracingOn } from "./tracing.ts";
 import { type Clock, systemClock } from "../util/clock.ts";
@@ -166,6 +166,19 @@ export class NodeObserver implements GaugeSource {
   /** Activations and queued messages per type on this node, now. */
   gauges(): Iterable<TypeGauge> {
     return this.#view();
+  }
+
+  readonly #projections = new Set<ProjectionGauge>();
+
+  /** Reports projection `p` (its lag metric and stats); returns its removal. */
+  projection(p: ProjectionGauge): () => void {
+    this.#projections.add(p);
+    return () => this.#projections.delete(p);
+  }
+
+  /** The projections started on this node. */
+  projections(): Iterable<ProjectionGauge> {
+    return this.#projections.values();
   }
 
   /** The counts of type `type` (made on first use; activations and pools keep theirs). */
