@@ -57,8 +57,10 @@ export type GatewayFeeds = { readonly [type: string]: AccessRule | GatewayFeed }
 
 /** A served feed: its definition and its rule. */
 export interface FeedEntry {
+  /** The definition the feed is read with (one by name, with no versions, when none is known). */
   // deno-lint-ignore no-explicit-any
   readonly def: ActorDefinition<any>;
+  /** Who may follow it. */
   readonly rule: AccessRule;
 }
 
