@@ -14,7 +14,7 @@ import { type ActorRef, makeRef, type RefOptions } from "./actor/ref.ts";
 import { Reminders } from "./actor/reminders.ts";
 import type { Decision } from "./auth/access.ts";
 import { msgpack } from "./codec/mod.ts";
-import { type FeedEvent, type FeedOptions, readFeed } from "./actor/feed.ts";
+import { type FeedEvent, type FeedOptions, parsePosition, readFeed } from "./actor/feed.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./actor/projection.ts";
 import { Outbox } from "./dispatch/outbox.ts";
 import type { Codec } from "./codec/types.ts";
@@ -163,7 +163,8 @@ export interface System extends AsyncDisposable {
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
   /**
    * Every event of every actor of `def`'s type, in the journal's commit order (per actor in seq
-   * order), from `options.after` (a position of an earlier event) on, then live ones.
+   * order), from `options.after` (a position of an earlier event) on, then live ones. A
+   * string that is not a position of this journal throws `TypeError` here, at the call.
    */
   feed<T extends ActorTypes>(
     def: ActorDefinition<T>,
@@ -505,6 +506,7 @@ class SystemImpl implements System {
     if (!def || typeof def.name !== "string") {
       throw new TypeError("system.feed() expects a definition from defineActor()");
     }
+    parsePosition(options.after, this.#opened.journal.shards); // a bad position throws now
     // A feed ends with its system: closing aborts its signal.
     const signal = options.signal
       ? AbortSignal.any([options.signal, this.#closed.signal])

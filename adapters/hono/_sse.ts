@@ -27,11 +27,19 @@ export interface SseOptions {
   onDone?: () => void;
   /** Ms an item may wait for the client to take it; then the stream is cancelled. */
   stallTimeout?: number;
+  /** The SSE message of one item, ending in a blank line. @default {`data: <json>`} */
+  format?: (item: unknown) => string;
+}
+
+/** One `data:` line of JSON. */
+function dataOf(item: unknown): string {
+  return `data: ${decoder.decode(json.encode(item))}\n\n`;
 }
 
 /** Makes the SSE response of a stream. */
 export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): Response {
   const items = stream[Symbol.asyncIterator]();
+  const format = options.format ?? dataOf;
   let finished = false;
   // Real time, not the system's clock: keep-alives and the stall bound face a real socket.
   const clock = systemClock;
@@ -64,7 +72,7 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
           chunk = "event: end\ndata: null\n\n";
           finish();
         } else {
-          chunk = `data: ${decoder.decode(json.encode(next.value))}\n\n`;
+          chunk = format(next.value);
         }
       } catch (err) {
         if (finished) return;
