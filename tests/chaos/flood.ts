@@ -223,6 +223,8 @@ export interface ActivationFloodResult {
   gc: boolean;
   /** Asks that failed, by code. */
   failed: Record<string, number>;
+  /** The first error of each code, as text. */
+  firstErrors: string[];
   /** Asks per second during the random phase. */
   rate: number;
 }
@@ -250,18 +252,23 @@ export async function activationFlood(
   const concurrency = options.concurrency ?? 64;
   const system = await createSystem({ actors: [Cell], maxActivations, logger: "error" });
   const failed: Record<string, number> = {};
+  const firstErrors: string[] = [];
   const run = async (ids: (i: number) => string, n: number) => {
     let next = 0;
     await Promise.all(Array.from({ length: concurrency }, async () => {
       for (let k = 1; next < n; k++) {
         // requests arrive through I/O: a macrotask now and then, so that the node's own
-        // timers (its lease heartbeat) run, as they would on a server
-        if (k % 256 === 0) await new Promise((r) => setTimeout(r, 0));
+        // timers (its lease heartbeat) run, as they would on a server. The timers run only once
+        // every worker waits for its macrotask, so a round is concurrency × this many asks: at
+        // 256 a round took ~4 s on a starved machine (16k asks at 4k/s) and the node's lease
+        // (5 s) lapsed: it fenced itself and refused the asks as `unavailable`.
+        if (k % 16 === 0) await new Promise((r) => setTimeout(r, 0));
         const id = ids(next++);
         try {
           await system.ref(Cell, id).ask("read");
         } catch (err) {
           const c = err instanceof ActorError ? err.code : String(err);
+          if (failed[c] === undefined) firstErrors.push(String(err));
           failed[c] = (failed[c] ?? 0) + 1;
         }
       }
@@ -284,6 +291,7 @@ export async function activationFlood(
       rss: [empty.rss, full.rss, after.rss],
       gc: typeof (globalThis as { gc?: unknown }).gc === "function",
       failed,
+      firstErrors,
       rate,
     };
   } finally {

@@ -79,7 +79,7 @@ Deno.test("100k random ids against maxActivations 10k: the heap stays flat", asy
     } asks/s; failures ${JSON.stringify(r.failed)}`,
   );
   assert.equal(r.gc, true);
-  assert.deepEqual(r.failed, {});
+  assert.deepEqual(r.failed, {}, `asks failed: ${r.firstErrors.join("; ")}`);
   assert.ok(
     after < 2 * full,
     `heap after ${r.randomIds} random ids (+${
