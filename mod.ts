@@ -57,9 +57,7 @@ export type {
   ActorStream,
   AskOptions,
   Caller,
-  PayloadOf,
   RefOptions,
-  ReplyOf,
   StreamOptions,
   TellOptions,
 } from "./src/actor/ref.ts";
@@ -77,18 +75,13 @@ export type {
   TopicPublishOptions,
   TopicSubscribeOptions,
 } from "./src/system.ts";
-export type {
-  DeadLetterInfo,
-  Delivery,
-  DurableSubscribeOptions,
-  TopicHandler,
-} from "./src/dispatch/pubsub.ts";
+export type { Delivery, DurableSubscribeOptions, TopicHandler } from "./src/dispatch/pubsub.ts";
 export { consoleLogger } from "./src/util/log.ts";
 export type { Logger, LogLevel } from "./src/util/log.ts";
 export { memoryJournal } from "./src/journal/memory.ts";
 export type { MemoryJournalOptions } from "./src/journal/memory.ts";
 export { inProcessMesh } from "./src/mesh/in_process.ts";
-export type { InProcessDurableOptions, InProcessMeshOptions } from "./src/mesh/in_process.ts";
+export type { InProcessMeshOptions } from "./src/mesh/in_process.ts";
 
 // Errors callers catch.
 export {
@@ -140,13 +133,7 @@ export { fromFile } from "./src/config/file.ts";
 export type { FromFileOptions } from "./src/config/file.ts";
 export { fromKv } from "./src/config/kv.ts";
 export type { FromKvOptions } from "./src/config/kv.ts";
-export type {
-  Config,
-  ConfigOptions,
-  ConfigView,
-  ConfigWatch,
-  SourceHealth,
-} from "./src/config/types.ts";
+export type { Config, ConfigOptions, ConfigView } from "./src/config/types.ts";
 
 // What the cluster's nodes report (`system.cluster`; the parts of its reports are in `./spi`).
 export type { Cluster } from "./src/observe/cluster.ts";
@@ -168,9 +155,9 @@ export type { Cluster } from "./src/observe/cluster.ts";
  */
 export function createSystem(options: SystemOptions = {}): Promise<System> {
   return createSystemCore(options, {
-    resolveJournal: async (url) => {
+    resolveJournal: async (url, now) => {
       const { libsqlJournal } = await import("./adapters/libsql/mod.ts");
-      return libsqlJournal({ url });
+      return libsqlJournal({ url, now });
     },
   });
 }

@@ -99,6 +99,8 @@ export type {
 export type { Codec } from "./src/codec/types.ts";
 export type { Clock, TimerId } from "./src/util/clock.ts";
 export { MAX_TIMER_MS, systemClock } from "./src/util/clock.ts";
+export { virtualClock } from "./src/util/virtual_clock.ts";
+export type { VirtualClock } from "./src/util/virtual_clock.ts";
 
 // ---- conformance suites ----
 
@@ -162,8 +164,13 @@ export type {
   HandlerKeys,
   ItemOf,
   PayloadArg,
+  PayloadOf,
+  ReplyOf,
   StreamKeys,
 } from "./src/actor/ref.ts";
+export type { DeadLetterInfo } from "./src/dispatch/pubsub.ts";
+export type { InProcessDurableOptions } from "./src/mesh/in_process.ts";
+export type { ConfigWatch, SourceHealth } from "./src/config/types.ts";
 export type {
   HandlerSchemas,
   InferInput,
@@ -187,6 +194,7 @@ export type {
   InspectOptions,
   LeaseReport,
   NodeStats,
+  ProjectionReport,
   TypeReport,
 } from "./src/observe/cluster.ts";
 export type { RecentError } from "./src/observe/node.ts";

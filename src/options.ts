@@ -16,6 +16,7 @@ import type { NodeAuth } from "./dispatch/access.ts";
 import type { Journal } from "./journal/types.ts";
 import type { Mesh } from "./mesh/types.ts";
 import type { StoreBackend } from "./store/types.ts";
+import { type Clock, systemClock } from "./util/clock.ts";
 import { consoleLogger, type Logger, type LogLevel } from "./util/log.ts";
 
 /** Options of `createSystem` (every option and its default: docs/guide/options.md). */
@@ -82,6 +83,15 @@ export interface SystemOptions {
    * `nats micro ls troupe` lists this node (docs/operating.md). @default {true}
    */
   serviceDiscovery?: boolean;
+  /**
+   * Where this node reads time and sets timers: call deadlines, idle passivation, reminders
+   * (cron too), membership and lease timing, config debounce, store TTLs and the purge, stream
+   * and drain bounds. Tests pass `virtualClock()` from `./testing` and move time with
+   * `advance(ms)`. The NATS client's own timers (pings, reconnects, request timeouts on the
+   * wire) and the libSQL journal's lock waits stay on real time: they follow a real network and
+   * disk. @default {systemClock: the host's time}
+   */
+  clock?: Clock;
 }
 
 /** A node's configuration: {@link SystemOptions} validated, with every default applied. */
@@ -112,6 +122,8 @@ export interface NodeConfig {
   readonly auth: NodeAuth | undefined;
   readonly replyPrefixes: readonly string[];
   readonly serviceDiscovery: boolean;
+  /** Where the node reads time and sets timers. */
+  readonly clock: Clock;
 }
 
 const TYPE_NAME = /^[a-z][a-z0-9_-]*$/;
@@ -149,8 +161,9 @@ export function nodeConfig(options: SystemOptions): NodeConfig {
   }
   const maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
   if (!(maxPayload > 0)) throw new RangeError(`maxPayload must be positive, got ${maxPayload}`);
+  const clock = options.clock ?? systemClock;
   const auth = options.auth && {
-    verifier: createVerifier(options.auth),
+    verifier: createVerifier(options.auth, clock),
     rules: options.auth.rules ?? [],
     topics: options.auth.topics ?? [],
   };
@@ -174,5 +187,6 @@ export function nodeConfig(options: SystemOptions): NodeConfig {
     auth,
     replyPrefixes: options.replyPrefixes ?? DEFAULT_REPLY_PREFIXES,
     serviceDiscovery: options.serviceDiscovery !== false,
+    clock,
   };
 }

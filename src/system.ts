@@ -14,7 +14,7 @@ import { type ActorRef, makeRef, type RefOptions } from "./actor/ref.ts";
 import { Reminders } from "./actor/reminders.ts";
 import type { Decision } from "./auth/access.ts";
 import { msgpack } from "./codec/mod.ts";
-import { type FeedEvent, type FeedOptions, readFeed } from "./actor/feed.ts";
+import { type FeedEvent, type FeedOptions, parsePosition, readFeed } from "./actor/feed.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./actor/projection.ts";
 import { Outbox } from "./dispatch/outbox.ts";
 import type { Codec } from "./codec/types.ts";
@@ -43,6 +43,7 @@ import { type NodeConfig, nodeConfig, type SystemOptions } from "./options.ts";
 import { Stores } from "./store/store.ts";
 import type { Store } from "./store/types.ts";
 import { TimerWheel } from "./util/async.ts";
+import type { Clock } from "./util/clock.ts";
 
 export type { SystemOptions } from "./options.ts";
 export type { HistoryEvent } from "./journal/history.ts";
@@ -116,6 +117,11 @@ export type SystemStatus = "running" | "fenced" | "closing" | "closed";
 export interface System extends AsyncDisposable {
   /** This node's id. */
   readonly node: string;
+  /**
+   * This node's clock (`createSystem({ clock })`): what adapters on top of the system, such
+   * as the gateway's rate limits, read time from.
+   */
+  readonly clock: Clock;
   /** Who is in the cluster and where actors run. */
   readonly directory: Directory;
   /**
@@ -157,7 +163,8 @@ export interface System extends AsyncDisposable {
   ): AsyncIterable<HistoryEvent<T["events"][keyof T["events"]]>>;
   /**
    * Every event of every actor of `def`'s type, in the journal's commit order (per actor in seq
-   * order), from `options.after` (a position of an earlier event) on, then live ones.
+   * order), from `options.after` (a position of an earlier event) on, then live ones. A
+   * string that is not a position of this journal throws `TypeError` here, at the call.
    */
   feed<T extends ActorTypes>(
     def: ActorDefinition<T>,
@@ -223,8 +230,8 @@ export interface System extends AsyncDisposable {
 
 /** Internal hooks for the public `createSystem` in mod.ts. */
 export interface SystemInternals {
-  /** Opens a journal from a URL string. */
-  resolveJournal?: (url: string) => Promise<Journal>;
+  /** Opens a journal from a URL string (`now`: the node's wall clock, to date records). */
+  resolveJournal?: (url: string, now: () => number) => Promise<Journal>;
 }
 
 /**
@@ -235,30 +242,33 @@ export async function createSystem(
   internals: SystemInternals = {},
 ): Promise<System> {
   const cfg = nodeConfig(options);
+  const clock = cfg.clock;
   let journal: Journal;
   let ownsJournal = false;
   if (cfg.journal === undefined) {
-    journal = memoryJournal();
+    journal = memoryJournal({ now: clock.now });
     ownsJournal = true;
   } else if (typeof cfg.journal === "string") {
-    if (cfg.journal === ":memory:" && !internals.resolveJournal) journal = memoryJournal();
-    else if (!internals.resolveJournal) {
+    if (cfg.journal === ":memory:" && !internals.resolveJournal) {
+      journal = memoryJournal({ now: clock.now });
+    } else if (!internals.resolveJournal) {
       throw new TypeError(
         `A journal URL ("${cfg.journal}") needs the libSQL adapter: import createSystem from the package root, or pass libsqlJournal({ url })`,
       );
-    } else journal = await internals.resolveJournal(cfg.journal);
+    } else journal = await internals.resolveJournal(cfg.journal, clock.now);
     ownsJournal = true;
   } else journal = cfg.journal;
-  const mesh = cfg.mesh ?? inProcessMesh();
+  const mesh = cfg.mesh ?? inProcessMesh({ clock });
   let conn: MeshConnection | undefined;
   let config: ManagedConfig | undefined;
   try {
-    conn = await mesh.connect({ node: cfg.node });
+    conn = await mesh.connect({ node: cfg.node, clock });
     config = await createConfig(cfg.config, {
       node: cfg.node,
       logger: cfg.log,
       mesh: conn,
       prefix: mesh.prefix,
+      clock,
     });
     const system = new SystemImpl(cfg, {
       journal,
@@ -302,7 +312,8 @@ class SystemImpl implements System {
   readonly #observer: NodeObserver;
   #observing: Responder | undefined;
   readonly #storage: Codec = msgpack;
-  readonly #wheel = new TimerWheel(5);
+  readonly clock: Clock;
+  readonly #wheel: TimerWheel;
   #membership!: Membership;
   #ownership!: Ownership;
   #leases!: Leases;
@@ -317,6 +328,8 @@ class SystemImpl implements System {
 
   constructor(cfg: NodeConfig, opened: Opened) {
     this.node = cfg.node;
+    this.clock = cfg.clock;
+    this.#wheel = new TimerWheel(cfg.clock, 5);
     this.config = opened.config;
     this.#cfg = cfg;
     this.#opened = opened;
@@ -326,31 +339,36 @@ class SystemImpl implements System {
       codec: this.#storage,
       maxPayload: cfg.maxPayload,
       onError: (msg, err) => cfg.log.warn(msg, { err }),
+      clock: cfg.clock,
     });
     this.directory = directoryView({
       nodes: () => this.#membership.nodes(),
       locate: (type, id) => this.#dispatch.locate(type, id),
       watches: () => [this.#membership.watch(), this.#dispatch.activations.watch()],
     });
-    this.#observer = new NodeObserver(cfg.node, () => this.#dispatch?.activity() ?? []);
+    this.#observer = new NodeObserver(cfg.node, () => this.#dispatch?.activity() ?? [], {
+      clock: cfg.clock,
+    });
     this.cluster = clusterClient({
       prefix: opened.prefix,
       conn: opened.conn,
       nodes: () => this.#membership.nodes(),
       hostsOf: (type) => this.#membership.hostsOf(type),
       locate: (type, id) => this.#dispatch.locate(type, id),
+      clock: cfg.clock,
     });
   }
 
   async start(): Promise<void> {
     const cfg = this.#cfg;
     const { conn, prefix, journal } = this.#opened;
-    const info: NodeInfo = { id: this.node, types: [...cfg.defs.keys()], since: Date.now() };
+    const info: NodeInfo = { id: this.node, types: [...cfg.defs.keys()], since: cfg.clock.now() };
     this.#membership = await startMembership(conn, {
       prefix,
       node: info,
       ttl: this.#opened.leaseTtl,
       onWarning: (m) => cfg.log.warn(m),
+      clock: cfg.clock,
     });
     this.#ownership = createOwnership(this.#membership, { journal });
     this.#leases = await createLeases(conn, this.#membership, { prefix, node: this.node });
@@ -364,6 +382,7 @@ class SystemImpl implements System {
       storage: this.#storage,
       wireCodec: cfg.wireCodec,
       log: cfg.log,
+      clock: cfg.clock,
       wheel: this.#wheel,
       observer: this.#observer,
       // never above what the mesh connection can carry
@@ -387,6 +406,7 @@ class SystemImpl implements System {
         dispatcher: this.#dispatch,
         log: cfg.log,
         prefix,
+        clock: cfg.clock,
         elect: (name, o) => this.#leases.elect(name, o),
         ...(auth ? { delegate: (caller, from) => auth.verifier.delegate(caller, from) } : {}),
       });
@@ -397,6 +417,7 @@ class SystemImpl implements System {
         journal,
         log: cfg.log,
         prefix,
+        clock: cfg.clock,
         publish: this.#dispatch.durablePublish(),
         elect: (name, o) => this.#leases.elect(name, o),
       });
@@ -485,6 +506,7 @@ class SystemImpl implements System {
     if (!def || typeof def.name !== "string") {
       throw new TypeError("system.feed() expects a definition from defineActor()");
     }
+    parsePosition(options.after, this.#opened.journal.shards); // a bad position throws now
     // A feed ends with its system: closing aborts its signal.
     const signal = options.signal
       ? AbortSignal.any([options.signal, this.#closed.signal])
@@ -492,6 +514,7 @@ class SystemImpl implements System {
     return readFeed(this.#opened.journal, this.#storage, [def], {
       ...options,
       signal,
+      clock: this.clock,
     }) as AsyncIterable<
       FeedEvent<T["events"][keyof T["events"]]>
     >;
@@ -504,8 +527,10 @@ class SystemImpl implements System {
         journal: this.#opened.journal,
         storage: this.#storage,
         log: this.#cfg.log,
+        clock: this.clock,
         checkpoints: this.store<string>("troupe-projections"),
         elect: (n, o) => this.#leases.elect(n, o),
+        observe: (g) => this.#observer.projection(g),
       },
       name,
       options,

@@ -10,7 +10,9 @@ import {
 } from "../mod.ts";
 import type { Journal } from "../spi.ts";
 import { Account, Counter, Resize, resizeLoad } from "./fixtures.ts";
-import { within } from "./helpers.ts";
+import { advanceUntil, within } from "./helpers.ts";
+import { virtualClock } from "../adapters/testing/mod.ts";
+import { delay } from "../src/util/async.ts";
 
 async function withSystem(
   fn: (system: System) => Promise<void>,
@@ -88,37 +90,45 @@ Deno.test("unknown actor type is rejected with unknown_actor_type", async () => 
 });
 
 Deno.test("ref.ask() rejects with timeout when the deadline passes", async () => {
-  await withSystem(async (system) => {
-    const c = system.ref(Counter, "slow");
-    const t0 = performance.now();
-    await assert.rejects(c.ask("slow", 1500, { timeout: 50 }), { code: "timeout" });
-    assert.ok(
-      performance.now() - t0 < 1000,
-      "rejected at the deadline, not when the handler ended",
+  const { def: Held, state } = heldActor("held");
+  const clock = virtualClock();
+  const system = await createSystem({ actors: [Held], clock });
+  try {
+    let outcome = "pending";
+    const asked = system.ref(Held, "h").ask("hold", undefined, { timeout: 50 }).then(
+      () => outcome = "replied",
+      (err) => outcome = err instanceof ActorError ? err.code : String(err),
     );
-  });
+    await clock.advance(49);
+    assert.equal(outcome, "pending");
+    await clock.advance(1);
+    await asked;
+    assert.equal(outcome, "timeout", "rejected at the deadline, while the handler still runs");
+  } finally {
+    state.gate.resolve();
+    await system.close();
+  }
 });
 
 Deno.test("a full mailbox rejects with overloaded", async () => {
-  const Tiny = defineActor({
-    name: "tiny",
-    mailboxSize: 2,
-    handlers: { wait: (_ctx, ms: number) => new Promise((r) => setTimeout(r, ms)) },
-  });
+  const { def: Held, state } = heldActor("tiny");
+  const Tiny = defineActor({ ...Held, mailboxSize: 2 });
   const system = await createSystem({ actors: [Tiny] });
   try {
     const t = system.ref(Tiny, "t");
-    const first = t.ask("wait", 50);
-    await new Promise((r) => setTimeout(r, 5)); // first is running now
-    const queued = [t.ask("wait", 1), t.ask("wait", 1)];
-    await assert.rejects(t.ask("wait", 1), { code: "overloaded" });
-    await Promise.all([first, ...queued]);
+    const first = t.ask("hold");
+    await state.started.promise; // first is running now
+    const queued = [t.ask("hold"), t.ask("hold")];
+    await assert.rejects(t.ask("hold"), { code: "overloaded" });
+    state.gate.resolve();
+    assert.deepEqual(await Promise.all([first, ...queued]), [1, 2, 3]);
   } finally {
     await system.close();
   }
 });
 
 Deno.test("messages from one sender are handled in order, one at a time", async () => {
+  const clock = virtualClock();
   const Log = defineActor({
     name: "log",
     initialState: () => ({ items: [] as number[], running: 0, maxRunning: 0 }),
@@ -126,20 +136,24 @@ Deno.test("messages from one sender are handled in order, one at a time", async 
       async add(ctx, n: number) {
         ctx.state.running++;
         ctx.state.maxRunning = Math.max(ctx.state.maxRunning, ctx.state.running);
-        await new Promise((r) => setTimeout(r, Math.random() * 3));
+        await delay(clock, [3, 0, 2, 1][n % 4]!); // turns of different lengths
         ctx.state.items.push(n);
         ctx.state.running--;
       },
       get: (ctx) => ctx.state,
     },
   });
-  const system = await createSystem({ actors: [Log] });
+  const system = await createSystem({ actors: [Log], clock });
   try {
     const l = system.ref(Log, "l");
     await Promise.all(Array.from({ length: 50 }, (_, i) => l.tell("add", i)));
-    const s = await l.ask("get");
-    assert.deepEqual(s.items, Array.from({ length: 50 }, (_, i) => i));
-    assert.equal(s.maxRunning, 1);
+    let s: { items: number[]; maxRunning: number } | undefined;
+    const got = l.ask("get").then((v) => s = v);
+    await advanceUntil(clock, () => s !== undefined, 1_000, "the 50 turns");
+    await got;
+    assert.equal(clock.monotonic(), 75, "one turn after the other: 12 × (3 + 0 + 2 + 1) + 3");
+    assert.deepEqual(s!.items, Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(s!.maxRunning, 1);
   } finally {
     await system.close();
   }
@@ -200,15 +214,16 @@ Deno.test("a slow stream consumer slows the producer (bounded buffer)", async ()
       },
     },
   });
-  const system = await createSystem({ actors: [Gen] });
+  const clock = virtualClock();
+  const system = await createSystem({ actors: [Gen], clock });
   try {
     const stream = system.ref(Gen, "g").stream("numbers", 1000, { window: 4 });
     const it = stream[Symbol.asyncIterator]();
     await it.next();
-    await new Promise((r) => setTimeout(r, 30));
+    await clock.advance(0); // the producer runs as far as it can
     assert.ok(produced <= 6, `producer ran ahead by ${produced}`);
     await it.return!();
-    await new Promise((r) => setTimeout(r, 10));
+    await clock.advance(0);
     assert.ok(produced <= 7);
   } finally {
     await system.close();
@@ -226,6 +241,7 @@ Deno.test("stateless workers run concurrently and need no id", async () => {
 });
 
 Deno.test("publish/subscribe with wildcards and groups", async () => {
+  const clock = virtualClock();
   await withSystem(async (system) => {
     const got: string[] = [];
     const grouped: string[] = [];
@@ -234,13 +250,13 @@ Deno.test("publish/subscribe with wildcards and groups", async () => {
     const g2 = system.subscribe("orders.>", () => void grouped.push("g2"), { group: "billing" });
     await system.publish("orders.created", { id: 1 });
     await system.publish("orders.paid.card", { id: 1 });
-    await new Promise((r) => setTimeout(r, 20));
+    await clock.advance(0); // delivered: no time needs to pass
     assert.deepEqual(got, ["orders.created"]);
     assert.equal(grouped.length, 2, "each message to one member of the group");
     a.unsubscribe();
     g1.unsubscribe();
     g2.unsubscribe();
-  });
+  }, { clock });
 });
 
 Deno.test("A → B → A call chains fail fast with deadlock", async () => {
@@ -261,13 +277,13 @@ Deno.test("A → B → A call chains fail fast with deadlock", async () => {
       },
     },
   });
-  const system = await createSystem({ actors: [Ping, Pong] });
+  const clock = virtualClock();
+  const system = await createSystem({ actors: [Ping, Pong], clock });
   try {
-    const t0 = performance.now();
     await assert.rejects(system.ref(Ping, "p").ask("ping", 2, { timeout: 5_000 }), {
       code: "deadlock",
     });
-    assert.ok(performance.now() - t0 < 1000);
+    assert.equal(clock.monotonic(), 0, "at once, not at the timeout");
   } finally {
     await system.close();
   }
@@ -277,37 +293,36 @@ Deno.test("nested asks inherit the caller's remaining deadline", async () => {
   // The inner ask asks for 10 s but runs inside a turn whose caller gave it 150 ms: it must
   // reject with `timeout` at the outer deadline. The outer caller times out at that same
   // moment, so what the inner ask observed is reported through `inner`.
-  const inner = Promise.withResolvers<{ err: unknown; ms: number }>();
+  let inner: { err: unknown; ms: number } | undefined;
   const release = Promise.withResolvers<void>();
+  const clock = virtualClock();
   const Held = defineActor({ name: "held", handlers: { hold: () => release.promise } });
   const Outer = defineActor({
     name: "outer",
     handlers: {
       async call(ctx) {
-        const t0 = performance.now();
+        const t0 = clock.monotonic();
         try {
           await ctx.ref(Held, "h").ask("hold", undefined, { timeout: 10_000 });
-          inner.resolve({ err: undefined, ms: performance.now() - t0 });
+          inner = { err: undefined, ms: clock.monotonic() - t0 };
         } catch (err) {
-          inner.resolve({ err, ms: performance.now() - t0 });
+          inner = { err, ms: clock.monotonic() - t0 };
         }
       },
     },
   });
-  const system = await createSystem({ actors: [Outer, Held] });
+  const system = await createSystem({ actors: [Outer, Held], clock });
   try {
-    await assert.rejects(system.ref(Outer, "o").ask("call", undefined, { timeout: 150 }), {
-      code: "timeout",
-    });
-    const seen = await within(
-      inner.promise,
-      3_000,
-      "the inner ask to settle (it should at the outer deadline, after ~150 ms)",
+    const outer = assert.rejects(
+      system.ref(Outer, "o").ask("call", undefined, { timeout: 150 }),
+      { code: "timeout" },
     );
+    await advanceUntil(clock, () => inner !== undefined, 10_000, "the inner ask to settle");
+    await outer;
+    const seen = inner!;
     assert.ok(seen.err instanceof TimeoutError, `inner ask rejected with ${seen.err}`);
     assert.equal(seen.err.code, "timeout");
-    assert.ok(seen.ms >= 100, `inner ask gave up after ${seen.ms} ms, before the outer deadline`);
-    assert.ok(seen.ms < 1_000, `inner ask gave up after ${seen.ms} ms, not at the outer deadline`);
+    assert.equal(seen.ms, 150, "the inner ask gave up at the outer deadline");
   } finally {
     release.resolve();
     await system.close();
@@ -331,11 +346,14 @@ Deno.test("idle actors are passivated and reactivated from the journal", async (
     onActivate: () => void activations++,
     onPassivate: () => void passivations++,
   });
-  const system = await createSystem({ actors: [Idle] });
+  const clock = virtualClock();
+  const system = await createSystem({ actors: [Idle], clock });
   try {
     const r = system.ref(Idle, "i");
     assert.equal(await r.ask("add", 2), 2);
-    await new Promise((r) => setTimeout(r, 150));
+    await clock.advance(30);
+    assert.equal(passivations, 0, "not idle past idleAfter yet");
+    await clock.advance(15); // the sweep runs every idleAfter / 2
     assert.equal(passivations, 1);
     assert.equal(await system.directory.locate(Idle, "i"), undefined);
     assert.equal(await r.ask("add", 3), 5);
@@ -361,20 +379,23 @@ Deno.test("ctx.schedule() fires a durable reminder, also after a restart", async
       },
     },
   });
-  const journal = memoryJournal();
-  let system = await createSystem({ actors: [Remind], journal });
+  const clock = virtualClock();
+  const journal = memoryJournal({ now: clock.now });
+  let system = await createSystem({ actors: [Remind], journal, clock });
   await system.ref(Remind, "r").ask("set", 20);
   await system.ref(Remind, "r").ask("set", 300);
-  await new Promise((r) => setTimeout(r, 120));
-  assert.deepEqual(fired, ["after 20"]);
+  await clock.advance(19);
+  assert.deepEqual(fired, []);
+  await clock.advance(1);
+  assert.deepEqual(fired, ["after 20"], "fired when due");
+  await clock.advance(100);
   await system.close(); // down while the second is due
-  await new Promise((r) => setTimeout(r, 300));
-  system = await createSystem({ actors: [Remind], journal });
-  const until = performance.now() + 3000;
-  while (fired.length < 2 && performance.now() < until) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  await new Promise((r) => setTimeout(r, 100));
+  await clock.advance(300);
+  assert.deepEqual(fired, ["after 20"]);
+  system = await createSystem({ actors: [Remind], journal, clock });
+  await clock.advance(0); // overdue: fired as soon as the service runs again
+  assert.deepEqual(fired, ["after 20", "after 300"]);
+  await clock.advance(60_000);
   assert.deepEqual(fired, ["after 20", "after 300"], "fires once after the restart");
   await system.close();
   await journal.close();
@@ -472,7 +493,8 @@ function gatedJournal() {
 
 Deno.test("a reply leaves only after its events are durable", async () => {
   const g = gatedJournal();
-  const system = await createSystem({ actors: [Account], journal: g.journal });
+  const clock = virtualClock();
+  const system = await createSystem({ actors: [Account], journal: g.journal, clock });
   try {
     const a = system.ref(Account, "durable");
     await a.ask("deposit", 1);
@@ -482,7 +504,7 @@ Deno.test("a reply leaves only after its events are durable", async () => {
       replied = true;
       return v;
     });
-    await new Promise((r) => setTimeout(r, 50));
+    await clock.advance(1000); // everything that can run runs; a second passes
     assert.equal(replied, false, "no reply while the append is not committed");
     release();
     assert.equal(await pending, 3);
@@ -509,17 +531,24 @@ Deno.test("a journal failure ends the activation; the next message reactivates i
 });
 
 Deno.test("close() while an actor is still activating waits for it and completes", async () => {
+  const activating = Promise.withResolvers<void>();
+  const wake = Promise.withResolvers<void>();
   const Sleepy = defineActor({
     name: "sleepy",
     initialState: () => 0,
     events: { woke: (s) => s + 1 },
     handlers: { ping: (ctx) => ctx.state },
-    onActivate: () => new Promise((r) => setTimeout(r, 100)),
+    onActivate: () => {
+      activating.resolve();
+      return wake.promise;
+    },
   });
   const system = await createSystem({ actors: [Sleepy] });
   const reply = system.ref(Sleepy, "s").ask("ping");
-  await new Promise((r) => setTimeout(r, 10)); // activation under way
-  await system.close();
+  await activating.promise; // activation under way
+  const closing = system.close();
+  wake.resolve();
+  await closing;
   assert.equal(await reply, 0, "the message queued during activation was handled");
 });
 

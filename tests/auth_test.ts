@@ -8,7 +8,8 @@ import { rawBody } from "./_wire.ts";
 import { Status } from "../src/mesh/wire.ts";
 import { base64url, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { ActorError, createSystem, inProcessMesh, memoryJournal, type System } from "../mod.ts";
-import { startSystems } from "../adapters/testing/mod.ts";
+import { startSystems, virtualClock } from "../adapters/testing/mod.ts";
+import { waitFor } from "./helpers.ts";
 import {
   AUDIENCE,
   ISSUER,
@@ -319,20 +320,28 @@ Deno.test("a remote JWKS: unknown kids cost at most one fetch per cooldown, keys
 
 Deno.test("a stream ends with unauthorized when its caller's token expires", async () => {
   const idp = await issuer();
+  const clock = virtualClock(); // starts at the real time now: the token is valid
   const system = await createSystem({
     actors: [Vault],
     auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    clock,
   });
   try {
-    const token = await idp.sign({ sub: "s" }, { exp: Math.floor(Date.now() / 1000) + 2 });
+    const exp = Math.floor(clock.now() / 1000) + 2; // 1 to 2 s from now
+    const token = await idp.sign({ sub: "s" }, { exp });
     let items = 0;
+    let expired: Promise<void> | undefined;
     await refused(
       (async () => {
-        for await (const _ of system.ref(Vault, "f", { token }).stream("feed")) items++;
+        for await (const _ of system.ref(Vault, "f", { token }).stream("feed")) {
+          // three items while the token is valid, then its expiry passes on the node's clock
+          if (++items === 3) expired = clock.advance(exp * 1000 - clock.now());
+        }
       })(),
       "unauthorized",
     );
-    assert.ok(items > 0, "items flowed while the token was valid");
+    await expired;
+    assert.ok(items >= 3, "items flowed while the token was valid");
   } finally {
     await system.close();
   }
@@ -375,15 +384,23 @@ Deno.test("topic rules: who may publish and subscribe with a token", async () =>
     const user = await idp.sign({ sub: "u" });
     const got: unknown[] = [];
     const sub = system.subscribe("orders.*", (p) => void got.push(p), { token: user });
-    await new Promise((r) => setTimeout(r, 50));
+    // Nothing is delivered before the subscriber's token is verified: wait until a probe is.
+    await waitFor(
+      async () => {
+        await system.publish("orders.probe", "probe", { token: shop });
+        return got.includes("probe");
+      },
+      5_000,
+      "the subscription to be allowed",
+    );
+    got.length = 0;
     await system.publish("orders.created", 1, { token: shop });
     await refused(system.publish("orders.created", 2, { token: user }), "forbidden");
     await refused(system.publish("payments.done", 3, { token: shop }), "forbidden");
     await refused(system.publish("orders.created", 4, { token: "junk" }), "unauthorized");
     await system.publish("orders.created", 5); // the node's own code: no token, trusted
-    const until = performance.now() + 2000;
-    while (got.length < 2 && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
-    assert.deepEqual(got, [1, 5]);
+    await waitFor(() => got.filter((p) => p !== "probe").length >= 2, 2_000, "two messages");
+    assert.deepEqual(got.filter((p) => p !== "probe"), [1, 5]);
     sub.unsubscribe();
   } finally {
     await system.close();

@@ -4,8 +4,9 @@
 import assert from "node:assert/strict";
 import { rawBody, rawRequest } from "./_wire.ts";
 import { ActorError, createSystem, defineActor, inProcessMesh } from "../mod.ts";
-import { startSystems } from "../adapters/testing/mod.ts";
-import { waitFor } from "./helpers.ts";
+import { startSystems, virtualClock } from "../adapters/testing/mod.ts";
+import { delay } from "../src/util/async.ts";
+import { advanceUntil, waitFor } from "./helpers.ts";
 
 /** A promise with its resolver, to hold handlers until the test lets them go. */
 function gate(): { promise: Promise<void>; open(): void } {
@@ -20,12 +21,14 @@ function code(err: unknown): string {
 
 Deno.test("mailboxSize counts waiting messages the same way for a starting and an active actor", async () => {
   let hold = gate();
+  let started = gate();
   const Box = defineActor({
     name: "box",
     initialState: () => 0,
     mailboxSize: 5,
     handlers: {
       async slow(ctx) {
+        started.open();
         await hold.promise;
         return ++ctx.state;
       },
@@ -41,8 +44,9 @@ Deno.test("mailboxSize counts waiting messages the same way for a starting and a
     // An active actor busy with one message: the same 1 + 5.
     const warm = system.ref(Box, "warm");
     await warm.ask("fast");
+    started = gate();
     const running = warm.ask("slow");
-    await waitFor(() => true, 10, "the turn to start");
+    await started.promise; // its turn runs: the mailbox is empty again
     const waiting = Array.from({ length: 5 }, () => warm.ask("slow"));
     await assert.rejects(warm.ask("fast"), { code: "overloaded" });
     hold.open();
@@ -147,25 +151,37 @@ Deno.test("maxActivations: least recently used idle actors passivate, busy ones 
 
 Deno.test("close() ends within its drain bound even when a handler never settles", async () => {
   const never = new Promise<never>(() => {});
+  const started = gate();
   const Stuck = defineActor({
     name: "stuck",
     initialState: () => 0,
-    handlers: { hang: () => never, ping: () => "pong" },
+    handlers: {
+      hang: () => {
+        started.open();
+        return never;
+      },
+      ping: () => "pong",
+    },
   });
-  const system = await createSystem({ actors: [Stuck], drainTimeout: 200 });
-  const hung = system.ref(Stuck, "s").ask("hang", undefined, { timeout: 60_000 });
-  const queued = system.ref(Stuck, "s").ask("ping", undefined, { timeout: 60_000 });
-  await waitFor(() => true, 20, "the turn to start");
-  const t0 = performance.now();
-  await system.close();
-  const took = performance.now() - t0;
-  assert.ok(took < 2000, `close() took ${took.toFixed(0)} ms`);
+  const clock = virtualClock();
+  const system = await createSystem({ actors: [Stuck], drainTimeout: 200, clock });
+  const answer = (p: Promise<unknown>) => p.then((v) => `resolved ${v}`, code);
+  const hung = answer(system.ref(Stuck, "s").ask("hang", undefined, { timeout: 60_000 }));
+  const queued = answer(system.ref(Stuck, "s").ask("ping", undefined, { timeout: 60_000 }));
+  await started.promise;
+  let closed = false;
+  const closing = system.close().then(() => closed = true);
+  // the mailbox drains for 200 ms, then the running turn gets 200 ms more and is abandoned
+  const took = await advanceUntil(clock, () => closed, 60_000, "close() to end");
+  await closing;
+  assert.equal(took, 400, `close() took ${took} ms of its clock`);
   // both callers are answered: nothing waits for its 60 s timeout
-  await assert.rejects(hung, (err) => ["unavailable", "closed"].includes(code(err)));
-  await assert.rejects(queued, (err) => ["unavailable", "closed"].includes(code(err)));
+  assert.equal(await hung, "unavailable", "the abandoned turn's caller");
+  assert.ok(["unavailable", "closed"].includes(await queued), "the queued message's caller");
 });
 
 Deno.test("a stream ends with timeout at its deadline even while its consumer keeps reading", async () => {
+  const clock = virtualClock();
   const Ticker = defineActor({
     name: "ticker",
     initialState: () => 0,
@@ -173,15 +189,14 @@ Deno.test("a stream ends with timeout at its deadline even while its consumer ke
       async *ticks() {
         for (let i = 0;; i++) {
           yield i;
-          await new Promise((r) => setTimeout(r, 1));
+          await delay(clock, 1); // one item a millisecond
         }
       },
       ping: () => "pong",
     },
   });
-  const system = await createSystem({ actors: [Ticker] });
+  const system = await createSystem({ actors: [Ticker], clock });
   try {
-    const t0 = performance.now();
     let items = 0;
     await assert.rejects(
       (async () => {
@@ -189,13 +204,13 @@ Deno.test("a stream ends with timeout at its deadline even while its consumer ke
           const _ of system.ref(Ticker, "t").stream("ticks", undefined, { timeout: 300 })
         ) {
           items++;
+          await clock.advance(1); // the consumer keeps reading, and time goes on
         }
       })(),
       { code: "timeout" },
     );
-    const took = performance.now() - t0;
-    assert.ok(items > 10, `items flowed (${items})`);
-    assert.ok(took < 2000, `the stream ended after ${took.toFixed(0)} ms`);
+    assert.equal(clock.monotonic(), 300, "ended at its deadline");
+    assert.ok(items >= 299 && items <= 301, `items flowed until then (${items})`);
     // the actor is free again
     assert.equal(await system.ref(Ticker, "t").ask("ping"), "pong");
   } finally {
@@ -228,6 +243,7 @@ Deno.test("a keyed ask to a stateless worker runs once when its node shuts down 
   let runs = 0;
   let runningOn = "";
   const started = gate();
+  const clock = virtualClock();
   const Job = defineActor({
     name: "job",
     stateless: true,
@@ -236,17 +252,26 @@ Deno.test("a keyed ask to a stateless worker runs once when its node shuts down 
         runs++;
         runningOn = ctx.node;
         started.open();
-        await new Promise((r) => setTimeout(r, ms));
+        await delay(clock, ms);
         return ctx.node;
       },
     },
   });
-  const systems = await startSystems({ actors: [Job], nodes: 2 });
+  const systems = await startSystems({ actors: [Job], nodes: 2, system: { clock } });
   try {
     const reply = systems.client.ref(Job, "k").ask("run", 300, { idempotencyKey: "job-1" });
     await started.promise;
-    // The node running it shuts down: it finishes the work and answers before it leaves.
-    await systems.nodes.find((n) => n.node === runningOn)!.close();
+    // The node running it shuts down while the work runs (no time passes before the drain):
+    // it finishes the work and answers before it leaves.
+    let closed = false;
+    const closing = systems.nodes.find((n) => n.node === runningOn)!.close().then(() =>
+      closed = true
+    );
+    await clock.advance(299);
+    assert.equal(closed, false, "the node waits for the work");
+    await advanceUntil(clock, () => closed, 1_000, "the node to close");
+    await closing;
+    assert.equal(clock.monotonic(), 300, "it closed once the work was done");
     assert.equal(await reply, runningOn);
     assert.equal(runs, 1, "the work ran once");
   } finally {
@@ -255,40 +280,52 @@ Deno.test("a keyed ask to a stateless worker runs once when its node shuts down 
 });
 
 Deno.test("requests left in a mailbox past the drain bound are resent to another node, not dropped", async () => {
+  const clock = virtualClock();
+  const ranOn = new Map<string, number>();
   const Acc = defineActor({
     name: "acc",
     initialState: () => 0,
     events: { added: (s, n: number) => s + n },
     handlers: {
       async add(ctx, n: number) {
-        await new Promise((r) => setTimeout(r, 20));
+        await delay(clock, 20);
         ctx.emit("added", n);
+        ranOn.set(ctx.node, (ranOn.get(ctx.node) ?? 0) + 1);
         return ctx.state;
       },
       where: (ctx) => ctx.node,
+      total: (ctx) => ctx.state,
     },
   });
   const systems = await startSystems({
     actors: [Acc],
     nodes: 2,
-    system: { logger: "error", drainTimeout: 50 },
+    system: { logger: "error", drainTimeout: 50, clock },
   });
   try {
     const ref = systems.client.ref(Acc, "a");
     const first = await ref.ask("where");
     const owner = systems.nodes.find((n) => n.node === first)!;
-    const asks = Array.from(
+    let settled = false;
+    const asks = Promise.allSettled(Array.from(
       { length: 20 },
       (_, i) => ref.ask("add", 1, { idempotencyKey: `add-${i}`, timeout: 10_000 }),
-    );
-    await new Promise((r) => setTimeout(r, 30));
-    await owner.close();
-    const results = await Promise.allSettled(asks);
-    const failures = results.filter((r) => r.status === "rejected").map((r) =>
+    )).finally(() => settled = true);
+    await clock.advance(0); // all 20 reach the owner's mailbox; no time passes
+    let closed = -1;
+    const closing = owner.close().then(() => closed = clock.monotonic());
+    // 20 ms a message: the owner handles two within its 50 ms drain bound and the third it
+    // started; the rest are answered "send it elsewhere" and go to the other node
+    await advanceUntil(clock, () => settled, 10_000, "every ask to be answered");
+    await closing;
+    assert.equal(closed, 60, "the owner closed once its running turn ended");
+    const failures = (await asks).filter((r) => r.status === "rejected").map((r) =>
       code((r as PromiseRejectedResult).reason)
     );
     assert.deepEqual(failures, [], `every ask was answered: ${failures}`);
-    assert.equal(await ref.ask("add", 0), 20);
+    assert.equal(ranOn.get(owner.node), 3, "the owner drained what it could in 50 ms");
+    assert.equal(ranOn.get(systems.nodes.find((n) => n !== owner)!.node), 17, "resent");
+    assert.equal(await ref.ask("total"), 20);
   } finally {
     await systems.close();
   }

@@ -1,11 +1,12 @@
 /**
  * Durable reminders: failed firings are retried with backoff (never dropped), and the
- * reminder service moves to another node when its elected node closes.
+ * reminder service moves to another node when its elected node closes. On a virtual clock:
+ * the backoff, the polls and the leases run at exact times, moved by the test.
  */
 import assert from "node:assert/strict";
-import { waitFor } from "./helpers.ts";
+import { advanceUntil } from "./helpers.ts";
 import { createSystem, defineActor, inProcessMesh, memoryJournal } from "../mod.ts";
-import { startSystems } from "../adapters/testing/mod.ts";
+import { startSystems, virtualClock } from "../adapters/testing/mod.ts";
 import { encodeToken } from "../src/mesh/subject.ts";
 import { reminderRetryDelay, RETRY_FIRST_MS, RETRY_MAX_MS } from "../src/actor/reminders.ts";
 
@@ -52,16 +53,25 @@ Deno.test("reminderRetryDelay() grows exponentially up to a minute", () => {
 });
 
 Deno.test("a reminder whose handler throws a plain Error is retried and applied once", async () => {
-  const journal = memoryJournal();
-  const system = await createSystem({ actors: [Alarm], journal, logger: "silent" });
+  const clock = virtualClock();
+  const journal = memoryJournal({ now: clock.now });
+  const system = await createSystem({ actors: [Alarm], journal, logger: "silent", clock });
   try {
     failures.set("flaky", 2);
     await system.ref(Alarm, "flaky").ask("set", 50);
+    await clock.advance(50);
+    assert.equal(calls.get("flaky"), 1, "fired when due, and failed");
     // fails twice (backoff 125-250 ms, then 250-500 ms), then applies
-    await waitFor(async () => (await system.ref(Alarm, "flaky").ask("rang")) === 1, 5000, "rang");
+    const took = await advanceUntil(
+      clock,
+      async () => (await system.ref(Alarm, "flaky").ask("rang")) === 1,
+      5000,
+      "rang",
+    );
+    assert.ok(took >= 125 + 250 && took <= 250 + 500 + 1000, `applied after ${took} ms`);
     assert.equal(calls.get("flaky"), 3, "two failures, one success");
     assert.equal(await journal.nextReminder(), undefined, "deleted once it succeeded");
-    await new Promise((r) => setTimeout(r, 1200)); // a poll or more: nothing fires again
+    await clock.advance(60_000); // a minute of polls: nothing fires again
     assert.equal(calls.get("flaky"), 3);
     assert.equal(await system.ref(Alarm, "flaky").ask("rang"), 1);
   } finally {
@@ -71,22 +81,30 @@ Deno.test("a reminder whose handler throws a plain Error is retried and applied 
 });
 
 Deno.test("a reminder for a type no node hosts yet is kept until a host starts", async () => {
-  const journal = memoryJournal();
-  const mesh = inProcessMesh({ leaseTtl: 1000 });
-  const first = await createSystem({ actors: [Alarm], journal, mesh, node: "a", logger: "silent" });
+  const clock = virtualClock();
+  const journal = memoryJournal({ now: clock.now });
+  const mesh = inProcessMesh({ leaseTtl: 1000, clock });
+  const options = { journal, mesh, logger: "silent" as const, clock };
+  const first = await createSystem({ actors: [Alarm], node: "a", ...options });
   await first.ref(Alarm, "cold").ask("set", 300);
   await first.close();
   // A node that hosts only "other" fires it: unknown_actor_type, since nobody hosts "alarm".
-  const other = await createSystem({ actors: [Other], journal, mesh, node: "b", logger: "silent" });
+  const other = await createSystem({ actors: [Other], node: "b", ...options });
   let host: Awaited<ReturnType<typeof createSystem>> | undefined;
   try {
-    await new Promise((r) => setTimeout(r, 1000));
+    await clock.advance(1000);
     assert.equal(calls.get("cold") ?? 0, 0);
     assert.notEqual(await journal.nextReminder(), undefined, "kept after failing");
-    host = await createSystem({ actors: [Alarm], journal, mesh, node: "c", logger: "silent" });
-    await waitFor(async () => (await host!.ref(Alarm, "cold").ask("rang")) === 1, 5000, "rang");
+    host = await createSystem({ actors: [Alarm], node: "c", ...options });
+    await advanceUntil(
+      clock,
+      async () => (await host!.ref(Alarm, "cold").ask("rang")) === 1,
+      5000,
+      "rang",
+    );
     assert.equal(calls.get("cold"), 1);
-    await waitFor(async () => (await journal.nextReminder()) === undefined, 1000, "deleted");
+    await clock.advance(0);
+    assert.equal(await journal.nextReminder(), undefined, "deleted");
   } finally {
     await host?.close();
     await other.close();
@@ -95,9 +113,14 @@ Deno.test("a reminder for a type no node hosts yet is kept until a host starts",
 });
 
 Deno.test("when the reminder leader closes, another node fires the due reminders", async () => {
-  const mesh = inProcessMesh({ leaseTtl: 1000 });
-  await using cluster = await startSystems({ actors: [Alarm], mesh, system: { logger: "silent" } });
-  const admin = await mesh.connect({ node: "admin" });
+  const clock = virtualClock();
+  const mesh = inProcessMesh({ leaseTtl: 1000, clock });
+  await using cluster = await startSystems({
+    actors: [Alarm],
+    mesh,
+    system: { logger: "silent", clock },
+  });
+  const admin = await mesh.connect({ node: "admin", clock });
   try {
     const leases = await admin.kv(`${mesh.prefix}_leases`);
     const key = encodeToken(`${mesh.prefix}-reminders`);
@@ -105,14 +128,16 @@ Deno.test("when the reminder leader closes, another node fires the due reminders
       const e = await leases.get(key);
       return e ? (JSON.parse(new TextDecoder().decode(e.value)) as { holder: string }).holder : "";
     };
-    await waitFor(async () => (await leader()) !== "", 3000, "a reminder leader");
+    await clock.advance(0);
+    assert.notEqual(await leader(), "", "a reminder leader, elected at once");
     const before = await leader();
     const ids = ["r1", "r2", "r3"];
     for (const id of ids) await cluster.client.ref(Alarm, id).ask("set", 600);
     const node = cluster.nodes.find((s) => s.node === before);
     assert.ok(node, `leader ${before} is one of the nodes`);
     await node.close(); // before the reminders are due
-    await waitFor(
+    await advanceUntil(
+      clock,
       async () => {
         for (const id of ids) {
           if ((await cluster.client.ref(Alarm, id).ask("rang")) !== 1) return false;
@@ -122,6 +147,7 @@ Deno.test("when the reminder leader closes, another node fires the due reminders
       5000,
       "every reminder fired",
     );
+    assert.ok(clock.monotonic() >= 600, "not before they were due");
     const after = await leader();
     assert.ok(after !== "" && after !== before, `a new leader (${after}) took over`);
     for (const id of ids) assert.equal(calls.get(id), 1, `${id} applied once`);
@@ -131,9 +157,10 @@ Deno.test("when the reminder leader closes, another node fires the due reminders
 });
 
 Deno.test("only the elected reminder node prunes idempotency records", async () => {
-  const mesh = inProcessMesh({ leaseTtl: 1000 });
+  const clock = virtualClock();
+  const mesh = inProcessMesh({ leaseTtl: 1000, clock });
   // Records are stored two days in the past: the first prune drops them.
-  const journal = memoryJournal({ now: () => Date.now() - 2 * 24 * 60 * 60 * 1000 });
+  const journal = memoryJournal({ now: () => clock.now() - 2 * 24 * 60 * 60 * 1000 });
   const prunes = new Map<string, number>();
   /** The shared journal, counting the prunes made through this node's copy. */
   const counted = (node: string): typeof journal =>
@@ -152,19 +179,29 @@ Deno.test("only the elected reminder node prunes idempotency records", async () 
     });
   const nodes = await Promise.all(
     ["a", "b", "c"].map((node) =>
-      createSystem({ actors: [Alarm], journal: counted(node), mesh, node, logger: "silent" })
+      createSystem({
+        actors: [Alarm],
+        journal: counted(node),
+        mesh,
+        node,
+        logger: "silent",
+        clock,
+      })
     ),
   );
   try {
     await nodes[0]!.ref(Alarm, "p1").ask("set", 3_600_000, { idempotencyKey: "once" });
     // Keys reach the journal scoped by caller: `a:<key>` for an anonymous caller.
     assert.ok(await journal.reply("alarm/p1", "a:once"), "the record is stored");
-    await waitFor(
+    await advanceUntil(
+      clock,
       async () => (await journal.reply("alarm/p1", "a:once")) === undefined,
       5000,
       "the old record pruned",
     );
+    await clock.advance(3 * 60_000); // three more minutes: pruned once a minute, by one node
     assert.equal(prunes.size, 1, `one node pruned: ${JSON.stringify([...prunes])}`);
+    assert.equal([...prunes.values()][0], 4, "at start, then once a minute");
   } finally {
     for (const s of nodes) await s.close();
     await journal.close();

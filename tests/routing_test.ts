@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { createSystem, defineActor, inProcessMesh, memoryJournal, type System } from "../mod.ts";
 import type { Mesh, MeshConnection, MeshSubscription } from "../spi.ts";
 import { Placement } from "../src/directory/placement.ts";
-import { waitFor } from "./helpers.ts";
+import { virtualClock } from "../adapters/testing/mod.ts";
+import { advanceUntil } from "./helpers.ts";
 
 const Counter = defineActor({
   name: "tally",
@@ -23,16 +24,18 @@ const Counter = defineActor({
 });
 
 Deno.test("a stale location costs one redirect, never a wrong answer; the actor's state follows it", async () => {
-  const mesh = inProcessMesh();
-  const journal = memoryJournal();
+  // A virtual clock: the actor passivates when the test says, not when a slow step lets it.
+  const clock = virtualClock();
+  const mesh = inProcessMesh({ clock });
+  const journal = memoryJournal({ now: clock.now });
   const systems: System[] = [];
   const start = async (node: string, actors: typeof Counter[]) => {
-    const s = await createSystem({ actors, mesh, journal, node, logger: "silent" });
+    const s = await createSystem({ actors, mesh, journal, node, logger: "silent", clock });
     systems.push(s);
     return s;
   };
   // Every request on the mesh, as [to node, type]: routing is visible on the subjects.
-  const spy = await mesh.connect({ node: "spy" });
+  const spy = await mesh.connect({ node: "spy", clock });
   const seen: string[] = [];
   spy.subscribe(`${mesh.prefix}.n.>`, (m) => void seen.push(m.subject.split(".")[2]!));
   try {
@@ -44,7 +47,8 @@ Deno.test("a stale location costs one redirect, never a wrong answer; the actor'
     const id = `t${i}`;
     assert.equal(await client.ref(Counter, id).ask("add", 1), 1);
     const n2 = await start("n2", [Counter]);
-    await waitFor(() => client.directory.nodes().length === 3, 2000, "n2 seen by the client");
+    await clock.advance(0);
+    assert.equal(client.directory.nodes().length, 3, "n2 seen by the client");
 
     // Placement says n2, but n1 holds the actor: n2 redirects (nothing runs there), the client
     // resends to n1 and remembers.
@@ -57,7 +61,12 @@ Deno.test("a stale location costs one redirect, never a wrong answer; the actor'
 
     // The actor passivates on n1, and is activated again on n2 by a caller without that memory:
     // the client's location is stale now.
-    await waitFor(async () => await n1.directory.locate(Counter, id) === undefined, 5_000, "idle");
+    await advanceUntil(
+      clock,
+      async () => await n1.directory.locate(Counter, id) === undefined,
+      1_000,
+      "idle",
+    );
     assert.equal(await n2.ref(Counter, id).ask("add", 1), 4);
     assert.equal(await n2.directory.locate(Counter, id), "n2");
     seen.length = 0;

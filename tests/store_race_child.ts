@@ -3,14 +3,18 @@
  * one-node system on the shared database file. It prints "ready", waits for "go" on stdin,
  * then races the other processes to advance the record `race/k` one round at a time with
  * compare-and-set, and prints the rounds it won and how many conflicts it saw as JSON.
+ * Before the race, every racer checks in (a record `ready-<id>`) and waits until all
+ * `<racers>` have: on a loaded machine a racer scheduled late would otherwise find the race
+ * over before it ran.
  *
- * Usage: deno run -A tests/store_race_child.ts <file: url> <id> <rounds>
+ * Usage: deno run -A tests/store_race_child.ts <file: url> <id> <rounds> <racers>
  */
 
 import { createSystem } from "../mod.ts";
 
-const [url, id, roundsArg] = Deno.args;
+const [url, id, roundsArg, racersArg] = Deno.args;
 const rounds = Number(roundsArg);
+const racers = Number(racersArg ?? 1);
 const system = await createSystem({ journal: url!, node: `racer-${id}`, logger: "error" });
 try {
   const store = system.store<{ round: number; by: string }>("race");
@@ -24,6 +28,16 @@ try {
     input += new TextDecoder().decode(chunk.value);
   }
   reader.releaseLock();
+  const all = system.store<number>("race-ready");
+  await all.set(`ready-${id}`, 1);
+  const end = performance.now() + 30_000;
+  for (;;) {
+    let n = 0;
+    for await (const _ of all.list({ prefix: "ready-" })) n++;
+    if (n >= racers) break;
+    if (performance.now() > end) throw new Error(`only ${n} of ${racers} racers checked in`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
   const won: number[] = [];
   let conflicts = 0;
   for (;;) {

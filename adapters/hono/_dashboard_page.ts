@@ -65,6 +65,12 @@ export function dashboardHtml(base: string, title: string): string {
     <div id="actor"></div>
   </section>
   <section>
+    <h2>Projections</h2>
+    <table id="projections"><thead><tr><th>Projection</th><th>Node</th><th class="n">Lag (ms)</th><th>Position</th></tr></thead>
+    <tbody></tbody></table>
+    <p id="no-projections" class="muted">No projection runs.</p>
+  </section>
+  <section>
     <h2>Leases</h2>
     <table id="leases"><thead><tr><th>Node</th><th>Lease</th><th class="n">Token</th></tr></thead>
     <tbody></tbody></table>
@@ -167,6 +173,7 @@ export const DASHBOARD_JS = `"use strict";
     var types = {};
     var errors = [];
     var leases = [];
+    var projections = [];
     var nb = body("nodes");
     nodes.forEach(function (n) {
       var acts = 0, rates = 0, errs = 0;
@@ -181,6 +188,7 @@ export const DASHBOARD_JS = `"use strict";
       });
       (n.errors || []).forEach(function (e) { errors.push([n.id, e]); });
       (n.leases || []).forEach(function (l) { leases.push([n.id, l]); });
+      (n.projections || []).forEach(function (p) { if (p.running) projections.push([n.id, p]); });
       var tr = el("tr");
       tr.dataset.node = n.id;
       tr.dataset.key = "node:" + n.id;
@@ -246,6 +254,18 @@ export const DASHBOARD_JS = `"use strict";
       eb.appendChild(tr);
     });
     $("no-errors").hidden = errors.length > 0;
+
+    var pb = body("projections");
+    projections.forEach(function (pair) {
+      var tr = el("tr");
+      tr.dataset.key = "projection:" + pair[1].name;
+      cell(tr, pair[1].name, "name");
+      cell(tr, pair[0], "node");
+      cell(tr, pair[1].lag, "lag", "n");
+      cell(tr, pair[1].position || "", "position", "muted");
+      pb.appendChild(tr);
+    });
+    $("no-projections").hidden = projections.length > 0;
 
     var lb = body("leases");
     leases.forEach(function (pair) {

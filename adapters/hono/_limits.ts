@@ -9,6 +9,8 @@
  * @module
  */
 
+import { systemClock, type TimerId } from "../../spi.ts";
+
 /** A token bucket's settings: `rate` tokens per second, at most `burst` saved up. */
 export interface RateLimit {
   /** Requests per second, on average. */
@@ -47,8 +49,8 @@ export class Buckets {
   }
 
   /**
-   * Takes one token of `key` at `now` (ms; `Date.now()` is cheaper than `performance.now()`,
-   * and a clock step back only delays refilling): 0 when there was one, else whole seconds
+   * Takes one token of `key` at `now` (ms, the system clock's wall time: cheaper than its
+   * monotonic time on the host, and a clock step back only delays refilling): 0 when there was one, else whole seconds
    * until there is.
    */
   take(key: string, now: number): number {
@@ -159,7 +161,7 @@ export class Deadlines {
   /** Deadlines added and neither removed nor fired. */
   #live = 0;
   #tick = 0;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  #timer: TimerId | undefined;
 
   /**
    * Deadlines of `ms` each that fire with `error()`, looked at every `resolution` ms
@@ -181,8 +183,9 @@ export class Deadlines {
     this.#queue.push(entry);
     this.#live++;
     if (this.#timer === undefined) {
-      this.#timer = setInterval(() => this.#sweep(), this.#resolution);
-      Deno.unrefTimer(this.#timer);
+      // Real time, not the system's clock: it bounds reads from a real socket.
+      this.#timer = systemClock.setInterval(() => this.#sweep(), this.#resolution);
+      systemClock.unref(this.#timer);
     }
     return entry;
   }
@@ -211,7 +214,7 @@ export class Deadlines {
     if (head === queue.length) {
       this.#queue = [];
       this.#head = 0;
-      clearInterval(this.#timer);
+      systemClock.clearInterval(this.#timer);
       this.#timer = undefined;
     } else if (queue.length - head > 4 * this.#live + 1024) {
       // removed entries behind a pending one (a slow body holding the head): keep the queue

@@ -12,6 +12,7 @@
 import type { ActorStream } from "../../mod.ts";
 import { json } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
+import { systemClock, type TimerId } from "../../spi.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -26,33 +27,43 @@ export interface SseOptions {
   onDone?: () => void;
   /** Ms an item may wait for the client to take it; then the stream is cancelled. */
   stallTimeout?: number;
+  /** The SSE message of one item, ending in a blank line. @default {`data: <json>`} */
+  format?: (item: unknown) => string;
+}
+
+/** One `data:` line of JSON. */
+function dataOf(item: unknown): string {
+  return `data: ${decoder.decode(json.encode(item))}\n\n`;
 }
 
 /** Makes the SSE response of a stream. */
 export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): Response {
   const items = stream[Symbol.asyncIterator]();
+  const format = options.format ?? dataOf;
   let finished = false;
-  let timer: ReturnType<typeof setInterval> | undefined;
-  let stall: ReturnType<typeof setTimeout> | undefined;
+  // Real time, not the system's clock: keep-alives and the stall bound face a real socket.
+  const clock = systemClock;
+  let timer: TimerId | undefined;
+  let stall: TimerId | undefined;
   const finish = () => {
     if (finished) return;
     finished = true;
-    if (timer !== undefined) clearInterval(timer);
+    if (timer !== undefined) clock.clearInterval(timer);
     timer = undefined;
-    clearTimeout(stall);
+    clock.clearTimeout(stall);
     options.onDone?.();
   };
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       controller.enqueue(encoder.encode(": stream\n\n"));
       if (options.keepAlive > 0) {
-        timer = setInterval(() => {
+        timer = clock.setInterval(() => {
           if (!finished) controller.enqueue(encoder.encode(": keep-alive\n\n"));
         }, options.keepAlive);
       }
     },
     async pull(controller) {
-      clearTimeout(stall); // the client took the last chunk
+      clock.clearTimeout(stall); // the client took the last chunk
       let chunk: string;
       try {
         const next = await items.next();
@@ -61,7 +72,7 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
           chunk = "event: end\ndata: null\n\n";
           finish();
         } else {
-          chunk = `data: ${decoder.decode(json.encode(next.value))}\n\n`;
+          chunk = format(next.value);
         }
       } catch (err) {
         if (finished) return;
@@ -75,7 +86,7 @@ export function sseResponse(stream: ActorStream<unknown>, options: SseOptions): 
       if (options.stallTimeout !== undefined) {
         // the next pull comes when the connection took this chunk: a client that reads
         // nothing must not hold the actor stream (and its node's resources) for ever
-        stall = setTimeout(() => {
+        stall = clock.setTimeout(() => {
           finish();
           stream.cancel().catch(() => {});
           controller.error(new Error("The client took nothing for too long"));

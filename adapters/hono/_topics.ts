@@ -10,8 +10,8 @@
  * @module
  */
 
-import type { AccessRule, Caller, Subscription } from "../../mod.ts";
-import { allows, isValidSubject, json, patternCovers } from "../../spi.ts";
+import type { AccessRule, Subscription } from "../../mod.ts";
+import { isValidSubject, json, patternCovers } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
 
 const encoder = new TextEncoder();
@@ -57,11 +57,6 @@ export function topicRules(topics: GatewayTopics | undefined): TopicRules {
     ruleFor: (topic) => entries.find(([pattern]) => patternCovers(pattern, topic))?.[1],
     needsCaller: entries.some(([, rule]) => rule !== "public"),
   };
-}
-
-/** Whether `caller` (undefined: anonymous) may follow `topic` under `rule`. */
-export function topicAllowed(rule: AccessRule, caller: Caller | undefined, topic: string): boolean {
-  return allows(rule, caller, topic);
 }
 
 /** Options of {@link topicResponse}. */

@@ -21,6 +21,7 @@
 import type { ActorStream } from "../../mod.ts";
 import { json } from "../../spi.ts";
 import { errorBody } from "./_errors.ts";
+import { systemClock } from "../../spi.ts";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -102,11 +103,13 @@ class Inbox implements AsyncIterable<unknown> {
  * again after growing pauses (2 ms up to 50 ms).
  */
 async function drained(socket: WebSocket, max: number, stall: number): Promise<boolean> {
-  const end = performance.now() + stall;
+  // Real time, not the system's clock: this waits for a real socket to drain.
+  const clock = systemClock;
+  const end = clock.monotonic() + stall;
   let pause = 2;
   while (socket.bufferedAmount > max) {
-    if (socket.readyState !== WebSocket.OPEN || performance.now() > end) return false;
-    await new Promise((r) => setTimeout(r, pause));
+    if (socket.readyState !== WebSocket.OPEN || clock.monotonic() > end) return false;
+    await new Promise<void>((r) => clock.setTimeout(() => r(), pause));
     pause = Math.min(50, pause * 2);
   }
   return socket.readyState === WebSocket.OPEN;

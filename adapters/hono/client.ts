@@ -10,9 +10,9 @@ import {
   type ActorDefinition,
   type ActorError,
   type ActorTypes,
-  type ReplyOf,
   UnavailableError,
 } from "../../mod.ts";
+import type { ReplyOf } from "../../spi.ts";
 import {
   type Args,
   type AskKeys,

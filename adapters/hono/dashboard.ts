@@ -20,6 +20,7 @@ import { DASHBOARD_CSS, DASHBOARD_JS, dashboardHtml } from "./_dashboard_page.ts
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
 import { sseResponse } from "./_sse.ts";
 import { bearer } from "./gateway.ts";
+import { systemClock, type TimerId } from "../../spi.ts";
 
 /** Options of {@link dashboard}. */
 export interface DashboardOptions {
@@ -202,7 +203,9 @@ export function dashboard(system: System, options: DashboardOptions = {}): Hono 
  */
 function statsFeed(system: System, interval: number, timeout: number): ActorStream<unknown> {
   let first = true;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Real time, not the system's clock: the browser watching wants fresh figures.
+  const clock = systemClock;
+  let timer: TimerId | undefined;
   let wake: (() => void) | undefined;
   let cancelled = false;
   const iterator: AsyncIterator<unknown> = {
@@ -210,7 +213,7 @@ function statsFeed(system: System, interval: number, timeout: number): ActorStre
       if (!first) {
         await new Promise<void>((resolve) => {
           wake = resolve;
-          timer = setTimeout(resolve, interval);
+          timer = clock.setTimeout(resolve, interval);
         });
       }
       first = false;
@@ -223,7 +226,7 @@ function statsFeed(system: System, interval: number, timeout: number): ActorStre
     [Symbol.asyncIterator]: () => iterator,
     cancel() {
       cancelled = true;
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       wake?.();
       return Promise.resolve();
     },

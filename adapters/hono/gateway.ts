@@ -11,6 +11,7 @@ import type { Context as HonoContext } from "hono";
 import { cors } from "hono/cors";
 import { routePath } from "hono/route";
 import {
+  type AccessRule,
   type ActorDefinition,
   ActorError,
   type ActorRef,
@@ -22,17 +23,19 @@ import {
   type System,
   UnavailableError,
 } from "../../mod.ts";
-import { createVerifier, fromJsonText, isValidSubject, type Verifier } from "../../spi.ts";
+import { allows, createVerifier, fromJsonText, isValidSubject, type Verifier } from "../../spi.ts";
 import { mediaType, readPayload, replyResponse } from "./_body.ts";
 import { errorBody, GatewayError, statusOf } from "./_errors.ts";
+import { feedResponse, feedRules, type GatewayFeeds } from "./_feed.ts";
 import { addressKey, Buckets, Counters, Deadlines, type RateLimit } from "./_limits.ts";
 import { sseResponse } from "./_sse.ts";
-import { type GatewayTopics, topicAllowed, topicResponse, topicRules } from "./_topics.ts";
+import { type GatewayTopics, topicResponse, topicRules } from "./_topics.ts";
 import { duplexSocket } from "./_websocket.ts";
 import { openApiDocument, type OpenApiOptions } from "./openapi.ts";
 
 export type { RateLimit } from "./_limits.ts";
 export type { GatewayTopics } from "./_topics.ts";
+export type { FeedMessage, GatewayFeed, GatewayFeeds } from "./_feed.ts";
 
 /**
  * What the gateway exposes. Nothing else is reachable: any other type or handler is `404`.
@@ -237,11 +240,35 @@ export interface GatewayOptions {
    * reconnects). @default {{} (no topic is served)}
    */
   topics?: GatewayTopics;
+  /**
+   * Actor types whose event feed is served as Server-Sent Events on `GET /{type}/_feed`:
+   * every event of every actor of the type, in the order of `system.feed()`, the stored ones
+   * then live ones. Each event is one message with `id:` = its position and `data:` = a
+   * {@link FeedMessage} (`{ position, actorType, id, seq, type, payload, at }`), under the
+   * default event name (`EventSource.onmessage`). A reconnecting `EventSource` sends the
+   * last id as `Last-Event-ID` and the feed resumes right after it; a first connection may
+   * start after a position with `?after=` (`Last-Event-ID` wins when both are given). A
+   * string that is not a position of the system's journal is `400 bad_payload`. Types map to
+   * who may follow them (see {@link GatewayFeeds}); rules other than `"public"` need
+   * `auth.verify`. Feeds count against the stream limits, and end like every SSE stream of the
+   * gateway (`event: end` after `streamTimeout`, `event: error` when draining).
+   *
+   * @example
+   * ```ts
+   * import type { GatewayOptions } from "@troupe/troupe/hono";
+   * const options: GatewayOptions = {
+   *   expose: { account: ["deposit"] },
+   *   feeds: { account: "role:auditor", chat: "public" },
+   * };
+   * ```
+   * @default {{} (no feed is served)}
+   */
+  feeds?: GatewayFeeds;
 }
 
 /** The path segment of pub/sub topics: `/_topics/{topic}` (no actor type starts with `_`). */
 const TOPICS = "_topics";
-/** The path segment of an event feed, `/{type}/_feed`: reserved, never an id or a handler. */
+/** The path segment of an event feed, `/{type}/_feed`: never an id or a handler. */
 const FEED = "_feed";
 
 /** The methods no call route takes (`405`). */
@@ -348,6 +375,8 @@ function refByName(system: System, name: string, id: string): ActorRef {
  *   item (JSON), each item out one frame.
  * - `GET /_topics/{topic}` (a topic or pattern allowed by `topics`): the topic's messages as
  *   Server-Sent Events, one `data:` line of JSON each.
+ * - `GET /{type}/_feed` (a type allowed by `feeds`): the type's event feed as Server-Sent
+ *   Events, `id:` = each event's position; resumes after `Last-Event-ID` (or `?after=`).
  * - `GET /healthz`: `200` while the process serves. `GET /readyz`: `200` while this node is
  *   a live member of the cluster, else `503`.
  *
@@ -417,12 +446,21 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     ? new Buckets(limits.perCaller, "limits.perCaller")
     : undefined;
   const verifier: Verifier | undefined = options.auth?.verify
-    ? createVerifier(options.auth.verify)
+    ? createVerifier(options.auth.verify, system.clock)
     : undefined;
   const topics = topicRules(options.topics);
   if (topics.needsCaller && !verifier) {
     throw new TypeError(
       'gateway(): topics rules other than "public" need auth.verify (the gateway decides who may follow a topic)',
+    );
+  }
+  const feeds = feedRules(options.feeds, (type) => {
+    const def = exposed.get(type)?.def ?? options.actors?.find((d) => d.name === type);
+    return def as ActorDefinition | undefined;
+  });
+  if (feeds.needsCaller && !verifier) {
+    throw new TypeError(
+      'gateway(): feeds rules other than "public" need auth.verify (the gateway decides who may follow a feed)',
     );
   }
   if (perCaller && !verifier) {
@@ -491,7 +529,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   /** Charges one request to `key`'s bucket; over the rate, `429 rate_limited`. */
   const charge = (buckets: Buckets | undefined, key: string, who: string) => {
     if (buckets === undefined) return;
-    const wait = buckets.take(key, Date.now());
+    const wait = buckets.take(key, system.clock.now());
     if (wait > 0) {
       throw new GatewayError(`Too many requests from ${who}`, "rate_limited", 429, wait);
     }
@@ -707,17 +745,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
       if (rule === undefined) {
         throw new GatewayError(`Topic "${topic}" is not served here`, "not_found");
       }
-      if (token === undefined && (options.auth?.required || rule !== "public")) {
-        throw new GatewayError("Following this topic needs a Bearer token", "unauthorized");
-      }
-      if (rule !== "public") {
-        const caller = await verifier!.verify(token!).catch((err) => {
-          throw new GatewayError((err as Error).message, "unauthorized");
-        });
-        if (!topicAllowed(rule, caller, topic)) {
-          throw new GatewayError(`Caller "${caller.sub}" may not follow "${topic}"`, "forbidden");
-        }
-      }
+      await authorize(rule, token, topic, "this topic", `"${topic}"`);
       const release = openStream(who ?? addressOf(req, c.env));
       held = true;
       const done = giveBack();
@@ -754,6 +782,82 @@ export function gateway(system: System, options: GatewayOptions): Hono {
           done();
         },
       });
+    } catch (err) {
+      return failed(c.req.raw, err);
+    } finally {
+      if (!held) inProgress--;
+    }
+  };
+
+  /**
+   * Whether the caller of `token` may follow what `rule` (of `topics` or `feeds`) covers:
+   * `401` without a token where one is needed or with a bad one, `403` for a caller the rule
+   * does not allow (`subject` is the rule's predicate's second argument).
+   */
+  const authorize = async (
+    rule: AccessRule,
+    token: string | undefined,
+    subject: string,
+    what: string,
+    name: string,
+  ): Promise<void> => {
+    if (token === undefined && (options.auth?.required || rule !== "public")) {
+      throw new GatewayError(`Following ${what} needs a Bearer token`, "unauthorized");
+    }
+    if (rule === "public") return;
+    const caller = await verifier!.verify(token!).catch((err) => {
+      throw new GatewayError((err as Error).message, "unauthorized");
+    });
+    if (!allows(rule, caller, subject)) {
+      throw new GatewayError(`Caller "${caller.sub}" may not follow ${name}`, "forbidden");
+    }
+  };
+
+  /**
+   * `GET /{type}/_feed`: the type's event feed as Server-Sent Events (see `_feed.ts`), after
+   * the request's `Last-Event-ID`, else its `?after=`, else from the start.
+   */
+  const followFeed = async (c: HonoContext, type: string): Promise<Response> => {
+    let held = false; // a stream took over the place among the requests in progress
+    try {
+      const req = c.req.raw;
+      if (drained) throw draining.signal.reason;
+      const token = tokenOf(req, req.headers);
+      const admitted = admit(c, token);
+      const who = admitted instanceof Promise ? await admitted : admitted;
+      const entry = feeds.entryFor(type);
+      if (entry === undefined) {
+        throw new GatewayError(`No event feed of "${type}" is served here`, "not_found");
+      }
+      await authorize(entry.rule, token, type, "this feed", `the feed of "${type}"`);
+      const after = req.headers.get("last-event-id") || c.req.query("after") || undefined;
+      if (after !== undefined && after.length > 1024) {
+        throw new GatewayError("The feed position is too long", "bad_payload");
+      }
+      const release = openStream(who ?? addressOf(req, c.env));
+      const done = giveBack();
+      const over = () => {
+        release();
+        done();
+      };
+      let res: Response;
+      try {
+        res = feedResponse(system, entry.def, after, {
+          keepAlive,
+          stallTimeout: streamStall,
+          lifetime: streamTimeout,
+          signal: draining.signal,
+          onDone: over,
+        });
+      } catch (err) {
+        over();
+        held = true; // `done` gave the place back
+        // system.feed() refuses a string that is not a position of its journal
+        if (err instanceof TypeError) throw new GatewayError(err.message, "bad_payload");
+        throw err;
+      }
+      held = true;
+      return res;
     } catch (err) {
       return failed(c.req.raw, err);
     } finally {
@@ -846,22 +950,21 @@ export function gateway(system: System, options: GatewayOptions): Hono {
         );
       }
       if (parts[0] === TOPICS) return topicRoute(c, method, parts);
-      if (parts[1] === FEED) {
-        // reserved for the event feed (`/{type}/_feed`): never an actor id or a handler
-        return failed(
-          c.req.raw,
-          new GatewayError(`No event feed of "${parts[0]}" is served here`, "not_found"),
-        );
-      }
+      if (parts[1] === FEED) return feedRoute(c, method, parts);
       return parts.length === 3
         ? start(c, method, parts[0]!, idFromPath(parts[1]!), parts[2]!)
         : start(c, method, parts[0]!, undefined, parts[1]!);
     };
-  /** `/_topics/{topic}`: GET only, counted among the requests in progress like a call. */
-  const topicRoute = (
+  /**
+   * `/_topics/{topic}` and `/{type}/_feed`: GET only, counted among the requests in progress
+   * like a call.
+   */
+  const followRoute = (
     c: HonoContext,
     method: "GET" | "POST",
     parts: string[],
+    what: string,
+    follow: (c: HonoContext) => Promise<Response>,
   ): Response | Promise<Response> => {
     if (parts.length !== 2) {
       return failed(c.req.raw, new GatewayError(`No route ${c.req.path}`, "not_found"));
@@ -869,7 +972,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     if (method !== "GET") {
       const res = failed(
         c.req.raw,
-        new GatewayError("Follow a topic with GET (Server-Sent Events)", "method_not_allowed"),
+        new GatewayError(`Follow ${what} with GET (Server-Sent Events)`, "method_not_allowed"),
       );
       res.headers.set("allow", "GET");
       return res;
@@ -881,8 +984,18 @@ export function gateway(system: System, options: GatewayOptions): Hono {
       );
     }
     inProgress++;
-    return followTopic(c, parts[1]!);
+    return follow(c);
   };
+  const topicRoute = (c: HonoContext, method: "GET" | "POST", parts: string[]) =>
+    followRoute(c, method, parts, "a topic", (c) => followTopic(c, parts[1]!));
+  const feedRoute = (c: HonoContext, method: "GET" | "POST", parts: string[]) =>
+    feeds.entryFor(parts[0]!) === undefined
+      // whatever the method: what is not served is not there
+      ? failed(
+        c.req.raw,
+        new GatewayError(`No event feed of "${parts[0]}" is served here`, "not_found"),
+      )
+      : followRoute(c, method, parts, "a feed", (c) => followFeed(c, parts[0]!));
   // One route per method, each on `/*` of the gateway: a request matches one handler (Hono then
   // skips its middleware chain), and the path is split here (`/{type}/{id}/{handler}`, or
   // `/{type}/{handler}` for a stateless type), cheaper than Hono's parameters.

@@ -33,9 +33,12 @@
 export { gateway } from "./gateway.ts";
 export type {
   Expose,
+  FeedMessage,
   GatewayAuthOptions,
   GatewayCors,
   GatewayCorsOptions,
+  GatewayFeed,
+  GatewayFeeds,
   GatewayLimits,
   GatewayOptions,
   GatewayTopics,

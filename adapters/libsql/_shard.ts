@@ -91,6 +91,8 @@ export interface ShardOptions {
   readonly busyTimeoutMs: number;
   /** Most appends in one batch. */
   readonly maxBatch: number;
+  /** The wall clock that dates idempotency records. */
+  readonly now: () => number;
 }
 
 /** The group commit of one shard. */
@@ -317,7 +319,7 @@ export class Shard {
       releases: t.releases.map((p) => p.release),
       deletes: t.deletes.map((p) => p.id),
       custom: t.custom.map((p) => p.stmts),
-      now: Date.now(),
+      now: this.#o.now(),
     };
     let outcome: BatchOutcome;
     try {

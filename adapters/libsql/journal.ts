@@ -21,6 +21,7 @@ import {
   type StoredEvent,
   type StoredReply,
   type StoreSource,
+  systemClock,
   validateAppend,
   validateClaim,
   validateFeedRead,
@@ -117,6 +118,11 @@ export interface LibsqlJournalOptions {
    * @default {IDEMPOTENCY_RETENTION}
    */
   readonly retention?: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  /**
+   * The wall clock that dates idempotency records (ms since the epoch): a system's clock's
+   * `now` (`createSystem({ journal: url, clock })` gives it). @default {systemClock.now}
+   */
+  readonly now?: () => number;
   /**
    * Local files and `:memory:`: run the database on a worker thread that owns the connection
    * (`true`), or on this thread through `@libsql/client` (`false`: each commit then blocks
@@ -229,6 +235,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
   readonly shards: number;
   readonly #shards: readonly Shard[];
   readonly #retention: { readonly maxAgeMs: number; readonly maxPerActor: number };
+  readonly #now: () => number;
   /** Which shard a reminder read by dueReminders() lives in (for deleteReminder). */
   readonly #reminderShard = new Map<string, number>();
   #closed = false;
@@ -255,6 +262,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     this.url = this.shardUrls[0]!;
     this.shards = urls.length;
     this.#retention = options.retention ?? IDEMPOTENCY_RETENTION;
+    this.#now = options.now ?? systemClock.now;
     const busyTimeoutMs = Math.max(0, options.busyTimeoutMs ?? 5000);
     this.#shards = urls.map((url, index) =>
       new Shard(
@@ -271,6 +279,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
           url: this.shardUrls[index]!,
           busyTimeoutMs,
           maxBatch: Math.max(1, options.maxBatch ?? 2000),
+          now: this.#now,
         },
       )
     );
@@ -484,7 +493,7 @@ class LibsqlJournalImpl implements LibsqlJournal {
     await this.#shards[shard]!.custom("delete from the outbox", deleteOutboxStatements(ids));
   }
 
-  async pruneIdempotency(now: number = Date.now()): Promise<void> {
+  async pruneIdempotency(now: number = this.#now()): Promise<void> {
     const stmts = pruneStatements(now - this.#retention.maxAgeMs, this.#retention.maxPerActor);
     await this.#ready();
     await Promise.all(this.#shards.map((s) => s.write("prune idempotency records", stmts)));

@@ -140,7 +140,7 @@ Deno.test("three processes racing compare-and-set on one file: exactly one wins 
   const config = new URL("../../deno.json", import.meta.url).pathname;
   const children = ["p1", "p2", "p3"].map((id) =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--config", config, script, url, id, String(rounds)],
+      args: ["run", "-A", "--config", config, script, url, id, String(rounds), "3"],
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -190,11 +190,14 @@ Deno.test("three processes racing compare-and-set on one file: exactly one wins 
     const wins = results.flatMap((r) => r.won).sort((x, y) => x - y);
     // Each round was won exactly once: no round twice, none missing.
     assert.deepEqual(wins, Array.from({ length: rounds }, (_, i) => i + 1));
+    // They raced: writers lost to a concurrent writer. Who wins is SQLite's lock, which is not
+    // fair: on a loaded machine one process can win every round while the others lose each
+    // race ([0, 0, 60] was seen). That is compare-and-set working, so it is not asserted.
     const conflicts = results.reduce((n, r) => n + r.conflicts, 0);
     assert.ok(conflicts > 0, "the processes never raced: no conflict was seen");
     assert.ok(
-      results.filter((r) => r.won.length > 0).length >= 2,
-      `one process won every round: ${JSON.stringify(results.map((r) => r.won.length))}`,
+      results.filter((r) => r.won.length + r.conflicts > 0).length >= 2,
+      `fewer than two processes took part: ${JSON.stringify(results)}`,
     );
     const check = await createSystem({ journal: url, logger: "error" });
     try {

@@ -13,7 +13,14 @@ import {
   type MsgHdrs,
 } from "@nats-io/nats-core";
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { delay, isValidSubject, MeshError, type MeshHeaders, type MeshMessage } from "../../spi.ts";
+import {
+  delay,
+  isValidSubject,
+  MeshError,
+  type MeshHeaders,
+  type MeshMessage,
+  systemClock,
+} from "../../spi.ts";
 
 /** Delay before retry number `attempt` (from 0), in ms: exponential up to 1 s, jittered. */
 export function backoff(attempt: number): number {
@@ -38,7 +45,7 @@ export async function retry<T>(
     } catch (err) {
       const left = deadline - performance.now();
       if (!retryable(err) || left <= 0) throw toMeshError(err, what);
-      await delay(Math.min(backoff(attempt), left));
+      await delay(systemClock, Math.min(backoff(attempt), left));
     }
   }
 }

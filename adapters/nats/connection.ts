@@ -33,6 +33,7 @@ import {
   type PublishOptions,
   type RequestOptions,
   type SubscribeOptions,
+  systemClock,
   TimerWheel,
   type WheelEntry,
 } from "../../spi.ts";
@@ -237,7 +238,7 @@ export class NatsMeshConnection implements MeshConnection, KvHost {
   #muxSeq = 0;
   /** Requests waiting for their reply, by token. */
   readonly #pending = new Map<string, PendingRequest>();
-  readonly #deadlines = new TimerWheel(5);
+  readonly #deadlines = new TimerWheel(systemClock, 5);
 
   #startMux(): string {
     const prefix = this.inbox();

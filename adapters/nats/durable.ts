@@ -54,6 +54,7 @@ import {
   type MeshMessage,
   type MeshStatus,
   type RequestOptions,
+  systemClock,
 } from "../../spi.ts";
 import {
   backoff,
@@ -551,7 +552,7 @@ class NatsConsumption implements DurableConsumption {
     this.#pending = 0;
     void (async () => {
       try {
-        await delay(backoff(this.#failures++));
+        await delay(systemClock, backoff(this.#failures++));
         if (!this.#stopped && !this.#closedConn()) await this.#ensure();
       } catch {
         // the store is away: the next check tries again

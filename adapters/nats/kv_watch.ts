@@ -13,7 +13,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
 } from "@nats-io/jetstream";
-import { createEventQueue, delay, type KvEntry, type KvWatch } from "../../spi.ts";
+import { createEventQueue, delay, type KvEntry, type KvWatch, systemClock } from "../../spi.ts";
 import { backoff, EMPTY } from "./_util.ts";
 
 const HEARTBEAT_MS = 1000;
@@ -184,7 +184,7 @@ export class NatsKvWatch implements KvWatch {
         } catch {
           if (this.#conn.nc.isClosed()) return this.stop();
           try {
-            await delay(backoff(attempt + 3), this.#stopSleep.signal);
+            await delay(systemClock, backoff(attempt + 3), this.#stopSleep.signal);
           } catch {
             return;
           }

@@ -34,7 +34,14 @@ import {
   wsconnect,
   type WsSocketFactory,
 } from "@nats-io/nats-core";
-import { delay, installSocketGuard, type Mesh, type MeshConnection, MeshError } from "../../spi.ts";
+import {
+  delay,
+  installSocketGuard,
+  type Mesh,
+  type MeshConnection,
+  MeshError,
+  systemClock,
+} from "../../spi.ts";
 import { backoff } from "./_util.ts";
 import { NatsMeshConnection } from "./connection.ts";
 import { checkDurableOptions } from "./durable.ts";
@@ -248,7 +255,11 @@ async function connectNode(
         );
       }
     }
-    await delay(Math.min(backoff(attempt++), Math.max(0, deadline - performance.now())), signal);
+    await delay(
+      systemClock,
+      Math.min(backoff(attempt++), Math.max(0, deadline - performance.now())),
+      signal,
+    );
   }
   throw new MeshError(
     "timeout",

@@ -8,7 +8,7 @@
  */
 
 import { errors as natsErrors, type NatsConnection } from "@nats-io/nats-core";
-import { delay } from "../../spi.ts";
+import { delay, systemClock } from "../../spi.ts";
 
 /** Why a NATS server cannot serve a Troupe node as it is set up. */
 export type NatsSetupReason = "jetstream_missing" | "not_a_node_user" | "jetstream_no_room";
@@ -105,7 +105,7 @@ export async function checkJetStream(
       }
       if (noResponders(err)) {
         if (performance.now() < grace) {
-          await delay(200);
+          await delay(systemClock, 200);
           continue;
         }
         throw jetStreamMissing(node, nc, err);

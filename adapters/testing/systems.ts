@@ -14,6 +14,7 @@ import {
 } from "../../mod.ts";
 import type { Journal, Mesh } from "../../spi.ts";
 import { natsMesh } from "../nats/mod.ts";
+import { systemClock } from "../../spi.ts";
 import type { NatsCluster } from "./nats_server.ts";
 
 /** Options of {@link startSystems}. */
@@ -46,7 +47,11 @@ export interface StartSystemsOptions {
   prefix?: string;
   /** Heartbeat time to live of every node, ms (short values make failover tests fast). */
   leaseTtl?: number;
-  /** Further options given to every node and the client. @default {{ logger: "error" }} */
+  /**
+   * Further options given to every node and the client. With a `clock` (a `virtualClock()`),
+   * the in-process mesh and the journal this helper makes run on it too.
+   * @default {{ logger: "error" }}
+   */
   system?: Omit<SystemOptions, "actors" | "mesh" | "journal" | "node" | "leaseTtl">;
   /** How long to wait for all nodes to see each other, ms. @default {10_000} */
   timeout?: number;
@@ -95,12 +100,13 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
   if (!(Number.isInteger(count) && count >= 1)) {
     throw new RangeError(`Cannot start systems: nodes must be a positive integer, got ${count}`);
   }
-  const ownJournal = options.journal === undefined ? memoryJournal() : undefined;
+  const clock = options.system?.clock ?? systemClock;
+  const ownJournal = options.journal === undefined ? memoryJournal({ now: clock.now }) : undefined;
   const journal = options.journal ?? ownJournal!;
   if (options.nats && options.mesh) {
     throw new TypeError("Cannot start systems on both a NATS cluster and a given mesh");
   }
-  const shared = options.nats ? undefined : options.mesh ?? inProcessMesh();
+  const shared = options.nats ? undefined : options.mesh ?? inProcessMesh({ clock });
   const ttl = options.leaseTtl === undefined ? {} : { leaseTtl: options.leaseTtl };
   const prefix = options.prefix ?? `t${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
   const meshFor = (i: number): Mesh => {
@@ -143,18 +149,19 @@ export async function startSystems(options: StartSystemsOptions): Promise<TestSy
     const nodes = started.slice(0, count);
     const ids = nodes.map((s) => s.node);
     const timeout = options.timeout ?? 10_000;
-    const deadline = performance.now() + timeout;
+    // Real time: nodes see each other through promises, whatever clock they run on.
+    const deadline = systemClock.monotonic() + timeout;
     const seeAll = (s: System) => {
       const seen = new Set(s.directory.nodes().map((n) => n.id));
       return ids.every((id) => seen.has(id));
     };
     while (!started.every(seeAll)) {
-      if (performance.now() > deadline) {
+      if (systemClock.monotonic() > deadline) {
         throw new Error(
           `Cannot start systems: the nodes did not all see each other within ${timeout} ms`,
         );
       }
-      await new Promise((r) => setTimeout(r, 10));
+      await new Promise<void>((r) => systemClock.setTimeout(() => r(), 10));
     }
     return {
       nodes,

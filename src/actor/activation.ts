@@ -27,7 +27,14 @@ import type {
   StoredEvent,
 } from "../journal/types.ts";
 import type { NodeObserver, TypeStats } from "../observe/node.ts";
-import { type Deferred, deferred, isPromiseLike, withDeadline } from "../util/async.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
+import {
+  type Deferred,
+  deferred,
+  isPromiseLike,
+  type TimerWheel,
+  withDeadline,
+} from "../util/async.ts";
 import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Context } from "./define.ts";
 import type { Envelope, Logger } from "./envelope.ts";
@@ -43,6 +50,10 @@ export interface ActivationHost<M extends Envelope = Envelope> extends TurnHost 
   readonly journal: Journal;
   /** Logs. */
   readonly log: Logger;
+  /** The node's clock: deadlines, idle times, event timestamps. */
+  readonly clock: Clock;
+  /** Deadlines (on {@link clock}). */
+  readonly wheel: TimerWheel;
   /** Traces turns and keeps the node's counts. */
   readonly observer: NodeObserver;
   /** Publishes a pub/sub message (after commit); `durable`: to a durable topic. */
@@ -146,7 +157,7 @@ export class Activation<M extends Envelope = Envelope> {
   /** "starting" | "active" | "stopping" | "stopped". */
   status: "starting" | "active" | "stopping" | "stopped" = "starting";
   /** Monotonic time of the last message. */
-  lastActive = performance.now();
+  lastActive: number;
   /** Whether it became active (took messages) at some point. */
   wasActive = false;
   /** Resolves when started (rejects if recovery failed); undefined once it has. */
@@ -187,6 +198,7 @@ export class Activation<M extends Envelope = Envelope> {
 
   constructor(host: ActivationHost<M>, def: ActorDefinition<AnyActorTypes>, id: string) {
     this.#host = host;
+    this.lastActive = host.clock.monotonic();
     this.def = def;
     this.id = id;
     this.key = `${def.name}/${id}`;
@@ -374,7 +386,7 @@ export class Activation<M extends Envelope = Envelope> {
       let m: M | undefined;
       // One clock read per run of synchronous turns, again after each turn that waited: time
       // only passes (a pause included) across an await.
-      let now = performance.now();
+      let now = this.#host.clock.monotonic();
       while (this.status === "active" && (m = this.#take())) {
         if (now > m.deadline) {
           m.reject(new TimeoutError(`Message to ${this.key}.${m.handler} expired in the mailbox`));
@@ -389,7 +401,7 @@ export class Activation<M extends Envelope = Envelope> {
         const r = this.#turnOf(m);
         if (r) {
           await r;
-          now = performance.now();
+          now = this.#host.clock.monotonic();
         }
       }
       this.lastActive = now;
@@ -406,10 +418,11 @@ export class Activation<M extends Envelope = Envelope> {
   /** Resolves when the turn loop next ends, or at `until` (monotonic ms). */
   #loopEnd(until: number): Promise<void> {
     const d = this.#loopEnded ??= deferred();
+    const clock = this.#host.clock;
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, until - performance.now()));
+      const timer = clock.setTimeout(resolve, Math.max(0, until - clock.monotonic()));
       d.promise.then(() => {
-        clearTimeout(timer);
+        clock.clearTimeout(timer);
         resolve();
       });
     });
@@ -731,6 +744,7 @@ export class Activation<M extends Envelope = Envelope> {
     const sink = m.sink!;
     try {
       await pumpStream(
+        this.#host.clock,
         gen as AsyncIterator<unknown> | Iterator<unknown>,
         sink,
         m.deadline,
@@ -793,18 +807,21 @@ export class Activation<M extends Envelope = Envelope> {
   async #settled(until: number): Promise<void> {
     const durable = this.#durable();
     if (!durable) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    const clock = this.#host.clock;
+    let timer: TimerId | undefined;
     await Promise.race([
       durable.catch(() => {}),
-      new Promise((resolve) => timer = setTimeout(resolve, Math.max(0, until - performance.now()))),
+      new Promise<void>((resolve) =>
+        timer = clock.setTimeout(() => resolve(), Math.max(0, until - clock.monotonic()))
+      ),
     ]);
-    clearTimeout(timer);
+    clock.clearTimeout(timer);
   }
 
   /** Runs `onActivate`/`onPassivate` as a turn of its own, bounded by `deadline`. */
   async #hook(
     hook: (ctx: Context<unknown, Record<string, unknown>>) => unknown,
-    deadline = performance.now() + 30_000,
+    deadline = this.#host.clock.monotonic() + 30_000,
   ): Promise<void> {
     const m: Envelope = {
       kind: "tell",
@@ -825,6 +842,7 @@ export class Activation<M extends Envelope = Envelope> {
     const ctx = new TurnContext(this, m, this.#host, `${this.key}#hook`);
     try {
       await withDeadline(
+        this.#host.clock,
         hook(ctx as unknown as Context<unknown, Record<string, unknown>>),
         deadline,
         () => new TimeoutError(`A lifecycle hook of ${this.key} did not end in time`),
@@ -847,7 +865,7 @@ export class Activation<M extends Envelope = Envelope> {
     this.state = reducer(this.state, payload);
     this.seq++;
     if (this.#staged.length === 0) this.#staged = [];
-    this.#staged.push({ type, payload, at: Date.now() });
+    this.#staged.push({ type, payload, at: this.#host.clock.now() });
   }
 
   /** Stages a reminder (one with the id of another staged in this turn replaces it). */
@@ -886,7 +904,7 @@ export class Activation<M extends Envelope = Envelope> {
       topic,
       data: storage.encode(payload),
       contentType: storage.contentType,
-      at: Date.now(),
+      at: this.#host.clock.now(),
     });
   }
 
@@ -907,19 +925,20 @@ export class Activation<M extends Envelope = Envelope> {
   async passivate(graceful = true, drainMs = 30_000): Promise<void> {
     if (this.status === "stopping" || this.status === "stopped") return this.stoppedPromise;
     if (!graceful) return this.#stop();
-    const until = performance.now() + drainMs;
+    const clock = this.#host.clock;
+    const until = clock.monotonic() + drainMs;
     if (this.status === "starting") await this.ready.catch(() => {}); // recovery is bounded
     // Drain the mailbox first (each message is bounded by its deadline, and the whole drain by
     // `drainMs`: actors that keep messaging each other cannot hold a shutdown forever).
     while (
-      this.status === "active" && (this.#running || this.queued > 0) && performance.now() < until
+      this.status === "active" && (this.#running || this.queued > 0) && clock.monotonic() < until
     ) {
       await this.#loopEnd(until);
     }
     if (this.status !== "active") return this.stoppedPromise;
     this.status = "stopping"; // the turn loop ends after its current turn
     // The running turn gets one more bound of its own before it is abandoned.
-    if (this.#running) await this.#loopEnd(Math.max(until, performance.now()) + drainMs);
+    if (this.#running) await this.#loopEnd(Math.max(until, clock.monotonic()) + drainMs);
     if (this.#running) {
       this.#host.log.warn(`A turn of ${this.key} outlived the shutdown bound; abandoned`, {
         handler: this.#current?.handler,
@@ -935,7 +954,7 @@ export class Activation<M extends Envelope = Envelope> {
       this.#host.log.warn(`onPassivate of ${this.key} failed`, { error: String(err) });
     }
     // The replies of the last turns leave when their commits end (bounded like the drain).
-    await this.#settled(Math.max(until, performance.now() + 1000));
+    await this.#settled(Math.max(until, clock.monotonic() + 1000));
     return this.#stop();
   }
 

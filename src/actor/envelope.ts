@@ -26,7 +26,7 @@ export interface Envelope {
   readonly handler: string;
   /** Decoded payload. */
   readonly payload: unknown;
-  /** Deadline on the `performance.now()` clock. */
+  /** Deadline on the node clock's monotonic time (`clock.monotonic()`). */
   readonly deadline: number;
   /** Turn ids of the call chain that sent it. */
   readonly chain: readonly string[];

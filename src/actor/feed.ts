@@ -10,6 +10,7 @@
  */
 
 import { delay } from "../util/async.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 import type { Codec } from "../codec/types.ts";
 import type { Journal } from "../journal/types.ts";
 import { upcast } from "../journal/history.ts";
@@ -36,7 +37,7 @@ export interface FeedEvent<E = unknown> {
 /** Options of `system.feed()`. */
 export interface FeedOptions {
   /** Resume after this position (from an event's `position`). @default {from the start} */
-  after?: string;
+  after?: string | undefined;
   /** Keep following new events once every stored one was read. @default {true} */
   live?: boolean;
   /** Ends the feed. */
@@ -106,8 +107,9 @@ export async function* readFeed(
   storage: Codec,
   // deno-lint-ignore no-explicit-any
   defs: readonly ActorDefinition<any>[],
-  options: FeedOptions = {},
+  options: FeedOptions & { readonly clock?: Clock } = {},
 ): AsyncGenerator<FeedEvent> {
+  const clock = options.clock ?? systemClock;
   const shards = journal.shards;
   const positions = parsePosition(options.after, shards);
   const byType = new Map<string, ActorDefinition<AnyActorTypes>>();
@@ -145,6 +147,6 @@ export async function* readFeed(
     }
     if (full || read > 0) continue; // more may be stored: read on before waiting
     if (options.live === false) return;
-    await delay(pollMs, signal).catch(() => {});
+    await delay(clock, pollMs, signal).catch(() => {});
   }
 }

@@ -20,6 +20,8 @@ import type { Logger } from "./envelope.ts";
 import type { ActorDefinition } from "./define.ts";
 import { type FeedEvent, readFeed } from "./feed.ts";
 import { delay } from "../util/async.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
+import type { ProjectionGauge } from "../observe/metrics.ts";
 
 /** Options of `system.projection()`. */
 export interface ProjectionOptions {
@@ -39,8 +41,12 @@ export interface Projection {
   /** The position of the last event handled here (undefined before the first). */
   readonly position: string | undefined;
   /**
-   * How far behind the newest stored events it is, in ms: 0 when it has handled every event it
-   * found, else the age of the event it is at.
+   * How far behind the journal it is, in ms, on the node that runs it: 0 once its last look
+   * (every `pollMs`) found no event it had not handled, else the time since the event it is at
+   * (the one being handled, or the last one handled while it reads on) was committed. It grows
+   * while a handler is stuck. 0 on a node that does not run it, and before its first read.
+   * (Milliseconds because they are cheap: counting the events behind would read the journal.)
+   * Reported as the `troupe.projection.lag` metric and in `system.cluster.stats()`.
    */
   readonly lag: number;
   /** Whether this node runs it now (it holds the projection's lease). */
@@ -54,9 +60,13 @@ export interface ProjectionHost {
   readonly journal: Journal;
   readonly storage: Codec;
   readonly log: Logger;
+  /** The node's clock (retry waits, live polling). */
+  readonly clock: Clock;
   /** Where checkpoints are kept (one record per projection). */
   readonly checkpoints: Store<string>;
   elect(name: string, options: ElectOptions): Leader;
+  /** Reports the projection to the node's observer (metrics, stats); returns its removal. */
+  observe?(projection: ProjectionGauge): () => void;
 }
 
 const RETRY_FIRST_MS = 100;
@@ -80,47 +90,53 @@ export function startProjection(
     throw new TypeError(`Projection "${name}" needs a handle(event) function`);
   }
   let position: string | undefined;
-  let lag = 0;
+  /** Commit time of the event it is at (ms since the epoch); undefined once caught up. */
+  let behindSince: number | undefined;
   let run: AbortController | undefined;
   let running: Promise<void> | undefined;
   let stopped = false;
+  const pollMs = options.pollMs ?? 200;
 
   const loop = async (lease: Lease, signal: AbortSignal) => {
     const cp = await host.checkpoints.get(name);
     let revision = cp?.revision ?? 0;
     position = cp?.value;
     let attempt = 0;
-    for await (
-      const e of readFeed(host.journal, host.storage, options.from, {
-        ...(position !== undefined ? { after: position } : {}),
-        signal,
-        ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
-      })
-    ) {
-      lag = Math.max(0, Date.now() - e.at.getTime());
-      for (;;) {
-        if (signal.aborted || lease.signal.aborted) return;
-        try {
-          await options.handle(e);
-          break;
-        } catch (err) {
-          const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt++);
-          host.log.warn(
-            `Projection "${name}" failed on ${e.actorType}/${e.id}#${e.seq}; retrying`,
-            {
-              error: String(err),
-              retryInMs: wait,
-            },
-          );
-          await delay(wait, signal).catch(() => {});
+    // Rounds of the stored events (a feed that ends once caught up), so that it knows when it
+    // is: that is when its lag is 0.
+    for (; !signal.aborted; await delay(host.clock, pollMs, signal).catch(() => {})) {
+      for await (
+        const e of readFeed(host.journal, host.storage, options.from, {
+          ...(position !== undefined ? { after: position } : {}),
+          signal,
+          live: false,
+        })
+      ) {
+        behindSince = e.at.getTime();
+        for (;;) {
+          if (signal.aborted || lease.signal.aborted) return;
+          try {
+            await options.handle(e);
+            break;
+          } catch (err) {
+            const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** attempt++);
+            host.log.warn(
+              `Projection "${name}" failed on ${e.actorType}/${e.id}#${e.seq}; retrying`,
+              {
+                error: String(err),
+                retryInMs: wait,
+              },
+            );
+            await delay(host.clock, wait, signal).catch(() => {});
+          }
         }
+        attempt = 0;
+        // Compare-and-set: a runner that lost its lease to another stops here.
+        const written = await host.checkpoints.set(name, e.position, { ifRevision: revision });
+        revision = written.revision;
+        position = e.position;
       }
-      attempt = 0;
-      // Compare-and-set: a runner that lost its lease to another stops here.
-      const written = await host.checkpoints.set(name, e.position, { ifRevision: revision });
-      revision = written.revision;
-      position = e.position;
-      lag = 0;
+      if (!signal.aborted) behindSince = undefined; // caught up
     }
   };
 
@@ -141,11 +157,12 @@ export function startProjection(
               error: String(err),
               retryInMs: wait,
             });
-            await delay(wait, controller.signal).catch(() => {});
+            await delay(host.clock, wait, controller.signal).catch(() => {});
           }
         }
       })().finally(() => {
         if (run === controller) run = undefined;
+        behindSince = undefined;
       });
     },
     onRevoked() {
@@ -153,25 +170,33 @@ export function startProjection(
     },
   });
 
-  return {
+  const projection: Projection = {
     name,
     get position() {
       return position;
     },
     get lag() {
-      return lag;
+      return behindSince === undefined || !projection.running
+        ? 0
+        : Math.max(0, host.clock.now() - behindSince);
     },
     get running() {
       return run !== undefined && leader.isLeader;
     },
     async stop() {
       stopped = true;
+      unobserve?.();
       run?.abort();
       // A handler that never returns cannot be cancelled: wait for it a bounded while only.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([running, new Promise((r) => timer = setTimeout(r, STOP_BOUND_MS))]);
-      clearTimeout(timer);
+      let timer: TimerId | undefined;
+      await Promise.race([
+        running,
+        new Promise<void>((r) => timer = host.clock.setTimeout(() => r(), STOP_BOUND_MS)),
+      ]);
+      host.clock.clearTimeout(timer);
       await leader.resign();
     },
   };
+  const unobserve = host.observe?.(projection);
+  return projection;
 }

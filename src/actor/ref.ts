@@ -127,7 +127,7 @@ export interface ActorRef<T extends ActorTypes = AnyActorTypes> {
 
 /** Where a call comes from: the deadline, call chain and identity it inherits. */
 export interface CallOrigin {
-  /** Absolute deadline on the `performance.now()` clock. */
+  /** Absolute deadline on the node clock's monotonic time. */
   readonly deadline: number;
   /** Turn ids of the call chain (for deadlock detection). */
   readonly chain: readonly string[];

@@ -28,6 +28,7 @@ import type { Logger } from "./envelope.ts";
 import type { Caller } from "./ref.ts";
 import type { ElectOptions } from "../directory/types.ts";
 import { withLink } from "../observe/tracing.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 
 /** What the reminder service needs from its system. */
 export interface ReminderHost {
@@ -36,6 +37,8 @@ export interface ReminderHost {
   readonly dispatcher: Dispatcher;
   readonly log: Logger;
   readonly prefix: string;
+  /** The node's clock: reminders are due on its wall time, polled on its timers. */
+  readonly clock: Clock;
   elect(name: string, options: ElectOptions): Leader;
   /**
    * A token (when the node has auth) for a message actor `from` sends itself on behalf of
@@ -82,7 +85,7 @@ export class Reminders {
   readonly #backoff = new Map<string, Backoff>();
   #leader: Leader | undefined;
   #active = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerId | undefined;
   #running: Promise<void> | undefined;
   #nextDue = Infinity;
   /** When this node last pruned idempotency records (monotonic ms); -Infinity: not yet. */
@@ -101,7 +104,7 @@ export class Reminders {
       },
       onRevoked: () => {
         this.#active = false;
-        clearTimeout(this.#timer);
+        this.#host.clock.clearTimeout(this.#timer);
         this.#backoff.clear();
       },
     });
@@ -109,13 +112,13 @@ export class Reminders {
 
   /** A reminder due at `due` (wall clock) was committed. */
   scheduled(due: number): void {
-    if (this.#active && due < this.#nextDue) this.#wake(Math.max(0, due - Date.now()));
+    if (this.#active && due < this.#nextDue) this.#wake(Math.max(0, due - this.#host.clock.now()));
   }
 
   #wake(ms: number): void {
-    clearTimeout(this.#timer);
-    this.#nextDue = Date.now() + ms;
-    this.#timer = setTimeout(() => {
+    this.#host.clock.clearTimeout(this.#timer);
+    this.#nextDue = this.#host.clock.now() + ms;
+    this.#timer = this.#host.clock.setTimeout(() => {
       this.#timer = undefined;
       this.#nextDue = Infinity;
       if (!this.#running) {
@@ -128,7 +131,7 @@ export class Reminders {
     const h = this.#host;
     let next = POLL_MS;
     try {
-      const now = Date.now();
+      const now = this.#host.clock.now();
       // Those backing off are due too: read past them.
       const limit = BATCH + this.#backoff.size;
       const due = await h.journal.dueReminders(now, limit);
@@ -142,7 +145,7 @@ export class Reminders {
       if (ready.length > BATCH || due.length === limit) next = 0;
       else {
         const at = await h.journal.nextReminder();
-        const later = Date.now();
+        const later = this.#host.clock.now();
         if (at !== undefined && at > later) next = Math.min(next, at - later);
         for (const b of this.#backoff.values()) next = Math.min(next, b.retryAt - later);
         next = Math.max(0, next);
@@ -150,10 +153,10 @@ export class Reminders {
     } catch (err) {
       h.log.warn("Reminder service: journal read failed", { error: String(err) });
     }
-    if (this.#active && performance.now() - this.#lastPrune >= PRUNE_EVERY_MS) {
-      this.#lastPrune = performance.now();
+    if (this.#active && this.#host.clock.monotonic() - this.#lastPrune >= PRUNE_EVERY_MS) {
+      this.#lastPrune = this.#host.clock.monotonic();
       try {
-        await h.journal.pruneIdempotency(Date.now());
+        await h.journal.pruneIdempotency(this.#host.clock.now());
       } catch (err) {
         h.log.warn("Reminder service: pruning idempotency records failed", { error: String(err) });
       }
@@ -190,7 +193,7 @@ export class Reminders {
       const b = this.#backoff.get(r.id) ?? { attempts: 0, retryAt: 0 };
       b.attempts++;
       const wait = reminderRetryDelay(b.attempts);
-      b.retryAt = Date.now() + wait;
+      b.retryAt = this.#host.clock.now() + wait;
       this.#backoff.set(r.id, b);
       const code = err instanceof ActorError ? err.code : "internal";
       const data = {
@@ -215,7 +218,7 @@ export class Reminders {
       let next: number | undefined;
       try {
         // Its next run after now: runs missed while nobody fired them run once, not each.
-        if (r.cron !== undefined) next = nextCronRun(r.cron, Date.now());
+        if (r.cron !== undefined) next = nextCronRun(r.cron, this.#host.clock.now());
       } catch (err) {
         h.log.warn(`Reminder ${r.id}: its cron expression names no next run; dropped`, {
           error: String(err),
@@ -234,7 +237,7 @@ export class Reminders {
   /** Stops firing and resigns. */
   async stop(): Promise<void> {
     this.#active = false;
-    clearTimeout(this.#timer);
+    this.#host.clock.clearTimeout(this.#timer);
     await this.#running;
     await this.#leader?.resign();
   }

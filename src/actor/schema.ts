@@ -7,6 +7,7 @@
  */
 
 import { BadPayloadError, InternalError, TimeoutError } from "../errors.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 
 // ---- the Standard Schema v1 interface (as the spec writes it, without its namespace) ----
 
@@ -298,7 +299,7 @@ export interface CheckedMessage {
   readonly payload: unknown;
   /** The caller's input stream, when the payload is one. */
   readonly input?: unknown;
-  /** Deadline on the `performance.now()` clock: an asynchronous check waits no longer. */
+  /** Deadline on the node clock's monotonic time: an asynchronous check waits no longer. */
   readonly deadline: number;
   /** Whether the caller has its outcome already. */
   readonly settled: boolean;
@@ -323,7 +324,7 @@ export interface CheckedType {
  *
  * @example
  * ```ts ignore
- * readonly #payloads = new PayloadGate<Call>((def, call) => this.#checked(def, call));
+ * readonly #payloads = new PayloadGate<Call>(clock, (def, call) => this.#checked(def, call));
  * // in deliver(), after admit():
  * this.#payloads.pass(def, call);
  * ```
@@ -332,9 +333,14 @@ export class PayloadGate<M extends CheckedMessage, T extends CheckedType = Check
   /** Per actor key: settles once the last pending check before it has gone on. */
   readonly #tails = new Map<string, Promise<void>>();
   readonly #next: (def: T, m: M) => void;
+  readonly #clock: Clock;
 
-  /** @param next Where a message goes once its payload passed. */
-  constructor(next: (def: T, m: M) => void) {
+  /**
+   * @param clock The node's clock (messages' deadlines are on it).
+   * @param next Where a message goes once its payload passed.
+   */
+  constructor(clock: Clock, next: (def: T, m: M) => void) {
+    this.#clock = clock;
     this.#next = next;
   }
 
@@ -358,7 +364,7 @@ export class PayloadGate<M extends CheckedMessage, T extends CheckedType = Check
       if (refused === undefined) this.#next(def, m);
       else m.reject(refused);
     };
-    const done = Promise.all([tail, bounded(check, m.deadline, where)]).then(
+    const done = Promise.all([tail, bounded(this.#clock, check, m.deadline, where)]).then(
       ([, refused]) => settle(refused),
       (err) => settle(err),
     );
@@ -371,16 +377,17 @@ export class PayloadGate<M extends CheckedMessage, T extends CheckedType = Check
 
 /** The check, failing with `timeout` at the deadline, and `internal` if the schema throws. */
 function bounded(
+  clock: Clock,
   check: PayloadCheck | Promise<PayloadCheck>,
   deadline: number,
   where: string,
 ): PayloadCheck | Promise<PayloadCheck> {
   if (!(check instanceof Promise)) return check;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: TimerId | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
+    timer = clock.setTimeout(
       () => reject(new TimeoutError(`The payload check of ${where} passed the deadline`)),
-      Math.max(0, deadline - performance.now()),
+      Math.max(0, deadline - clock.monotonic()),
     );
   });
   return Promise.race([
@@ -388,7 +395,7 @@ function bounded(
       throw new InternalError("Internal error", { cause: err });
     }),
     late,
-  ]).finally(() => clearTimeout(timer));
+  ]).finally(() => clock.clearTimeout(timer));
 }
 
 // ---- inside the turn: input stream items and replies ----

@@ -10,6 +10,7 @@ import { ClosedError, TimeoutError } from "../errors.ts";
 import type { StreamSink } from "./envelope.ts";
 import type { ActorStream } from "./ref.ts";
 import { type Deferred, deferred } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
 
 /** A bounded stream channel: the producer side is a {@link StreamSink}, the consumer an {@link ActorStream}. */
 export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
@@ -133,10 +134,11 @@ export class StreamChannel<T = unknown> implements StreamSink, ActorStream<T> {
  * Drives a streaming handler's iterator into `sink` with backpressure: each item waits for
  * room; a cancelled consumer closes the iterator. `afterStep` runs after every step (before
  * its item is sent), e.g. to commit the events the step emitted. The whole stream is bounded
- * by `deadline` (`performance.now()` clock): past it the iterator is closed and the consumer
+ * by `deadline` (on `clock`'s monotonic time): past it the iterator is closed and the consumer
  * gets `timeout`, however fast it reads. Errors of the iterator propagate.
  */
 export async function pumpStream(
+  clock: Clock,
   it: AsyncIterator<unknown> | Iterator<unknown>,
   sink: StreamSink,
   deadline: number,
@@ -144,10 +146,10 @@ export async function pumpStream(
 ): Promise<void> {
   let timedOut = false;
   let wake: (() => void) | undefined;
-  const timer = setTimeout(() => {
+  const timer = clock.setTimeout(() => {
     timedOut = true;
     wake?.();
-  }, Math.max(0, deadline - performance.now()));
+  }, Math.max(0, deadline - clock.monotonic()));
   const late = () => new TimeoutError("The stream passed its deadline");
   try {
     for (;;) {
@@ -171,6 +173,6 @@ export async function pumpStream(
       if (!ok) return void await it.return?.();
     }
   } finally {
-    clearTimeout(timer);
+    clock.clearTimeout(timer);
   }
 }

@@ -9,6 +9,7 @@ import { TimeoutError } from "../errors.ts";
 import type { Reminder } from "../journal/types.ts";
 import type { Codec } from "../codec/types.ts";
 import type { TimerWheel } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
 import type {
   ActorDefinition,
   ActorTypes,
@@ -35,6 +36,8 @@ import { traceField } from "../observe/tracing.ts";
 export interface TurnHost {
   /** This node's id. */
   readonly node: string;
+  /** The node's clock: deadlines, reminders' due times. */
+  readonly clock: Clock;
   /** Codec for stored events, snapshots and replies. */
   readonly storage: Codec;
   /** Sends messages (for `ctx.ref`). */
@@ -203,7 +206,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
   get signal(): AbortSignal {
     if (!this.#controller) {
       const c = this.#controller = new AbortController();
-      const left = this.#m.deadline - performance.now();
+      const left = this.#m.deadline - this.#host.clock.monotonic();
       if (left <= 0) c.abort(new TimeoutError("The caller's deadline passed"));
       else {
         this.#host.wheel.add(
@@ -223,7 +226,7 @@ export class TurnContext implements Context<unknown, Record<string, unknown>> {
     if (!(handler in this.#act.def.handlers)) {
       throw new TypeError(`ctx.schedule(): actor type "${this.type}" has no handler "${handler}"`);
     }
-    const now = Date.now();
+    const now = this.#host.clock.now();
     let due: number;
     let cron: string | undefined;
     if (typeof when === "number") {

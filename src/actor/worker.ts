@@ -65,7 +65,7 @@ export class WorkerPool<M extends Envelope = Envelope> {
   #pump(): void {
     while (this.#running < this.def.concurrency && this.#queue.length > 0) {
       const m = this.#queue.shift()!;
-      if (performance.now() > m.deadline) {
+      if (this.#host.clock.monotonic() > m.deadline) {
         m.reject(new TimeoutError(`Message to ${this.def.name}.${m.handler} expired in the queue`));
         continue;
       }
@@ -111,7 +111,7 @@ export class WorkerPool<M extends Envelope = Envelope> {
     try {
       const result = await def.handlers[m.handler]!(ctx, m.payload);
       if (m.kind !== "stream") return m.resolve(result);
-      await pumpStream(result as AsyncIterator<unknown>, m.sink!, m.deadline);
+      await pumpStream(host.clock, result as AsyncIterator<unknown>, m.sink!, m.deadline);
       m.resolve(undefined);
     } catch (err) {
       const e = callerError(err, host.log, `${def.name}.${m.handler}`);

@@ -21,6 +21,7 @@ import {
 } from "jose";
 import { UnauthorizedError } from "../errors.ts";
 import type { Caller, SystemRule, TopicRule } from "./access.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 
 /** A key to verify tokens with: a public `CryptoKey` or a JWK (with `kid` to pick among several). */
 export type VerifyKey = CryptoKey | JsonWebKey & { kid?: string; alg?: string };
@@ -117,6 +118,8 @@ const bytes = (s: string | Uint8Array) => typeof s === "string" ? new TextEncode
 
 /**
  * Makes the verifier of a node's `auth` options. Throws `TypeError` for incomplete options.
+ * Tokens' `exp`, `nbf` and `iat`, the cache and delegated tokens follow `clock`'s wall time
+ * (the node's clock; `systemClock` by default).
  *
  * @example
  * ```ts
@@ -130,7 +133,7 @@ const bytes = (s: string | Uint8Array) => typeof s === "string" ? new TextEncode
  * await v.verify("not a token").catch((err) => err.code); // "unauthorized"
  * ```
  */
-export function createVerifier(options: AuthOptions): Verifier {
+export function createVerifier(options: AuthOptions, clock: Clock = systemClock): Verifier {
   const algorithms = [...(options.algorithms ?? [])];
   if (algorithms.length === 0) {
     throw new TypeError("auth.algorithms is required: list the accepted algorithms");
@@ -220,10 +223,14 @@ export function createVerifier(options: AuthOptions): Verifier {
           issuer: CLUSTER_ISSUER,
           typ: CLUSTER_TYP,
           requiredClaims: ["exp"],
+          currentDate: new Date(clock.now()),
         })).payload;
         return remember(token, delegated(payload), payload.exp!);
       }
-      payload = (await jwtVerify(token, key as Uint8Array, verifyOptions)).payload;
+      payload = (await jwtVerify(token, key as Uint8Array, {
+        ...verifyOptions,
+        currentDate: new Date(clock.now()), // `exp`, `nbf` and `iat` on the node's clock
+      })).payload;
     } catch (err) {
       throw new UnauthorizedError(`Token refused: ${(err as Error).message}`, { cause: err });
     }
@@ -242,7 +249,7 @@ export function createVerifier(options: AuthOptions): Verifier {
   const cachedMessage = (token: string): Verified | undefined => {
     const hit = cache.get(token);
     if (!hit) return undefined;
-    if (hit.until <= Date.now()) {
+    if (hit.until <= clock.now()) {
       cache.delete(token);
       return undefined;
     }
@@ -275,7 +282,7 @@ export function createVerifier(options: AuthOptions): Verifier {
     cachedMessage,
     verifyMessage,
     async delegate(caller, from) {
-      const now = Math.floor(Date.now() / 1000);
+      const now = Math.floor(clock.now() / 1000);
       const troupe: Record<string, unknown> = { from };
       if (caller) {
         troupe.sub = caller.sub;

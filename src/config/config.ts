@@ -12,6 +12,7 @@
 import { consoleLogger, type Logger } from "../util/log.ts";
 import { ClosedError } from "../errors.ts";
 import type { MeshConnection } from "../mesh/types.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 import {
   type ConfigTree,
   deepEqual,
@@ -78,6 +79,8 @@ export interface ConfigEnvironment {
   mesh?: MeshConnection;
   /** Bucket name prefix. */
   prefix?: string;
+  /** The node's clock, for the sources. @default {systemClock} */
+  clock?: Clock;
 }
 
 /** A config with its lifecycle (what a system owns). @internal */
@@ -354,6 +357,7 @@ class ConfigImpl implements ManagedConfig {
       mesh: env.mesh,
       prefix: env.prefix ?? "troupe",
       signal: this.#abort.signal,
+      clock: env.clock ?? systemClock,
     };
   }
 
@@ -393,7 +397,7 @@ class ConfigImpl implements ManagedConfig {
     slot.ok = true;
     slot.error = undefined;
     if (revision !== undefined) slot.revision = revision;
-    slot.updatedAt = Date.now();
+    slot.updatedAt = (this.#env.clock ?? systemClock).now();
   }
 
   #fail(
@@ -407,7 +411,7 @@ class ConfigImpl implements ManagedConfig {
     slot.ok = false;
     slot.error = error;
     if (revision !== undefined) slot.revision = revision;
-    slot.updatedAt = Date.now();
+    slot.updatedAt = (this.#env.clock ?? systemClock).now();
     this.#log.warn(
       `Config update from "${slot.source.name}" refused, keeping its last good value: ${error}`,
     );

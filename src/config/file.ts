@@ -15,6 +15,7 @@
 
 import { dirname, isAbsolute, resolve } from "node:path";
 import type { ConfigSource, ConfigSourceContext, RunningConfigSource } from "./types.ts";
+import type { TimerId } from "../util/clock.ts";
 
 /** Options of {@link fromFile}. */
 export interface FromFileOptions {
@@ -117,7 +118,7 @@ class FileSource implements RunningConfigSource {
   readonly #loops = new Set<Promise<void>>();
   #started = false;
   #reloading: Promise<void> = Promise.resolve();
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerId | undefined;
   #burstAt: number | undefined;
   #lastText: string | undefined;
   /** Why the watch is not working, while it is not. */
@@ -211,11 +212,12 @@ class FileSource implements RunningConfigSource {
 
   #schedule(): void {
     if (this.#stopped) return;
-    const now = performance.now();
+    const clock = this.#context.clock;
+    const now = clock.monotonic();
     this.#burstAt ??= now;
-    clearTimeout(this.#timer);
+    clock.clearTimeout(this.#timer);
     const wait = Math.min(this.#debounce, this.#burstAt + 10 * this.#debounce - now);
-    this.#timer = setTimeout(() => {
+    this.#timer = clock.setTimeout(() => {
       this.#timer = undefined;
       this.#burstAt = undefined;
       this.#reloading = this.#reloading.then(() => this.#reload());
@@ -282,7 +284,7 @@ class FileSource implements RunningConfigSource {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#context?.clock.clearTimeout(this.#timer);
     this.#closeWatcher();
     await Promise.all([...this.#loops]);
     await this.#reloading;

@@ -188,21 +188,22 @@ class KvSource implements RunningConfigSource {
   /** Resolves once the watch has applied `revision` (bounded by `applyTimeout`). */
   #appliedAt(revision: number): Promise<void> {
     if (this.#applied >= revision) return Promise.resolve();
+    const clock = this.#context.clock;
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
         revision,
         resolve: () => {
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           this.#waiters.delete(waiter);
           resolve();
         },
         reject: (err) => {
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           this.#waiters.delete(waiter);
           reject(err);
         },
       };
-      const timer = setTimeout(() => {
+      const timer = clock.setTimeout(() => {
         this.#waiters.delete(waiter);
         reject(
           new Error(

@@ -10,6 +10,7 @@
 
 import type { Logger } from "../util/log.ts";
 import type { MeshConnection } from "../mesh/types.ts";
+import type { Clock } from "../util/clock.ts";
 
 /** `T` with literal types widened (`1000` → `number`), so `get(path, 1000)` is a `number`. */
 export type Widen<T> = T extends string ? string
@@ -139,6 +140,11 @@ export interface ConfigSourceContext {
   readonly prefix: string;
   /** Aborted when the config closes. */
   readonly signal: AbortSignal;
+  /**
+   * The node's clock (`createSystem({ clock })`): a source that polls, debounces or waits
+   * does it on this clock's timers, so that tests on a virtual clock drive it.
+   */
+  readonly clock: Clock;
 }
 
 /** A source once started: see {@link ConfigSource}. */
@@ -165,14 +171,14 @@ export interface RunningConfigSource {
  *     name: "flags",
  *     start(context) {
  *       context.update(read());
- *       const timer = setInterval(() => {
+ *       const timer = context.clock.setInterval(() => {
  *         try {
  *           context.update(read());
  *         } catch (err) {
  *           context.fail(err); // the last good value stays
  *         }
  *       }, 5_000);
- *       return { stop: () => clearInterval(timer) };
+ *       return { stop: () => context.clock.clearInterval(timer) };
  *     },
  *   };
  * }

@@ -8,6 +8,7 @@
 
 import { type KvBucket, type KvEntry, type MeshConnection, MeshError } from "../mesh/types.ts";
 import { delay } from "../util/async.ts";
+import { systemClock } from "../util/clock.ts";
 
 /**
  * Opens a directory bucket (one value per key; `replicas` when given, else the mesh's choice).
@@ -36,6 +37,8 @@ export const CAS_SETTLE_MS = 30;
  * later write stands: a writer that no longer sees its own revision there lost.
  */
 export async function latestAfterSettle(bucket: KvBucket, key: string): Promise<KvEntry | null> {
-  await delay(CAS_SETTLE_MS);
+  // Real time, not the node's clock: this waits for a broker's replicas, which a virtual clock
+  // cannot hurry (only replicated NATS buckets get here; the in-process mesh serializes CAS).
+  await delay(systemClock, CAS_SETTLE_MS);
   return await bucket.get(key).catch(() => null);
 }

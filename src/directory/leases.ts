@@ -39,6 +39,7 @@ import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import type { ElectOptions, Leader, Lease, LeaseOptions } from "./types.ts";
 import { defaultMargin, type Membership } from "./membership.ts";
 import { isConflict, latestAfterSettle, openDirectoryBucket } from "./_kv.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 
 /** A held lease, with the details of its fencing token. */
 export interface HeldLease extends Lease {
@@ -46,7 +47,7 @@ export interface HeldLease extends Lease {
   readonly fence: string;
   /** The node holding it (this node). */
   readonly holder: string;
-  /** Monotonic time (`performance.now()`) until which the lease holds, as of now. */
+  /** Monotonic time (the node clock's `monotonic()`) until which the lease holds, as of now. */
   validUntil(): number;
 }
 
@@ -62,6 +63,8 @@ export interface LeasesOptions {
   replicas?: number;
   /** Receives warnings (a throwing election callback). @default {console.warn} */
   onWarning?: (message: string) => void;
+  /** The clock renewals, deadlines and take-overs run on. @default {membership.clock} */
+  clock?: Clock;
 }
 
 /**
@@ -160,7 +163,7 @@ export async function createLeases(
   options: LeasesOptions,
 ): Promise<Leases> {
   const bucket = await openDirectoryBucket(conn, `${options.prefix}_leases`, options.replicas);
-  return new LeasesImpl(bucket, options.node ?? membership.self.id, options);
+  return new LeasesImpl(bucket, options.node ?? membership.self.id, options, membership.clock);
 }
 
 class LeasesImpl implements Leases {
@@ -168,6 +171,7 @@ class LeasesImpl implements Leases {
   readonly holder: string;
   readonly defaultTtl: number;
   readonly warn: (message: string) => void;
+  readonly clock: Clock;
   readonly held = new Set<LeaseImpl>();
   readonly leaders = new Set<LeaderImpl>();
   readonly pending = new Set<Promise<unknown>>();
@@ -175,11 +179,12 @@ class LeasesImpl implements Leases {
   /** The bucket's incarnation as last read from the server. */
   #incarnation: KvIncarnation | undefined;
 
-  constructor(bucket: KvBucket, holder: string, options: LeasesOptions) {
+  constructor(bucket: KvBucket, holder: string, options: LeasesOptions, clock: Clock) {
     this.bucket = bucket;
     this.holder = holder;
     this.defaultTtl = options.ttl ?? DEFAULT_TTL;
     this.warn = options.onWarning ?? ((message) => console.warn(message));
+    this.clock = options.clock ?? clock;
   }
 
   /** Runs a best-effort KV operation that `close()` waits for. */
@@ -197,9 +202,9 @@ class LeasesImpl implements Leases {
     const stop = new AbortController();
     const onClose = () => stop.abort(new ClosedError("The leases are closed"));
     const onSignal = () => stop.abort(options.signal?.reason);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: TimerId | undefined;
     if (Number.isFinite(timeout)) {
-      timer = setTimeout(
+      timer = this.clock.setTimeout(
         () =>
           stop.abort(new TimeoutError(`Timed out after ${timeout} ms waiting for lease "${name}"`)),
         Math.max(0, timeout),
@@ -212,7 +217,7 @@ class LeasesImpl implements Leases {
     try {
       return await this.#acquire(name, ttl, stop.signal);
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
       this.closing.signal.removeEventListener("abort", onClose);
       options.signal?.removeEventListener("abort", onSignal);
     }
@@ -235,7 +240,7 @@ class LeasesImpl implements Leases {
     const attempt = async (expected?: number): Promise<HeldLease | undefined> => {
       for (let tries = 0;; tries++) {
         const before = this.#incarnation ??= await this.bucket.incarnationNow();
-        const sentAt = performance.now();
+        const sentAt = this.clock.monotonic();
         let rev: number;
         try {
           rev = expected === undefined
@@ -265,7 +270,7 @@ class LeasesImpl implements Leases {
           // revision.
           return undefined;
         }
-        if (stop.aborted || performance.now() >= sentAt + ttl) {
+        if (stop.aborted || this.clock.monotonic() >= sentAt + ttl) {
           // Gave up, or the write took a whole ttl: do not keep it.
           this.track(this.bucket.delete(key, { revision: rev }));
           stop.throwIfAborted();
@@ -280,7 +285,7 @@ class LeasesImpl implements Leases {
 
     const watch = this.bucket.watch({ key });
     const it = watch[Symbol.asyncIterator]();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: TimerId | undefined;
     const stopped = new Promise<"stop">((resolve) => {
       if (stop.aborted) resolve("stop");
       else stop.addEventListener("abort", () => resolve("stop"), { once: true });
@@ -290,7 +295,7 @@ class LeasesImpl implements Leases {
       const again = await attempt();
       if (again) return again;
       let lastRevision: number | undefined;
-      let lastChange = performance.now();
+      let lastChange = this.clock.monotonic();
       let holderTtl = ttl;
       let next = it.next();
       for (;;) {
@@ -298,16 +303,19 @@ class LeasesImpl implements Leases {
         const timed = new Promise<"timer">((resolve) => {
           if (lastRevision === undefined) return; // nothing to take over: wait for the watch
           const at = lastChange + holderTtl + defaultMargin(holderTtl);
-          timer = setTimeout(() => resolve("timer"), Math.max(0, at - performance.now()) + 1);
+          timer = this.clock.setTimeout(
+            () => resolve("timer"),
+            Math.max(0, at - this.clock.monotonic()) + 1,
+          );
         });
         const r = await Promise.race([next, timed, stopped]);
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         if (r === "stop") stop.throwIfAborted();
         if (r === "timer") {
           // No new revision for ttl + margin: the holder is gone; take over.
           const won = await attempt(lastRevision);
           if (won) return won;
-          lastChange = performance.now(); // the watch brings whatever beat us
+          lastChange = this.clock.monotonic(); // the watch brings whatever beat us
           continue;
         }
         if (typeof r !== "object") continue;
@@ -316,7 +324,7 @@ class LeasesImpl implements Leases {
         const entry = r.value;
         if (entry.operation === "PUT") {
           lastRevision = entry.revision;
-          lastChange = performance.now();
+          lastChange = this.clock.monotonic();
           holderTtl = recordTtl(entry, ttl);
         } else {
           // Released: compete at once.
@@ -326,7 +334,7 @@ class LeasesImpl implements Leases {
         }
       }
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
       watch.stop();
     }
   }
@@ -375,8 +383,8 @@ class LeaseImpl implements HeldLease {
   readonly #controller = new AbortController();
   #revision: number;
   #deadline: number;
-  #renewTimer: ReturnType<typeof setTimeout> | undefined;
-  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  #renewTimer: TimerId | undefined;
+  #deadlineTimer: TimerId | undefined;
   #renewing: Promise<void> | undefined;
   #released: Promise<void> | undefined;
 
@@ -414,9 +422,9 @@ class LeaseImpl implements HeldLease {
   }
 
   #scheduleRenewal(delay: number): void {
-    clearTimeout(this.#renewTimer);
+    this.#leases.clock.clearTimeout(this.#renewTimer);
     if (this.signal.aborted) return;
-    this.#renewTimer = setTimeout(() => {
+    this.#renewTimer = this.#leases.clock.setTimeout(() => {
       this.#renewTimer = undefined;
       this.#renewing = this.#renew().finally(() => (this.#renewing = undefined));
     }, delay);
@@ -424,7 +432,7 @@ class LeaseImpl implements HeldLease {
 
   async #renew(): Promise<void> {
     if (this.signal.aborted) return;
-    const sentAt = performance.now();
+    const sentAt = this.#leases.clock.monotonic();
     let revision: number;
     try {
       revision = await this.#leases.bucket.update(this.#key, this.#value, this.#revision);
@@ -453,10 +461,10 @@ class LeaseImpl implements HeldLease {
   }
 
   #armDeadline(): void {
-    clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = setTimeout(() => {
+    this.#leases.clock.clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = this.#leases.clock.setTimeout(() => {
       this.#deadlineTimer = undefined;
-      if (performance.now() >= this.#deadline) {
+      if (this.#leases.clock.monotonic() >= this.#deadline) {
         this.#lose(
           new TimeoutError(`Lease "${this.name}" expired: not renewed within ${this.#ttl} ms`),
         );
@@ -465,13 +473,13 @@ class LeaseImpl implements HeldLease {
           this.#leases.bucket.delete(this.#key, { revision: this.#revision }),
         );
       } else this.#armDeadline();
-    }, Math.max(0, this.#deadline - performance.now()));
+    }, Math.max(0, this.#deadline - this.#leases.clock.monotonic()));
   }
 
   #lose(reason: unknown): void {
     if (this.signal.aborted) return;
-    clearTimeout(this.#renewTimer);
-    clearTimeout(this.#deadlineTimer);
+    this.#leases.clock.clearTimeout(this.#renewTimer);
+    this.#leases.clock.clearTimeout(this.#deadlineTimer);
     this.#leases.held.delete(this);
     this.#controller.abort(reason);
   }
@@ -535,7 +543,7 @@ class LeaderImpl implements Leader {
       } catch (err) {
         if (stop.aborted || this.#leases.closing.signal.aborted) break;
         this.#leases.warn(`Election "${this.#name}": acquiring the lease failed: ${err}`);
-        await sleep(ttl / 3, stop);
+        await sleep(this.#leases.clock, ttl / 3, stop);
         continue;
       }
       this.#lease = lease;
@@ -578,14 +586,14 @@ class LeaderImpl implements Leader {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       signal.removeEventListener("abort", done);
       resolve();
     };
-    const timer = setTimeout(done, ms);
+    const timer = clock.setTimeout(done, ms);
     signal.addEventListener("abort", done, { once: true });
     if (signal.aborted) done();
   });

@@ -1,11 +1,17 @@
+/**
+ * Leases on a virtual clock: renewals, deadlines and take-overs happen at exact times, moved
+ * by the test, so "after ttl + margin, and not before" is checked to the millisecond.
+ */
 import assert from "node:assert/strict";
-import { delay, waitFor } from "../util/_testing.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
+import { delay } from "../util/async.ts";
+import { type VirtualClock, virtualClock } from "../util/virtual_clock.ts";
 import type { Mesh, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import { ClosedError, ConflictError, TimeoutError } from "../errors.ts";
 import { defaultMargin, type Membership, startMembership } from "./membership.ts";
 import { createLeases, type HeldLease, type Leases, leaseToken } from "./leases.ts";
+import { advanceUntil as until } from "../util/_testing.ts";
 
 const TTL = 300;
 const MARGIN = defaultMargin(TTL); // what waiters add to the holder's ttl
@@ -17,13 +23,20 @@ interface TestNode {
   l: Leases;
 }
 
-async function join(mesh: Mesh, id: string): Promise<TestNode> {
-  const conn = await mesh.connect({ node: id });
+/** A cluster on a virtual clock. */
+function cluster(): { mesh: Mesh; clock: VirtualClock } {
+  const clock = virtualClock(new Date("2026-01-01T00:00:00Z"));
+  return { mesh: inProcessMesh({ clock }), clock };
+}
+
+async function join(mesh: Mesh, clock: VirtualClock, id: string): Promise<TestNode> {
+  const conn = await mesh.connect({ node: id, clock });
   const m = await startMembership(conn, {
     prefix: "t",
-    node: { id, types: [], since: Date.now() },
+    node: { id, types: [], since: clock.now() },
     ttl: 5_000,
     onWarning: () => {},
+    clock,
   });
   const l = await createLeases(conn, m, { prefix: "t", ttl: TTL, onWarning: () => {} });
   return { id, conn, m, l };
@@ -43,9 +56,9 @@ async function crash(n: TestNode): Promise<void> {
 }
 
 Deno.test("lease() is exclusive; its token is the bucket's creation time and the acquiring revision", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const lease = await a.l.lease("job");
   assert.equal(lease.name, "job");
   assert.equal(lease.holder, "a");
@@ -53,10 +66,14 @@ Deno.test("lease() is exclusive; its token is the bucket's creation time and the
   const revision = (await kv.get(encodeToken("job")))!.revision;
   assert.equal(lease.fence, `${kv.incarnation}:${revision}`);
   const incarnation = await kv.incarnationNow();
+  assert.equal(incarnation.createdAt, clock.now(), "the bucket was made on the mesh's clock");
   assert.equal(lease.token, incarnation.createdAt * 1000 + revision);
   assert.equal(lease.token, leaseToken(incarnation, revision));
-  await assert.rejects(b.l.lease("job", { timeout: TTL }), TimeoutError);
-  await assert.rejects(a.l.lease("job", { timeout: 50 }), TimeoutError); // even on its node
+  const otherNode = assert.rejects(b.l.lease("job", { timeout: TTL }), TimeoutError);
+  const sameNode = assert.rejects(a.l.lease("job", { timeout: 50 }), TimeoutError);
+  await clock.advance(TTL);
+  await otherNode;
+  await sameNode; // even on its node
   const ac = new AbortController();
   const waiting = b.l.lease("job", { signal: ac.signal });
   ac.abort(new Error("gave up"));
@@ -71,14 +88,18 @@ Deno.test("lease() is exclusive; its token is the bucket's creation time and the
 });
 
 Deno.test("tokens strictly increase across holders", async () => {
-  const mesh = inProcessMesh();
-  const nodes = [await join(mesh, "a"), await join(mesh, "b"), await join(mesh, "c")];
+  const { mesh, clock } = cluster();
+  const nodes = [
+    await join(mesh, clock, "a"),
+    await join(mesh, clock, "b"),
+    await join(mesh, clock, "c"),
+  ];
   let last = 0;
   for (let i = 0; i < 9; i++) {
     const lease = await nodes[i % 3]!.l.lease("seq", { timeout: 1_000 });
     assert.ok(lease.token > last, `token ${lease.token} after ${last}`);
     last = lease.token;
-    await delay(TTL / 3 + 10); // let it renew: renewals must not change the token
+    await clock.advance(TTL / 3 + 10); // let it renew: renewals must not change the token
     assert.equal(lease.token, last);
     await lease.release();
   }
@@ -86,84 +107,86 @@ Deno.test("tokens strictly increase across holders", async () => {
 });
 
 Deno.test("release() wakes a waiter at once", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const held = await a.l.lease("job", { ttl: 600 });
-  let acquiredAt = 0;
+  let acquiredAt = -1;
   const waiting = b.l.lease("job", { timeout: 5_000 }).then((l) => {
-    acquiredAt = performance.now();
+    acquiredAt = clock.monotonic();
     return l;
   });
-  await delay(50);
-  const releasedAt = performance.now();
+  await clock.advance(50);
+  assert.equal(acquiredAt, -1, "still held");
   await held.release();
   const next = await waiting;
-  const took = acquiredAt - releasedAt;
-  assert.ok(took < 50, `the waiter took ${took} ms`);
+  assert.equal(acquiredAt, 50, "acquired with no time passing");
   assert.ok(next.token > held.token);
   await next.release();
   await leave(a, b);
 });
 
 Deno.test("a waiter takes over a dead holder's lease after ttl + margin, and not before", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const held = await a.l.lease("job");
   // The test watches the key to know when the holder's last write was seen.
   const kv = await b.conn.kv("t_leases");
   const watch = kv.watch({ key: encodeToken("job") });
-  let lastWrite = performance.now();
+  let lastWrite = -1;
   const loop = (async () => {
     for await (const e of watch) {
       const holder = e.operation === "PUT" && JSON.parse(new TextDecoder().decode(e.value)).holder;
-      if (holder === "a") lastWrite = performance.now();
+      if (holder === "a") lastWrite = clock.monotonic();
     }
   })();
-  const waiting = b.l.lease("job", { timeout: 5_000 });
-  await delay(TTL / 2);
+  let next: HeldLease | undefined;
+  const waiting = b.l.lease("job", { timeout: 5_000 }).then((l) => next = l);
+  await clock.advance(TTL / 2);
   await crash(a);
-  const next = await waiting;
-  const acquiredAt = performance.now();
+  assert.equal(lastWrite, TTL / 3, "its last renewal");
+  await clock.advance(lastWrite + TTL + MARGIN - clock.monotonic());
+  assert.equal(next, undefined, "not taken over at ttl + margin of silence");
+  await until(clock, () => next !== undefined, 2, "taken over");
+  await waiting;
+  const silentFor = clock.monotonic() - lastWrite;
+  assert.ok(silentFor <= TTL + MARGIN + 1, `taken over late: ${silentFor} ms`);
   watch.stop();
   await loop;
-  const silentFor = acquiredAt - lastWrite;
-  assert.ok(silentFor >= TTL + MARGIN, `taken over after only ${silentFor} ms of silence`);
-  assert.ok(silentFor < TTL + MARGIN + 100, `taken over late: ${silentFor} ms`);
   // The old holder knew it had lost the lease before the new one got it.
   assert.ok(held.signal.aborted);
   assert.ok(held.signal.reason instanceof TimeoutError);
-  assert.ok(next.token > held.token);
-  await next.release();
+  assert.ok(next!.token > held.token);
+  await next!.release();
   await leave(a, b);
 });
 
 Deno.test("signal aborts on time when the holder cannot renew", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const sentBefore = performance.now();
-  const lease = await a.l.lease("job");
-  let abortedAt = 0;
-  lease.signal.addEventListener("abort", () => abortedAt = performance.now());
-  await delay(10);
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const lease = await a.l.lease("job"); // sent at 0: held until TTL unless renewed
+  let abortedAt = -1;
+  lease.signal.addEventListener("abort", () => abortedAt = clock.monotonic());
+  await clock.advance(10);
   await crash(a); // every renewal fails from now on
-  await waitFor(() => lease.signal.aborted, 2 * TTL, "lost");
-  // Renewals after the acquisition may have succeeded before the crash: deadline ≥ ttl.
-  assert.ok(abortedAt - sentBefore >= TTL - 1);
-  assert.ok(abortedAt <= lease.validUntil() || lease.validUntil() === -Infinity);
-  assert.ok(abortedAt - sentBefore < TTL + 60, `aborted ${abortedAt - sentBefore} ms after`);
+  await clock.advance(TTL - 1 - clock.monotonic());
+  assert.equal(lease.signal.aborted, false, "held until its deadline");
+  await clock.advance(1);
+  assert.equal(abortedAt, TTL, "aborted at its deadline exactly");
+  assert.ok(lease.signal.reason instanceof TimeoutError);
   await leave(a);
 });
 
 Deno.test("signal aborts when another writer takes the lease over", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
   const lease = await a.l.lease("job");
   const kv = await a.conn.kv("t_leases");
   const e = await kv.get(encodeToken("job"));
   await kv.update(encodeToken("job"), new TextEncoder().encode("{}"), e!.revision);
-  await waitFor(() => lease.signal.aborted, TTL, "lost");
+  await clock.advance(TTL / 3); // its next renewal conflicts
+  assert.ok(lease.signal.aborted);
   assert.ok(lease.signal.reason instanceof ConflictError);
   await lease.release(); // not ours any more: leaves the other writer's record alone
   assert.notEqual(await kv.get(encodeToken("job")), null);
@@ -171,29 +194,37 @@ Deno.test("signal aborts when another writer takes the lease over", async () => 
 });
 
 Deno.test("lock() runs exclusively and releases even when fn throws", async () => {
-  const mesh = inProcessMesh();
-  const nodes = [await join(mesh, "a"), await join(mesh, "b"), await join(mesh, "c")];
+  const { mesh, clock } = cluster();
+  const nodes = [
+    await join(mesh, clock, "a"),
+    await join(mesh, clock, "b"),
+    await join(mesh, clock, "c"),
+  ];
   let inside = 0;
   let maxInside = 0;
   let runs = 0;
   const tokens: number[] = [];
-  await Promise.all(
+  let finished = false;
+  const all = Promise.all(
     nodes.flatMap((n) =>
       [0, 1, 2].map(() =>
         n.l.lock("critical", async (lease: HeldLease) => {
           inside++;
           maxInside = Math.max(maxInside, inside);
           tokens.push(lease.token);
-          await delay(5);
+          await delay(clock, 5);
           assert.equal(lease.signal.aborted, false);
           inside--;
           runs++;
         }, { timeout: 5_000 })
       )
     ),
-  );
+  ).finally(() => finished = true);
+  await until(clock, () => finished, 9 * 5, "nine locked runs of 5 ms, one after the other");
+  await all;
   assert.equal(runs, 9);
   assert.equal(maxInside, 1);
+  assert.equal(clock.monotonic(), 9 * 5, "each waiter got the lock the moment it was free");
   assert.deepEqual(tokens, [...tokens].sort((x, y) => x - y));
   await assert.rejects(
     nodes[0]!.l.lock("critical", () => {
@@ -207,9 +238,9 @@ Deno.test("lock() runs exclusively and releases even when fn throws", async () =
 });
 
 Deno.test("elect() hands leadership over on resign", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const log: string[] = [];
   const la = a.l.elect("leader", {
     onElected: () => void log.push("a elected"),
@@ -221,13 +252,12 @@ Deno.test("elect() hands leadership over on resign", async () => {
     onElected: () => void log.push("b elected"),
     onRevoked: () => void log.push("b revoked"),
   });
-  await delay(50);
+  await clock.advance(50);
   assert.equal(lb.isLeader, false);
-  const t0 = performance.now();
   await la.resign();
   assert.equal(la.isLeader, false);
   const lease = await lb.elected;
-  assert.ok(performance.now() - t0 < 50, "elected at once");
+  assert.equal(clock.monotonic(), 50, "elected at once");
   assert.equal(lb.isLeader, true);
   assert.ok(lease.token > 0);
   await lb.resign();
@@ -236,18 +266,18 @@ Deno.test("elect() hands leadership over on resign", async () => {
 });
 
 Deno.test("elect() elects another node when the leader dies", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const revoked: string[] = [];
   const la = a.l.elect("leader", { onRevoked: () => void revoked.push("a") });
   await la.elected;
   const lb = b.l.elect("leader", { ttl: TTL });
-  await crash(a);
-  const t0 = performance.now();
-  await lb.elected;
-  const took = performance.now() - t0;
-  assert.ok(took >= TTL + MARGIN - TTL / 3 - 10 && took < TTL + MARGIN + 200, `took ${took}`);
+  await crash(a); // its last write: the acquisition, at 0
+  let elected = false;
+  void lb.elected.then(() => elected = true);
+  await until(clock, () => elected, 2 * (TTL + MARGIN), "b elected");
+  assert.equal(clock.monotonic(), TTL + MARGIN + 1, "ttl + margin after a's last write");
   assert.deepEqual(revoked, ["a"]);
   assert.equal(la.isLeader, false);
   assert.equal(lb.isLeader, true);
@@ -255,22 +285,21 @@ Deno.test("elect() elects another node when the leader dies", async () => {
 });
 
 Deno.test("close() releases every lease and stops waiters and candidates", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const held = await a.l.lease("one");
   const leader = a.l.elect("two");
   await leader.elected;
   const waiter = a.l.lease("three-held-by-b", { timeout: 5_000 });
   const other = b.l.lease("three-held-by-b");
   const bWaiting = b.l.lease("one", { timeout: 5_000 });
-  const t0 = performance.now();
   await a.l.close();
   await assert.rejects(waiter, ClosedError);
   assert.ok(held.signal.aborted);
   assert.equal(leader.isLeader, false);
   const got = await bWaiting;
-  assert.ok(performance.now() - t0 < 50, "released at once");
+  assert.equal(clock.monotonic(), 0, "released at once");
   await assert.rejects(a.l.lease("four"), ClosedError);
   const late = a.l.elect("five");
   await assert.rejects(late.elected, ClosedError);
@@ -280,17 +309,17 @@ Deno.test("close() releases every lease and stops waiters and candidates", async
 });
 
 Deno.test("tokens keep increasing when the leases bucket is deleted and created again", async () => {
-  const mesh = inProcessMesh();
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const tokens: number[] = [];
   for (let i = 0; i < 3; i++) await a.l.lock("job", (l) => void tokens.push(l.token));
   const held = await b.l.lease("other");
-  const admin = await mesh.connect({ node: "admin" });
+  const admin = await mesh.connect({ node: "admin", clock });
   await admin.deleteKv!("t_leases");
   await admin.kv("t_leases"); // created again, as an operator would: revisions restart
   // b's renewal finds no record of its lease in the new bucket
-  await waitFor(() => held.signal.aborted, 2 * TTL, "the held lease to be lost");
+  await until(clock, () => held.signal.aborted, 2 * TTL, "the held lease to be lost");
   // a's handle was opened before the deletion
   await a.l.lock("job", (l) => void tokens.push(l.token));
   await b.l.lock("job", (l) => void tokens.push(l.token));

@@ -7,7 +7,7 @@
  *   {@link startMembership} resolves, so a node is visible once it has started;
  * - every node watches the bucket. A node is alive from the first put this observer sees
  *   until `ttl + margin` passed without another one, timed on the observer's own monotonic
- *   clock (`performance.now()`): expiry of keys tells watchers nothing on nats-server 2.9,
+ *   clock (`clock.monotonic()`): expiry of keys tells watchers nothing on nats-server 2.9,
  *   and wall clocks of different machines are never compared;
  * - a graceful close puts a last heartbeat marked `leaving`, then deletes the key. Observers
  *   report the node `left` only when they saw that mark: any other disappearance (a `DEL`
@@ -30,6 +30,7 @@ import type { KvBucket, KvEntry, KvWatch, MeshConnection } from "../mesh/types.t
 import { decodeToken, encodeToken } from "../mesh/subject.ts";
 import { createEventQueue, type EventQueue } from "../util/queue.ts";
 import { openDirectoryBucket } from "./_kv.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import type { DirectoryEvent, NodeInfo } from "./types.ts";
 
 /** A change of membership, or of this node's own fencing state. */
@@ -86,6 +87,8 @@ export interface MembershipOptions {
   replicas?: number;
   /** Receives warnings (duplicate node id, own key deleted). @default {console.warn} */
   onWarning?: (message: string) => void;
+  /** The clock heartbeats, expiry and the fence run on. @default {systemClock} */
+  clock?: Clock;
 }
 
 /** A stream of directory events: an async iterable with `stop()`. */
@@ -120,6 +123,8 @@ export interface Membership {
   readonly ttl: number;
   /** Margin added to `ttl` before a silent node is declared dead, ms. */
   readonly margin: number;
+  /** The clock its times are on (`settledAt()`, `validUntil()`): the node's. */
+  readonly clock: Clock;
   /** Live nodes (including this one, while it heartbeats), sorted by id. */
   nodes(): NodeInfo[];
   /** Whether node `id` is alive now, as far as this node knows. */
@@ -133,14 +138,14 @@ export interface Membership {
    */
   confirmDead(id: string): Promise<boolean>;
   /**
-   * Monotonic time (`performance.now()`) from which this node has observed the bucket for
+   * Monotonic time (`clock.monotonic()`) from which this node has observed the bucket for
    * `ttl + margin`: after it, a node it never saw can be taken as dead.
    */
   settledAt(): number;
   /** Ids of the live nodes that host actor type `type`, sorted. */
   hostsOf(type: string): string[];
   /**
-   * Monotonic time (`performance.now()` base) until which this node's own lease holds: the
+   * Monotonic time (`clock.monotonic()`) until which this node's own lease holds: the
    * time it sent its last acknowledged heartbeat + `ttl`. Check it before every turn.
    */
   validUntil(): number;
@@ -191,7 +196,7 @@ interface Heartbeat {
 interface Peer {
   info: NodeInfo;
   session: string;
-  /** `performance.now()` when this observer last saw a heartbeat put. */
+  /** Monotonic time when this observer last saw a heartbeat put. */
   lastSeen: number;
   ttl: number;
   alive: boolean;
@@ -243,7 +248,7 @@ function parseHeartbeat(entry: KvEntry): Heartbeat | undefined {
  *   node: { id: "n1", types: [], since: Date.now() },
  *   ttl: 5_000,
  * });
- * if (performance.now() > m.validUntil()) throw new Error("fenced");
+ * if (m.isFenced()) throw new Error("fenced");
  * await m.close();
  * await conn.close();
  * ```
@@ -275,6 +280,11 @@ class MembershipImpl implements Membership {
   readonly #key: string;
   readonly #hosts: boolean;
   readonly #session = crypto.randomUUID();
+  readonly #clock: Clock;
+
+  get clock(): Clock {
+    return this.#clock;
+  }
   readonly #warn: (message: string) => void;
   readonly #peers = new Map<string, Peer>();
   readonly #listeners = new Set<(event: MembershipEvent) => void>();
@@ -282,22 +292,25 @@ class MembershipImpl implements Membership {
   readonly #pending = new Set<Promise<unknown>>();
   #watch: KvWatch | undefined;
   #watchLoop: Promise<void> | undefined;
-  #startedAt = performance.now();
+  #startedAt: number;
   /** When the watch last delivered one of this node's own heartbeats. */
-  #echoAt = performance.now();
+  #echoAt: number;
   #validUntil = -Infinity;
   #fenced = false;
-  #fencedAt = 0;
+  /** Fences so far: a heartbeat sent while fenced, with the count unchanged, came after the last. */
+  #fences = 0;
   #closed = false;
   #paused = false;
   #inFlight: Promise<void> | undefined;
-  #heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
-  #fenceTimer: ReturnType<typeof setTimeout> | undefined;
-  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  #heartbeatTimer: TimerId | undefined;
+  #fenceTimer: TimerId | undefined;
+  #expiryTimer: TimerId | undefined;
   #foreignSessions = new Set<string>();
 
   constructor(bucket: KvBucket, options: MembershipOptions) {
     this.#bucket = bucket;
+    this.#clock = options.clock ?? systemClock;
+    this.#startedAt = this.#echoAt = this.#clock.monotonic();
     this.self = {
       id: options.node.id,
       types: [...options.node.types],
@@ -312,7 +325,7 @@ class MembershipImpl implements Membership {
   }
 
   async start(): Promise<void> {
-    this.#startedAt = performance.now();
+    this.#startedAt = this.#clock.monotonic();
     this.#echoAt = this.#startedAt;
     this.#watch = this.#bucket.watch({ key: ">" });
     const watch = this.#watch;
@@ -327,9 +340,9 @@ class MembershipImpl implements Membership {
       }
     })();
     if (this.#hosts) {
-      const sentAt = performance.now();
+      const sentAt = this.#clock.monotonic();
       await this.#bucket.put(this.#key, this.#heartbeatValue());
-      this.#acknowledged(sentAt);
+      this.#acknowledged(sentAt, false);
       this.#scheduleHeartbeat(this.ttl / 3);
     }
     // The members of now, read before anyone asks: the watch delivers the bucket a moment
@@ -348,7 +361,7 @@ class MembershipImpl implements Membership {
   // ---- views ---------------------------------------------------------------------------
 
   nodes(): NodeInfo[] {
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     const current = this.#watchCurrent(now);
     return [...this.#peers.values()]
       .filter((p) => this.#live(p, now, current))
@@ -361,7 +374,7 @@ class MembershipImpl implements Membership {
   }
 
   status(id: string): NodeStatus {
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     const p = this.#peers.get(id);
     if (p) return this.#live(p, now, this.#watchCurrent(now)) ? "alive" : "dead";
     return now >= this.settledAt() ? "dead" : "unknown";
@@ -373,7 +386,7 @@ class MembershipImpl implements Membership {
     if (!entry || entry.operation !== "PUT") return true;
     if (parseHeartbeat(entry)?.leaving) return true;
     const p = this.#peers.get(id);
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     // A key we never saw, or a heartbeat newer than the last we saw: our watch lags.
     return p !== undefined && !this.#live(p, now, this.#watchCurrent(now)) &&
       entry.revision <= p.revision;
@@ -391,7 +404,7 @@ class MembershipImpl implements Membership {
     return this.#validUntil;
   }
 
-  isFenced(now: number = performance.now()): boolean {
+  isFenced(now: number = this.#clock.monotonic()): boolean {
     if (!this.#hosts) return false;
     return this.#fenced || now > this.#validUntil;
   }
@@ -420,9 +433,9 @@ class MembershipImpl implements Membership {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#heartbeatTimer);
-    clearTimeout(this.#fenceTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#clock.clearTimeout(this.#heartbeatTimer);
+    this.#clock.clearTimeout(this.#fenceTimer);
+    this.#clock.clearTimeout(this.#expiryTimer);
     this.#watch?.stop();
     for (const q of [...this.#stopOnClose]) q.stop();
     this.#stopOnClose.clear();
@@ -451,7 +464,7 @@ class MembershipImpl implements Membership {
 
   _pauseHeartbeats(): void {
     this.#paused = true;
-    clearTimeout(this.#heartbeatTimer);
+    this.#clock.clearTimeout(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
   }
 
@@ -477,8 +490,8 @@ class MembershipImpl implements Membership {
 
   #scheduleHeartbeat(delay: number): void {
     if (this.#closed || this.#paused || !this.#hosts) return;
-    clearTimeout(this.#heartbeatTimer);
-    this.#heartbeatTimer = setTimeout(() => {
+    this.#clock.clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = this.#clock.setTimeout(() => {
       this.#heartbeatTimer = undefined;
       this.#heartbeat();
     }, delay);
@@ -486,14 +499,16 @@ class MembershipImpl implements Membership {
 
   #heartbeat(): void {
     if (this.#closed || this.#paused || this.#inFlight) return;
-    const sentAt = performance.now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    const sentAt = this.#clock.monotonic();
+    // Sent after the fence (not merely at the same time: a virtual clock has equal times).
+    const afterFence = this.#fenced ? this.#fences : false;
+    let timer: TimerId | undefined;
     // Stop waiting for a put after ttl / 3 and send another (a put that lands late is
     // harmless: only acknowledged puts extend the lease), so that heartbeats go through as
     // soon as the KV answers again, e.g. after a leader election.
     const wait = Math.max(250, this.ttl / 3);
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
+      timer = this.#clock.setTimeout(
         () => reject(new Error(`Heartbeat not acknowledged within ${wait} ms`)),
         wait,
       );
@@ -503,7 +518,7 @@ class MembershipImpl implements Membership {
     this.#inFlight = Promise.race([put, timeout]).then(
       () => {
         if (this.#closed) return;
-        this.#acknowledged(sentAt);
+        this.#acknowledged(sentAt, afterFence);
         this.#scheduleHeartbeat(this.ttl / 3);
       },
       (err) => {
@@ -513,16 +528,17 @@ class MembershipImpl implements Membership {
         // (the fence timer does it on time). A KV leader election of a few seconds then
         // costs nothing when it is shorter than the lease.
         this.#lastHeartbeatError = err;
-        if (performance.now() > this.#validUntil) this.#fence("heartbeat_failed", err);
+        if (this.#clock.monotonic() > this.#validUntil) this.#fence("heartbeat_failed", err);
         this.#scheduleHeartbeat(this.ttl / 10);
       },
     ).finally(() => {
-      clearTimeout(timer);
+      this.#clock.clearTimeout(timer);
       this.#inFlight = undefined;
     });
   }
 
-  #acknowledged(sentAt: number): void {
+  /** `afterFence`: the fence count when it was sent while fenced, else false. */
+  #acknowledged(sentAt: number, afterFence: number | false): void {
     this.#lastHeartbeatError = undefined;
     this.#validUntil = Math.max(this.#validUntil, sentAt + this.ttl);
     // Our own heartbeat is a heartbeat we have seen, even before the watch echoes it.
@@ -534,10 +550,12 @@ class MembershipImpl implements Membership {
         session: this.#session,
         ttl: this.ttl,
       },
-      performance.now(),
+      this.#clock.monotonic(),
       0,
     );
-    if (this.#fenced && sentAt > this.#fencedAt && performance.now() <= this.#validUntil) {
+    if (
+      this.#fenced && afterFence === this.#fences && this.#clock.monotonic() <= this.#validUntil
+    ) {
       this.#fenced = false;
       this.#emit({ type: "unfenced" });
     }
@@ -545,12 +563,12 @@ class MembershipImpl implements Membership {
   }
 
   #armFenceTimer(): void {
-    clearTimeout(this.#fenceTimer);
+    this.#clock.clearTimeout(this.#fenceTimer);
     if (this.#closed || this.#fenced) return;
-    const delay = Math.max(0, this.#validUntil - performance.now());
-    this.#fenceTimer = setTimeout(() => {
+    const delay = Math.max(0, this.#validUntil - this.#clock.monotonic());
+    this.#fenceTimer = this.#clock.setTimeout(() => {
       this.#fenceTimer = undefined;
-      if (performance.now() > this.#validUntil) {
+      if (this.#clock.monotonic() > this.#validUntil) {
         if (this.#lastHeartbeatError !== undefined) {
           this.#fence("heartbeat_failed", this.#lastHeartbeatError);
         } else this.#fence("expired");
@@ -563,8 +581,8 @@ class MembershipImpl implements Membership {
   #fence(reason: "heartbeat_failed" | "expired", error?: unknown): void {
     if (this.#fenced || this.#closed) return;
     this.#fenced = true;
-    this.#fencedAt = performance.now();
-    clearTimeout(this.#fenceTimer);
+    this.#fences++;
+    this.#clock.clearTimeout(this.#fenceTimer);
     this.#fenceTimer = undefined;
     this.#emit(
       error === undefined ? { type: "fenced", reason } : { type: "fenced", reason, error },
@@ -604,7 +622,7 @@ class MembershipImpl implements Membership {
       if (id !== this.self.id) this.#left(hb, entry.revision);
       return;
     }
-    if (id === this.self.id && hb.session === this.#session) this.#echoAt = performance.now();
+    if (id === this.self.id && hb.session === this.#session) this.#echoAt = this.#clock.monotonic();
     if (id === this.self.id && hb.session !== this.#session) {
       if (!this.#foreignSessions.has(hb.session)) {
         this.#foreignSessions.add(hb.session);
@@ -613,7 +631,7 @@ class MembershipImpl implements Membership {
         );
       }
     }
-    this.#seen(hb, performance.now(), entry.revision);
+    this.#seen(hb, this.#clock.monotonic(), entry.revision);
   }
 
   /** Node `hb.id` announced its graceful leave (a put marked `leaving`). */
@@ -624,7 +642,7 @@ class MembershipImpl implements Membership {
       this.#peers.set(hb.id, {
         info: { id: hb.id, types: hb.types, since: hb.since },
         session: hb.session,
-        lastSeen: performance.now(),
+        lastSeen: this.#clock.monotonic(),
         ttl: Math.max(this.ttl, hb.ttl),
         alive: false,
         revision,
@@ -714,7 +732,7 @@ class MembershipImpl implements Membership {
    * starting later do not see it alive for another ttl + margin.
    */
   #sweep(): void {
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     const current = this.#watchCurrent(now);
     for (const p of this.#peers.values()) {
       if (p.alive && !this.#live(p, now, current)) {
@@ -731,10 +749,10 @@ class MembershipImpl implements Membership {
   }
 
   #armExpiry(): void {
-    clearTimeout(this.#expiryTimer);
+    this.#clock.clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;
     if (this.#closed) return;
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     const current = this.#watchCurrent(now);
     let next = Infinity;
     for (const p of this.#peers.values()) {
@@ -745,7 +763,7 @@ class MembershipImpl implements Membership {
       next = Math.min(next, due);
     }
     if (next === Infinity) return;
-    this.#expiryTimer = setTimeout(() => {
+    this.#expiryTimer = this.#clock.setTimeout(() => {
       this.#expiryTimer = undefined;
       this.#sweep();
       this.#armExpiry();

@@ -1,13 +1,24 @@
+/**
+ * Membership on a virtual clock: every time below is exact (the clock moves only when the test
+ * says), so "dead after ttl + margin, not before" is checked to the millisecond.
+ */
 import assert from "node:assert/strict";
-import { delay, waitFor } from "../util/_testing.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
+import { type VirtualClock, virtualClock } from "../util/virtual_clock.ts";
 import type { KvBucket, Mesh, MeshConnection } from "../mesh/types.ts";
 import { encodeToken } from "../mesh/subject.ts";
 import type { DirectoryEvent } from "./types.ts";
 import { type Membership, type MembershipEvent, startMembership } from "./membership.ts";
+import { advanceUntil as until } from "../util/_testing.ts";
 
 const TTL = 300;
 const MARGIN = 200;
+
+/** A cluster on a virtual clock. */
+function cluster(): { mesh: Mesh; clock: VirtualClock } {
+  const clock = virtualClock(new Date("2026-01-01T00:00:00Z"));
+  return { mesh: inProcessMesh({ leaseTtl: TTL, clock }), clock };
+}
 
 interface TestNode {
   conn: MeshConnection;
@@ -18,21 +29,23 @@ interface TestNode {
 
 async function join(
   mesh: Mesh,
+  clock: VirtualClock,
   id: string,
   types: string[] = [],
   connId = id,
 ): Promise<TestNode> {
-  const conn = await mesh.connect({ node: connId });
+  const conn = await mesh.connect({ node: connId, clock });
   const events: TestNode["events"] = [];
   const warnings: string[] = [];
   const m = await startMembership(conn, {
     prefix: "t",
-    node: { id, types, since: Date.now() },
+    node: { id, types, since: clock.now() },
     ttl: mesh.leaseTtl,
     margin: MARGIN,
     onWarning: (w) => warnings.push(w),
+    clock,
   });
-  m.on((event) => events.push({ at: performance.now(), event }));
+  m.on((event) => events.push({ at: clock.monotonic(), event }));
   return { conn, m, events, warnings };
 }
 
@@ -46,69 +59,66 @@ async function leave(...nodes: TestNode[]): Promise<void> {
 const ids = (m: Membership) => m.nodes().map((n) => n.id);
 
 Deno.test("startMembership() makes a node visible to every node, itself included", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a", ["account"]);
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a", ["account"]);
   assert.deepEqual(ids(a.m), ["a"]);
-  const b = await join(mesh, "b");
-  const c = await join(mesh, "c", ["account", "order"]);
-  // The first put was acknowledged before startMembership resolved: far less than a period.
-  await waitFor(() => ids(a.m).length === 3 && ids(b.m).length === 3, 50, "join seen by all");
+  const b = await join(mesh, clock, "b");
+  const c = await join(mesh, clock, "c", ["account", "order"]);
+  // The first put was acknowledged before startMembership resolved: no time has to pass.
+  await clock.advance(0);
   assert.deepEqual(ids(a.m), ["a", "b", "c"]);
+  assert.deepEqual(ids(b.m), ["a", "b", "c"]);
   assert.deepEqual(ids(c.m), ["a", "b", "c"]);
   assert.deepEqual(a.m.hostsOf("account"), ["a", "c"]);
   assert.deepEqual(b.m.hostsOf("order"), ["c"]);
   assert.equal(b.m.isAlive("c"), true);
   assert.equal(b.m.status("nope"), "unknown");
   assert.ok(a.events.some((e) => e.event.type === "node_joined" && e.event.node.id === "c"));
+  assert.equal(clock.monotonic(), 0);
   await leave(a, b, c);
 });
 
 Deno.test("close() removes the node from every view at once", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
-  await waitFor(() => a.m.isAlive("b"), 50, "b seen");
-  const t0 = performance.now();
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
+  await clock.advance(0);
+  assert.ok(a.m.isAlive("b"));
+  await clock.advance(TTL / 2);
   await leave(b);
-  await waitFor(() => !a.m.isAlive("b"), 50, "b gone");
-  assert.ok(performance.now() - t0 < TTL / 3, "the leave is seen well before any expiry");
+  await clock.advance(0);
+  assert.equal(a.m.isAlive("b"), false, "gone with no time passing: no expiry involved");
   assert.equal(a.m.status("b"), "dead");
   const left = a.events.find((e) => e.event.type === "node_left");
   assert.equal(left?.event.type === "node_left" && left.event.reason, "left");
+  assert.equal(left?.at, TTL / 2);
   assert.deepEqual(ids(a.m), ["a"]);
   await leave(a);
 });
 
 Deno.test("a node that stops heartbeating is dead after ttl + margin, not before", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
-  // The test watches the bucket itself to know when b's last heartbeat was seen.
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
+  // The test watches the bucket itself to know when b's last heartbeat was put.
   const kv = await a.conn.kv("t_nodes");
   const watch = kv.watch({ key: encodeToken("b") });
-  let lastPut = performance.now();
+  let lastPut = -1;
   const loop = (async () => {
-    for await (const e of watch) if (e.operation === "PUT") lastPut = performance.now();
+    for await (const e of watch) if (e.operation === "PUT") lastPut = clock.monotonic();
   })();
-  await delay(TTL / 2);
+  await clock.advance(TTL / 2);
   b.m._pauseHeartbeats();
-  const paused = performance.now();
-  // Still alive a little before ttl + margin after the last heartbeat seen.
-  await waitFor(() => performance.now() >= lastPut + TTL + MARGIN - 60, 2_000, "near deadline");
-  assert.equal(a.m.isAlive("b"), true);
-  await waitFor(() => !a.m.isAlive("b"), 2_000, "b declared dead");
-  const deadAt = performance.now();
-  // The view is a pure read; the expiry timer emits the event (right after).
-  const isLeft = (e: TestNode["events"][number]) =>
-    e.event.type === "node_left" && e.event.node.id === "b";
-  await waitFor(() => a.events.some(isLeft), 50, "node_left of b");
-  const left = a.events.find(isLeft)!;
-  assert.ok(deadAt - lastPut >= TTL + MARGIN, "not dead in the view before ttl + margin");
+  assert.equal(lastPut, TTL / 3, "its last heartbeat went out at ttl / 3");
+  const deadline = lastPut + TTL + MARGIN;
+  await clock.advance(deadline - clock.monotonic());
+  assert.equal(a.m.isAlive("b"), true, "alive at ttl + margin after its last heartbeat");
+  assert.ok(!a.events.some((e) => e.event.type === "node_left"));
+  await clock.advance(1);
+  assert.equal(a.m.isAlive("b"), false, "dead 1 ms later");
+  const left = a.events.find((e) => e.event.type === "node_left" && e.event.node.id === "b")!;
   assert.equal(left.event.type === "node_left" && left.event.reason, "expired");
-  const after = left.at - lastPut;
-  assert.ok(after >= TTL + MARGIN, `declared dead ${after} ms after its last heartbeat`);
-  assert.ok(after < TTL + MARGIN + 100, `declared dead late: ${after} ms`);
-  assert.ok(lastPut <= paused + 1);
+  assert.equal(left.at, deadline + 1, "the expiry timer emits it on time");
   assert.equal(a.m.status("b"), "dead");
   assert.deepEqual(ids(a.m), ["a"]);
   watch.stop();
@@ -117,72 +127,75 @@ Deno.test("a node that stops heartbeating is dead after ttl + margin, not before
 });
 
 Deno.test("validUntil() is the send time of the last acknowledged heartbeat + ttl", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const before = performance.now();
-  const a = await join(mesh, "a");
-  const after = performance.now();
-  assert.ok(a.m.validUntil() >= before + TTL && a.m.validUntil() <= after + TTL);
+  const { mesh, clock } = cluster();
+  await clock.advance(1000);
+  const a = await join(mesh, clock, "a");
+  assert.equal(a.m.validUntil(), 1000 + TTL);
   assert.equal(a.m.isFenced(), false);
-  await delay(TTL / 3 + 50);
-  assert.ok(a.m.validUntil() > after + TTL, "a heartbeat extended it");
+  await clock.advance(TTL / 3);
+  assert.equal(a.m.validUntil(), 1000 + TTL / 3 + TTL, "the heartbeat at ttl / 3 extended it");
   await leave(a);
 });
 
 Deno.test("a node fences itself when its deadline passes and un-fences on a new heartbeat", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
   a.m._pauseHeartbeats();
   const deadline = a.m.validUntil();
-  await waitFor(() => a.events.some((e) => e.event.type === "fenced"), 2 * TTL, "fenced");
+  await clock.advance(deadline);
+  assert.equal(a.m.isFenced(), false, "not fenced at its deadline");
+  assert.ok(!a.events.some((e) => e.event.type === "fenced"));
+  await clock.advance(1);
   const fenced = a.events.find((e) => e.event.type === "fenced")!;
   assert.equal(fenced.event.type === "fenced" && fenced.event.reason, "expired");
-  assert.ok(fenced.at >= deadline, "not fenced before the deadline");
-  assert.ok(fenced.at < deadline + 50, `fenced ${fenced.at - deadline} ms late`);
+  assert.equal(fenced.at, deadline + 1, "fenced 1 ms past it");
   assert.equal(a.m.isFenced(), true);
-  assert.ok(performance.now() > a.m.validUntil());
   a.m._resumeHeartbeats();
-  await waitFor(() => a.events.some((e) => e.event.type === "unfenced"), 200, "unfenced");
+  await clock.advance(0); // the heartbeat goes out at once; no time passes
+  assert.ok(a.events.some((e) => e.event.type === "unfenced"));
   assert.equal(a.m.isFenced(), false);
-  assert.ok(a.m.validUntil() > performance.now());
+  assert.equal(a.m.validUntil(), deadline + 1 + TTL);
   await leave(a);
 });
 
 Deno.test("failing heartbeats fence the node when its lease lapses, not before", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
   const deadline = a.m.validUntil();
   await a.conn.close(); // the KV is unreachable from now on
-  await waitFor(() => a.events.some((e) => e.event.type === "fenced"), TTL * 2, "fenced event");
+  await clock.advance(deadline);
+  assert.equal(a.m.isFenced(), false, "still serving while the lease holds");
+  await clock.advance(1);
   assert.ok(a.m.isFenced());
   const fenced = a.events.find((e) => e.event.type === "fenced")!;
   assert.equal(fenced.event.type === "fenced" && fenced.event.reason, "heartbeat_failed");
-  assert.ok(fenced.at >= deadline, "still serving while the lease held");
-  assert.ok(fenced.at < deadline + 250, "fenced on time when it lapsed (timer lag allowed)");
+  assert.equal(fenced.at, deadline + 1, "fenced when it lapsed");
   await a.m.close(); // cannot delete its key: warns, does not throw
   assert.ok(a.warnings.some((w) => w.includes("Could not delete")));
 });
 
 Deno.test("a death learned from another node's clean-up delete is reported expired", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a"); // declares b dead first, and deletes its key
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a"); // declares b dead first, and deletes its key
+  const b = await join(mesh, clock, "b");
   // c calls deaths much later on its own clock: it learns b's death from a's delete.
-  const conn = await mesh.connect({ node: "c" });
+  const conn = await mesh.connect({ node: "c", clock });
   const events: { at: number; event: MembershipEvent }[] = [];
   const c = await startMembership(conn, {
     prefix: "t",
-    node: { id: "c", types: [], since: Date.now() },
+    node: { id: "c", types: [], since: clock.now() },
     ttl: TTL,
     margin: 2_000,
     onWarning: () => {},
+    clock,
   });
-  c.on((event) => events.push({ at: performance.now(), event }));
-  await waitFor(() => c.isAlive("b") && a.m.isAlive("b"), 50, "b seen");
-  const paused = performance.now();
-  b.m._pauseHeartbeats();
-  await waitFor(() => events.some((e) => e.event.type === "node_left"), 2_000, "c: b gone");
+  c.on((event) => events.push({ at: clock.monotonic(), event }));
+  await clock.advance(0);
+  assert.ok(c.isAlive("b") && a.m.isAlive("b"));
+  b.m._pauseHeartbeats(); // its last heartbeat was at 0
+  await until(clock, () => events.some((e) => e.event.type === "node_left"), 2_000, "c: b gone");
   const left = events.find((e) => e.event.type === "node_left")!;
-  assert.ok(left.at - paused < TTL + 2_000, "through the delete, before c's own deadline");
+  assert.equal(left.at, TTL + MARGIN + 1, "through a's delete, long before c's own deadline");
   assert.equal(left.event.type === "node_left" && left.event.node.id, "b");
   assert.equal(left.event.type === "node_left" && left.event.reason, "expired");
   assert.equal(c.status("b"), "dead");
@@ -193,10 +206,11 @@ Deno.test("a death learned from another node's clean-up delete is reported expir
 });
 
 Deno.test("a graceful close puts a leave mark before its delete and is reported left", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
-  await waitFor(() => a.m.isAlive("b"), 50, "b seen");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
+  await clock.advance(0);
+  assert.ok(a.m.isAlive("b"));
   // b's last heartbeat carries the leave mark: a crash between it and the delete is still
   // a graceful leave (b released everything before).
   const kv = await b.conn.kv("t_nodes");
@@ -211,7 +225,8 @@ Deno.test("a graceful close puts a leave mark before its delete and is reported 
   })();
   await watch.ready;
   await leave(b);
-  await waitFor(() => marks.includes(true), 100, "the leave mark");
+  await clock.advance(0);
+  assert.deepEqual(marks, [true], "one put: the leave mark");
   watch.stop();
   await loop;
   const left = a.events.find((e) => e.event.type === "node_left");
@@ -221,46 +236,48 @@ Deno.test("a graceful close puts a leave mark before its delete and is reported 
 });
 
 Deno.test("a node warns when its key is deleted by someone else, and heartbeats again", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
   const kv = await b.conn.kv("t_nodes");
   await kv.delete(encodeToken("a"));
-  await waitFor(() => a.warnings.length > 0, 100, "warning");
-  assert.match(a.warnings[0]!, /deleted by another node/);
-  await waitFor(() => b.m.isAlive("a"), 100, "a back");
+  await clock.advance(0);
+  assert.match(a.warnings[0] ?? "", /deleted by another node/);
+  assert.ok(b.m.isAlive("a"), "a put its heartbeat again at once");
   assert.ok((await kv.get(encodeToken("a"))) !== null);
   await leave(a, b);
 });
 
 Deno.test("two nodes with the same id are reported", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a1 = await join(mesh, "a", [], "a-1");
-  const a2 = await join(mesh, "a", [], "a-2");
-  const o = await join(mesh, "o");
-  await waitFor(
+  const { mesh, clock } = cluster();
+  const a1 = await join(mesh, clock, "a", [], "a-1");
+  const a2 = await join(mesh, clock, "a", [], "a-2");
+  const o = await join(mesh, clock, "o");
+  await until(
+    clock,
     () => a1.warnings.length > 0 && a2.warnings.length > 0,
     TTL,
     "duplicate warnings",
   );
   assert.match(a1.warnings[0]!, /Another node uses the id "a"/);
-  await waitFor(() => o.warnings.length > 0, 2 * TTL, "observer warning");
+  await until(clock, () => o.warnings.length > 0, 2 * TTL, "observer warning");
   assert.match(o.warnings[0]!, /share the id "a"/);
   await leave(a1, a2, o);
 });
 
 Deno.test("watch() yields the live nodes, then joins and leaves", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
   const watch = a.m.watch();
   const seen: DirectoryEvent[] = [];
   const loop = (async () => {
     for await (const e of watch) seen.push(e);
   })();
-  const b = await join(mesh, "b");
-  await waitFor(() => seen.length >= 2, 100, "b joined");
+  const b = await join(mesh, clock, "b");
+  await clock.advance(0);
+  assert.equal(seen.length, 2, "a, then b joined");
   await leave(b);
-  await waitFor(() => seen.length >= 3, 100, "b left");
+  await clock.advance(0);
   watch.stop();
   await loop;
   assert.deepEqual(
@@ -273,19 +290,22 @@ Deno.test("watch() yields the live nodes, then joins and leaves", async () => {
 });
 
 Deno.test("an observer-only node is not listed and never fenced", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
-  const conn = await mesh.connect({ node: "client" });
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const conn = await mesh.connect({ node: "client", clock });
   const c = await startMembership(conn, {
     prefix: "t",
-    node: { id: "client", types: [], since: Date.now() },
+    node: { id: "client", types: [], since: clock.now() },
     ttl: TTL,
     hosts: false,
+    clock,
   });
-  await waitFor(() => c.isAlive("a"), 50, "client sees a");
+  await clock.advance(0);
+  assert.ok(c.isAlive("a"));
   assert.deepEqual(c.nodes().map((n) => n.id), ["a"]);
   assert.equal(a.m.isAlive("client"), false);
   assert.equal(c.validUntil(), Infinity);
+  await clock.advance(10 * TTL);
   assert.equal(c.isFenced(), false);
   await c.close();
   await conn.close();
@@ -348,47 +368,50 @@ function laggy(conn: MeshConnection): { conn: MeshConnection; hold(on: boolean):
 }
 
 Deno.test("confirmDead() double-checks a death against the bucket", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const a = await join(mesh, "a");
-  const b = await join(mesh, "b");
-  await waitFor(() => a.m.isAlive("b"), 50, "b seen");
+  const { mesh, clock } = cluster();
+  const a = await join(mesh, clock, "a");
+  const b = await join(mesh, clock, "b");
+  await clock.advance(0);
+  assert.ok(a.m.isAlive("b"));
   assert.equal(await a.m.confirmDead("b"), false);
   assert.equal(await a.m.confirmDead("never"), false, "not observed for ttl + margin yet");
   b.m._pauseHeartbeats();
-  await waitFor(() => !a.m.isAlive("b"), 2_000, "b dead");
+  await until(clock, () => !a.m.isAlive("b"), 2_000, "b dead");
   assert.equal(await a.m.confirmDead("b"), true);
-  assert.ok(performance.now() >= a.m.settledAt());
+  assert.ok(clock.monotonic() >= a.m.settledAt());
   assert.equal(await a.m.confirmDead("never"), true);
   await leave(a, b);
 });
 
 Deno.test("a hosting node whose watch lags declares nobody dead until it delivers again", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const raw = await mesh.connect({ node: "o" });
+  const { mesh, clock } = cluster();
+  const raw = await mesh.connect({ node: "o", clock });
   const lag = laggy(raw);
   const o = await startMembership(lag.conn, {
     prefix: "t",
-    node: { id: "o", types: ["x"], since: Date.now() },
+    node: { id: "o", types: ["x"], since: clock.now() },
     ttl: TTL,
     margin: MARGIN,
     onWarning: () => {},
+    clock,
   });
   const left: string[] = [];
   o.on((e) => e.type === "node_left" && left.push(e.node.id));
-  const b = await join(mesh, "b");
-  await waitFor(() => o.isAlive("b"), 50, "b seen");
+  const b = await join(mesh, clock, "b");
+  await clock.advance(0);
+  assert.ok(o.isAlive("b"));
   lag.hold(true); // o's watch stops delivering (its own heartbeats no longer come back)
-  await delay(2 * (TTL + MARGIN));
+  await clock.advance(2 * (TTL + MARGIN));
   assert.equal(o.isAlive("b"), true, "b kept alive while o's watch lags");
   assert.deepEqual(left, []);
   assert.equal(o.isFenced(), false, "o itself still heartbeats");
   lag.hold(false);
-  await delay(50);
+  await clock.advance(50);
   assert.equal(o.isAlive("b"), true);
   // b really dies: once o's watch is current again, o sees it
   b.m._pauseHeartbeats();
-  await waitFor(() => !o.isAlive("b"), 3 * (TTL + MARGIN), "b dead in o's view");
-  await waitFor(() => left.length > 0, 50, "node_left of b");
+  await until(clock, () => !o.isAlive("b"), 3 * (TTL + MARGIN), "b dead in o's view");
+  await until(clock, () => left.length > 0, 50, "node_left of b");
   assert.deepEqual(left, ["b"]);
   await o.close();
   await raw.close();
@@ -396,27 +419,29 @@ Deno.test("a hosting node whose watch lags declares nobody dead until it deliver
 });
 
 Deno.test("a lagging watch never makes a live node confirmed dead", async () => {
-  const mesh = inProcessMesh({ leaseTtl: TTL });
-  const raw = await mesh.connect({ node: "o" });
+  const { mesh, clock } = cluster();
+  const raw = await mesh.connect({ node: "o", clock });
   const lag = laggy(raw);
   // an observer (no heartbeats of its own): its view trusts the watch
   const o = await startMembership(lag.conn, {
     prefix: "t",
-    node: { id: "o", types: [], since: Date.now() },
+    node: { id: "o", types: [], since: clock.now() },
     ttl: TTL,
     margin: MARGIN,
     hosts: false,
     onWarning: () => {},
+    clock,
   });
-  const b = await join(mesh, "b");
-  await waitFor(() => o.isAlive("b"), 50, "b seen");
+  const b = await join(mesh, clock, "b");
+  await clock.advance(0);
+  assert.ok(o.isAlive("b"));
   lag.hold(true); // o's watch stops delivering; b keeps heartbeating
-  await waitFor(() => !o.isAlive("b"), 2_000, "b expired in o's lagging view");
+  await until(clock, () => !o.isAlive("b"), 2_000, "b expired in o's lagging view");
   assert.equal(await o.confirmDead("b"), false);
   // o's clean-up of b's key was revision-checked, so b's newer heartbeat survived it.
   assert.notEqual(await (await raw.kv("t_nodes")).get(encodeToken("b")), null);
   lag.hold(false);
-  await waitFor(() => o.isAlive("b"), 2 * TTL, "b alive again");
+  await until(clock, () => o.isAlive("b"), 2 * TTL, "b alive again");
   await o.close();
   await raw.close();
   await leave(b);

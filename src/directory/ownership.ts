@@ -13,7 +13,7 @@
  * - if the record names a node alive per {@link Membership}, the claim fails with that owner
  *   and its epoch (the caller is redirected there);
  * - if it names a node that is dead per membership (silent for `ttl + margin` on this node's
- *   clock, or gone with a graceful leave), and an authoritative read of that node's heartbeat
+ *   clock, `membership.clock`, or gone with a graceful leave), and an authoritative read of that node's heartbeat
  *   key confirms no newer heartbeat exists (a lagging watch must not kill a live node), the
  *   claim takes over: `activate(actor, { node: self, takeOver: dead })` replaces exactly that
  *   owner, so of two nodes taking over at once one wins;
@@ -140,7 +140,8 @@ class OwnershipImpl implements Ownership {
       if (status === "alive") return { ok: false, owner: r.owner, revision: r.epoch };
       if (status === "unknown") {
         // Never heard of that node since we started: wait until we would have.
-        await this.#sleep(this.#membership.settledAt() - performance.now() + 1, options.signal);
+        const left = this.#membership.settledAt() - this.#membership.clock.monotonic();
+        await this.#sleep(left + 1, options.signal);
         continue;
       }
       if (!(await this.#membership.confirmDead(r.owner))) {
@@ -168,7 +169,7 @@ class OwnershipImpl implements Ownership {
   #sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     return new Promise((resolve, reject) => {
       const done = () => {
-        clearTimeout(timer);
+        this.#membership.clock.clearTimeout(timer);
         this.#closing.signal.removeEventListener("abort", onAbort);
         signal?.removeEventListener("abort", onAbort);
       };
@@ -178,7 +179,7 @@ class OwnershipImpl implements Ownership {
           signal?.aborted ? signal.reason : new ClosedError("The ownership directory is closed"),
         );
       };
-      const timer = setTimeout(() => {
+      const timer = this.#membership.clock.setTimeout(() => {
         done();
         resolve();
       }, Math.max(0, ms));

@@ -13,13 +13,11 @@ import { allows, decide, type Decision, type SystemRule, type TopicRule } from "
 import type { Verified, Verifier } from "../auth/verify.ts";
 import { ForbiddenError, UnauthorizedError } from "../errors.ts";
 import { patternCovers } from "../mesh/subject.ts";
+import { type Clock, MAX_TIMER_MS, type TimerId } from "../util/clock.ts";
 import type { Call } from "./call.ts";
 
 /** What no token proves. */
 const NOBODY: Verified = Object.freeze({ caller: undefined });
-
-/** The longest delay `setTimeout` takes without overflowing (about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The auth of a node: how tokens are verified, its system-wide rules and its topic rules. */
 export interface NodeAuth {
@@ -37,9 +35,12 @@ export type TopicAction = "publish" | "subscribe";
 /** The access checks of one node (see the module doc). */
 export class Access {
   readonly #auth: NodeAuth | undefined;
+  readonly #clock: Clock;
 
-  constructor(auth: NodeAuth | undefined) {
+  /** @param clock The node's clock: a stream ends when its caller's token expires on it. */
+  constructor(auth: NodeAuth | undefined, clock: Clock) {
     this.#auth = auth;
+    this.#clock = clock;
   }
 
   /** The node's auth, when it has it on. */
@@ -97,15 +98,16 @@ export class Access {
       // time: a longer delay would overflow setTimeout and fire at once).
       const sink = call.sink;
       const expires = caller.claims.exp * 1000;
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      const clock = this.#clock;
+      let timer: TimerId | undefined;
       const arm = () => {
-        const left = expires - Date.now();
+        const left = expires - clock.now();
         if (left <= 0) return sink.error(new UnauthorizedError("The caller's token expired"));
-        timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+        timer = clock.setTimeout(arm, Math.min(left, MAX_TIMER_MS));
       };
       arm();
-      call.finally(() => clearTimeout(timer));
-      sink.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+      call.finally(() => clock.clearTimeout(timer));
+      sink.signal.addEventListener("abort", () => clock.clearTimeout(timer), { once: true });
     }
     pass(def, call);
   }

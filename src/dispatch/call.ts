@@ -31,7 +31,7 @@ export interface CallInit {
    * call's size is bounded where it is delivered.
    */
   readonly size?: number;
-  /** Deadline on the `performance.now()` clock. */
+  /** Deadline on the node clock's monotonic time (`clock.monotonic()`). */
   readonly deadline: number;
   /** Turn ids of the call chain that sent it (deadlock detection). */
   readonly chain: readonly string[];
@@ -97,9 +97,10 @@ const NO_CALLER = Symbol("no caller");
  * @example
  * ```ts
  * import { Call } from "./call.ts";
+ * import { systemClock } from "../util/clock.ts";
  * const call = new Call(
  *   { kind: "ask", type: "counter", id: "c1", handler: "inc", payload: 1,
- *     deadline: performance.now() + 1000, chain: [] },
+ *     deadline: systemClock.monotonic() + 1000, chain: [] },
  *   { resolve: (v) => console.log("reply", v), reject: (e) => console.error(e) },
  * );
  * call.resolve(2); // logs "reply 2"

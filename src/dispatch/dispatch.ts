@@ -40,6 +40,7 @@ import { MAX_TIMEOUT_MS } from "../mesh/wire.ts";
 import { activity, type NodeObserver, type Sent } from "../observe/node.ts";
 import type { TypeGauge } from "../observe/metrics.ts";
 import type { TimerWheel } from "../util/async.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 import { checkIdempotencyKey, checkTarget } from "./admit.ts";
 import { Call, type CallInit, type Settlement } from "./call.ts";
 import { Access, type NodeAuth } from "./access.ts";
@@ -65,6 +66,9 @@ export interface DispatchDeps {
   /** Codec of messages this node sends. */
   readonly wireCodec: Codec;
   readonly log: Logger;
+  /** The node's clock: every deadline and timer of the path. */
+  readonly clock: Clock;
+  /** Call deadlines (on {@link clock}). */
   readonly wheel: TimerWheel;
   /** Traces, metrics and the node's counts (src/observe). */
   readonly observer: NodeObserver;
@@ -106,13 +110,13 @@ export class Dispatch implements Dispatcher {
   /** Pub/sub: plain and durable topics (`pubsub.ts`, `durable.ts`). */
   readonly pubsub: PubSub;
   #phase: Phase = "open";
-  #idleTimer: ReturnType<typeof setInterval> | undefined;
+  #idleTimer: TimerId | undefined;
   #unfence: (() => void) | undefined;
 
   constructor(deps: DispatchDeps) {
     this.#deps = deps;
     this.#subjects = subjects(deps.prefix);
-    this.access = new Access(deps.auth);
+    this.access = new Access(deps.auth, deps.clock);
     this.pubsub = new PubSub({
       ...pick(deps),
       conn: deps.conn,
@@ -194,7 +198,7 @@ export class Dispatch implements Dispatcher {
       }
     });
     const idle = Math.min(...[...d.defs.values()].map((def) => def.idleAfter), 60_000);
-    this.#idleTimer = setInterval(
+    this.#idleTimer = d.clock.setInterval(
       () => this.local.sweepIdle(),
       Math.max(10, Math.min(1000, idle / 2)),
     );
@@ -315,13 +319,18 @@ export class Dispatch implements Dispatcher {
     if (bad) throw bad;
     const token = options?.token ?? origin?.token;
     const timeout = resolveTimeout(options?.timeout, this.#deps.askTimeout);
-    let deadline = performance.now() + timeout;
+    let deadline = this.#deps.clock.monotonic() + timeout;
     if (origin && origin.deadline < deadline) deadline = origin.deadline;
     // An (async) iterable payload is the caller's input stream: sent item by item, with flow
     // control, to the handler, which reads it as an AsyncIterable. (A payload's size is bounded
     // where it goes: encoded for the mesh, or without encoding by local delivery.)
     const input = isStreamSource(payload)
-      ? openInput(payload, (options as StreamOptions | undefined)?.window ?? 16, deadline)
+      ? openInput(
+        this.#deps.clock,
+        payload,
+        (options as StreamOptions | undefined)?.window ?? 16,
+        deadline,
+      )
       : undefined;
     return {
       kind,
@@ -449,7 +458,7 @@ export class Dispatch implements Dispatcher {
     // durable subscribers first: their handlers may still call actors
     await this.pubsub.drain(boundMs);
     this.#phase = "draining";
-    clearInterval(this.#idleTimer);
+    this.#deps.clock.clearInterval(this.#idleTimer);
     this.server.stopAccepting();
     await this.local.drain(boundMs);
     this.server.drainedOut();
@@ -465,7 +474,7 @@ export class Dispatch implements Dispatcher {
   /** Shutdown, last part: nothing more is sent or handled; subscriptions end. */
   async close(boundMs: number): Promise<void> {
     this.#phase = "closed";
-    clearInterval(this.#idleTimer);
+    this.#deps.clock.clearInterval(this.#idleTimer);
     this.#stopFenceWatch();
     this.remote.close();
     this.router.close();
@@ -491,6 +500,7 @@ export function isStreamSource(
  * source, bounded by the call's deadline; cancelling the channel closes the source.
  */
 function openInput(
+  clock: Clock,
   source: AsyncIterable<unknown> | Iterable<unknown>,
   window: number,
   deadline: number,
@@ -499,7 +509,7 @@ function openInput(
   const it = Symbol.asyncIterator in source
     ? (source as AsyncIterable<unknown>)[Symbol.asyncIterator]()
     : (source as Iterable<unknown>)[Symbol.iterator]();
-  pumpStream(it, channel, deadline).catch((err) =>
+  pumpStream(clock, it, channel, deadline).catch((err) =>
     channel.error(
       err instanceof ActorError
         ? err
@@ -578,8 +588,8 @@ class CallerSide implements Settlement {
 }
 
 /** The fields every step shares. */
-function pick(d: DispatchDeps): { node: string; log: Logger; maxPayload: number } {
-  return { node: d.node, log: d.log, maxPayload: d.maxPayload };
+function pick(d: DispatchDeps): { node: string; log: Logger; maxPayload: number; clock: Clock } {
+  return { node: d.node, log: d.log, maxPayload: d.maxPayload, clock: d.clock };
 }
 
 /**

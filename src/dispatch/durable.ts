@@ -28,7 +28,8 @@ import {
   type MeshHeaders,
 } from "../mesh/types.ts";
 import { H } from "../mesh/wire.ts";
-import { systemClock, type TimerId } from "../util/clock.ts";
+import { delay } from "../util/async.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 import type { Subjects } from "./subjects.ts";
 
 /** A live topic subscription. */
@@ -174,6 +175,8 @@ export interface DurableSubscribeOptions {
 /** What a durable subscription needs from its node. */
 export interface DurableDeps {
   readonly subjects: Subjects;
+  /** The node's clock: heartbeats (`working()`) and retry waits. */
+  readonly clock: Clock;
   readonly log: Logger;
   readonly maxPayload: number;
   /** The mesh's durable topics (throws `unavailable` when it has none). */
@@ -306,7 +309,7 @@ export class DurableSubscription implements TopicSubscription {
             error: err.message,
             retryIn: wait,
           });
-          await sleep(wait, this.#wake.signal).catch(() => {});
+          await delay(this.#deps.clock, wait, this.#wake.signal).catch(() => {});
         }
       }
     } catch (err) {
@@ -327,7 +330,7 @@ export class DurableSubscription implements TopicSubscription {
   #take(msg: DurableMessage): void {
     if (this.#stopped) return msg.nak(); // another subscriber may take it now
     this.#running.add(msg);
-    this.#beat ??= systemClock.setInterval(() => {
+    this.#beat ??= this.#deps.clock.setInterval(() => {
       for (const m of this.#running) m.working();
     }, this.#o.ackWait / 3);
     this.#handle(msg).catch((err) =>
@@ -337,7 +340,7 @@ export class DurableSubscription implements TopicSubscription {
     ).finally(() => {
       this.#running.delete(msg);
       if (this.#running.size === 0) {
-        systemClock.clearInterval(this.#beat);
+        this.#deps.clock.clearInterval(this.#beat);
         this.#beat = undefined;
         this.#idle?.();
       }
@@ -441,7 +444,7 @@ export class DurableSubscription implements TopicSubscription {
 
   /** Stops telling the store that the running handlers are working (the node is closing). */
   abandon(): void {
-    systemClock.clearInterval(this.#beat);
+    this.#deps.clock.clearInterval(this.#beat);
     this.#beat = undefined;
     this.#end();
   }
@@ -467,19 +470,4 @@ function deadLetterOf(h: MeshHeaders): { deadLetter?: DeadLetterInfo } {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = systemClock.setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      systemClock.clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -26,6 +26,7 @@ import {
 import type { Journal } from "../journal/types.ts";
 import type { NodeObserver } from "../observe/node.ts";
 import { type TimerWheel, withDeadline } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
 import type { Access } from "./access.ts";
 import { admit } from "./admit.ts";
 import type { Call } from "./call.ts";
@@ -44,6 +45,7 @@ export interface LocalDeps extends
     | "storage"
     | "dispatcher"
     | "log"
+    | "clock"
     | "wheel"
     | "observer"
     | "publish"
@@ -85,13 +87,12 @@ export class Local implements ActivationHost<Call> {
   /** Activations passivating to make room. */
   readonly #evicting = new Set<Activation<Call>>();
   /** Payload schemas: checked before auth and the mailbox, in arrival order per actor. */
-  readonly #payloads = new PayloadGate<Call, ActorDefinition<AnyActorTypes>>((def, call) =>
-    this.#checked(def, call)
-  );
+  readonly #payloads: PayloadGate<Call, ActorDefinition<AnyActorTypes>>;
 
   constructor(deps: LocalDeps, defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>) {
     this.#deps = deps;
     this.defs = defs;
+    this.#payloads = new PayloadGate(deps.clock, (def, call) => this.#checked(def, call));
     for (const def of defs.values()) {
       if (def.stateless) this.workers.set(def.name, new WorkerPool(this, def));
     }
@@ -207,7 +208,7 @@ export class Local implements ActivationHost<Call> {
 
   /** Passivates activations idle for longer than their type's `idleAfter`. */
   sweepIdle(): void {
-    const now = performance.now();
+    const now = this.#deps.clock.monotonic();
     for (const act of this.activations.values()) {
       if (
         act.status === "active" && !act.busy && act.queued === 0 &&
@@ -225,16 +226,19 @@ export class Local implements ActivationHost<Call> {
 
   /** Drains and passivates every activation, then waits for the worker pools (bounded). */
   async drain(boundMs: number): Promise<void> {
-    const until = performance.now() + boundMs;
+    const clock = this.#deps.clock;
+    const until = clock.monotonic() + boundMs;
     await Promise.allSettled([
       ...[...this.activations.values()].map((a) => a.passivate(true, boundMs)),
-      ...[...this.workers.values()].map((w) => withDeadline(w.idle(), until, () => new Error()))
+      ...[...this.workers.values()].map((w) =>
+        withDeadline(clock, w.idle(), until, () => new Error())
+      )
         .map((p) => p.catch(() => {})),
     ]);
     // Activations started by the drain itself (nested calls) get the rest of the bound.
     const rest = [...this.activations.values()];
     if (rest.length > 0) {
-      const left = Math.max(0, until - performance.now());
+      const left = Math.max(0, until - clock.monotonic());
       await Promise.allSettled(rest.map((a) => a.passivate(true, left)));
     }
   }
@@ -255,6 +259,9 @@ export class Local implements ActivationHost<Call> {
   }
   get log(): Logger {
     return this.#deps.log;
+  }
+  get clock(): Clock {
+    return this.#deps.clock;
   }
   get wheel(): TimerWheel {
     return this.#deps.wheel;

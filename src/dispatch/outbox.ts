@@ -17,6 +17,7 @@ import type { Logger } from "../actor/envelope.ts";
 import type { ElectOptions, Leader } from "../directory/types.ts";
 import type { Journal, OutboxMessage } from "../journal/types.ts";
 import { delay } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
 
 /** Publishes one stored message to its durable topic, with its id for deduplication. */
 export type DurablePublish = (
@@ -31,6 +32,8 @@ export interface OutboxHost {
   readonly journal: Journal;
   readonly log: Logger;
   readonly prefix: string;
+  /** The node's clock (the sweep's age and its timer). */
+  readonly clock: Clock;
   /** Durable publish (undefined: the mesh has no durable topics; messages wait). */
   readonly publish: DurablePublish | undefined;
   elect(name: string, options: ElectOptions): Leader;
@@ -129,14 +132,14 @@ export class Outbox {
     while (!signal.aborted) {
       try {
         for (let s = 0; s < h.journal.shards && !signal.aborted; s++) {
-          const old = Date.now() - SWEEP_AFTER_MS;
+          const old = h.clock.now() - SWEEP_AFTER_MS;
           const due = (await h.journal.readOutbox(s, SWEEP_BATCH)).filter((m) => m.at <= old);
           if (due.length > 0) await this.#forward(s, due);
         }
       } catch (err) {
         h.log.warn("Outbox sweep failed", { error: String(err) });
       }
-      await delay(SWEEP_EVERY_MS, signal).catch(() => {});
+      await delay(h.clock, SWEEP_EVERY_MS, signal).catch(() => {});
     }
   }
 

@@ -28,6 +28,7 @@ import {
   type TopicHandler,
   type TopicSubscription,
 } from "./durable.ts";
+import type { Clock } from "../util/clock.ts";
 import type { Subjects } from "./subjects.ts";
 
 export type { DurableSubscribeOptions, TopicHandler, TopicSubscription } from "./durable.ts";
@@ -40,6 +41,8 @@ export interface PubSubDeps {
   readonly log: Logger;
   readonly wireCodec: Codec;
   readonly maxPayload: number;
+  /** The node's clock (drain bounds; durable subscriptions' heartbeats and retries). */
+  readonly clock: Clock;
 }
 
 /** Longest topic, in characters (topics become subjects; nats-server bounds those). */
@@ -251,9 +254,9 @@ export class PubSub {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       Promise.all(subs.map((s) => s.stop())),
-      new Promise<void>((r) => timer = setTimeout(r, boundMs)),
+      new Promise<void>((r) => timer = this.#d.clock.setTimeout(r, boundMs)),
     ]);
-    clearTimeout(timer);
+    this.#d.clock.clearTimeout(timer);
     for (const s of subs) s.abandon();
   }
 }

@@ -14,6 +14,7 @@ import { BadPayloadError, ClosedError, TimeoutError, toWireError } from "../erro
 import type { MeshConnection, MeshSubscription, RequestHandle } from "../mesh/types.ts";
 import { decodeReply, wireErrorOf } from "../mesh/wire.ts";
 import { isReplySubject } from "./subjects.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 
 /** Longest silence of either side of a remote stream before it is ended (ms). */
 export const STREAM_IDLE_MS = 30_000;
@@ -27,6 +28,7 @@ export const STREAM_IDLE_MS = 30_000;
 export class StreamReceiver {
   /** Where the producer sends its frames. */
   readonly inbox: string;
+  readonly #clock: Clock;
   readonly #conn: MeshConnection;
   readonly #codec: Codec;
   readonly #sink: StreamChannel;
@@ -34,20 +36,22 @@ export class StreamReceiver {
   readonly #prefixes: readonly string[];
   readonly #sub: MeshSubscription;
   #creditTo: string | undefined;
-  #idle: ReturnType<typeof setTimeout> | undefined;
+  #idle: TimerId | undefined;
   #done = false;
 
   /**
    * Subscribes a fresh inbox feeding `sink`; `what` names the stream in errors; credit goes
-   * only to subjects under `prefixes` (see `isReplySubject`).
+   * only to subjects under `prefixes` (see `isReplySubject`); the idle bound runs on `clock`.
    */
   constructor(
+    clock: Clock,
     conn: MeshConnection,
     codec: Codec,
     sink: StreamChannel,
     what: string,
     prefixes: readonly string[],
   ) {
+    this.#clock = clock;
     this.#conn = conn;
     this.#codec = codec;
     this.#sink = sink;
@@ -100,9 +104,9 @@ export class StreamReceiver {
   }
 
   #armIdle(): void {
-    clearTimeout(this.#idle);
+    this.#clock.clearTimeout(this.#idle);
     // A producer that goes silent (its node died) must not leave the consumer waiting forever.
-    this.#idle = setTimeout(() => {
+    this.#idle = this.#clock.setTimeout(() => {
       this.#sink.error(
         new TimeoutError(`Stream ${this.#what} sent nothing for ${STREAM_IDLE_MS} ms`),
       );
@@ -120,7 +124,7 @@ export class StreamReceiver {
 
   #stop(): void {
     this.#done = true;
-    clearTimeout(this.#idle);
+    this.#clock.clearTimeout(this.#idle);
     this.#sub.unsubscribe();
   }
 }
@@ -164,6 +168,7 @@ export async function openRemoteStream(
 /** The producer side of a remote stream: sends frames, waits for credit. */
 export class RemoteSink {
   readonly creditSubject: string;
+  readonly #clock: Clock;
   readonly #conn: MeshConnection;
   readonly #codec: Codec;
   readonly #prefixes: readonly string[];
@@ -174,8 +179,18 @@ export class RemoteSink {
   #waiter: (() => void) | undefined;
   #ended = false;
 
-  /** `to`: the consumer's inbox; without it, the consumer names it in its first credit frame. */
-  constructor(conn: MeshConnection, codec: Codec, prefixes: readonly string[], to?: string) {
+  /**
+   * `to`: the consumer's inbox; without it, the consumer names it in its first credit frame.
+   * The idle bound runs on `clock`.
+   */
+  constructor(
+    clock: Clock,
+    conn: MeshConnection,
+    codec: Codec,
+    prefixes: readonly string[],
+    to?: string,
+  ) {
+    this.#clock = clock;
     this.#conn = conn;
     this.#codec = codec;
     this.#prefixes = prefixes;
@@ -219,10 +234,10 @@ export class RemoteSink {
     if (this.#ended) throw new ClosedError("The stream has ended");
     while (this.#credit <= 0) {
       if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let timer: TimerId | undefined;
       await new Promise<void>((r) => {
         this.#waiter = r;
-        timer = setTimeout(() => {
+        timer = this.#clock.setTimeout(() => {
           // The consumer went silent (its node died, or it stopped reading for too long).
           this.#controller.abort(
             new TimeoutError(`Stream consumer granted no credit for ${STREAM_IDLE_MS} ms`),
@@ -231,7 +246,7 @@ export class RemoteSink {
           r();
         }, STREAM_IDLE_MS);
       });
-      clearTimeout(timer);
+      this.#clock.clearTimeout(timer);
     }
     if (this.#controller.signal.aborted) throw this.#controller.signal.reason;
     this.#credit--;

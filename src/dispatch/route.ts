@@ -36,6 +36,7 @@ import {
   type WireRequest,
 } from "../mesh/wire.ts";
 import { delay } from "../util/async.ts";
+import type { Clock } from "../util/clock.ts";
 import type { Call } from "./call.ts";
 import { openRemoteStream, RemoteSink, StreamReceiver } from "./remote_stream.ts";
 import type { Decision, Router } from "./router.ts";
@@ -49,6 +50,8 @@ export interface RemoteDeps {
   readonly membership: Membership;
   readonly router: Router;
   readonly log: Logger;
+  /** The node's clock (deadlines, back-off). */
+  readonly clock: Clock;
   readonly wireCodec: Codec;
   readonly maxPayload: number;
   /** Hands a call to this node's local delivery (the router chose this node). */
@@ -133,7 +136,7 @@ export class Remote {
     const input = call.input ? sendInput(d, call.input, call.deadline) : undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (call.settled) return; // the caller gave up (deadline, signal)
-      const left = call.deadline - performance.now();
+      const left = call.deadline - d.clock.monotonic();
       if (left <= 0) {
         return call.reject(
           d.router.hasHosts(call.type)
@@ -147,13 +150,14 @@ export class Remote {
       if (decision.to === "none") {
         if (decision.error) return call.reject(decision.error);
         avoid?.clear();
-        await delay(Math.min(backoff, left));
+        await delay(d.clock, Math.min(backoff, left));
         backoff = Math.min(backoff * 2, 500);
         continue;
       }
       const node = decision.node;
       const receiver = call.kind === "stream"
         ? new StreamReceiver(
+          d.clock,
           d.conn,
           d.wireCodec,
           call.sink as StreamChannel,
@@ -187,7 +191,10 @@ export class Remote {
             // Sent to a node that just failed us (not listening, closing): the node that
             // redirected has not seen it go yet. Wait, then decide again: once membership says
             // it is gone, the claim takes the actor over.
-            await delay(Math.min(backoff, Math.max(0, call.deadline - performance.now())));
+            await delay(
+              d.clock,
+              Math.min(backoff, Math.max(0, call.deadline - d.clock.monotonic())),
+            );
             backoff = Math.min(backoff * 2, 500);
             continue;
           }
@@ -203,7 +210,7 @@ export class Remote {
           d.router.unlearn(call.key);
           (avoid ??= new Set()).add(outcome.node);
           (down ??= new Set()).add(outcome.node);
-          await delay(Math.min(backoff, Math.max(0, call.deadline - performance.now())));
+          await delay(d.clock, Math.min(backoff, Math.max(0, call.deadline - d.clock.monotonic())));
           backoff = Math.min(backoff * 2, 500);
           continue;
         case "lost":
@@ -221,7 +228,7 @@ export class Remote {
           (down ??= new Set()).add(outcome.node);
           continue;
         case "late":
-          if (call.deadline - performance.now() > 0 && resendable(call)) {
+          if (call.deadline - d.clock.monotonic() > 0 && resendable(call)) {
             // No answer in its share of the time: lost or slow, and safe to send again.
             (avoid ??= new Set()).add(outcome.node);
             continue;
@@ -353,8 +360,8 @@ function attemptTimeout(call: Call, left: number): number {
  * when the reader cancels, the source ends, or the deadline passes.
  */
 function sendInput(d: RemoteDeps, input: StreamChannel, deadline: number): RemoteSink {
-  const sink = new RemoteSink(d.conn, d.wireCodec, d.replyPrefixes);
-  pumpStream(input[Symbol.asyncIterator](), sink, deadline).catch((err) => sink.fail(err));
+  const sink = new RemoteSink(d.clock, d.conn, d.wireCodec, d.replyPrefixes);
+  pumpStream(d.clock, input[Symbol.asyncIterator](), sink, deadline).catch((err) => sink.fail(err));
   return sink;
 }
 

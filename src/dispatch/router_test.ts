@@ -5,7 +5,7 @@ import { type Membership, startMembership } from "../directory/membership.ts";
 import { Placement, rendezvous } from "../directory/placement.ts";
 import { inProcessMesh } from "../mesh/in_process.ts";
 import type { MeshConnection } from "../mesh/types.ts";
-import { waitFor } from "../util/_testing.ts";
+import { virtualClock } from "../util/virtual_clock.ts";
 import { Call } from "./call.ts";
 import { Router } from "./router.ts";
 
@@ -23,7 +23,7 @@ const call = (type: string, id: string) =>
     id,
     handler: "h",
     payload: null,
-    deadline: performance.now() + 1000,
+    deadline: clock.monotonic() + 1000,
     chain: [],
   }, { resolve() {}, reject() {} });
 
@@ -32,20 +32,25 @@ interface Node {
   m: Membership;
 }
 
+/** The nodes' clock: time stands still, so no lease lapses while a test runs. */
+const clock = virtualClock();
+
 async function nodes(ids: string[], types: string[]): Promise<Node[]> {
-  const mesh = inProcessMesh({ leaseTtl: 300 });
+  const mesh = inProcessMesh({ leaseTtl: 300, clock });
   const out: Node[] = [];
   for (const id of ids) {
-    const conn = await mesh.connect({ node: id });
+    const conn = await mesh.connect({ node: id, clock });
     const m = await startMembership(conn, {
       prefix: "t",
-      node: { id, types, since: Date.now() },
+      node: { id, types, since: clock.now() },
       ttl: 300,
       onWarning: () => {},
+      clock,
     });
     out.push({ conn, m });
   }
-  await waitFor(() => out.every((n) => n.m.nodes().length === ids.length), 1000, "membership");
+  await clock.advance(0);
+  assert.ok(out.every((n) => n.m.nodes().length === ids.length), "everyone sees everyone");
   return out;
 }
 
@@ -137,7 +142,8 @@ Deno.test("Router: a node that dies leaves placement and the cache at once", asy
   try {
     router.redirected("thing/a", "n2", 1);
     await ns[1]!.m.close(); // n2 leaves
-    await waitFor(() => router.cached === 0, 1000, "n2's entries forgotten");
+    await clock.advance(0);
+    assert.equal(router.cached, 0, "n2's entries forgotten at once");
     for (let i = 0; i < 50; i++) {
       assert.deepEqual(router.decide(call("thing", `${i}`)), { to: "local" });
     }

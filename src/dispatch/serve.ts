@@ -35,6 +35,7 @@ import {
 } from "../mesh/wire.ts";
 import { StreamChannel } from "../actor/stream.ts";
 import { type Deferred, deferred } from "../util/async.ts";
+import type { Clock, TimerId } from "../util/clock.ts";
 import { Call, type Settlement } from "./call.ts";
 import type { MessageKind } from "../mesh/wire.ts";
 import { RemoteSink, StreamReceiver } from "./remote_stream.ts";
@@ -47,6 +48,8 @@ export interface ServeDeps {
   readonly subjects: Subjects;
   readonly membership: Membership;
   readonly log: Logger;
+  /** The node's clock (deadlines, the late answer, the close bound). */
+  readonly clock: Clock;
   readonly maxPayload: number;
   /** Types hosted by this node. */
   readonly defs: ReadonlyMap<string, ActorDefinition<AnyActorTypes>>;
@@ -127,7 +130,7 @@ class Served implements Settlement {
 export class Server {
   readonly #deps: ServeDeps;
   readonly #subs: MeshSubscription[] = [];
-  readonly #late = new Map<ReturnType<typeof setTimeout>, () => void>();
+  readonly #late = new Map<TimerId, () => void>();
   #accepting = true;
   #drainedOut = false;
   #inflight = 0;
@@ -211,7 +214,7 @@ export class Server {
           errorReply(codec, new BadPayloadError("Stream request without a valid inbox")),
         );
       }
-      sink = new RemoteSink(d.conn, codec, d.replyPrefixes, req.streamTo);
+      sink = new RemoteSink(d.clock, d.conn, codec, d.replyPrefixes, req.streamTo);
       this.respond(reply, codec, okReply(codec, { credit: sink.creditSubject }));
     }
     // The caller streams its payload: the handler reads it from a bounded channel fed by the
@@ -225,6 +228,7 @@ export class Server {
       }
       input = new StreamChannel(16);
       new StreamReceiver(
+        d.clock,
         d.conn,
         codec,
         input,
@@ -241,7 +245,7 @@ export class Server {
       payload: input ?? payload,
       size,
       ...(input ? { input } : {}),
-      deadline: performance.now() + req.timeout,
+      deadline: d.clock.monotonic() + req.timeout,
       chain: req.chain,
       ...(req.token !== undefined ? { token: req.token } : {}),
       ...(req.idempotencyKey !== undefined ? { idempotencyKey: req.idempotencyKey } : {}),
@@ -284,7 +288,7 @@ export class Server {
 
   /** Runs `fn` after a short delay (a stale activation's answer), or at close. */
   later(fn: () => void): void {
-    const timer = setTimeout(() => {
+    const timer = this.#deps.clock.setTimeout(() => {
       this.#late.delete(timer);
       fn();
     }, STALE_REPLY_DELAY);
@@ -311,14 +315,18 @@ export class Server {
    */
   async close(boundMs: number): Promise<void> {
     this.#accepting = false;
+    const clock = this.#deps.clock;
     const bounded = async (p: Promise<unknown>) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([p, new Promise((r) => timer = setTimeout(r, boundMs))]);
-      clearTimeout(timer);
+      let timer: TimerId | undefined;
+      await Promise.race([
+        p,
+        new Promise<void>((r) => timer = clock.setTimeout(() => r(), boundMs)),
+      ]);
+      clock.clearTimeout(timer);
     };
     if (this.#inflight > 0) await bounded((this.#drained ??= deferred()).promise);
     for (const [timer, fn] of this.#late) {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       fn();
     }
     this.#late.clear();

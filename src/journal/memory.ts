@@ -7,6 +7,7 @@
  */
 
 import { ClosedError } from "../errors.ts";
+import { systemClock } from "../util/clock.ts";
 import {
   type Append,
   type Claim,
@@ -37,8 +38,9 @@ export interface MemoryJournalOptions {
    */
   readonly retention?: { readonly maxAgeMs: number; readonly maxPerActor: number };
   /**
-   * The wall clock used to timestamp idempotency records (ms since the epoch).
-   * @default {Date.now}
+   * The wall clock used to timestamp idempotency records (ms since the epoch): a system's
+   * clock's `now` (`createSystem({ clock })` gives it to the journal it makes itself).
+   * @default {systemClock.now}
    */
   readonly now?: () => number;
 }
@@ -79,7 +81,7 @@ interface ActorLog {
  */
 export function memoryJournal(options: MemoryJournalOptions = {}): Journal {
   const retention = options.retention ?? IDEMPOTENCY_RETENTION;
-  const now = options.now ?? Date.now;
+  const now = options.now ?? systemClock.now;
   const logs = new Map<string, ActorLog>();
   const reminders = new Map<string, Reminder>();
   /** Outbox messages not yet forwarded, in commit order. */

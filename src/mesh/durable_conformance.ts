@@ -135,6 +135,21 @@ export function durableTopicsConformance(
     };
   }
 
+  /** Consumes `c`, acking each message, until the one whose data is "marker"; their texts. */
+  async function ackedUntilMarker(c: DurableConsumer): Promise<string[]> {
+    const got = inbox();
+    const run = c.consume((m) => {
+      got.handler(m);
+      m.ack();
+    }, { maxInFlight: 4 });
+    try {
+      await got.until(() => got.msgs.some((m) => text(m.data) === "marker"), "the marker");
+      return got.msgs.map((m) => text(m.data));
+    } finally {
+      await run.stop();
+    }
+  }
+
   function describe(msgs: DurableMessage[]): string {
     return `[${msgs.map((m) => `${text(m.data)}#${m.deliveries}`).join(", ")}]`;
   }
@@ -190,17 +205,7 @@ export function durableTopicsConformance(
     assert.equal(again.seq, first.seq);
     await da.publish(`${base}.x`, bytes("marker"));
     const c = await consumerOf(db, { name: consumer, filter: `${base}.x` });
-    const got = inbox();
-    const run = c.consume((m) => {
-      got.handler(m);
-      m.ack();
-    }, { maxInFlight: 4 });
-    try {
-      await got.until(() => got.msgs.some((m) => text(m.data) === "marker"), "the marker");
-      assert.deepEqual(got.msgs.map((m) => text(m.data)), ["a", "marker"]);
-    } finally {
-      await run.stop();
-    }
+    assert.deepEqual(await ackedUntilMarker(c), ["a", "marker"]);
   });
 
   test("a stored message also reaches plain subscribers of its subject", async ({ a, b, db, base }) => {
@@ -306,17 +311,7 @@ export function durableTopicsConformance(
     await da.publish(`${base}.a.x`, bytes("a"));
     await da.publish(`${base}.a.x.y`, bytes("deep"));
     await da.publish(`${base}.a.z`, bytes("marker"));
-    const got = inbox();
-    const run = c.consume((m) => {
-      got.handler(m);
-      m.ack();
-    }, { maxInFlight: 4 });
-    try {
-      await got.until(() => got.msgs.some((m) => text(m.data) === "marker"), "the marker");
-      assert.deepEqual(got.msgs.map((m) => text(m.data)), ["a", "marker"]);
-    } finally {
-      await run.stop();
-    }
+    assert.deepEqual(await ackedUntilMarker(c), ["a", "marker"]);
   });
 
   test("one name with another filter is refused with a TypeError", async ({ da, db, base, consumer }) => {

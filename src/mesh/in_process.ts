@@ -14,11 +14,13 @@
  *   `{ type: "error" }` when a subscription handler throws (without a listener, the error is
  *   logged with `console.error`);
  * - KV `history` is accepted but only the latest revision of a key is kept;
- * - a bucket's `createdAt` is `Date.now()` at creation, made strictly larger than that of
- *   an earlier incarnation of the same name;
+ * - a bucket's `createdAt` is the mesh clock's `now()` at creation, made strictly larger than
+ *   that of an earlier incarnation of the same name;
+ * - request timeouts run on the connecting node's clock (`connect({ clock })`, which
+ *   `createSystem` passes), else on the mesh's;
  * - `maxPayload` counts the body plus the headers as NATS encodes them (string lengths);
  * - durable topics (`durableTopics()`) are kept in memory for as long as the mesh value lives,
- *   within the limits of the `durable` option, and time them with `Date.now()`.
+ *   within the limits of the `durable` option, and time them with the mesh's clock.
  *
  * @example
  * ```ts
@@ -44,6 +46,7 @@ import {
   InProcessDurableTopics,
 } from "./in_process_durable.ts";
 import { createEventQueue } from "../util/queue.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import {
   type DurableTopics,
   type KvBucket,
@@ -83,6 +86,11 @@ export interface InProcessMeshOptions {
   /** Largest message (body plus headers) carried, in bytes. @default {1048576} */
   maxPayload?: number;
   /**
+   * The mesh's own clock: buckets' creation times, and request timeouts of connections made
+   * without a clock of their own. @default {systemClock}
+   */
+  clock?: Clock;
+  /**
    * Limits of the durable topics' store (`publish(…, { durable: true })`), kept in memory for
    * as long as this mesh value lives. @default {{}} (see {@link InProcessDurableOptions})
    */
@@ -114,19 +122,23 @@ export function inProcessMesh(options: InProcessMeshOptions = {}): Mesh {
   if (!/^[A-Za-z0-9_-]+$/.test(prefix)) {
     throw new TypeError(`Cannot use prefix "${prefix}": must match [A-Za-z0-9_-]+`);
   }
-  const cluster = new Cluster(maxPayload);
+  const clock = options.clock ?? systemClock;
+  const cluster = new Cluster(maxPayload, clock);
   // cheap until used (no timer runs while nobody consumes); made now so bad limits throw here
-  cluster.store = new DurableStore({ prefix, route: (m) => cluster.route(m) }, options.durable);
+  cluster.store = new DurableStore(
+    { prefix, route: (m) => cluster.route(m), clock },
+    options.durable,
+  );
   return {
     kind: "in-process",
     leaseTtl,
     prefix,
-    connect({ node, signal }) {
+    connect({ node, signal, clock: own }) {
       if (signal?.aborted) return Promise.reject(signal.reason);
       if (typeof node !== "string" || node.length === 0) {
         return Promise.reject(new TypeError(`Cannot connect node "${node}": empty id`));
       }
-      return Promise.resolve(new InProcessConnection(cluster, node));
+      return Promise.resolve(new InProcessConnection(cluster, node, own ?? clock));
     },
   };
 }
@@ -147,6 +159,7 @@ function schedule(fn: () => void): void {
     queueMicrotask(fn);
     return;
   }
+  // real-time: a macrotask turn for fairness, not a wait (no clock's time passes)
   setTimeout(() => {
     budget = 0;
     fn();
@@ -184,7 +197,7 @@ class Cluster {
   store!: DurableStore;
   /** The `createdAt` of the latest incarnation of each bucket name. */
   readonly #created = new Map<string, number>();
-  constructor(readonly maxPayload: number) {}
+  constructor(readonly maxPayload: number, readonly clock: Clock) {}
 
   add(sub: Sub): void {
     const tokens = sub.subject.split(".");
@@ -270,7 +283,7 @@ class Cluster {
   bucket(name: string): BucketState {
     let b = this.buckets.get(name);
     if (!b) {
-      const createdAt = Math.max(Date.now(), (this.#created.get(name) ?? 0) + 1);
+      const createdAt = Math.max(this.clock.now(), (this.#created.get(name) ?? 0) + 1);
       this.#created.set(name, createdAt);
       this.buckets.set(name, b = new BucketState(name, createdAt));
     }
@@ -378,7 +391,7 @@ let connCounter = 0;
 interface Pending {
   resolve(msg: MeshMessage): void;
   reject(error: unknown): void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: TimerId;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   handle?: RequestHandle;
@@ -410,7 +423,7 @@ class InProcessConnection implements MeshConnection {
   #state: "open" | "draining" | "closed" = "open";
   #closing: Promise<void> | undefined;
 
-  constructor(readonly cluster: Cluster, readonly node: string) {
+  constructor(readonly cluster: Cluster, readonly node: string, readonly clock: Clock) {
     this.maxPayload = cluster.maxPayload;
     this.#id = `${randomId()}${(++connCounter).toString(36)}`;
     this.#muxPrefix = `${INBOX}.${this.#id}.`;
@@ -485,7 +498,7 @@ class InProcessConnection implements MeshConnection {
           reject,
           signal,
           onAbort: undefined,
-          timer: setTimeout(() => {
+          timer: this.clock.setTimeout(() => {
             this.#settle(token);
             reject(
               new MeshError("timeout", `Request to "${subject}" timed out after ${timeout} ms`),
@@ -517,7 +530,7 @@ class InProcessConnection implements MeshConnection {
     const p = this.#pending.get(token);
     if (!p) return undefined;
     this.#pending.delete(token);
-    clearTimeout(p.timer);
+    this.clock.clearTimeout(p.timer);
     if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
     if (p.handle) p.handle.cancel = undefined;
     return p;

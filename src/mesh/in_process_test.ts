@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
+import { setImmediate } from "node:timers";
 import { meshConformance } from "./conformance.ts";
 import { durableTopicsConformance } from "./durable_conformance.ts";
 import { inProcessMesh } from "./in_process.ts";
 import { MeshError, type MeshMessage } from "./types.ts";
+
+/** One macrotask turn: every microtask (in-process delivery) has run by then. */
+const settled = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Deno 2.9 leaves the ops sanitizer off by default; these tests want it on. */
 function test(name: string, fn: () => Promise<void>): void {
@@ -126,7 +130,7 @@ test("in-process handler errors go to onStatus and do not stop delivery", async 
   conn.publish("x", new Uint8Array([1]));
   conn.publish("x", new Uint8Array([2]));
   await conn.flush();
-  await new Promise((r) => setTimeout(r, 10));
+  await settled(); // delivery runs in microtasks: one macrotask turn sees it done
   assert.deepEqual(got, [1, 2]);
   assert.equal(statuses.length, 1);
   assert.equal((statuses[0] as { type: string }).type, "error");
@@ -164,7 +168,7 @@ test("in-process subscriptions with many subjects route without leaks", async ()
   const wild = a.subscribe("troupe.a.*.7", () => got.set("wild", (got.get("wild") ?? 0) + 1));
   for (let i = 0; i < 500; i++) a.publish(`troupe.a.acct.${i}`, new Uint8Array());
   await a.flush();
-  await new Promise((r) => setTimeout(r, 10));
+  await settled(); // delivery runs in microtasks: one macrotask turn sees it done
   assert.equal(got.size, 501);
   assert.equal(got.get("wild"), 1);
   for (const s of subs) s.unsubscribe();

@@ -11,6 +11,8 @@
  * @module
  */
 
+import type { Clock } from "../util/clock.ts";
+
 /** Message headers: a flat string map. Header names are case-sensitive. */
 export type MeshHeaders = Record<string, string>;
 
@@ -187,8 +189,14 @@ export interface Mesh {
   readonly leaseTtl: number;
   /** First token of every Troupe subject and of bucket names. @default {"troupe"} */
   readonly prefix: string;
-  /** Connects one node. */
-  connect(options: { node: string; signal?: AbortSignal }): Promise<MeshConnection>;
+  /**
+   * Connects one node. `clock` is the node's clock (`createSystem({ clock })`): a mesh whose
+   * timers are its own (the in-process one: request timeouts) runs them on it; one whose
+   * timers follow a real network (NATS) may ignore it.
+   */
+  connect(
+    options: { node: string; signal?: AbortSignal; clock?: Clock },
+  ): Promise<MeshConnection>;
 }
 
 /** Options of a key-value bucket. */

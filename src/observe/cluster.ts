@@ -24,6 +24,7 @@ import {
 import { encodeToken } from "../mesh/subject.ts";
 import { type MeshConnection, MeshError } from "../mesh/types.ts";
 import type { RecentError } from "./node.ts";
+import type { Clock } from "../util/clock.ts";
 
 /** One actor type on one node. */
 export interface TypeReport {
@@ -55,6 +56,18 @@ export interface LeaseReport {
   readonly token: number;
 }
 
+/** A projection started on a node (`system.projection`). */
+export interface ProjectionReport {
+  /** Its name. */
+  readonly name: string;
+  /** Whether this node runs it now (else it stands by). */
+  readonly running: boolean;
+  /** How far behind the journal it is, ms (0 where it does not run; see `Projection.lag`). */
+  readonly lag: number;
+  /** The position of the last event it handled on this node. */
+  readonly position?: string;
+}
+
 /** What a node reports about itself. */
 export interface NodeStats {
   /** The node id. */
@@ -73,6 +86,8 @@ export interface NodeStats {
   readonly errors: readonly RecentError[];
   /** Leases it holds (reminder and user elections included). */
   readonly leases: readonly LeaseReport[];
+  /** The projections started on it, running or standing by. */
+  readonly projections: readonly ProjectionReport[];
 }
 
 /** The whole cluster, as its nodes report it. */
@@ -186,6 +201,8 @@ export interface ClusterClientDeps {
   hostsOf(type: string): string[];
   /** The node where `type/id` is active, if any. */
   locate(type: string, id: string): Promise<string | undefined>;
+  /** The node's clock (the time a report was made). */
+  readonly clock: Clock;
 }
 
 /** A {@link Cluster} that asks the nodes over the mesh. */
@@ -240,7 +257,7 @@ export function clusterClient(d: ClusterClientDeps): Cluster {
         else unreachable.push(live[i]!.id);
       });
       nodes.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      return { at: Date.now(), nodes, unreachable };
+      return { at: d.clock.now(), nodes, unreachable };
     },
     async node(id, options) {
       try {

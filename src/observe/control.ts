@@ -81,10 +81,16 @@ export function nodeStats(d: ControlDeps): NodeStats {
     types: info.types,
     since: info.since,
     status: d.status(),
-    at: Date.now(),
+    at: d.observer.clock.now(),
     actors,
     errors: d.observer.errors(),
     leases: d.leases(),
+    projections: [...d.observer.projections()].map((p) => ({
+      name: p.name,
+      running: p.running,
+      lag: Math.round(p.lag),
+      ...(p.position !== undefined ? { position: p.position } : {}),
+    })),
   };
 }
 

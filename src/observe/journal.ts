@@ -26,13 +26,13 @@ import type { NodeObserver } from "./node.ts";
 export function measuredJournal(journal: Journal, observer: NodeObserver): Journal {
   if (!observer.metrics) return journal;
   const append = async (a: Append): Promise<void> => {
-    const t0 = performance.now();
+    const t0 = observer.clock.monotonic();
     await journal.append(a);
     const slash = a.actor.indexOf("/");
     observer.committed(
       slash < 0 ? a.actor : a.actor.slice(0, slash),
       a.events.length,
-      (performance.now() - t0) / 1000,
+      (observer.clock.monotonic() - t0) / 1000,
     );
   };
   const bound = new Map<PropertyKey, unknown>();

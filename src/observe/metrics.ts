@@ -12,6 +12,7 @@
  * | `troupe.mailbox.depth` | gauge (observed) | | `troupe.actor.type`, `troupe.node` |
  * | `troupe.journal.commit.duration` | histogram | s | `troupe.actor.type`, `troupe.node` |
  * | `troupe.journal.appends` | counter | | `troupe.actor.type`, `troupe.node` |
+ * | `troupe.projection.lag` | gauge (observed) | s | `troupe.projection`, `troupe.node` (the node that runs it) |
  *
  * @module
  */
@@ -65,12 +66,26 @@ export interface TypeGauge {
   readonly queued: number;
 }
 
+/** A projection, as the observed instruments and the node's stats see it. */
+export interface ProjectionGauge {
+  /** Its name. */
+  readonly name: string;
+  /** Whether this node runs it now. */
+  readonly running: boolean;
+  /** How far behind the journal it is, ms (see `Projection.lag`). */
+  readonly lag: number;
+  /** The position of the last event it handled here. */
+  readonly position: string | undefined;
+}
+
 /** A node whose counts the observed instruments report. */
 export interface GaugeSource {
   /** The node id. */
   readonly node: string;
   /** The counts per type, now. */
   gauges(): Iterable<TypeGauge>;
+  /** The projections started on the node (reported while they run there). */
+  projections?(): Iterable<ProjectionGauge>;
 }
 
 /** The instruments of this process. */
@@ -106,6 +121,18 @@ export function getInstruments(): Instruments {
   };
   activations.addCallback(observe((g) => g.activations));
   depth.addCallback(observe((g) => g.queued));
+  meter.createObservableGauge("troupe.projection.lag", {
+    description: "How far behind the journal a projection is (0 once it has handled every event)",
+    unit: "s",
+  }).addCallback((result) => {
+    for (const source of sources) {
+      for (const p of source.projections?.() ?? []) {
+        if (p.running) {
+          result.observe(p.lag / 1000, { [ATTR.projection]: p.name, [ATTR.node]: source.node });
+        }
+      }
+    }
+  });
   return instruments = {
     askDuration: meter.createHistogram("troupe.ask.duration", {
       description: "Time from sending an ask to its reply or error, as the caller saw it",

@@ -13,9 +13,10 @@
 
 import type { Span } from "@opentelemetry/api";
 import { AttributeCache, type GaugeSource, getInstruments, metricsOn } from "./metrics.ts";
-import type { TypeGauge } from "./metrics.ts";
+import type { ProjectionGauge, TypeGauge } from "./metrics.ts";
 import { endSpan, errorCode, type Kind, runIn, startProcess, startSend } from "./tracing.ts";
 import { tracingOn } from "./tracing.ts";
+import { type Clock, systemClock } from "../util/clock.ts";
 
 /** A message as a turn sees it (the node's call object). */
 export interface Observed {
@@ -43,7 +44,7 @@ export interface Sent<I extends Outgoing = Outgoing> {
   readonly init: I & { readonly trace?: string };
   /** The caller's span. */
   readonly span: Span | undefined;
-  /** When it was sent (`performance.now()`). */
+  /** When it was sent (the clock's `monotonic()`). */
   readonly t0: number;
   /** Whether {@link NodeObserver.sent} ended it. */
   ended: boolean;
@@ -109,6 +110,8 @@ export interface NodeObserverOptions {
   tracing?: boolean;
   /** Record metrics. @default {whether a meter provider is registered} */
   metrics?: boolean;
+  /** The node's clock: durations, rates and the times of recent errors. @default {systemClock} */
+  clock?: Clock;
 }
 
 /**
@@ -129,6 +132,8 @@ export class NodeObserver implements GaugeSource {
   readonly tracing: boolean;
   /** Whether metrics are recorded. */
   readonly metrics: boolean;
+  /** The node's clock. */
+  readonly clock: Clock;
   readonly #on: boolean;
   readonly #view: () => Iterable<TypeGauge>;
   readonly #types = new Map<string, TypeStats>();
@@ -136,7 +141,7 @@ export class NodeObserver implements GaugeSource {
   readonly #attrs: AttributeCache;
   /** Samples of the message counts, oldest first, for {@link rates}. */
   #samples: { at: number; counts: Map<string, number> }[] = [];
-  readonly #since = performance.now();
+  readonly #since: number;
 
   /**
    * @param node This node's id.
@@ -145,6 +150,8 @@ export class NodeObserver implements GaugeSource {
   constructor(node: string, view: () => Iterable<TypeGauge>, options: NodeObserverOptions = {}) {
     this.node = node;
     this.#view = view;
+    this.clock = options.clock ?? systemClock;
+    this.#since = this.clock.monotonic();
     this.tracing = options.tracing ?? tracingOn();
     this.metrics = options.metrics ?? metricsOn();
     this.#on = this.tracing || this.metrics;
@@ -159,6 +166,19 @@ export class NodeObserver implements GaugeSource {
   /** Activations and queued messages per type on this node, now. */
   gauges(): Iterable<TypeGauge> {
     return this.#view();
+  }
+
+  readonly #projections = new Set<ProjectionGauge>();
+
+  /** Reports projection `p` (its lag metric and stats); returns its removal. */
+  projection(p: ProjectionGauge): () => void {
+    this.#projections.add(p);
+    return () => this.#projections.delete(p);
+  }
+
+  /** The projections started on this node. */
+  projections(): Iterable<ProjectionGauge> {
+    return this.#projections.values();
   }
 
   /** The counts of type `type` (made on first use; activations and pools keep theirs). */
@@ -181,9 +201,14 @@ export class NodeObserver implements GaugeSource {
    */
   send<I extends Outgoing>(init: I): Sent<I> | undefined {
     if (!this.#on) return undefined;
-    if (!this.tracing) return { init, span: undefined, t0: performance.now(), ended: false };
+    if (!this.tracing) return { init, span: undefined, t0: this.clock.monotonic(), ended: false };
     const s = startSend(init.type, init.id, init.handler, this.node, init.kind);
-    return { init: { ...init, trace: s.trace }, span: s.span, t0: performance.now(), ended: false };
+    return {
+      init: { ...init, trace: s.trace },
+      span: s.span,
+      t0: this.clock.monotonic(),
+      ended: false,
+    };
   }
 
   /**
@@ -200,7 +225,7 @@ export class NodeObserver implements GaugeSource {
     const outcome = err === undefined ? "ok" : errorCode(err);
     if (call.kind === "ask") {
       m.askDuration.record(
-        (performance.now() - s.t0) / 1000,
+        (this.clock.monotonic() - s.t0) / 1000,
         this.#attrs.get(call.type, call.handler, outcome),
       );
     }
@@ -224,7 +249,7 @@ export class NodeObserver implements GaugeSource {
     body: (this: S, m: M) => Promise<void> | undefined,
     self: S,
   ): Promise<void> | undefined {
-    const t0 = (++stats.messages & (TIMED_EVERY - 1)) === 1 ? performance.now() : 0;
+    const t0 = (++stats.messages & (TIMED_EVERY - 1)) === 1 ? this.clock.monotonic() : 0;
     if (this.tracing) return this.#tracedTurn(stats, id, m, body, self, t0);
     const r = body.call(self, m);
     if (r !== undefined) {
@@ -268,7 +293,7 @@ export class NodeObserver implements GaugeSource {
     failure: unknown,
   ): undefined {
     if (t0 !== 0) {
-      stats.timedMs += performance.now() - t0;
+      stats.timedMs += this.clock.monotonic() - t0;
       stats.timedTurns++;
     }
     if (failure !== undefined) {
@@ -301,7 +326,7 @@ export class NodeObserver implements GaugeSource {
    * started, at first).
    */
   rates(): Map<string, number> {
-    const now = performance.now();
+    const now = this.clock.monotonic();
     const counts = new Map<string, number>();
     for (const s of this.#types.values()) counts.set(s.type, s.messages);
     const samples = this.#samples;
@@ -330,7 +355,7 @@ export class NodeObserver implements GaugeSource {
     err: unknown,
   ): void {
     this.#errors.push({
-      at: Date.now(),
+      at: this.clock.now(),
       where,
       code: errorCode(err),
       message: messageOf(err),

@@ -42,6 +42,7 @@ export const ATTR = {
   kind: "troupe.message.kind",
   error: "error.type",
   outcome: "outcome",
+  projection: "troupe.projection",
 } as const;
 
 /**

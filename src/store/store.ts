@@ -9,6 +9,7 @@
 import { checkPayloadSize } from "../codec/mod.ts";
 import type { Codec } from "../codec/types.ts";
 import { ClosedError } from "../errors.ts";
+import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import { memoryStore } from "./memory.ts";
 import type {
   Store,
@@ -106,7 +107,7 @@ export interface OpenStoreOptions {
   readonly codec: Codec;
   /** The largest encoded value, bytes. */
   readonly maxPayload: number;
-  /** The wall clock, ms since the epoch. @default {Date.now} */
+  /** The wall clock, ms since the epoch. @default {systemClock.now} */
   readonly now?: () => number;
   /** Throws when the owner is closed (called before every operation). */
   readonly check?: () => void;
@@ -132,7 +133,7 @@ export function openStore<V = unknown>(
 ): Store<V> {
   checkStoreName(name);
   const { codec, maxPayload } = options;
-  const now = options.now ?? Date.now;
+  const now = options.now ?? (() => systemClock.now());
   const check = options.check ?? (() => {});
   const decode = (r: StoredRecord): StoreRecord<V> => ({
     key: r.key,
@@ -233,8 +234,8 @@ export interface StoresOptions {
   readonly codec: Codec;
   /** The largest encoded value, bytes. */
   readonly maxPayload: number;
-  /** The wall clock. @default {Date.now} */
-  readonly now?: () => number;
+  /** The system's clock: records' expiry (its `now()`) and the purge's timer. @default {systemClock} */
+  readonly clock?: Clock;
   /** Pause between two purges of expired records, ms. @default {30000} */
   readonly purgeIntervalMs?: number;
   /** At most this many records removed by one purge. @default {1000} */
@@ -266,12 +267,14 @@ export class Stores {
   #backend: StoreBackend | undefined;
   #owned = false;
   #closed = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerId | undefined;
   #purging: Promise<void> | undefined;
+  readonly #clock: Clock;
 
   /** @param options Which backend, codec and limits; see {@link StoresOptions}. */
   constructor(options: StoresOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** The store named `name` (the same object on every call). */
@@ -285,7 +288,7 @@ export class Stores {
       store = openStore(this.#backendNow(), name, {
         codec: this.#options.codec,
         maxPayload: this.#options.maxPayload,
-        ...(this.#options.now ? { now: this.#options.now } : {}),
+        now: () => this.#clock.now(),
         check: () => {
           if (this.#closed) {
             throw new ClosedError(`Cannot use store "${name}": the system is closed`);
@@ -315,7 +318,7 @@ export class Stores {
 
   #schedule(ms: number): void {
     if (this.#closed || this.#timer !== undefined || this.#purging) return;
-    this.#timer = setTimeout(() => {
+    this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
       this.#purging = this.#purge().finally(() => (this.#purging = undefined));
     }, ms);
@@ -325,7 +328,7 @@ export class Stores {
   async purge(): Promise<number> {
     const backend = this.#backend;
     if (!backend || this.#closed) return 0;
-    return await backend.purge((this.#options.now ?? Date.now)(), this.#options.purgeBatch ?? 1000);
+    return await backend.purge(this.#clock.now(), this.#options.purgeBatch ?? 1000);
   }
 
   async #purge(): Promise<void> {
@@ -346,7 +349,7 @@ export class Stores {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#purging;
     if (this.#owned) await this.#backend?.close();

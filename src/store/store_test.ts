@@ -4,6 +4,7 @@ import type { ActorError } from "../errors.ts";
 import { memoryStore } from "./memory.ts";
 import { Stores } from "./store.ts";
 import type { StoreBackend } from "./types.ts";
+import { virtualClock } from "../util/virtual_clock.ts";
 
 /** A memory backend that counts purge and close calls. */
 function counting(): StoreBackend & { purges: number; closes: number } {
@@ -29,62 +30,41 @@ function counting(): StoreBackend & { purges: number; closes: number } {
 
 const isCode = (code: string) => (err: ActorError) => err.code === code;
 
-/**
- * Runs `fn` while recording the timers it sets, and returns those still pending at its end
- * (Deno's test sanitizers do not report timers).
- */
-async function pendingTimersAfter(fn: () => Promise<void>): Promise<number> {
-  const { setTimeout: set, clearTimeout: clear } = globalThis;
-  const pending = new Set<unknown>();
-  globalThis.setTimeout = ((cb: () => void, ms?: number) => {
-    const id = set(() => {
-      pending.delete(id);
-      cb();
-    }, ms);
-    pending.add(id);
-    return id;
-  }) as typeof setTimeout;
-  globalThis.clearTimeout = ((id?: number) => {
-    pending.delete(id);
-    clear(id);
-  }) as typeof clearTimeout;
-  try {
-    await fn();
-  } finally {
-    globalThis.setTimeout = set;
-    globalThis.clearTimeout = clear;
-  }
-  for (const id of pending) clear(id as number);
-  return pending.size;
-}
-
 Deno.test("Stores.close() clears the purge timer", async () => {
-  const left = await pendingTimersAfter(async () => {
-    const stores = new Stores({ backend: memoryStore(), codec: msgpack, maxPayload: 1024 });
-    await stores.open("s").set("k", 1, { ttl: 60_000 });
-    await stores.close();
-  });
-  assert.equal(left, 0, "a timer was left pending after close()");
+  const clock = virtualClock();
+  const stores = new Stores({ backend: memoryStore(), codec: msgpack, maxPayload: 1024, clock });
+  await stores.open("s").set("k", 1, { ttl: 60_000 });
+  assert.equal(clock.pending, 1, "the purge is scheduled once a store is open");
+  await stores.close();
+  assert.equal(clock.pending, 0, "a timer was left pending after close()");
 });
 
 Deno.test("Stores purges expired records in the background, and stops on close()", async () => {
   const backend = counting();
-  const stores = new Stores({ backend, codec: msgpack, maxPayload: 1024, purgeIntervalMs: 10 });
+  const clock = virtualClock();
+  const stores = new Stores({
+    backend,
+    codec: msgpack,
+    maxPayload: 1024,
+    purgeIntervalMs: 10,
+    clock,
+  });
   assert.equal(backend.purges, 0, "nothing runs before a store is opened");
   const s = stores.open("sessions");
   assert.equal(stores.open("sessions"), s, "one Store object per name");
   await s.set("gone", 1, { ttl: 1 });
   await s.set("kept", 2);
-  const deadline = Date.now() + 5_000;
   // The backend's own view, at a time before the expiry: only a purge removes the record.
-  while ((await backend.list("sessions", { prefix: "", limit: 10 }, 0)).length > 1) {
-    assert.ok(Date.now() < deadline, "the expired record was not purged within 5 s");
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  const listed = async () => (await backend.list("sessions", { prefix: "", limit: 10 }, 0)).length;
+  await clock.advance(9);
+  assert.equal(backend.purges, 0);
+  assert.equal(await listed(), 2, "expired, but not purged yet");
+  await clock.advance(1);
+  assert.equal(backend.purges, 1, "purged every purgeIntervalMs");
+  assert.equal(await listed(), 1, "the expired record was purged");
   await stores.close();
-  const after = backend.purges;
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(backend.purges, after, "a purge ran after close()");
+  await clock.advance(1_000);
+  assert.equal(backend.purges, 1, "no purge after close()");
   assert.equal(backend.closes, 0, "a backend given in the options is not closed");
   assert.throws(() => stores.open("sessions"), isCode("closed"));
   await assert.rejects(s.get("kept"), isCode("closed"));
@@ -94,6 +74,7 @@ Deno.test("Stores keeps purging after a failed purge, and reports it", async () 
   const backend = counting();
   let fail = true;
   const errors: string[] = [];
+  const clock = virtualClock();
   const stores = new Stores({
     backend: {
       ...backend,
@@ -106,14 +87,12 @@ Deno.test("Stores keeps purging after a failed purge, and reports it", async () 
     maxPayload: 1024,
     purgeIntervalMs: 5,
     onError: (msg, err) => errors.push(`${msg}: ${(err as Error).message}`),
+    clock,
   });
   try {
     stores.open("s");
-    const deadline = Date.now() + 5_000;
-    while (backend.purges < 2) {
-      assert.ok(Date.now() < deadline, "the purge did not run again after failing");
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await clock.advance(10);
+    assert.equal(backend.purges, 2, "tried again the next interval after failing");
     fail = false;
     assert.match(errors[0]!, /Purging expired store records failed: disk on fire/);
   } finally {

@@ -7,8 +7,17 @@
 
 import assert from "node:assert/strict";
 import { BadPayloadError } from "../errors.ts";
+import { delay as clockDelay } from "./async.ts";
+import { systemClock } from "./clock.ts";
+import type { VirtualClock } from "./virtual_clock.ts";
 
-export { delay } from "./async.ts";
+/**
+ * Resolves after `ms` of real time: for the process and chaos tests, which need real time.
+ * Tests of timing inside one process run on a `virtualClock()` instead.
+ */
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return clockDelay(systemClock, ms, signal);
+}
 
 /** Asserts that `fn` throws a `BadPayloadError` (code `bad_payload`) matching `pattern`. */
 export function rejectsBadPayload(fn: () => unknown, pattern?: RegExp): BadPayloadError {
@@ -55,4 +64,26 @@ export async function within<T>(promise: Promise<T>, timeout: number, what: stri
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Moves `clock` on by `step` ms at a time until `cond` holds, and returns the virtual ms that
+ * took; throws once more than `limit` virtual ms passed, naming `what`. Deterministic: only
+ * the virtual clock decides (each step lets promises settle).
+ */
+export async function advanceUntil(
+  clock: VirtualClock,
+  cond: () => boolean | Promise<boolean>,
+  limit: number,
+  what: string,
+  step = 1,
+): Promise<number> {
+  const start = clock.monotonic();
+  while (!(await cond())) {
+    if (clock.monotonic() - start >= limit) {
+      throw new Error(`Not within ${limit} ms of virtual time: ${what}`);
+    }
+    await clock.advance(step);
+  }
+  return clock.monotonic() - start;
 }

@@ -1,9 +1,13 @@
 /**
  * Small async helpers that `@std/async` would give (JSR is unreachable here): delays,
- * deferreds, and a coarse timer wheel for the many short deadlines of RPC.
+ * deferreds, and a timer wheel for the many short deadlines of RPC. Every timer runs on a
+ * {@link Clock} given by the caller (the node's, or `systemClock` where time is the network's).
  *
  * @module
  */
+
+import type { Clock, TimerId } from "./clock.ts";
+import { heapPop, heapPush } from "./heap.ts";
 
 /** A promise with its resolve/reject exposed. */
 export interface Deferred<T> {
@@ -37,23 +41,23 @@ export function deferred<T>(): Deferred<T> {
 }
 
 /**
- * Resolves after `ms`, or rejects with the signal's reason when it aborts.
+ * Resolves after `ms` on `clock`, or rejects with the signal's reason when it aborts.
  *
  * @example
  * ```ts
- * import { delay } from "@troupe/troupe/spi";
+ * import { delay, systemClock } from "@troupe/troupe/spi";
  * const ac = new AbortController();
- * await delay(5, ac.signal); // 5 ms later; rejects at once if `ac` aborts
+ * await delay(systemClock, 5, ac.signal); // 5 ms later; rejects at once if `ac` aborts
  * ```
  */
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+export function delay(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
   if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
     const onAbort = () => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       reject(signal!.reason);
     };
-    const timer = setTimeout(() => {
+    const timer = clock.setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
@@ -63,7 +67,7 @@ export function delay(ms: number, signal?: AbortSignal): Promise<void> {
 
 /** A scheduled callback of a {@link TimerWheel}. */
 export interface WheelEntry {
-  /** Monotonic deadline (`performance.now()` clock). */
+  /** Deadline on the wheel's clock (`clock.monotonic()`). */
   readonly at: number;
 }
 
@@ -73,46 +77,61 @@ interface Slot extends WheelEntry {
 }
 
 /**
- * A coarse timer wheel: many deadlines share one timer, with a precision of `tick` ms.
- * Cheaper than a `setTimeout` per request when thousands are in flight; the timer runs only
- * while entries are pending, so nothing is left behind when it is empty.
+ * Deadlines for many calls at once: entries are grouped in buckets of `tick` ms and the wheel
+ * holds one timer of its clock, armed for the earliest entry. Cheaper than a `setTimeout` per
+ * request when thousands are in flight: the timer is re-armed only when an entry earlier than
+ * it comes, or when it fires; an entry removed before its time costs no timer at all (the timer
+ * stays armed until its time even when the wheel empties: disarming it then made every lone call
+ * pay a timer). Buckets are found in time order through a min-heap of bucket numbers, rebuilt
+ * from the live buckets whenever stale numbers outgrow them, so memory follows the entries
+ * pending. The first design ticked every `tick` ms while entries were pending: 200 wake-ups a
+ * second, and as many steps for a virtual clock to run through.
  *
  * @example
  * ```ts
- * import { TimerWheel } from "@troupe/troupe/spi";
- * const wheel = new TimerWheel(5);
- * const entry = wheel.add(performance.now() + 1_000, () => console.log("timed out"));
+ * import { systemClock, TimerWheel } from "@troupe/troupe/spi";
+ * const wheel = new TimerWheel(systemClock, 5);
+ * const entry = wheel.add(systemClock.monotonic() + 1_000, () => console.log("timed out"));
  * wheel.remove(entry); // answered in time
  * wheel.close();
  * ```
  */
 export class TimerWheel {
+  readonly #clock: Clock;
   readonly #tick: number;
+  /** The buckets that hold entries (an emptied bucket is deleted). */
   readonly #buckets = new Map<number, Set<Slot>>();
-  #timer: ReturnType<typeof setInterval> | undefined;
+  /** Bucket numbers, a min-heap; numbers of deleted buckets stay until they surface. */
+  #heap: number[] = [];
+  #timer: TimerId | undefined;
+  /** When the timer fires (monotonic ms); Infinity when none is armed. */
+  #timerAt = Infinity;
   #size = 0;
   #closed = false;
-  #idleTicks = 0;
 
   /**
-   * A wheel of `tick` ms precision.
-   * @param tick Precision in ms.
+   * A wheel on `clock`.
+   * @param clock The clock whose timer the wheel uses, and whose `monotonic()` deadlines are on.
+   * @param tick Width of a bucket in ms. @default {5}
    */
-  constructor(tick = 5) {
+  constructor(clock: Clock, tick = 5) {
+    this.#clock = clock;
     this.#tick = tick;
   }
 
-  /** Calls `fn` once `performance.now() >= at` (up to `tick` ms late). */
+  /** Calls `fn` once `clock.monotonic() >= at`. */
   add(at: number, fn: () => void): WheelEntry {
     const bucket = Math.ceil(at / this.#tick);
     const slot: Slot = { at, fn, bucket };
     let set = this.#buckets.get(bucket);
-    if (!set) this.#buckets.set(bucket, set = new Set());
+    if (!set) {
+      this.#buckets.set(bucket, set = new Set());
+      if (this.#heap.length > 2 * this.#buckets.size + 64) this.#compact();
+      heapPush(this.#heap, bucket, lessNumber);
+    }
     set.add(slot);
     this.#size++;
-    if (this.#timer === undefined && !this.#closed) {
-      this.#timer = setInterval(() => this.#run(), this.#tick);
-    }
+    if (at < this.#timerAt && !this.#closed) this.#arm(at);
     return slot;
   }
 
@@ -133,48 +152,63 @@ export class TimerWheel {
     return this.#size;
   }
 
-  #run(): void {
-    // The timer keeps running while entries come and go (starting and stopping it per request
-    // costs more than a tick); it stops after a second without any entry.
-    if (this.#size === 0) {
-      if (++this.#idleTicks * this.#tick >= 1000) this.#stop();
-      return;
-    }
-    this.#idleTicks = 0;
-    const now = performance.now();
+  /** Drops the numbers of deleted buckets from the heap (each live bucket once). */
+  #compact(): void {
+    const heap: number[] = [];
+    for (const bucket of this.#buckets.keys()) heapPush(heap, bucket, lessNumber);
+    this.#heap = heap;
+  }
+
+  #arm(at: number): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = this.#clock.setTimeout(this.#run, Math.max(0, at - this.#clock.monotonic()));
+  }
+
+  #run = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const now = this.#clock.monotonic();
     const due: Slot[] = [];
-    for (const [bucket, set] of this.#buckets) {
+    const heap = this.#heap;
+    let next = Infinity;
+    while (heap.length > 0) {
+      const bucket = heap[0]!;
+      const set = this.#buckets.get(bucket);
+      if (!set) {
+        heapPop(heap, lessNumber); // emptied before its time
+        continue;
+      }
       for (const slot of set) {
         if (slot.at <= now) {
           due.push(slot);
           set.delete(slot);
           this.#size--;
-        }
+        } else if (slot.at < next) next = slot.at;
       }
-      if (set.size === 0) this.#buckets.delete(bucket);
+      // Entries of later buckets are later than every entry of this one.
+      if (set.size > 0) break;
+      this.#buckets.delete(bucket);
+      heapPop(heap, lessNumber);
     }
+    if (next !== Infinity && !this.#closed) this.#arm(next);
     for (const slot of due) {
       const fn = slot.fn;
       slot.fn = undefined;
       fn?.();
     }
-  }
-
-  #stop(): void {
-    this.#idleTicks = 0;
-    if (this.#timer !== undefined) {
-      clearInterval(this.#timer);
-      this.#timer = undefined;
-    }
-  }
+  };
 
   /** Fires every pending entry now and stops the timer. */
   close(): void {
     this.#closed = true;
     const all = [...this.#buckets.values()].flatMap((s) => [...s]);
     this.#buckets.clear();
+    this.#heap = [];
     this.#size = 0;
-    this.#stop();
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
     for (const slot of all) {
       const fn = slot.fn;
       slot.fn = undefined;
@@ -198,37 +232,43 @@ export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 }
 
 /**
- * Awaits `value` (a promise or a plain value) until `deadline` (`performance.now()` clock);
+ * Awaits `value` (a promise or a plain value) until `deadline` (`clock.monotonic()` time);
  * past it, rejects with `onTimeout()`. The timer is cleared either way.
  *
  * @example
  * ```ts
- * import { withDeadline } from "@troupe/troupe/spi";
+ * import { systemClock, withDeadline } from "@troupe/troupe/spi";
  * const answer = await withDeadline(
+ *   systemClock,
  *   Promise.resolve("fast"),
- *   performance.now() + 100,
+ *   systemClock.monotonic() + 100,
  *   () => new Error("too slow"),
  * );
  * console.log(answer); // "fast"
  * ```
  */
 export function withDeadline<T>(
+  clock: Clock,
   value: T | PromiseLike<T>,
   deadline: number,
   onTimeout: () => Error,
 ): Promise<T> {
   if (!isPromiseLike(value)) return Promise.resolve(value);
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
+    const timer = clock.setTimeout(
       () => reject(onTimeout()),
-      Math.max(0, deadline - performance.now()),
+      Math.max(0, deadline - clock.monotonic()),
     );
     value.then((v) => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       resolve(v);
     }, (err) => {
-      clearTimeout(timer);
+      clock.clearTimeout(timer);
       reject(err);
     });
   });
+}
+
+function lessNumber(a: number, b: number): boolean {
+  return a < b;
 }

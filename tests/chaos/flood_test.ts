@@ -7,7 +7,7 @@ import { type ActivationFloodResult, mailboxFlood } from "./flood.ts";
 
 const MB = 1024 * 1024;
 
-Deno.test("a flood of 10x the mailbox at one actor: the excess is refused at once with overloaded, the others' p99 holds", async () => {
+Deno.test("a flood of 10x the mailbox at one actor: the excess is refused at once with overloaded, the others are not held behind it", async () => {
   const r = await mailboxFlood();
   console.log(
     `[flood] ${r.sent} asks at one actor (mailboxSize ${r.mailboxSize}): ${r.answered} answered, ${r.overloaded} overloaded ${
@@ -18,7 +18,9 @@ Deno.test("a flood of 10x the mailbox at one actor: the excess is refused at onc
       (r.heapGrowth / MB).toFixed(1)
     } MB; others' p99 ${r.underFlood.p99.toFixed(3)} ms (n ${r.underFlood.n}) vs baseline ${
       r.baseline.p99.toFixed(3)
-    } ms (n ${r.baseline.n})`,
+    } ms (n ${r.baseline.n}); p50 ${r.underFlood.p50.toFixed(3)} vs ${
+      r.baseline.p50.toFixed(3)
+    } ms; flooded actor's turns while one waited: p99 ${r.overtaken.p99}, max ${r.overtaken.max}`,
   );
   assert.deepEqual(r.other, {});
   assert.ok(r.answered <= r.mailboxSize + 1, `answered ${r.answered}: the mailbox held more`);
@@ -28,10 +30,16 @@ Deno.test("a flood of 10x the mailbox at one actor: the excess is refused at onc
   assert.ok(r.lastRefusalMs < r.settledMs / 2, `last refusal at ${r.lastRefusalMs} ms`);
   assert.ok(r.heapGrowth < 256 * MB, `heap grew by ${r.heapGrowth} bytes`);
   assert.ok(r.underFlood.n >= 100 && r.baseline.n >= 100, "enough samples");
-  // 2x, with 1 ms of slack for a loaded machine (the latencies are tens of microseconds)
+  // What the node decides: another actor's ask is never queued behind the flooded actor's
+  // backlog (1000 turns of 1 ms): at most one of its turns runs while the ask waits.
+  assert.ok(r.overtaken.p99 <= 1, `${r.overtaken.p99} flooded turns ran while an ask waited`);
+  // What the machine also decides: the typical ask is as fast as without the flood (2x, with
+  // 1 ms of slack; the latencies are tens of microseconds). The median, not the p99: on a
+  // machine shared with other test processes, the p99 of ~1000 samples is the OS's scheduling
+  // stalls (209 ms seen beside the chaos test), the same with or without a flood.
   assert.ok(
-    r.underFlood.p99 <= Math.max(2 * r.baseline.p99, r.baseline.p99 + 1),
-    `others' p99 ${r.underFlood.p99} ms vs baseline ${r.baseline.p99} ms`,
+    r.underFlood.p50 <= Math.max(2 * r.baseline.p50, r.baseline.p50 + 1),
+    `others' p50 ${r.underFlood.p50} ms vs baseline ${r.baseline.p50} ms`,
   );
 });
 
@@ -71,7 +79,7 @@ Deno.test("100k random ids against maxActivations 10k: the heap stays flat", asy
     } asks/s; failures ${JSON.stringify(r.failed)}`,
   );
   assert.equal(r.gc, true);
-  assert.deepEqual(r.failed, {});
+  assert.deepEqual(r.failed, {}, `asks failed: ${r.firstErrors.join("; ")}`);
   assert.ok(
     after < 2 * full,
     `heap after ${r.randomIds} random ids (+${
