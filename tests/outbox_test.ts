@@ -15,7 +15,8 @@ import {
   memoryJournal,
   type System,
 } from "../mod.ts";
-import type { DurableTopics, Journal, Mesh, MeshConnection } from "../spi.ts";
+import type { Journal, Mesh } from "../spi.ts";
+import { withDurablePublish } from "./_durable_publish.ts";
 import { inProcessMesh } from "../src/mesh/in_process.ts";
 import { within } from "./helpers.ts";
 
@@ -100,37 +101,12 @@ Deno.test("outbox: a durable ctx.publish reaches durable subscribers once, if an
   }
 });
 
-/** `target` with `key` replaced; its own methods bound to it (they use private fields). */
-function replace<T extends object>(target: T, key: PropertyKey, value: unknown): T {
-  return new Proxy(target, {
-    get(t, k) {
-      if (k === key) return value;
-      const v = Reflect.get(t, k, t);
-      return typeof v === "function" ? v.bind(t) : v;
-    },
-  });
-}
-
 /** A mesh whose connections cannot store durable messages (a node that dies before forwarding). */
-function failingDurablePublish(inner: Mesh): Mesh {
-  return {
-    kind: "failing-durable-publish",
-    leaseTtl: inner.leaseTtl,
-    prefix: inner.prefix,
-    async connect(o) {
-      const c = await inner.connect(o);
-      const durable = (): DurableTopics => {
-        const d = c.durableTopics!();
-        return replace(
-          d,
-          "publish",
-          () => Promise.reject(new Error("this node died before forwarding")),
-        );
-      };
-      return replace<MeshConnection>(c, "durableTopics", durable);
-    },
-  };
-}
+const failingDurablePublish = (inner: Mesh) =>
+  withDurablePublish(
+    inner,
+    () => () => Promise.reject(new Error("this node died before forwarding")),
+  );
 
 Deno.test("outbox: what a node committed but never forwarded, the elected sweeper of another node forwards, once", async () => {
   const mesh = inProcessMesh();

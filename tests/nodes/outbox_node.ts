@@ -13,57 +13,29 @@
  * Prints `READY {"node": id, "pid": n}` once started.
  */
 import { createSystem } from "../../mod.ts";
-import type { DurableTopics, Mesh, MeshConnection } from "../../spi.ts";
 import { natsMesh } from "../../adapters/nats/mod.ts";
 import { libsqlJournal } from "../../adapters/libsql/mod.ts";
 import { nodeEnv } from "./_node.ts";
 import { Orders } from "./outbox_orders.ts";
+import { withDurablePublish } from "../_durable_publish.ts";
 
 const e = nodeEnv("outbox");
 const hold = Number(e.env("OUTBOX_HOLD_MS") ?? 0);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** `target` with `key` replaced; its own methods bound to it (they use private fields). */
-function replace<T extends object>(target: T, key: PropertyKey, value: unknown): T {
-  return new Proxy(target, {
-    get(t, k) {
-      if (k === key) return value;
-      const v = Reflect.get(t, k, t);
-      return typeof v === "function" ? v.bind(t) : v;
-    },
-  });
-}
-
-/** `inner`, with its durable publishes held `hold` ms before and after storing. */
-function slowDurablePublish(inner: Mesh): Mesh {
-  return {
-    kind: inner.kind,
-    leaseTtl: inner.leaseTtl,
-    prefix: inner.prefix,
-    async connect(o) {
-      const c = await inner.connect(o);
-      let topics: DurableTopics | undefined;
-      const durable = (): DurableTopics => {
-        if (topics) return topics;
-        const d = c.durableTopics!();
-        const publish: DurableTopics["publish"] = async (...args) => {
-          await sleep(hold);
-          const receipt = await d.publish(...args);
-          await sleep(hold);
-          return receipt;
-        };
-        return topics = replace(d, "publish", publish);
-      };
-      return replace<MeshConnection>(c, "durableTopics", durable);
-    },
-  };
-}
-
 const mesh = natsMesh({ servers: e.servers, prefix: e.prefix, leaseTtl: e.leaseTtl });
 await createSystem({
   actors: [Orders],
   journal: libsqlJournal({ url: e.journalUrl }),
-  mesh: hold > 0 ? slowDurablePublish(mesh) : mesh,
+  mesh: hold > 0
+    ? withDurablePublish(mesh, (publish) => async (...args) => {
+      // held before and after storing, so that a kill finds messages in both states
+      await sleep(hold);
+      const receipt = await publish(...args);
+      await sleep(hold);
+      return receipt;
+    })
+    : mesh,
   node: e.node,
   logger: "warn",
 });
