@@ -342,6 +342,17 @@ function callOptions(
   return options;
 }
 
+/**
+ * A request's headers, taken from the server at once. A call reads six or more (and Deno
+ * copies the whole list when the response is sent, once a handler has looked at them): one
+ * copy up front is cheaper than asking the server for each header by name.
+ */
+function headersOf(req: Request): Headers {
+  const headers = req.headers;
+  headers.has("content-length"); // Deno: the header list, in one call to the server
+  return headers;
+}
+
 /** Whether an `Accept` header asks for Server-Sent Events. */
 function wantsSse(accept: string): boolean {
   return accept.includes("text/event-stream") &&
@@ -603,7 +614,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     try {
       const req = c.req.raw;
       if (drained) throw draining.signal.reason;
-      const headers = req.headers;
+      const headers = headersOf(req);
       const token = tokenOf(req, headers);
       const admitted = admit(c, token);
       const who = admitted instanceof Promise ? await admitted : admitted;
@@ -1016,12 +1027,38 @@ let mountRoute = "";
 let mountSegments = 0;
 
 /**
+ * Where Hono keeps a request's match (its `[[handler, route], params][]`), found on the first
+ * request: the one symbol-keyed getter of its request class, used only if it gives what
+ * `routePath` gives. `null`: not there (another Hono), `routePath` it is.
+ */
+let matchKey: symbol | null | undefined;
+
+/**
+ * The route a request matched (`routePath(c)`), without the copy of the matched routes that
+ * `routePath` makes on every call.
+ */
+function matchedRoute(c: HonoContext): string {
+  if (matchKey === undefined) {
+    const symbols = Object.getOwnPropertySymbols(Object.getPrototypeOf(c.req));
+    matchKey = symbols.length === 1 ? symbols[0]! : null;
+    if (matchKey !== null && routeFrom(c, matchKey) !== routePath(c)) matchKey = null;
+  }
+  return (matchKey !== null && routeFrom(c, matchKey)) || routePath(c);
+}
+
+function routeFrom(c: HonoContext, key: symbol): string | undefined {
+  // deno-lint-ignore no-explicit-any
+  const path = (c.req as any)[key]?.[0]?.[c.req.routeIndex]?.[0]?.[1]?.path;
+  return typeof path === "string" ? path : undefined;
+}
+
+/**
  * The two or three path segments of a request below the gateway's mount point
  * (percent-decoded), or undefined for any other path (an empty segment included). The mount
  * point is as many segments as the matched route (`<mount>/*`) has before its `*`.
  */
 function pathParts(c: HonoContext): string[] | undefined {
-  const route = routePath(c);
+  const route = matchedRoute(c);
   if (route !== mountRoute) {
     mountSegments = route.split("/").length - 2; // "/api/*" → 1, "/*" → 0
     mountRoute = route;
