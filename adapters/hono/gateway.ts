@@ -328,15 +328,19 @@ export function bearer(req: Request, headers: Headers = req.headers): string | u
  * token. The token is the call's `token`: the node that runs the handler verifies it. The
  * request's `signal` is not used: `Deno.serve` aborts it as soon as a response is sent (so
  * it would end every stream at once); a closed SSE connection cancels its body instead.
+ * `undefined` when there is none of them (the core's cheapest way, and no object to make).
  */
 function callOptions(
   headers: Headers,
   token: string | undefined,
   timeout: number | undefined,
-): AskOptions {
+): AskOptions | undefined {
+  const key = headers.get("idempotency-key");
+  if (timeout === undefined && token === undefined && (key === null || key === "")) {
+    return undefined;
+  }
   const options: AskOptions = {};
   if (timeout !== undefined) options.timeout = timeout;
-  const key = headers.get("idempotency-key");
   if (key !== null && key !== "") options.idempotencyKey = key;
   if (token !== undefined) options.token = token;
   return options;
@@ -878,7 +882,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
 
   /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
   const streamOptions = (headers: Headers, token: string | undefined): StreamOptions => {
-    const o = callOptions(headers, token, undefined) as StreamOptions;
+    const o = (callOptions(headers, token, undefined) ?? {}) as StreamOptions;
     o.timeout = streamTimeout;
     o.signal = draining.signal;
     return o;
