@@ -328,18 +328,33 @@ export function bearer(req: Request, headers: Headers = req.headers): string | u
  * token. The token is the call's `token`: the node that runs the handler verifies it. The
  * request's `signal` is not used: `Deno.serve` aborts it as soon as a response is sent (so
  * it would end every stream at once); a closed SSE connection cancels its body instead.
+ * `undefined` when there is none of them (the core's cheapest way, and no object to make).
  */
 function callOptions(
   headers: Headers,
   token: string | undefined,
   timeout: number | undefined,
-): AskOptions {
+): AskOptions | undefined {
+  const key = headers.get("idempotency-key");
+  if (timeout === undefined && token === undefined && (key === null || key === "")) {
+    return undefined;
+  }
   const options: AskOptions = {};
   if (timeout !== undefined) options.timeout = timeout;
-  const key = headers.get("idempotency-key");
   if (key !== null && key !== "") options.idempotencyKey = key;
   if (token !== undefined) options.token = token;
   return options;
+}
+
+/**
+ * A request's headers, taken from the server at once. A call reads six or more (and Deno
+ * copies the whole list when the response is sent, once a handler has looked at them): one
+ * copy up front is cheaper than asking the server for each header by name.
+ */
+function headersOf(req: Request): Headers {
+  const headers = req.headers;
+  headers.has("content-length"); // Deno: the header list, in one call to the server
+  return headers;
 }
 
 /** Whether an `Accept` header asks for Server-Sent Events. */
@@ -603,7 +618,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
     try {
       const req = c.req.raw;
       if (drained) throw draining.signal.reason;
-      const headers = req.headers;
+      const headers = headersOf(req);
       const token = tokenOf(req, headers);
       const admitted = admit(c, token);
       const who = admitted instanceof Promise ? await admitted : admitted;
@@ -867,7 +882,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
 
   /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
   const streamOptions = (headers: Headers, token: string | undefined): StreamOptions => {
-    const o = callOptions(headers, token, undefined) as StreamOptions;
+    const o = (callOptions(headers, token, undefined) ?? {}) as StreamOptions;
     o.timeout = streamTimeout;
     o.signal = draining.signal;
     return o;
@@ -1016,12 +1031,38 @@ let mountRoute = "";
 let mountSegments = 0;
 
 /**
+ * Where Hono keeps a request's match (its `[[handler, route], params][]`), found on the first
+ * request: the one symbol-keyed getter of its request class, used only if it gives what
+ * `routePath` gives. `null`: not there (another Hono), `routePath` it is.
+ */
+let matchKey: symbol | null | undefined;
+
+/**
+ * The route a request matched (`routePath(c)`), without the copy of the matched routes that
+ * `routePath` makes on every call.
+ */
+function matchedRoute(c: HonoContext): string {
+  if (matchKey === undefined) {
+    const symbols = Object.getOwnPropertySymbols(Object.getPrototypeOf(c.req));
+    matchKey = symbols.length === 1 ? symbols[0]! : null;
+    if (matchKey !== null && routeFrom(c, matchKey) !== routePath(c)) matchKey = null;
+  }
+  return (matchKey !== null && routeFrom(c, matchKey)) || routePath(c);
+}
+
+function routeFrom(c: HonoContext, key: symbol): string | undefined {
+  // deno-lint-ignore no-explicit-any
+  const path = (c.req as any)[key]?.[0]?.[c.req.routeIndex]?.[0]?.[1]?.path;
+  return typeof path === "string" ? path : undefined;
+}
+
+/**
  * The two or three path segments of a request below the gateway's mount point
  * (percent-decoded), or undefined for any other path (an empty segment included). The mount
  * point is as many segments as the matched route (`<mount>/*`) has before its `*`.
  */
 function pathParts(c: HonoContext): string[] | undefined {
-  const route = routePath(c);
+  const route = matchedRoute(c);
   if (route !== mountRoute) {
     mountSegments = route.split("/").length - 2; // "/api/*" → 1, "/*" → 0
     mountRoute = route;
