@@ -135,13 +135,19 @@ export function durableTopicsConformance(
     };
   }
 
-  /** Consumes `c`, acking each message, until the one whose data is "marker"; their texts. */
-  async function ackedUntilMarker(c: DurableConsumer): Promise<string[]> {
+  /** Consumes `c` with at most `maxInFlight` unsettled, acking each message into an inbox. */
+  function acking(c: DurableConsumer, maxInFlight: number) {
     const got = inbox();
     const run = c.consume((m) => {
       got.handler(m);
       m.ack();
-    }, { maxInFlight: 4 });
+    }, { maxInFlight });
+    return [got, run] as const;
+  }
+
+  /** Consumes `c`, acking each message, until the one whose data is "marker"; their texts. */
+  async function ackedUntilMarker(c: DurableConsumer): Promise<string[]> {
+    const [got, run] = acking(c, 4);
     try {
       await got.until(() => got.msgs.some((m) => text(m.data) === "marker"), "the marker");
       return got.msgs.map((m) => text(m.data));
@@ -176,11 +182,7 @@ export function durableTopicsConformance(
     assert.equal(r1.duplicate, false);
     assert.equal(r2.duplicate, false);
     const c = await consumerOf(da, { name: consumer, filter: `${base}.>` });
-    const got = inbox();
-    const run = c.consume((m) => {
-      got.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [got, run] = acking(c, 1);
     try {
       await got.count(2);
       const [m1, m2] = got.msgs as [DurableMessage, DurableMessage];
@@ -238,11 +240,7 @@ export function durableTopicsConformance(
     const cNew = await consumerOf(da, { name: `${consumer}n`, filter: `${base}.x`, from: "new" });
     // the store's clock may be another machine's: take the time from a stored message
     const probe = await consumerOf(da, { name: `${consumer}p`, filter: `${base}.x` });
-    const probed = inbox();
-    const p = probe.consume((m) => {
-      probed.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [probed, p] = acking(probe, 1);
     await probed.count(1);
     await p.stop();
     const oldAt = probed.msgs[0]!.storedAt;
@@ -282,20 +280,12 @@ export function durableTopicsConformance(
   test("a consumer keeps its position while nothing consumes, and across connections", async ({ da, db, base, consumer }) => {
     const c1 = await consumerOf(da, { name: consumer, filter: `${base}.x` });
     for (const t of ["1", "2"]) await da.publish(`${base}.x`, bytes(t));
-    const first = inbox();
-    const run1 = c1.consume((m) => {
-      first.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [first, run1] = acking(c1, 1);
     await first.count(2);
     await run1.stop();
     for (const t of ["3", "4"]) await db.publish(`${base}.x`, bytes(t)); // nobody consumes
     const c2 = await consumerOf(db, { name: consumer, filter: `${base}.x`, from: "new" });
-    const second = inbox();
-    const run2 = c2.consume((m) => {
-      second.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [second, run2] = acking(c2, 1);
     try {
       await second.count(2);
       assert.deepEqual(first.msgs.map((m) => text(m.data)), ["1", "2"]);
@@ -323,11 +313,7 @@ export function durableTopicsConformance(
 
   test("messages come first in store order (200, one at a time)", async ({ da, base, consumer }) => {
     const c = await consumerOf(da, { name: consumer, filter: `${base}.>` });
-    const got = inbox();
-    const run = c.consume((m) => {
-      got.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [got, run] = acking(c, 1);
     try {
       await Promise.all(
         Array.from({ length: 200 }, (_, i) => da.publish(`${base}.${i % 3}`, bytes(String(i)))),
@@ -502,22 +488,14 @@ export function durableTopicsConformance(
 
   test("stop(): nothing is delivered to the handler after it resolved", async ({ da, db, base, consumer }) => {
     const ca = await consumerOf(da, { name: consumer, filter: `${base}.>` });
-    const ga = inbox();
-    const ra = ca.consume((m) => {
-      ga.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [ga, ra] = acking(ca, 1);
     await da.publish(`${base}.x`, bytes("before"));
     await ga.count(1);
     await ra.stop();
     await ra.closed;
     await da.publish(`${base}.x`, bytes("after"));
     const cb = await consumerOf(db, { name: consumer, filter: `${base}.>` });
-    const gb = inbox();
-    const rb = cb.consume((m) => {
-      gb.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [gb, rb] = acking(cb, 1);
     try {
       await gb.count(1);
       assert.equal(text(gb.msgs[0]!.data), "after");
@@ -537,20 +515,12 @@ export function durableTopicsConformance(
   test("deleteConsumer(): the name starts over from its 'from'", async ({ da, db, base, consumer }) => {
     const c = await consumerOf(da, { name: consumer, filter: `${base}.x` });
     await da.publish(`${base}.x`, bytes("1"));
-    const first = inbox();
-    const run = c.consume((m) => {
-      first.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [first, run] = acking(c, 1);
     await first.count(1);
     await run.stop();
     await db.deleteConsumer(consumer);
     const again = await consumerOf(db, { name: consumer, filter: `${base}.x`, from: "all" });
-    const second = inbox();
-    const run2 = again.consume((m) => {
-      second.handler(m);
-      m.ack();
-    }, { maxInFlight: 1 });
+    const [second, run2] = acking(again, 1);
     try {
       await second.count(1);
       assert.equal(text(second.msgs[0]!.data), "1");
