@@ -1,11 +1,11 @@
 /** Keys, tokens and actor types for the auth tests (not a test file). */
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
-import { ActorError, defineActor } from "../mod.ts";
+import { ActorError, type AuthOptions, defineActor } from "../mod.ts";
 
 export const ISSUER = "https://idp.test/";
 export const AUDIENCE = "troupe";
 
-/** An ES256 key pair with a kid, its public JWK, and a signer. */
+/** An ES256 key pair with a kid, its public JWK, a signer, and `auth` options that verify it. */
 export async function issuer(kid = "k1") {
   const { publicKey, privateKey } = await generateKeyPair("ES256", { extractable: true });
   const jwk: JWK = { ...(await exportJWK(publicKey)), kid, alg: "ES256" };
@@ -23,7 +23,13 @@ export async function issuer(kid = "k1") {
     if (o.nbf !== undefined) t = t.setNotBefore(o.nbf);
     return t.sign(privateKey);
   };
-  return { publicKey, privateKey, jwk, sign };
+  const auth: AuthOptions = {
+    keys: [jwk],
+    algorithms: ["ES256"],
+    issuer: ISSUER,
+    audience: AUDIENCE,
+  };
+  return { publicKey, privateKey, jwk, sign, auth };
 }
 
 /** Everything the actors saw, for assertions. */

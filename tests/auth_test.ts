@@ -43,7 +43,7 @@ Deno.test("access rules: public, authenticated, roles, predicates, deny; ctx.cal
   const idp = await issuer();
   const system = await createSystem({
     actors: [Vault, Plain],
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   try {
     const alice = await idp.sign({ sub: "alice" });
@@ -134,7 +134,7 @@ Deno.test("idempotency keys are scoped by caller: one caller never gets another'
   const idp = await issuer();
   const system = await createSystem({
     actors: [Vault],
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   try {
     const alice = await idp.sign({ sub: "alice" });
@@ -159,7 +159,7 @@ Deno.test("a forged token or caller published straight onto the mesh is refused,
     mesh,
     system: {
       logger: "error",
-      auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+      auth: idp.auth,
     },
   });
   const raw = await mesh.connect({ node: "intruder" });
@@ -323,7 +323,7 @@ Deno.test("a stream ends with unauthorized when its caller's token expires", asy
   const clock = virtualClock(); // starts at the real time now: the token is valid
   const system = await createSystem({
     actors: [Vault],
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
     clock,
   });
   try {
@@ -351,7 +351,7 @@ Deno.test("a stream whose token is valid for months keeps flowing (no timer over
   const idp = await issuer();
   const system = await createSystem({
     actors: [Vault],
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   try {
     // 30 days: past setTimeout's 2^31 - 1 ms (24.8 days), which fired at once when exceeded.
@@ -412,7 +412,7 @@ Deno.test("an anonymous caller never gets a signed-in caller's stored reply, wha
   const system = await createSystem({
     actors: [Vault],
     logger: "error",
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   try {
     const alice = await idp.sign({ sub: "alice" });

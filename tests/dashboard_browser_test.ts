@@ -10,7 +10,7 @@ import { createSystem } from "../mod.ts";
 import { natsMesh } from "../adapters/nats/mod.ts";
 import { dashboard } from "../adapters/hono/mod.ts";
 import { startNatsCluster } from "../adapters/testing/mod.ts";
-import { AUDIENCE, ISSUER, issuer } from "./auth_fixtures.ts";
+import { issuer } from "./auth_fixtures.ts";
 import { Account, Counter, Resize } from "./fixtures.ts";
 import { serve } from "./gateway_fixtures.ts";
 
@@ -136,7 +136,7 @@ Deno.test("dashboard in Chromium: with auth, an anonymous visitor sees no data",
   await using system = await createSystem({
     node: "secure-1",
     actors: [Account],
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   const app = new Hono();
   app.route("/troupe", dashboard(system));

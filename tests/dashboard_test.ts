@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { createSystem } from "../mod.ts";
 import { dashboard } from "../adapters/hono/mod.ts";
-import { AUDIENCE, ISSUER, issuer } from "./auth_fixtures.ts";
+import { issuer } from "./auth_fixtures.ts";
 import { Account, Counter } from "./fixtures.ts";
 
 function mount(app: Hono, path = "/troupe") {
@@ -49,7 +49,7 @@ Deno.test("dashboard: with auth only role:admin by default; a bad or missing tok
   await using system = await createSystem({
     node: "n1",
     actors: [Account],
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   const request = mount(dashboard(system));
   const get = (path: string, token?: string) =>

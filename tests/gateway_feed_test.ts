@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createSystem, defineActor, memoryJournal, type System } from "../mod.ts";
 import { type FeedMessage, gateway } from "../adapters/hono/mod.ts";
 import { libsqlJournal } from "../adapters/libsql/mod.ts";
-import { AUDIENCE, ISSUER, issuer } from "./auth_fixtures.ts";
+import { issuer } from "./auth_fixtures.ts";
 import { serve, startGateway, Wallet } from "./gateway_fixtures.ts";
 import { within } from "./helpers.ts";
 
@@ -211,7 +211,7 @@ Deno.test("feed: a type not listed in feeds is 404, POST is 405 (Allow: GET)", a
 
 Deno.test("feed: rules need a verified caller: 401 without a token, 403 without the role", async () => {
   const idp = await issuer();
-  const verify = { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE };
+  const verify = idp.auth;
   await using g = await startGateway({
     auth: { verify },
     feeds: { wallet: "authenticated", tiny: ["role:auditor"] },

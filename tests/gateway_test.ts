@@ -5,7 +5,7 @@ import { createSystem } from "../mod.ts";
 import { msgpack } from "../spi.ts";
 import { gateway } from "../adapters/hono/mod.ts";
 import { post, Resize, serve, startGateway, Wallet } from "./gateway_fixtures.ts";
-import { AUDIENCE, ISSUER, issuer, Vault } from "./auth_fixtures.ts";
+import { issuer, Vault } from "./auth_fixtures.ts";
 
 Deno.test("gateway: POST /{type}/{id}/{handler} answers 200 with the reply as JSON", async () => {
   await using g = await startGateway();
@@ -351,7 +351,7 @@ Deno.test("gateway: the Bearer token is the call's token, verified by the node (
   const system = await createSystem({
     actors: [Vault],
     logger: "error",
-    auth: { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE },
+    auth: idp.auth,
   });
   const app = new Hono();
   app.route("/", gateway(system, { expose: [Vault] }));

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { createSystem } from "../mod.ts";
 import { gateway } from "../adapters/hono/mod.ts";
-import { AUDIENCE, ISSUER, issuer } from "./auth_fixtures.ts";
+import { issuer } from "./auth_fixtures.ts";
 import { serve, startGateway } from "./gateway_fixtures.ts";
 import { within } from "./helpers.ts";
 
@@ -91,7 +91,7 @@ Deno.test("topics: what is not served is 404, a bad topic 400, POST 405 (Allow: 
 
 Deno.test("topics: rules need a verified caller: 401 without a token, 403 without the role", async () => {
   const idp = await issuer();
-  const verify = { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE };
+  const verify = idp.auth;
   await using g = await startGateway({
     auth: { verify },
     topics: { "ops.*": "role:ops", "news.*": "authenticated" },
@@ -137,7 +137,7 @@ Deno.test("topics: rules other than public without auth.verify are refused by ga
 
 Deno.test("topics: the system's own topic rules apply to the caller's token too", async () => {
   const idp = await issuer();
-  const auth = { keys: [idp.jwk], algorithms: ["ES256"], issuer: ISSUER, audience: AUDIENCE };
+  const auth = idp.auth;
   const system = await createSystem({
     logger: "silent",
     auth: { ...auth, topics: [{ topic: "chat.*", subscribe: "role:member" }] },
