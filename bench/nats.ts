@@ -21,7 +21,9 @@ import { startNatsCluster } from "../adapters/testing/mod.ts";
 import { connect } from "@nats-io/transport-node";
 import { wsconnect } from "@nats-io/nats-core";
 import { BenchEcho, BenchWorker } from "./actors.ts";
-import { CpuMeter, loadAverage, rawMux } from "./_proc.ts";
+import { CpuMeter, loadAverage, rawMux, throughput } from "./_proc.ts";
+
+export { throughput };
 import { benchMoleculer } from "./moleculer/run.ts";
 
 const PAYLOAD = new Uint8Array(64).fill(7);
@@ -88,23 +90,6 @@ export function spawnNode(
       clearTimeout(t);
     },
   };
-}
-
-export async function throughput(
-  fn: () => Promise<unknown>,
-  seconds: number,
-  inflight = 64,
-): Promise<number> {
-  let count = 0;
-  const until = performance.now() + seconds * 1000;
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: inflight }, async () => {
-    while (performance.now() < until) {
-      await fn();
-      count++;
-    }
-  }));
-  return count / ((performance.now() - t0) / 1000);
 }
 
 async function latencies(fn: () => Promise<unknown>, n: number): Promise<number[]> {
