@@ -39,6 +39,7 @@ import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Context } from "./define.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
+import { inMacrotask, loopStarved } from "../util/loop.ts";
 import { upcast } from "../journal/history.ts";
 import { isValidSubject } from "../mesh/subject.ts";
 import type { Dispatcher } from "./ref.ts";
@@ -356,8 +357,13 @@ export class Activation<M extends Envelope = Envelope> {
   #kick(): void {
     if (this.#running || this.status !== "active" || this.queued === 0) return;
     this.#running = true;
-    void this.#drain();
+    // In-process asks run on microtasks alone: a caller's loop of them would starve timers and
+    // I/O (the node's heartbeat, hence its lease); now and then the turn waits for a macrotask.
+    if (loopStarved()) inMacrotask(this.#drainLater);
+    else void this.#drain();
   }
+
+  readonly #drainLater = (): void => void this.#drain();
 
   #take(): M | undefined {
     if (this.#head >= this.#queue.length) return undefined;
