@@ -721,8 +721,8 @@ export class Activation<M extends Envelope = Envelope> {
     this.#base = this.state;
     this.#baseSeq = this.seq;
     const rec: InFlight = { done: false, error: undefined, reminders, outbox, held: undefined };
-    if (this.#inFlight.length === 0) this.#inFlight = [];
-    this.#inFlight.push(rec);
+    if (this.#inFlight.length === 0) this.#inFlight = [rec];
+    else this.#inFlight.push(rec);
     this.#host.journal.append(append).then(
       () => this.#settle(rec, undefined),
       (err) => this.#settle(rec, err ?? new InternalError("journal append failed")),
@@ -755,7 +755,8 @@ export class Activation<M extends Envelope = Envelope> {
     if (this.#failure) return h.fail(this.#failure);
     const last = this.#inFlight[this.#inFlight.length - 1];
     if (!last) return h.ok();
-    (last.held ??= []).push(h);
+    if (last.held) last.held.push(h);
+    else last.held = [h];
   }
 
   /** A promise of {@link #hold}: undefined when nothing is in flight. */
@@ -945,8 +946,10 @@ export class Activation<M extends Envelope = Envelope> {
     if (!reducer) throw new TypeError(`Actor type "${this.def.name}" has no event "${type}"`);
     this.state = reducer(this.state, payload);
     this.seq++;
-    if (this.#staged.length === 0) this.#staged = [];
-    this.#staged.push({ type, payload, at: this.#host.clock.now() });
+    const staged = { type, payload, at: this.#host.clock.now() };
+    // an array of one to start (most turns emit one event)
+    if (this.#staged.length === 0) this.#staged = [staged];
+    else this.#staged.push(staged);
   }
 
   /** Stages a reminder (one with the id of another staged in this turn replaces it). */
@@ -971,8 +974,8 @@ export class Activation<M extends Envelope = Envelope> {
    */
   stagePublish(topic: string, payload: unknown, durable = false): void {
     if (!durable) {
-      if (this.#publishes.length === 0) this.#publishes = [];
-      this.#publishes.push([topic, payload]);
+      if (this.#publishes.length === 0) this.#publishes = [[topic, payload]];
+      else this.#publishes.push([topic, payload]);
       return;
     }
     if (!isValidSubject(topic)) {

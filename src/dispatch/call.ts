@@ -55,6 +55,8 @@ export interface CallInit {
    * this process sets it (it never crosses the mesh; a reminder proves it with a cluster token).
    */
   readonly from?: string;
+  /** `type/id`, when the caller has it already (an `ActorRef` keeps its own). */
+  readonly key?: string;
 }
 
 /** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
@@ -150,6 +152,7 @@ export class Call implements Envelope {
     if (init.trace !== undefined) this.trace = init.trace;
     this.remote = init.remote === true;
     this.#from = init.from;
+    this.#key = init.key;
     this.#on = on;
   }
 
