@@ -390,6 +390,24 @@ export const localAppend = {
     );
     return stmts;
   },
+  /**
+   * The same update as {@link localAppend.heads} for rows whose fence the writer checked
+   * (still in the `WHERE`, as the backstop), without `RETURNING`.
+   */
+  headsChecked(rows: readonly (readonly SqlValue[])[]): Stmt[] {
+    const stmts: Stmt[] = [];
+    chunked(
+      stmts,
+      rows,
+      5,
+      (v) =>
+        `UPDATE activations SET prev_pos = pos, seq = v.column4, pos = coalesce(v.column5, pos)
+         FROM (VALUES ${v}) AS v
+         WHERE activations.id = v.column1 AND activations.epoch = v.column2
+           AND activations.seq = v.column3`,
+    );
+    return stmts;
+  },
   /** Rows `[pos, actor id, seq, prev, type, version, data, at]`. */
   events(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
     chunked(

@@ -131,9 +131,18 @@ class Reader {
 
   str(): string {
     const n = this.u32();
-    const s = dec.decode(this.#buf.subarray(this.#at, this.#at + n));
+    const buf = this.#buf;
+    const at = this.#at;
     this.#at += n;
-    return s;
+    // Short ASCII strings (actor keys, event types) without the decoder's op.
+    if (n <= 64) {
+      let i = at;
+      while (i < at + n && buf[i]! < 0x80) i++;
+      if (i === at + n) {
+        return String.fromCharCode.apply(null, buf.subarray(at, i) as unknown as number[]);
+      }
+    }
+    return dec.decode(buf.subarray(at, at + n));
   }
 
   /** A view into the buffer (not a copy). */
