@@ -509,7 +509,7 @@ export class Engine {
       for (const s of localAppend.heads(returning)) {
         for (const [id, p] of await run(s)) prev.set(Number(id), p === null ? null : Number(p));
       }
-      const events: SqlValue[][] = [];
+      const events: SqlValue[] = []; // flat: 8 values an event
       const marks: SqlValue[][] = [];
       const snapshots: SqlValue[][] = [];
       const replies: SqlValue[][] = [];
@@ -525,7 +525,7 @@ export class Engine {
         let seq = g.expectedSeq;
         for (const e of g.events) {
           seq++;
-          events.push([pos, id, seq, before, e.type, e.version, e.data, e.at]);
+          events.push(pos, id, seq, before, e.type, e.version, e.data, e.at);
           if (seq % MARK_EVERY === 0) marks.push([id, seq, pos]);
           before = pos++;
         }

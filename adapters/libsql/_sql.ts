@@ -131,6 +131,25 @@ function valuesList(rows: number, cols: number): string {
 }
 
 /**
+ * {@link chunked} for rows given flat (`cols` values a row, one after the other): no array
+ * per row on the way.
+ */
+export function chunkedFlat(
+  out: Stmt[],
+  flat: readonly SqlValue[],
+  cols: number,
+  sql: (values: string) => string,
+): void {
+  const rows = flat.length / cols;
+  let i = 0;
+  while (i < rows) {
+    const size = VALUES_SIZES.find((s) => s <= rows - i)!;
+    out.push({ sql: sql(valuesList(size, cols)), args: flat.slice(i * cols, (i + size) * cols) });
+    i += size;
+  }
+}
+
+/**
  * Splits `rows` (each `cols` values) into statements of the fixed sizes, each made by
  * `sql(values)` with the `VALUES` list; `before`/`after`: arguments bound before/after the
  * rows (in text order).
@@ -408,11 +427,11 @@ export const localAppend = {
     );
     return stmts;
   },
-  /** Rows `[pos, actor id, seq, prev, type, version, data, at]`. */
-  events(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
-    chunked(
+  /** Rows `[pos, actor id, seq, prev, type, version, data, at]`, flat (8 values a row). */
+  events(out: Stmt[], flat: readonly SqlValue[]): void {
+    chunkedFlat(
       out,
-      rows,
+      flat,
       8,
       (v) => `INSERT INTO events (pos, actor, seq, prev, type, version, data, at) VALUES ${v}`,
     );
