@@ -1,6 +1,6 @@
 // Profiling harness (not a benchmark): the journal's database engine alone on this thread (no
-// worker, no actors): batches of 1000 one-event appends of 1000 activated actors, against raw
-// prepared batches of 1000 rows on the same kind of file. PROF_BATCHES (default 200).
+// worker, no actors): batches of PROF_N (default 1000) one-event appends of as many activated actors, against raw
+// prepared batches of as many rows on the same kind of file. PROF_BATCHES (default 200).
 import { DatabaseSync } from "node:sqlite";
 import { Engine, type WriteBatch } from "../adapters/libsql/_engine.ts";
 import { nativeExecutor } from "../adapters/libsql/_native.ts";
@@ -17,7 +17,7 @@ const exec = nativeExecutor({
 });
 const engine = new Engine(exec, { url: `file:${dir}/e.db` });
 await engine.open();
-const N = 1000;
+const N = Number(Deno.env.get("PROF_N") ?? 1000);
 const none = { releases: [], deletes: [], custom: [] };
 const act = await engine.batch({
   groups: encodeGroups([], (a: Append) => a),
