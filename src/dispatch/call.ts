@@ -133,7 +133,10 @@ export class Call implements Envelope {
   #state: CallState = "pending";
   #failure: unknown;
   #finally: (() => void)[] | undefined;
-  #timer: { wheel: TimerWheel; entry: WheelEntry } | undefined;
+  /** The deadline's timer, once armed (see {@link expireOn}). */
+  #wheel: TimerWheel | undefined;
+  #entry: WheelEntry | undefined;
+  #timeout: ((call: Call) => Error) | undefined;
 
   /** Makes a call from its data and how it settles. */
   constructor(init: CallInit, on: Settlement) {
@@ -280,10 +283,15 @@ export class Call implements Envelope {
    * one deadline timer, armed where nothing else bounds the wait (local delivery; a remote
    * attempt is bounded by its request). Idempotent.
    */
-  expireOn(wheel: TimerWheel, timeout: () => Error): void {
-    if (this.#state === "settled" || this.#timer) return;
-    this.#timer = { wheel, entry: wheel.add(this.deadline, () => this.reject(timeout())) };
+  expireOn(wheel: TimerWheel, timeout: (call: Call) => Error): void {
+    if (this.#state === "settled" || this.#wheel) return;
+    this.#wheel = wheel;
+    this.#timeout = timeout;
+    this.#entry = wheel.add(this.deadline, Call.#expire, this);
   }
+
+  /** A deadline's timer fired (one function for every call: no closure per call). */
+  static #expire = (call: Call): void => call.reject(call.#timeout!(call));
 
   /** Runs `fn` once the call is settled (at once if it is). */
   finally(fn: () => void): void {
@@ -295,7 +303,7 @@ export class Call implements Envelope {
     if (this.#state === "settled") return false;
     this.#state = "settled";
     this.#failure = failure;
-    if (this.#timer) this.#timer.wheel.remove(this.#timer.entry);
+    if (this.#wheel) this.#wheel.remove(this.#entry!);
     return true;
   }
 

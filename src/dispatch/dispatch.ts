@@ -374,7 +374,7 @@ export class Dispatch implements Dispatcher {
    */
   #deliverHere(call: Call): void {
     this.local.deliver(call);
-    if (!call.remote && !call.settled) call.expireOn(this.#deps.wheel, () => timedOut(call));
+    if (!call.remote && !call.settled) call.expireOn(this.#deps.wheel, timedOut);
   }
 
   /**
