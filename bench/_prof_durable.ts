@@ -4,6 +4,7 @@
 // PROF_CPU=<file> / PROF_ALLOC=<file>: a CPU or allocation profile of the last round (read it with
 // bench/_prof_top.ts); PROF_THREADS=1 lists every thread. Or the whole run:
 // `deno run -A --cpu-prof --cpu-prof-dir=<dir> bench/_prof_durable.ts` (the worker's profile too).
+// PROF_SYNC=normal opens the file with `synchronous = NORMAL` (no fsync per commit).
 import { createSystem, defineActor } from "../mod.ts";
 import { libsqlJournal } from "../adapters/libsql/mod.ts";
 import {
@@ -31,7 +32,10 @@ const Ledger = defineActor({
 });
 const dir = await Deno.makeTempDir();
 const mem = Deno.env.get("PROF_JOURNAL") === "memory";
-const journal = mem ? undefined : libsqlJournal({ url: `file:${dir}/p.db` });
+const journal = mem ? undefined : libsqlJournal({
+  url: `file:${dir}/p.db`,
+  synchronous: Deno.env.get("PROF_SYNC") === "normal" ? "normal" : "full",
+});
 const system = await createSystem({
   actors: [Ledger],
   ...(journal ? { journal } : {}),
