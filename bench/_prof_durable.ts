@@ -5,7 +5,8 @@
 // bench/_prof_top.ts); PROF_THREADS=1 lists every thread. Or the whole run:
 // `deno run -A --cpu-prof --cpu-prof-dir=<dir> bench/_prof_durable.ts` (the worker's profile too).
 // PROF_SYNC=normal opens the file with `synchronous = NORMAL` (no fsync per commit).
-import { createSystem, defineActor } from "../mod.ts";
+import { createSystem } from "../mod.ts";
+import { Ledger } from "./actors.ts";
 import { libsqlJournal } from "../adapters/libsql/mod.ts";
 import {
   startAllocProfile,
@@ -16,20 +17,6 @@ import {
 const ALLOC = Deno.env.get("PROF_ALLOC");
 const CPU = Deno.env.get("PROF_CPU");
 
-const Ledger = defineActor({
-  name: "ledger",
-  initialState: () => ({ total: 0 }),
-  events: { added: (s, e: number) => ({ total: s.total + e }) },
-  handlers: {
-    add(ctx, n: number) {
-      ctx.emit("added", n);
-      return ctx.state.total;
-    },
-    total: (ctx) => ctx.state.total,
-  },
-  snapshotEvery: 100,
-  idleAfter: 600_000,
-});
 const dir = await Deno.makeTempDir();
 const mem = Deno.env.get("PROF_JOURNAL") === "memory";
 const journal = mem ? undefined : libsqlJournal({

@@ -20,27 +20,12 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { createClient } from "@libsql/client/node";
-import { createSystem, defineActor } from "../mod.ts";
+import { createSystem } from "../mod.ts";
+import { Ledger } from "./actors.ts";
 import { isOwned } from "../spi.ts";
 import { libsqlJournal, type LibsqlJournalOptions } from "../adapters/libsql/mod.ts";
 import { msgpack } from "../src/codec/mod.ts";
 import { threadCpuMicros } from "./_proc.ts";
-
-/** An actor whose every `add` emits one event. */
-const Ledger = defineActor({
-  name: "ledger",
-  initialState: () => ({ total: 0 }),
-  events: { added: (s, e: number) => ({ total: s.total + e }) },
-  handlers: {
-    add(ctx, n: number) {
-      ctx.emit("added", n);
-      return ctx.state.total;
-    },
-    total: (ctx) => ctx.state.total,
-  },
-  snapshotEvery: 100,
-  idleAfter: 600_000,
-});
 
 const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const best = (xs: readonly number[]) => Math.max(...xs);
