@@ -158,6 +158,67 @@ Deno.test("gateway: bad bodies are 400, other content types 415", async () => {
   await proto.body?.cancel();
 });
 
+Deno.test("gateway: JSON bodies are Troupe's tagged JSON, whether they come with the head or after it", async () => {
+  await using g = await startGateway();
+  const echo = `${g.api}/wallet/j/echo`;
+  const nested = (d: number) => "[".repeat(d) + "]".repeat(d);
+  const send = (body: string) =>
+    fetch(echo, { method: "POST", headers: { "content-type": "application/json" }, body });
+  // with the head (one write): tags are values, the nesting bound and __proto__ hold
+  const tagged = await send('{"n":{"$bigint":"10"},"at":{"$date":"1970-01-01T00:00:00.000Z"}}');
+  assert.deepEqual(await tagged.json(), {
+    n: { $bigint: "10" },
+    at: { $date: "1970-01-01T00:00:00.000Z" },
+  });
+  assert.equal((await send(nested(64))).status, 200);
+  for (const body of [nested(65), '{"a":{"__proto__":1}}', '{"$date":"x"}', "{nope"]) {
+    const r = await send(body);
+    assert.equal(r.status, 400, body);
+    assert.equal((await r.json()).error.code, "bad_payload");
+  }
+  // after the head (a second write some time later): the same answers
+  const { port } = new URL(g.api);
+  const late = async (body: string): Promise<string> => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+    try {
+      const bytes = new TextEncoder().encode(body);
+      await conn.write(
+        new TextEncoder().encode(
+          "POST /api/wallet/j/echo HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n" +
+            `content-type: application/json\r\ncontent-length: ${bytes.length}\r\n\r\n`,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      await conn.write(bytes);
+      let text = "";
+      const buf = new Uint8Array(4096);
+      const timer = setTimeout(() => conn.close(), 5_000);
+      try {
+        for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+          text += new TextDecoder().decode(buf.subarray(0, n));
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+      return text;
+    } finally {
+      try {
+        conn.close();
+      } catch {
+        // closed by the server or the timer
+      }
+    }
+  };
+  const slow = await late('{"n":{"$bigint":"10"}}');
+  assert.match(slow, /^HTTP\/1\.1 200 /);
+  assert.match(slow, /\r\n\r\n\{"n":\{"\$bigint":"10"\}\}$/);
+  for (const body of [nested(65), '{"__proto__":1}', "{nope"]) {
+    const answer = await late(body);
+    assert.match(answer, /^HTTP\/1\.1 400 /, body);
+    assert.match(answer, /"code":"bad_payload"/);
+  }
+});
+
 Deno.test("gateway: bodies over maxBody are 413, by Content-Length and while streaming", async () => {
   await using g = await startGateway({ maxBody: 1024 });
   const big = JSON.stringify("x".repeat(2000));

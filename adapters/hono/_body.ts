@@ -7,9 +7,9 @@
  * @module
  */
 
-import { fromJsonText, json, msgpack, toJsonText } from "../../spi.ts";
+import { fromJsonValue, json, jsonSyntaxError, msgpack, toJsonText } from "../../spi.ts";
 import { GatewayError } from "./_errors.ts";
-import type { Deadlines } from "./_limits.ts";
+import type { Deadline, Deadlines } from "./_limits.ts";
 
 /** The media type of a header value: parameters dropped, trimmed, lower case. */
 export function mediaType(value: string | null | undefined): string {
@@ -135,9 +135,10 @@ export function decodeBody(bytes: Uint8Array, contentType: string | null | undef
 }
 
 /**
- * Reads and decodes the payload of a request: JSON with a `Content-Length` is read as text
- * (Deno's fast path, no byte copy), anything else as bytes by {@link readBody}; an empty body
- * is `undefined`. A body of an unsupported type is refused (415) before it is read.
+ * Reads and decodes the payload of a request: JSON with a `Content-Length` is read with
+ * `Request.json()` (Deno parses a body that came with the request's head at once, without a
+ * byte copy or a stream), anything else as bytes by {@link readBody}; an empty body is
+ * `undefined`. A body of an unsupported type is refused (415) before it is read.
  */
 export function readPayload(
   req: Request,
@@ -155,7 +156,8 @@ export function readPayload(
   if (!isJson || declared === null) {
     return readBody(req, limit, deadlines).then((bytes) => decodeBody(bytes, type));
   }
-  if (Number(declared) > limit) {
+  const size = Number(declared);
+  if (size > limit) {
     return refuse(
       req,
       new GatewayError(
@@ -165,34 +167,38 @@ export function readPayload(
       ),
     );
   }
+  if (size === 0) return undefined; // "00" and the like
   // invalid UTF-8 becomes U+FFFD, as in any text read of a body
-  return jsonText(req.text(), deadlines);
+  return jsonBody(req.json(), deadlines);
 }
 
 /**
- * The payload of a JSON body being read. A body that arrived with the request's head is there
- * two microtask turns later (Deno's whole-body fast path): it needs no deadline. Only a body
- * still on its way gets one (`within`), which costs more than the look.
+ * The payload of a JSON body being parsed (`Request.json()`). A body that arrived with the
+ * request's head is parsed at once (Deno's whole-body fast path: the promise is settled, its
+ * reaction runs before the next turn): it needs no deadline. Only a body still on its way gets
+ * one, which costs more than the look.
  */
-async function jsonText(body: Promise<string>, deadlines: Deadlines): Promise<unknown> {
-  let state: "reading" | "read" | "failed" = "reading";
-  let text = "";
-  body.then((value) => {
-    state = "read";
-    text = value;
-  }, () => {
-    state = "failed";
+function jsonBody(parsed: Promise<unknown>, deadlines: Deadlines): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let deadline: Deadline | undefined;
+    let settled = false;
+    parsed.then((value) => {
+      settled = true;
+      if (deadline !== undefined) deadlines.remove(deadline);
+      try {
+        resolve(fromJsonValue(value));
+      } catch (err) {
+        reject(err);
+      }
+    }, (err) => {
+      settled = true;
+      if (deadline !== undefined) deadlines.remove(deadline);
+      reject(err instanceof SyntaxError ? jsonSyntaxError(err) : cut());
+    });
+    queueMicrotask(() => {
+      if (!settled) deadline = deadlines.add(reject);
+    });
   });
-  await undefined;
-  await undefined;
-  await undefined;
-  if (state === "reading") text = await within(body, deadlines);
-  else if (state === "failed") throw cut();
-  return jsonPayload(text);
-}
-
-function jsonPayload(text: string): unknown {
-  return text === "" ? undefined : fromJsonText(text);
 }
 
 /** Drops the body and rejects with `err`. */
