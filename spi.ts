@@ -139,6 +139,7 @@ export {
   jsonCodec,
   jsonSyntaxError,
   toJsonText,
+  toJsonTree,
 } from "./src/codec/json.ts";
 export type { JsonCodecOptions } from "./src/codec/json.ts";
 export { msgpackCodec } from "./src/codec/msgpack.ts";

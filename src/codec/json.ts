@@ -312,8 +312,26 @@ export function jsonCodec(options: JsonCodecOptions = {}): Codec {
  * ```
  */
 export function toJsonText(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): string {
+  return JSON.stringify(toJsonTree(value, maxDepth));
+}
+
+/**
+ * The plain JSON value {@link toJsonText} stringifies: `value` with what JSON has no form for
+ * tagged (bigint, Date, Map, Set, bytes, …), and nothing `JSON.stringify` could refuse or call
+ * (for a runtime's own `JSON.stringify`, such as `Response.json()`'s). A string, boolean, null or
+ * finite number is itself. Refuses what the codec refuses (`BadPayloadError`).
+ *
+ * @example
+ * ```ts
+ * import { toJsonTree } from "@troupe/troupe/spi";
+ * console.log(toJsonTree({ n: 1n, at: new Date(0) }));
+ * // { n: { $bigint: "1" }, at: { $date: "1970-01-01T00:00:00.000Z" } }
+ * ```
+ */
+export function toJsonTree(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): unknown {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return value;
   try {
-    return JSON.stringify(toTree(value, 0, [], maxDepth));
+    return toTree(value, 0, [], maxDepth);
   } catch (cause) {
     throw asBadPayload("JSON", "encode", cause); // e.g. from a throwing toJSON()
   }

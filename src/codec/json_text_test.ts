@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { BadPayloadError } from "../errors.ts";
-import { fromJsonText, fromJsonValue, json, jsonSyntaxError, toJsonText } from "./json.ts";
+import {
+  fromJsonText,
+  fromJsonValue,
+  json,
+  jsonSyntaxError,
+  toJsonText,
+  toJsonTree,
+} from "./json.ts";
 
 Deno.test("fromJsonText(): the text half of the JSON codec, with the same refusals", () => {
   assert.equal(fromJsonText("1"), 1);
@@ -70,4 +77,13 @@ Deno.test("jsonSyntaxError(): the error fromJsonText throws for text that does n
   assert.ok(err instanceof BadPayloadError && thrown instanceof BadPayloadError);
   assert.equal(err.message, thrown.message);
   assert.equal(err.code, "bad_payload");
+});
+
+Deno.test("toJsonTree(): what toJsonText stringifies, scalars as themselves", () => {
+  for (const v of [1, -0, NaN, "x", null, true, undefined, 5n, { a: 5n, d: new Date(0) }, [1]]) {
+    assert.equal(JSON.stringify(toJsonTree(v)), toJsonText(v));
+  }
+  assert.equal(toJsonTree("x"), "x");
+  assert.deepEqual(toJsonTree(new Set([1])), { $set: [1] });
+  assert.throws(() => toJsonTree(() => 1), BadPayloadError);
 });
