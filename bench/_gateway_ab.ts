@@ -120,6 +120,8 @@ async function serve(routes: string[]): Promise<void> {
 }
 
 interface Sample {
+  /** µs per request by thread name. */
+  threads: Map<string, number>;
   rps: number;
   user: number;
   sys: number;
@@ -140,6 +142,20 @@ async function perfStat<T>(pid: number, run: () => Promise<T>): Promise<[T, numb
   perf.kill("SIGINT");
   const text = new TextDecoder().decode((await perf.output()).stderr);
   return [out, Number(/^(\d+),/m.exec(text)?.[1] ?? NaN)];
+}
+
+/** CPU seconds per thread name (`/proc/<pid>/task/<tid>/stat`), summed. */
+function threads(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/stat`);
+      const name = text.slice(text.indexOf("(") + 1, text.lastIndexOf(")")).replace(/\d+$/, "");
+      const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / 100);
+    } catch { /* a thread that ended */ }
+  }
+  return out;
 }
 
 function stat(pid: number): { user: number; sys: number; cs: number } {
@@ -170,6 +186,24 @@ async function wrk(url: string, c: number, s: number, script: string) {
   };
 }
 
+/** GW_HEADERS=browser: the other headers a browser's `fetch()` of a JSON API sends (Chromium). */
+const BROWSER = Object.entries({
+  "Connection": "keep-alive",
+  "sec-ch-ua": '"Chromium";v="120", "Not?A_Brand";v="8"',
+  "sec-ch-ua-mobile": "?0",
+  "User-Agent":
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+  "sec-ch-ua-platform": '"Linux"',
+  "Accept": "*/*",
+  "Origin": "http://127.0.0.1",
+  "Sec-Fetch-Site": "same-origin",
+  "Sec-Fetch-Mode": "cors",
+  "Sec-Fetch-Dest": "empty",
+  "Referer": "http://127.0.0.1/app/",
+  "Accept-Encoding": "gzip, deflate, br",
+  "Accept-Language": "en-US,en;q=0.9",
+}).map(([k, v]) => `wrk.headers["${k}"] = ${JSON.stringify(v)}\n`).join("");
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main() {
@@ -181,7 +215,8 @@ async function main() {
   const script = `${dir}/post.lua`;
   await Deno.writeTextFile(
     script,
-    'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n',
+    'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n' +
+      (Deno.env.get("GW_HEADERS") === "browser" ? BROWSER : ""),
   );
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -239,12 +274,17 @@ async function main() {
     for (let i = 0; i < rounds; i++) {
       const order = i % 2 === 0 ? routes : [...routes].reverse();
       for (const r of order) {
+        const ta = threads(child.pid);
         const a = stat(child.pid);
         const [{ rps, requests }, calls] = Deno.env.get("GW_PERF")
           ? await perfStat(child.pid, () => wrk(url[r]!, conns, seconds, script))
           : [await wrk(url[r]!, conns, seconds, script), NaN];
         const b = stat(child.pid);
+        const tb = threads(child.pid);
         samples.get(r)!.push({
+          threads: new Map(
+            [...tb].map(([k, v]) => [k, (v - (ta.get(k) ?? 0)) * 1e6 / requests]),
+          ),
           rps,
           user: (b.user - a.user) * 1e6 / requests,
           sys: (b.sys - a.sys) * 1e6 / requests,
@@ -267,6 +307,16 @@ async function main() {
           median(s.map((x) => x.sc ?? NaN)).toFixed(2)
         }  cpu/ref per round median ${median(ratios).toFixed(3)}  rps/ref ${
           median(s.map((x, i) => x.rps / ref[i]!.rps)).toFixed(3)
+        }`,
+      );
+    }
+    for (const r of routes) {
+      const s = samples.get(r)!;
+      const names = new Set(s.flatMap((x) => [...x.threads.keys()]));
+      console.log(
+        `${r.padEnd(6)} threads: ${
+          [...names].map((n) => `${n} ${median(s.map((x) => x.threads.get(n) ?? 0)).toFixed(1)}`)
+            .join(", ")
         }`,
       );
     }

@@ -347,14 +347,13 @@ function callOptions(
 }
 
 /**
- * A request's headers, taken from the server at once. A call reads six or more (and Deno
- * copies the whole list when the response is sent, once a handler has looked at them): one
- * copy up front is cheaper than asking the server for each header by name.
+ * A request's headers. Deno answers `get()` of each name from the server's own header map (one
+ * call, however many headers the request has) until something needs the whole list; the list
+ * is copied once when the response is sent either way (Deno's `cacheRequestHeaders`), without
+ * the lower-cased names and scans that lookups in it would need.
  */
 function headersOf(req: Request): Headers {
-  const headers = req.headers;
-  headers.has("content-length"); // Deno: the header list, in one call to the server
-  return headers;
+  return req.headers;
 }
 
 /** Whether an `Accept` header asks for Server-Sent Events. */
