@@ -17,6 +17,7 @@
 import { Hono } from "hono";
 import { createSystem, defineActor, type System } from "../mod.ts";
 import { gateway, type GatewayLimits } from "../adapters/hono/mod.ts";
+import { browserHeadersLua } from "./gateway.ts";
 import {
   startAllocProfile,
   startCpuProfile,
@@ -186,24 +187,6 @@ async function wrk(url: string, c: number, s: number, script: string) {
   };
 }
 
-/** GW_HEADERS=browser: the other headers a browser's `fetch()` of a JSON API sends (Chromium). */
-const BROWSER = Object.entries({
-  "Connection": "keep-alive",
-  "sec-ch-ua": '"Chromium";v="120", "Not?A_Brand";v="8"',
-  "sec-ch-ua-mobile": "?0",
-  "User-Agent":
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-  "sec-ch-ua-platform": '"Linux"',
-  "Accept": "*/*",
-  "Origin": "http://127.0.0.1",
-  "Sec-Fetch-Site": "same-origin",
-  "Sec-Fetch-Mode": "cors",
-  "Sec-Fetch-Dest": "empty",
-  "Referer": "http://127.0.0.1/app/",
-  "Accept-Encoding": "gzip, deflate, br",
-  "Accept-Language": "en-US,en;q=0.9",
-}).map(([k, v]) => `wrk.headers["${k}"] = ${JSON.stringify(v)}\n`).join("");
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main() {
@@ -216,7 +199,7 @@ async function main() {
   await Deno.writeTextFile(
     script,
     'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n' +
-      (Deno.env.get("GW_HEADERS") === "browser" ? BROWSER : ""),
+      (Deno.env.get("GW_HEADERS") === "browser" ? browserHeadersLua() : ""),
   );
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -309,6 +292,16 @@ async function main() {
           median(s.map((x, i) => x.rps / ref[i]!.rps)).toFixed(3)
         }`,
       );
+    }
+    if (Deno.env.get("GW_ROUNDS")) {
+      for (const r of routes) {
+        const s = samples.get(r)!;
+        console.log(
+          `${r.padEnd(6)} per round: cpu ${
+            s.map((x) => (x.user + x.sys).toFixed(0)).join(" ")
+          } µs; rps ${s.map((x) => (x.rps / 1000).toFixed(0)).join(" ")}k`,
+        );
+      }
     }
     for (const r of routes) {
       const s = samples.get(r)!;
