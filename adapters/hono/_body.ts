@@ -193,12 +193,27 @@ function jsonBody(parsed: Promise<unknown>, deadlines: Deadlines): Promise<unkno
     }, (err) => {
       settled = true;
       if (deadline !== undefined) deadlines.remove(deadline);
-      reject(err instanceof SyntaxError ? jsonSyntaxError(err) : cut());
+      reject(err instanceof SyntaxError ? badJson(err) : cut());
     });
     queueMicrotask(() => {
       if (!settled) deadline = deadlines.add(reject);
     });
   });
+}
+
+/**
+ * The error of a JSON body that does not parse. Deno's whole-body fast path parses the text as
+ * it came, so a body that starts with a byte order mark (which RFC 8259 forbids a sender to add;
+ * `text()` and Deno's other path drop it) is refused, with a message that names it (V8's shows
+ * the mark, which is invisible).
+ */
+function badJson(err: SyntaxError): Error {
+  return err.message.startsWith("Unexpected token '\uFEFF', \"\uFEFF")
+    ? new GatewayError(
+      "A JSON body must not start with a byte order mark (U+FEFF): send it without",
+      "bad_payload",
+    )
+    : jsonSyntaxError(err);
 }
 
 /** Drops the body and rejects with `err`. */
