@@ -1,14 +1,24 @@
 /**
  * A/B rounds of the gateway's per-request cost (issue 14, item 13): one server process with
- * several routes on one port, `wrk -c<n>` against each in turn, many short rounds, and per
- * route the medians of the server's user and system CPU per request and the per-round ratio to
- * the bare route's. Routes (`GW_ROUTES`, comma-separated, default all):
+ * several routes on one port, `wrk -c<n>` against each in turn (A B C, C B A, …), many short
+ * rounds, and per route the medians of the server's user and system CPU per request, context
+ * switches, CPU per thread, and the median of each round's ratio to the bare route. Routes
+ * (`GW_ROUTES`, comma-separated, default `api,base,bare,mbare`):
  *
  * - `api`: `gateway()` of this checkout with the limits of `bench/gateway.ts`, at `/api`;
- * - `base`: the same from a frozen copy in `GW_BASE` (a directory holding a copy of
- *   `adapters/hono/` whose imports resolve: put it at `adapters/_hono_base/`), at `/base`;
+ * - `base`: another gateway at `/base`, imported from `GW_BASE` (default
+ *   `../adapters/_hono_base/mod.ts`): a copy of `adapters/hono/` from another commit, inside the
+ *   checkout so that its imports resolve, e.g. `mkdir adapters/_hono_base && git archive main
+ *   adapters/hono | tar -x --strip-components=2 -C adapters/_hono_base` (delete it afterwards:
+ *   the checks would read it);
  * - `bare`: `c.req.json()` → `ref.ask()` → `c.json()` on `/bare/:id/deposit`;
- * - `mbare`: the same route in a sub-app mounted with `app.route("/mb", …)`.
+ * - `mbare`: the same route in a sub-app mounted with `app.route("/mb", …)`;
+ * - `v:<flags>`: the bare route plus one piece of the gateway's work (see `serve`).
+ *
+ * Also: `GW_HEADERS=browser` (a browser's 16 headers), `GW_PERF=1` (syscalls per request from
+ * `perf stat`), `GW_ROUNDS=1` (every round's figures), `GW_V8=<flags>` (the server's V8 flags),
+ * `GW_PROF=cpu|alloc` with `GW_PROF_DIR` (a V8 profile of each route's measured span, read with
+ * `bench/_prof_top.ts <file> <requests>`).
  *
  * `deno run -A bench/_gateway_ab.ts [rounds] [seconds] [connections]`. Not part of the suite.
  *
@@ -236,7 +246,8 @@ async function main() {
       mbare: `http://127.0.0.1:${port}/mb/a/deposit`,
     };
     for (const r of routes) await wrk(url[r]!, conns, 2, script);
-    const prof = Deno.env.get("GW_PROF"); // "cpu" or "alloc": one profile per route into GW_PROF_DIR
+    // GW_PROF "cpu" or "alloc": one profile per route into GW_PROF_DIR
+    const prof = Deno.env.get("GW_PROF");
     if (prof) {
       const to = Deno.env.get("GW_PROF_DIR") ?? ".";
       const base = `http://127.0.0.1:${port}/_prof`;
