@@ -20,3 +20,19 @@ export const BenchWorker = defineActor({
   stateless: true,
   handlers: { ping: (_ctx, payload: Uint8Array) => payload },
 });
+
+/** An actor whose every `add` emits one event (the durable path's benchmarks). */
+export const Ledger = defineActor({
+  name: "ledger",
+  initialState: () => ({ total: 0 }),
+  events: { added: (s, e: number) => ({ total: s.total + e }) },
+  handlers: {
+    add(ctx, n: number) {
+      ctx.emit("added", n);
+      return ctx.state.total;
+    },
+    total: (ctx) => ctx.state.total,
+  },
+  snapshotEvery: 100,
+  idleAfter: 600_000,
+});

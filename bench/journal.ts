@@ -20,26 +20,12 @@
 
 import { DatabaseSync } from "node:sqlite";
 import { createClient } from "@libsql/client/node";
-import { createSystem, defineActor } from "../mod.ts";
+import { createSystem } from "../mod.ts";
+import { Ledger } from "./actors.ts";
 import { isOwned } from "../spi.ts";
 import { libsqlJournal, type LibsqlJournalOptions } from "../adapters/libsql/mod.ts";
 import { msgpack } from "../src/codec/mod.ts";
-
-/** An actor whose every `add` emits one event. */
-const Ledger = defineActor({
-  name: "ledger",
-  initialState: () => ({ total: 0 }),
-  events: { added: (s, e: number) => ({ total: s.total + e }) },
-  handlers: {
-    add(ctx, n: number) {
-      ctx.emit("added", n);
-      return ctx.state.total;
-    },
-    total: (ctx) => ctx.state.total,
-  },
-  snapshotEvery: 100,
-  idleAfter: 600_000,
-});
+import { threadCpuMicros } from "./_proc.ts";
 
 const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const best = (xs: readonly number[]) => Math.max(...xs);
@@ -182,6 +168,11 @@ export interface DurableAsksResult {
   readonly rawPrepared: readonly number[];
   /** Worst lateness of a 1 ms interval during each measured round, ms. */
   readonly worstLatenessMs: readonly number[];
+  /**
+   * CPU per ask in each measured round, µs: the main thread, V8's helper threads (GC,
+   * compilation), the journal's database thread, and all threads of the process.
+   */
+  readonly cpuPerAsk: readonly { main: number; v8: number; worker: number; total: number }[];
 }
 
 /**
@@ -207,6 +198,7 @@ export async function benchDurableAsks(
   const rawClient: number[] = [];
   const rawPrepared: number[] = [];
   const worstLatenessMs: number[] = [];
+  const cpuPerAsk: { main: number; v8: number; worker: number; total: number }[] = [];
   for (let round = 0; round < rounds; round++) {
     await withDir(async (dir) => {
       const urls = Array.from({ length: shards }, (_, i) => `file:${dir}/ours${i}.db`);
@@ -215,10 +207,7 @@ export async function benchDurableAsks(
       try {
         const refs = Array.from({ length: actors }, (_, i) => system.ref(Ledger, `l${i}`));
         await Promise.all(refs.map((r) => r.ask("total")));
-        await Promise.all(refs.map(async (r) => {
-          for (let k = 0; k < 2; k++) await r.ask("add", 1);
-        }));
-        const { result: seconds, worstMs } = await lateness(async () => {
+        const pass = async () => {
           const t0 = performance.now();
           // The callers start 50 per turn of the event loop (as requests arrive from a network),
           // not all in one turn: the lateness measured is the steady state's.
@@ -233,9 +222,20 @@ export async function benchDurableAsks(
           }
           await Promise.all(callers);
           return (performance.now() - t0) / 1000;
-        });
+        };
+        await pass(); // warm-up: the same asks, not measured
+        const cpu0 = threadCpuMicros();
+        const { result: seconds, worstMs } = await lateness(pass);
+        const cpu1 = threadCpuMicros();
         perSecond.push((actors * asks) / seconds);
         worstLatenessMs.push(worstMs);
+        const per = (k: keyof typeof cpu0) => (cpu1[k] - cpu0[k]) / (actors * asks);
+        cpuPerAsk.push({
+          main: per("main"),
+          v8: per("v8"),
+          worker: per("workers"),
+          total: per("main") + per("v8") + per("workers") + per("other"),
+        });
       } finally {
         await system.close();
         await journal.close();
@@ -246,7 +246,7 @@ export async function benchDurableAsks(
       rawPrepared.push(rawPreparedBatches(`${dir}/raw.db`, actors, asks));
     });
   }
-  return { perSecond, rawClient, rawPrepared, worstLatenessMs };
+  return { perSecond, rawClient, rawPrepared, worstLatenessMs, cpuPerAsk };
 }
 
 // ---- one hot actor -----------------------------------------------------------------------
@@ -729,6 +729,16 @@ if (import.meta.main) {
         `raw prepared best ${k(best(r.rawPrepared))} rows/s; worst event-loop lateness ${
           r.worstLatenessMs.map((x) => x.toFixed(1)).join(", ")
         } ms`,
+    );
+    const cpu = (pick: (c: DurableAsksResult["cpuPerAsk"][number]) => number) =>
+      r.cpuPerAsk.map((c) => pick(c).toFixed(1)).join(", ");
+    console.log(
+      `  CPU per durable ask, µs (rounds): main thread ${cpu((c) => c.main)}; V8 helper threads ${
+        cpu((c) => c.v8)
+      }; database thread ${cpu((c) => c.worker)}; all threads ${cpu((c) => c.total)}` +
+        ` (${navigator.hardwareConcurrency} cores: the main thread alone would allow ${
+          r.cpuPerAsk.map((c) => k(1e6 / c.main)).join(", ")
+        } asks/s)`,
     );
   }
   if (which.has("hot")) {

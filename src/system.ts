@@ -407,7 +407,7 @@ class SystemImpl implements System {
         log: cfg.log,
         prefix,
         clock: cfg.clock,
-        elect: (name, o) => this.#leases.elect(name, o),
+        elect: (name, o) => this.#electInternal(name, o),
         ...(auth ? { delegate: (caller, from) => auth.verifier.delegate(caller, from) } : {}),
       });
       this.#reminders.start();
@@ -419,7 +419,7 @@ class SystemImpl implements System {
         prefix,
         clock: cfg.clock,
         publish: this.#dispatch.durablePublish(),
-        elect: (name, o) => this.#leases.elect(name, o),
+        elect: (name, o) => this.#electInternal(name, o),
       });
       this.#outbox.start();
     }
@@ -529,7 +529,7 @@ class SystemImpl implements System {
         log: this.#cfg.log,
         clock: this.clock,
         checkpoints: this.store<string>("troupe-projections"),
-        elect: (n, o) => this.#leases.elect(n, o),
+        elect: (n, o) => this.#electInternal(n, o),
         observe: (g) => this.#observer.projection(g),
       },
       name,
@@ -567,6 +567,15 @@ class SystemImpl implements System {
   lock<R>(name: string, fn: (lease: Lease) => R | Promise<R>, options?: LeaseOptions): Promise<R> {
     if (this.#closing) return Promise.reject(new ClosedError("The system is closed"));
     return this.#leases.lock(name, fn, options);
+  }
+
+  /**
+   * An election of the runtime's own (reminder firing, outbox sweeping, projections): its lease
+   * lives as long as the node's (`leaseTtl`), so it moves to another node as soon as the dead
+   * node's actors do, not after the 5 s default of a user's `elect()`.
+   */
+  #electInternal(name: string, options: ElectOptions): Leader {
+    return this.#leases.elect(name, { ttl: this.#opened.leaseTtl, ...options });
   }
 
   elect(name: string, options: ElectOptions = {}): Leader {

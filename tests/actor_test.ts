@@ -824,3 +824,29 @@ Deno.test({
     });
   },
 });
+
+Deno.test("a caller's loop of in-process asks lets timers run and the node keep its lease", async () => {
+  // In-process asks complete on microtasks alone; without a macrotask now and then the node's
+  // heartbeat (a timer) would wait for the loop, and the node would fence itself after its
+  // lease's time to live (300 ms here) and refuse every call.
+  await withSystem(async (system) => {
+    const ref = system.ref(Counter, "tight");
+    await ref.ask("inc", 1);
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    try {
+      const until = performance.now() + 1_500; // five times the lease's time to live
+      let asks = 0;
+      while (performance.now() < until) {
+        await ref.ask("get");
+        asks++;
+      }
+      assert.ok(asks > 1_000, `only ${asks} asks in 1.5 s`);
+      assert.equal(system.status(), "running");
+      assert.ok(ticks > 0, "a timer ran while the loop asked");
+      assert.equal(await ref.ask("inc", 1), 2);
+    } finally {
+      clearInterval(timer);
+    }
+  }, { leaseTtl: 300 });
+});

@@ -207,3 +207,38 @@ Deno.test("only the elected reminder node prunes idempotency records", async () 
     await journal.close();
   }
 });
+
+Deno.test("the runtime's own elections (reminders, outbox) hold leases as long as the node's, not the 5 s default", async () => {
+  // Other nodes judge a silent leader by the time to live in its lease record: with the node's
+  // leaseTtl there, reminders fire and the outbox drains again as soon as a dead node's actors
+  // move, not seconds later.
+  const clock = virtualClock();
+  const mesh = inProcessMesh({ leaseTtl: 1200, clock });
+  await using cluster = await startSystems({
+    actors: [Alarm],
+    mesh,
+    nodes: 1,
+    system: { logger: "silent", clock },
+  });
+  const admin = await mesh.connect({ node: "admin", clock });
+  try {
+    const leases = await admin.kv(`${mesh.prefix}_leases`);
+    const ttlOf = async (name: string) => {
+      const e = await leases.get(encodeToken(`${mesh.prefix}-${name}`));
+      return e ? (JSON.parse(new TextDecoder().decode(e.value)) as { ttl: number }).ttl : 0;
+    };
+    await advanceUntil(clock, async () => (await ttlOf("outbox")) > 0, 5000, "outbox leader");
+    await advanceUntil(clock, async () => (await ttlOf("reminders")) > 0, 5000, "reminder leader");
+    assert.equal(await ttlOf("reminders"), 1200);
+    assert.equal(await ttlOf("outbox"), 1200);
+    // a user's election keeps the documented default
+    const mine = cluster.nodes[0]!.elect("mine");
+    await mine.elected;
+    const e = await leases.get(encodeToken("mine"));
+    assert.ok(e, "the user's lease record");
+    assert.equal((JSON.parse(new TextDecoder().decode(e.value)) as { ttl: number }).ttl, 5000);
+    await mine.resign();
+  } finally {
+    await admin.close();
+  }
+});

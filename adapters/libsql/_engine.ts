@@ -208,6 +208,24 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** An actor's head as this connection last wrote it. */
+interface CachedHead {
+  readonly epoch: number;
+  readonly seq: number;
+  /** Position of its last event (null: none yet). */
+  readonly pos: number | null;
+}
+
+/** What a local transaction learned of the heads, kept once it commits. */
+interface StagedHeads {
+  /** `PRAGMA data_version` read inside it. */
+  version: number | undefined;
+  heads: [number, CachedHead][];
+}
+
+const DATA_VERSION: Stmt = { sql: "PRAGMA data_version", args: [] };
+const TOTAL_CHANGES: Stmt = { sql: "SELECT total_changes()", args: [] };
+
 /** Runs the journal's operations on one shard's database. */
 export class Engine {
   readonly #exec: Executor;
@@ -368,7 +386,17 @@ export class Engine {
 
   async #commit(b: Batch): Promise<BatchResult> {
     if (this.#exec.interactive) {
-      return await this.#exec.transaction((run) => this.#commitLocal(b, run));
+      const staged: StagedHeads = { version: undefined, heads: [] };
+      try {
+        const result = await this.#exec.transaction((run) => this.#commitLocal(b, run, staged));
+        // Committed: what the transaction wrote is the heads now.
+        for (const [id, head] of staged.heads) this.#heads.set(id, head);
+        this.#headsVersion = staged.version;
+        return result;
+      } catch (err) {
+        this.#heads.clear(); // whatever the cache said may not hold any more
+        throw err;
+      }
     }
     const stmts: Stmt[] = [];
     const appendToken = token();
@@ -414,13 +442,25 @@ export class Engine {
 
   /** Row ids of actors, by key (they never change once a head row exists). */
   readonly #ids = new Map<string, number>();
+  /**
+   * The heads this connection wrote last (by actor row id), valid while no other connection
+   * committed since: SQLite's `PRAGMA data_version` of this connection, read inside each write
+   * transaction, tells (it changes only with other connections' commits). With it the fence of
+   * an append is checked here and the previous position known, so the head update needs no
+   * `RETURNING`; the update keeps the fence in its `WHERE` as the backstop, and a count of the
+   * rows it changed that differs fails the batch.
+   */
+  readonly #heads = new Map<number, CachedHead>();
+  #headsVersion: number | undefined;
 
   /** {@link #commit} on a local database, inside its write transaction. */
   async #commitLocal(
     b: Batch,
     run: (stmt: Stmt) => Promise<Rows>,
+    staged: StagedHeads,
   ): Promise<BatchResult> {
     const ids = this.#ids;
+    const cache = this.#heads;
     const groups = b.groups;
     let results: (true | { epoch: number; seq: number } | null)[] = [];
     if (groups.length > 0) {
@@ -431,24 +471,45 @@ export class Engine {
           for (const [actor, id] of await run(s)) ids.set(String(actor), Number(id));
         }
       }
+      const version = Number((await run(DATA_VERSION))[0]?.[0]);
+      if (version !== this.#headsVersion || cache.size > 100_000) cache.clear();
+      staged.version = version;
       // Positions after the shard's last one, in group order.
       let next = Number((await run(localAppend.top))[0]?.[0] ?? 0);
       const first: number[] = [];
-      const heads: SqlValue[][] = [];
+      const checked: SqlValue[][] = []; // fenced here: the update only writes
+      const returning: SqlValue[][] = []; // not cached: the update tells who passed
+      const prev = new Map<number, number | null>();
       for (const g of groups) {
         const id = ids.get(g.actor);
         const n = g.events.length;
         first.push(next + 1);
         if (id !== undefined) {
-          heads.push([id, g.epoch, g.expectedSeq, g.expectedSeq + n, n > 0 ? next + n : null]);
+          const row = [id, g.epoch, g.expectedSeq, g.expectedSeq + n, n > 0 ? next + n : null];
+          const head = cache.get(id);
+          if (head === undefined) returning.push(row);
+          else if (head.epoch === g.epoch && head.seq === g.expectedSeq) {
+            checked.push(row);
+            prev.set(id, head.pos);
+          }
         }
         next += n;
       }
-      const prev = new Map<number, number | null>();
-      for (const s of localAppend.heads(heads)) {
+      if (checked.length > 0) {
+        const before = Number((await run(TOTAL_CHANGES))[0]?.[0]);
+        for (const s of localAppend.headsChecked(checked)) await run(s);
+        const changed = Number((await run(TOTAL_CHANGES))[0]?.[0]) - before;
+        if (changed !== checked.length) {
+          throw new EngineFailure(
+            `the journal's cached heads disagree with the database (${changed} of ${checked.length} updated)`,
+            "HEADS",
+          );
+        }
+      }
+      for (const s of localAppend.heads(returning)) {
         for (const [id, p] of await run(s)) prev.set(Number(id), p === null ? null : Number(p));
       }
-      const events: SqlValue[][] = [];
+      const events: SqlValue[] = []; // flat: 8 values an event
       const marks: SqlValue[][] = [];
       const snapshots: SqlValue[][] = [];
       const replies: SqlValue[][] = [];
@@ -464,10 +525,11 @@ export class Engine {
         let seq = g.expectedSeq;
         for (const e of g.events) {
           seq++;
-          events.push([pos, id, seq, before, e.type, e.version, e.data, e.at]);
+          events.push(pos, id, seq, before, e.type, e.version, e.data, e.at);
           if (seq % MARK_EVERY === 0) marks.push([id, seq, pos]);
           before = pos++;
         }
+        staged.heads.push([id, { epoch: g.epoch, seq, pos: before }]);
         const s = g.snapshot;
         if (s) snapshots.push([g.actor, s.seq, s.version, s.state]);
         for (const r of g.idempotency) {
@@ -498,6 +560,18 @@ export class Engine {
       const refusedSet = new Set(refused);
       results = groups.map((g) => refusedSet.has(g.actor) ? found.get(g.actor) ?? null : true);
     }
+    // Claims and releases change heads (epochs, owners): those actors are read again next time.
+    for (const x of [...b.activations, ...b.releases]) {
+      const id = ids.get(x.actor);
+      if (id !== undefined) {
+        cache.delete(id);
+        staged.heads = staged.heads.filter(([h]) => h !== id);
+      }
+    }
+    if (b.custom.length > 0) {
+      cache.clear();
+      staged.heads = [];
+    }
     for (const s of releaseStatements(b.releases)) await run(s);
     for (const s of deleteRemindersStatements(b.deletes)) await run(s);
     const act = activateStatements(b.activations, token());
@@ -523,6 +597,7 @@ export class Engine {
 
   /** Runs writes in one transaction (pruning), retrying while the database is locked. */
   write(stmts: readonly Stmt[], timeoutMs: number): Promise<Rows[]> {
+    this.#heads.clear(); // a write of its own may change any head
     return this.#retrying(performance.now() + timeoutMs, () => this.#exec.write(stmts));
   }
 

@@ -83,6 +83,8 @@ interface PendingCustom extends Waiter<Rows[]> {
   readonly what: string;
 }
 
+const appendOf = (p: PendingAppend): Append => p.append;
+
 /** Options of {@link Shard}. */
 export interface ShardOptions {
   /** For messages: the database URL without its query string. */
@@ -107,6 +109,8 @@ export class Shard {
   #queued = 0;
   #inFlight = 0;
   #scheduled = false;
+  /** `performance.now()` at the first write of the current turn's batch. */
+  #windowAt = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
   #idle: (() => void)[] = [];
@@ -210,8 +214,14 @@ export class Shard {
     }
   }
 
+  /**
+   * When a write made now stops waiting for a locked database. The writes of one turn of the
+   * event loop (those that find a batch scheduled) share the time of its first: one clock
+   * read per batch, not per write, and at most a turn early.
+   */
   #deadline(): number {
-    return performance.now() + this.#o.busyTimeoutMs;
+    if (!this.#scheduled) this.#windowAt = performance.now();
+    return this.#windowAt + this.#o.busyTimeoutMs;
   }
 
   #queue(): void {
@@ -241,34 +251,35 @@ export class Shard {
 
   /** The next batch: queue order; per actor, only appends that continue each other. */
   #take(): Taken {
-    const groups: { appends: PendingAppend[] }[] = [];
-    const byActor = new Map<string, { appends: PendingAppend[] }>();
-    const blocked = new Set<string>();
+    const groups: PendingAppend[][] = [];
+    const byActor = new Map<string, PendingAppend[]>();
+    let blocked: Set<string> | undefined;
     const rest: PendingAppend[] = [];
+    const max = this.#o.maxBatch;
     let count = 0;
     for (const p of this.#appends) {
       const a = p.append;
-      const open = byActor.get(a.actor);
-      if (blocked.has(a.actor) || count >= this.#o.maxBatch) {
+      if (count >= max || blocked?.has(a.actor)) {
         rest.push(p);
-        blocked.add(a.actor);
+        (blocked ??= new Set()).add(a.actor);
         continue;
       }
+      const open = byActor.get(a.actor);
       if (!open) {
-        const g = { appends: [p] };
+        const g = [p];
         byActor.set(a.actor, g);
         groups.push(g);
         count++;
         continue;
       }
-      const last = open.appends[open.appends.length - 1]!.append;
+      const last = open[open.length - 1]!.append;
       if (last.epoch === a.epoch && last.expectedSeq + last.events.length === a.expectedSeq) {
-        open.appends.push(p);
+        open.push(p);
         count++;
       } else {
         // Not a continuation: it waits for the next batch (so does what follows it).
         rest.push(p);
-        blocked.add(a.actor);
+        (blocked ??= new Set()).add(a.actor);
       }
     }
     this.#appends = rest;
@@ -291,7 +302,7 @@ export class Shard {
     this.#custom = [];
     this.#queued = this.#appends.length + this.#activations.length;
     return {
-      groups: groups.map((g) => g.appends),
+      groups,
       activations,
       releases,
       deletes,
@@ -300,17 +311,15 @@ export class Shard {
   }
 
   async #run(t: Taken): Promise<void> {
+    // The earliest deadline: a group's first append is its oldest.
     let deadline = Infinity;
-    const waiters: Waiter<never>[] = [
-      ...t.groups.flat(),
-      ...t.activations,
-      ...t.releases,
-      ...t.deletes,
-      ...t.custom,
-    ] as Waiter<never>[];
-    for (const w of waiters) deadline = Math.min(deadline, w.deadline);
+    for (const g of t.groups) deadline = Math.min(deadline, g[0]!.deadline);
+    for (const w of t.activations) deadline = Math.min(deadline, w.deadline);
+    for (const w of t.releases) deadline = Math.min(deadline, w.deadline);
+    for (const w of t.deletes) deadline = Math.min(deadline, w.deadline);
+    for (const w of t.custom) deadline = Math.min(deadline, w.deadline);
     const batch: WriteBatch = {
-      groups: encodeGroups(t.groups.map((g) => g.map((p) => p.append))),
+      groups: encodeGroups(t.groups, appendOf),
       activations: t.activations.map((p) => ({
         actor: p.actor,
         ...(p.claim ? { node: p.claim.node } : {}),

@@ -131,6 +131,25 @@ function valuesList(rows: number, cols: number): string {
 }
 
 /**
+ * {@link chunked} for rows given flat (`cols` values a row, one after the other): no array
+ * per row on the way.
+ */
+export function chunkedFlat(
+  out: Stmt[],
+  flat: readonly SqlValue[],
+  cols: number,
+  sql: (values: string) => string,
+): void {
+  const rows = flat.length / cols;
+  let i = 0;
+  while (i < rows) {
+    const size = VALUES_SIZES.find((s) => s <= rows - i)!;
+    out.push({ sql: sql(valuesList(size, cols)), args: flat.slice(i * cols, (i + size) * cols) });
+    i += size;
+  }
+}
+
+/**
  * Splits `rows` (each `cols` values) into statements of the fixed sizes, each made by
  * `sql(values)` with the `VALUES` list; `before`/`after`: arguments bound before/after the
  * rows (in text order).
@@ -390,11 +409,29 @@ export const localAppend = {
     );
     return stmts;
   },
-  /** Rows `[pos, actor id, seq, prev, type, version, data, at]`. */
-  events(out: Stmt[], rows: readonly (readonly SqlValue[])[]): void {
+  /**
+   * The same update as {@link localAppend.heads} for rows whose fence the writer checked
+   * (still in the `WHERE`, as the backstop), without `RETURNING`.
+   */
+  headsChecked(rows: readonly (readonly SqlValue[])[]): Stmt[] {
+    const stmts: Stmt[] = [];
     chunked(
-      out,
+      stmts,
       rows,
+      5,
+      (v) =>
+        `UPDATE activations SET prev_pos = pos, seq = v.column4, pos = coalesce(v.column5, pos)
+         FROM (VALUES ${v}) AS v
+         WHERE activations.id = v.column1 AND activations.epoch = v.column2
+           AND activations.seq = v.column3`,
+    );
+    return stmts;
+  },
+  /** Rows `[pos, actor id, seq, prev, type, version, data, at]`, flat (8 values a row). */
+  events(out: Stmt[], flat: readonly SqlValue[]): void {
+    chunkedFlat(
+      out,
+      flat,
       8,
       (v) => `INSERT INTO events (pos, actor, seq, prev, type, version, data, at) VALUES ${v}`,
     );

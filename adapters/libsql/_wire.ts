@@ -37,6 +37,16 @@ class Writer {
     this.#view = new DataView(this.#buf.buffer);
   }
 
+  /** Starts again at the beginning (the buffer is kept). */
+  reset(): void {
+    this.#at = 0;
+  }
+
+  /** The size of the buffer. */
+  get capacity(): number {
+    return this.#buf.length;
+  }
+
   #room(n: number): void {
     if (this.#at + n <= this.#buf.length) return;
     const next = new Uint8Array(Math.max(this.#buf.length * 2, this.#at + n));
@@ -121,9 +131,18 @@ class Reader {
 
   str(): string {
     const n = this.u32();
-    const s = dec.decode(this.#buf.subarray(this.#at, this.#at + n));
+    const buf = this.#buf;
+    const at = this.#at;
     this.#at += n;
-    return s;
+    // Short ASCII strings (actor keys, event types) without the decoder's op.
+    if (n <= 64) {
+      let i = at;
+      while (i < at + n && buf[i]! < 0x80) i++;
+      if (i === at + n) {
+        return String.fromCharCode.apply(null, buf.subarray(at, i) as unknown as number[]);
+      }
+    }
+    return dec.decode(buf.subarray(at, at + n));
   }
 
   /** A view into the buffer (not a copy). */
@@ -135,16 +154,24 @@ class Reader {
   }
 }
 
+/** The writer {@link encodeGroups} reuses (its buffer only grows; each batch is copied out). */
+let shared: Writer | undefined;
+
 /**
  * Encodes groups of appends: each group's appends (one actor and epoch, each continuing the
  * previous one) become one group: their events in order, the last snapshot, every reply and
- * reminder.
+ * reminder. `appendOf` picks the append of an item (groups of pending writes are encoded as
+ * they are, without a copy of each group).
  */
-export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array {
-  const w = new Writer(256 + groups.length * 128);
+export function encodeGroups<T>(
+  groups: readonly (readonly T[])[],
+  appendOf: (item: T) => Append,
+): Uint8Array {
+  const w = shared ??= new Writer(64 * 1024);
+  w.reset();
   w.u32(groups.length);
-  for (const appends of groups) {
-    const first = appends[0]!;
+  for (const items of groups) {
+    const first = appendOf(items[0]!);
     w.str(first.actor);
     w.f64(first.epoch);
     w.f64(first.expectedSeq);
@@ -153,25 +180,32 @@ export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array
     let outbox = 0;
     let snapshot: Snapshot | undefined;
     // Reminders scheduled and cancelled along the appends, in their order: the last word on
-    // each id wins (scheduled, or cancelled).
-    const reminders = new Map<string, Reminder | null>();
-    for (const a of appends) {
+    // each id wins (scheduled, or cancelled). Most groups have none: no map for them.
+    let reminders: Map<string, Reminder | null> | undefined;
+    for (let i = 0; i < items.length; i++) {
+      const a = appendOf(items[i]!);
       events += a.events.length;
       if (a.idempotency) replies++;
-      outbox += a.outbox?.length ?? 0;
+      if (a.outbox) outbox += a.outbox.length;
       if (a.snapshot) snapshot = a.snapshot;
-      for (const id of a.cancelReminders ?? []) {
-        reminders.delete(id);
-        reminders.set(id, null);
+      if (a.cancelReminders) {
+        for (const id of a.cancelReminders) {
+          (reminders ??= new Map()).delete(id);
+          reminders.set(id, null);
+        }
       }
-      for (const r of a.reminders ?? []) {
-        reminders.delete(r.id);
-        reminders.set(r.id, r);
+      if (a.reminders) {
+        for (const r of a.reminders) {
+          (reminders ??= new Map()).delete(r.id);
+          reminders.set(r.id, r);
+        }
       }
     }
     w.u32(events);
-    for (const a of appends) {
-      for (const e of a.events) {
+    for (let i = 0; i < items.length; i++) {
+      const evs = appendOf(items[i]!).events;
+      for (let k = 0; k < evs.length; k++) {
+        const e = evs[k]!;
         w.str(e.type);
         w.u32(e.version);
         w.bytes(e.data);
@@ -185,14 +219,16 @@ export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array
       w.bytes(snapshot.state);
     } else w.u8(0);
     w.u32(replies);
-    for (const a of appends) {
-      const i = a.idempotency;
-      if (!i) continue;
-      w.str(i.key);
-      w.str(i.fingerprint);
-      w.bytes(i.reply);
+    if (replies > 0) {
+      for (let i = 0; i < items.length; i++) {
+        const r = appendOf(items[i]!).idempotency;
+        if (!r) continue;
+        w.str(r.key);
+        w.str(r.fingerprint);
+        w.bytes(r.reply);
+      }
     }
-    const scheduled = [...reminders.values()].filter((r) => r !== null);
+    const scheduled = reminders ? [...reminders.values()].filter((r) => r !== null) : [];
     w.u32(scheduled.length);
     for (const r of scheduled) {
       w.str(r.id);
@@ -209,21 +245,28 @@ export function encodeGroups(groups: readonly (readonly Append[])[]): Uint8Array
       if (r.trace !== undefined) w.str(r.trace);
       if (r.caller !== undefined) w.bytes(r.caller);
     }
-    const cancelled = [...reminders].filter(([, r]) => r === null).map(([id]) => id);
+    const cancelled = reminders
+      ? [...reminders].filter(([, r]) => r === null).map(([id]) => id)
+      : [];
     w.u32(cancelled.length);
     for (const id of cancelled) w.str(id);
     w.u32(outbox);
-    for (const a of appends) {
-      for (const m of a.outbox ?? []) {
-        w.str(m.id);
-        w.str(m.topic);
-        w.bytes(m.data);
-        w.str(m.contentType);
-        w.f64(m.at);
+    if (outbox > 0) {
+      for (let i = 0; i < items.length; i++) {
+        for (const m of appendOf(items[i]!).outbox ?? []) {
+          w.str(m.id);
+          w.str(m.topic);
+          w.bytes(m.data);
+          w.str(m.contentType);
+          w.f64(m.at);
+        }
       }
     }
   }
-  return w.done();
+  const out = w.done();
+  // a batch far larger than usual does not keep its buffer for ever
+  if (w.capacity > 4 * 1024 * 1024) shared = undefined;
+  return out;
 }
 
 /** Decodes what {@link encodeGroups} wrote (payloads are views into `buf`). */

@@ -356,7 +356,10 @@ class LibsqlJournalImpl implements LibsqlJournal {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#then(() => this.#shard(append.actor).append(append));
+    // no closure on the way of every append once the shards are open
+    const ready = this.#ready();
+    if (!ready) return this.#shard(append.actor).append(append);
+    return ready.then(() => this.#shard(append.actor).append(append));
   }
 
   async read(actor: string, from: number, limit: number): Promise<StoredEvent[]> {

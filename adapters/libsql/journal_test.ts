@@ -866,3 +866,33 @@ Deno.test("checkpoints run beside the writes: the database file takes the log wh
     await j.close();
   }
 });
+
+Deno.test("actor keys and event types beyond ASCII, short and long, are written and read back as they were", async () => {
+  await using tmp = await tempDir();
+  const j = libsqlJournal({ url: `file:${tmp.path}/names.db` });
+  try {
+    const long = `ledger/${"ß".repeat(40)}-${"x".repeat(80)}`; // over 64 bytes, not ASCII
+    const actors = ["account/zoë", "计数器/一", "ledger/plain", long];
+    const types = ["noted", "déposé", "🧾", "t".repeat(70)];
+    for (const actor of actors) {
+      const { epoch } = await recover(j, actor);
+      await j.append({
+        actor,
+        epoch,
+        expectedSeq: 0,
+        events: types.map((type, i) => ({ type, version: 1, data: enc.encode(`${i}`), at: i })),
+      });
+    }
+    for (const actor of actors) {
+      const events = await j.read(actor, 1, 10);
+      assert.deepEqual(
+        events.map((e) => [e.type, dec.decode(e.data)]),
+        types.map((t, i) => [t, `${i}`]),
+      );
+      const again = await recover(j, actor);
+      assert.equal(again.seq, types.length, actor);
+    }
+  } finally {
+    await j.close();
+  }
+});

@@ -67,6 +67,7 @@ function batch(parts: Partial<Omit<WriteBatch, "groups">> & { groups?: AppendGro
           reminders: a.reminders,
         }))
       ),
+      (a) => a,
     ),
     releases: parts.releases ?? [],
     activations: parts.activations ?? [],

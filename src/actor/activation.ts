@@ -39,6 +39,7 @@ import type { ActorDefinition, AnyActorTypes } from "./define.ts";
 import type { Context } from "./define.ts";
 import type { Envelope, Logger } from "./envelope.ts";
 import { pumpStream } from "./stream.ts";
+import { inMacrotask, loopStarved } from "../util/loop.ts";
 import { upcast } from "../journal/history.ts";
 import { isValidSubject } from "../mesh/subject.ts";
 import type { Dispatcher } from "./ref.ts";
@@ -120,6 +121,28 @@ interface Held {
   ok(): void;
   /** A commit failed: refuse it with this error. */
   fail(err: ActorError): void;
+}
+
+// What a held reply does when released or refused: set by `Activation`'s static block (they
+// use its private members).
+let releaseReply: (h: HeldReply) => void;
+let refuseReply: (h: HeldReply, err: ActorError) => void;
+
+/** A turn's reply (and publishes) held behind its commit: one object, no closures, per turn. */
+class HeldReply implements Held {
+  constructor(
+    readonly act: Activation,
+    readonly m: Envelope,
+    readonly result: unknown,
+    readonly known: KnownReply | undefined,
+    readonly publishes: readonly [string, unknown][],
+  ) {}
+  ok(): void {
+    releaseReply(this);
+  }
+  fail(err: ActorError): void {
+    refuseReply(this, err);
+  }
 }
 
 /** An append handed to the journal, and the outputs that wait for it. */
@@ -346,8 +369,9 @@ export class Activation<M extends Envelope = Envelope> {
       );
       return false;
     }
-    if (this.#queue === (NONE as unknown)) this.#queue = [];
-    this.#queue.push(m);
+    // an array of one to start (most mailboxes hold one message at a time)
+    if (this.#queue === (NONE as unknown)) this.#queue = [m];
+    else this.#queue.push(m);
     m.accept(); // before the handler can run: a tell is answered by its acceptance alone
     this.#kick();
     return true;
@@ -356,8 +380,13 @@ export class Activation<M extends Envelope = Envelope> {
   #kick(): void {
     if (this.#running || this.status !== "active" || this.queued === 0) return;
     this.#running = true;
-    void this.#drain();
+    // In-process asks run on microtasks alone: a caller's loop of them would starve timers and
+    // I/O (the node's heartbeat, hence its lease); now and then the turn waits for a macrotask.
+    if (loopStarved()) inMacrotask(this.#drainLater);
+    else this.#drain();
   }
+
+  readonly #drainLater = (): void => this.#drain();
 
   #take(): M | undefined {
     if (this.#head >= this.#queue.length) return undefined;
@@ -381,22 +410,45 @@ export class Activation<M extends Envelope = Envelope> {
     return rest;
   }
 
-  async #drain(): Promise<void> {
+  /**
+   * Runs the mailbox's turns while they are synchronous, then ends the loop, or hands it to
+   * {@link #drainAsync} at the first turn that waits (no async frame for the common turn).
+   */
+  #drain(): void {
+    let handedOff = false;
     try {
       let m: M | undefined;
       // One clock read per run of synchronous turns, again after each turn that waited: time
       // only passes (a pause included) across an await.
-      let now = this.#host.clock.monotonic();
+      const now = this.#host.clock.monotonic();
       while (this.status === "active" && (m = this.#take())) {
-        if (now > m.deadline) {
-          m.reject(new TimeoutError(`Message to ${this.key}.${m.handler} expired in the mailbox`));
+        if (!this.#admit(m, now)) {
+          if (this.status !== "active") break;
           continue;
         }
-        if (this.#host.fenced(now)) {
-          // A node past its lease applies nothing more and answers nothing it did not apply.
-          m.drop(new UnavailableError(`Node lost its lease; ${this.key} is not processed here`));
-          this.#stop();
-          break;
+        const r = this.#turnOf(m);
+        if (r) {
+          handedOff = true;
+          void this.#drainAsync(r);
+          return;
+        }
+      }
+      this.lastActive = now;
+    } finally {
+      if (!handedOff) this.#loopDone();
+    }
+  }
+
+  /** The rest of {@link #drain} after a turn that waits (`pending`). */
+  async #drainAsync(pending: Promise<void>): Promise<void> {
+    try {
+      await pending;
+      let now = this.#host.clock.monotonic();
+      let m: M | undefined;
+      while (this.status === "active" && (m = this.#take())) {
+        if (!this.#admit(m, now)) {
+          if (this.status !== "active") break;
+          continue;
         }
         const r = this.#turnOf(m);
         if (r) {
@@ -406,13 +458,36 @@ export class Activation<M extends Envelope = Envelope> {
       }
       this.lastActive = now;
     } finally {
-      this.#running = false;
-      this.#current = undefined;
-      const ended = this.#loopEnded;
-      this.#loopEnded = undefined;
-      ended?.resolve();
-      if (this.status === "active" && this.queued > 0) this.#kick();
+      this.#loopDone();
     }
+  }
+
+  /**
+   * Whether a message taken from the mailbox may run now: one past its deadline is refused; on
+   * a node past its lease, it is dropped and the activation stops.
+   */
+  #admit(m: M, now: number): boolean {
+    if (now > m.deadline) {
+      m.reject(new TimeoutError(`Message to ${this.key}.${m.handler} expired in the mailbox`));
+      return false;
+    }
+    if (this.#host.fenced(now)) {
+      // A node past its lease applies nothing more and answers nothing it did not apply.
+      m.drop(new UnavailableError(`Node lost its lease; ${this.key} is not processed here`));
+      this.#stop();
+      return false;
+    }
+    return true;
+  }
+
+  /** The end of a turn loop. */
+  #loopDone(): void {
+    this.#running = false;
+    this.#current = undefined;
+    const ended = this.#loopEnded;
+    this.#loopEnded = undefined;
+    ended?.resolve();
+    if (this.status === "active" && this.queued > 0) this.#kick();
   }
 
   /** Resolves when the turn loop next ends, or at `until` (monotonic ms). */
@@ -582,17 +657,21 @@ export class Activation<M extends Envelope = Envelope> {
       this.#publish(publishes);
       return m.resolve(result);
     }
-    this.#hold({
-      ok: () => {
-        if (known) known.held = false;
-        this.#publish(publishes);
-        m.resolve(result);
-      },
-      fail: (err) => {
-        if (known && this.#replies?.get(key!) === known) this.#replies.delete(key!);
-        this.#refuse(m, err);
-      },
-    });
+    this.#hold(new HeldReply(this as unknown as Activation, m, result, known, publishes));
+  }
+
+  static {
+    releaseReply = (h) => {
+      if (h.known) h.known.held = false;
+      h.act.#publish(h.publishes);
+      h.m.resolve(h.result);
+    };
+    refuseReply = (h, err) => {
+      const key = h.m.idempotencyKey;
+      const replies = h.act.#replies;
+      if (h.known && key !== undefined && replies?.get(key) === h.known) replies.delete(key);
+      h.act.#refuse(h.m, err);
+    };
   }
 
   /**
@@ -623,17 +702,18 @@ export class Activation<M extends Envelope = Envelope> {
       };
       this.#snapshotSeq = this.seq;
     }
-    const append: Append = {
+    // (fields added one by one: spreads of `{}` would make an object each)
+    const append: { -readonly [K in keyof Append]: Append[K] } = {
       actor: this.key,
       epoch: this.#epoch,
       expectedSeq: this.#baseSeq,
       events,
-      ...(snapshot ? { snapshot } : {}),
-      ...(idempotency ? { idempotency } : {}),
-      ...(reminders.length > 0 ? { reminders } : {}),
-      ...(cancels.length > 0 ? { cancelReminders: cancels } : {}),
-      ...(outbox.length > 0 ? { outbox } : {}),
     };
+    if (snapshot) append.snapshot = snapshot;
+    if (idempotency) append.idempotency = idempotency;
+    if (reminders.length > 0) append.reminders = reminders;
+    if (cancels.length > 0) append.cancelReminders = cancels;
+    if (outbox.length > 0) append.outbox = outbox;
     this.#staged = NONE as never;
     this.#reminders = NONE as never;
     this.#cancels = NONE as never;
@@ -641,8 +721,8 @@ export class Activation<M extends Envelope = Envelope> {
     this.#base = this.state;
     this.#baseSeq = this.seq;
     const rec: InFlight = { done: false, error: undefined, reminders, outbox, held: undefined };
-    if (this.#inFlight.length === 0) this.#inFlight = [];
-    this.#inFlight.push(rec);
+    if (this.#inFlight.length === 0) this.#inFlight = [rec];
+    else this.#inFlight.push(rec);
     this.#host.journal.append(append).then(
       () => this.#settle(rec, undefined),
       (err) => this.#settle(rec, err ?? new InternalError("journal append failed")),
@@ -675,7 +755,8 @@ export class Activation<M extends Envelope = Envelope> {
     if (this.#failure) return h.fail(this.#failure);
     const last = this.#inFlight[this.#inFlight.length - 1];
     if (!last) return h.ok();
-    (last.held ??= []).push(h);
+    if (last.held) last.held.push(h);
+    else last.held = [h];
   }
 
   /** A promise of {@link #hold}: undefined when nothing is in flight. */
@@ -724,6 +805,7 @@ export class Activation<M extends Envelope = Envelope> {
   }
 
   #publish(publishes: readonly [string, unknown][]): void {
+    if (publishes.length === 0) return;
     for (const [topic, payload] of publishes) {
       this.#host.publish(topic, payload).catch((err) =>
         this.#host.log.warn(`Publish to "${topic}" from ${this.key} failed`, { error: String(err) })
@@ -864,8 +946,10 @@ export class Activation<M extends Envelope = Envelope> {
     if (!reducer) throw new TypeError(`Actor type "${this.def.name}" has no event "${type}"`);
     this.state = reducer(this.state, payload);
     this.seq++;
-    if (this.#staged.length === 0) this.#staged = [];
-    this.#staged.push({ type, payload, at: this.#host.clock.now() });
+    const staged = { type, payload, at: this.#host.clock.now() };
+    // an array of one to start (most turns emit one event)
+    if (this.#staged.length === 0) this.#staged = [staged];
+    else this.#staged.push(staged);
   }
 
   /** Stages a reminder (one with the id of another staged in this turn replaces it). */
@@ -890,8 +974,8 @@ export class Activation<M extends Envelope = Envelope> {
    */
   stagePublish(topic: string, payload: unknown, durable = false): void {
     if (!durable) {
-      if (this.#publishes.length === 0) this.#publishes = [];
-      this.#publishes.push([topic, payload]);
+      if (this.#publishes.length === 0) this.#publishes = [[topic, payload]];
+      else this.#publishes.push([topic, payload]);
       return;
     }
     if (!isValidSubject(topic)) {

@@ -151,6 +151,7 @@ export interface Dispatcher {
     payload: unknown,
     options: AskOptions | undefined,
     origin: CallOrigin | undefined,
+    key?: string,
   ): Promise<unknown>;
   /** Opens a stream. */
   stream(
@@ -188,6 +189,9 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
     this.#token = options?.token;
   }
 
+  /** `type/id`, made once per ref (a string whose hash the maps it is looked up in keep). */
+  #key: string | undefined;
+
   /** The call's options with the ref's token, unless the call brings its own. */
   #with<O extends AskOptions>(options: O | undefined): O | undefined {
     if (this.#token === undefined || options?.token !== undefined) return options;
@@ -204,6 +208,7 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
       payload,
       this.#with(options),
       this.#origin,
+      this.#key ??= `${this.type}/${this.id}`,
     ) as Promise<never>;
   }
 
@@ -217,6 +222,7 @@ export class ActorRefImpl implements ActorRef<AnyActorTypes> {
       payload,
       this.#with(options),
       this.#origin,
+      this.#key ??= `${this.type}/${this.id}`,
     ) as Promise<void>;
   }
 

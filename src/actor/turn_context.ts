@@ -87,10 +87,10 @@ export function gatedDispatcher(
   gate: () => Promise<void> | undefined,
 ): Dispatcher {
   return {
-    send(type, id, kind, handler, payload, options, origin) {
+    send(type, id, kind, handler, payload, options, origin, key) {
       const g = gate();
-      if (!g) return inner.send(type, id, kind, handler, payload, options, origin);
-      return g.then(() => inner.send(type, id, kind, handler, payload, options, origin));
+      if (!g) return inner.send(type, id, kind, handler, payload, options, origin, key);
+      return g.then(() => inner.send(type, id, kind, handler, payload, options, origin, key));
     },
     stream(type, id, handler, payload, options, origin) {
       const g = gate();

@@ -55,6 +55,8 @@ export interface CallInit {
    * this process sets it (it never crosses the mesh; a reminder proves it with a cluster token).
    */
   readonly from?: string;
+  /** `type/id`, when the caller has it already (an `ActorRef` keeps its own). */
+  readonly key?: string;
 }
 
 /** How a call's outcomes reach its caller. Each is called at most once, and only one of them. */
@@ -131,7 +133,10 @@ export class Call implements Envelope {
   #state: CallState = "pending";
   #failure: unknown;
   #finally: (() => void)[] | undefined;
-  #timer: { wheel: TimerWheel; entry: WheelEntry } | undefined;
+  /** The deadline's timer, once armed (see {@link expireOn}). */
+  #wheel: TimerWheel | undefined;
+  #entry: WheelEntry | undefined;
+  #timeout: ((call: Call) => Error) | undefined;
 
   /** Makes a call from its data and how it settles. */
   constructor(init: CallInit, on: Settlement) {
@@ -150,6 +155,7 @@ export class Call implements Envelope {
     if (init.trace !== undefined) this.trace = init.trace;
     this.remote = init.remote === true;
     this.#from = init.from;
+    this.#key = init.key;
     this.#on = on;
   }
 
@@ -277,10 +283,15 @@ export class Call implements Envelope {
    * one deadline timer, armed where nothing else bounds the wait (local delivery; a remote
    * attempt is bounded by its request). Idempotent.
    */
-  expireOn(wheel: TimerWheel, timeout: () => Error): void {
-    if (this.#state === "settled" || this.#timer) return;
-    this.#timer = { wheel, entry: wheel.add(this.deadline, () => this.reject(timeout())) };
+  expireOn(wheel: TimerWheel, timeout: (call: Call) => Error): void {
+    if (this.#state === "settled" || this.#wheel) return;
+    this.#wheel = wheel;
+    this.#timeout = timeout;
+    this.#entry = wheel.add(this.deadline, Call.#expire, this);
   }
+
+  /** A deadline's timer fired (one function for every call: no closure per call). */
+  static #expire = (call: Call): void => call.reject(call.#timeout!(call));
 
   /** Runs `fn` once the call is settled (at once if it is). */
   finally(fn: () => void): void {
@@ -292,7 +303,7 @@ export class Call implements Envelope {
     if (this.#state === "settled") return false;
     this.#state = "settled";
     this.#failure = failure;
-    if (this.#timer) this.#timer.wheel.remove(this.#timer.entry);
+    if (this.#wheel) this.#wheel.remove(this.#entry!);
     return true;
   }
 

@@ -53,6 +53,9 @@ import { Router } from "./router.ts";
 import { Server } from "./serve.ts";
 import { type Subjects, subjects } from "./subjects.ts";
 
+/** The chain of a call made outside any turn (shared: never changed). */
+const NO_CHAIN: readonly string[] = Object.freeze([]);
+
 /** What the message path needs from its node. */
 export interface DispatchDeps {
   readonly node: string;
@@ -239,10 +242,11 @@ export class Dispatch implements Dispatcher {
     payload: unknown,
     options: AskOptions | undefined,
     origin: CallOrigin | undefined,
+    key?: string,
   ): Promise<unknown> {
     let init: CallInit;
     try {
-      init = this.#init(type, id, kind, handler, payload, options, origin);
+      init = this.#init(type, id, kind, handler, payload, options, origin, undefined, key);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -310,6 +314,7 @@ export class Dispatch implements Dispatcher {
     options: AskOptions | undefined,
     origin: CallOrigin | undefined,
     sink?: StreamChannel,
+    key?: string,
   ): CallInit {
     // Once shutdown began, only the turns still running may send (their nested calls).
     if (this.#phase === "closed" || (!origin && this.#phase !== "open")) {
@@ -332,20 +337,23 @@ export class Dispatch implements Dispatcher {
         deadline,
       )
       : undefined;
-    return {
+    // (fields added one by one: spreads of `{}` would make an object each)
+    const init: { -readonly [K in keyof CallInit]: CallInit[K] } = {
       kind,
       type,
       id,
       handler,
       payload: input ?? payload,
-      ...(input ? { input } : {}),
       deadline,
-      chain: origin?.chain ?? [],
-      ...(token !== undefined ? { token } : {}),
-      ...(origin?.from !== undefined ? { from: origin.from } : {}),
-      ...(options?.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {}),
-      ...(sink ? { sink } : {}),
+      chain: origin?.chain ?? NO_CHAIN,
     };
+    if (input) init.input = input;
+    if (token !== undefined) init.token = token;
+    if (origin?.from !== undefined) init.from = origin.from;
+    if (options?.idempotencyKey !== undefined) init.idempotencyKey = options.idempotencyKey;
+    if (sink) init.sink = sink;
+    if (key !== undefined) init.key = key;
+    return init;
   }
 
   // ---- 2. the route ----
@@ -366,7 +374,7 @@ export class Dispatch implements Dispatcher {
    */
   #deliverHere(call: Call): void {
     this.local.deliver(call);
-    if (!call.remote && !call.settled) call.expireOn(this.#deps.wheel, () => timedOut(call));
+    if (!call.remote && !call.settled) call.expireOn(this.#deps.wheel, timedOut);
   }
 
   /**

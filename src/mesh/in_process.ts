@@ -46,6 +46,7 @@ import {
   InProcessDurableTopics,
 } from "./in_process_durable.ts";
 import { createEventQueue } from "../util/queue.ts";
+import { inMacrotask, loopStarved } from "../util/loop.ts";
 import { type Clock, systemClock, type TimerId } from "../util/clock.ts";
 import {
   type DurableTopics,
@@ -144,26 +145,16 @@ export function inProcessMesh(options: InProcessMeshOptions = {}): Mesh {
 }
 
 // ---------------------------------------------------------------------------------------
-// Scheduling: one microtask drain per subscription, with a budget so that a long burst of
-// purely in-memory traffic still lets timers (heartbeats, deadlines) and I/O run.
+// Scheduling: one microtask drain per subscription; after a long burst of purely in-memory
+// traffic (the event loop has not turned for `STARVED_MS`), through a macrotask, so that timers
+// (heartbeats, deadlines) and I/O still run (`src/util/loop.ts`, shared with the turn loop).
 
-/** Drains scheduled as microtasks before one goes through a macrotask. */
-const MICROTASK_BUDGET = 2000;
 /** Messages one drain handles before it yields. */
 const DRAIN_BATCH = 1000;
-let budget = 0;
 
 function schedule(fn: () => void): void {
-  if (budget < MICROTASK_BUDGET) {
-    budget++;
-    queueMicrotask(fn);
-    return;
-  }
-  // real-time: a macrotask turn for fairness, not a wait (no clock's time passes)
-  setTimeout(() => {
-    budget = 0;
-    fn();
-  }, 0);
+  if (loopStarved()) inMacrotask(fn);
+  else queueMicrotask(fn);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -72,8 +72,10 @@ export interface WheelEntry {
 }
 
 interface Slot extends WheelEntry {
-  fn: (() => void) | undefined;
+  fn: ((arg: unknown) => void) | undefined;
   bucket: number;
+  /** What `fn` is called with. */
+  arg: unknown;
 }
 
 /**
@@ -119,10 +121,13 @@ export class TimerWheel {
     this.#tick = tick;
   }
 
-  /** Calls `fn` once `clock.monotonic() >= at`. */
-  add(at: number, fn: () => void): WheelEntry {
+  /**
+   * Calls `fn` once `clock.monotonic() >= at`, with `arg` (a callback shared by many entries
+   * then needs no closure per entry).
+   */
+  add<A = undefined>(at: number, fn: (arg: A) => void, arg?: A): WheelEntry {
     const bucket = Math.ceil(at / this.#tick);
-    const slot: Slot = { at, fn, bucket };
+    const slot: Slot = { at, fn: fn as (arg: unknown) => void, bucket, arg };
     let set = this.#buckets.get(bucket);
     if (!set) {
       this.#buckets.set(bucket, set = new Set());
@@ -195,7 +200,7 @@ export class TimerWheel {
     for (const slot of due) {
       const fn = slot.fn;
       slot.fn = undefined;
-      fn?.();
+      fn?.(slot.arg);
     }
   };
 
@@ -212,7 +217,7 @@ export class TimerWheel {
     for (const slot of all) {
       const fn = slot.fn;
       slot.fn = undefined;
-      fn?.();
+      fn?.(slot.arg);
     }
   }
 }
