@@ -323,6 +323,36 @@ Deno.test("gateway: Prefer: respond-async sends a tell and answers 202", async (
   }
 });
 
+Deno.test("gateway: a Request not from Deno.serve (app.request()) reads its headers alike", async () => {
+  // the gateway reads a Deno.serve request's headers from the server; any other Request
+  // through its Headers: the same headers decide the same way
+  const system = await createSystem({ actors: [Wallet], logger: "error" });
+  try {
+    const app = new Hono().route("/api", gateway(system, { expose: [Wallet] }));
+    // a request from the server first, so that the gateway knows Deno's way
+    await using served = serve(app);
+    assert.equal((await post(`${served.url}/api/wallet/r/deposit`, 1)).body, 1);
+    const call = (headers: Record<string, string>, body: string) =>
+      app.request("/api/wallet/r/deposit", { method: "POST", headers, body });
+    const json = { "content-type": "application/json" };
+    assert.deepEqual(await (await call(json, "2")).json(), 3);
+    const key = { ...json, "idempotency-key": "k1" };
+    assert.deepEqual(await (await call(key, "5")).json(), 8);
+    assert.deepEqual(await (await call(key, "5")).json(), 8, "applied once");
+    const told = await call({ ...json, prefer: "respond-async" }, "1");
+    assert.equal(told.status, 202);
+    const packed = await call({ ...json, accept: "application/msgpack" }, "1");
+    assert.equal(packed.headers.get("content-type"), "application/msgpack");
+    assert.ok(msgpack.decode(new Uint8Array(await packed.arrayBuffer())) as number >= 9);
+    assert.equal((await call({}, "1")).status, 415);
+    const basic = await call({ ...json, authorization: "Basic abc" }, "1");
+    assert.equal(basic.status, 401);
+    await basic.body?.cancel();
+  } finally {
+    await system.close();
+  }
+});
+
 Deno.test("gateway: Idempotency-Key applies a retried call once", async () => {
   await using g = await startGateway();
   const h = { "idempotency-key": "tx-1" };
