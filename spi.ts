@@ -133,7 +133,14 @@ export {
 } from "./src/mesh/subject.ts";
 export { allows } from "./src/auth/access.ts";
 export { codecFor, DEFAULT_MAX_PAYLOAD, json, msgpack } from "./src/codec/mod.ts";
-export { fromJsonText, jsonCodec, toJsonText } from "./src/codec/json.ts";
+export {
+  fromJsonText,
+  fromJsonValue,
+  jsonCodec,
+  jsonSyntaxError,
+  toJsonText,
+  toJsonTree,
+} from "./src/codec/json.ts";
 export type { JsonCodecOptions } from "./src/codec/json.ts";
 export { msgpackCodec } from "./src/codec/msgpack.ts";
 export type { MsgpackCodecOptions } from "./src/codec/msgpack.ts";

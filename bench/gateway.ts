@@ -8,10 +8,11 @@
  * - `POST /bare/{id}/deposit`, a bare Hono route doing `c.req.json()` → `ref.ask()` →
  *   `c.json()`.
  *
- * `wrk -t1 -c<n> -d<s>` posts a 1-byte JSON body (`1`) to each in turn, after a warm-up,
- * several rounds, and prints each round and the median ratio; at 32 and at 1 connection. Run
- * alone, on a quiet machine: `deno run -A bench/gateway.ts [rounds] [seconds]`.
- * `BENCH_CPU_PROF=<dir>` runs the server with `--cpu-prof` into that directory.
+ * `wrk -t1 -c<n> -d<s>` posts a 1-byte JSON body (`1`) to each in turn (A B, B A, …), after a
+ * warm-up, several rounds, and prints each round and the median ratio; at 32 and at 1
+ * connection. Run alone, on a quiet machine: `deno run -A bench/gateway.ts [rounds] [seconds]`.
+ * `BENCH_CPU_PROF=<dir>` runs the server with `--cpu-prof` into that directory;
+ * `BENCH_BROWSER_HEADERS=1` sends a browser's headers (16 instead of wrk's 3).
  *
  * @module
  */
@@ -81,6 +82,29 @@ export interface GatewayResult {
   cpuRatio: number;
 }
 
+/**
+ * The other headers a browser's `fetch()` of a JSON API sends (Chromium's), as wrk script lines:
+ * with `BENCH_BROWSER_HEADERS=1` each request carries them (16 headers in all instead of wrk's 3).
+ */
+export function browserHeadersLua(): string {
+  return Object.entries({
+    "Connection": "keep-alive",
+    "sec-ch-ua": '"Chromium";v="120", "Not?A_Brand";v="8"',
+    "sec-ch-ua-mobile": "?0",
+    "User-Agent":
+      "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "sec-ch-ua-platform": '"Linux"',
+    "Accept": "*/*",
+    "Origin": "http://127.0.0.1",
+    "Sec-Fetch-Site": "same-origin",
+    "Sec-Fetch-Mode": "cors",
+    "Sec-Fetch-Dest": "empty",
+    "Referer": "http://127.0.0.1/app/",
+    "Accept-Encoding": "gzip, deflate, br",
+    "Accept-Language": "en-US,en;q=0.9",
+  }).map(([k, v]) => `wrk.headers["${k}"] = ${JSON.stringify(v)}\n`).join("");
+}
+
 /** User + system CPU seconds of a process so far (Linux `/proc/<pid>/stat`). */
 function cpuSeconds(pid: number): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
@@ -124,7 +148,8 @@ export async function benchGateway(rounds = 5, seconds = 5): Promise<GatewayResu
   const script = `${dir}/post.lua`;
   await Deno.writeTextFile(
     script,
-    'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n',
+    'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n' +
+      (Deno.env.get("BENCH_BROWSER_HEADERS") ? browserHeadersLua() : ""),
   );
   const prof = Deno.env.get("BENCH_CPU_PROF");
   const child = new Deno.Command(Deno.execPath(), {
@@ -160,8 +185,12 @@ export async function benchGateway(rounds = 5, seconds = 5): Promise<GatewayResu
       const gc: number[] = [];
       const bc: number[] = [];
       for (let i = 0; i < rounds; i++) {
-        const one = await measure(child.pid, gw, connections, seconds, script);
+        // A B, then B A: a trend of the machine's load does not favour one route
+        const early = i % 2 === 0
+          ? await measure(child.pid, gw, connections, seconds, script)
+          : undefined;
         const other = await measure(child.pid, bare, connections, seconds, script);
+        const one = early ?? await measure(child.pid, gw, connections, seconds, script);
         g.push(one.rps);
         gc.push(one.cpu);
         b.push(other.rps);

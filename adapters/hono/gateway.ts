@@ -313,7 +313,7 @@ function entries(options: GatewayOptions): Map<string, Entry> {
 }
 
 /** The token of a request: `Authorization: Bearer <token>`; other schemes are refused. */
-export function bearer(req: Request, headers: Headers = req.headers): string | undefined {
+export function bearer(req: Request, headers: HeaderSource = req.headers): string | undefined {
   const header = headers.get("authorization");
   if (header === null) return undefined;
   const match = /^Bearer[ ]+([^ ]+)[ ]*$/i.exec(header);
@@ -331,7 +331,7 @@ export function bearer(req: Request, headers: Headers = req.headers): string | u
  * `undefined` when there is none of them (the core's cheapest way, and no object to make).
  */
 function callOptions(
-  headers: Headers,
+  headers: HeaderSource,
   token: string | undefined,
   timeout: number | undefined,
 ): AskOptions | undefined {
@@ -346,15 +346,75 @@ function callOptions(
   return options;
 }
 
+/** What the gateway reads a request's headers from: its `Headers`, or Deno's server. */
+export interface HeaderSource {
+  /** The value of header `name` (lower case), `null` when the request has none. */
+  get(name: string): string | null;
+}
+
+/** Deno's own request behind a `Request` of `Deno.serve`: its `header(name)` asks the server. */
+interface ServerRequest {
+  header(name: string): string | null;
+}
+
 /**
- * A request's headers, taken from the server at once. A call reads six or more (and Deno
- * copies the whole list when the response is sent, once a handler has looked at them): one
- * copy up front is cheaper than asking the server for each header by name.
+ * The field of Deno's `Request` that holds its server request (a symbol of Deno's), found on the
+ * first requests and checked against `Request.headers`; `null`: not there (another runtime, or
+ * another Deno), `req.headers` it is.
  */
-function headersOf(req: Request): Headers {
-  const headers = req.headers;
-  headers.has("content-length"); // Deno: the header list, in one call to the server
-  return headers;
+let serverKey: symbol | null | undefined;
+let serverTries = 0;
+
+/**
+ * A request's headers, read one by one from Deno's server when the request came from
+ * `Deno.serve`. `req.headers` would ask the server the same way (an op per header), but once a
+ * handler has looked at it, Deno copies the whole list when the response is sent (for a
+ * `Request` that outlives its response): a copy a call never uses, as big as the request's
+ * headers. Any other request: `req.headers`.
+ */
+class ServerHeaders implements HeaderSource {
+  readonly #server: ServerRequest;
+  constructor(server: ServerRequest) {
+    this.#server = server;
+  }
+  get(name: string): string | null {
+    return this.#server.header(name);
+  }
+}
+
+function headersOf(req: Request): HeaderSource {
+  const key = serverKey === undefined ? (serverKey = findServerKey(req)) : serverKey;
+  if (key) {
+    const server = (req as unknown as Record<symbol, ServerRequest | undefined>)[key];
+    if (typeof server?.header === "function") return new ServerHeaders(server);
+  }
+  return req.headers;
+}
+
+/**
+ * The symbol-keyed field of `req` that answers `header(name)` as `req.headers.get(name)` does
+ * (checked on headers the request has); `undefined` to look again on a later request (this one
+ * did not tell), `null` after 16 that did not.
+ */
+function findServerKey(req: Request): symbol | null | undefined {
+  if (++serverTries > 16) return null;
+  const names = ["host", "content-type", "content-length", "user-agent", "accept"];
+  for (const key of Object.getOwnPropertySymbols(req)) {
+    const server = (req as unknown as Record<symbol, Partial<ServerRequest> | undefined>)[key];
+    if (typeof server?.header !== "function") continue;
+    try {
+      let seen = 0;
+      for (const name of names) {
+        const value = server.header(name);
+        if (value !== req.headers.get(name)) return null;
+        if (value !== null) seen++;
+      }
+      return seen > 0 ? key : undefined;
+    } catch {
+      return null;
+    }
+  }
+  return undefined;
 }
 
 /** Whether an `Accept` header asks for Server-Sent Events. */
@@ -487,7 +547,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   const keepAlive = options.keepAlive ?? 15_000;
   const retryAfter = String(options.retryAfter ?? 1);
   const custom = options.auth?.token;
-  const tokenOf = custom ? (req: Request, _headers: Headers) => custom(req) : bearer;
+  const tokenOf = custom ? (req: Request, _headers: HeaderSource) => custom(req) : bearer;
   const clientAddress = options.clientAddress ?? remoteAddress;
   /** The rate-limit key of a request's client address (see `addressKey`). */
   const addressOf = (req: Request, info: unknown): string => {
@@ -693,7 +753,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
           payload = fromJsonText(query);
         }
       } else {
-        payload = readPayload(req, maxBody, bodyDeadlines);
+        payload = readPayload(req, headers, maxBody, bodyDeadlines);
         if (payload instanceof Promise) payload = await payload;
       }
       if (sse) {
@@ -881,7 +941,7 @@ export function gateway(system: System, options: GatewayOptions): Hono {
   };
 
   /** The options of a stream: its life is `streamTimeout`, and draining ends it. */
-  const streamOptions = (headers: Headers, token: string | undefined): StreamOptions => {
+  const streamOptions = (headers: HeaderSource, token: string | undefined): StreamOptions => {
     const o = (callOptions(headers, token, undefined) ?? {}) as StreamOptions;
     o.timeout = streamTimeout;
     o.signal = draining.signal;

@@ -29,6 +29,7 @@
  */
 
 import type { Codec } from "./types.ts";
+import type { BadPayloadError } from "../errors.ts";
 import {
   asBadPayload,
   checkMaxDepth,
@@ -311,8 +312,26 @@ export function jsonCodec(options: JsonCodecOptions = {}): Codec {
  * ```
  */
 export function toJsonText(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): string {
+  return JSON.stringify(toJsonTree(value, maxDepth));
+}
+
+/**
+ * The plain JSON value {@link toJsonText} stringifies: `value` with what JSON has no form for
+ * tagged (bigint, Date, Map, Set, bytes, …), and nothing `JSON.stringify` could refuse or call
+ * (for a runtime's own `JSON.stringify`, such as `Response.json()`'s). A string, boolean, null or
+ * finite number is itself. Refuses what the codec refuses (`BadPayloadError`).
+ *
+ * @example
+ * ```ts
+ * import { toJsonTree } from "@troupe/troupe/spi";
+ * console.log(toJsonTree({ n: 1n, at: new Date(0) }));
+ * // { n: { $bigint: "1" }, at: { $date: "1970-01-01T00:00:00.000Z" } }
+ * ```
+ */
+export function toJsonTree(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): unknown {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return value;
   try {
-    return JSON.stringify(toTree(value, 0, [], maxDepth));
+    return toTree(value, 0, [], maxDepth);
   } catch (cause) {
     throw asBadPayload("JSON", "encode", cause); // e.g. from a throwing toJSON()
   }
@@ -351,6 +370,45 @@ export function fromJsonText(text: string, maxDepth: number = DEFAULT_MAX_DEPTH)
   } catch (cause) {
     throw asBadPayload("JSON", "decode", cause);
   }
+}
+
+/**
+ * A value from what `JSON.parse` made of a JSON text (a body a runtime parsed itself, such as
+ * `Request.json()`'s), as {@link fromJsonText} reads that text: tags revived, `__proto__` keys
+ * and nesting past `maxDepth` refused (`BadPayloadError`). Objects and arrays are revived in
+ * place.
+ *
+ * @example
+ * ```ts
+ * import { fromJsonValue } from "@troupe/troupe/spi";
+ * console.log(fromJsonValue(JSON.parse('{"n":{"$bigint":"5"}}'))); // { n: 5n }
+ * ```
+ */
+export function fromJsonValue(value: unknown, maxDepth: number = DEFAULT_MAX_DEPTH): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  try {
+    return revive(value, 0, maxDepth);
+  } catch (cause) {
+    throw asBadPayload("JSON", "decode", cause);
+  }
+}
+
+/**
+ * The error of a JSON text that does not parse (`cause`: the `SyntaxError` of `JSON.parse`), as
+ * {@link fromJsonText} throws it.
+ *
+ * @example
+ * ```ts
+ * import { jsonSyntaxError } from "@troupe/troupe/spi";
+ * try {
+ *   JSON.parse("{nope");
+ * } catch (err) {
+ *   console.log(jsonSyntaxError(err).code); // "bad_payload"
+ * }
+ * ```
+ */
+export function jsonSyntaxError(cause: unknown): BadPayloadError {
+  return decodeError(String(cause), cause);
 }
 
 /**
