@@ -27,7 +27,7 @@
 import { Hono } from "hono";
 import { createSystem, defineActor, type System } from "../mod.ts";
 import { gateway, type GatewayLimits } from "../adapters/hono/mod.ts";
-import { browserHeadersLua } from "./gateway.ts";
+import { median, postScript, startServer, wrk } from "./gateway.ts";
 import {
   startAllocProfile,
   startCpuProfile,
@@ -183,57 +183,19 @@ function stat(pid: number): { user: number; sys: number; cs: number } {
   return { user: Number(f[11]) / 100, sys: Number(f[12]) / 100, cs };
 }
 
-async function wrk(url: string, c: number, s: number, script: string) {
-  const out = await new Deno.Command("wrk", {
-    args: ["-t1", `-c${c}`, `-d${s}s`, "-s", script, url],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (/Non-2xx/.test(text) || !out.success) throw new Error(`wrk: ${text}`);
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(text)![1]),
-    requests: Number(/(\d+) requests in/.exec(text)![1]),
-  };
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
 async function main() {
   const rounds = Number(Deno.args[0] ?? 10);
   const seconds = Number(Deno.args[1] ?? 2);
   const conns = Number(Deno.args[2] ?? 32);
   const routes = (Deno.env.get("GW_ROUTES") ?? ALL.join(",")).split(",");
-  const dir = await Deno.makeTempDir();
-  const script = `${dir}/post.lua`;
-  await Deno.writeTextFile(
-    script,
-    'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n' +
-      (Deno.env.get("GW_HEADERS") === "browser" ? browserHeadersLua() : ""),
+  const { script, dir } = await postScript(Deno.env.get("GW_HEADERS") === "browser");
+  const v8 = Deno.env.get("GW_V8");
+  const { child, port } = await startServer(
+    new URL(import.meta.url).pathname,
+    v8 ? [`--v8-flags=${v8}`] : [],
+    [routes.join(",")],
   );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      ...(Deno.env.get("GW_V8") ? [`--v8-flags=${Deno.env.get("GW_V8")}`] : []),
-      new URL(import.meta.url).pathname,
-      "--serve",
-      routes.join(","),
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
   try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!/READY \d+/.test(text)) {
-      const { done, value } = await reader.read();
-      if (done) throw new Error("server ended");
-      text += value;
-    }
-    reader.releaseLock();
-    child.stdout.cancel().catch(() => {});
-    const port = /READY (\d+)/.exec(text)![1];
     const url: Record<string, string> = {
       ...Object.fromEntries(
         routes.filter((r) => r.startsWith("v:")).map((

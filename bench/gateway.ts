@@ -112,9 +112,12 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median of `xs`. */
+export const median = (xs: number[]): number =>
+  [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function wrk(
+/** A `wrk -t1` run against `url` with `script`: requests/s and requests made; errors throw. */
+export async function wrk(
   url: string,
   connections: number,
   seconds: number,
@@ -135,31 +138,32 @@ async function wrk(
   return { rps: Number(rps[1]), requests: Number(requests?.[1] ?? 0) };
 }
 
-/** A wrk run with the server's CPU time per request, µs. */
-async function measure(pid: number, url: string, connections: number, s: number, script: string) {
-  const before = cpuSeconds(pid);
-  const { rps, requests } = await wrk(url, connections, s, script);
-  return { rps, cpu: (cpuSeconds(pid) - before) * 1e6 / requests };
-}
-
-/** Runs the server in a child process and measures both routes with wrk. */
-export async function benchGateway(rounds = 5, seconds = 5): Promise<GatewayResult[]> {
+/**
+ * Writes the wrk script that posts a 1-byte JSON body (`1`), with a browser's headers too when
+ * `browser`, into a new temporary directory (remove `dir` afterwards).
+ */
+export async function postScript(browser: boolean): Promise<{ script: string; dir: string }> {
   const dir = await Deno.makeTempDir({ prefix: "troupe-bench-gw-" });
   const script = `${dir}/post.lua`;
   await Deno.writeTextFile(
     script,
     'wrk.method = "POST"\nwrk.body = "1"\nwrk.headers["Content-Type"] = "application/json"\n' +
-      (Deno.env.get("BENCH_BROWSER_HEADERS") ? browserHeadersLua() : ""),
+      (browser ? browserHeadersLua() : ""),
   );
-  const prof = Deno.env.get("BENCH_CPU_PROF");
+  return { script, dir };
+}
+
+/**
+ * Runs `deno run -A [flags] <module> --serve [args]` and waits for its `READY <port>` line; stop
+ * it with `child.kill("SIGTERM")` and `await child.status`.
+ */
+export async function startServer(
+  module: string,
+  flags: string[],
+  args: string[],
+): Promise<{ child: Deno.ChildProcess; port: string }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      ...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
-      new URL(import.meta.url).pathname,
-      "--serve",
-    ],
+    args: ["run", "-A", ...flags, module, "--serve", ...args],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -173,7 +177,31 @@ export async function benchGateway(rounds = 5, seconds = 5): Promise<GatewayResu
     }
     lines.releaseLock();
     child.stdout.cancel().catch(() => {});
-    const port = /READY (\d+)/.exec(text)![1];
+    return { child, port: /READY (\d+)/.exec(text)![1]! };
+  } catch (err) {
+    child.kill("SIGTERM");
+    await child.status;
+    throw err;
+  }
+}
+
+/** A wrk run with the server's CPU time per request, µs. */
+async function measure(pid: number, url: string, connections: number, s: number, script: string) {
+  const before = cpuSeconds(pid);
+  const { rps, requests } = await wrk(url, connections, s, script);
+  return { rps, cpu: (cpuSeconds(pid) - before) * 1e6 / requests };
+}
+
+/** Runs the server in a child process and measures both routes with wrk. */
+export async function benchGateway(rounds = 5, seconds = 5): Promise<GatewayResult[]> {
+  const { script, dir } = await postScript(Deno.env.get("BENCH_BROWSER_HEADERS") !== undefined);
+  const prof = Deno.env.get("BENCH_CPU_PROF");
+  const { child, port } = await startServer(
+    new URL(import.meta.url).pathname,
+    prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : [],
+    [],
+  );
+  try {
     const gw = `http://127.0.0.1:${port}/api/account/a/deposit`;
     const bare = `http://127.0.0.1:${port}/bare/a/deposit`;
     const out: GatewayResult[] = [];
