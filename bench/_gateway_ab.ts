@@ -25,35 +25,15 @@
  * @module
  */
 import { Hono } from "hono";
-import { createSystem, defineActor, type System } from "../mod.ts";
-import { gateway, type GatewayLimits } from "../adapters/hono/mod.ts";
-import { median, postScript, startServer, wrk } from "./gateway.ts";
+import { createSystem, type System } from "../mod.ts";
+import { gateway } from "../adapters/hono/mod.ts";
+import { Account, LIMITS, listen, median, postScript, startServer, wrk } from "./gateway.ts";
 import {
   startAllocProfile,
   startCpuProfile,
   stopAllocProfile,
   stopCpuProfile,
 } from "./_alloc_prof.ts";
-
-const Account = defineActor({
-  name: "account",
-  initialState: () => ({ balance: 0 }),
-  handlers: {
-    deposit(ctx, amount: number) {
-      ctx.state = { balance: ctx.state.balance + amount };
-      return ctx.state.balance;
-    },
-  },
-});
-
-const limits: GatewayLimits = {
-  perIp: { rate: 1e9, burst: 1e9 },
-  maxConnections: 10_000,
-  maxStreams: 1_000,
-  maxStreamsPerCaller: 16,
-  bodyTimeout: 10_000,
-  maxBody: 1 << 20,
-};
 
 const ALL = ["api", "base", "bare", "mbare"];
 
@@ -103,11 +83,13 @@ async function serve(routes: string[]): Promise<void> {
     const amount = flags.includes("j") ? await req.json() : await c.req.json();
     return c.json(await system.ref(Account, c.req.param("id")).ask("deposit", amount));
   });
-  if (routes.includes("api")) app.route("/api", gateway(system, { expose: [Account], limits }));
+  if (routes.includes("api")) {
+    app.route("/api", gateway(system, { expose: [Account], limits: LIMITS }));
+  }
   if (routes.includes("base")) {
     const base = Deno.env.get("GW_BASE") ?? "../adapters/_hono_base/mod.ts";
     const mod = await import(base);
-    app.route("/base", mod.gateway(system, { expose: [Account], limits }));
+    app.route("/base", mod.gateway(system, { expose: [Account], limits: LIMITS }));
   }
   // profiling of a span, from the driver: `/_prof/cpu`, `/_prof/alloc`, `/_prof/stop?to=<file>`
   let stopProfile: ((to: string) => Promise<void>) | undefined;
@@ -118,15 +100,7 @@ async function serve(routes: string[]): Promise<void> {
     else await stopProfile!(c.req.query("to")!);
     return c.text("ok");
   });
-  const stop = new AbortController();
-  Deno.addSignalListener("SIGTERM", () => stop.abort());
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: stop.signal,
-    onListen: ({ port }) => console.log(`READY ${port}`),
-  }, app.fetch);
-  await server.finished;
+  await listen(app);
   await system.close();
 }
 

@@ -18,9 +18,10 @@
  */
 import { Hono } from "hono";
 import { createSystem, defineActor } from "../mod.ts";
-import { gateway } from "../adapters/hono/mod.ts";
+import { gateway, type GatewayLimits } from "../adapters/hono/mod.ts";
 
-const Account = defineActor({
+/** The actor behind every route of the gateway benchmarks (no events, no auth). */
+export const Account = defineActor({
   name: "account",
   initialState: () => ({ balance: 0 }),
   handlers: {
@@ -30,6 +31,32 @@ const Account = defineActor({
     },
   },
 });
+
+/** The gateway's limits in the benchmarks: every one switched on, none refusing. */
+export const LIMITS: GatewayLimits = {
+  perIp: { rate: 1e9, burst: 1e9 }, // switched on, never refusing
+  maxConnections: 10_000,
+  maxStreams: 1_000,
+  maxStreamsPerCaller: 16,
+  bodyTimeout: 10_000,
+  maxBody: 1 << 20,
+};
+
+/**
+ * Serves `app` on a loopback port, prints `READY <port>` (what {@link startServer} waits for),
+ * and returns once SIGTERM stopped the server.
+ */
+export async function listen(app: Hono): Promise<void> {
+  const stop = new AbortController();
+  Deno.addSignalListener("SIGTERM", () => stop.abort());
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: stop.signal,
+    onListen: ({ port }) => console.log(`READY ${port}`),
+  }, app.fetch);
+  await server.finished;
+}
 
 /** The server: both routes on one port; prints `READY <port>`. */
 async function serve(): Promise<void> {
@@ -41,27 +68,9 @@ async function serve(): Promise<void> {
   });
   app.route(
     "/api",
-    gateway(system, {
-      expose: [Account],
-      limits: {
-        perIp: { rate: 1e9, burst: 1e9 }, // switched on, never refusing
-        maxConnections: 10_000,
-        maxStreams: 1_000,
-        maxStreamsPerCaller: 16,
-        bodyTimeout: 10_000,
-        maxBody: 1 << 20,
-      },
-    }),
+    gateway(system, { expose: [Account], limits: LIMITS }),
   );
-  const stop = new AbortController();
-  Deno.addSignalListener("SIGTERM", () => stop.abort());
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: stop.signal,
-    onListen: ({ port }) => console.log(`READY ${port}`),
-  }, app.fetch);
-  await server.finished;
+  await listen(app);
   await system.close();
 }
 
