@@ -139,10 +139,18 @@ interface Batch extends Omit<WriteBatch, "groups"> {
   readonly groups: readonly AppendGroup[];
 }
 
+/** What the append groups of a batch did. */
+interface GroupResults {
+  /** Per group: {@link GROUP_WRITTEN} or {@link GROUP_REFUSED}. */
+  readonly status: Uint8Array;
+  /** `[group, epoch, seq]`: the head a refused group's actor had (when it has one). */
+  readonly heads: [number, number, number][];
+}
+
 /** What a batch did. */
 interface BatchResult {
-  /** Per append group: written, or refused with its actor's epoch and head then (if any). */
-  readonly groups: readonly (true | { epoch: number; seq: number } | null)[];
+  /** The append groups: each written, or refused with its actor's epoch and head then. */
+  readonly groups: GroupResults;
   /** Per activation. */
   readonly activations: readonly ActivateOutcome[];
   /** Per custom write: the rows of each of its statements. */
@@ -171,9 +179,9 @@ export interface BatchOutcome {
   readonly custom: readonly Isolated<Rows[]>[];
 }
 
-/** The outcome of each group, compactly (see {@link BatchOutcome}). */
+/** The outcome of groups each run alone (or all failed), compactly (see {@link BatchOutcome}). */
 function groupsOutcome(
-  results: readonly Isolated<true | { epoch: number; seq: number } | null>[],
+  results: readonly Isolated<GroupResults>[],
 ): Pick<BatchOutcome, "groups" | "heads" | "groupErrors"> {
   const groups = new Uint8Array(results.length);
   const heads: [number, number, number][] = [];
@@ -182,10 +190,9 @@ function groupsOutcome(
     if (!r.ok) {
       groups[i] = GROUP_FAILED;
       groupErrors.push([i, r.error]);
-    } else if (r.value === true) groups[i] = GROUP_WRITTEN;
-    else {
-      groups[i] = GROUP_REFUSED;
-      if (r.value) heads.push([i, r.value.epoch, r.value.seq]);
+    } else {
+      groups[i] = r.value.status[0]!;
+      for (const [, epoch, seq] of r.value.heads) heads.push([i, epoch, seq]);
     }
   });
   return { groups, heads, groupErrors };
@@ -208,19 +215,24 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** An actor's head as this connection last wrote it. */
+/** An actor's head as this connection last wrote it (updated in place after each commit). */
 interface CachedHead {
-  readonly epoch: number;
-  readonly seq: number;
+  epoch: number;
+  seq: number;
   /** Position of its last event (null: none yet). */
-  readonly pos: number | null;
+  pos: number | null;
 }
 
 /** What a local transaction learned of the heads, kept once it commits. */
 interface StagedHeads {
   /** `PRAGMA data_version` read inside it. */
   version: number | undefined;
-  heads: [number, CachedHead][];
+  /** The heads it wrote, flat: `id, epoch, seq, pos` each. */
+  heads: (number | null)[];
+  /** Actors whose heads it changed otherwise (claims, releases): read again next time. */
+  dropped: number[];
+  /** Whether it may have changed any head (a write of the record store's). */
+  dropAll: boolean;
 }
 
 const DATA_VERSION: Stmt = { sql: "PRAGMA data_version", args: [] };
@@ -313,7 +325,9 @@ export class Engine {
     try {
       const r = await this.#retrying(deadline, () => this.#commit(b));
       return {
-        ...groupsOutcome(r.groups.map((value) => ({ ok: true, value }))),
+        groups: r.groups.status,
+        heads: r.groups.heads,
+        groupErrors: [],
         releases: b.releases.map(() => ({ ok: true, value: undefined })),
         activations: r.activations.map((value) => ({ ok: true, value })),
         deletes: b.deletes.map(() => ({ ok: true, value: undefined })),
@@ -356,7 +370,7 @@ export class Engine {
       }
     };
     const groups = [];
-    for (const g of b.groups) groups.push(await one({ groups: [g] }, (r) => r.groups[0]!));
+    for (const g of b.groups) groups.push(await one({ groups: [g] }, (r) => r.groups));
     const releases = [];
     for (const x of b.releases) releases.push(await one({ releases: [x] }, () => undefined));
     const activations = [];
@@ -386,11 +400,23 @@ export class Engine {
 
   async #commit(b: Batch): Promise<BatchResult> {
     if (this.#exec.interactive) {
-      const staged: StagedHeads = { version: undefined, heads: [] };
+      const staged: StagedHeads = { version: undefined, heads: [], dropped: [], dropAll: false };
       try {
         const result = await this.#exec.transaction((run) => this.#commitLocal(b, run, staged));
         // Committed: what the transaction wrote is the heads now.
-        for (const [id, head] of staged.heads) this.#heads.set(id, head);
+        const cache = this.#heads;
+        const h = staged.heads;
+        for (let k = 0; k < h.length; k += 4) {
+          const id = h[k]!, epoch = h[k + 1]!, seq = h[k + 2]!, pos = h[k + 3]!;
+          const head = cache.get(id);
+          if (head) {
+            head.epoch = epoch;
+            head.seq = seq;
+            head.pos = pos;
+          } else cache.set(id, { epoch, seq, pos });
+        }
+        for (const id of staged.dropped) cache.delete(id);
+        if (staged.dropAll) cache.clear();
         this.#headsVersion = staged.version;
         return result;
       } catch (err) {
@@ -431,9 +457,15 @@ export class Engine {
         // the messages get less precise, the outcome is the same
       }
     }
-    const groups = b.groups.map((g) =>
-      passed.has(g.actor) ? true as const : heads.get(g.actor) ?? null
-    );
+    const status = new Uint8Array(b.groups.length);
+    const refusedHeads: [number, number, number][] = [];
+    b.groups.forEach((g, i) => {
+      if (passed.has(g.actor)) return void (status[i] = GROUP_WRITTEN);
+      status[i] = GROUP_REFUSED;
+      const head = heads.get(g.actor);
+      if (head) refusedHeads.push([i, head.epoch, head.seq]);
+    });
+    const groups = { status, heads: refusedHeads };
 
     const activations = activationOutcomes(b.activations, rows, base, act);
     const custom = customAt.map(([from, to]) => rows.slice(from, to));
@@ -462,10 +494,16 @@ export class Engine {
     const ids = this.#ids;
     const cache = this.#heads;
     const groups = b.groups;
-    let results: (true | { epoch: number; seq: number } | null)[] = [];
-    if (groups.length > 0) {
-      const unknown = groups.filter((g) => !ids.has(g.actor)).map((g) => g.actor);
-      if (unknown.length > 0) {
+    const n = groups.length;
+    const status = new Uint8Array(n);
+    const refusedHeads: [number, number, number][] = [];
+    if (n > 0) {
+      let unknown: string[] | undefined;
+      for (let i = 0; i < n; i++) {
+        const actor = groups[i]!.actor;
+        if (!ids.has(actor)) (unknown ??= []).push(actor);
+      }
+      if (unknown) {
         if (ids.size + unknown.length > 100_000) ids.clear();
         for (const s of localAppend.ids(unknown)) {
           for (const [actor, id] of await run(s)) ids.set(String(actor), Number(id));
@@ -476,38 +514,58 @@ export class Engine {
       staged.version = version;
       // Positions after the shard's last one, in group order.
       let next = Number((await run(localAppend.top))[0]?.[0] ?? 0);
-      const first: number[] = [];
-      const checked: SqlValue[][] = []; // fenced here: the update only writes
-      const returning: SqlValue[][] = []; // not cached: the update tells who passed
-      const prev = new Map<number, number | null>();
-      for (const g of groups) {
+      // Per group: its actor's row id (-1: never activated), its first position, the position
+      // before it (once known to pass: `passes`).
+      const gid = new Float64Array(n);
+      const first = new Float64Array(n);
+      const prev: (number | null)[] = new Array(n);
+      const passes = new Uint8Array(n);
+      const checked: SqlValue[] = []; // flat, 5 a row: fenced here, the update only writes
+      let returning: SqlValue[][] | undefined; // not cached: the update tells who passed
+      let byId: Map<number, number> | undefined; // group of each of those, by row id
+      for (let i = 0; i < n; i++) {
+        const g = groups[i]!;
         const id = ids.get(g.actor);
-        const n = g.events.length;
-        first.push(next + 1);
+        const count = g.events.length;
+        first[i] = next + 1;
+        gid[i] = id ?? -1;
         if (id !== undefined) {
-          const row = [id, g.epoch, g.expectedSeq, g.expectedSeq + n, n > 0 ? next + n : null];
+          const newPos = count > 0 ? next + count : null;
           const head = cache.get(id);
-          if (head === undefined) returning.push(row);
-          else if (head.epoch === g.epoch && head.seq === g.expectedSeq) {
-            checked.push(row);
-            prev.set(id, head.pos);
+          if (head === undefined) {
+            (returning ??= []).push([id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos]);
+            (byId ??= new Map()).set(id, i);
+          } else if (head.epoch === g.epoch && head.seq === g.expectedSeq) {
+            checked.push(id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos);
+            prev[i] = head.pos;
+            passes[i] = 1;
           }
         }
-        next += n;
+        next += count;
       }
       if (checked.length > 0) {
         const before = Number((await run(TOTAL_CHANGES))[0]?.[0]);
-        for (const s of localAppend.headsChecked(checked)) await run(s);
+        const stmts: Stmt[] = [];
+        localAppend.headsChecked(stmts, checked);
+        for (const s of stmts) await run(s);
         const changed = Number((await run(TOTAL_CHANGES))[0]?.[0]) - before;
-        if (changed !== checked.length) {
+        if (changed !== checked.length / 5) {
           throw new EngineFailure(
-            `the journal's cached heads disagree with the database (${changed} of ${checked.length} updated)`,
+            `the journal's cached heads disagree with the database (${changed} of ${
+              checked.length / 5
+            } updated)`,
             "HEADS",
           );
         }
       }
-      for (const s of localAppend.heads(returning)) {
-        for (const [id, p] of await run(s)) prev.set(Number(id), p === null ? null : Number(p));
+      if (returning) {
+        for (const s of localAppend.heads(returning)) {
+          for (const [id, p] of await run(s)) {
+            const i = byId!.get(Number(id))!;
+            prev[i] = p === null ? null : Number(p);
+            passes[i] = 1;
+          }
+        }
       }
       const events: SqlValue[] = []; // flat: 8 values an event
       const marks: SqlValue[][] = [];
@@ -516,20 +574,29 @@ export class Engine {
       const reminders: SqlValue[][] = [];
       const cancels: SqlValue[][] = [];
       const outbox: SqlValue[][] = [];
-      const refused: string[] = [];
-      groups.forEach((g, i) => {
-        const id = ids.get(g.actor);
-        if (id === undefined || !prev.has(id)) return void refused.push(g.actor);
-        let before = prev.get(id)!;
+      let refused: string[] | undefined;
+      const stagedHeads = staged.heads;
+      for (let i = 0; i < n; i++) {
+        const g = groups[i]!;
+        if (passes[i] === 0) {
+          status[i] = GROUP_REFUSED;
+          (refused ??= []).push(g.actor);
+          continue;
+        }
+        status[i] = GROUP_WRITTEN;
+        const id = gid[i]!;
+        let before = prev[i]!;
         let pos = first[i]!;
         let seq = g.expectedSeq;
-        for (const e of g.events) {
+        const evs = g.events;
+        for (let k = 0; k < evs.length; k++) {
+          const e = evs[k]!;
           seq++;
           events.push(pos, id, seq, before, e.type, e.version, e.data, e.at);
           if (seq % MARK_EVERY === 0) marks.push([id, seq, pos]);
           before = pos++;
         }
-        staged.heads.push([id, { epoch: g.epoch, seq, pos: before }]);
+        stagedHeads.push(id, g.epoch, seq, before);
         const s = g.snapshot;
         if (s) snapshots.push([g.actor, s.seq, s.version, s.state]);
         for (const r of g.idempotency) {
@@ -538,7 +605,7 @@ export class Engine {
         for (const id of g.cancels) cancels.push([id]);
         for (const r of g.reminders) reminders.push([r.id, ...reminderRow(r)]);
         for (const m of g.outbox) outbox.push([m.id, m.topic, m.data, m.contentType, m.at]);
-      });
+      }
       const stmts: Stmt[] = [];
       localAppend.events(stmts, events);
       localAppend.marks(stmts, marks);
@@ -548,30 +615,30 @@ export class Engine {
       localAppend.reminders(stmts, reminders);
       localAppend.outbox(stmts, outbox);
       for (const s of stmts) await run(s);
-      // Why the refused were refused, read in the same transaction.
-      const found = new Map<string, { epoch: number; seq: number }>();
-      if (refused.length > 0) {
+      if (refused) {
+        // Why the refused were refused, read in the same transaction.
+        const found = new Map<string, { epoch: number; seq: number }>();
         for (const s of headsStatements(refused)) {
           for (const [actor, epoch, seq] of await run(s)) {
             found.set(String(actor), { epoch: Number(epoch), seq: Number(seq) });
           }
         }
+        for (let i = 0; i < n; i++) {
+          const head = status[i] === GROUP_REFUSED ? found.get(groups[i]!.actor) : undefined;
+          if (head) refusedHeads.push([i, head.epoch, head.seq]);
+        }
       }
-      const refusedSet = new Set(refused);
-      results = groups.map((g) => refusedSet.has(g.actor) ? found.get(g.actor) ?? null : true);
     }
     // Claims and releases change heads (epochs, owners): those actors are read again next time.
-    for (const x of [...b.activations, ...b.releases]) {
+    for (const x of b.activations) {
       const id = ids.get(x.actor);
-      if (id !== undefined) {
-        cache.delete(id);
-        staged.heads = staged.heads.filter(([h]) => h !== id);
-      }
+      if (id !== undefined) staged.dropped.push(id);
     }
-    if (b.custom.length > 0) {
-      cache.clear();
-      staged.heads = [];
+    for (const x of b.releases) {
+      const id = ids.get(x.actor);
+      if (id !== undefined) staged.dropped.push(id);
     }
+    if (b.custom.length > 0) staged.dropAll = true;
     for (const s of releaseStatements(b.releases)) await run(s);
     for (const s of deleteRemindersStatements(b.deletes)) await run(s);
     const act = activateStatements(b.activations, token());
@@ -584,7 +651,7 @@ export class Engine {
       custom.push(out);
     }
     return {
-      groups: results,
+      groups: { status, heads: refusedHeads },
       activations: activationOutcomes(b.activations, actRows, 0, act),
       custom,
     };

@@ -411,13 +411,12 @@ export const localAppend = {
   },
   /**
    * The same update as {@link localAppend.heads} for rows whose fence the writer checked
-   * (still in the `WHERE`, as the backstop), without `RETURNING`.
+   * (still in the `WHERE`, as the backstop), without `RETURNING`; rows flat, 5 values a row.
    */
-  headsChecked(rows: readonly (readonly SqlValue[])[]): Stmt[] {
-    const stmts: Stmt[] = [];
-    chunked(
-      stmts,
-      rows,
+  headsChecked(out: Stmt[], flat: readonly SqlValue[]): void {
+    chunkedFlat(
+      out,
+      flat,
       5,
       (v) =>
         `UPDATE activations SET prev_pos = pos, seq = v.column4, pos = coalesce(v.column5, pos)
@@ -425,7 +424,6 @@ export const localAppend = {
          WHERE activations.id = v.column1 AND activations.epoch = v.column2
            AND activations.seq = v.column3`,
     );
-    return stmts;
   },
   /** Rows `[pos, actor id, seq, prev, type, version, data, at]`, flat (8 values a row). */
   events(out: Stmt[], flat: readonly SqlValue[]): void {

@@ -269,6 +269,9 @@ export function encodeGroups<T>(
   return out;
 }
 
+/** What most groups have none of: one frozen empty list for all of them. */
+const NONE: readonly never[] = Object.freeze([]);
+
 /** Decodes what {@link encodeGroups} wrote (payloads are views into `buf`). */
 export function decodeGroups(buf: Uint8Array): AppendGroup[] {
   const r = new Reader(buf);
@@ -284,31 +287,42 @@ export function decodeGroups(buf: Uint8Array): AppendGroup[] {
     const snapshot: Snapshot | undefined = r.u8() === 1
       ? { seq: r.f64(), version: r.u32(), state: r.bytes() }
       : undefined;
-    const idempotency: IdempotencyRecord[] = [];
+    let idempotency: IdempotencyRecord[] | readonly never[] = NONE;
     for (let k = r.u32(); k > 0; k--) {
-      idempotency.push({ key: r.str(), fingerprint: r.str(), reply: r.bytes() });
+      if (idempotency === NONE) idempotency = [];
+      (idempotency as IdempotencyRecord[]).push({
+        key: r.str(),
+        fingerprint: r.str(),
+        reply: r.bytes(),
+      });
     }
-    const reminders: Reminder[] = [];
+    let reminders: Reminder[] | readonly never[] = NONE;
     for (let k = r.u32(); k > 0; k--) {
       const id = r.str(), actor = r.str(), handler = r.str(), data = r.bytes(), due = r.f64();
       const flags = r.u8();
-      reminders.push({
+      const reminder: { -readonly [K in keyof Reminder]: Reminder[K] } = {
         id,
         actor,
         handler,
         data,
         due,
-        ...(flags & 1 ? { cron: r.str() } : {}),
-        ...(flags & 2 ? { name: r.str() } : {}),
-        ...(flags & 4 ? { trace: r.str() } : {}),
-        ...(flags & 8 ? { caller: r.bytes() } : {}),
-      });
+      };
+      if (flags & 1) reminder.cron = r.str();
+      if (flags & 2) reminder.name = r.str();
+      if (flags & 4) reminder.trace = r.str();
+      if (flags & 8) reminder.caller = r.bytes();
+      if (reminders === NONE) reminders = [];
+      (reminders as Reminder[]).push(reminder);
     }
-    const cancels: string[] = [];
-    for (let k = r.u32(); k > 0; k--) cancels.push(r.str());
-    const outbox: OutboxMessage[] = [];
+    let cancels: string[] | readonly never[] = NONE;
     for (let k = r.u32(); k > 0; k--) {
-      outbox.push({
+      if (cancels === NONE) cancels = [];
+      (cancels as string[]).push(r.str());
+    }
+    let outbox: OutboxMessage[] | readonly never[] = NONE;
+    for (let k = r.u32(); k > 0; k--) {
+      if (outbox === NONE) outbox = [];
+      (outbox as OutboxMessage[]).push({
         id: r.str(),
         topic: r.str(),
         data: r.bytes(),
@@ -316,17 +330,19 @@ export function decodeGroups(buf: Uint8Array): AppendGroup[] {
         at: r.f64(),
       });
     }
-    out.push({
+    // (fields set one by one: a spread of `{}` would make an object per group)
+    const group: { -readonly [K in keyof AppendGroup]: AppendGroup[K] } = {
       actor,
       epoch,
       expectedSeq,
       events,
-      ...(snapshot ? { snapshot } : {}),
       idempotency,
       reminders,
       cancels,
       outbox,
-    });
+    };
+    if (snapshot) group.snapshot = snapshot;
+    out.push(group);
   }
   return out;
 }
