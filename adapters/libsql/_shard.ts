@@ -65,8 +65,19 @@ interface Waiter<T> {
   reject(err: unknown): void;
 }
 
-interface PendingAppend extends Waiter<void> {
-  readonly append: Append;
+/**
+ * An append waiting for its batch. A class, not an object literal: V8 may decide that the
+ * objects of a literal's allocation site live long (allocation-site pretenuring) and allocate
+ * them in the old generation from then on, where each one, dead after its commit, keeps what it
+ * points to alive through every young collection until a full one.
+ */
+class PendingAppend implements Waiter<void> {
+  constructor(
+    readonly append: Append,
+    readonly deadline: number,
+    readonly resolve: (value: void) => void,
+    readonly reject: (err: unknown) => void,
+  ) {}
 }
 interface PendingActivation extends Waiter<Recovered | Owned> {
   readonly actor: string;
@@ -117,7 +128,7 @@ export class Shard {
   #lastCheckpoint = 0;
   /** Batches whose groups are being settled, a slice per turn of the event loop. */
   #toSettle: {
-    groups: readonly (readonly PendingAppend[])[];
+    groups: PendingAppend[][];
     outcome: BatchOutcome;
     next: number;
   }[] = [];
@@ -138,7 +149,7 @@ export class Shard {
   append(append: Append): Promise<void> {
     if (this.#closed) return Promise.reject(this.closedError(`append to "${append.actor}"`));
     return new Promise((resolve, reject) => {
-      this.#appends.push({ append, deadline: this.#deadline(), resolve, reject });
+      this.#appends.push(new PendingAppend(append, this.#deadline(), resolve, reject));
       this.#queue();
     });
   }
@@ -251,10 +262,11 @@ export class Shard {
 
   /** The next batch: queue order; per actor, only appends that continue each other. */
   #take(): Taken {
-    const groups: PendingAppend[][] = [];
+    // Arrays made by Array.of, not literals (see PendingAppend).
+    const groups: PendingAppend[][] = Array.of();
     const byActor = new Map<string, PendingAppend[]>();
     let blocked: Set<string> | undefined;
-    const rest: PendingAppend[] = [];
+    const rest: PendingAppend[] = Array.of();
     const max = this.#o.maxBatch;
     let count = 0;
     for (const p of this.#appends) {
@@ -266,7 +278,7 @@ export class Shard {
       }
       const open = byActor.get(a.actor);
       if (!open) {
-        const g = [p];
+        const g = Array.of(p);
         byActor.set(a.actor, g);
         groups.push(g);
         count++;
@@ -282,6 +294,9 @@ export class Shard {
         (blocked ??= new Set()).add(a.actor);
       }
     }
+    // The queue let go of its appends: a queue that outlived a young collection (in the old
+    // generation) would keep them from the next ones until a full collection.
+    this.#appends.length = 0;
     this.#appends = rest;
     const activations: PendingActivation[] = [];
     const later: PendingActivation[] = [];
@@ -367,7 +382,7 @@ export class Shard {
   }
 
   /** Settles the groups of a batch, {@link SETTLE_SLICE} at a time, after any still waiting. */
-  #settleGroups(groups: readonly (readonly PendingAppend[])[], outcome: BatchOutcome): void {
+  #settleGroups(groups: PendingAppend[][], outcome: BatchOutcome): void {
     if (groups.length === 0) return;
     this.#toSettle.push({ groups, outcome, next: 0 });
     if (!this.#settling) this.#settleSome();
@@ -382,7 +397,12 @@ export class Shard {
       this.#settleRange(s.groups, s.outcome, s.next, end);
       budget -= end - s.next;
       s.next = end;
-      if (end === s.groups.length) this.#toSettle.shift();
+      if (end === s.groups.length) {
+        this.#toSettle.shift();
+        // Settled: the batch's lists let go of their appends (see #take).
+        for (const g of s.groups) g.length = 0;
+        s.groups.length = 0;
+      }
     }
     if (this.#toSettle.length === 0) {
       this.#settling = false;
@@ -490,7 +510,7 @@ export class Shard {
 
 interface Taken {
   /** Per group, its appends (one actor, each continuing the previous one). */
-  readonly groups: readonly PendingAppend[][];
+  readonly groups: PendingAppend[][];
   readonly activations: readonly PendingActivation[];
   readonly releases: readonly PendingRelease[];
   readonly deletes: readonly PendingDelete[];

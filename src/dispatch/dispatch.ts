@@ -17,7 +17,7 @@
  */
 
 import type { ActorDefinition, AnyActorTypes } from "../actor/define.ts";
-import type { Logger } from "../actor/envelope.ts";
+import type { Logger, StreamSink } from "../actor/envelope.ts";
 import type {
   ActorStream,
   AskOptions,
@@ -338,15 +338,15 @@ export class Dispatch implements Dispatcher {
       )
       : undefined;
     // (fields added one by one: spreads of `{}` would make an object each)
-    const init: { -readonly [K in keyof CallInit]: CallInit[K] } = {
+    const init: { -readonly [K in keyof CallInit]: CallInit[K] } = new LocalCall(
       kind,
       type,
       id,
       handler,
-      payload: input ?? payload,
+      input ?? payload,
       deadline,
-      chain: origin?.chain ?? NO_CHAIN,
-    };
+      origin?.chain ?? NO_CHAIN,
+    );
     if (input) init.input = input;
     if (token !== undefined) init.token = token;
     if (origin?.from !== undefined) init.from = origin.from;
@@ -611,4 +611,29 @@ export function resolveTimeout(timeout: number | undefined, fallback: number): n
     throw new RangeError(`A timeout must be a positive number of milliseconds, got ${String(t)}`);
   }
   return Math.min(t, MAX_TIMEOUT_MS);
+}
+
+/**
+ * The data of a call made on this node. A class, not an object literal: V8 may decide that the
+ * objects of a literal's allocation site live long (allocation-site pretenuring, decided early,
+ * when many calls wait at once) and allocate them in the old generation from then on; each call's
+ * object then dies there and keeps what it points to alive through every young collection until a
+ * full one. Instances of classes are not pretenured that way.
+ */
+class LocalCall {
+  token?: string;
+  idempotencyKey?: string;
+  sink?: StreamSink;
+  input?: StreamChannel;
+  from?: string;
+  key?: string;
+  constructor(
+    readonly kind: CallInit["kind"],
+    readonly type: string,
+    readonly id: string,
+    readonly handler: string,
+    readonly payload: unknown,
+    readonly deadline: number,
+    readonly chain: readonly string[],
+  ) {}
 }

@@ -71,11 +71,20 @@ export interface WheelEntry {
   readonly at: number;
 }
 
-interface Slot extends WheelEntry {
-  fn: ((arg: unknown) => void) | undefined;
-  bucket: number;
-  /** What `fn` is called with. */
-  arg: unknown;
+/**
+ * An entry. A class, not an object literal: V8 may decide that the objects of a literal's site
+ * live long (allocation-site pretenuring) and allocate them in the old generation from then on,
+ * where each one, dead once its call is answered, keeps what it points to alive through every
+ * young collection until a full one.
+ */
+class Slot implements WheelEntry {
+  constructor(
+    readonly at: number,
+    public fn: ((arg: unknown) => void) | undefined,
+    readonly bucket: number,
+    /** What `fn` is called with. */
+    public arg: unknown,
+  ) {}
 }
 
 /**
@@ -127,7 +136,7 @@ export class TimerWheel {
    */
   add<A = undefined>(at: number, fn: (arg: A) => void, arg?: A): WheelEntry {
     const bucket = Math.ceil(at / this.#tick);
-    const slot: Slot = { at, fn: fn as (arg: unknown) => void, bucket, arg };
+    const slot = new Slot(at, fn as (arg: unknown) => void, bucket, arg);
     let set = this.#buckets.get(bucket);
     if (!set) {
       this.#buckets.set(bucket, set = new Set());
@@ -145,6 +154,7 @@ export class TimerWheel {
     const slot = entry as Slot;
     if (!slot.fn) return;
     slot.fn = undefined;
+    slot.arg = undefined; // what it would have been called with may be collected now
     const set = this.#buckets.get(slot.bucket);
     if (set?.delete(slot)) {
       this.#size--;
