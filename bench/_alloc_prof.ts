@@ -2,7 +2,8 @@
  * Profiles for the profiling harness (`bench/_prof_ask.ts`) over a chosen span, through
  * `node:inspector`: allocations with V8's sampling heap profiler (every allocation counted, also
  * those collected since, young and old generation, so the profile shows what a path allocates,
- * not what it keeps), or CPU with V8's sampling profiler (unlike `--cpu-prof`, without the
+ * not what it keeps; with `PROF_PROMOTED=1`, only what outlived a young collection: what was
+ * promoted, pretenured or still alive), or CPU with V8's sampling profiler (unlike `--cpu-prof`, without the
  * process's start-up, warm-up and shutdown). Read the files with `bench/_prof_top.ts`.
  *
  * @module
@@ -25,7 +26,7 @@ export async function startAllocProfile(interval = 4096): Promise<void> {
   await post("HeapProfiler.startSampling", {
     samplingInterval: interval,
     includeObjectsCollectedByMajorGC: true,
-    includeObjectsCollectedByMinorGC: true,
+    includeObjectsCollectedByMinorGC: !Deno.env.get("PROF_PROMOTED"),
   });
 }
 

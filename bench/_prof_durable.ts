@@ -1,7 +1,8 @@
 // Profiling harness (not a benchmark): 1000 actors × PROF_ASKS (default 200) sequential emitting
 // asks, 3 rounds, each with its asks/s and the CPU per ask of each thread (main, V8's helper
 // threads, the journal's database worker; Linux /proc). PROF_JOURNAL=memory for the memory journal;
-// PROF_CPU=<file> / PROF_ALLOC=<file>: a CPU or allocation profile of the last round (read it with
+// PROF_CPU=<file> / PROF_ALLOC=<file>: a CPU or allocation profile of the last round (PROF_INTERVAL:
+// bytes between allocation samples, default 1024) (read it with
 // bench/_prof_top.ts); PROF_THREADS=1 lists every thread. Or the whole run:
 // `deno run -A --cpu-prof --cpu-prof-dir=<dir> bench/_prof_durable.ts` (the worker's profile too).
 // PROF_SYNC=normal opens the file with `synchronous = NORMAL` (no fsync per commit).
@@ -51,7 +52,7 @@ function threads(): Map<string, number> {
   return out;
 }
 for (let round = 0; round < 3; round++) {
-  if (round === 2 && ALLOC) await startAllocProfile(1024);
+  if (round === 2 && ALLOC) await startAllocProfile(Number(Deno.env.get("PROF_INTERVAL") ?? 1024));
   if (round === 2 && CPU) await startCpuProfile(100);
   const t0 = performance.now();
   const c0 = mainCpu();

@@ -4,7 +4,8 @@
  *
  * - durable asks: 1000 actors × 20 sequential emitting asks through the system, against raw
  *   batches of 1000 rows (the journal's own `events` table), with the event loop's worst
- *   lateness meanwhile (a 1 ms interval);
+ *   lateness meanwhile (a 1 ms interval), and the same asks on the in-memory journal (what the
+ *   runtime's own work per ask allows on this machine, with no database);
  * - one hot actor, 64 concurrent callers, each ask emitting: durable turns/s against the raw
  *   one-row commit rate of the same kind of file;
  * - shards: the same durable asks on 1 and on 3 shard files, and journal appends alone;
@@ -18,6 +19,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { DatabaseSync } from "node:sqlite";
 import { createClient } from "@libsql/client/node";
 import { createSystem } from "../mod.ts";
@@ -188,7 +190,14 @@ export interface DurableAsksResult {
  * ```
  */
 export async function benchDurableAsks(
-  options: { actors?: number; asks?: number; rounds?: number; shards?: number } = {},
+  options: {
+    actors?: number;
+    asks?: number;
+    rounds?: number;
+    shards?: number;
+    /** The in-memory journal instead of libSQL files (what the asks cost without a database). */
+    memory?: boolean;
+  } = {},
 ): Promise<DurableAsksResult> {
   const actors = options.actors ?? 1000;
   const asks = options.asks ?? 20;
@@ -202,8 +211,14 @@ export async function benchDurableAsks(
   for (let round = 0; round < rounds; round++) {
     await withDir(async (dir) => {
       const urls = Array.from({ length: shards }, (_, i) => `file:${dir}/ours${i}.db`);
-      const journal = libsqlJournal(shards === 1 ? { url: urls[0]! } : { shards: urls });
-      const system = await createSystem({ actors: [Ledger], journal, logger: "warn" });
+      const journal = options.memory
+        ? undefined
+        : libsqlJournal(shards === 1 ? { url: urls[0]! } : { shards: urls });
+      const system = await createSystem({
+        actors: [Ledger],
+        ...(journal ? { journal } : {}),
+        logger: "warn",
+      });
       try {
         const refs = Array.from({ length: actors }, (_, i) => system.ref(Ledger, `l${i}`));
         await Promise.all(refs.map((r) => r.ask("total")));
@@ -218,7 +233,7 @@ export async function benchDurableAsks(
                 for (let k = 0; k < asks; k++) await r.ask("add", 1);
               })());
             }
-            await new Promise((resolve) => setTimeout(resolve, 0));
+            await new Promise((resolve) => setImmediate(resolve));
           }
           await Promise.all(callers);
           return (performance.now() - t0) / 1000;
@@ -238,7 +253,7 @@ export async function benchDurableAsks(
         });
       } finally {
         await system.close();
-        await journal.close();
+        await journal?.close();
       }
       const url = `file:${dir}/raw.db`;
       await schema(url);
@@ -739,6 +754,18 @@ if (import.meta.main) {
         ` (${navigator.hardwareConcurrency} cores: the main thread alone would allow ${
           r.cpuPerAsk.map((c) => k(1e6 / c.main)).join(", ")
         } asks/s)`,
+    );
+    // The same asks with no database at all: what the runtime's own work per ask allows here.
+    const m = await benchDurableAsks({ rounds, memory: true });
+    const mraw = best(m.rawClient);
+    console.log(
+      `  the same asks on the in-memory journal (no database): median ${
+        k(median(m.perSecond))
+      }/s (rounds ${m.perSecond.map(k).join(", ")}) → ratio median ${
+        r2(median(m.perSecond) / mraw)
+      } of raw 1000-row batches (best ${k(mraw)} rows/s in that run); CPU all threads ${
+        m.cpuPerAsk.map((c) => c.total.toFixed(1)).join(", ")
+      } µs per ask`,
     );
   }
   if (which.has("hot")) {
