@@ -34,7 +34,7 @@ const isolates = new Map<string, GcEvent[]>();
 for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
   const m = /^\[\d+:(0x[0-9a-f]+):\d+\]\s+(\d+) ms: GC: (\{.*\})\s*$/.exec(line);
   if (!m) {
-    if (line.trim() !== "" && !line.includes("GC:")) console.log(line);
+    if (line.trim() !== "" && !line.includes("GC:") && !line.includes('":')) console.log(line);
     continue;
   }
   if (Number(m[2]) < skipMs) continue;

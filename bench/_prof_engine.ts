@@ -4,7 +4,7 @@
 import { DatabaseSync } from "node:sqlite";
 import { Engine, type WriteBatch } from "../adapters/libsql/_engine.ts";
 import { nativeExecutor } from "../adapters/libsql/_native.ts";
-import { encodeGroups } from "../adapters/libsql/_wire.ts";
+import { encodeAppendLists } from "../adapters/libsql/_wire.ts";
 import { msgpack } from "../src/codec/mod.ts";
 import type { Append } from "../spi.ts";
 
@@ -20,7 +20,7 @@ await engine.open();
 const N = Number(Deno.env.get("PROF_N") ?? 1000);
 const none = { releases: [], deletes: [], custom: [] };
 const act = await engine.batch({
-  groups: encodeGroups([], (a: Append) => a),
+  groups: encodeAppendLists([]),
   activations: Array.from({ length: N }, (_, i) => ({ actor: `ledger/l${i}`, node: "n" })),
   ...none,
   now: Date.now(),
@@ -46,7 +46,7 @@ async function round(): Promise<number> {
     }
     const out = await engine.batch(
       {
-        groups: encodeGroups(groups, (a) => a),
+        groups: encodeAppendLists(groups),
         activations: [],
         ...none,
         now: Date.now(),

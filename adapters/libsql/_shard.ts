@@ -72,6 +72,8 @@ interface Waiter<T> {
  * points to alive through every young collection until a full one.
  */
 class PendingAppend implements Waiter<void> {
+  /** The next append of its group in a batch (one that continues this one). */
+  next: PendingAppend | undefined = undefined;
   constructor(
     readonly append: Append,
     readonly deadline: number,
@@ -95,6 +97,18 @@ interface PendingCustom extends Waiter<Rows[]> {
 }
 
 const appendOf = (p: PendingAppend): Append => p.append;
+const resolveOne = (p: PendingAppend): void => p.resolve();
+
+/** Calls `fn` with each append of the group that starts at `first`, unlinking them. */
+function forEachOf(first: PendingAppend, fn: (p: PendingAppend) => void): void {
+  for (let p: PendingAppend | undefined = first; p !== undefined;) {
+    const next: PendingAppend | undefined = p.next;
+    p.next = undefined;
+    fn(p);
+    p = next;
+  }
+}
+const nextOf = (p: PendingAppend): PendingAppend | undefined => p.next;
 
 /** Options of {@link Shard}. */
 export interface ShardOptions {
@@ -128,7 +142,7 @@ export class Shard {
   #lastCheckpoint = 0;
   /** Batches whose groups are being settled, a slice per turn of the event loop. */
   #toSettle: {
-    groups: PendingAppend[][];
+    groups: PendingAppend[];
     outcome: BatchOutcome;
     next: number;
   }[] = [];
@@ -262,9 +276,10 @@ export class Shard {
 
   /** The next batch: queue order; per actor, only appends that continue each other. */
   #take(): Taken {
-    // Arrays made by Array.of, not literals (see PendingAppend).
-    const groups: PendingAppend[][] = Array.of();
-    const byActor = new Map<string, PendingAppend[]>();
+    // A group is its first append, the others linked from it (no list per group). The two
+    // lists are made by Array.of, not literals (see PendingAppend).
+    const groups: PendingAppend[] = Array.of();
+    const byActor = new Map<string, PendingAppend>(); // the last append of each actor's group
     let blocked: Set<string> | undefined;
     const rest: PendingAppend[] = Array.of();
     const max = this.#o.maxBatch;
@@ -276,17 +291,19 @@ export class Shard {
         (blocked ??= new Set()).add(a.actor);
         continue;
       }
-      const open = byActor.get(a.actor);
-      if (!open) {
-        const g = Array.of(p);
-        byActor.set(a.actor, g);
-        groups.push(g);
+      const tail = byActor.get(a.actor);
+      if (!tail) {
+        p.next = undefined;
+        byActor.set(a.actor, p);
+        groups.push(p);
         count++;
         continue;
       }
-      const last = open[open.length - 1]!.append;
+      const last = tail.append;
       if (last.epoch === a.epoch && last.expectedSeq + last.events.length === a.expectedSeq) {
-        open.push(p);
+        p.next = undefined;
+        tail.next = p;
+        byActor.set(a.actor, p);
         count++;
       } else {
         // Not a continuation: it waits for the next batch (so does what follows it).
@@ -328,13 +345,13 @@ export class Shard {
   async #run(t: Taken): Promise<void> {
     // The earliest deadline: a group's first append is its oldest.
     let deadline = Infinity;
-    for (const g of t.groups) deadline = Math.min(deadline, g[0]!.deadline);
+    for (const g of t.groups) deadline = Math.min(deadline, g.deadline);
     for (const w of t.activations) deadline = Math.min(deadline, w.deadline);
     for (const w of t.releases) deadline = Math.min(deadline, w.deadline);
     for (const w of t.deletes) deadline = Math.min(deadline, w.deadline);
     for (const w of t.custom) deadline = Math.min(deadline, w.deadline);
     const batch: WriteBatch = {
-      groups: encodeGroups(t.groups, appendOf),
+      groups: encodeGroups(t.groups, appendOf, nextOf),
       activations: t.activations.map((p) => ({
         actor: p.actor,
         ...(p.claim ? { node: p.claim.node } : {}),
@@ -351,7 +368,7 @@ export class Shard {
     } catch (err) {
       const error = toEngineError(err);
       for (const g of t.groups) {
-        for (const p of g) p.reject(this.error(error, `append to "${p.append.actor}"`));
+        forEachOf(g, (p) => p.reject(this.error(error, `append to "${p.append.actor}"`)));
       }
       for (const p of t.activations) p.reject(this.error(error, `activate "${p.actor}"`));
       for (const p of t.releases) p.reject(this.error(error, `release "${p.release.actor}"`));
@@ -382,7 +399,7 @@ export class Shard {
   }
 
   /** Settles the groups of a batch, {@link SETTLE_SLICE} at a time, after any still waiting. */
-  #settleGroups(groups: PendingAppend[][], outcome: BatchOutcome): void {
+  #settleGroups(groups: PendingAppend[], outcome: BatchOutcome): void {
     if (groups.length === 0) return;
     this.#toSettle.push({ groups, outcome, next: 0 });
     if (!this.#settling) this.#settleSome();
@@ -399,8 +416,7 @@ export class Shard {
       s.next = end;
       if (end === s.groups.length) {
         this.#toSettle.shift();
-        // Settled: the batch's lists let go of their appends (see #take).
-        for (const g of s.groups) g.length = 0;
+        // Settled: the batch's list lets go of its appends (see #take).
         s.groups.length = 0;
       }
     }
@@ -415,7 +431,7 @@ export class Shard {
   }
 
   #settleRange(
-    groups: readonly (readonly PendingAppend[])[],
+    groups: readonly PendingAppend[],
     outcome: BatchOutcome,
     from: number,
     to: number,
@@ -424,21 +440,22 @@ export class Shard {
     let heads: Map<number, { epoch: number; seq: number }> | undefined;
     let errors: Map<number, EngineError> | undefined;
     for (let i = from; i < to; i++) {
-      const appends = groups[i]!;
+      const first = groups[i]!;
       const s = status[i];
       if (s === GROUP_WRITTEN) {
-        for (const p of appends) p.resolve();
+        if (first.next === undefined) first.resolve();
+        else forEachOf(first, resolveOne);
         continue;
       }
       if (s === GROUP_FAILED) {
         errors ??= new Map(outcome.groupErrors);
         const e = errors.get(i) ?? outcome.error ?? { name: "Error", message: "unknown failure" };
-        for (const p of appends) p.reject(this.error(e, `append to "${p.append.actor}"`));
+        forEachOf(first, (p) => p.reject(this.error(e, `append to "${p.append.actor}"`)));
         continue;
       }
       heads ??= new Map(outcome.heads.map(([g, epoch, seq]) => [g, { epoch, seq }]));
       const head = heads.get(i);
-      for (const p of appends) {
+      forEachOf(first, (p) => {
         const a = p.append;
         p.reject(
           !head || head.epoch !== a.epoch
@@ -450,7 +467,7 @@ export class Shard {
             )
             : unexpectedSeq(a, head.seq),
         );
-      }
+      });
     }
   }
 
@@ -510,7 +527,7 @@ export class Shard {
 
 interface Taken {
   /** Per group, its appends (one actor, each continuing the previous one). */
-  readonly groups: PendingAppend[][];
+  readonly groups: PendingAppend[];
   readonly activations: readonly PendingActivation[];
   readonly releases: readonly PendingRelease[];
   readonly deletes: readonly PendingDelete[];

@@ -17,7 +17,7 @@ import { connect } from "./_connection.ts";
 import { nativeExecutor } from "./_native.ts";
 import { GROUP_WRITTEN, type WriteBatch } from "./_engine.ts";
 import type { AppendGroup } from "./_sql.ts";
-import { encodeGroups } from "./_wire.ts";
+import { encodeAppendLists } from "./_wire.ts";
 import { logViolations, sqlite } from "../../tests/_sqlite.ts";
 import { libsqlJournal } from "./journal.ts";
 import { InternalError, UnavailableError } from "../../mod.ts";
@@ -55,7 +55,7 @@ const ev = (text: string) => ({ type: "noted", version: 1, data: enc.encode(text
 
 function batch(parts: Partial<Omit<WriteBatch, "groups">> & { groups?: AppendGroup[][] }) {
   return {
-    groups: encodeGroups(
+    groups: encodeAppendLists(
       (parts.groups ?? []).map((g) =>
         g.map((a) => ({
           actor: a.actor,
@@ -67,7 +67,6 @@ function batch(parts: Partial<Omit<WriteBatch, "groups">> & { groups?: AppendGro
           reminders: a.reminders,
         }))
       ),
-      (a) => a,
     ),
     releases: parts.releases ?? [],
     activations: parts.activations ?? [],

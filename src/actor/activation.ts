@@ -150,7 +150,9 @@ class InFlight {
   done = false;
   /** The journal's error, if it failed. */
   error: unknown = undefined;
-  /** Outputs released when it (and every append before it) is durable. */
+  /** The first output released when it (and every append before it) is durable. */
+  first: Held | undefined = undefined;
+  /** The outputs after the first, in order. */
   held: Held[] | undefined = undefined;
   constructor(
     /** Its reminders (the reminder service hears of them once durable). */
@@ -402,8 +404,8 @@ export class Activation<M extends Envelope = Envelope> {
       return false;
     }
     // an array of one to start (most mailboxes hold one message at a time)
-    // (Array.of, not a literal: see AppendOf)
-    if (this.#queue === (NONE as unknown)) this.#queue = Array.of(m);
+    // an array of one to start (most mailboxes hold one message at a time)
+    if (this.#queue === (NONE as unknown)) this.#queue = [m];
     else this.#queue.push(m);
     m.accept(); // before the handler can run: a tell is answered by its acceptance alone
     this.#kick();
@@ -720,13 +722,11 @@ export class Activation<M extends Envelope = Envelope> {
     const cancels = this.#cancels;
     const outbox = this.#outbox;
     const storage = this.#host.storage;
-    const events: NewEvent[] = Array.of(); // not a literal: see AppendOf
-    for (let i = 0; i < staged.length; i++) {
-      const e = staged[i]!;
-      events.push(
-        new EventOf(e.type, this.def.eventVersions[e.type] ?? 1, storage.encode(e.payload), e.at),
-      );
-    }
+    // (map makes the list: a literal's allocation site could be pretenured, see AppendOf)
+    const versions = this.def.eventVersions;
+    const events: NewEvent[] = staged.map((e) =>
+      new EventOf(e.type, versions[e.type] ?? 1, storage.encode(e.payload), e.at)
+    );
     let snapshot: Snapshot | undefined;
     if (events.length > 0 && this.seq - this.#snapshotSeq >= this.def.snapshotEvery) {
       snapshot = {
@@ -750,7 +750,7 @@ export class Activation<M extends Envelope = Envelope> {
     this.#base = this.state;
     this.#baseSeq = this.seq;
     const rec = new InFlight(reminders, outbox);
-    if (this.#inFlight.length === 0) this.#inFlight = Array.of(rec); // not a literal: see AppendOf
+    if (this.#inFlight.length === 0) this.#inFlight = [rec];
     else this.#inFlight.push(rec);
     this.#host.journal.append(append).then(
       () => this.#settle(rec, undefined),
@@ -765,16 +765,25 @@ export class Activation<M extends Envelope = Envelope> {
     const inFlight = this.#inFlight;
     while (inFlight.length > 0 && inFlight[0]!.done) {
       const r = inFlight.shift()!;
+      // The list lets go of its outputs once released (see AppendOf: a list that V8 placed in
+      // the old generation would keep them from young collections).
+      const first = r.first;
+      const held = r.held;
+      r.first = undefined;
+      r.held = undefined;
       if (r.error !== undefined) this.#commitFailed(r.error);
       const failure = this.#failure;
       if (failure) {
         // Everything held behind a failed commit is refused (the activation has stopped).
-        for (const h of r.held ?? []) h.fail(failure);
-        continue;
+        first?.fail(failure);
+        if (held) { for (const h of held) h.fail(failure); }
+      } else {
+        for (const m of r.reminders) this.#host.reminderScheduled(m.due);
+        if (r.outbox.length > 0) this.#host.forwardOutbox?.(this.key, r.outbox);
+        first?.ok();
+        if (held) { for (const h of held) h.ok(); }
       }
-      for (const m of r.reminders) this.#host.reminderScheduled(m.due);
-      if (r.outbox.length > 0) this.#host.forwardOutbox?.(this.key, r.outbox);
-      for (const h of r.held ?? []) h.ok();
+      if (held) held.length = 0;
     }
     if (inFlight.length === 0 && this.#inFlight === inFlight) this.#inFlight = NONE as never;
   }
@@ -784,8 +793,9 @@ export class Activation<M extends Envelope = Envelope> {
     if (this.#failure) return h.fail(this.#failure);
     const last = this.#inFlight[this.#inFlight.length - 1];
     if (!last) return h.ok();
-    if (last.held) last.held.push(h);
-    else last.held = Array.of(h); // not a literal: see AppendOf
+    if (last.first === undefined) last.first = h;
+    else if (last.held) last.held.push(h);
+    else last.held = [h];
   }
 
   /** A promise of {@link #hold}: undefined when nothing is in flight. */
@@ -976,8 +986,8 @@ export class Activation<M extends Envelope = Envelope> {
     this.state = reducer(this.state, payload);
     this.seq++;
     const staged = new Staged(type, payload, this.#host.clock.now());
-    // an array of one to start (most turns emit one event); Array.of, not a literal: see AppendOf
-    if (this.#staged.length === 0) this.#staged = Array.of(staged);
+    // an array of one to start (most turns emit one event)
+    if (this.#staged.length === 0) this.#staged = [staged];
     else this.#staged.push(staged);
   }
 
