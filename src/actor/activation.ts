@@ -180,11 +180,12 @@ class EventOf implements NewEvent {
  * allocations surviving, a fifth promoted). Instances of classes are never pretenured that way.
  */
 class AppendOf implements Append {
-  snapshot?: Snapshot;
-  idempotency?: IdempotencyRecord;
-  reminders?: readonly Reminder[];
-  cancelReminders?: readonly string[];
-  outbox?: readonly OutboxMessage[];
+  // Set only when present (`declare`: no field of its own otherwise, as with a literal).
+  declare snapshot?: Snapshot;
+  declare idempotency?: IdempotencyRecord;
+  declare reminders?: readonly Reminder[];
+  declare cancelReminders?: readonly string[];
+  declare outbox?: readonly OutboxMessage[];
   constructor(
     readonly actor: string,
     readonly epoch: number,

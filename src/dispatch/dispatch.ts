@@ -621,12 +621,13 @@ export function resolveTimeout(timeout: number | undefined, fallback: number): n
  * full one. Instances of classes are not pretenured that way.
  */
 class LocalCall {
-  token?: string;
-  idempotencyKey?: string;
-  sink?: StreamSink;
-  input?: StreamChannel;
-  from?: string;
-  key?: string;
+  // Set only when present (`declare`: no field of its own otherwise, as with a literal).
+  declare token?: string;
+  declare idempotencyKey?: string;
+  declare sink?: StreamSink;
+  declare input?: StreamChannel;
+  declare from?: string;
+  declare key?: string;
   constructor(
     readonly kind: CallInit["kind"],
     readonly type: string,
