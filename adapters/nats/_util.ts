@@ -31,21 +31,27 @@ export function backoff(attempt: number): number {
 /**
  * Runs `fn` until it succeeds, retrying (with {@link backoff}) the errors `retryable` accepts
  * until `deadline` (a `performance.now()` time); the last error is mapped by
- * {@link toMeshError}.
+ * {@link toMeshError}. An aborted `signal` ends the pause between tries at once (with the
+ * last error): nothing is left waiting when its owner stops.
  */
 export async function retry<T>(
   fn: () => Promise<T>,
   retryable: (err: unknown) => boolean,
   deadline: number,
   what: string,
+  signal?: AbortSignal,
 ): Promise<T> {
   for (let attempt = 0;; attempt++) {
     try {
       return await fn();
     } catch (err) {
       const left = deadline - performance.now();
-      if (!retryable(err) || left <= 0) throw toMeshError(err, what);
-      await delay(systemClock, Math.min(backoff(attempt), left));
+      if (!retryable(err) || left <= 0 || signal?.aborted) throw toMeshError(err, what);
+      try {
+        await delay(systemClock, Math.min(backoff(attempt), left), signal);
+      } catch {
+        throw toMeshError(err, what); // aborted
+      }
     }
   }
 }

@@ -325,7 +325,11 @@ export class NatsDurableTopics implements DurableTopics {
   }
 
   /** Finds the consumer, or creates it from `config.from`; checks its filter. */
-  async #ensureConsumer(config: DurableConsumerConfig, what: string): Promise<ConsumerInfo> {
+  async #ensureConsumer(
+    config: DurableConsumerConfig,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<ConsumerInfo> {
     const conn = this.#conn;
     const jsm = await conn.jsm();
     const deadline = performance.now() + 3 * (conn.options.connectTimeout ?? 10_000);
@@ -365,6 +369,7 @@ export class NatsDurableTopics implements DurableTopics {
       isTemporaryJs,
       deadline,
       what,
+      signal,
     );
     if (info.config.filter_subject !== config.filter) {
       throw new TypeError(
@@ -399,7 +404,8 @@ export class NatsDurableTopics implements DurableTopics {
       config,
       handler,
       maxInFlight,
-      () => this.#ensureConsumer(config, `Cannot open durable consumer "${config.name}"`),
+      (signal) =>
+        this.#ensureConsumer(config, `Cannot open durable consumer "${config.name}"`, signal),
       (c) => this.#consumptions.delete(c),
     );
     this.#consumptions.add(c);
@@ -457,7 +463,9 @@ class NatsConsumption implements DurableConsumption {
   readonly #handler: (msg: DurableMessage) => void;
   readonly #max: number;
   readonly #threshold: number;
-  readonly #ensure: () => Promise<unknown>;
+  readonly #ensure: (signal: AbortSignal) => Promise<unknown>;
+  /** Aborted by stop(): a pause before a try again ends at once (no timer outlives the stop). */
+  readonly #stop = new AbortController();
   readonly #onEnd: (c: NatsConsumption) => void;
   readonly #sub: Subscription;
   readonly #inbox: string;
@@ -477,7 +485,7 @@ class NatsConsumption implements DurableConsumption {
     config: DurableConsumerConfig,
     handler: (msg: DurableMessage) => void,
     max: number,
-    ensure: () => Promise<unknown>,
+    ensure: (signal: AbortSignal) => Promise<unknown>,
     onEnd: (c: NatsConsumption) => void,
   ) {
     this.#conn = conn;
@@ -552,8 +560,8 @@ class NatsConsumption implements DurableConsumption {
     this.#pending = 0;
     void (async () => {
       try {
-        await delay(systemClock, backoff(this.#failures++));
-        if (!this.#stopped && !this.#closedConn()) await this.#ensure();
+        await delay(systemClock, backoff(this.#failures++), this.#stop.signal);
+        if (!this.#stopped && !this.#closedConn()) await this.#ensure(this.#stop.signal);
       } catch {
         // the store is away: the next check tries again
       } finally {
@@ -645,6 +653,7 @@ class NatsConsumption implements DurableConsumption {
   stop(): Promise<void> {
     if (!this.#stopped) {
       this.#stopped = true;
+      this.#stop.abort();
       clearInterval(this.#timer);
       try {
         // the server drops the pulls waiting for an inbox nobody listens on
