@@ -21,18 +21,32 @@ export const BenchWorker = defineActor({
   handlers: { ping: (_ctx, payload: Uint8Array) => payload },
 });
 
-/** An actor whose every `add` emits one event (the durable path's benchmarks). */
-export const Ledger = defineActor({
-  name: "ledger",
-  initialState: () => ({ total: 0 }),
-  events: { added: (s, e: number) => ({ total: s.total + e }) },
-  handlers: {
-    add(ctx, n: number) {
-      ctx.emit("added", n);
-      return ctx.state.total;
+/**
+ * An actor type whose every `add` emits one event (the durable path's benchmarks), with a
+ * snapshot every `snapshotEvery` events.
+ *
+ * @example
+ * ```ts
+ * import { ledger } from "./actors.ts";
+ * const Ledger150 = ledger(150); // snapshot at 150: an activation replays what follows it
+ * ```
+ */
+export function ledger(snapshotEvery = 100) {
+  return defineActor({
+    name: "ledger",
+    initialState: () => ({ total: 0 }),
+    events: { added: (s, e: number) => ({ total: s.total + e }) },
+    handlers: {
+      add(ctx, n: number) {
+        ctx.emit("added", n);
+        return ctx.state.total;
+      },
+      total: (ctx) => ctx.state.total,
     },
-    total: (ctx) => ctx.state.total,
-  },
-  snapshotEvery: 100,
-  idleAfter: 600_000,
-});
+    snapshotEvery,
+    idleAfter: 600_000,
+  });
+}
+
+/** {@link ledger} with a snapshot every 100 events. */
+export const Ledger = ledger();

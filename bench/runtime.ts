@@ -8,6 +8,7 @@
 import { benchDurableAsks } from "./journal.ts";
 import { createSystem, defineActor } from "../mod.ts";
 import { libsqlJournal } from "../adapters/libsql/mod.ts";
+import { ledger } from "./actors.ts";
 
 const Echo = defineActor({
   name: "echo",
@@ -54,20 +55,7 @@ export async function benchAsk(
   return { perSecond, rawPerSecond, ratio: perSecond / rawPerSecond };
 }
 
-const Ledger = defineActor({
-  name: "ledger",
-  initialState: () => ({ total: 0, entries: 0 }),
-  events: { added: (s, n: number) => ({ total: s.total + n, entries: s.entries + 1 }) },
-  handlers: {
-    add(ctx, n: number) {
-      ctx.emit("added", n);
-      return ctx.state.total;
-    },
-    total: (ctx) => ctx.state.total,
-  },
-  snapshotEvery: 150,
-  idleAfter: 600_000,
-});
+const Ledger = ledger(150); // a snapshot at seq 150 (cold activation: snapshot + 100 events)
 
 /**
  * Cold activation through the whole system (ownership claim, journal epoch bump, snapshot +

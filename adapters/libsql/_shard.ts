@@ -66,10 +66,8 @@ interface Waiter<T> {
 }
 
 /**
- * An append waiting for its batch. A class, not an object literal: V8 may decide that the
- * objects of a literal's allocation site live long (allocation-site pretenuring) and allocate
- * them in the old generation from then on, where each one, dead after its commit, keeps what it
- * points to alive through every young collection until a full one.
+ * An append waiting for its batch (a class, not an object literal: see docs/architecture.md,
+ * "Classes, not literals").
  */
 class PendingAppend implements Waiter<void> {
   /** The next append of its group in a batch (one that continues this one). */
@@ -97,6 +95,7 @@ interface PendingCustom extends Waiter<Rows[]> {
 }
 
 const appendOf = (p: PendingAppend): Append => p.append;
+const nextOf = (p: PendingAppend): PendingAppend | undefined => p.next;
 const resolveOne = (p: PendingAppend): void => p.resolve();
 
 /** Calls `fn` with each append of the group that starts at `first`, unlinking them. */
@@ -108,7 +107,6 @@ function forEachOf(first: PendingAppend, fn: (p: PendingAppend) => void): void {
     p = next;
   }
 }
-const nextOf = (p: PendingAppend): PendingAppend | undefined => p.next;
 
 /** Options of {@link Shard}. */
 export interface ShardOptions {
@@ -277,7 +275,7 @@ export class Shard {
   /** The next batch: queue order; per actor, only appends that continue each other. */
   #take(): Taken {
     // A group is its first append, the others linked from it (no list per group). The two
-    // lists are made by Array.of, not literals (see PendingAppend).
+    // lists are made by Array.of, not literals (see PendingAppend); once a batch, not per append.
     const groups: PendingAppend[] = Array.of();
     const byActor = new Map<string, PendingAppend>(); // the last append of each actor's group
     let blocked: Set<string> | undefined;
@@ -311,8 +309,7 @@ export class Shard {
         (blocked ??= new Set()).add(a.actor);
       }
     }
-    // The queue let go of its appends: a queue that outlived a young collection (in the old
-    // generation) would keep them from the next ones until a full collection.
+    // The queue lets go of its appends (a queue in the old generation would keep them alive).
     this.#appends.length = 0;
     this.#appends = rest;
     const activations: PendingActivation[] = [];
@@ -443,8 +440,7 @@ export class Shard {
       const first = groups[i]!;
       const s = status[i];
       if (s === GROUP_WRITTEN) {
-        if (first.next === undefined) first.resolve();
-        else forEachOf(first, resolveOne);
+        forEachOf(first, resolveOne);
         continue;
       }
       if (s === GROUP_FAILED) {
@@ -526,7 +522,8 @@ export class Shard {
 }
 
 interface Taken {
-  /** Per group, its appends (one actor, each continuing the previous one). */
+  /** Per group, its first append; the others (one actor, each continuing the previous one)
+   * follow it through `next`. */
   readonly groups: PendingAppend[];
   readonly activations: readonly PendingActivation[];
   readonly releases: readonly PendingRelease[];

@@ -307,17 +307,15 @@ export function decodeGroups(buf: Uint8Array): AppendGroup[] {
     const snapshot: Snapshot | undefined = r.u8() === 1
       ? { seq: r.f64(), version: r.u32(), state: r.bytes() }
       : undefined;
-    let idempotency: IdempotencyRecord[] | readonly never[] = NONE;
-    for (let k = r.u32(); k > 0; k--) {
-      if (idempotency === NONE) idempotency = [];
-      (idempotency as IdempotencyRecord[]).push({
-        key: r.str(),
-        fingerprint: r.str(),
-        reply: r.bytes(),
-      });
+    // A part the group has none of is the one frozen empty list (most groups have none).
+    let k = r.u32();
+    const idempotency: IdempotencyRecord[] = k === 0 ? NONE as never : [];
+    for (; k > 0; k--) {
+      idempotency.push({ key: r.str(), fingerprint: r.str(), reply: r.bytes() });
     }
-    let reminders: Reminder[] | readonly never[] = NONE;
-    for (let k = r.u32(); k > 0; k--) {
+    k = r.u32();
+    const reminders: Reminder[] = k === 0 ? NONE as never : [];
+    for (; k > 0; k--) {
       const id = r.str(), actor = r.str(), handler = r.str(), data = r.bytes(), due = r.f64();
       const flags = r.u8();
       const reminder: { -readonly [K in keyof Reminder]: Reminder[K] } = {
@@ -331,18 +329,15 @@ export function decodeGroups(buf: Uint8Array): AppendGroup[] {
       if (flags & 2) reminder.name = r.str();
       if (flags & 4) reminder.trace = r.str();
       if (flags & 8) reminder.caller = r.bytes();
-      if (reminders === NONE) reminders = [];
-      (reminders as Reminder[]).push(reminder);
+      reminders.push(reminder);
     }
-    let cancels: string[] | readonly never[] = NONE;
-    for (let k = r.u32(); k > 0; k--) {
-      if (cancels === NONE) cancels = [];
-      (cancels as string[]).push(r.str());
-    }
-    let outbox: OutboxMessage[] | readonly never[] = NONE;
-    for (let k = r.u32(); k > 0; k--) {
-      if (outbox === NONE) outbox = [];
-      (outbox as OutboxMessage[]).push({
+    k = r.u32();
+    const cancels: string[] = k === 0 ? NONE as never : [];
+    for (; k > 0; k--) cancels.push(r.str());
+    k = r.u32();
+    const outbox: OutboxMessage[] = k === 0 ? NONE as never : [];
+    for (; k > 0; k--) {
+      outbox.push({
         id: r.str(),
         topic: r.str(),
         data: r.bytes(),

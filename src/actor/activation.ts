@@ -173,11 +173,10 @@ class EventOf implements NewEvent {
 }
 
 /**
- * An append as the journal gets it. A class, not an object literal: V8 may decide that the
- * objects of an object literal's site live long (allocation-site pretenuring) and allocate them
- * in the old generation from then on; objects that live one commit there keep what they point to
- * alive through every young collection until a full one (measured: a quarter of all young
- * allocations surviving, a fifth promoted). Instances of classes are never pretenured that way.
+ * An append as the journal gets it. A class, not an object literal: V8 may decide for good that a
+ * literal's objects live long (allocation-site pretenuring) and allocate them in the old
+ * generation, where each, dead one commit later, keeps what it points to alive until a full
+ * collection (docs/architecture.md, "Classes, not literals").
  */
 class AppendOf implements Append {
   // Set only when present (`declare`: no field of its own otherwise, as with a literal).

@@ -614,11 +614,8 @@ export function resolveTimeout(timeout: number | undefined, fallback: number): n
 }
 
 /**
- * The data of a call made on this node. A class, not an object literal: V8 may decide that the
- * objects of a literal's allocation site live long (allocation-site pretenuring, decided early,
- * when many calls wait at once) and allocate them in the old generation from then on; each call's
- * object then dies there and keeps what it points to alive through every young collection until a
- * full one. Instances of classes are not pretenured that way.
+ * The data of a call made on this node (a class, not an object literal: see
+ * docs/architecture.md, "Classes, not literals").
  */
 class LocalCall {
   // Set only when present (`declare`: no field of its own otherwise, as with a literal).

@@ -71,12 +71,7 @@ export interface WheelEntry {
   readonly at: number;
 }
 
-/**
- * An entry. A class, not an object literal: V8 may decide that the objects of a literal's site
- * live long (allocation-site pretenuring) and allocate them in the old generation from then on,
- * where each one, dead once its call is answered, keeps what it points to alive through every
- * young collection until a full one.
- */
+/** An entry (a class, not an object literal: see docs/architecture.md, "Classes, not literals"). */
 class Slot implements WheelEntry {
   constructor(
     readonly at: number,
