@@ -19,6 +19,8 @@ import { backoff, EMPTY } from "./_util.ts";
 const HEARTBEAT_MS = 1000;
 /** A consumer without interest for this long is deleted by the server. */
 const INACTIVE_MS = 5000;
+/** How long a watch waits at most for the replicas of its bucket to catch up before it starts. */
+const CATCH_UP_MS = 1000;
 
 /**
  * What buckets and watches use of their node's connection (`NatsMeshConnection` in
@@ -157,6 +159,16 @@ export class NatsKvWatch implements KvWatch {
           }
           const resume = this.#baseline || this.#lastSeq > 0;
           const policy = resume ? DeliverPolicy.StartSequence : DeliverPolicy.LastPerSubject;
+          if (!resume) {
+            // The latest of each key: the consumer may be placed on a replica of an R3 bucket,
+            // whose store can be a write or two behind the leader's; it would then give keys as
+            // they were before writes acknowledged before watch() was called (a deleted key as
+            // live). Wait until the replicas that are up have caught up (bounded).
+            await this.#replicasCaughtUp(jsm);
+            if (gen !== this.#gen || this.#stopped) {
+              return;
+            }
+          }
           const ci = await jsm.consumers.add(this.#stream, {
             deliver_subject: inbox,
             deliver_policy: policy,
@@ -192,6 +204,23 @@ export class NatsKvWatch implements KvWatch {
       }
     } finally {
       this.#starting = false;
+    }
+  }
+
+  /**
+   * Returns once every replica of the bucket's stream that is up is current with its leader
+   * (as the leader reports it), or after {@link CATCH_UP_MS}: a replica that stays behind (a
+   * slow server) does not hold the watch up for long.
+   */
+  async #replicasCaughtUp(jsm: JetStreamManager): Promise<void> {
+    const end = performance.now() + CATCH_UP_MS;
+    for (;;) {
+      const si = await jsm.streams.info(this.#stream);
+      const behind = (si.cluster?.replicas ?? []).some((p) =>
+        !p.offline && (!p.current || p.lag > 0)
+      );
+      if (!behind || this.#stopped || performance.now() >= end) return;
+      await delay(systemClock, 10, this.#stopSleep.signal);
     }
   }
 
