@@ -13,12 +13,14 @@ import {
   activateStatements,
   type AppendGroup,
   appendStatements,
+  CATCH_UP,
   DDL,
   deleteRemindersStatements,
   headsStatements,
   localAppend,
   MARK_EVERY,
   MIGRATION_TO_4,
+  MIGRATION_TO_5,
   migrationTo3,
   releaseStatements,
   reminderRow,
@@ -117,7 +119,10 @@ export interface WriteBatch {
   readonly activations: readonly ActivateRequest[];
   /** Reminders to delete, by id. */
   readonly deletes: readonly string[];
-  /** Other writes (record store), each a list of statements whose rows come back. */
+  /**
+   * Other writes (record store, reminders, outbox), each a list of statements whose rows come
+   * back. They never write the heads (`activations`): the engine's cache stays valid.
+   */
   readonly custom: readonly (readonly Stmt[])[];
   /** Wall clock for idempotency records. */
   readonly now: number;
@@ -229,14 +234,43 @@ interface StagedHeads {
   version: number | undefined;
   /** The heads it wrote, flat: `id, epoch, seq, pos` each. */
   heads: (number | null)[];
-  /** Actors whose heads it changed otherwise (claims, releases): read again next time. */
+  /** Actors whose heads it changed otherwise (claims lost): read again next time. */
   dropped: number[];
-  /** Whether it may have changed any head (a write of the record store's). */
-  dropAll: boolean;
+  /** Heads of the claims it won, flat: `id, epoch, seq, pos` each. */
+  claimed: (number | null)[];
+  /** Whether it brought every head row up from the events ({@link CATCH_UP}). */
+  caughtUp: boolean;
+  /** Whether it wrote every deferred head (none lags any more). */
+  flushedAll: boolean;
+  /** Deferred heads it wrote (the others still lag). */
+  flushed: number[];
+  /** Actors whose heads it deferred (their rows lag behind the cache). */
+  deferred: number[];
+  /** Where it marked the heads as lagging from (the first deferral since they were current). */
+  deferredFrom: number | undefined;
+  /** The shard's last position after it (undefined: no appends). */
+  top: number | undefined;
 }
 
 const DATA_VERSION: Stmt = { sql: "PRAGMA data_version", args: [] };
 const TOTAL_CHANGES: Stmt = { sql: "SELECT total_changes()", args: [] };
+
+/**
+ * Deferred heads are written once this many actors have one, once the events since the first
+ * deferral reach {@link FLUSH_EVENTS}, or {@link FLUSH_MS} after it: this bounds what a
+ * catch-up after a crash (or another process's first write) scans, and the memory.
+ */
+const FLUSH_ACTORS = 65_536;
+/** See {@link FLUSH_ACTORS}. */
+const FLUSH_EVENTS = 131_072;
+/** See {@link FLUSH_ACTORS}. */
+const FLUSH_MS = 1_000;
+/**
+ * Most actors whose row id and head a shard's writer keeps (~150 bytes each); past it, both
+ * start again (heads caught up from the events): a shard of a million actors writes each
+ * event without touching its actor's row.
+ */
+const CACHED_ACTORS = 1_000_000;
 
 /** Runs the journal's operations on one shard's database. */
 export class Engine {
@@ -269,9 +303,11 @@ export class Engine {
         );
       }
       if (version < SCHEMA_VERSION) {
-        const stmts = version === 0
-          ? DDL
-          : [...(version < 3 ? migrationTo3(version === 1) : []), ...MIGRATION_TO_4];
+        const stmts = version === 0 ? DDL : [
+          ...(version < 3 ? migrationTo3(version === 1) : []),
+          ...(version < 4 ? MIGRATION_TO_4 : []),
+          ...MIGRATION_TO_5,
+        ];
         for (const sql of stmts) await run({ sql, args: [] });
         await run({
           sql: `INSERT INTO troupe_meta (key, value) VALUES ('schema_version', ?)
@@ -400,10 +436,34 @@ export class Engine {
 
   async #commit(b: Batch): Promise<BatchResult> {
     if (this.#exec.interactive) {
-      const staged: StagedHeads = { version: undefined, heads: [], dropped: [], dropAll: false };
+      const staged: StagedHeads = {
+        version: undefined,
+        heads: [],
+        dropped: [],
+        claimed: [],
+        caughtUp: false,
+        flushedAll: false,
+        flushed: [],
+        deferred: [],
+        deferredFrom: undefined,
+        top: undefined,
+      };
       try {
         const result = await this.#exec.transaction((run) => this.#commitLocal(b, run, staged));
         // Committed: what the transaction wrote is the heads now.
+        const dirty = this.#dirty;
+        if (staged.caughtUp) this.#stale = false;
+        if (staged.flushedAll) {
+          dirty.clear();
+          this.#deferredFrom = undefined;
+        }
+        for (const id of staged.flushed) dirty.delete(id);
+        for (const id of staged.deferred) dirty.add(id);
+        if (staged.top !== undefined) this.#top = staged.top;
+        if (staged.deferredFrom !== undefined) {
+          this.#deferredFrom = staged.deferredFrom;
+          this.#deferredAt = performance.now();
+        }
         const cache = this.#heads;
         const h = staged.heads;
         for (let k = 0; k < h.length; k += 4) {
@@ -416,11 +476,14 @@ export class Engine {
           } else cache.set(id, { epoch, seq, pos });
         }
         for (const id of staged.dropped) cache.delete(id);
-        if (staged.dropAll) cache.clear();
+        const c = staged.claimed;
+        for (let k = 0; k < c.length; k += 4) {
+          cache.set(c[k]!, { epoch: c[k + 1]!, seq: c[k + 2]!, pos: c[k + 3]! });
+        }
         this.#headsVersion = staged.version;
         return result;
       } catch (err) {
-        this.#heads.clear(); // whatever the cache said may not hold any more
+        this.#forget(); // whatever the cache said may not hold any more
         throw err;
       }
     }
@@ -438,7 +501,9 @@ export class Engine {
       customAt.push([stmts.length, stmts.length + c.length]);
       for (const s of c) stmts.push(s);
     }
-    const rows = stmts.length === 0 ? [] : await this.#exec.write(stmts);
+    // A local writer of the same file may have left heads behind (a remote server has none:
+    // nothing but this path writes it); cheap when none lag.
+    const rows = (await this.#exec.write([...CATCH_UP, ...stmts])).slice(CATCH_UP.length);
 
     // Appends: the head updates returned the actors that passed.
     const passed = new Set<string>();
@@ -484,6 +549,61 @@ export class Engine {
    */
   readonly #heads = new Map<number, CachedHead>();
   #headsVersion: number | undefined;
+  /**
+   * Row ids whose head this connection deferred: the cache has it, the row lags (see
+   * `HEADS_FROM` in `_sql.ts`). Only while this connection is the file's only writer: when
+   * another commits, the cache goes and the heads are caught up from the events.
+   */
+  readonly #dirty = new Set<number>();
+  /** The position the heads lag from (as marked in the database), while some do. */
+  #deferredFrom: number | undefined;
+  /** `performance.now()` when they started to lag. */
+  #deferredAt = 0;
+  /** The shard's last position as of this connection's last commit with appends. */
+  #top = 0;
+  /** Whether the cache cannot be trusted: heads are caught up before it is used again. */
+  #stale = true;
+
+  /** Forgets the cache: the next write that needs heads catches them up from the events. */
+  #forget(): void {
+    this.#heads.clear();
+    this.#dirty.clear();
+    this.#deferredFrom = undefined;
+    this.#stale = true;
+  }
+
+  /**
+   * Writes the heads this connection deferred and marks them current, in a transaction of its
+   * own (closing: a file at rest has every head in its row). Without one, the next writer
+   * catches them up.
+   */
+  async flush(): Promise<void> {
+    if (!this.#exec.interactive || this.#dirty.size === 0) return;
+    try {
+      await this.#exec.transaction(async (run) => {
+        const version = Number((await run(DATA_VERSION))[0]?.[0]);
+        if (version !== this.#headsVersion) return; // another wrote: it caught them up or will
+        for (const s of this.#flushStatements([...this.#dirty])) await run(s);
+        await run(localAppend.current);
+      });
+      this.#dirty.clear();
+      this.#deferredFrom = undefined;
+    } catch {
+      this.#forget();
+    }
+  }
+
+  /** The statements that write the deferred heads of `ids` from the cache. */
+  #flushStatements(ids: Iterable<number>): Stmt[] {
+    const flat: SqlValue[] = [];
+    for (const id of ids) {
+      const h = this.#heads.get(id)!;
+      flat.push(id, h.epoch, h.seq, h.pos);
+    }
+    const out: Stmt[] = [];
+    localAppend.flush(out, flat);
+    return out;
+  }
 
   /** {@link #commit} on a local database, inside its write transaction. */
   async #commitLocal(
@@ -497,23 +617,71 @@ export class Engine {
     const n = groups.length;
     const status = new Uint8Array(n);
     const refusedHeads: [number, number, number][] = [];
+    const dirty = this.#dirty;
+    // Another connection committed since this one last did (or the cache went): the heads
+    // are caught up from the events before they are read or fenced.
+    const version = Number((await run(DATA_VERSION))[0]?.[0]);
+    staged.version = version;
+    if (version !== this.#headsVersion || cache.size > CACHED_ACTORS) this.#stale = true;
+    if (this.#stale && (n > 0 || b.activations.length > 0)) {
+      cache.clear();
+      dirty.clear();
+      this.#deferredFrom = undefined;
+      for (const s of CATCH_UP) await run(s);
+      staged.caughtUp = true;
+    }
+    let unknown: string[] | undefined;
+    for (let i = 0; i < n; i++) {
+      const actor = groups[i]!.actor;
+      if (!ids.has(actor)) (unknown ??= []).push(actor);
+    }
+    for (const x of b.activations) if (!ids.has(x.actor)) (unknown ??= []).push(x.actor);
+    if (unknown) {
+      if (ids.size + unknown.length > CACHED_ACTORS) {
+        // Full: start again with this batch's actors (all of them: the known ones go too).
+        ids.clear();
+        unknown = groups.map((g) => g.actor);
+        for (const x of b.activations) unknown.push(x.actor);
+      }
+      for (const s of localAppend.ids(unknown)) {
+        for (const [actor, id] of await run(s)) ids.set(String(actor), Number(id));
+      }
+    }
+    // Claims read and change heads: theirs are written first if deferred.
+    let touched: Set<number> | undefined;
+    for (const x of b.activations) {
+      const id = ids.get(x.actor);
+      if (id !== undefined) (touched ??= new Set()).add(id);
+    }
+    // Deferred heads are written (the fence below updates rows): all of them when due, else
+    // those of actors claimed in this batch.
+    const from = this.#deferredFrom;
+    const flushAll = from !== undefined &&
+      (dirty.size >= FLUSH_ACTORS || this.#top + 1 - from >= FLUSH_EVENTS ||
+        performance.now() - this.#deferredAt >= FLUSH_MS);
+    const flush = flushAll ? [...dirty] : touched ? [...touched].filter((id) => dirty.has(id)) : [];
+    if (flush.length > 0) {
+      const before = Number((await run(TOTAL_CHANGES))[0]?.[0]);
+      for (const s of this.#flushStatements(flush)) await run(s);
+      const changed = Number((await run(TOTAL_CHANGES))[0]?.[0]) - before;
+      if (changed !== flush.length) {
+        throw new EngineFailure(
+          `the journal's deferred heads disagree with the database (${changed} of ${flush.length} written)`,
+          "HEADS",
+        );
+      }
+    }
+    if (flushAll) {
+      await run(localAppend.current);
+      staged.flushedAll = true;
+    } else staged.flushed = flush;
+    // Heads of this batch are deferred while this connection is the only writer (a batch
+    // after a catch-up starts deferring again), except where claims read them.
+    const defer = !flushAll;
     if (n > 0) {
-      let unknown: string[] | undefined;
-      for (let i = 0; i < n; i++) {
-        const actor = groups[i]!.actor;
-        if (!ids.has(actor)) (unknown ??= []).push(actor);
-      }
-      if (unknown) {
-        if (ids.size + unknown.length > 100_000) ids.clear();
-        for (const s of localAppend.ids(unknown)) {
-          for (const [actor, id] of await run(s)) ids.set(String(actor), Number(id));
-        }
-      }
-      const version = Number((await run(DATA_VERSION))[0]?.[0]);
-      if (version !== this.#headsVersion || cache.size > 100_000) cache.clear();
-      staged.version = version;
       // Positions after the shard's last one, in group order.
       let next = Number((await run(localAppend.top))[0]?.[0] ?? 0);
+      const firstPos = next + 1;
       // Per group: its actor's row id (-1: never activated), its first position, the position
       // before it (once known to pass: `passes`).
       const gid = new Float64Array(n);
@@ -521,6 +689,7 @@ export class Engine {
       const prev: (number | null)[] = new Array(n);
       const passes = new Uint8Array(n);
       const checked: SqlValue[] = []; // flat, 5 a row: fenced here, the update only writes
+      const deferred: number[] = []; // fenced here, the head kept in the cache only
       let returning: SqlValue[][] | undefined; // not cached: the update tells who passed
       let byId: Map<number, number> | undefined; // group of each of those, by row id
       for (let i = 0; i < n; i++) {
@@ -536,7 +705,8 @@ export class Engine {
             (returning ??= []).push([id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos]);
             (byId ??= new Map()).set(id, i);
           } else if (head.epoch === g.epoch && head.seq === g.expectedSeq) {
-            checked.push(id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos);
+            if (defer && !touched?.has(id)) deferred.push(id);
+            else checked.push(id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos);
             prev[i] = head.pos;
             passes[i] = 1;
           }
@@ -558,6 +728,14 @@ export class Engine {
           );
         }
       }
+      if (deferred.length > 0) {
+        staged.deferred = deferred;
+        if (this.#deferredFrom === undefined) {
+          staged.deferredFrom = firstPos;
+          await run(localAppend.deferFrom(firstPos));
+        }
+      }
+      staged.top = next;
       if (returning) {
         for (const s of localAppend.heads(returning)) {
           for (const [id, p] of await run(s)) {
@@ -624,26 +802,34 @@ export class Engine {
           }
         }
         for (let i = 0; i < n; i++) {
-          const head = status[i] === GROUP_REFUSED ? found.get(groups[i]!.actor) : undefined;
+          if (status[i] !== GROUP_REFUSED) continue;
+          // A cached head is the actor's (its row may lag: deferred).
+          const head = cache.get(gid[i]!) ?? found.get(groups[i]!.actor);
           if (head) refusedHeads.push([i, head.epoch, head.seq]);
         }
       }
     }
-    // Claims and releases change heads (epochs, owners): those actors are read again next time.
-    for (const x of b.activations) {
-      const id = ids.get(x.actor);
-      if (id !== undefined) staged.dropped.push(id);
-    }
-    for (const x of b.releases) {
-      const id = ids.get(x.actor);
-      if (id !== undefined) staged.dropped.push(id);
-    }
-    if (b.custom.length > 0) staged.dropAll = true;
+    // (A release changes only the owner, which the cache does not hold.)
     for (const s of releaseStatements(b.releases)) await run(s);
     for (const s of deleteRemindersStatements(b.deletes)) await run(s);
     const act = activateStatements(b.activations, token());
     const actRows: Rows[] = [];
     for (const s of act.stmts) actRows.push(await run(s));
+    // A claim won gives the actor's head (its next appends are fenced from the cache); a claim
+    // lost, or made by another, is read again next time.
+    for (let i = act.result; i < act.snapshots[0]; i++) {
+      for (const [actor, epoch, seq, , won, id, pos] of actRows[i]!) {
+        ids.set(String(actor), Number(id));
+        if (Number(won) === 1) {
+          staged.claimed.push(
+            Number(id),
+            Number(epoch),
+            Number(seq),
+            pos === null ? null : Number(pos),
+          );
+        } else staged.dropped.push(Number(id));
+      }
+    }
     const custom: Rows[][] = [];
     for (const c of b.custom) {
       const out: Rows[] = [];
@@ -664,7 +850,7 @@ export class Engine {
 
   /** Runs writes in one transaction (pruning), retrying while the database is locked. */
   write(stmts: readonly Stmt[], timeoutMs: number): Promise<Rows[]> {
-    this.#heads.clear(); // a write of its own may change any head
+    this.#forget(); // a write of its own may change any head
     return this.#retrying(performance.now() + timeoutMs, () => this.#exec.write(stmts));
   }
 

@@ -12,6 +12,13 @@
  *   is the fence: it applies only where epoch and expected seq match.
  * - `event_marks(actor, seq, pos)`: every {@link MARK_EVERY}th event of each actor, so a read
  *   from any seq walks at most that many `prev` links beyond what it returns.
+ * - Deferred heads (schema version 5): a local writer that is the file's only writer keeps
+ *   the heads it writes in memory and writes them to `activations` now and then, not at every
+ *   commit (a head update touches one B-tree page per actor: ~4 KiB of WAL per event with a
+ *   million actors). While some are behind, `troupe_meta` holds `heads_from`
+ *   ({@link HEADS_FROM}): every event before that position is in its actor's head row. Whoever
+ *   reads heads brings them up from the events first ({@link CATCH_UP}), and reads look at the
+ *   events from there ({@link readStatement}).
  *
  * Each batch of writes uses multi-row `VALUES` lists in a few fixed sizes
  * ({@link VALUES_SIZES}), so a local executor prepares each statement once.
@@ -31,7 +38,32 @@ export interface Stmt {
 }
 
 /** The schema version this code writes (`troupe_meta.schema_version`). */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
+
+/**
+ * The `troupe_meta` key of the position from which heads may lag behind the events (absent:
+ * every head row is current). Version 5: code of version 4 does not know it, so it refuses
+ * the file.
+ */
+export const HEADS_FROM = "heads_from";
+
+/**
+ * Brings every head row up to the events from {@link HEADS_FROM} on (nothing to do when it
+ * is absent) and removes the mark: run in a write transaction before heads are read or
+ * fenced by a writer that did not defer them itself (another process, a restart after a
+ * crash, or a writer whose cache is gone).
+ */
+export const CATCH_UP: readonly Stmt[] = [
+  {
+    sql: `UPDATE activations SET seq = h.seq, pos = h.pos
+          FROM (SELECT actor, max(seq) AS seq, max(pos) AS pos FROM events
+                WHERE pos >= (SELECT value FROM troupe_meta WHERE key = '${HEADS_FROM}')
+                GROUP BY actor) AS h
+          WHERE activations.id = h.actor AND h.seq > activations.seq`,
+    args: [],
+  },
+  { sql: `DELETE FROM troupe_meta WHERE key = '${HEADS_FROM}'`, args: [] },
+];
 
 /** Every this many events of an actor, one row in `event_marks`. */
 export const MARK_EVERY = 32;
@@ -76,6 +108,12 @@ export const MIGRATION_TO_4: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS outbox (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
     topic TEXT NOT NULL, data BLOB NOT NULL, content_type TEXT NOT NULL, at INTEGER NOT NULL)`,
 ];
+
+/**
+ * From version 4 to 5: no table changes; {@link HEADS_FROM} may be written from then on (the
+ * version keeps code that would not read it away from the file).
+ */
+export const MIGRATION_TO_5: readonly string[] = [];
 
 /**
  * From version 1 or 2 to 3: events move into commit order (positions given in `(actor, seq)`
@@ -425,6 +463,30 @@ export const localAppend = {
            AND activations.seq = v.column3`,
     );
   },
+  /**
+   * Writes deferred heads: rows `[id, epoch, seq, pos]` flat (4 values a row); a row whose
+   * epoch changed is left alone (the caller counts the rows changed).
+   */
+  flush(out: Stmt[], flat: readonly SqlValue[]): void {
+    chunkedFlat(
+      out,
+      flat,
+      4,
+      (v) =>
+        `UPDATE activations SET seq = v.column3, pos = v.column4 FROM (VALUES ${v}) AS v
+         WHERE activations.id = v.column1 AND activations.epoch = v.column2`,
+    );
+  },
+  /** Marks heads as lagging from position `pos` on (kept when already marked earlier). */
+  deferFrom(pos: number): Stmt {
+    return {
+      sql: `INSERT INTO troupe_meta (key, value) VALUES ('${HEADS_FROM}', ?)
+            ON CONFLICT (key) DO NOTHING`,
+      args: [pos],
+    };
+  },
+  /** All heads are current again. */
+  current: { sql: `DELETE FROM troupe_meta WHERE key = '${HEADS_FROM}'`, args: [] } as Stmt,
   /** Rows `[pos, actor id, seq, prev, type, version, data, at]`, flat (8 values a row). */
   events(out: Stmt[], flat: readonly SqlValue[]): void {
     chunkedFlat(
@@ -581,7 +643,7 @@ export function activateStatements(
     actors,
     1,
     (v) =>
-      `SELECT a.actor, a.epoch, a.seq, a.owner, a.batch = ? FROM (VALUES ${v}) AS v
+      `SELECT a.actor, a.epoch, a.seq, a.owner, a.batch = ?, a.id, a.pos FROM (VALUES ${v}) AS v
        CROSS JOIN activations AS a ON a.actor = v.column1`,
     [token],
   );
@@ -658,14 +720,17 @@ export function deleteRemindersStatements(ids: readonly string[]): Stmt[] {
 
 /**
  * Events of `actor` with `from <= seq <= to`, in seq order: from the first mark at or after
- * `to` (else the head), walking `prev` links back to `from`.
+ * `to` (else its last event: from the events when heads lag, see {@link HEADS_FROM}, else its
+ * head), walking `prev` links back to `from`.
  */
 export function readStatement(actor: string, from: number, to: number): Stmt {
   return {
     sql: `WITH RECURSIVE chain(pos) AS (
-            SELECT coalesce((SELECT m.pos FROM event_marks AS m
-              WHERE m.actor = a.id AND m.seq >= ? ORDER BY m.seq LIMIT 1), a.pos)
-            FROM activations AS a WHERE a.actor = ? AND a.pos IS NOT NULL
+            SELECT start FROM (SELECT coalesce((SELECT m.pos FROM event_marks AS m
+              WHERE m.actor = a.id AND m.seq >= ? ORDER BY m.seq LIMIT 1),
+              (SELECT max(e.pos) FROM events AS e WHERE e.actor = a.id AND e.pos >=
+                (SELECT value FROM troupe_meta WHERE key = '${HEADS_FROM}')), a.pos) AS start
+            FROM activations AS a WHERE a.actor = ?) WHERE start IS NOT NULL
             UNION ALL
             SELECT e.prev FROM chain AS c JOIN events AS e ON e.pos = c.pos
             WHERE e.seq > ? AND e.prev IS NOT NULL

@@ -137,12 +137,13 @@ function handle(r: WorkerRequest): void {
     case "close":
       return reply(
         r.id,
-        serial(() => {
+        serial(async () => {
+          // A file at rest has every head in its row (else the next writer catches them up).
+          await engine?.flush();
           engine?.close();
           engine = undefined;
           ckpt?.close();
           ckpt = undefined;
-          return Promise.resolve();
         }),
       );
   }

@@ -165,6 +165,104 @@ Deno.test("two libsqlJournal instances on one file: fencing holds, no event lost
   }
 });
 
+Deno.test("deferred heads: rows lag while one writer appends, and a reader, another writer or a crash copy sees every event", async () => {
+  await using tmp = await tempDir();
+  const url = `file:${tmp.path}/heads.db`;
+  const a = libsqlJournal({ url });
+  let b: Journal | undefined;
+  let c: Journal | undefined;
+  try {
+    const actors = Array.from({ length: 40 }, (_, i) => `h/${i}`);
+    const epochs = new Map<string, number>();
+    for (const actor of actors) epochs.set(actor, (await recover(a, actor)).epoch);
+    // Five rounds of one event per actor, each round a group commit of the 40.
+    for (let s = 0; s < 5; s++) {
+      await Promise.all(
+        actors.map((actor) =>
+          a.append({
+            actor,
+            epoch: epochs.get(actor)!,
+            expectedSeq: s,
+            events: [ev(`${actor}:${s}`)],
+          })
+        ),
+      );
+    }
+    const db = sqlite(url);
+    try {
+      // The single writer deferred the heads: the rows lag, and the mark says from where.
+      const lagging = Number(
+        db.execute("SELECT count(*) FROM activations WHERE actor LIKE 'h/%' AND seq < 5")
+          .rows[0]![0],
+      );
+      assert.ok(lagging > 0, "some head rows lag behind the events");
+      assert.equal(
+        db.execute("SELECT count(*) FROM troupe_meta WHERE key = 'heads_from'").rows[0]![0],
+        1,
+      );
+    } finally {
+      db.close();
+    }
+    assert.deepEqual(logViolations(url), []);
+    // A crash now (a copy of the files as they are) keeps every event: a journal opened on
+    // the copy reads and recovers them all.
+    await Deno.copyFile(`${tmp.path}/heads.db`, `${tmp.path}/crash.db`);
+    await Deno.copyFile(`${tmp.path}/heads.db-wal`, `${tmp.path}/crash.db-wal`);
+    c = libsqlJournal({ url: `file:${tmp.path}/crash.db` });
+    assert.deepEqual((await c.read("h/3", 1, 10)).map((e) => dec.decode(e.data)), [
+      "h/3:0",
+      "h/3:1",
+      "h/3:2",
+      "h/3:3",
+      "h/3:4",
+    ]);
+    const crashed = await recover(c, "h/7");
+    assert.equal(crashed.seq, 5);
+    assert.equal(crashed.events.length, 5);
+    await c.append({ actor: "h/7", epoch: crashed.epoch, expectedSeq: 5, events: [ev("after")] });
+    assert.equal((await c.read("h/7", 6, 1))[0]?.seq, 6);
+    // Another writer on the live file: reads see the lagging heads' events; its takeover sees
+    // the whole log and fences the first writer, whose cache goes with the other's commit.
+    b = libsqlJournal({ url });
+    assert.equal((await b.read("h/1", 1, 10)).length, 5);
+    const taken = await recover(b, "h/1");
+    assert.equal(taken.seq, 5);
+    assert.deepEqual(taken.events.map((e) => e.seq), [1, 2, 3, 4, 5]);
+    await assert.rejects(
+      a.append({ actor: "h/1", epoch: epochs.get("h/1")!, expectedSeq: 5, events: [ev("late")] }),
+      (err: ActorError) => err.code === "conflict" && /stale/.test(err.message),
+    );
+    await b.append({ actor: "h/1", epoch: taken.epoch, expectedSeq: 5, events: [ev("b")] });
+    // The first writer goes on with its other actors, after the other's commits.
+    await a.append({ actor: "h/2", epoch: epochs.get("h/2")!, expectedSeq: 5, events: [ev("a")] });
+    await assert.rejects(
+      a.append({ actor: "h/2", epoch: epochs.get("h/2")!, expectedSeq: 5, events: [ev("again")] }),
+      (err: ActorError) => err.code === "conflict" && /log ends at 6/.test(err.message),
+    );
+  } finally {
+    await a.close();
+    await b?.close();
+    await c?.close();
+  }
+  // At rest every head is in its row.
+  const db = sqlite(url);
+  try {
+    assert.equal(
+      db.execute("SELECT count(*) FROM troupe_meta WHERE key = 'heads_from'").rows[0]![0],
+      0,
+    );
+    assert.deepEqual(
+      db.execute("SELECT actor, seq FROM activations WHERE actor IN ('h/1', 'h/2', 'h/3')")
+        .rows.map((r) => [r[0], r[1]]),
+      [["h/1", 6], ["h/2", 6], ["h/3", 5]],
+    );
+  } finally {
+    db.close();
+  }
+  assert.deepEqual(logViolations(url), []);
+  assert.deepEqual(logViolations(`file:${tmp.path}/crash.db`), []);
+});
+
 const WORKER = `
 import { libsqlJournal } from ${JSON.stringify(new URL("./journal.ts", import.meta.url).href)};
 const [url, prefix, rounds] = Deno.args;

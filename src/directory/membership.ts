@@ -404,9 +404,10 @@ class MembershipImpl implements Membership {
     return this.#validUntil;
   }
 
-  isFenced(now: number = this.#clock.monotonic()): boolean {
+  isFenced(now?: number): boolean {
     if (!this.#hosts) return false;
-    return this.#fenced || now > this.#validUntil;
+    // The clock is read only when it decides (a read costs ~0.2 µs, once per committing turn).
+    return this.#fenced || (now ?? this.#clock.monotonic()) > this.#validUntil;
   }
 
   on(listener: (event: MembershipEvent) => void): () => void {
