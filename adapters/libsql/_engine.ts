@@ -209,6 +209,8 @@ export interface EngineOptions {
   readonly url: string;
   /** Where the database is one of several shards. */
   readonly shard?: ShardInfo;
+  /** Most actors whose row id and head the writer keeps (default {@link CACHED_ACTORS}). */
+  readonly cachedActors?: number;
 }
 
 /** A random token that marks the rows a statement let through (unique per batch). */
@@ -277,9 +279,12 @@ export class Engine {
   readonly #exec: Executor;
   readonly #options: EngineOptions;
 
+  readonly #cachedActors: number;
+
   constructor(exec: Executor, options: EngineOptions) {
     this.#exec = exec;
     this.#options = options;
+    this.#cachedActors = options.cachedActors ?? CACHED_ACTORS;
   }
 
   /** Creates or migrates the schema and checks the shard record. */
@@ -622,7 +627,7 @@ export class Engine {
     // are caught up from the events before they are read or fenced.
     const version = Number((await run(DATA_VERSION))[0]?.[0]);
     staged.version = version;
-    if (version !== this.#headsVersion || cache.size > CACHED_ACTORS) this.#stale = true;
+    if (version !== this.#headsVersion || cache.size > this.#cachedActors) this.#stale = true;
     if (this.#stale && (n > 0 || b.activations.length > 0)) {
       cache.clear();
       dirty.clear();
@@ -637,7 +642,7 @@ export class Engine {
     }
     for (const x of b.activations) if (!ids.has(x.actor)) (unknown ??= []).push(x.actor);
     if (unknown) {
-      if (ids.size + unknown.length > CACHED_ACTORS) {
+      if (ids.size + unknown.length > this.#cachedActors) {
         // Full: start again with this batch's actors (all of them: the known ones go too).
         ids.clear();
         unknown = groups.map((g) => g.actor);

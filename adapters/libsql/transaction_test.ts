@@ -15,8 +15,8 @@
 import assert from "node:assert/strict";
 import { connect } from "./_connection.ts";
 import { nativeExecutor } from "./_native.ts";
-import { GROUP_WRITTEN, type WriteBatch } from "./_engine.ts";
-import type { AppendGroup } from "./_sql.ts";
+import { Engine, GROUP_WRITTEN, type WriteBatch } from "./_engine.ts";
+import { type AppendGroup, readStatement } from "./_sql.ts";
 import { encodeAppendLists } from "./_wire.ts";
 import { logViolations, sqlite } from "../../tests/_sqlite.ts";
 import { libsqlJournal } from "./journal.ts";
@@ -513,4 +513,82 @@ Deno.test("logViolations finds a log that runs through another actor's event, an
     found.some((v) => /^3 events, but the heads' seqs add up to 2$/.test(v)),
     found.join("; "),
   );
+});
+
+Deno.test("a writer past its cache of actors starts again without refusing anyone: appends of 120 actors with room for 50 all land, heads caught up", async () => {
+  await using tmp = await tempDir();
+  const path = `${tmp.path}/cap.db`;
+  const open = async (cachedActors?: number) => {
+    const exec = nativeExecutor({
+      path,
+      busySliceMs: 1000,
+      synchronous: "normal",
+      checkpointElsewhere: false,
+    });
+    const e = new Engine(exec, { url: `file:${path}`, ...(cachedActors ? { cachedActors } : {}) });
+    await e.open();
+    return e;
+  };
+  // The actors are claimed through another connection: the writer knows none of them.
+  const claimer = await open();
+  const actors = Array.from({ length: 120 }, (_, i) => `cap/${i}`);
+  let epochs: number[];
+  try {
+    const claimed = await claimer.batch(
+      batch({ activations: actors.map((actor) => ({ actor, node: "n1" })) }) as WriteBatch,
+      5000,
+    );
+    epochs = claimed.activations.map((r) => {
+      assert.ok(r.ok && r.value.won, JSON.stringify(r));
+      return r.value.epoch;
+    });
+  } finally {
+    claimer.close();
+  }
+  const engine = await open(50);
+  const seqs = actors.map(() => 0);
+  try {
+    // Windows of 40 actors sliding by 20: each batch meets actors it knows and actors it does
+    // not, and its id map and cache overflow again and again.
+    for (let w = 0; w < 18; w++) {
+      const mine = Array.from({ length: 40 }, (_, k) => (w * 20 + k) % 120);
+      const out = await engine.batch(
+        batch({
+          groups: mine.map((i) => [{
+            actor: actors[i]!,
+            epoch: epochs[i]!,
+            expectedSeq: seqs[i]!,
+            events: [ev(`${actors[i]}:${seqs[i]}`)],
+            idempotency: [],
+            reminders: [],
+            cancels: [],
+            outbox: [],
+          }]),
+        }) as WriteBatch,
+        5000,
+      );
+      assert.equal(out.error, undefined, JSON.stringify(out.error));
+      assert.deepEqual([...out.groups], mine.map(() => GROUP_WRITTEN), JSON.stringify(out.heads));
+      for (const i of mine) seqs[i]!++;
+    }
+    assert.deepEqual(new Set(seqs), new Set([6]));
+    assert.deepEqual(logViolations(`file:${path}`), []);
+    const rows = await engine.read([readStatement("cap/77", 1, 10)]);
+    assert.deepEqual(
+      rows[0]!.map((r) => dec.decode(r[3] as Uint8Array)),
+      [0, 1, 2, 3, 4, 5].map((s) => `cap/77:${s}`),
+    );
+    await engine.flush();
+  } finally {
+    engine.close();
+  }
+  const db = sqlite(`file:${path}`);
+  try {
+    assert.deepEqual(
+      db.execute("SELECT count(*), min(seq), max(seq) FROM activations").rows.map((r) => [...r]),
+      [[120, 6, 6]],
+    );
+  } finally {
+    db.close();
+  }
 });
