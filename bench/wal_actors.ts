@@ -11,16 +11,13 @@
  */
 
 import { DatabaseSync } from "node:sqlite";
-import { Engine, type WriteBatch } from "../adapters/libsql/_engine.ts";
-import { nativeExecutor } from "../adapters/libsql/_native.ts";
-import { encodeAppendLists } from "../adapters/libsql/_wire.ts";
 import { msgpack } from "../src/codec/mod.ts";
+import { engineActors } from "./_engine_actors.ts";
 
 const BATCH = 350;
 const WARM = 30;
 const MEASURED = 20;
 const data = msgpack.encode({ amount: 1 });
-const none = { releases: [], deletes: [], custom: [] };
 
 /** 350 distinct actor indexes among `n`. */
 function pick(n: number): number[] {
@@ -32,63 +29,16 @@ function pick(n: number): number[] {
 /** The journal's engine: WAL bytes and µs per event. */
 async function journal(dir: string, n: number): Promise<[number, number]> {
   const path = `${dir}/j.db`;
-  const exec = nativeExecutor({
-    path,
-    busySliceMs: 100,
-    synchronous: "normal",
-    checkpointElsewhere: true,
-  });
-  const engine = new Engine(exec, { url: `file:${path}` });
+  const e = await engineActors(path, n, "normal");
   try {
-    await engine.open();
-    const epochs: number[] = [];
-    for (let i = 0; i < n; i += 10_000) {
-      const act = await engine.batch(
-        {
-          groups: encodeAppendLists([]),
-          activations: Array.from(
-            { length: Math.min(10_000, n - i) },
-            (_, k) => ({ actor: `ledger/l${i + k}`, node: "n" }),
-          ),
-          ...none,
-          now: Date.now(),
-        } as WriteBatch,
-        60_000,
-      );
-      for (const r of act.activations) {
-        if (!r.ok) throw new Error(`activation failed: ${r.error.message}`);
-        epochs.push((r.value as { epoch: number }).epoch);
-      }
-    }
-    const seqs = new Array<number>(n).fill(0);
-    const commit = async () => {
-      const chosen = pick(n);
-      const groups = chosen.map((i) => [{
-        actor: `ledger/l${i}`,
-        epoch: epochs[i]!,
-        expectedSeq: seqs[i]!,
-        events: [{ type: "added", version: 1, data, at: Date.now() }],
-      }]);
-      const out = await engine.batch(
-        {
-          groups: encodeAppendLists(groups),
-          activations: [],
-          ...none,
-          now: Date.now(),
-        } as WriteBatch,
-        10_000,
-      );
-      if (out.groups.some((g: number) => g !== 1)) throw new Error("an append was refused");
-      for (const i of chosen) seqs[i]!++;
-    };
-    for (let c = 0; c < WARM; c++) await commit();
+    for (let c = 0; c < WARM; c++) await e.append(pick(n), data);
     const w0 = Deno.statSync(`${path}-wal`).size;
     const t0 = performance.now();
-    for (let c = 0; c < MEASURED; c++) await commit();
+    for (let c = 0; c < MEASURED; c++) await e.append(pick(n), data);
     const us = (performance.now() - t0) * 1000 / (MEASURED * BATCH);
     return [(Deno.statSync(`${path}-wal`).size - w0) / (MEASURED * BATCH), us];
   } finally {
-    engine.close();
+    e.close();
   }
 }
 
