@@ -268,7 +268,7 @@ const FLUSH_EVENTS = 131_072;
 /** See {@link FLUSH_ACTORS}. */
 const FLUSH_MS = 1_000;
 /**
- * Most actors whose row id and head a shard's writer keeps (~150 bytes each); past it, both
+ * Most actors whose row id and head a shard's writer keeps (~190 bytes each); past it, both
  * start again (heads caught up from the events): a shard of a million actors writes each
  * event without touching its actor's row.
  */
