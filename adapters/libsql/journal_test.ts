@@ -103,6 +103,55 @@ Deno.test("libsqlJournal() keeps data across close and reopen, with the schema v
   }
 });
 
+Deno.test("a version 4 file (written before deferred heads) opens as version 5 with its logs as they were", async () => {
+  await using tmp = await tempDir();
+  const url = `file:${tmp.path}/v4.db`;
+  const a = libsqlJournal({ url });
+  const { epoch } = await recover(a, "t/v4");
+  await a.append({ actor: "t/v4", epoch, expectedSeq: 0, events: [ev("1"), ev("2")] });
+  await a.append({
+    actor: "t/v4",
+    epoch,
+    expectedSeq: 2,
+    events: [ev("3")],
+    reminders: [{
+      id: "r4",
+      actor: "t/v4",
+      handler: "h",
+      data: enc.encode(""),
+      due: 7,
+      cron: "* * * * *",
+    }],
+  });
+  await a.close();
+  // Version 4's tables are version 5's: only the recorded version (and no heads_from) differ.
+  const db = sqlite(url);
+  try {
+    db.execute("UPDATE troupe_meta SET value = 4 WHERE key = 'schema_version'");
+  } finally {
+    db.close();
+  }
+  const b = libsqlJournal({ url });
+  try {
+    const rec = await recover(b, "t/v4");
+    assert.equal(rec.seq, 3);
+    assert.deepEqual(rec.events.map((e) => dec.decode(e.data)), ["1", "2", "3"]);
+    assert.equal(await b.nextReminder(), 7);
+    await b.append({ actor: "t/v4", epoch: rec.epoch, expectedSeq: 3, events: [ev("4")] });
+  } finally {
+    await b.close();
+  }
+  const after = sqlite(url);
+  try {
+    const rs = after.execute("SELECT value FROM troupe_meta WHERE key = 'schema_version'");
+    assert.equal(Number(rs.rows[0]?.value), SCHEMA_VERSION);
+    assert.equal(SCHEMA_VERSION, 5);
+  } finally {
+    after.close();
+  }
+  assert.deepEqual(logViolations(url), []);
+});
+
 Deno.test("libsqlJournal() refuses a database with a newer schema version", async () => {
   await using tmp = await tempDir();
   const url = `file:${tmp.path}/newer.db`;
