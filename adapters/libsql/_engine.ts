@@ -628,12 +628,16 @@ export class Engine {
     const version = Number((await run(DATA_VERSION))[0]?.[0]);
     staged.version = version;
     if (version !== this.#headsVersion || cache.size > this.#cachedActors) this.#stale = true;
-    if (this.#stale && (n > 0 || b.activations.length > 0)) {
+    if (this.#stale) {
+      // What this connection deferred is in the events (and marked): whoever reads heads next
+      // catches them up, this batch first if it needs them.
       cache.clear();
       dirty.clear();
       this.#deferredFrom = undefined;
-      for (const s of CATCH_UP) await run(s);
-      staged.caughtUp = true;
+      if (n > 0 || b.activations.length > 0) {
+        for (const s of CATCH_UP) await run(s);
+        staged.caughtUp = true;
+      }
     }
     let unknown: string[] | undefined;
     for (let i = 0; i < n; i++) {
