@@ -16,6 +16,7 @@ import {
   CATCH_UP,
   DDL,
   deleteRemindersStatements,
+  HEADS_CURRENT,
   headsStatements,
   localAppend,
   MARK_EVERY,
@@ -256,6 +257,26 @@ interface StagedHeads {
 
 const DATA_VERSION: Stmt = { sql: "PRAGMA data_version", args: [] };
 const TOTAL_CHANGES: Stmt = { sql: "SELECT total_changes()", args: [] };
+
+/**
+ * Runs head updates whose every row must apply (the writer checked them against its cache);
+ * fails the batch when the database changed another number of rows.
+ */
+async function runHeads(
+  run: (stmt: Stmt) => Promise<Rows>,
+  stmts: readonly Stmt[],
+  rows: number,
+): Promise<void> {
+  const before = Number((await run(TOTAL_CHANGES))[0]?.[0]);
+  for (const s of stmts) await run(s);
+  const changed = Number((await run(TOTAL_CHANGES))[0]?.[0]) - before;
+  if (changed !== rows) {
+    throw new EngineFailure(
+      `the journal's cached heads disagree with the database (${changed} of ${rows} updated)`,
+      "HEADS",
+    );
+  }
+}
 
 /**
  * Deferred heads are written once this many actors have one, once the events since the first
@@ -589,7 +610,7 @@ export class Engine {
         const version = Number((await run(DATA_VERSION))[0]?.[0]);
         if (version !== this.#headsVersion) return; // another wrote: it caught them up or will
         for (const s of this.#flushStatements([...this.#dirty])) await run(s);
-        await run(localAppend.current);
+        await run(HEADS_CURRENT);
       });
       this.#dirty.clear();
       this.#deferredFrom = undefined;
@@ -631,9 +652,7 @@ export class Engine {
     if (this.#stale) {
       // What this connection deferred is in the events (and marked): whoever reads heads next
       // catches them up, this batch first if it needs them.
-      cache.clear();
-      dirty.clear();
-      this.#deferredFrom = undefined;
+      this.#forget();
       if (n > 0 || b.activations.length > 0) {
         for (const s of CATCH_UP) await run(s);
         staged.caughtUp = true;
@@ -669,24 +688,11 @@ export class Engine {
       (dirty.size >= FLUSH_ACTORS || this.#top + 1 - from >= FLUSH_EVENTS ||
         performance.now() - this.#deferredAt >= FLUSH_MS);
     const flush = flushAll ? [...dirty] : touched ? [...touched].filter((id) => dirty.has(id)) : [];
-    if (flush.length > 0) {
-      const before = Number((await run(TOTAL_CHANGES))[0]?.[0]);
-      for (const s of this.#flushStatements(flush)) await run(s);
-      const changed = Number((await run(TOTAL_CHANGES))[0]?.[0]) - before;
-      if (changed !== flush.length) {
-        throw new EngineFailure(
-          `the journal's deferred heads disagree with the database (${changed} of ${flush.length} written)`,
-          "HEADS",
-        );
-      }
-    }
+    if (flush.length > 0) await runHeads(run, this.#flushStatements(flush), flush.length);
     if (flushAll) {
-      await run(localAppend.current);
+      await run(HEADS_CURRENT);
       staged.flushedAll = true;
     } else staged.flushed = flush;
-    // Heads of this batch are deferred while this connection is the only writer (a batch
-    // after a catch-up starts deferring again), except where claims read them.
-    const defer = !flushAll;
     if (n > 0) {
       // Positions after the shard's last one, in group order.
       let next = Number((await run(localAppend.top))[0]?.[0] ?? 0);
@@ -714,7 +720,9 @@ export class Engine {
             (returning ??= []).push([id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos]);
             (byId ??= new Map()).set(id, i);
           } else if (head.epoch === g.epoch && head.seq === g.expectedSeq) {
-            if (defer && !touched?.has(id)) deferred.push(id);
+            // Deferred while this connection is the only writer (a batch after a catch-up
+            // starts deferring again), except when all are due or a claim reads it.
+            if (!flushAll && !touched?.has(id)) deferred.push(id);
             else checked.push(id, g.epoch, g.expectedSeq, g.expectedSeq + count, newPos);
             prev[i] = head.pos;
             passes[i] = 1;
@@ -723,19 +731,9 @@ export class Engine {
         next += count;
       }
       if (checked.length > 0) {
-        const before = Number((await run(TOTAL_CHANGES))[0]?.[0]);
         const stmts: Stmt[] = [];
         localAppend.headsChecked(stmts, checked);
-        for (const s of stmts) await run(s);
-        const changed = Number((await run(TOTAL_CHANGES))[0]?.[0]) - before;
-        if (changed !== checked.length / 5) {
-          throw new EngineFailure(
-            `the journal's cached heads disagree with the database (${changed} of ${
-              checked.length / 5
-            } updated)`,
-            "HEADS",
-          );
-        }
+        await runHeads(run, stmts, checked.length / 5);
       }
       if (deferred.length > 0) {
         staged.deferred = deferred;

@@ -47,6 +47,15 @@ export const SCHEMA_VERSION = 5;
  */
 export const HEADS_FROM = "heads_from";
 
+/** The position of {@link HEADS_FROM} (NULL when absent), as a subquery. */
+const HEADS_FROM_POS = `(SELECT value FROM troupe_meta WHERE key = '${HEADS_FROM}')`;
+
+/** Every head row is current: removes {@link HEADS_FROM}. */
+export const HEADS_CURRENT: Stmt = {
+  sql: `DELETE FROM troupe_meta WHERE key = '${HEADS_FROM}'`,
+  args: [],
+};
+
 /**
  * Brings every head row up to the events from {@link HEADS_FROM} on (nothing to do when it
  * is absent) and removes the mark: run in a write transaction before heads are read or
@@ -57,12 +66,11 @@ export const CATCH_UP: readonly Stmt[] = [
   {
     sql: `UPDATE activations SET seq = h.seq, pos = h.pos
           FROM (SELECT actor, max(seq) AS seq, max(pos) AS pos FROM events
-                WHERE pos >= (SELECT value FROM troupe_meta WHERE key = '${HEADS_FROM}')
-                GROUP BY actor) AS h
+                WHERE pos >= ${HEADS_FROM_POS} GROUP BY actor) AS h
           WHERE activations.id = h.actor AND h.seq > activations.seq`,
     args: [],
   },
-  { sql: `DELETE FROM troupe_meta WHERE key = '${HEADS_FROM}'`, args: [] },
+  HEADS_CURRENT,
 ];
 
 /** Every this many events of an actor, one row in `event_marks`. */
@@ -485,8 +493,6 @@ export const localAppend = {
       args: [pos],
     };
   },
-  /** All heads are current again. */
-  current: { sql: `DELETE FROM troupe_meta WHERE key = '${HEADS_FROM}'`, args: [] } as Stmt,
   /** Rows `[pos, actor id, seq, prev, type, version, data, at]`, flat (8 values a row). */
   events(out: Stmt[], flat: readonly SqlValue[]): void {
     chunkedFlat(
@@ -728,8 +734,8 @@ export function readStatement(actor: string, from: number, to: number): Stmt {
     sql: `WITH RECURSIVE chain(pos) AS (
             SELECT start FROM (SELECT coalesce((SELECT m.pos FROM event_marks AS m
               WHERE m.actor = a.id AND m.seq >= ? ORDER BY m.seq LIMIT 1),
-              (SELECT max(e.pos) FROM events AS e WHERE e.actor = a.id AND e.pos >=
-                (SELECT value FROM troupe_meta WHERE key = '${HEADS_FROM}')), a.pos) AS start
+              (SELECT max(e.pos) FROM events AS e WHERE e.actor = a.id
+                AND e.pos >= ${HEADS_FROM_POS}), a.pos) AS start
             FROM activations AS a WHERE a.actor = ?) WHERE start IS NOT NULL
             UNION ALL
             SELECT e.prev FROM chain AS c JOIN events AS e ON e.pos = c.pos
